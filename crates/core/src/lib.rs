@@ -1,0 +1,23 @@
+//! Leasehold's pure decisions: no I/O, no async runtime, no wall clock.
+//!
+//! Everything here takes time as a value ([`MonoTime`]) or through the small [`Clock`]
+//! trait, so tests drive time by hand and never sleep.
+//!
+//! # Layout
+//! - [`clock`]: the suspend-aware monotonic clock (`CLOCK_BOOTTIME`) and a manual clock.
+//! - [`mode`]: the HA modes and roles, and what each mode may do.
+//! - [`timing`]: the HA timing settings, the leader's local hold, and their validation.
+//! - [`election`]: candidate ranking and the priority back-off after an expiry.
+//! - [`node_claim`]: whether a starting node may take its node id from the registry.
+//! - [`name`]: validation of node ids and cluster names.
+
+pub mod clock;
+pub mod election;
+pub mod mode;
+pub mod name;
+pub mod node_claim;
+pub mod timing;
+
+pub use clock::{BootClock, Clock, ManualClock, MonoTime};
+pub use mode::{HaMode, HaRole};
+pub use timing::{HaTimings, TimingError};

@@ -1,0 +1,273 @@
+//! The HA timing settings and the leader's local hold.
+//!
+//! The store's clock decides *who* holds the lease; how long the leader believes it holds it is
+//! measured on its own monotonic clock, from the instant it *sent* the renewal. The store set the
+//! expiry at `store_now + ttl` when it executed the renewal, which is after the send, so the
+//! lease on the store lasts at least `ttl` of store time from the send. With both clocks within
+//! `ρ` of real time, `ttl · (1−ρ)/(1+ρ)` of local time is never longer than that, and `ha.margin`
+//! absorbs scheduling jitter. See `docs/PROTOCOL.md`.
+
+use std::time::Duration;
+
+use crate::clock::MonoTime;
+
+/// The timing settings of the HA loop.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HaTimings {
+    /// `ha.lease-ttl`: how long an acquire or renewal keeps the lease on the store's clock.
+    pub lease_ttl: Duration,
+    /// `ha.renew-interval`: how often the leader renews.
+    pub renew_interval: Duration,
+    /// `ha.margin`: subtracted from the leader's local hold.
+    pub margin: Duration,
+    /// `ha.priority-step`: the extra wait per rank after an expiry.
+    pub priority_step: Duration,
+    /// `ha.store-timeout`: the limit on every store call of the HA loop.
+    pub store_timeout: Duration,
+    /// `ha.poll-interval`: how often a follower re-reads the lease row.
+    pub poll_interval: Duration,
+    /// `metadata.clock-drift` (`ρ`): the allowed clock-rate error of any clock.
+    pub clock_drift: f64,
+}
+
+impl Default for HaTimings {
+    fn default() -> Self {
+        Self {
+            lease_ttl: Duration::from_secs(6),
+            renew_interval: Duration::from_secs(2),
+            margin: Duration::from_millis(100),
+            priority_step: Duration::from_millis(200),
+            store_timeout: Duration::from_millis(500),
+            poll_interval: Duration::from_millis(200),
+            clock_drift: 0.01,
+        }
+    }
+}
+
+/// A timing setting that cannot work, naming the key to change.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{key}: {message}")]
+pub struct TimingError {
+    /// The configuration key to change.
+    pub key: &'static str,
+    /// What is wrong, with the numbers.
+    pub message: String,
+}
+
+impl TimingError {
+    fn new(key: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            key,
+            message: message.into(),
+        }
+    }
+}
+
+const MIN_LEASE_TTL: Duration = Duration::from_millis(100);
+const MAX_LEASE_TTL: Duration = Duration::from_secs(3600);
+const MAX_CLOCK_DRIFT: f64 = 0.1;
+
+impl HaTimings {
+    /// How long after sending a successful renewal the leader may act as leader, or `None`
+    /// when the margin eats the whole lease.
+    pub fn local_hold(&self) -> Option<Duration> {
+        let rho = self.clock_drift;
+        let shrunk = self.lease_ttl.mul_f64((1.0 - rho) / (1.0 + rho));
+        shrunk
+            .checked_sub(self.margin)
+            .filter(|hold| !hold.is_zero())
+    }
+
+    /// The end of the local hold for a renewal (or acquire) sent at `sent`.
+    pub fn hold_until(&self, sent: MonoTime) -> MonoTime {
+        sent + self.local_hold().unwrap_or(Duration::ZERO)
+    }
+
+    /// How long a lease granted by a leader may outlast that leader's own view of it, measured
+    /// on another node's clock: `ttl · (1+ρ)/(1−ρ)`.
+    pub fn lease_upper_bound(&self) -> Duration {
+        let rho = self.clock_drift;
+        self.lease_ttl.mul_f64((1.0 + rho) / (1.0 - rho))
+    }
+
+    /// Checks every relation the HA loop relies on, naming the key that breaks one.
+    pub fn validate(&self) -> Result<(), TimingError> {
+        if !(0.0..MAX_CLOCK_DRIFT).contains(&self.clock_drift) || self.clock_drift.is_nan() {
+            return Err(TimingError::new(
+                "metadata.clock-drift",
+                format!(
+                    "must be at least 0 and below {MAX_CLOCK_DRIFT}, got {}",
+                    self.clock_drift
+                ),
+            ));
+        }
+        if self.lease_ttl < MIN_LEASE_TTL || self.lease_ttl > MAX_LEASE_TTL {
+            return Err(TimingError::new(
+                "ha.lease-ttl",
+                format!(
+                    "must be between {MIN_LEASE_TTL:?} and {MAX_LEASE_TTL:?}, got {:?}",
+                    self.lease_ttl
+                ),
+            ));
+        }
+        for (key, value) in [
+            ("ha.renew-interval", self.renew_interval),
+            ("ha.store-timeout", self.store_timeout),
+            ("ha.poll-interval", self.poll_interval),
+        ] {
+            if value.is_zero() {
+                return Err(TimingError::new(key, "must be above zero"));
+            }
+        }
+        let Some(hold) = self.local_hold() else {
+            return Err(TimingError::new(
+                "ha.margin",
+                format!(
+                    "{:?} leaves the leader no local hold: ha.lease-ttl ({:?}) shrunk by the clock drift is {:?}",
+                    self.margin,
+                    self.lease_ttl,
+                    self.lease_ttl
+                        .mul_f64((1.0 - self.clock_drift) / (1.0 + self.clock_drift)),
+                ),
+            ));
+        };
+        // One failed renewal must leave room for a retry before the hold ends.
+        let needed = self.renew_interval * 2 + self.store_timeout;
+        if needed > hold {
+            return Err(TimingError::new(
+                "ha.renew-interval",
+                format!(
+                    "2 × ha.renew-interval ({:?}) + ha.store-timeout ({:?}) = {needed:?} must fit in the leader's local hold of {hold:?} \
+                     (ha.lease-ttl {:?} shrunk by the clock drift, minus ha.margin); shorten the interval or lengthen the TTL",
+                    self.renew_interval, self.store_timeout, self.lease_ttl,
+                ),
+            ));
+        }
+        if self.poll_interval > self.lease_ttl {
+            return Err(TimingError::new(
+                "ha.poll-interval",
+                format!(
+                    "{:?} must not exceed ha.lease-ttl ({:?})",
+                    self.poll_interval, self.lease_ttl
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ms(value: u64) -> Duration {
+        Duration::from_millis(value)
+    }
+
+    #[test]
+    fn defaults_are_valid_and_hold_shrinks_by_drift_and_margin() {
+        let timings = HaTimings::default();
+        timings.validate().unwrap();
+        // 6 s × 0.99 / 1.01 − 100 ms
+        let hold = timings.local_hold().unwrap();
+        assert_eq!(hold.as_millis(), 5781);
+        let sent = MonoTime::from_duration(Duration::from_secs(100));
+        assert_eq!(timings.hold_until(sent), sent + hold);
+    }
+
+    #[test]
+    fn one_second_test_timings_are_valid() {
+        let timings = HaTimings {
+            lease_ttl: ms(1000),
+            renew_interval: ms(250),
+            store_timeout: ms(250),
+            poll_interval: ms(100),
+            priority_step: ms(200),
+            ..HaTimings::default()
+        };
+        timings.validate().unwrap();
+    }
+
+    #[test]
+    fn a_renew_interval_without_room_for_a_retry_is_refused_with_the_numbers() {
+        let timings = HaTimings {
+            renew_interval: ms(3000),
+            ..HaTimings::default()
+        };
+        let error = timings.validate().unwrap_err();
+        assert_eq!(error.key, "ha.renew-interval");
+        assert!(error.message.contains("6.5s"), "{error}");
+        assert!(error.message.contains("5.781"), "{error}");
+    }
+
+    #[test]
+    fn a_margin_that_eats_the_lease_is_refused() {
+        let timings = HaTimings {
+            margin: ms(7000),
+            ..HaTimings::default()
+        };
+        assert_eq!(timings.local_hold(), None);
+        assert_eq!(timings.validate().unwrap_err().key, "ha.margin");
+    }
+
+    #[test]
+    fn out_of_range_values_name_their_key() {
+        let cases = [
+            (
+                HaTimings {
+                    clock_drift: 0.5,
+                    ..HaTimings::default()
+                },
+                "metadata.clock-drift",
+            ),
+            (
+                HaTimings {
+                    clock_drift: f64::NAN,
+                    ..HaTimings::default()
+                },
+                "metadata.clock-drift",
+            ),
+            (
+                HaTimings {
+                    lease_ttl: ms(10),
+                    ..HaTimings::default()
+                },
+                "ha.lease-ttl",
+            ),
+            (
+                HaTimings {
+                    store_timeout: ms(0),
+                    ..HaTimings::default()
+                },
+                "ha.store-timeout",
+            ),
+            (
+                HaTimings {
+                    poll_interval: ms(0),
+                    ..HaTimings::default()
+                },
+                "ha.poll-interval",
+            ),
+            (
+                HaTimings {
+                    poll_interval: ms(7000),
+                    ..HaTimings::default()
+                },
+                "ha.poll-interval",
+            ),
+        ];
+        for (timings, key) in cases {
+            assert_eq!(timings.validate().unwrap_err().key, key, "{timings:?}");
+        }
+    }
+
+    #[test]
+    fn upper_bound_grows_by_drift() {
+        let timings = HaTimings {
+            lease_ttl: ms(1000),
+            clock_drift: 0.01,
+            ..HaTimings::default()
+        };
+        assert_eq!(timings.lease_upper_bound().as_micros(), 1_020_202);
+    }
+}

@@ -1,0 +1,243 @@
+//! The three SQL backends and the statements in each one's dialect.
+//!
+//! Statements are written once, with `?` placeholders and a few tokens, and rendered per
+//! backend when the store opens: `{now}` becomes the backend's millisecond clock expression,
+//! `{insert_ignore}`/`{on_conflict_ignore}` its insert-if-absent form, and PostgreSQL gets
+//! `$1, $2, …` placeholders.
+
+use std::fmt;
+use std::sync::Arc;
+
+/// Which database a store URL points at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Backend {
+    /// Embedded SQLite: coordinators on one host only.
+    Sqlite,
+    /// PostgreSQL.
+    Postgres,
+    /// MySQL or MariaDB.
+    MySql,
+}
+
+impl Backend {
+    /// The backend of `url`, judged by its scheme.
+    pub fn of_url(url: &str) -> Option<Backend> {
+        let scheme = url.split_once(':')?.0.to_ascii_lowercase();
+        match scheme.as_str() {
+            "sqlite" => Some(Backend::Sqlite),
+            "postgres" | "postgresql" => Some(Backend::Postgres),
+            "mysql" | "mariadb" => Some(Backend::MySql),
+            _ => None,
+        }
+    }
+
+    /// The backend's name in logs and metrics labels.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Backend::Sqlite => "sqlite",
+            Backend::Postgres => "postgres",
+            Backend::MySql => "mysql",
+        }
+    }
+
+    /// The store clock in milliseconds since the Unix epoch, as an SQL expression.
+    ///
+    /// PostgreSQL's `now()` is the transaction's start, so `clock_timestamp()`; MySQL's
+    /// `NOW(6)` in a session pinned to UTC (no DST jumps); SQLite's `unixepoch('subsec')`,
+    /// because `DATETIME` has only seconds.
+    fn now_ms(self) -> &'static str {
+        match self {
+            Backend::Sqlite => "CAST(unixepoch('subsec') * 1000 AS INTEGER)",
+            Backend::Postgres => {
+                "CAST(floor(extract(epoch FROM clock_timestamp()) * 1000) AS BIGINT)"
+            }
+            Backend::MySql => "CAST(FLOOR(UNIX_TIMESTAMP(NOW(6)) * 1000) AS SIGNED)",
+        }
+    }
+
+    /// The statement that opens a write transaction. SQLite takes the write lock up front, so
+    /// a transaction never has to upgrade a read snapshot.
+    pub(crate) fn begin_write(self) -> &'static str {
+        match self {
+            Backend::Sqlite => "BEGIN IMMEDIATE",
+            Backend::Postgres | Backend::MySql => "BEGIN",
+        }
+    }
+
+    /// Renders a statement template in this backend's dialect.
+    pub(crate) fn render(self, template: &str) -> Arc<str> {
+        let (insert_ignore, on_conflict_ignore) = match self {
+            Backend::Sqlite => ("INSERT OR IGNORE INTO", ""),
+            Backend::Postgres => ("INSERT INTO", "ON CONFLICT DO NOTHING"),
+            Backend::MySql => ("INSERT IGNORE INTO", ""),
+        };
+        let sql = template
+            .replace("{now}", self.now_ms())
+            .replace("{insert_ignore}", insert_ignore)
+            .replace("{on_conflict_ignore}", on_conflict_ignore);
+        let sql = match self {
+            Backend::Postgres => numbered_placeholders(&sql),
+            Backend::Sqlite | Backend::MySql => sql,
+        };
+        Arc::from(sql.trim())
+    }
+}
+
+impl fmt::Display for Backend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// `?` → `$1, $2, …`, outside quoted strings.
+fn numbered_placeholders(sql: &str) -> String {
+    let mut out = String::with_capacity(sql.len() + 16);
+    let mut next = 1;
+    let mut in_quote = false;
+    for c in sql.chars() {
+        match c {
+            '\'' => {
+                in_quote = !in_quote;
+                out.push(c);
+            }
+            '?' if !in_quote => {
+                out.push('$');
+                out.push_str(&next.to_string());
+                next += 1;
+            }
+            _ => out.push(c),
+        }
+    }
+    out
+}
+
+/// Every statement the store runs, rendered for one backend.
+#[derive(Debug)]
+pub(crate) struct Statements {
+    pub select_one: Arc<str>,
+    pub now: Arc<str>,
+    pub lease_insert_if_absent: Arc<str>,
+    pub lease_read: Arc<str>,
+    pub lease_acquire: Arc<str>,
+    pub lease_renew: Arc<str>,
+    pub lease_release: Arc<str>,
+    pub lease_guard: Arc<str>,
+    pub node_read: Arc<str>,
+    pub node_insert: Arc<str>,
+    pub node_take_over: Arc<str>,
+    pub node_refresh: Arc<str>,
+    pub node_update_settings: Arc<str>,
+    pub node_stop: Arc<str>,
+    pub node_list: Arc<str>,
+    pub meta_insert_if_absent: Arc<str>,
+    pub meta_read: Arc<str>,
+}
+
+impl Statements {
+    pub fn new(backend: Backend) -> Self {
+        let r = |template: &str| backend.render(template);
+        Self {
+            select_one: r("SELECT 1"),
+            now: r("SELECT {now}"),
+            lease_insert_if_absent: r(
+                "{insert_ignore} ha_lease (cluster, term, expires_at_ms, version, write_seq, updated_at_ms) \
+                 VALUES (?, 0, 0, 0, 0, {now}) {on_conflict_ignore}",
+            ),
+            lease_read: r(
+                "SELECT term, holder_node_id, holder_incarnation, holder_address, expires_at_ms, version, {now} \
+                 FROM ha_lease WHERE cluster = ?",
+            ),
+            // Succeeds only against the version that was read and only once the lease has
+            // expired on the store's clock; every acquire starts a new term.
+            lease_acquire: r(
+                "UPDATE ha_lease SET term = term + 1, holder_node_id = ?, holder_incarnation = ?, holder_address = ?, \
+                 expires_at_ms = {now} + ?, version = version + 1, updated_at_ms = {now} \
+                 WHERE cluster = ? AND version = ? AND expires_at_ms <= {now}",
+            ),
+            lease_renew: r(
+                "UPDATE ha_lease SET expires_at_ms = {now} + ?, version = version + 1, updated_at_ms = {now} \
+                 WHERE cluster = ? AND term = ? AND holder_incarnation = ?",
+            ),
+            lease_release: r(
+                "UPDATE ha_lease SET expires_at_ms = {now}, version = version + 1, updated_at_ms = {now} \
+                 WHERE cluster = ? AND term = ? AND holder_incarnation = ? AND expires_at_ms > {now}",
+            ),
+            // The write guard: it changes exactly one row only while the term is ours and
+            // unexpired, and the row lock it takes lasts until the write's commit.
+            lease_guard: r("UPDATE ha_lease SET write_seq = write_seq + 1 \
+                 WHERE cluster = ? AND term = ? AND holder_incarnation = ? AND expires_at_ms > {now}"),
+            node_read: r(
+                "SELECT incarnation, last_seen_ms, {now} FROM ha_nodes WHERE cluster = ? AND node_id = ?",
+            ),
+            node_insert: r(
+                "{insert_ignore} ha_nodes (cluster, node_id, incarnation, address, mode, priority, role, last_seen_ms, started_at_ms) \
+                 VALUES (?, ?, ?, ?, ?, ?, ?, {now}, {now}) {on_conflict_ignore}",
+            ),
+            node_take_over: r(
+                "UPDATE ha_nodes SET incarnation = ?, address = ?, mode = ?, priority = ?, role = ?, \
+                 last_seen_ms = {now}, started_at_ms = {now} \
+                 WHERE cluster = ? AND node_id = ? AND COALESCE(incarnation, '') = ? AND last_seen_ms = ?",
+            ),
+            node_refresh: r("UPDATE ha_nodes SET last_seen_ms = {now}, role = ? \
+                 WHERE cluster = ? AND node_id = ? AND incarnation = ?"),
+            node_update_settings: r(
+                "UPDATE ha_nodes SET mode = ?, priority = ?, last_seen_ms = {now} \
+                 WHERE cluster = ? AND node_id = ? AND incarnation = ?",
+            ),
+            node_stop: r(
+                "UPDATE ha_nodes SET incarnation = NULL, role = 'stopped', last_seen_ms = {now} \
+                 WHERE cluster = ? AND node_id = ? AND incarnation = ?",
+            ),
+            node_list: r(
+                "SELECT node_id, incarnation, address, mode, priority, role, last_seen_ms, {now} \
+                 FROM ha_nodes WHERE cluster = ? ORDER BY node_id",
+            ),
+            meta_insert_if_absent: r(
+                "{insert_ignore} cluster_meta (cluster, name, value, updated_at_ms) VALUES (?, ?, ?, {now}) {on_conflict_ignore}",
+            ),
+            meta_read: r("SELECT value FROM cluster_meta WHERE cluster = ? AND name = ?"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backend_follows_the_url_scheme() {
+        assert_eq!(Backend::of_url("sqlite://data/x.db"), Some(Backend::Sqlite));
+        assert_eq!(
+            Backend::of_url("postgresql://u@h/db"),
+            Some(Backend::Postgres)
+        );
+        assert_eq!(Backend::of_url("MariaDB://root@h/db"), Some(Backend::MySql));
+        assert_eq!(Backend::of_url("redis://h"), None);
+        assert_eq!(Backend::of_url("no-scheme"), None);
+    }
+
+    #[test]
+    fn postgres_gets_numbered_placeholders_outside_quotes() {
+        let sql = Backend::Postgres.render("SELECT '?' FROM t WHERE a = ? AND b = ?");
+        assert_eq!(&*sql, "SELECT '?' FROM t WHERE a = $1 AND b = $2");
+        let sql = Backend::MySql.render("SELECT a FROM t WHERE a = ?");
+        assert_eq!(&*sql, "SELECT a FROM t WHERE a = ?");
+    }
+
+    #[test]
+    fn insert_if_absent_uses_each_dialect() {
+        let template = "{insert_ignore} t (a) VALUES (?) {on_conflict_ignore}";
+        assert_eq!(
+            &*Backend::Sqlite.render(template),
+            "INSERT OR IGNORE INTO t (a) VALUES (?)"
+        );
+        assert_eq!(
+            &*Backend::MySql.render(template),
+            "INSERT IGNORE INTO t (a) VALUES (?)"
+        );
+        assert_eq!(
+            &*Backend::Postgres.render(template),
+            "INSERT INTO t (a) VALUES ($1) ON CONFLICT DO NOTHING"
+        );
+    }
+}

@@ -1,0 +1,150 @@
+//! Term-guarded writes: the primitive every metadata write goes through.
+//!
+//! A guarded transaction first updates the lease row on the condition that the term and
+//! incarnation are the writer's and that the lease is unexpired on the store's clock, and
+//! requires that exactly one row changed. That update takes the row's lock, and the lock lasts
+//! until the transaction ends, so no acquire can commit between the check and the write: a
+//! leader that was paused past its lease (SIGSTOP, a long stall) and resumes cannot write,
+//! whatever it believes about its own leadership. SQLite takes the database's write lock with
+//! `BEGIN IMMEDIATE`, which serializes the same way.
+
+use sqlx::AnyConnection;
+use tokio::time::timeout_at;
+
+use crate::backend::Backend;
+use crate::error::StoreError;
+use crate::lease;
+use crate::nodes;
+use crate::store::{Checkout, Store};
+
+/// The term a leader writes under.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TermGuard {
+    /// The cluster whose lease row guards the write.
+    pub cluster: String,
+    /// The term the writer acquired.
+    pub term: u64,
+    /// The writer process's incarnation.
+    pub incarnation: String,
+}
+
+/// An open term-guarded transaction. Dropping it without [`GuardedTx::commit`] closes its
+/// connection, which rolls the transaction back on the server.
+pub struct GuardedTx {
+    checkout: Option<Checkout>,
+    store: Store,
+    term: u64,
+}
+
+impl std::fmt::Debug for GuardedTx {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GuardedTx")
+            .field("term", &self.term)
+            .finish()
+    }
+}
+
+impl GuardedTx {
+    pub(crate) async fn begin(
+        mut checkout: Checkout,
+        backend: Backend,
+        store: Store,
+        guard: &TermGuard,
+    ) -> Result<GuardedTx, StoreError> {
+        let sql = store.sql();
+        let result = timeout_at(checkout.deadline, async {
+            sqlx::raw_sql(backend.begin_write())
+                .execute(&mut *checkout.conn)
+                .await?;
+            lease::check_guard(&mut checkout.conn, sql, guard).await
+        })
+        .await;
+        match result {
+            Ok(Ok(())) => Ok(GuardedTx {
+                checkout: Some(checkout),
+                store: store.clone(),
+                term: guard.term,
+            }),
+            // Close rather than roll back: the connection may be mid-statement.
+            Ok(Err(error)) => {
+                checkout.conn.close_on_drop();
+                Err(error.in_op("guarded write"))
+            }
+            Err(_) => {
+                checkout.conn.close_on_drop();
+                Err(StoreError::Timeout {
+                    op: "guarded write",
+                    after: store.options().call_timeout,
+                })
+            }
+        }
+    }
+
+    /// The term this transaction writes under.
+    pub fn term(&self) -> u64 {
+        self.term
+    }
+
+    /// Records a node's mode and priority inside the guarded transaction.
+    pub async fn update_node_settings(
+        &mut self,
+        cluster: &str,
+        node_id: &str,
+        incarnation: &str,
+        mode: &str,
+        priority: i32,
+    ) -> Result<bool, StoreError> {
+        let store = self.store.clone();
+        self.run(|conn| {
+            nodes::update_settings(
+                conn,
+                store.sql(),
+                cluster,
+                node_id,
+                incarnation,
+                mode,
+                priority,
+            )
+        })
+        .await
+    }
+
+    /// Commits the write. The guard's row lock is released only now.
+    pub async fn commit(mut self) -> Result<(), StoreError> {
+        self.run(|conn| async move {
+            sqlx::raw_sql("COMMIT").execute(conn).await?;
+            Ok(())
+        })
+        .await?;
+        // Committed: the connection is clean and may go back to the pool.
+        self.checkout.take();
+        Ok(())
+    }
+
+    async fn run<'a, T, F, Fut>(&'a mut self, work: F) -> Result<T, StoreError>
+    where
+        F: FnOnce(&'a mut AnyConnection) -> Fut,
+        Fut: std::future::Future<Output = Result<T, StoreError>> + 'a,
+    {
+        let after = self.store.options().call_timeout;
+        let checkout = self
+            .checkout
+            .as_mut()
+            .expect("guarded transaction already finished");
+        match timeout_at(checkout.deadline, work(&mut *checkout.conn)).await {
+            Ok(result) => result.map_err(|error| error.in_op("guarded write")),
+            Err(_) => Err(StoreError::Timeout {
+                op: "guarded write",
+                after,
+            }),
+        }
+    }
+}
+
+impl Drop for GuardedTx {
+    fn drop(&mut self) {
+        if let Some(checkout) = self.checkout.as_mut() {
+            checkout.conn.close_on_drop();
+        }
+    }
+}

@@ -1,0 +1,175 @@
+//! The coordinator lease row: read, acquire, renew, release.
+//!
+//! Expiry is judged on the store's clock inside each statement, so coordinator wall clocks
+//! never need to agree. Each function runs on the connection it is given; the caller bounds it.
+
+use std::time::Duration;
+
+use sqlx::{AnyConnection, AssertSqlSafe, Row};
+
+use crate::backend::Statements;
+use crate::error::StoreError;
+use crate::guard::TermGuard;
+
+/// Who holds (or wants) the lease.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeaseHolder {
+    /// The holder's stable node id.
+    pub node_id: String,
+    /// The holder process's incarnation: random, new at every start.
+    pub incarnation: String,
+    /// The holder's gRPC endpoint, for discovery.
+    pub address: String,
+}
+
+/// The lease row as read, with the store's clock at the moment of the read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeaseView {
+    /// The fencing token of the last acquire (0: never acquired).
+    pub term: u64,
+    /// The last holder; it holds the lease only while it is unexpired.
+    pub holder: Option<LeaseHolder>,
+    /// The expiry on the store's clock (ms since the Unix epoch).
+    pub expires_at_ms: i64,
+    /// Optimistic-concurrency counter, +1 on every write of the row.
+    pub version: i64,
+    /// The store's clock when the row was read (ms since the Unix epoch).
+    pub store_now_ms: i64,
+}
+
+impl LeaseView {
+    /// Milliseconds the lease had left when read; negative once expired.
+    pub fn remaining_ms(&self) -> i64 {
+        self.expires_at_ms - self.store_now_ms
+    }
+
+    /// Whether the lease had expired when read.
+    pub fn is_expired(&self) -> bool {
+        self.remaining_ms() <= 0
+    }
+
+    /// The holder of an unexpired lease.
+    pub fn live_holder(&self) -> Option<&LeaseHolder> {
+        self.holder.as_ref().filter(|_| !self.is_expired())
+    }
+}
+
+fn ttl_ms(ttl: Duration) -> i64 {
+    i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX)
+}
+
+fn term_param(term: u64) -> i64 {
+    i64::try_from(term).unwrap_or(i64::MAX)
+}
+
+pub(crate) async fn ensure_row(
+    conn: &mut AnyConnection,
+    sql: &Statements,
+    cluster: &str,
+) -> Result<(), StoreError> {
+    sqlx::query(AssertSqlSafe(sql.lease_insert_if_absent.clone()))
+        .bind(cluster)
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
+}
+
+pub(crate) async fn read(
+    conn: &mut AnyConnection,
+    sql: &Statements,
+    cluster: &str,
+) -> Result<LeaseView, StoreError> {
+    let row = sqlx::query(AssertSqlSafe(sql.lease_read.clone()))
+        .bind(cluster)
+        .fetch_optional(&mut *conn)
+        .await?
+        .ok_or_else(|| StoreError::Inconsistent(format!("cluster {cluster:?} has no lease row")))?;
+    let node_id: Option<String> = row.try_get(1)?;
+    let incarnation: Option<String> = row.try_get(2)?;
+    let address: Option<String> = row.try_get(3)?;
+    let holder = match (node_id, incarnation) {
+        (Some(node_id), Some(incarnation)) => Some(LeaseHolder {
+            node_id,
+            incarnation,
+            address: address.unwrap_or_default(),
+        }),
+        _ => None,
+    };
+    Ok(LeaseView {
+        term: u64::try_from(row.try_get::<i64, _>(0)?).unwrap_or(0),
+        holder,
+        expires_at_ms: row.try_get(4)?,
+        version: row.try_get(5)?,
+        store_now_ms: row.try_get(6)?,
+    })
+}
+
+pub(crate) async fn try_acquire(
+    conn: &mut AnyConnection,
+    sql: &Statements,
+    cluster: &str,
+    expected: &LeaseView,
+    holder: &LeaseHolder,
+    ttl: Duration,
+) -> Result<Option<u64>, StoreError> {
+    let result = sqlx::query(AssertSqlSafe(sql.lease_acquire.clone()))
+        .bind(holder.node_id.as_str())
+        .bind(holder.incarnation.as_str())
+        .bind(holder.address.as_str())
+        .bind(ttl_ms(ttl))
+        .bind(cluster)
+        .bind(expected.version)
+        .execute(&mut *conn)
+        .await?;
+    // The update matched the exact version that was read, so the term it wrote is the one
+    // after the term that was read.
+    Ok((result.rows_affected() == 1).then_some(expected.term + 1))
+}
+
+pub(crate) async fn renew(
+    conn: &mut AnyConnection,
+    sql: &Statements,
+    guard: &TermGuard,
+    ttl: Duration,
+) -> Result<bool, StoreError> {
+    let result = sqlx::query(AssertSqlSafe(sql.lease_renew.clone()))
+        .bind(ttl_ms(ttl))
+        .bind(guard.cluster.as_str())
+        .bind(term_param(guard.term))
+        .bind(guard.incarnation.as_str())
+        .execute(&mut *conn)
+        .await?;
+    Ok(result.rows_affected() == 1)
+}
+
+pub(crate) async fn release(
+    conn: &mut AnyConnection,
+    sql: &Statements,
+    guard: &TermGuard,
+) -> Result<bool, StoreError> {
+    let result = sqlx::query(AssertSqlSafe(sql.lease_release.clone()))
+        .bind(guard.cluster.as_str())
+        .bind(term_param(guard.term))
+        .bind(guard.incarnation.as_str())
+        .execute(&mut *conn)
+        .await?;
+    Ok(result.rows_affected() == 1)
+}
+
+pub(crate) async fn check_guard(
+    conn: &mut AnyConnection,
+    sql: &Statements,
+    guard: &TermGuard,
+) -> Result<(), StoreError> {
+    let result = sqlx::query(AssertSqlSafe(sql.lease_guard.clone()))
+        .bind(guard.cluster.as_str())
+        .bind(term_param(guard.term))
+        .bind(guard.incarnation.as_str())
+        .execute(&mut *conn)
+        .await?;
+    if result.rows_affected() == 1 {
+        Ok(())
+    } else {
+        Err(StoreError::StaleTerm { term: guard.term })
+    }
+}

@@ -1,0 +1,33 @@
+//! Leasehold's SQL store: SQLite (embedded, the default), PostgreSQL and MySQL/MariaDB
+//! behind one API.
+//!
+//! Every call has its own timeout, and a connection whose statement was cancelled is closed,
+//! never returned to the pool. Expiry is judged on the store's clock with millisecond
+//! resolution; the coordinators' own safety bounds are measured on their monotonic clocks.
+//!
+//! # Layout
+//! - [`Store`]: the pool, connect, migrations, and every call on the pool.
+//! - [`backend`]: the three dialects and every statement, rendered once per backend.
+//! - [`lease`]: the coordinator lease row (`ha_lease`): read, acquire, renew, release.
+//! - [`guard`]: term-guarded write transactions, the fence every metadata write goes through.
+//! - [`nodes`]: the coordinator registry (`ha_nodes`).
+//! - [`session`]: the HA loop's dedicated connection.
+//! - [`migrate`]: embedded, numbered migrations per backend.
+
+pub mod backend;
+pub mod error;
+pub mod guard;
+pub mod lease;
+pub mod migrate;
+pub mod nodes;
+pub mod session;
+mod store;
+
+pub use backend::Backend;
+pub use error::{StoreError, redact_url};
+pub use guard::{GuardedTx, TermGuard};
+pub use lease::{LeaseHolder, LeaseView};
+pub use migrate::MigrationSet;
+pub use nodes::{NodeList, NodeRegistration, NodeRow, NodeSnapshot};
+pub use session::LeaseSession;
+pub use store::{Store, StoreOptions, new_incarnation};

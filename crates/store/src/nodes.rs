@@ -1,0 +1,227 @@
+//! The coordinator registry (`ha_nodes`): one row per stable node id.
+
+use sqlx::{AnyConnection, AssertSqlSafe, Row};
+
+use crate::backend::Statements;
+use crate::error::StoreError;
+
+/// What a starting node writes into its registry row.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeRegistration {
+    /// The cluster.
+    pub cluster: String,
+    /// The stable node id.
+    pub node_id: String,
+    /// This process's incarnation.
+    pub incarnation: String,
+    /// The node's gRPC endpoint.
+    pub address: String,
+    /// Its HA mode.
+    pub mode: String,
+    /// Its election priority.
+    pub priority: i32,
+    /// Its role.
+    pub role: String,
+}
+
+/// One node's row, as far as claiming its id goes, with the store's clock.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeSnapshot {
+    /// The row, if the id was ever registered.
+    pub row: Option<leasehold_core::node_claim::RegisteredNode>,
+    /// The store's clock when read (ms since the Unix epoch).
+    pub store_now_ms: i64,
+}
+
+/// A registry row as listed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeRow {
+    /// The stable node id.
+    pub node_id: String,
+    /// The owning incarnation; `None` after a clean stop.
+    pub incarnation: Option<String>,
+    /// The node's gRPC endpoint.
+    pub address: String,
+    /// Its HA mode, as stored.
+    pub mode: String,
+    /// Its election priority.
+    pub priority: i32,
+    /// Its role, as stored.
+    pub role: String,
+    /// When it last refreshed the row (store clock, ms).
+    pub last_seen_ms: i64,
+}
+
+/// Every registry row of a cluster, with the store's clock.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeList {
+    /// The rows, ordered by node id.
+    pub nodes: Vec<NodeRow>,
+    /// The store's clock when read (ms since the Unix epoch).
+    pub store_now_ms: i64,
+}
+
+fn priority_of(value: i64) -> i32 {
+    i32::try_from(value).unwrap_or(if value < 0 { i32::MIN } else { i32::MAX })
+}
+
+pub(crate) async fn read(
+    conn: &mut AnyConnection,
+    sql: &Statements,
+    cluster: &str,
+    node_id: &str,
+) -> Result<NodeSnapshot, StoreError> {
+    let row = sqlx::query(AssertSqlSafe(sql.node_read.clone()))
+        .bind(cluster)
+        .bind(node_id)
+        .fetch_optional(&mut *conn)
+        .await?;
+    match row {
+        Some(row) => Ok(NodeSnapshot {
+            row: Some(leasehold_core::node_claim::RegisteredNode {
+                incarnation: row.try_get(0)?,
+                last_seen_ms: row.try_get(1)?,
+            }),
+            store_now_ms: row.try_get(2)?,
+        }),
+        None => {
+            let now = sqlx::query(AssertSqlSafe(sql.now.clone()))
+                .fetch_one(&mut *conn)
+                .await?;
+            Ok(NodeSnapshot {
+                row: None,
+                store_now_ms: now.try_get(0)?,
+            })
+        }
+    }
+}
+
+pub(crate) async fn insert(
+    conn: &mut AnyConnection,
+    sql: &Statements,
+    node: &NodeRegistration,
+) -> Result<bool, StoreError> {
+    let result = sqlx::query(AssertSqlSafe(sql.node_insert.clone()))
+        .bind(node.cluster.as_str())
+        .bind(node.node_id.as_str())
+        .bind(node.incarnation.as_str())
+        .bind(node.address.as_str())
+        .bind(node.mode.as_str())
+        .bind(i64::from(node.priority))
+        .bind(node.role.as_str())
+        .execute(&mut *conn)
+        .await?;
+    Ok(result.rows_affected() == 1)
+}
+
+pub(crate) async fn take_over(
+    conn: &mut AnyConnection,
+    sql: &Statements,
+    node: &NodeRegistration,
+    observed_incarnation: Option<&str>,
+    observed_last_seen_ms: i64,
+) -> Result<bool, StoreError> {
+    let result = sqlx::query(AssertSqlSafe(sql.node_take_over.clone()))
+        .bind(node.incarnation.as_str())
+        .bind(node.address.as_str())
+        .bind(node.mode.as_str())
+        .bind(i64::from(node.priority))
+        .bind(node.role.as_str())
+        .bind(node.cluster.as_str())
+        .bind(node.node_id.as_str())
+        .bind(observed_incarnation.unwrap_or(""))
+        .bind(observed_last_seen_ms)
+        .execute(&mut *conn)
+        .await?;
+    Ok(result.rows_affected() == 1)
+}
+
+pub(crate) async fn refresh(
+    conn: &mut AnyConnection,
+    sql: &Statements,
+    cluster: &str,
+    node_id: &str,
+    incarnation: &str,
+    role: &str,
+) -> Result<bool, StoreError> {
+    let result = sqlx::query(AssertSqlSafe(sql.node_refresh.clone()))
+        .bind(role)
+        .bind(cluster)
+        .bind(node_id)
+        .bind(incarnation)
+        .execute(&mut *conn)
+        .await?;
+    Ok(result.rows_affected() == 1)
+}
+
+pub(crate) async fn update_settings(
+    conn: &mut AnyConnection,
+    sql: &Statements,
+    cluster: &str,
+    node_id: &str,
+    incarnation: &str,
+    mode: &str,
+    priority: i32,
+) -> Result<bool, StoreError> {
+    let result = sqlx::query(AssertSqlSafe(sql.node_update_settings.clone()))
+        .bind(mode)
+        .bind(i64::from(priority))
+        .bind(cluster)
+        .bind(node_id)
+        .bind(incarnation)
+        .execute(&mut *conn)
+        .await?;
+    Ok(result.rows_affected() == 1)
+}
+
+pub(crate) async fn stop(
+    conn: &mut AnyConnection,
+    sql: &Statements,
+    cluster: &str,
+    node_id: &str,
+    incarnation: &str,
+) -> Result<bool, StoreError> {
+    let result = sqlx::query(AssertSqlSafe(sql.node_stop.clone()))
+        .bind(cluster)
+        .bind(node_id)
+        .bind(incarnation)
+        .execute(&mut *conn)
+        .await?;
+    Ok(result.rows_affected() == 1)
+}
+
+pub(crate) async fn list(
+    conn: &mut AnyConnection,
+    sql: &Statements,
+    cluster: &str,
+) -> Result<NodeList, StoreError> {
+    let rows = sqlx::query(AssertSqlSafe(sql.node_list.clone()))
+        .bind(cluster)
+        .fetch_all(&mut *conn)
+        .await?;
+    let store_now_ms = match rows.first() {
+        Some(row) => row.try_get(7)?,
+        None => sqlx::query(AssertSqlSafe(sql.now.clone()))
+            .fetch_one(&mut *conn)
+            .await?
+            .try_get(0)?,
+    };
+    let nodes = rows
+        .iter()
+        .map(|row| {
+            Ok(NodeRow {
+                node_id: row.try_get(0)?,
+                incarnation: row.try_get(1)?,
+                address: row.try_get(2)?,
+                mode: row.try_get(3)?,
+                priority: priority_of(row.try_get(4)?),
+                role: row.try_get(5)?,
+                last_seen_ms: row.try_get(6)?,
+            })
+        })
+        .collect::<Result<Vec<_>, sqlx::Error>>()?;
+    Ok(NodeList {
+        nodes,
+        store_now_ms,
+    })
+}

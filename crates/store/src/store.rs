@@ -1,0 +1,683 @@
+//! The store handle: a connection pool, the backend's statements, and a timeout on every call.
+
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
+use sqlx::pool::PoolConnection;
+use sqlx::{Any, AnyConnection, AnyPool, AssertSqlSafe, Connection, Row};
+use tokio::time::{Instant, timeout_at};
+
+use crate::backend::{Backend, Statements};
+use crate::error::{StoreError, redact_url};
+use crate::guard::{GuardedTx, TermGuard};
+use crate::lease::{self, LeaseHolder, LeaseView};
+use crate::migrate::{self, MigrationSet};
+use crate::nodes::{self, NodeList, NodeRegistration, NodeSnapshot};
+use crate::session::LeaseSession;
+
+/// How to reach the store and how long to wait for it.
+#[derive(Debug, Clone)]
+pub struct StoreOptions {
+    /// `sqlite://PATH`, `postgres://…` or `mysql://…`.
+    pub url: String,
+    /// The limit on one store call (connection checkout included).
+    pub call_timeout: Duration,
+    /// How long a statement waits for a row lock before it fails (PostgreSQL `lock_timeout`,
+    /// InnoDB `innodb_lock_wait_timeout`, SQLite `busy_timeout`).
+    pub lock_timeout: Duration,
+    /// How long the server lets a session sit idle inside a transaction before it ends it, so
+    /// that a paused process cannot hold a lock forever (PostgreSQL
+    /// `idle_in_transaction_session_timeout`, MariaDB `idle_transaction_timeout`, MySQL
+    /// `wait_timeout`). SQLite has no server to enforce it.
+    pub idle_transaction_timeout: Duration,
+    /// The most connections the pool opens.
+    pub max_connections: u32,
+}
+
+impl StoreOptions {
+    /// Options for `url` with the defaults for everything else.
+    pub fn new(url: impl Into<String>) -> Self {
+        Self {
+            url: url.into(),
+            call_timeout: Duration::from_secs(2),
+            lock_timeout: Duration::from_secs(1),
+            idle_transaction_timeout: Duration::from_secs(5),
+            max_connections: 8,
+        }
+    }
+}
+
+/// A connected store. Cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    pool: AnyPool,
+    backend: Backend,
+    sql: Statements,
+    options: StoreOptions,
+    connect_options: AnyConnectOptions,
+    redacted_url: String,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("backend", &self.inner.backend)
+            .field("url", &self.inner.redacted_url)
+            .finish()
+    }
+}
+
+/// Checks `url` and turns it into connect options, creating a SQLite file's directory.
+fn parse_url(url: &str) -> Result<(Backend, AnyConnectOptions), StoreError> {
+    let backend = Backend::of_url(url).ok_or_else(|| {
+        StoreError::InvalidUrl(format!(
+            "{} has no known scheme; expected sqlite://PATH, postgres://USER@HOST/DB or mysql://USER@HOST/DB",
+            redact_url(url)
+        ))
+    })?;
+    let url = match backend {
+        Backend::Sqlite => sqlite_url(url)?,
+        // The driver knows MariaDB as mysql.
+        Backend::MySql if url.to_ascii_lowercase().starts_with("mariadb:") => {
+            format!("mysql:{}", &url[8..])
+        }
+        _ => url.to_owned(),
+    };
+    let options = AnyConnectOptions::from_str(&url)
+        .map_err(|error| StoreError::InvalidUrl(format!("{}: {error}", redact_url(&url))))?;
+    Ok((backend, options))
+}
+
+/// A SQLite URL that creates its file when missing, after creating its directory.
+fn sqlite_url(url: &str) -> Result<String, StoreError> {
+    let rest = url
+        .trim_start_matches("sqlite://")
+        .trim_start_matches("sqlite:");
+    let (path, params) = rest.split_once('?').unwrap_or((rest, ""));
+    if path.is_empty() || path == ":memory:" {
+        return Err(StoreError::InvalidUrl(format!(
+            "{url} names no file; coordinators share the store through a file, as in sqlite://leasehold-data/leasehold.db"
+        )));
+    }
+    if let Some(dir) = std::path::Path::new(path)
+        .parent()
+        .filter(|dir| !dir.as_os_str().is_empty())
+    {
+        std::fs::create_dir_all(dir).map_err(|error| {
+            StoreError::InvalidUrl(format!(
+                "cannot create directory {}: {error}",
+                dir.display()
+            ))
+        })?;
+    }
+    let params = if params.split('&').any(|pair| pair.starts_with("mode=")) {
+        params.to_owned()
+    } else if params.is_empty() {
+        "mode=rwc".to_owned()
+    } else {
+        format!("{params}&mode=rwc")
+    };
+    Ok(format!("sqlite://{path}?{params}"))
+}
+
+/// Session settings every connection gets before its first use (DESIGN §2–3): lock and
+/// idle-transaction timeouts, durability at commit, and a UTC session clock for MySQL.
+async fn prepare_session(
+    conn: &mut AnyConnection,
+    backend: Backend,
+    options: &StoreOptions,
+) -> Result<(), sqlx::Error> {
+    let lock_ms = options.lock_timeout.as_millis().max(1);
+    let idle_ms = options.idle_transaction_timeout.as_millis().max(1);
+    let statements: Vec<String> = match backend {
+        Backend::Sqlite => vec![
+            format!("PRAGMA busy_timeout = {lock_ms}"),
+            "PRAGMA journal_mode = WAL".to_owned(),
+            "PRAGMA synchronous = FULL".to_owned(),
+        ],
+        Backend::Postgres => vec![
+            format!("SET lock_timeout = {lock_ms}"),
+            format!("SET idle_in_transaction_session_timeout = {idle_ms}"),
+            // A statement the client gave up on must not keep running for long.
+            format!(
+                "SET statement_timeout = {}",
+                (options.call_timeout.as_millis() * 2).max(1)
+            ),
+            "SET synchronous_commit = on".to_owned(),
+        ],
+        Backend::MySql => vec![
+            "SET SESSION time_zone = '+00:00'".to_owned(),
+            format!(
+                "SET SESSION innodb_lock_wait_timeout = {}",
+                lock_ms.div_ceil(1000)
+            ),
+        ],
+    };
+    for statement in statements {
+        sqlx::raw_sql(AssertSqlSafe(statement))
+            .execute(&mut *conn)
+            .await?;
+    }
+    if backend == Backend::MySql {
+        // MariaDB ends a session idle inside a transaction; MySQL has no such setting, so
+        // there the session's idle timeout has to do.
+        let idle_secs = idle_ms.div_ceil(1000);
+        let mariadb = format!("SET SESSION idle_transaction_timeout = {idle_secs}");
+        if sqlx::raw_sql(AssertSqlSafe(mariadb))
+            .execute(&mut *conn)
+            .await
+            .is_err()
+        {
+            let mysql = format!("SET SESSION wait_timeout = {}", idle_secs.max(2));
+            sqlx::raw_sql(AssertSqlSafe(mysql))
+                .execute(&mut *conn)
+                .await?;
+        }
+    }
+    Ok(())
+}
+
+/// A pool connection checked out for one call, with the call's deadline.
+pub(crate) struct Checkout {
+    pub conn: PoolConnection<Any>,
+    pub deadline: Instant,
+    op: &'static str,
+    call_timeout: Duration,
+}
+
+impl Checkout {
+    /// Turns the bounded result of the call into the call's result. A connection whose
+    /// statement was cancelled or failed mid-flight is closed, never handed to the next caller.
+    pub fn finish<T>(
+        mut self,
+        result: Result<Result<T, StoreError>, tokio::time::error::Elapsed>,
+    ) -> Result<T, StoreError> {
+        match result {
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(error)) => {
+                self.conn.close_on_drop();
+                Err(error.in_op(self.op))
+            }
+            Err(_) => {
+                self.conn.close_on_drop();
+                Err(StoreError::Timeout {
+                    op: self.op,
+                    after: self.call_timeout,
+                })
+            }
+        }
+    }
+}
+
+impl Store {
+    /// Opens the pool and checks that the store answers within the call timeout. Nothing is
+    /// written; call [`Store::migrate`] next.
+    pub async fn connect(options: StoreOptions) -> Result<Store, StoreError> {
+        sqlx::any::install_default_drivers();
+        let (backend, connect_options) = parse_url(&options.url)?;
+        let redacted_url = redact_url(&options.url);
+        let session_options = options.clone();
+        let pool = AnyPoolOptions::new()
+            .max_connections(options.max_connections.max(2))
+            .min_connections(0)
+            .acquire_timeout(options.call_timeout)
+            .idle_timeout(Duration::from_secs(60))
+            .after_connect(move |conn, _meta| {
+                let options = session_options.clone();
+                Box::pin(async move { prepare_session(conn, backend, &options).await })
+            })
+            .connect_lazy_with(connect_options.clone());
+        let store = Store {
+            inner: Arc::new(Inner {
+                pool,
+                backend,
+                sql: Statements::new(backend),
+                options,
+                connect_options,
+                redacted_url,
+            }),
+        };
+        store
+            .select_one()
+            .await
+            .map_err(|error| StoreError::Connect {
+                backend: backend.as_str(),
+                url: store.inner.redacted_url.clone(),
+                reason: match error {
+                    StoreError::Database { source, .. } => source.to_string(),
+                    StoreError::Timeout { after, .. } => format!("no answer within {after:?}"),
+                    other => other.to_string(),
+                },
+            })?;
+        Ok(store)
+    }
+
+    /// Which backend this store is.
+    pub fn backend(&self) -> Backend {
+        self.inner.backend
+    }
+
+    /// The store URL with any password replaced by `***`.
+    pub fn redacted_url(&self) -> &str {
+        &self.inner.redacted_url
+    }
+
+    /// The options the store was opened with.
+    pub fn options(&self) -> &StoreOptions {
+        &self.inner.options
+    }
+
+    pub(crate) fn sql(&self) -> &Statements {
+        &self.inner.sql
+    }
+
+    /// Closes every pooled connection.
+    pub async fn close(&self) {
+        self.inner.pool.close().await;
+    }
+
+    /// Applies the embedded migrations of `set` that this store has not seen, under a lock so
+    /// that coordinators starting together apply each exactly once.
+    pub async fn migrate(&self, set: MigrationSet) -> Result<(), StoreError> {
+        // Migrations may wait for another coordinator's migrations: allow more than one call.
+        let deadline =
+            Instant::now() + self.inner.options.call_timeout.max(Duration::from_secs(30));
+        let mut checkout = self.checkout_until("migrate", deadline).await?;
+        let result = timeout_at(
+            deadline,
+            migrate::run(&mut checkout.conn, self.inner.backend, set),
+        )
+        .await;
+        checkout.finish(result)
+    }
+
+    /// A plain `SELECT 1` round trip on the pool: the baseline of every benchmark.
+    pub async fn select_one(&self) -> Result<(), StoreError> {
+        let mut checkout = self.checkout("select 1").await?;
+        let sql = self.inner.sql.select_one.clone();
+        let result = timeout_at(checkout.deadline, async {
+            sqlx::query(AssertSqlSafe(sql))
+                .fetch_one(&mut *checkout.conn)
+                .await?;
+            Ok(())
+        })
+        .await;
+        checkout.finish(result)
+    }
+
+    /// The store's clock, in milliseconds since the Unix epoch.
+    pub async fn now_ms(&self) -> Result<i64, StoreError> {
+        let mut checkout = self.checkout("read clock").await?;
+        let sql = self.inner.sql.now.clone();
+        let result = timeout_at(checkout.deadline, async {
+            let row = sqlx::query(AssertSqlSafe(sql))
+                .fetch_one(&mut *checkout.conn)
+                .await?;
+            Ok(row.try_get::<i64, _>(0)?)
+        })
+        .await;
+        checkout.finish(result)
+    }
+
+    /// The cluster's store epoch: random, written once when the cluster is first seen.
+    pub async fn store_epoch(&self, cluster: &str) -> Result<String, StoreError> {
+        let mut checkout = self.checkout("store epoch").await?;
+        let fresh = random_hex(8);
+        let sql = &self.inner.sql;
+        let result = timeout_at(checkout.deadline, async {
+            sqlx::query(AssertSqlSafe(sql.meta_insert_if_absent.clone()))
+                .bind(cluster)
+                .bind("store_epoch")
+                .bind(fresh.as_str())
+                .execute(&mut *checkout.conn)
+                .await?;
+            let row = sqlx::query(AssertSqlSafe(sql.meta_read.clone()))
+                .bind(cluster)
+                .bind("store_epoch")
+                .fetch_optional(&mut *checkout.conn)
+                .await?;
+            let row = row.ok_or_else(|| {
+                StoreError::Inconsistent("cluster_meta has no store_epoch".into())
+            })?;
+            Ok(row.try_get::<String, _>(0)?)
+        })
+        .await;
+        checkout.finish(result)
+    }
+
+    /// Creates the cluster's lease row (free, term 0) unless it exists.
+    pub async fn ensure_lease_row(&self, cluster: &str) -> Result<(), StoreError> {
+        let mut checkout = self.checkout("create lease row").await?;
+        let result = timeout_at(
+            checkout.deadline,
+            lease::ensure_row(&mut checkout.conn, self.sql(), cluster),
+        )
+        .await;
+        checkout.finish(result)
+    }
+
+    /// The lease row and the store's clock, read together.
+    pub async fn read_lease(&self, cluster: &str) -> Result<LeaseView, StoreError> {
+        let mut checkout = self.checkout("read lease").await?;
+        let result = timeout_at(
+            checkout.deadline,
+            lease::read(&mut checkout.conn, self.sql(), cluster),
+        )
+        .await;
+        checkout.finish(result)
+    }
+
+    /// Takes the lease for `holder` if it is still at `expected_version` and expired on the
+    /// store's clock. Returns the new term on success.
+    pub async fn try_acquire(
+        &self,
+        cluster: &str,
+        expected: &LeaseView,
+        holder: &LeaseHolder,
+        ttl: Duration,
+    ) -> Result<Option<u64>, StoreError> {
+        let mut checkout = self.checkout("acquire lease").await?;
+        let result = timeout_at(
+            checkout.deadline,
+            lease::try_acquire(
+                &mut checkout.conn,
+                self.sql(),
+                cluster,
+                expected,
+                holder,
+                ttl,
+            ),
+        )
+        .await;
+        checkout.finish(result)
+    }
+
+    /// Extends the lease of `guard`'s term by `ttl` from now on the store's clock. False when
+    /// the term is no longer ours.
+    pub async fn renew(&self, guard: &TermGuard, ttl: Duration) -> Result<bool, StoreError> {
+        let mut checkout = self.checkout("renew lease").await?;
+        let result = timeout_at(
+            checkout.deadline,
+            lease::renew(&mut checkout.conn, self.sql(), guard, ttl),
+        )
+        .await;
+        checkout.finish(result)
+    }
+
+    /// Ends the lease of `guard`'s term now, so that a successor can take it at once.
+    pub async fn release(&self, guard: &TermGuard) -> Result<bool, StoreError> {
+        let mut checkout = self.checkout("release lease").await?;
+        let result = timeout_at(
+            checkout.deadline,
+            lease::release(&mut checkout.conn, self.sql(), guard),
+        )
+        .await;
+        checkout.finish(result)
+    }
+
+    /// Opens a term-guarded write transaction: the lease row is locked and checked to be
+    /// `guard`'s unexpired term before anything else happens. Fails with
+    /// [`StoreError::StaleTerm`] otherwise.
+    pub async fn begin_guarded(&self, guard: &TermGuard) -> Result<GuardedTx, StoreError> {
+        let checkout = self.checkout("guarded write").await?;
+        GuardedTx::begin(checkout, self.inner.backend, self.clone(), guard).await
+    }
+
+    /// A connection of its own for the HA loop, so that renewals never queue behind other
+    /// work on the pool.
+    pub fn lease_session(&self, call_timeout: Duration) -> LeaseSession {
+        LeaseSession::new(self.clone(), call_timeout)
+    }
+
+    /// This node's registry row, with the store's clock.
+    pub async fn read_node(
+        &self,
+        cluster: &str,
+        node_id: &str,
+    ) -> Result<NodeSnapshot, StoreError> {
+        let mut checkout = self.checkout("read node").await?;
+        let result = timeout_at(
+            checkout.deadline,
+            nodes::read(&mut checkout.conn, self.sql(), cluster, node_id),
+        )
+        .await;
+        checkout.finish(result)
+    }
+
+    /// Inserts a registry row for a new node id. False when the row exists already.
+    pub async fn insert_node(&self, registration: &NodeRegistration) -> Result<bool, StoreError> {
+        let mut checkout = self.checkout("register node").await?;
+        let result = timeout_at(
+            checkout.deadline,
+            nodes::insert(&mut checkout.conn, self.sql(), registration),
+        )
+        .await;
+        checkout.finish(result)
+    }
+
+    /// Takes over a registry row that is still as it was observed. False when it changed.
+    pub async fn take_over_node(
+        &self,
+        registration: &NodeRegistration,
+        observed_incarnation: Option<&str>,
+        observed_last_seen_ms: i64,
+    ) -> Result<bool, StoreError> {
+        let mut checkout = self.checkout("take over node").await?;
+        let result = timeout_at(
+            checkout.deadline,
+            nodes::take_over(
+                &mut checkout.conn,
+                self.sql(),
+                registration,
+                observed_incarnation,
+                observed_last_seen_ms,
+            ),
+        )
+        .await;
+        checkout.finish(result)
+    }
+
+    /// Marks this incarnation alive now, in `role`. False when another process owns the id.
+    pub async fn refresh_node(
+        &self,
+        cluster: &str,
+        node_id: &str,
+        incarnation: &str,
+        role: &str,
+    ) -> Result<bool, StoreError> {
+        let mut checkout = self.checkout("refresh node").await?;
+        let result = timeout_at(
+            checkout.deadline,
+            nodes::refresh(
+                &mut checkout.conn,
+                self.sql(),
+                cluster,
+                node_id,
+                incarnation,
+                role,
+            ),
+        )
+        .await;
+        checkout.finish(result)
+    }
+
+    /// Records this node's mode and priority (a non-leader's own settings).
+    pub async fn update_node_settings(
+        &self,
+        cluster: &str,
+        node_id: &str,
+        incarnation: &str,
+        mode: &str,
+        priority: i32,
+    ) -> Result<bool, StoreError> {
+        let mut checkout = self.checkout("update node settings").await?;
+        let result = timeout_at(
+            checkout.deadline,
+            nodes::update_settings(
+                &mut checkout.conn,
+                self.sql(),
+                cluster,
+                node_id,
+                incarnation,
+                mode,
+                priority,
+            ),
+        )
+        .await;
+        checkout.finish(result)
+    }
+
+    /// Marks this incarnation cleanly stopped, freeing its node id for a restart.
+    pub async fn stop_node(
+        &self,
+        cluster: &str,
+        node_id: &str,
+        incarnation: &str,
+    ) -> Result<bool, StoreError> {
+        let mut checkout = self.checkout("stop node").await?;
+        let result = timeout_at(
+            checkout.deadline,
+            nodes::stop(
+                &mut checkout.conn,
+                self.sql(),
+                cluster,
+                node_id,
+                incarnation,
+            ),
+        )
+        .await;
+        checkout.finish(result)
+    }
+
+    /// Every registry row of the cluster, with the store's clock.
+    pub async fn list_nodes(&self, cluster: &str) -> Result<NodeList, StoreError> {
+        let mut checkout = self.checkout("list nodes").await?;
+        let result = timeout_at(
+            checkout.deadline,
+            nodes::list(&mut checkout.conn, self.sql(), cluster),
+        )
+        .await;
+        checkout.finish(result)
+    }
+
+    pub(crate) async fn checkout(&self, op: &'static str) -> Result<Checkout, StoreError> {
+        self.checkout_until(op, Instant::now() + self.inner.options.call_timeout)
+            .await
+    }
+
+    async fn checkout_until(
+        &self,
+        op: &'static str,
+        deadline: Instant,
+    ) -> Result<Checkout, StoreError> {
+        let call_timeout = deadline.saturating_duration_since(Instant::now());
+        match timeout_at(deadline, self.inner.pool.acquire()).await {
+            Ok(Ok(conn)) => Ok(Checkout {
+                conn,
+                deadline,
+                op,
+                call_timeout,
+            }),
+            Ok(Err(sqlx::Error::PoolTimedOut)) | Err(_) => Err(StoreError::Timeout {
+                op,
+                after: call_timeout,
+            }),
+            Ok(Err(source)) => Err(StoreError::Database { op, source }),
+        }
+    }
+
+    /// A new connection outside the pool, set up like every pooled one.
+    pub(crate) async fn connect_one(&self) -> Result<AnyConnection, sqlx::Error> {
+        let mut conn = AnyConnection::connect_with(&self.inner.connect_options).await?;
+        prepare_session(&mut conn, self.inner.backend, &self.inner.options).await?;
+        Ok(conn)
+    }
+
+    /// Durability settings that the store cannot set per session; a warning for each one that
+    /// lets a commit be lost.
+    pub async fn durability_warnings(&self) -> Result<Vec<String>, StoreError> {
+        let (query, expected, what) = match self.inner.backend {
+            Backend::Sqlite => return Ok(Vec::new()),
+            Backend::Postgres => (
+                "SHOW fsync",
+                "on",
+                "PostgreSQL fsync is off: a crash can lose committed leases",
+            ),
+            Backend::MySql => (
+                "SELECT CAST(@@innodb_flush_log_at_trx_commit AS CHAR)",
+                "1",
+                "innodb_flush_log_at_trx_commit is not 1: a crash can lose committed leases",
+            ),
+        };
+        let mut checkout = self.checkout("check durability").await?;
+        let result = timeout_at(checkout.deadline, async {
+            let row = sqlx::raw_sql(query).fetch_one(&mut *checkout.conn).await?;
+            Ok(row.try_get::<String, _>(0)?)
+        })
+        .await;
+        let value = checkout.finish(result)?;
+        Ok(if value.trim() == expected {
+            Vec::new()
+        } else {
+            vec![what.to_owned()]
+        })
+    }
+}
+
+/// `bytes` random bytes as lowercase hex.
+pub(crate) fn random_hex(bytes: usize) -> String {
+    let mut buf = vec![0u8; bytes];
+    getrandom::fill(&mut buf).expect("the operating system's random source failed");
+    buf.iter().map(|byte| format!("{byte:02x}")).collect()
+}
+
+/// A fresh process incarnation: 128 random bits, new at every start.
+pub fn new_incarnation() -> String {
+    random_hex(16)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sqlite_urls_create_their_file() {
+        let url = sqlite_url("sqlite://target/store-url-test/x.db").unwrap();
+        assert_eq!(url, "sqlite://target/store-url-test/x.db?mode=rwc");
+        let url = sqlite_url("sqlite://target/store-url-test/x.db?cache=shared").unwrap();
+        assert_eq!(
+            url,
+            "sqlite://target/store-url-test/x.db?cache=shared&mode=rwc"
+        );
+        let url = sqlite_url("sqlite://target/store-url-test/x.db?mode=ro").unwrap();
+        assert_eq!(url, "sqlite://target/store-url-test/x.db?mode=ro");
+    }
+
+    #[test]
+    fn unusable_urls_are_refused_without_their_password() {
+        let error = parse_url("redis://user:secret@host")
+            .unwrap_err()
+            .to_string();
+        assert!(error.starts_with("store.url:"), "{error}");
+        assert!(!error.contains("secret"), "{error}");
+        assert!(parse_url("sqlite://").is_err());
+        assert!(parse_url("sqlite::memory:").is_err());
+        let error = parse_url("postgres://user:secret@host:notaport/db")
+            .unwrap_err()
+            .to_string();
+        assert!(!error.contains("secret"), "{error}");
+    }
+
+    #[test]
+    fn incarnations_are_fresh() {
+        let a = new_incarnation();
+        assert_eq!(a.len(), 32);
+        assert_ne!(a, new_incarnation());
+    }
+}

@@ -1,0 +1,585 @@
+//! One conformance suite, stamped out for every backend.
+//!
+//! SQLite always runs (a fresh file per test). PostgreSQL and MySQL run when
+//! `LEASEHOLD_TEST_POSTGRES_URL` / `LEASEHOLD_TEST_MYSQL_URL` are set; otherwise each test
+//! says that it was skipped, and under `CI=true` a missing backend fails the test.
+//! Every test works in a cluster of its own, so tests share a database safely.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use leasehold_store::{
+    LeaseHolder, LeaseView, MigrationSet, NodeRegistration, Store, StoreError, StoreOptions,
+    TermGuard, new_incarnation,
+};
+use tokio::sync::Barrier;
+use tokio::time::Instant;
+
+struct Harness {
+    url: String,
+    store: Store,
+    cluster: String,
+    sqlite_file: Option<std::path::PathBuf>,
+}
+
+impl Drop for Harness {
+    fn drop(&mut self) {
+        if let Some(file) = &self.sqlite_file {
+            for suffix in ["", "-wal", "-shm"] {
+                let _ = std::fs::remove_file(format!("{}{suffix}", file.display()));
+            }
+        }
+    }
+}
+
+fn options(url: &str) -> StoreOptions {
+    StoreOptions {
+        call_timeout: Duration::from_secs(5),
+        ..StoreOptions::new(url)
+    }
+}
+
+impl Harness {
+    async fn open(backend: &str) -> Option<Harness> {
+        let (url, sqlite_file) = match backend {
+            "sqlite" => {
+                let dir = std::env::temp_dir().join("leasehold-store-conformance");
+                let file = dir.join(format!("{}.db", new_incarnation()));
+                (format!("sqlite://{}", file.display()), Some(file))
+            }
+            _ => {
+                let variable = format!("LEASEHOLD_TEST_{}_URL", backend.to_ascii_uppercase());
+                match std::env::var(&variable) {
+                    Ok(url) if !url.is_empty() => (url, None),
+                    _ => {
+                        if std::env::var("CI").is_ok_and(|value| value == "true") {
+                            panic!(
+                                "{variable} is not set, and CI=true requires the {backend} backend"
+                            );
+                        }
+                        eprintln!(
+                            "skipped: {variable} is not set, so the {backend} store tests did not run"
+                        );
+                        return None;
+                    }
+                }
+            }
+        };
+        let store = Store::connect(options(&url)).await.expect("connect");
+        store.migrate(MigrationSet::All).await.expect("migrate");
+        let cluster = format!("t-{}", &new_incarnation()[..12]);
+        store.ensure_lease_row(&cluster).await.expect("lease row");
+        Some(Harness {
+            url,
+            store,
+            cluster,
+            sqlite_file,
+        })
+    }
+
+    /// Another coordinator's store handle: its own pool and connections.
+    async fn another_store(&self) -> Store {
+        Store::connect(options(&self.url))
+            .await
+            .expect("connect again")
+    }
+
+    fn holder(&self, node_id: &str) -> LeaseHolder {
+        LeaseHolder {
+            node_id: node_id.to_owned(),
+            incarnation: new_incarnation(),
+            address: format!("127.0.0.1:{}", 7400 + node_id.len()),
+        }
+    }
+
+    fn guard(&self, holder: &LeaseHolder, term: u64) -> TermGuard {
+        TermGuard {
+            cluster: self.cluster.clone(),
+            term,
+            incarnation: holder.incarnation.clone(),
+        }
+    }
+
+    async fn read(&self) -> LeaseView {
+        self.store
+            .read_lease(&self.cluster)
+            .await
+            .expect("read lease")
+    }
+
+    async fn acquire(&self, holder: &LeaseHolder, ttl: Duration) -> Option<u64> {
+        let view = self.read().await;
+        self.store
+            .try_acquire(&self.cluster, &view, holder, ttl)
+            .await
+            .expect("acquire")
+    }
+
+    /// Polls the store's clock until the lease has expired on it.
+    async fn until_expired(&self) -> LeaseView {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let view = self.read().await;
+            if view.is_expired() {
+                return view;
+            }
+            assert!(Instant::now() < deadline, "lease never expired: {view:?}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    fn registration(&self, node_id: &str, incarnation: &str) -> NodeRegistration {
+        NodeRegistration {
+            cluster: self.cluster.clone(),
+            node_id: node_id.to_owned(),
+            incarnation: incarnation.to_owned(),
+            address: "127.0.0.1:7400".to_owned(),
+            mode: "auto".to_owned(),
+            priority: 0,
+            role: "follower".to_owned(),
+        }
+    }
+}
+
+const LONG: Duration = Duration::from_secs(60);
+const SHORT: Duration = Duration::from_millis(300);
+
+async fn acquire_when_free(h: Harness) {
+    let fresh = h.read().await;
+    assert_eq!(fresh.term, 0);
+    assert!(fresh.is_expired() && fresh.holder.is_none());
+    let a = h.holder("a");
+    assert_eq!(h.acquire(&a, LONG).await, Some(1));
+    let view = h.read().await;
+    assert_eq!(view.term, 1);
+    assert_eq!(view.live_holder(), Some(&a));
+    let remaining = view.remaining_ms();
+    assert!(
+        (59_000..=60_000).contains(&remaining),
+        "remaining {remaining} ms"
+    );
+}
+
+async fn no_acquire_while_held(h: Harness) {
+    let a = h.holder("a");
+    assert_eq!(h.acquire(&a, LONG).await, Some(1));
+    let b = h.holder("b");
+    assert_eq!(h.acquire(&b, LONG).await, None);
+    let view = h.read().await;
+    assert_eq!((view.term, view.live_holder()), (1, Some(&a)));
+}
+
+async fn takeover_after_expiry_increments_the_term(h: Harness) {
+    let a = h.holder("a");
+    assert_eq!(h.acquire(&a, SHORT).await, Some(1));
+    let expired = h.until_expired().await;
+    assert_eq!(expired.live_holder(), None);
+    let b = h.holder("b");
+    assert_eq!(
+        h.store
+            .try_acquire(&h.cluster, &expired, &b, LONG)
+            .await
+            .unwrap(),
+        Some(2)
+    );
+    assert_eq!(h.read().await.live_holder(), Some(&b));
+}
+
+async fn an_acquire_against_an_old_version_fails(h: Harness) {
+    let seen_by_both = h.read().await;
+    let a = h.holder("a");
+    let b = h.holder("b");
+    assert_eq!(
+        h.store
+            .try_acquire(&h.cluster, &seen_by_both, &a, SHORT)
+            .await
+            .unwrap(),
+        Some(1)
+    );
+    // The lease expires, but b still holds the version it read before a acquired.
+    h.until_expired().await;
+    assert_eq!(
+        h.store
+            .try_acquire(&h.cluster, &seen_by_both, &b, LONG)
+            .await
+            .unwrap(),
+        None
+    );
+    // A renewal bumps the version too: an acquire prepared before it fails.
+    let c = h.holder("c");
+    let before_renewal = h.read().await;
+    let a_guard = h.guard(&a, 1);
+    assert!(
+        h.store.renew(&a_guard, LONG).await.unwrap(),
+        "term 1 is still a's: nobody took it"
+    );
+    assert_eq!(
+        h.store
+            .try_acquire(&h.cluster, &before_renewal, &c, LONG)
+            .await
+            .unwrap(),
+        None
+    );
+    assert_eq!(h.read().await.live_holder(), Some(&a));
+}
+
+async fn sixteen_concurrent_acquirers_produce_one_winner_per_term(h: Harness) {
+    let h = Arc::new(h);
+    let mut stores = Vec::new();
+    for _ in 0..4 {
+        stores.push(h.another_store().await);
+    }
+    let mut winners_by_term = Vec::new();
+    for round in 0..3u64 {
+        let barrier = Arc::new(Barrier::new(16));
+        let mut tasks = Vec::new();
+        for contender in 0..16 {
+            let store = stores[contender % stores.len()].clone();
+            let barrier = barrier.clone();
+            let cluster = h.cluster.clone();
+            let holder = h.holder(&format!("n{contender}"));
+            tasks.push(tokio::spawn(async move {
+                let mut session = store.lease_session(Duration::from_secs(5));
+                let view = session.read_lease(&cluster).await.expect("read");
+                barrier.wait().await;
+                // Busy or lock-timeout errors count as losing: they never produce a winner.
+                let won = session
+                    .try_acquire(&cluster, &view, &holder, LONG)
+                    .await
+                    .ok()
+                    .flatten();
+                (holder, won)
+            }));
+        }
+        let mut winners = Vec::new();
+        for task in tasks {
+            let (holder, won) = task.await.unwrap();
+            if let Some(term) = won {
+                winners.push((holder, term));
+            }
+        }
+        assert_eq!(winners.len(), 1, "round {round}: winners {winners:?}");
+        let (winner, term) = winners.pop().unwrap();
+        assert_eq!(term, round + 1);
+        assert_eq!(h.read().await.live_holder(), Some(&winner));
+        winners_by_term.push(term);
+        assert!(h.store.release(&h.guard(&winner, term)).await.unwrap());
+    }
+    assert_eq!(winners_by_term, vec![1, 2, 3]);
+}
+
+async fn a_guarded_write_with_an_old_term_is_rejected_after_a_takeover(h: Harness) {
+    let incarnation = new_incarnation();
+    assert!(
+        h.store
+            .insert_node(&h.registration("a", &incarnation))
+            .await
+            .unwrap()
+    );
+    let a = h.holder("a");
+    assert_eq!(h.acquire(&a, SHORT).await, Some(1));
+    let a_guard = h.guard(&a, 1);
+
+    let mut tx = h
+        .store
+        .begin_guarded(&a_guard)
+        .await
+        .expect("the holder may write");
+    assert!(
+        tx.update_node_settings(&h.cluster, "a", &incarnation, "standby", 5)
+            .await
+            .unwrap()
+    );
+    tx.commit().await.unwrap();
+
+    let expired = h.until_expired().await;
+    // Expired but not yet taken: the guard refuses already, on the store's clock.
+    let refused = h.store.begin_guarded(&a_guard).await.unwrap_err();
+    assert!(
+        matches!(refused, StoreError::StaleTerm { term: 1 }),
+        "{refused}"
+    );
+
+    let b = h.holder("b");
+    assert_eq!(
+        h.store
+            .try_acquire(&h.cluster, &expired, &b, LONG)
+            .await
+            .unwrap(),
+        Some(2)
+    );
+    let refused = h.store.begin_guarded(&a_guard).await.unwrap_err();
+    assert!(
+        matches!(refused, StoreError::StaleTerm { term: 1 }),
+        "{refused}"
+    );
+    // The old term cannot renew its way back either.
+    assert!(!h.store.renew(&a_guard, LONG).await.unwrap());
+    assert!(h.store.begin_guarded(&h.guard(&b, 2)).await.is_ok());
+
+    let listed = h.store.list_nodes(&h.cluster).await.unwrap();
+    assert_eq!(
+        (listed.nodes[0].mode.as_str(), listed.nodes[0].priority),
+        ("standby", 5)
+    );
+}
+
+async fn an_uncommitted_guarded_write_leaves_nothing(h: Harness) {
+    let incarnation = new_incarnation();
+    assert!(
+        h.store
+            .insert_node(&h.registration("a", &incarnation))
+            .await
+            .unwrap()
+    );
+    let a = h.holder("a");
+    assert_eq!(h.acquire(&a, LONG).await, Some(1));
+    let mut tx = h.store.begin_guarded(&h.guard(&a, 1)).await.unwrap();
+    assert!(
+        tx.update_node_settings(&h.cluster, "a", &incarnation, "hot-backup", 9)
+            .await
+            .unwrap()
+    );
+    drop(tx);
+    let listed = h.store.list_nodes(&h.cluster).await.unwrap();
+    assert_eq!(
+        (listed.nodes[0].mode.as_str(), listed.nodes[0].priority),
+        ("auto", 0)
+    );
+    // And the pool still works after the abandoned transaction's connection was closed.
+    let mut tx = h.store.begin_guarded(&h.guard(&a, 1)).await.unwrap();
+    assert!(
+        tx.update_node_settings(&h.cluster, "a", &incarnation, "hot-backup", 9)
+            .await
+            .unwrap()
+    );
+    tx.commit().await.unwrap();
+    let listed = h.store.list_nodes(&h.cluster).await.unwrap();
+    assert_eq!(
+        (listed.nodes[0].mode.as_str(), listed.nodes[0].priority),
+        ("hot-backup", 9)
+    );
+}
+
+async fn release_lets_the_next_acquirer_in_at_once(h: Harness) {
+    let a = h.holder("a");
+    assert_eq!(h.acquire(&a, LONG).await, Some(1));
+    assert!(h.store.release(&h.guard(&a, 1)).await.unwrap());
+    let view = h.read().await;
+    assert!(view.is_expired(), "released lease still live: {view:?}");
+    let b = h.holder("b");
+    assert_eq!(
+        h.store
+            .try_acquire(&h.cluster, &view, &b, LONG)
+            .await
+            .unwrap(),
+        Some(2)
+    );
+    // A release by a term that is no longer current changes nothing.
+    assert!(!h.store.release(&h.guard(&a, 1)).await.unwrap());
+    assert_eq!(h.read().await.live_holder(), Some(&b));
+}
+
+async fn node_registry_claims_refreshes_and_stops(h: Harness) {
+    let first = new_incarnation();
+    let registration = h.registration("c1", &first);
+    assert!(h.store.insert_node(&registration).await.unwrap());
+    assert!(
+        !h.store
+            .insert_node(&h.registration("c1", &new_incarnation()))
+            .await
+            .unwrap(),
+        "the id exists"
+    );
+
+    let snapshot = h.store.read_node(&h.cluster, "c1").await.unwrap();
+    let row = snapshot.row.clone().unwrap();
+    assert_eq!(row.incarnation.as_deref(), Some(first.as_str()));
+    assert!((snapshot.store_now_ms - row.last_seen_ms).abs() < 5_000);
+
+    assert!(
+        h.store
+            .refresh_node(&h.cluster, "c1", &first, "leader")
+            .await
+            .unwrap()
+    );
+    assert!(
+        !h.store
+            .refresh_node(&h.cluster, "c1", "someone-else", "leader")
+            .await
+            .unwrap()
+    );
+
+    // A takeover must match what was observed.
+    let second = new_incarnation();
+    let stale = h
+        .store
+        .take_over_node(
+            &h.registration("c1", &second),
+            Some("wrong"),
+            row.last_seen_ms,
+        )
+        .await
+        .unwrap();
+    assert!(!stale);
+    let current = h
+        .store
+        .read_node(&h.cluster, "c1")
+        .await
+        .unwrap()
+        .row
+        .unwrap();
+    assert!(
+        h.store
+            .take_over_node(
+                &h.registration("c1", &second),
+                current.incarnation.as_deref(),
+                current.last_seen_ms
+            )
+            .await
+            .unwrap()
+    );
+    assert!(
+        !h.store
+            .refresh_node(&h.cluster, "c1", &first, "leader")
+            .await
+            .unwrap(),
+        "the old incarnation lost the id"
+    );
+
+    assert!(h.store.stop_node(&h.cluster, "c1", &second).await.unwrap());
+    let stopped = h
+        .store
+        .read_node(&h.cluster, "c1")
+        .await
+        .unwrap()
+        .row
+        .unwrap();
+    assert_eq!(stopped.incarnation, None);
+    let third = new_incarnation();
+    assert!(
+        h.store
+            .take_over_node(&h.registration("c1", &third), None, stopped.last_seen_ms)
+            .await
+            .unwrap()
+    );
+
+    assert!(
+        h.store
+            .insert_node(&h.registration("c0", &new_incarnation()))
+            .await
+            .unwrap()
+    );
+    let listed = h.store.list_nodes(&h.cluster).await.unwrap();
+    let ids: Vec<_> = listed
+        .nodes
+        .iter()
+        .map(|node| node.node_id.as_str())
+        .collect();
+    assert_eq!(ids, ["c0", "c1"]);
+    assert_eq!(listed.nodes[1].incarnation.as_deref(), Some(third.as_str()));
+}
+
+async fn store_epoch_is_written_once(h: Harness) {
+    let first = h.store.store_epoch(&h.cluster).await.unwrap();
+    assert_eq!(first.len(), 16);
+    let other = h.another_store().await;
+    assert_eq!(other.store_epoch(&h.cluster).await.unwrap(), first);
+}
+
+async fn migrations_are_safe_to_run_concurrently_and_again(h: Harness) {
+    let mut tasks = Vec::new();
+    for _ in 0..4 {
+        let store = h.another_store().await;
+        tasks.push(tokio::spawn(async move {
+            store.migrate(MigrationSet::All).await
+        }));
+    }
+    for task in tasks {
+        task.await.unwrap().expect("concurrent migrate");
+    }
+    h.store
+        .migrate(MigrationSet::All)
+        .await
+        .expect("migrate again");
+}
+
+async fn the_store_clock_has_millisecond_resolution(h: Harness) {
+    let mut readings = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while readings.len() < 2 {
+        let now = h.store.now_ms().await.unwrap();
+        if readings.last() != Some(&now) {
+            readings.push(now);
+        }
+        assert!(Instant::now() < deadline);
+    }
+    // Some time after 2020 in milliseconds, and readings a few milliseconds apart, not a second.
+    assert!(readings[0] > 1_577_836_800_000, "{readings:?}");
+    assert!(readings[1] - readings[0] < 500, "{readings:?}");
+}
+
+async fn a_lock_held_by_a_guarded_write_delays_an_acquire_until_commit(h: Harness) {
+    let a = h.holder("a");
+    assert_eq!(h.acquire(&a, SHORT).await, Some(1));
+    let tx = h.store.begin_guarded(&h.guard(&a, 1)).await.unwrap();
+    // The lease expires on the store's clock while a's write still holds the row.
+    let expired = h.until_expired().await;
+    let other = h.another_store().await;
+    let cluster = h.cluster.clone();
+    let b = h.holder("b");
+    let contender = tokio::spawn(async move {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            // Lock waits end in a timeout error (or SQLite's busy), never in a second holder.
+            match other.try_acquire(&cluster, &expired, &b, LONG).await {
+                Ok(won) => return won,
+                Err(_) if Instant::now() < deadline => continue,
+                Err(error) => panic!("acquire kept failing: {error}"),
+            }
+        }
+    });
+    tx.commit()
+        .await
+        .expect("the write that locked in time commits");
+    assert_eq!(contender.await.unwrap(), Some(2));
+}
+
+macro_rules! conformance {
+    ($backend:ident: $($test:ident),* $(,)?) => {
+        mod $backend {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $test() {
+                    if let Some(harness) = super::Harness::open(stringify!($backend)).await {
+                        super::$test(harness).await;
+                    }
+                }
+            )*
+        }
+    };
+}
+
+macro_rules! every_backend {
+    ($($test:ident),* $(,)?) => {
+        conformance!(sqlite: $($test),*);
+        conformance!(postgres: $($test),*);
+        conformance!(mysql: $($test),*);
+    };
+}
+
+every_backend!(
+    acquire_when_free,
+    no_acquire_while_held,
+    takeover_after_expiry_increments_the_term,
+    an_acquire_against_an_old_version_fails,
+    sixteen_concurrent_acquirers_produce_one_winner_per_term,
+    a_guarded_write_with_an_old_term_is_rejected_after_a_takeover,
+    an_uncommitted_guarded_write_leaves_nothing,
+    release_lets_the_next_acquirer_in_at_once,
+    node_registry_claims_refreshes_and_stops,
+    store_epoch_is_written_once,
+    migrations_are_safe_to_run_concurrently_and_again,
+    the_store_clock_has_millisecond_resolution,
+    a_lock_held_by_a_guarded_write_delays_an_acquire_until_commit,
+);

@@ -1,0 +1,99 @@
+//! What servers and clients agree on about errors: the `google.rpc.ErrorInfo` domain, the
+//! stable reasons, and the metadata keys that carry redirects and overrides.
+
+use std::collections::HashMap;
+
+use tonic::{Code, Status};
+use tonic_types::{ErrorDetails, StatusExt};
+
+/// The `ErrorInfo.domain` of every Leasehold error.
+pub const ERROR_DOMAIN: &str = "leasehold.io";
+
+/// Trailing metadata on a follower's `UNAVAILABLE` answer: the leader's `HOST:PORT`.
+pub const LEADER_METADATA_KEY: &str = "leasehold-leader";
+
+/// Request header that allows changing the HA state or priority of a node that is not the leader.
+pub const ALLOW_NON_LEADER_HEADER: &str = "leasehold-allow-non-leader";
+
+/// The stable, machine-readable reasons in `ErrorInfo.reason`.
+pub mod reason {
+    /// This node cannot serve the call; `leasehold-leader` names the leader.
+    pub const NOT_LEADER: &str = "NOT_LEADER";
+    /// No leader is known right now; retry with backoff.
+    pub const LEADER_UNKNOWN: &str = "LEADER_UNKNOWN";
+    /// The store refused a write because another leader took over.
+    pub const STALE_TERM: &str = "STALE_TERM";
+    /// Changing a non-leader needs the `leasehold-allow-non-leader: true` header.
+    pub const NON_LEADER_CHANGE: &str = "NON_LEADER_CHANGE";
+    /// A request field is missing, unknown or out of range (metadata `field`).
+    pub const INVALID_ARGUMENT: &str = "INVALID_ARGUMENT";
+    /// The mode cannot change at run time.
+    pub const MODE_FIXED: &str = "MODE_FIXED";
+    /// MASTER was asked for while another node holds a live lease.
+    pub const LIVE_LEADER: &str = "LIVE_LEADER";
+    /// The store did not answer in time.
+    pub const STORE_UNAVAILABLE: &str = "STORE_UNAVAILABLE";
+}
+
+/// Builds a status whose details carry an `ErrorInfo` with our domain and `reason`.
+pub fn error_status(
+    code: Code,
+    reason: &str,
+    message: impl Into<String>,
+    metadata: impl IntoIterator<Item = (&'static str, String)>,
+) -> Status {
+    let metadata: HashMap<String, String> = metadata
+        .into_iter()
+        .map(|(key, value)| (key.to_owned(), value))
+        .collect();
+    Status::with_error_details(
+        code,
+        message,
+        ErrorDetails::with_error_info(reason, ERROR_DOMAIN, metadata),
+    )
+}
+
+/// The Leasehold reason of `status`, when it carries one.
+pub fn error_reason(status: &Status) -> Option<String> {
+    status
+        .get_details_error_info()
+        .filter(|info| info.domain == ERROR_DOMAIN)
+        .map(|info| info.reason)
+}
+
+/// The leader a follower named in its answer, when it knows one.
+pub fn redirect_target(status: &Status) -> Option<String> {
+    status
+        .metadata()
+        .get(LEADER_METADATA_KEY)
+        .and_then(|value| value.to_str().ok())
+        .filter(|value| !value.is_empty())
+        .map(str::to_owned)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reason_round_trips_through_status_details() {
+        let status = error_status(
+            Code::Unavailable,
+            reason::NOT_LEADER,
+            "not the leader",
+            [("leader", "127.0.0.1:7400".to_owned())],
+        );
+        assert_eq!(error_reason(&status).as_deref(), Some(reason::NOT_LEADER));
+        assert_eq!(status.code(), Code::Unavailable);
+    }
+
+    #[test]
+    fn redirect_target_reads_trailing_metadata() {
+        let mut status = Status::unavailable("follower");
+        assert_eq!(redirect_target(&status), None);
+        status
+            .metadata_mut()
+            .insert(LEADER_METADATA_KEY, "10.0.0.1:7400".parse().unwrap());
+        assert_eq!(redirect_target(&status).as_deref(), Some("10.0.0.1:7400"));
+    }
+}
