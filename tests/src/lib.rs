@@ -1,1 +1,43 @@
+//! The cluster harness: real `leasehold` processes on loopback, a real store, signals, and
+//! invariant checks.
+//!
+//! # Layout
+//! - [`store`]: a fresh store per test (a SQLite file, or a cluster of its own in the
+//!   PostgreSQL / MySQL database the CI exports).
+//! - [`process`]: one coordinator process: start, wait until it serves, signal it, read its
+//!   JSON logs.
+//! - [`cluster`]: several coordinators on one store, and questions about their leader.
+//! - [`observer`]: polls every node's HA state and checks that no term ever had two leaders.
+//! - [`poll`]: waiting for a condition with a deadline, never a bare sleep.
 
+pub mod cluster;
+pub mod observer;
+pub mod poll;
+pub mod process;
+pub mod store;
+
+pub use cluster::{TestCluster, Timings};
+pub use observer::LeaderObserver;
+pub use poll::{Deadline, eventually, never};
+pub use process::Coordinator;
+pub use store::TestStore;
+
+/// Process-cluster tests run one at a time: they measure failover times, and several
+/// clusters at once on a 2-core machine would measure the machine instead.
+pub async fn serial() -> tokio::sync::MutexGuard<'static, ()> {
+    static LOCK: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    LOCK.lock().await
+}
+
+/// Logs a test phase, so that a failure's output says how far the test got.
+pub fn phase(message: &str) {
+    eprintln!(
+        "[{:>8.3}s] --- {message}",
+        start_instant().elapsed().as_secs_f64()
+    );
+}
+
+fn start_instant() -> std::time::Instant {
+    static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    *START.get_or_init(std::time::Instant::now)
+}

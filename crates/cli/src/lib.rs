@@ -1,1 +1,67 @@
+//! The one `leasehold` binary: `coordinator`, `ctl` and `dev`.
+//!
+//! # Layout
+//! - [`args`]: the command line (clap), with the help text that teaches.
+//! - [`settings`]: defaults, then the TOML file, then `LEASEHOLD_*` variables, then flags.
+//! - [`logging`]: text or JSON logs on stderr.
+//! - [`serve`]: listeners, metrics recorder, signals, and the coordinator's run.
+//! - [`ctl`]: the admin client.
+//! - [`dev`]: a coordinator on embedded SQLite for a first look.
 
+pub mod args;
+pub mod ctl;
+pub mod dev;
+pub mod logging;
+pub mod serve;
+pub mod settings;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use leasehold_coordinator::config::LogFormat;
+
+use crate::args::{Cli, Command};
+
+/// Runs the command line of this process and returns its exit code. Both the `leasehold`
+/// binary and the test binary call this, so the tests run exactly what users run.
+pub fn main_entry() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let format = cli.log.log_format;
+    let level = cli.log.log_level.as_deref();
+    match cli.command {
+        Command::Coordinator(args) => {
+            let config = settings::load_coordinator_config(&args)?;
+            if args.print_config {
+                print!("{}", settings::to_toml(&config)?);
+                return Ok(());
+            }
+            logging::init(
+                format.unwrap_or(config.log.format),
+                level.unwrap_or(&config.log.level),
+            )?;
+            runtime.block_on(serve::coordinator(config))
+        }
+        Command::Ctl(args) => {
+            logging::init(format.unwrap_or(LogFormat::Text), level.unwrap_or("warn"))?;
+            runtime.block_on(ctl::run(args))
+        }
+        Command::Dev(args) => {
+            logging::init(format.unwrap_or(LogFormat::Text), level.unwrap_or("info"))?;
+            runtime.block_on(dev::run(args))
+        }
+    }
+}

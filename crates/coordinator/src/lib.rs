@@ -1,1 +1,23 @@
+//! The Leasehold coordinator: HA election over a SQL lease row and the gRPC services.
+//!
+//! # Layout
+//! - [`server`]: `run(config, listeners, shutdown)`: store, registration, election, gRPC.
+//! - [`ha`]: the HA container: registration, follower and leader loops, step-down, modes.
+//! - [`cluster_service`]: `leasehold.v1.Cluster`, a thin translation onto [`ha::Ha`].
+//! - [`status`]: errors to gRPC statuses with stable `ErrorInfo` reasons, in one place.
+//! - [`config`]: the configuration tree and its validation.
+//! - [`metrics`]: metric names and helpers; [`http`]: the `/metrics` endpoint.
+//! - [`failpoint`]: fault-injection points for tests (compiled in with `failpoints`).
 
+pub mod cluster_service;
+pub mod config;
+pub mod convert;
+pub mod failpoint;
+pub mod ha;
+pub mod http;
+pub mod metrics;
+pub mod server;
+pub mod status;
+
+pub use config::CoordinatorConfig;
+pub use server::{Listeners, RunError, run};

@@ -63,6 +63,16 @@ impl TimingError {
     }
 }
 
+/// A duration as people write it in configuration: `880ms`, `1.167s`.
+pub fn human(duration: Duration) -> String {
+    if duration < Duration::from_secs(1) {
+        format!("{}ms", duration.as_millis())
+    } else {
+        let seconds = format!("{:.3}", duration.as_secs_f64());
+        format!("{}s", seconds.trim_end_matches('0').trim_end_matches('.'))
+    }
+}
+
 const MIN_LEASE_TTL: Duration = Duration::from_millis(100);
 const MAX_LEASE_TTL: Duration = Duration::from_secs(3600);
 const MAX_CLOCK_DRIFT: f64 = 0.1;
@@ -105,8 +115,10 @@ impl HaTimings {
             return Err(TimingError::new(
                 "ha.lease-ttl",
                 format!(
-                    "must be between {MIN_LEASE_TTL:?} and {MAX_LEASE_TTL:?}, got {:?}",
-                    self.lease_ttl
+                    "must be between {} and {}, got {}",
+                    human(MIN_LEASE_TTL),
+                    human(MAX_LEASE_TTL),
+                    human(self.lease_ttl)
                 ),
             ));
         }
@@ -123,11 +135,13 @@ impl HaTimings {
             return Err(TimingError::new(
                 "ha.margin",
                 format!(
-                    "{:?} leaves the leader no local hold: ha.lease-ttl ({:?}) shrunk by the clock drift is {:?}",
-                    self.margin,
-                    self.lease_ttl,
-                    self.lease_ttl
-                        .mul_f64((1.0 - self.clock_drift) / (1.0 + self.clock_drift)),
+                    "{} leaves the leader no local hold: ha.lease-ttl ({}) shrunk by the clock drift is {}",
+                    human(self.margin),
+                    human(self.lease_ttl),
+                    human(
+                        self.lease_ttl
+                            .mul_f64((1.0 - self.clock_drift) / (1.0 + self.clock_drift))
+                    ),
                 ),
             ));
         };
@@ -137,9 +151,13 @@ impl HaTimings {
             return Err(TimingError::new(
                 "ha.renew-interval",
                 format!(
-                    "2 × ha.renew-interval ({:?}) + ha.store-timeout ({:?}) = {needed:?} must fit in the leader's local hold of {hold:?} \
-                     (ha.lease-ttl {:?} shrunk by the clock drift, minus ha.margin); shorten the interval or lengthen the TTL",
-                    self.renew_interval, self.store_timeout, self.lease_ttl,
+                    "2 × ha.renew-interval ({}) + ha.store-timeout ({}) = {} must fit in the leader's local hold of {} \
+                     (ha.lease-ttl {} shrunk by the clock drift, minus ha.margin); shorten the interval or lengthen the TTL",
+                    human(self.renew_interval),
+                    human(self.store_timeout),
+                    human(needed),
+                    human(hold),
+                    human(self.lease_ttl),
                 ),
             ));
         }
@@ -147,8 +165,9 @@ impl HaTimings {
             return Err(TimingError::new(
                 "ha.poll-interval",
                 format!(
-                    "{:?} must not exceed ha.lease-ttl ({:?})",
-                    self.poll_interval, self.lease_ttl
+                    "{} must not exceed ha.lease-ttl ({})",
+                    human(self.poll_interval),
+                    human(self.lease_ttl)
                 ),
             ));
         }
@@ -197,7 +216,7 @@ mod tests {
         let error = timings.validate().unwrap_err();
         assert_eq!(error.key, "ha.renew-interval");
         assert!(error.message.contains("6.5s"), "{error}");
-        assert!(error.message.contains("5.781"), "{error}");
+        assert!(error.message.contains("5.781s"), "{error}");
     }
 
     #[test]
@@ -259,6 +278,13 @@ mod tests {
         for (timings, key) in cases {
             assert_eq!(timings.validate().unwrap_err().key, key, "{timings:?}");
         }
+    }
+
+    #[test]
+    fn durations_print_as_they_are_configured() {
+        assert_eq!(human(ms(880)), "880ms");
+        assert_eq!(human(ms(1167)), "1.167s");
+        assert_eq!(human(ms(6000)), "6s");
     }
 
     #[test]

@@ -74,7 +74,7 @@ impl GuardedTx {
                 checkout.conn.close_on_drop();
                 Err(StoreError::Timeout {
                     op: "guarded write",
-                    after: store.options().call_timeout,
+                    after: store.call_timeout(),
                 })
             }
         }
@@ -126,7 +126,7 @@ impl GuardedTx {
         F: FnOnce(&'a mut AnyConnection) -> Fut,
         Fut: std::future::Future<Output = Result<T, StoreError>> + 'a,
     {
-        let after = self.store.options().call_timeout;
+        let after = self.store.call_timeout();
         let checkout = self
             .checkout
             .as_mut()

@@ -53,6 +53,7 @@ impl StoreOptions {
 #[derive(Clone)]
 pub struct Store {
     inner: Arc<Inner>,
+    call_timeout: Duration,
 }
 
 struct Inner {
@@ -233,7 +234,9 @@ impl Store {
                 Box::pin(async move { prepare_session(conn, backend, &options).await })
             })
             .connect_lazy_with(connect_options.clone());
+        let call_timeout = options.call_timeout;
         let store = Store {
+            call_timeout,
             inner: Arc::new(Inner {
                 pool,
                 backend,
@@ -273,6 +276,19 @@ impl Store {
         &self.inner.options
     }
 
+    /// The limit on each call made through this handle.
+    pub fn call_timeout(&self) -> Duration {
+        self.call_timeout
+    }
+
+    /// The same store and pool, with another limit on each call (the HA loop's is shorter).
+    pub fn with_call_timeout(&self, call_timeout: Duration) -> Store {
+        Store {
+            inner: self.inner.clone(),
+            call_timeout,
+        }
+    }
+
     pub(crate) fn sql(&self) -> &Statements {
         &self.inner.sql
     }
@@ -286,8 +302,7 @@ impl Store {
     /// that coordinators starting together apply each exactly once.
     pub async fn migrate(&self, set: MigrationSet) -> Result<(), StoreError> {
         // Migrations may wait for another coordinator's migrations: allow more than one call.
-        let deadline =
-            Instant::now() + self.inner.options.call_timeout.max(Duration::from_secs(30));
+        let deadline = Instant::now() + self.call_timeout.max(Duration::from_secs(30));
         let mut checkout = self.checkout_until("migrate", deadline).await?;
         let result = timeout_at(
             deadline,
@@ -567,7 +582,7 @@ impl Store {
     }
 
     pub(crate) async fn checkout(&self, op: &'static str) -> Result<Checkout, StoreError> {
-        self.checkout_until(op, Instant::now() + self.inner.options.call_timeout)
+        self.checkout_until(op, Instant::now() + self.call_timeout)
             .await
     }
 

@@ -1,0 +1,245 @@
+//! The command line.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use leasehold_coordinator::config::LogFormat;
+use leasehold_core::HaMode;
+
+/// Leasehold: metadata coordination with lease-based self-fencing.
+///
+/// A few coordinators keep a cluster's metadata in a SQL store and elect one leader through a
+/// lease row in that store. Start one with `leasehold coordinator`, look at it with
+/// `leasehold ctl`, or try everything on one machine with `leasehold dev`.
+#[derive(Debug, Parser)]
+#[command(name = "leasehold", version, propagate_version = true)]
+pub struct Cli {
+    #[command(flatten)]
+    pub log: LogArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Logging, for every command. Logs go to stderr.
+#[derive(Debug, Args)]
+pub struct LogArgs {
+    /// Log format: `text` for people, `json` for machines. Overrides `[log] format`.
+    #[arg(long, global = true, value_name = "FORMAT", value_parser = parse_log_format)]
+    pub log_format: Option<LogFormat>,
+    /// Log filter, such as `info` or `leasehold_coordinator=debug,info`. `RUST_LOG` wins.
+    #[arg(long, global = true, value_name = "FILTER")]
+    pub log_level: Option<String>,
+}
+
+fn parse_log_format(value: &str) -> Result<LogFormat, String> {
+    match value {
+        "text" => Ok(LogFormat::Text),
+        "json" => Ok(LogFormat::Json),
+        other => Err(format!(
+            "unknown log format {other:?}; expected text or json"
+        )),
+    }
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run a coordinator.
+    ///
+    /// Every option can also come from the TOML file given with --config and from
+    /// LEASEHOLD_* environment variables (nested keys joined by a double underscore, dashes
+    /// written as underscores: LEASEHOLD_STORE__URL, LEASEHOLD_HA__LEASE_TTL). Flags win over
+    /// variables, variables over the file.
+    ///
+    /// Example, three coordinators sharing PostgreSQL:
+    ///
+    ///   leasehold coordinator --node-id c1 --listen 10.0.0.1:7400 --store postgres://leasehold@db/leasehold
+    Coordinator(CoordinatorArgs),
+    /// Administer a cluster over gRPC.
+    Ctl(CtlArgs),
+    /// A coordinator on embedded SQLite under ./leasehold-data, for a first look.
+    Dev(DevArgs),
+}
+
+/// `leasehold coordinator`
+#[derive(Debug, Args, Default)]
+pub struct CoordinatorArgs {
+    /// A TOML configuration file (see the README for every key).
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// The stable id of this coordinator; keep it across restarts. [default: coordinator-<listen port>]
+    #[arg(long, value_name = "ID")]
+    pub node_id: Option<String>,
+    /// gRPC listen address. [default: 127.0.0.1:7400]
+    #[arg(long, value_name = "HOST:PORT")]
+    pub listen: Option<String>,
+    /// The address other nodes and clients dial. [default: the bound listen address]
+    #[arg(long, value_name = "HOST:PORT")]
+    pub advertise_address: Option<String>,
+    /// Prometheus /metrics listen address; an empty string turns it off. [default: 127.0.0.1:7490]
+    #[arg(long, value_name = "HOST:PORT")]
+    pub metrics_listen: Option<String>,
+    /// The SQL store: sqlite://PATH (created if missing), postgres://USER[:PASS]@HOST[:PORT]/DB
+    /// or mysql://USER[:PASS]@HOST[:PORT]/DB. [default: sqlite://leasehold-data/leasehold.db]
+    #[arg(long, value_name = "URL")]
+    pub store: Option<String>,
+    /// The cluster name; several clusters may share one store. [default: default]
+    #[arg(long, value_name = "NAME")]
+    pub cluster: Option<String>,
+    /// HA mode: auto (contend), master (take the lease now or fail), standby (candidate, no
+    /// reads), hot-standby (candidate, serves reads), hot-backup (reads, never leads),
+    /// disabled (stand-alone, no lease). [default: auto]
+    #[arg(long, value_name = "MODE", value_parser = parse_mode)]
+    pub ha_mode: Option<HaMode>,
+    /// Election priority: after an expiry the highest-priority live candidate wins. [default: 0]
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
+    pub priority: Option<i32>,
+    /// How long an acquire or renewal keeps the lease, such as 6s or 1500ms. [default: 6s]
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub lease_ttl: Option<Duration>,
+    /// How often the leader renews. [default: a third of the lease TTL]
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub renew_interval: Option<Duration>,
+    /// Print the effective configuration as TOML and exit.
+    #[arg(long)]
+    pub print_config: bool,
+}
+
+/// `leasehold ctl`
+#[derive(Debug, Args)]
+pub struct CtlArgs {
+    /// Coordinator endpoints, comma-separated.
+    #[arg(
+        long,
+        value_name = "HOST:PORT[,…]",
+        value_delimiter = ',',
+        env = "LEASEHOLD_ENDPOINTS",
+        default_value = "127.0.0.1:7400"
+    )]
+    pub endpoints: Vec<String>,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = Output::Table)]
+    pub output: Output,
+    /// Give up when the cluster has not answered after this long.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "10s")]
+    pub timeout: Duration,
+    #[command(subcommand)]
+    pub command: CtlCommand,
+}
+
+/// How `ctl` prints answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Output {
+    /// Aligned columns for people.
+    Table,
+    /// JSON for scripts.
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CtlCommand {
+    /// Coordinator high availability.
+    #[command(subcommand)]
+    Ha(HaCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum HaCommand {
+    /// The current leader: node id, address, term and lease time left.
+    Leader,
+    /// The HA state of each endpoint given.
+    State,
+    /// Every coordinator the store knows (asked of the leader or a hot node).
+    States,
+    /// Change a node's HA mode; answers with the previous one. On the leader, a mode other
+    /// than auto or master makes it step down so that a successor takes over.
+    SetState {
+        /// auto, master, standby, hot-standby or hot-backup.
+        #[arg(value_parser = parse_mode)]
+        mode: HaMode,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// A node's election priority.
+    Priority {
+        /// The node to ask. [default: the first endpoint]
+        #[arg(long, value_name = "HOST:PORT")]
+        node: Option<String>,
+    },
+    /// Change a node's election priority; answers with the previous one.
+    SetPriority {
+        /// The new priority; higher wins.
+        #[arg(allow_negative_numbers = true)]
+        priority: i32,
+        #[command(flatten)]
+        target: Target,
+    },
+}
+
+/// Which node a change applies to.
+#[derive(Debug, Args)]
+pub struct Target {
+    /// The node to change. [default: the first endpoint]
+    #[arg(long, value_name = "HOST:PORT")]
+    pub node: Option<String>,
+    /// Allow changing a node that is not the leader (sends `leasehold-allow-non-leader: true`).
+    #[arg(long)]
+    pub allow_non_leader: bool,
+}
+
+/// `leasehold dev`
+#[derive(Debug, Args)]
+pub struct DevArgs {
+    /// Where the embedded SQLite store lives.
+    #[arg(long, value_name = "DIR", default_value = "leasehold-data")]
+    pub data_dir: PathBuf,
+    /// gRPC listen address.
+    #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:7400")]
+    pub listen: String,
+    /// Prometheus /metrics listen address.
+    #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:7490")]
+    pub metrics_listen: String,
+}
+
+fn parse_mode(value: &str) -> Result<HaMode, String> {
+    value
+        .parse()
+        .map_err(|error: leasehold_core::mode::UnknownMode| error.to_string())
+}
+
+fn parse_duration(value: &str) -> Result<Duration, String> {
+    humantime::parse_duration(value)
+        .map_err(|error| format!("{error} (write durations like 6s, 500ms or 1m)"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_line_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn unknown_modes_and_bad_durations_are_refused_with_the_choices() {
+        let error = Cli::try_parse_from(["leasehold", "coordinator", "--ha-mode", "leader"])
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("expected one of auto, master"), "{error}");
+        let error = Cli::try_parse_from(["leasehold", "coordinator", "--lease-ttl", "soon"])
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("6s, 500ms"), "{error}");
+    }
+
+    #[test]
+    fn negative_priorities_parse() {
+        let cli = Cli::try_parse_from(["leasehold", "coordinator", "--priority", "-3"]).unwrap();
+        let Command::Coordinator(args) = cli.command else {
+            panic!("not coordinator")
+        };
+        assert_eq!(args.priority, Some(-3));
+    }
+}

@@ -1,0 +1,332 @@
+//! `leasehold ctl`: the admin client, on top of the client SDK.
+
+use anyhow::Context;
+use leasehold::status::ALLOW_NON_LEADER_HEADER;
+use leasehold::v1::cluster_client::ClusterClient;
+use leasehold::v1::{
+    GetHaStateRequest, GetPriorityRequest, HaState, LeaderInfo, ListHaStatesRequest,
+    SetHaStateRequest, SetPriorityRequest,
+};
+use leasehold::{Client, ClientOptions};
+use leasehold_coordinator::convert::mode_to_proto;
+use serde_json::{Value, json};
+use tonic::Request;
+
+use crate::args::{CtlArgs, CtlCommand, HaCommand, Output, Target};
+
+/// Runs one `ctl` command and prints its answer.
+pub async fn run(args: CtlArgs) -> anyhow::Result<()> {
+    let options = ClientOptions {
+        retry_deadline: args.timeout,
+        request_timeout: args.timeout.min(ClientOptions::default().request_timeout),
+        ..ClientOptions::default()
+    };
+    let client = Client::new(args.endpoints.clone(), options)?;
+    let CtlCommand::Ha(command) = args.command;
+    let answer = match command {
+        HaCommand::Leader => leader(&client).await?,
+        HaCommand::State => states_of_endpoints(&client).await,
+        HaCommand::States => registry(&client).await?,
+        HaCommand::SetState { mode, target } => {
+            let endpoint = node(&client, &target.node);
+            let request = SetHaStateRequest {
+                mode: mode_to_proto(mode) as i32,
+            };
+            let response = client
+                .call_endpoint(&endpoint, |channel| {
+                    let request = with_override(request.clone(), &target);
+                    async move { ClusterClient::new(channel).set_ha_state(request).await }
+                })
+                .await
+                .with_context(|| format!("set-state on {endpoint}"))?;
+            let state = response.state.unwrap_or_default();
+            Answer {
+                json: json!({ "node": endpoint, "previous_mode": mode_name(response.previous_mode), "state": state_json(&state) }),
+                table: table(
+                    &["NODE", "PREVIOUS MODE", "MODE", "ROLE"],
+                    vec![vec![
+                        state.node_id.clone(),
+                        mode_name(response.previous_mode),
+                        mode_name(state.mode),
+                        role_name(state.role),
+                    ]],
+                ),
+            }
+        }
+        HaCommand::Priority { node: target } => {
+            let endpoint = node(&client, &target);
+            let response = client
+                .call_endpoint(&endpoint, |channel| async move {
+                    ClusterClient::new(channel)
+                        .get_priority(GetPriorityRequest {})
+                        .await
+                })
+                .await
+                .with_context(|| format!("priority of {endpoint}"))?;
+            Answer {
+                json: json!({ "node": endpoint, "priority": response.priority }),
+                table: table(
+                    &["NODE", "PRIORITY"],
+                    vec![vec![endpoint, response.priority.to_string()]],
+                ),
+            }
+        }
+        HaCommand::SetPriority { priority, target } => {
+            let endpoint = node(&client, &target.node);
+            let response = client
+                .call_endpoint(&endpoint, |channel| {
+                    let request = with_override(SetPriorityRequest { priority }, &target);
+                    async move { ClusterClient::new(channel).set_priority(request).await }
+                })
+                .await
+                .with_context(|| format!("set-priority on {endpoint}"))?;
+            Answer {
+                json: json!({ "node": endpoint, "previous_priority": response.previous_priority, "priority": priority }),
+                table: table(
+                    &["NODE", "PREVIOUS PRIORITY", "PRIORITY"],
+                    vec![vec![
+                        endpoint,
+                        response.previous_priority.to_string(),
+                        priority.to_string(),
+                    ]],
+                ),
+            }
+        }
+    };
+    match args.output {
+        Output::Table => print!("{}", answer.table),
+        Output::Json => println!("{}", serde_json::to_string_pretty(&answer.json)?),
+    }
+    Ok(())
+}
+
+struct Answer {
+    json: Value,
+    table: String,
+}
+
+fn node(client: &Client, node: &Option<String>) -> String {
+    node.clone()
+        .unwrap_or_else(|| client.endpoints()[0].clone())
+}
+
+fn with_override<T>(message: T, target: &Target) -> Request<T> {
+    let mut request = Request::new(message);
+    if target.allow_non_leader {
+        request.metadata_mut().insert(
+            ALLOW_NON_LEADER_HEADER,
+            "true".parse().expect("a valid header value"),
+        );
+    }
+    request
+}
+
+async fn leader(client: &Client) -> anyhow::Result<Answer> {
+    let leader: LeaderInfo = client.leader().await.context("finding the leader")?;
+    Ok(Answer {
+        json: json!({
+            "node_id": leader.node_id,
+            "address": leader.address,
+            "term": leader.term,
+            "lease_expires_at_ms": leader.lease_expires_at_ms,
+            "lease_remaining_ms": leader.lease_remaining_ms,
+        }),
+        table: table(
+            &["LEADER", "ADDRESS", "TERM", "LEASE LEFT"],
+            vec![vec![
+                leader.node_id.clone(),
+                leader.address.clone(),
+                leader.term.to_string(),
+                format!("{}ms", leader.lease_remaining_ms),
+            ]],
+        ),
+    })
+}
+
+async fn states_of_endpoints(client: &Client) -> Answer {
+    let mut rows = Vec::new();
+    let mut states = Vec::new();
+    for endpoint in client.endpoints() {
+        let answer = match client.cluster_at(endpoint) {
+            Ok(mut cluster) => cluster
+                .get_ha_state(GetHaStateRequest {})
+                .await
+                .map(|response| response.into_inner()),
+            Err(error) => Err(tonic::Status::invalid_argument(error.to_string())),
+        };
+        match answer {
+            Ok(state) => {
+                rows.push(vec![
+                    endpoint.clone(),
+                    state.node_id.clone(),
+                    mode_name(state.mode),
+                    role_name(state.role),
+                    state.priority.to_string(),
+                    state.term.to_string(),
+                    state.leader_node_id.clone(),
+                ]);
+                states.push(json!({ "endpoint": endpoint, "state": state_json(&state) }));
+            }
+            Err(status) => {
+                let error = format!("{}: {}", status.code(), status.message());
+                rows.push(vec![
+                    endpoint.clone(),
+                    "-".into(),
+                    "-".into(),
+                    format!("unreachable ({error})"),
+                    "-".into(),
+                    "-".into(),
+                    "-".into(),
+                ]);
+                states.push(json!({ "endpoint": endpoint, "error": error }));
+            }
+        }
+    }
+    Answer {
+        json: Value::Array(states),
+        table: table(
+            &[
+                "ENDPOINT", "NODE", "MODE", "ROLE", "PRIORITY", "TERM", "LEADER",
+            ],
+            rows,
+        ),
+    }
+}
+
+async fn registry(client: &Client) -> anyhow::Result<Answer> {
+    let response = client
+        .call_leader(|channel| async move {
+            ClusterClient::new(channel)
+                .list_ha_states(ListHaStatesRequest {})
+                .await
+        })
+        .await
+        .context("listing HA states")?;
+    let rows = response
+        .nodes
+        .iter()
+        .map(|node| {
+            vec![
+                node.node_id.clone(),
+                node.address.clone(),
+                mode_name(node.mode),
+                role_name(node.role),
+                node.priority.to_string(),
+                if node.alive {
+                    "yes".into()
+                } else {
+                    "no".into()
+                },
+                format!("{}ms", node.last_seen_ms_ago),
+            ]
+        })
+        .collect();
+    let nodes: Vec<Value> = response
+        .nodes
+        .iter()
+        .map(|node| {
+            json!({
+                "node_id": node.node_id,
+                "address": node.address,
+                "mode": mode_name(node.mode),
+                "role": role_name(node.role),
+                "priority": node.priority,
+                "alive": node.alive,
+                "holds_lease": node.holds_lease,
+                "last_seen_ms_ago": node.last_seen_ms_ago,
+            })
+        })
+        .collect();
+    Ok(Answer {
+        json: json!({ "term": response.term, "nodes": nodes }),
+        table: table(
+            &[
+                "NODE",
+                "ADDRESS",
+                "MODE",
+                "ROLE",
+                "PRIORITY",
+                "ALIVE",
+                "LAST SEEN",
+            ],
+            rows,
+        ),
+    })
+}
+
+fn state_json(state: &HaState) -> Value {
+    json!({
+        "node_id": state.node_id,
+        "address": state.address,
+        "mode": mode_name(state.mode),
+        "role": role_name(state.role),
+        "priority": state.priority,
+        "term": state.term,
+        "leader_node_id": state.leader_node_id,
+    })
+}
+
+fn mode_name(value: i32) -> String {
+    leasehold_coordinator::convert::mode_from_proto(value)
+        .map_or_else(|| "unknown".into(), |mode| mode.to_string())
+}
+
+fn role_name(value: i32) -> String {
+    match leasehold::v1::HaRole::try_from(value) {
+        Ok(leasehold::v1::HaRole::Starting) => "starting",
+        Ok(leasehold::v1::HaRole::Leader) => "leader",
+        Ok(leasehold::v1::HaRole::Follower) => "follower",
+        Ok(leasehold::v1::HaRole::Standalone) => "standalone",
+        Ok(leasehold::v1::HaRole::Stopped) => "stopped",
+        _ => "unknown",
+    }
+    .to_owned()
+}
+
+/// Aligned columns with a header row.
+fn table(header: &[&str], rows: Vec<Vec<String>>) -> String {
+    let mut widths: Vec<usize> = header.iter().map(|title| title.len()).collect();
+    for row in &rows {
+        for (width, cell) in widths.iter_mut().zip(row) {
+            *width = (*width).max(cell.chars().count());
+        }
+    }
+    let line = |cells: Vec<String>| {
+        let padded: Vec<String> = cells
+            .iter()
+            .zip(&widths)
+            .map(|(cell, width)| format!("{cell:<width$}"))
+            .collect();
+        format!("{}\n", padded.join("  ").trim_end())
+    };
+    let mut out = line(header.iter().map(|title| title.to_string()).collect());
+    for row in rows {
+        out.push_str(&line(row));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tables_align_their_columns() {
+        let out = table(
+            &["A", "LONGER"],
+            vec![
+                vec!["xyz".into(), "1".into()],
+                vec!["q".into(), "22".into()],
+            ],
+        );
+        assert_eq!(out, "A    LONGER\nxyz  1\nq    22\n");
+    }
+
+    #[test]
+    fn names_of_unknown_enum_values_say_unknown() {
+        assert_eq!(mode_name(99), "unknown");
+        assert_eq!(role_name(99), "unknown");
+        assert_eq!(role_name(2), "leader");
+        assert_eq!(mode_name(4), "hot-standby");
+    }
+}

@@ -1,0 +1,371 @@
+//! The coordinator's configuration: one struct tree, every field with a default, and
+//! [`CoordinatorConfig::validate`] naming the key that is wrong.
+//!
+//! The CLI fills it from a TOML file, then `LEASEHOLD_*` environment variables, then flags.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use leasehold_core::name::validate_id;
+use leasehold_core::{HaMode, HaTimings};
+use leasehold_store::{Backend, StoreOptions, redact_url};
+use serde::{Deserialize, Serialize};
+
+/// Everything a coordinator needs to start.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub struct CoordinatorConfig {
+    /// The stable id of this coordinator; keep it across restarts. Defaults to
+    /// `coordinator-<port>` of the listen address.
+    pub node_id: Option<String>,
+    /// The cluster this coordinator belongs to; several clusters may share one store.
+    pub cluster: String,
+    /// The gRPC listen address.
+    pub listen: String,
+    /// The address other nodes and clients reach this coordinator at; defaults to the bound
+    /// listen address (required when listening on 0.0.0.0 or ::).
+    pub advertise_address: Option<String>,
+    /// The Prometheus `/metrics` listen address; empty to disable.
+    pub metrics_listen: String,
+    /// The SQL store.
+    pub store: StoreConfig,
+    /// Leader election.
+    pub ha: HaConfig,
+    /// Data-node metadata leases.
+    pub metadata: MetadataConfig,
+    /// Logging.
+    pub log: LogConfig,
+}
+
+impl Default for CoordinatorConfig {
+    fn default() -> Self {
+        Self {
+            node_id: None,
+            cluster: "default".to_owned(),
+            listen: "127.0.0.1:7400".to_owned(),
+            advertise_address: None,
+            metrics_listen: "127.0.0.1:7490".to_owned(),
+            store: StoreConfig::default(),
+            ha: HaConfig::default(),
+            metadata: MetadataConfig::default(),
+            log: LogConfig::default(),
+        }
+    }
+}
+
+/// `[store]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub struct StoreConfig {
+    /// `sqlite://PATH` (created if missing), `postgres://USER[:PASSWORD]@HOST[:PORT]/DB` or
+    /// `mysql://USER[:PASSWORD]@HOST[:PORT]/DB`.
+    pub url: String,
+    /// The limit on one store call outside the HA loop.
+    #[serde(with = "humantime_serde")]
+    pub call_timeout: Duration,
+    /// How long a statement waits for a row lock.
+    #[serde(with = "humantime_serde")]
+    pub lock_timeout: Duration,
+    /// How long the server lets a session sit idle inside a transaction.
+    #[serde(with = "humantime_serde")]
+    pub idle_transaction_timeout: Duration,
+    /// The most pooled connections.
+    pub max_connections: u32,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        let defaults = StoreOptions::new("sqlite://leasehold-data/leasehold.db");
+        Self {
+            url: defaults.url,
+            call_timeout: defaults.call_timeout,
+            lock_timeout: defaults.lock_timeout,
+            idle_transaction_timeout: defaults.idle_transaction_timeout,
+            max_connections: defaults.max_connections,
+        }
+    }
+}
+
+/// `[ha]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub struct HaConfig {
+    /// `auto`, `master`, `standby`, `hot-standby`, `hot-backup` or `disabled`.
+    pub mode: HaMode,
+    /// Election priority: after an expiry the highest-priority live candidate wins.
+    pub priority: i32,
+    /// How long an acquire or renewal keeps the lease, on the store's clock.
+    #[serde(with = "humantime_serde")]
+    pub lease_ttl: Duration,
+    /// How often the leader renews; defaults to a third of the TTL.
+    #[serde(with = "humantime_serde::option")]
+    pub renew_interval: Option<Duration>,
+    /// Subtracted from the leader's local hold.
+    #[serde(with = "humantime_serde")]
+    pub margin: Duration,
+    /// The extra wait per rank after an expiry.
+    #[serde(with = "humantime_serde")]
+    pub priority_step: Duration,
+    /// The limit on every store call of the HA loop.
+    #[serde(with = "humantime_serde")]
+    pub store_timeout: Duration,
+    /// How often a follower re-reads the lease row; bounds the takeover after a graceful
+    /// release. Keep it at or below `priority-step` so that priority holds after a release.
+    #[serde(with = "humantime_serde")]
+    pub poll_interval: Duration,
+}
+
+impl Default for HaConfig {
+    fn default() -> Self {
+        let timings = HaTimings::default();
+        Self {
+            mode: HaMode::Auto,
+            priority: 0,
+            lease_ttl: timings.lease_ttl,
+            renew_interval: None,
+            margin: timings.margin,
+            priority_step: timings.priority_step,
+            store_timeout: timings.store_timeout,
+            poll_interval: timings.poll_interval,
+        }
+    }
+}
+
+/// `[metadata]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub struct MetadataConfig {
+    /// The allowed clock-rate drift `ρ` of any clock (0.01 is 1%).
+    pub clock_drift: f64,
+}
+
+impl Default for MetadataConfig {
+    fn default() -> Self {
+        Self {
+            clock_drift: HaTimings::default().clock_drift,
+        }
+    }
+}
+
+/// `[log]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub struct LogConfig {
+    /// `text` or `json`.
+    pub format: LogFormat,
+    /// A `tracing` filter such as `info` or `leasehold_coordinator=debug,info`; `RUST_LOG`
+    /// wins when set.
+    pub level: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            format: LogFormat::Text,
+            level: "info".to_owned(),
+        }
+    }
+}
+
+/// How log lines look.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// A configuration that cannot work: the key and what is wrong with it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid configuration: {key}: {message}")]
+pub struct ConfigError {
+    /// The key to change.
+    pub key: String,
+    /// What is wrong, with the numbers.
+    pub message: String,
+}
+
+impl ConfigError {
+    fn new(key: &str, message: impl Into<String>) -> Self {
+        Self {
+            key: key.to_owned(),
+            message: message.into(),
+        }
+    }
+}
+
+impl CoordinatorConfig {
+    /// The HA timings, with the renew interval defaulted to a third of the TTL.
+    pub fn ha_timings(&self) -> HaTimings {
+        HaTimings {
+            lease_ttl: self.ha.lease_ttl,
+            renew_interval: self.ha.renew_interval.unwrap_or(self.ha.lease_ttl / 3),
+            margin: self.ha.margin,
+            priority_step: self.ha.priority_step,
+            store_timeout: self.ha.store_timeout,
+            poll_interval: self.ha.poll_interval,
+            clock_drift: self.metadata.clock_drift,
+        }
+    }
+
+    /// The store options.
+    pub fn store_options(&self) -> StoreOptions {
+        StoreOptions {
+            url: self.store.url.clone(),
+            call_timeout: self.store.call_timeout,
+            lock_timeout: self.store.lock_timeout,
+            idle_transaction_timeout: self.store.idle_transaction_timeout,
+            max_connections: self.store.max_connections,
+        }
+    }
+
+    /// The node id, defaulted from the listen port.
+    pub fn effective_node_id(&self) -> String {
+        self.node_id.clone().unwrap_or_else(|| {
+            let port = self.listen.rsplit(':').next().unwrap_or("7400");
+            format!("coordinator-{port}")
+        })
+    }
+
+    /// Checks every setting, naming the first key that is wrong.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        validate_id("node id", &self.effective_node_id())
+            .map_err(|error| ConfigError::new("node-id", error.to_string()))?;
+        validate_id("cluster name", &self.cluster)
+            .map_err(|error| ConfigError::new("cluster", error.to_string()))?;
+        self.listen.parse::<SocketAddr>().map_err(|error| {
+            ConfigError::new(
+                "listen",
+                format!("{:?} is not HOST:PORT: {error}", self.listen),
+            )
+        })?;
+        if !self.metrics_listen.is_empty() {
+            self.metrics_listen.parse::<SocketAddr>().map_err(|error| {
+                ConfigError::new(
+                    "metrics-listen",
+                    format!("{:?} is not HOST:PORT: {error}", self.metrics_listen),
+                )
+            })?;
+        }
+        if let Some(address) = &self.advertise_address {
+            if address.is_empty() || address.contains("://") || !address.contains(':') {
+                return Err(ConfigError::new(
+                    "advertise-address",
+                    format!("{address:?} is not HOST:PORT"),
+                ));
+            }
+        }
+        if Backend::of_url(&self.store.url).is_none() {
+            return Err(ConfigError::new(
+                "store.url",
+                format!(
+                    "{} has no known scheme; expected sqlite://PATH, postgres://USER@HOST/DB or mysql://USER@HOST/DB",
+                    redact_url(&self.store.url)
+                ),
+            ));
+        }
+        for (key, value) in [
+            ("store.call-timeout", self.store.call_timeout),
+            ("store.lock-timeout", self.store.lock_timeout),
+            (
+                "store.idle-transaction-timeout",
+                self.store.idle_transaction_timeout,
+            ),
+        ] {
+            if value.is_zero() {
+                return Err(ConfigError::new(key, "must be above zero"));
+            }
+        }
+        if self.store.max_connections < 2 {
+            return Err(ConfigError::new(
+                "store.max-connections",
+                "must be at least 2",
+            ));
+        }
+        self.ha_timings()
+            .validate()
+            .map_err(|error| ConfigError::new(error.key, error.message))?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_validate() {
+        CoordinatorConfig::default().validate().unwrap();
+        assert_eq!(
+            CoordinatorConfig::default().effective_node_id(),
+            "coordinator-7400"
+        );
+        assert_eq!(
+            CoordinatorConfig::default().ha_timings().renew_interval,
+            Duration::from_secs(2)
+        );
+    }
+
+    #[test]
+    fn each_bad_setting_names_its_key() {
+        let cases: Vec<(Box<dyn Fn(&mut CoordinatorConfig)>, &str)> = vec![
+            (Box::new(|c| c.node_id = Some("bad id".into())), "node-id"),
+            (Box::new(|c| c.cluster = String::new()), "cluster"),
+            (Box::new(|c| c.listen = "localhost".into()), "listen"),
+            (
+                Box::new(|c| c.metrics_listen = "nope".into()),
+                "metrics-listen",
+            ),
+            (
+                Box::new(|c| c.advertise_address = Some("http://x".into())),
+                "advertise-address",
+            ),
+            (
+                Box::new(|c| c.store.url = "redis://user:secret@h".into()),
+                "store.url",
+            ),
+            (
+                Box::new(|c| c.store.max_connections = 1),
+                "store.max-connections",
+            ),
+            (
+                Box::new(|c| c.ha.renew_interval = Some(Duration::from_secs(5))),
+                "ha.renew-interval",
+            ),
+            (
+                Box::new(|c| c.ha.margin = Duration::from_secs(10)),
+                "ha.margin",
+            ),
+            (
+                Box::new(|c| c.metadata.clock_drift = 2.0),
+                "metadata.clock-drift",
+            ),
+        ];
+        for (mutate, key) in cases {
+            let mut config = CoordinatorConfig::default();
+            mutate(&mut config);
+            let error = config.validate().unwrap_err();
+            assert_eq!(error.key, key, "{error}");
+            assert!(!error.to_string().contains("secret"), "{error}");
+        }
+    }
+
+    #[test]
+    fn unknown_keys_and_modes_are_refused_when_parsed() {
+        let unknown = serde_json::from_str::<CoordinatorConfig>(r#"{"ha": {"lease-tll": "1s"}}"#);
+        assert!(unknown.unwrap_err().to_string().contains("lease-tll"));
+        let mode = serde_json::from_str::<CoordinatorConfig>(r#"{"ha": {"mode": "leader"}}"#);
+        assert!(mode.unwrap_err().to_string().contains("unknown HA mode"));
+        let parsed: CoordinatorConfig = serde_json::from_str(
+            r#"{"ha": {"mode": "hot-standby", "lease-ttl": "2s", "renew-interval": "500ms"}}"#,
+        )
+        .unwrap();
+        assert_eq!(parsed.ha.mode, HaMode::HotStandby);
+        assert_eq!(
+            parsed.ha_timings().renew_interval,
+            Duration::from_millis(500)
+        );
+    }
+}

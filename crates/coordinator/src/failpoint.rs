@@ -1,0 +1,68 @@
+//! Failpoints for fault-injection tests, compiled in only with the `failpoints` feature.
+//!
+//! A test sets `LEASEHOLD_FAILPOINTS="name=actions;name=actions"` (the `fail` crate's action
+//! syntax) in the environment of the process it starts. Without the feature, every function
+//! here does nothing and costs nothing.
+
+/// Where a leader may be held: after its local leadership check, before its guarded write.
+pub const BEFORE_GUARDED_WRITE: &str = "ha::before-guarded-write";
+/// Where a leader may be held: inside its guarded write, holding the lease row's lock.
+pub const INSIDE_GUARDED_WRITE: &str = "ha::inside-guarded-write";
+
+/// Reads `LEASEHOLD_FAILPOINTS` and configures each failpoint it names.
+#[cfg(feature = "failpoints")]
+pub fn init_from_env() -> Result<(), String> {
+    let Ok(spec) = std::env::var("LEASEHOLD_FAILPOINTS") else {
+        return Ok(());
+    };
+    for entry in spec
+        .split(';')
+        .map(str::trim)
+        .filter(|entry| !entry.is_empty())
+    {
+        let (name, actions) = entry
+            .split_once('=')
+            .ok_or_else(|| format!("failpoint {entry:?} is not name=actions"))?;
+        fail::cfg(name.trim(), actions.trim())?;
+        tracing::warn!(
+            failpoint = name.trim(),
+            actions = actions.trim(),
+            "failpoint armed"
+        );
+    }
+    Ok(())
+}
+
+/// Reads `LEASEHOLD_FAILPOINTS` and configures each failpoint it names.
+#[cfg(not(feature = "failpoints"))]
+pub fn init_from_env() -> Result<(), String> {
+    if std::env::var_os("LEASEHOLD_FAILPOINTS").is_some() {
+        tracing::warn!(
+            "LEASEHOLD_FAILPOINTS is set, but this build has no failpoints; ignoring it"
+        );
+    }
+    Ok(())
+}
+
+/// Pauses for the number of milliseconds a `return(MS)` action gives, without blocking the
+/// runtime's thread (the `fail` crate's own `sleep` would).
+#[cfg(feature = "failpoints")]
+pub async fn pause(name: &'static str) {
+    let millis = fail::eval(name, |argument| {
+        argument.and_then(|value| value.trim().parse::<u64>().ok())
+    })
+    .flatten();
+    if let Some(millis) = millis {
+        tracing::warn!(
+            failpoint = name,
+            pause_ms = millis,
+            "failpoint reached: pausing"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(millis)).await;
+        tracing::warn!(failpoint = name, "failpoint released");
+    }
+}
+
+/// Pauses for the number of milliseconds a `return(MS)` action gives.
+#[cfg(not(feature = "failpoints"))]
+pub async fn pause(_name: &'static str) {}

@@ -1,0 +1,94 @@
+//! The coordinator's metrics. Every name starts with `leasehold_`; every loop has a counter
+//! and a latency histogram.
+
+use std::time::Duration;
+
+use metrics::{
+    Unit, counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram,
+};
+
+/// 1 while this node holds the lease and may act as leader, else 0.
+pub const HA_IS_LEADER: &str = "leasehold_ha_is_leader";
+/// The term this node knows (its own while it leads).
+pub const HA_TERM: &str = "leasehold_ha_term";
+/// Lease renewals by result: `ok`, `lost`, `error`.
+pub const HA_RENEWALS: &str = "leasehold_ha_renewals_total";
+/// Renewal round-trip latency.
+pub const HA_RENEW_SECONDS: &str = "leasehold_ha_renew_duration_seconds";
+/// Role changes, by the role entered and the reason.
+pub const HA_TRANSITIONS: &str = "leasehold_ha_transitions_total";
+/// Acquire attempts by result: `won`, `lost`, `error`.
+pub const HA_ACQUIRES: &str = "leasehold_ha_acquire_attempts_total";
+/// Iterations of the HA loops, by loop: `follower`, `leader`, `registry`.
+pub const HA_LOOP_ITERATIONS: &str = "leasehold_ha_loop_iterations_total";
+/// Store calls of the HA loops that failed, by call.
+pub const HA_STORE_ERRORS: &str = "leasehold_ha_store_errors_total";
+/// Duration of one registry refresh.
+pub const HA_REFRESH_SECONDS: &str = "leasehold_ha_registry_refresh_duration_seconds";
+/// gRPC requests handled, by method and code.
+pub const GRPC_REQUESTS: &str = "leasehold_grpc_requests_total";
+
+/// Registers the descriptions with the installed recorder.
+pub fn describe() {
+    describe_gauge!(
+        HA_IS_LEADER,
+        "1 while this node holds the lease and may act as leader"
+    );
+    describe_gauge!(HA_TERM, "The term this node knows; its own while it leads");
+    describe_counter!(HA_RENEWALS, "Lease renewals by result (ok, lost, error)");
+    describe_histogram!(
+        HA_RENEW_SECONDS,
+        Unit::Seconds,
+        "Lease renewal round-trip latency"
+    );
+    describe_counter!(HA_TRANSITIONS, "Role changes by role entered and reason");
+    describe_counter!(
+        HA_ACQUIRES,
+        "Lease acquire attempts by result (won, lost, error)"
+    );
+    describe_counter!(HA_LOOP_ITERATIONS, "Iterations of the HA loops by loop");
+    describe_counter!(
+        HA_STORE_ERRORS,
+        "Failed store calls of the HA loops by call"
+    );
+    describe_histogram!(
+        HA_REFRESH_SECONDS,
+        Unit::Seconds,
+        "Registry refresh latency"
+    );
+    describe_counter!(GRPC_REQUESTS, "gRPC requests handled by method and code");
+}
+
+pub(crate) fn set_leader(is_leader: bool, term: u64) {
+    gauge!(HA_IS_LEADER).set(if is_leader { 1.0 } else { 0.0 });
+    gauge!(HA_TERM).set(term as f64);
+}
+
+pub(crate) fn transition(role: &'static str, reason: &'static str) {
+    counter!(HA_TRANSITIONS, "role" => role, "reason" => reason).increment(1);
+}
+
+pub(crate) fn renewal(result: &'static str, took: Duration) {
+    counter!(HA_RENEWALS, "result" => result).increment(1);
+    histogram!(HA_RENEW_SECONDS).record(took.as_secs_f64());
+}
+
+pub(crate) fn acquire(result: &'static str) {
+    counter!(HA_ACQUIRES, "result" => result).increment(1);
+}
+
+pub(crate) fn loop_iteration(name: &'static str) {
+    counter!(HA_LOOP_ITERATIONS, "loop" => name).increment(1);
+}
+
+pub(crate) fn store_error(call: &'static str) {
+    counter!(HA_STORE_ERRORS, "call" => call).increment(1);
+}
+
+pub(crate) fn refresh(took: Duration) {
+    histogram!(HA_REFRESH_SECONDS).record(took.as_secs_f64());
+}
+
+pub(crate) fn grpc_request(method: &'static str, code: tonic::Code) {
+    counter!(GRPC_REQUESTS, "method" => method, "code" => format!("{code:?}")).increment(1);
+}

@@ -1,0 +1,199 @@
+//! Starting and stopping a coordinator: store, registration, election and gRPC, all ended by
+//! one shutdown token.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use leasehold::v1::FILE_DESCRIPTOR_SET;
+use leasehold::v1::cluster_server::ClusterServer;
+use leasehold_core::BootClock;
+use leasehold_store::{MigrationSet, Store, StoreError, new_incarnation};
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tokio_util::sync::CancellationToken;
+use tonic::transport::Server;
+use tracing::{info, warn};
+
+use crate::cluster_service::ClusterService;
+use crate::config::{ConfigError, CoordinatorConfig};
+use crate::ha::{Ha, HaError, HaSettings};
+use crate::http::{RenderMetrics, serve_metrics};
+
+/// The largest request or response message a coordinator accepts (bytes).
+pub const MAX_MESSAGE_BYTES: usize = 1024 * 1024;
+/// The longest a unary call may take on the server.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// Concurrent calls per client connection.
+const CONCURRENCY_PER_CONNECTION: usize = 256;
+
+/// Where a coordinator listens. Binding is the caller's job, so tests can bind port 0 and
+/// read the address back.
+pub struct Listeners {
+    /// gRPC.
+    pub grpc: TcpListener,
+    /// Prometheus `/metrics`, with the function that renders them.
+    pub metrics: Option<(TcpListener, RenderMetrics)>,
+}
+
+impl std::fmt::Debug for Listeners {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Listeners")
+            .field("grpc", &self.grpc.local_addr().ok())
+            .finish()
+    }
+}
+
+/// Why a coordinator could not start or had to stop.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// The configuration cannot work.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The store failed at start.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// Registration or election failed.
+    #[error(transparent)]
+    Ha(#[from] HaError),
+    /// The gRPC server failed.
+    #[error("gRPC server: {0}")]
+    Serve(#[from] tonic::transport::Error),
+    /// Reflection could not load the descriptors.
+    #[error("gRPC reflection: {0}")]
+    Reflection(#[from] tonic_reflection::server::Error),
+    /// A listener failed.
+    #[error("listener: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// The address other nodes reach this coordinator at.
+fn advertised_address(
+    config: &CoordinatorConfig,
+    bound: SocketAddr,
+) -> Result<String, ConfigError> {
+    if let Some(address) = &config.advertise_address {
+        return Ok(address.clone());
+    }
+    if bound.ip().is_unspecified() {
+        return Err(ConfigError {
+            key: "advertise-address".into(),
+            message: format!(
+                "listen is {bound}, which other nodes cannot dial; set the address they should use"
+            ),
+        });
+    }
+    Ok(bound.to_string())
+}
+
+/// Runs a coordinator until `shutdown` is cancelled (or until it cannot go on, in which case
+/// it cancels `shutdown` itself and returns the reason).
+pub async fn run(
+    config: CoordinatorConfig,
+    listeners: Listeners,
+    shutdown: CancellationToken,
+) -> Result<(), RunError> {
+    config.validate()?;
+    let grpc_address = listeners.grpc.local_addr()?;
+    let address = advertised_address(&config, grpc_address)?;
+    let node_id = config.effective_node_id();
+    let mode = config.ha.mode;
+
+    let store = Store::connect(config.store_options()).await?;
+    info!(backend = %store.backend(), url = %store.redacted_url(), "connected to the store");
+    match store.durability_warnings().await {
+        Ok(warnings) => warnings.iter().for_each(|warning| warn!("{warning}")),
+        Err(error) => warn!(%error, "could not check the store's durability settings"),
+    }
+    store
+        .migrate(if mode.uses_lease() {
+            MigrationSet::All
+        } else {
+            MigrationSet::WithoutHa
+        })
+        .await?;
+    let store_epoch = store.store_epoch(&config.cluster).await?;
+    if mode.uses_lease() {
+        store.ensure_lease_row(&config.cluster).await?;
+    }
+
+    let settings = HaSettings {
+        cluster: config.cluster.clone(),
+        node_id: node_id.clone(),
+        address: address.clone(),
+        mode,
+        priority: config.ha.priority,
+        timings: config.ha_timings(),
+    };
+    let ha = Ha::new(
+        settings,
+        store.clone(),
+        Arc::new(BootClock),
+        new_incarnation(),
+    );
+    ha.register().await?;
+
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health.set_serving::<ClusterServer<ClusterService>>().await;
+    let reflection_v1 = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()?;
+    let reflection_v1alpha = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1alpha()?;
+    let cluster = ClusterServer::new(ClusterService::new(ha.clone(), shutdown.clone()))
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_MESSAGE_BYTES);
+    let grpc = Server::builder()
+        .timeout(REQUEST_TIMEOUT)
+        .concurrency_limit_per_connection(CONCURRENCY_PER_CONNECTION)
+        .tcp_nodelay(true)
+        .add_service(health_service)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
+        .add_service(cluster)
+        .serve_with_incoming_shutdown(
+            TcpListenerStream::new(listeners.grpc),
+            shutdown.clone().cancelled_owned(),
+        );
+
+    let metrics_address = match listeners.metrics {
+        Some((listener, render)) => {
+            let metrics_address = listener.local_addr()?;
+            tokio::spawn(serve_metrics(listener, render, shutdown.clone()));
+            Some(metrics_address)
+        }
+        None => None,
+    };
+    info!(
+        node_id = %node_id,
+        grpc = %grpc_address,
+        advertised = %address,
+        metrics = %metrics_address.map(|address| address.to_string()).unwrap_or_else(|| "off".into()),
+        cluster = %config.cluster,
+        mode = %mode,
+        backend = %store.backend(),
+        store_epoch = %store_epoch,
+        "coordinator serving"
+    );
+
+    let election = {
+        let ha = ha.clone();
+        let shutdown = shutdown.clone();
+        async move {
+            let result = ha.run(shutdown.clone()).await;
+            if result.is_err() {
+                shutdown.cancel();
+            }
+            result
+        }
+    };
+    let (served, elected) = tokio::join!(grpc, election);
+    store.close().await;
+    elected?;
+    served?;
+    info!(node_id = %node_id, "coordinator stopped");
+    Ok(())
+}
