@@ -1,1 +1,52 @@
+//! Helpers shared by the load generators: percentiles and result tables.
 
+use std::time::Duration;
+
+/// Latency samples of one operation.
+#[derive(Debug, Default, Clone)]
+pub struct Samples {
+    values: Vec<Duration>,
+}
+
+impl Samples {
+    /// Records one sample.
+    pub fn push(&mut self, value: Duration) {
+        self.values.push(value);
+    }
+
+    /// The `q` quantile (0.0 to 1.0), nearest rank.
+    pub fn quantile(&self, q: f64) -> Duration {
+        let mut sorted = self.values.clone();
+        sorted.sort();
+        if sorted.is_empty() {
+            return Duration::ZERO;
+        }
+        let rank = ((q * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
+        sorted[rank - 1]
+    }
+
+    /// The largest sample.
+    pub fn max(&self) -> Duration {
+        self.values.iter().copied().max().unwrap_or_default()
+    }
+
+    /// How many samples.
+    pub fn len(&self) -> usize {
+        self.values.len()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.values.is_empty()
+    }
+}
+
+/// Microseconds with one decimal.
+pub fn micros(duration: Duration) -> String {
+    format!("{:.1}", duration.as_secs_f64() * 1e6)
+}
+
+/// Milliseconds with no decimals.
+pub fn millis(duration: Duration) -> String {
+    format!("{}", duration.as_millis())
+}

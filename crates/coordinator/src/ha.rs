@@ -714,6 +714,7 @@ impl Ha {
             node_id = %settings.node_id,
             previous_term = acquired.view.term,
             previous_holder = %previous,
+            reason = if acquired.view.holder.is_some() { "the previous lease expired or was released" } else { "the lease was free" },
             "became leader"
         );
         self.publish_self_as_leader(term, acquired.sent);

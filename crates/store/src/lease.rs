@@ -112,18 +112,20 @@ pub(crate) async fn try_acquire(
     holder: &LeaseHolder,
     ttl: Duration,
 ) -> Result<Option<u64>, StoreError> {
-    let result = sqlx::query(AssertSqlSafe(sql.lease_acquire.clone()))
-        .bind(holder.node_id.as_str())
-        .bind(holder.incarnation.as_str())
-        .bind(holder.address.as_str())
-        .bind(ttl_ms(ttl))
-        .bind(cluster)
-        .bind(expected.version)
-        .execute(&mut *conn)
-        .await?;
+    let acquired = crate::changes_one(
+        sqlx::query(AssertSqlSafe(sql.lease_acquire.clone()))
+            .bind(holder.node_id.as_str())
+            .bind(holder.incarnation.as_str())
+            .bind(holder.address.as_str())
+            .bind(ttl_ms(ttl))
+            .bind(cluster)
+            .bind(expected.version),
+        conn,
+    )
+    .await?;
     // The update matched the exact version that was read, so the term it wrote is the one
     // after the term that was read.
-    Ok((result.rows_affected() == 1).then_some(expected.term + 1))
+    Ok(acquired.then_some(expected.term + 1))
 }
 
 pub(crate) async fn renew(
@@ -132,14 +134,15 @@ pub(crate) async fn renew(
     guard: &TermGuard,
     ttl: Duration,
 ) -> Result<bool, StoreError> {
-    let result = sqlx::query(AssertSqlSafe(sql.lease_renew.clone()))
-        .bind(ttl_ms(ttl))
-        .bind(guard.cluster.as_str())
-        .bind(term_param(guard.term))
-        .bind(guard.incarnation.as_str())
-        .execute(&mut *conn)
-        .await?;
-    Ok(result.rows_affected() == 1)
+    crate::changes_one(
+        sqlx::query(AssertSqlSafe(sql.lease_renew.clone()))
+            .bind(ttl_ms(ttl))
+            .bind(guard.cluster.as_str())
+            .bind(term_param(guard.term))
+            .bind(guard.incarnation.as_str()),
+        conn,
+    )
+    .await
 }
 
 pub(crate) async fn release(
@@ -147,13 +150,14 @@ pub(crate) async fn release(
     sql: &Statements,
     guard: &TermGuard,
 ) -> Result<bool, StoreError> {
-    let result = sqlx::query(AssertSqlSafe(sql.lease_release.clone()))
-        .bind(guard.cluster.as_str())
-        .bind(term_param(guard.term))
-        .bind(guard.incarnation.as_str())
-        .execute(&mut *conn)
-        .await?;
-    Ok(result.rows_affected() == 1)
+    crate::changes_one(
+        sqlx::query(AssertSqlSafe(sql.lease_release.clone()))
+            .bind(guard.cluster.as_str())
+            .bind(term_param(guard.term))
+            .bind(guard.incarnation.as_str()),
+        conn,
+    )
+    .await
 }
 
 pub(crate) async fn check_guard(
@@ -161,13 +165,15 @@ pub(crate) async fn check_guard(
     sql: &Statements,
     guard: &TermGuard,
 ) -> Result<(), StoreError> {
-    let result = sqlx::query(AssertSqlSafe(sql.lease_guard.clone()))
-        .bind(guard.cluster.as_str())
-        .bind(term_param(guard.term))
-        .bind(guard.incarnation.as_str())
-        .execute(&mut *conn)
-        .await?;
-    if result.rows_affected() == 1 {
+    if crate::changes_one(
+        sqlx::query(AssertSqlSafe(sql.lease_guard.clone()))
+            .bind(guard.cluster.as_str())
+            .bind(term_param(guard.term))
+            .bind(guard.incarnation.as_str()),
+        conn,
+    )
+    .await?
+    {
         Ok(())
     } else {
         Err(StoreError::StaleTerm { term: guard.term })

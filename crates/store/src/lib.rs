@@ -31,3 +31,12 @@ pub use migrate::MigrationSet;
 pub use nodes::{NodeList, NodeRegistration, NodeRow, NodeSnapshot};
 pub use session::LeaseSession;
 pub use store::{Store, StoreOptions, new_incarnation};
+
+/// Runs a conditional update and says whether it changed exactly one row: the answer every
+/// fencing, claim and refresh statement needs.
+pub(crate) async fn changes_one(
+    query: sqlx::query::Query<'_, sqlx::Any, sqlx::any::AnyArguments>,
+    conn: &mut sqlx::AnyConnection,
+) -> Result<bool, crate::error::StoreError> {
+    Ok(query.execute(conn).await?.rows_affected() == 1)
+}

@@ -101,17 +101,18 @@ pub(crate) async fn insert(
     sql: &Statements,
     node: &NodeRegistration,
 ) -> Result<bool, StoreError> {
-    let result = sqlx::query(AssertSqlSafe(sql.node_insert.clone()))
-        .bind(node.cluster.as_str())
-        .bind(node.node_id.as_str())
-        .bind(node.incarnation.as_str())
-        .bind(node.address.as_str())
-        .bind(node.mode.as_str())
-        .bind(i64::from(node.priority))
-        .bind(node.role.as_str())
-        .execute(&mut *conn)
-        .await?;
-    Ok(result.rows_affected() == 1)
+    crate::changes_one(
+        sqlx::query(AssertSqlSafe(sql.node_insert.clone()))
+            .bind(node.cluster.as_str())
+            .bind(node.node_id.as_str())
+            .bind(node.incarnation.as_str())
+            .bind(node.address.as_str())
+            .bind(node.mode.as_str())
+            .bind(i64::from(node.priority))
+            .bind(node.role.as_str()),
+        conn,
+    )
+    .await
 }
 
 pub(crate) async fn take_over(
@@ -121,19 +122,20 @@ pub(crate) async fn take_over(
     observed_incarnation: Option<&str>,
     observed_last_seen_ms: i64,
 ) -> Result<bool, StoreError> {
-    let result = sqlx::query(AssertSqlSafe(sql.node_take_over.clone()))
-        .bind(node.incarnation.as_str())
-        .bind(node.address.as_str())
-        .bind(node.mode.as_str())
-        .bind(i64::from(node.priority))
-        .bind(node.role.as_str())
-        .bind(node.cluster.as_str())
-        .bind(node.node_id.as_str())
-        .bind(observed_incarnation.unwrap_or(""))
-        .bind(observed_last_seen_ms)
-        .execute(&mut *conn)
-        .await?;
-    Ok(result.rows_affected() == 1)
+    crate::changes_one(
+        sqlx::query(AssertSqlSafe(sql.node_take_over.clone()))
+            .bind(node.incarnation.as_str())
+            .bind(node.address.as_str())
+            .bind(node.mode.as_str())
+            .bind(i64::from(node.priority))
+            .bind(node.role.as_str())
+            .bind(node.cluster.as_str())
+            .bind(node.node_id.as_str())
+            .bind(observed_incarnation.unwrap_or(""))
+            .bind(observed_last_seen_ms),
+        conn,
+    )
+    .await
 }
 
 pub(crate) async fn refresh(
@@ -144,14 +146,15 @@ pub(crate) async fn refresh(
     incarnation: &str,
     role: &str,
 ) -> Result<bool, StoreError> {
-    let result = sqlx::query(AssertSqlSafe(sql.node_refresh.clone()))
-        .bind(role)
-        .bind(cluster)
-        .bind(node_id)
-        .bind(incarnation)
-        .execute(&mut *conn)
-        .await?;
-    Ok(result.rows_affected() == 1)
+    crate::changes_one(
+        sqlx::query(AssertSqlSafe(sql.node_refresh.clone()))
+            .bind(role)
+            .bind(cluster)
+            .bind(node_id)
+            .bind(incarnation),
+        conn,
+    )
+    .await
 }
 
 pub(crate) async fn update_settings(
@@ -163,15 +166,16 @@ pub(crate) async fn update_settings(
     mode: &str,
     priority: i32,
 ) -> Result<bool, StoreError> {
-    let result = sqlx::query(AssertSqlSafe(sql.node_update_settings.clone()))
-        .bind(mode)
-        .bind(i64::from(priority))
-        .bind(cluster)
-        .bind(node_id)
-        .bind(incarnation)
-        .execute(&mut *conn)
-        .await?;
-    Ok(result.rows_affected() == 1)
+    crate::changes_one(
+        sqlx::query(AssertSqlSafe(sql.node_update_settings.clone()))
+            .bind(mode)
+            .bind(i64::from(priority))
+            .bind(cluster)
+            .bind(node_id)
+            .bind(incarnation),
+        conn,
+    )
+    .await
 }
 
 pub(crate) async fn stop(
@@ -181,13 +185,14 @@ pub(crate) async fn stop(
     node_id: &str,
     incarnation: &str,
 ) -> Result<bool, StoreError> {
-    let result = sqlx::query(AssertSqlSafe(sql.node_stop.clone()))
-        .bind(cluster)
-        .bind(node_id)
-        .bind(incarnation)
-        .execute(&mut *conn)
-        .await?;
-    Ok(result.rows_affected() == 1)
+    crate::changes_one(
+        sqlx::query(AssertSqlSafe(sql.node_stop.clone()))
+            .bind(cluster)
+            .bind(node_id)
+            .bind(incarnation),
+        conn,
+    )
+    .await
 }
 
 pub(crate) async fn list(

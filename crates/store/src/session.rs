@@ -14,6 +14,21 @@ use crate::guard::TermGuard;
 use crate::lease::{self, LeaseHolder, LeaseView};
 use crate::store::Store;
 
+/// Runs `$body` on the session's connection (opened if needed) under the call's deadline,
+/// with `$conn: &mut AnyConnection` and `$sql` the store's statements.
+macro_rules! on_session {
+    ($session:expr, $op:expr, |$conn:ident, $sql:ident| $body:expr) => {{
+        let deadline = Instant::now() + $session.call_timeout;
+        let store = $session.store.clone();
+        let $sql = store.sql();
+        let result = match $session.connection(deadline).await {
+            Ok($conn) => timeout_at(deadline, $body).await,
+            Err(error) => Ok(Err(error)),
+        };
+        $session.settle($op, result)
+    }};
+}
+
 /// The HA loop's dedicated connection; every call has its own timeout.
 pub struct LeaseSession {
     store: Store,
@@ -40,13 +55,9 @@ impl LeaseSession {
 
     /// The lease row and the store's clock.
     pub async fn read_lease(&mut self, cluster: &str) -> Result<LeaseView, StoreError> {
-        let deadline = Instant::now() + self.call_timeout;
-        let store = self.store.clone();
-        let result = match self.connection(deadline).await {
-            Ok(conn) => timeout_at(deadline, lease::read(conn, store.sql(), cluster)).await,
-            Err(error) => Ok(Err(error)),
-        };
-        self.settle("read lease", result)
+        on_session!(self, "read lease", |conn, sql| lease::read(
+            conn, sql, cluster
+        ))
     }
 
     /// See [`Store::try_acquire`].
@@ -57,41 +68,23 @@ impl LeaseSession {
         holder: &LeaseHolder,
         ttl: Duration,
     ) -> Result<Option<u64>, StoreError> {
-        let deadline = Instant::now() + self.call_timeout;
-        let store = self.store.clone();
-        let result = match self.connection(deadline).await {
-            Ok(conn) => {
-                timeout_at(
-                    deadline,
-                    lease::try_acquire(conn, store.sql(), cluster, expected, holder, ttl),
-                )
-                .await
-            }
-            Err(error) => Ok(Err(error)),
-        };
-        self.settle("acquire lease", result)
+        on_session!(self, "acquire lease", |conn, sql| lease::try_acquire(
+            conn, sql, cluster, expected, holder, ttl
+        ))
     }
 
     /// See [`Store::renew`].
     pub async fn renew(&mut self, guard: &TermGuard, ttl: Duration) -> Result<bool, StoreError> {
-        let deadline = Instant::now() + self.call_timeout;
-        let store = self.store.clone();
-        let result = match self.connection(deadline).await {
-            Ok(conn) => timeout_at(deadline, lease::renew(conn, store.sql(), guard, ttl)).await,
-            Err(error) => Ok(Err(error)),
-        };
-        self.settle("renew lease", result)
+        on_session!(self, "renew lease", |conn, sql| lease::renew(
+            conn, sql, guard, ttl
+        ))
     }
 
     /// See [`Store::release`].
     pub async fn release(&mut self, guard: &TermGuard) -> Result<bool, StoreError> {
-        let deadline = Instant::now() + self.call_timeout;
-        let store = self.store.clone();
-        let result = match self.connection(deadline).await {
-            Ok(conn) => timeout_at(deadline, lease::release(conn, store.sql(), guard)).await,
-            Err(error) => Ok(Err(error)),
-        };
-        self.settle("release lease", result)
+        on_session!(self, "release lease", |conn, sql| lease::release(
+            conn, sql, guard
+        ))
     }
 
     async fn connection(&mut self, deadline: Instant) -> Result<&mut AnyConnection, StoreError> {

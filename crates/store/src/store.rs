@@ -184,6 +184,18 @@ async fn prepare_session(
     Ok(())
 }
 
+/// Runs `$body`, which uses `$conn: &mut AnyConnection`, on a pool connection under the
+/// call's deadline, and settles the connection (closed on timeout or failure).
+macro_rules! on_pool {
+    ($store:expr, $op:expr, |$conn:ident| $body:expr) => {{
+        let mut checkout = $store.checkout($op).await?;
+        let deadline = checkout.deadline;
+        let $conn: &mut AnyConnection = &mut checkout.conn;
+        let result = timeout_at(deadline, $body).await;
+        checkout.finish(result)
+    }};
+}
+
 /// A pool connection checked out for one call, with the call's deadline.
 pub(crate) struct Checkout {
     pub conn: PoolConnection<Any>,
@@ -314,78 +326,65 @@ impl Store {
 
     /// A plain `SELECT 1` round trip on the pool: the baseline of every benchmark.
     pub async fn select_one(&self) -> Result<(), StoreError> {
-        let mut checkout = self.checkout("select 1").await?;
         let sql = self.inner.sql.select_one.clone();
-        let result = timeout_at(checkout.deadline, async {
+        on_pool!(self, "select 1", |conn| async {
             sqlx::query(AssertSqlSafe(sql))
-                .fetch_one(&mut *checkout.conn)
+                .fetch_one(&mut *conn)
                 .await?;
             Ok(())
         })
-        .await;
-        checkout.finish(result)
     }
 
     /// The store's clock, in milliseconds since the Unix epoch.
     pub async fn now_ms(&self) -> Result<i64, StoreError> {
-        let mut checkout = self.checkout("read clock").await?;
         let sql = self.inner.sql.now.clone();
-        let result = timeout_at(checkout.deadline, async {
+        on_pool!(self, "read clock", |conn| async {
             let row = sqlx::query(AssertSqlSafe(sql))
-                .fetch_one(&mut *checkout.conn)
+                .fetch_one(&mut *conn)
                 .await?;
             Ok(row.try_get::<i64, _>(0)?)
         })
-        .await;
-        checkout.finish(result)
     }
 
     /// The cluster's store epoch: random, written once when the cluster is first seen.
     pub async fn store_epoch(&self, cluster: &str) -> Result<String, StoreError> {
-        let mut checkout = self.checkout("store epoch").await?;
         let fresh = random_hex(8);
         let sql = &self.inner.sql;
-        let result = timeout_at(checkout.deadline, async {
+        on_pool!(self, "store epoch", |conn| async {
             sqlx::query(AssertSqlSafe(sql.meta_insert_if_absent.clone()))
                 .bind(cluster)
                 .bind("store_epoch")
                 .bind(fresh.as_str())
-                .execute(&mut *checkout.conn)
+                .execute(&mut *conn)
                 .await?;
             let row = sqlx::query(AssertSqlSafe(sql.meta_read.clone()))
                 .bind(cluster)
                 .bind("store_epoch")
-                .fetch_optional(&mut *checkout.conn)
+                .fetch_optional(&mut *conn)
                 .await?;
             let row = row.ok_or_else(|| {
                 StoreError::Inconsistent("cluster_meta has no store_epoch".into())
             })?;
             Ok(row.try_get::<String, _>(0)?)
         })
-        .await;
-        checkout.finish(result)
     }
 
     /// Creates the cluster's lease row (free, term 0) unless it exists.
     pub async fn ensure_lease_row(&self, cluster: &str) -> Result<(), StoreError> {
-        let mut checkout = self.checkout("create lease row").await?;
-        let result = timeout_at(
-            checkout.deadline,
-            lease::ensure_row(&mut checkout.conn, self.sql(), cluster),
-        )
-        .await;
-        checkout.finish(result)
+        on_pool!(self, "create lease row", |conn| lease::ensure_row(
+            conn,
+            self.sql(),
+            cluster
+        ))
     }
 
     /// The lease row and the store's clock, read together.
     pub async fn read_lease(&self, cluster: &str) -> Result<LeaseView, StoreError> {
-        let mut checkout = self.checkout("read lease").await?;
-        let result = timeout_at(
-            checkout.deadline,
-            lease::read(&mut checkout.conn, self.sql(), cluster),
-        )
-        .await;
-        checkout.finish(result)
+        on_pool!(self, "read lease", |conn| lease::read(
+            conn,
+            self.sql(),
+            cluster
+        ))
     }
 
     /// Takes the lease for `holder` if it is still at `expected_version` and expired on the
@@ -397,43 +396,34 @@ impl Store {
         holder: &LeaseHolder,
         ttl: Duration,
     ) -> Result<Option<u64>, StoreError> {
-        let mut checkout = self.checkout("acquire lease").await?;
-        let result = timeout_at(
-            checkout.deadline,
-            lease::try_acquire(
-                &mut checkout.conn,
-                self.sql(),
-                cluster,
-                expected,
-                holder,
-                ttl,
-            ),
-        )
-        .await;
-        checkout.finish(result)
+        on_pool!(self, "acquire lease", |conn| lease::try_acquire(
+            conn,
+            self.sql(),
+            cluster,
+            expected,
+            holder,
+            ttl,
+        ))
     }
 
     /// Extends the lease of `guard`'s term by `ttl` from now on the store's clock. False when
     /// the term is no longer ours.
     pub async fn renew(&self, guard: &TermGuard, ttl: Duration) -> Result<bool, StoreError> {
-        let mut checkout = self.checkout("renew lease").await?;
-        let result = timeout_at(
-            checkout.deadline,
-            lease::renew(&mut checkout.conn, self.sql(), guard, ttl),
-        )
-        .await;
-        checkout.finish(result)
+        on_pool!(self, "renew lease", |conn| lease::renew(
+            conn,
+            self.sql(),
+            guard,
+            ttl
+        ))
     }
 
     /// Ends the lease of `guard`'s term now, so that a successor can take it at once.
     pub async fn release(&self, guard: &TermGuard) -> Result<bool, StoreError> {
-        let mut checkout = self.checkout("release lease").await?;
-        let result = timeout_at(
-            checkout.deadline,
-            lease::release(&mut checkout.conn, self.sql(), guard),
-        )
-        .await;
-        checkout.finish(result)
+        on_pool!(self, "release lease", |conn| lease::release(
+            conn,
+            self.sql(),
+            guard
+        ))
     }
 
     /// Opens a term-guarded write transaction: the lease row is locked and checked to be
@@ -456,24 +446,21 @@ impl Store {
         cluster: &str,
         node_id: &str,
     ) -> Result<NodeSnapshot, StoreError> {
-        let mut checkout = self.checkout("read node").await?;
-        let result = timeout_at(
-            checkout.deadline,
-            nodes::read(&mut checkout.conn, self.sql(), cluster, node_id),
-        )
-        .await;
-        checkout.finish(result)
+        on_pool!(self, "read node", |conn| nodes::read(
+            conn,
+            self.sql(),
+            cluster,
+            node_id
+        ))
     }
 
     /// Inserts a registry row for a new node id. False when the row exists already.
     pub async fn insert_node(&self, registration: &NodeRegistration) -> Result<bool, StoreError> {
-        let mut checkout = self.checkout("register node").await?;
-        let result = timeout_at(
-            checkout.deadline,
-            nodes::insert(&mut checkout.conn, self.sql(), registration),
-        )
-        .await;
-        checkout.finish(result)
+        on_pool!(self, "register node", |conn| nodes::insert(
+            conn,
+            self.sql(),
+            registration
+        ))
     }
 
     /// Takes over a registry row that is still as it was observed. False when it changed.
@@ -483,19 +470,13 @@ impl Store {
         observed_incarnation: Option<&str>,
         observed_last_seen_ms: i64,
     ) -> Result<bool, StoreError> {
-        let mut checkout = self.checkout("take over node").await?;
-        let result = timeout_at(
-            checkout.deadline,
-            nodes::take_over(
-                &mut checkout.conn,
-                self.sql(),
-                registration,
-                observed_incarnation,
-                observed_last_seen_ms,
-            ),
-        )
-        .await;
-        checkout.finish(result)
+        on_pool!(self, "take over node", |conn| nodes::take_over(
+            conn,
+            self.sql(),
+            registration,
+            observed_incarnation,
+            observed_last_seen_ms,
+        ))
     }
 
     /// Marks this incarnation alive now, in `role`. False when another process owns the id.
@@ -506,20 +487,14 @@ impl Store {
         incarnation: &str,
         role: &str,
     ) -> Result<bool, StoreError> {
-        let mut checkout = self.checkout("refresh node").await?;
-        let result = timeout_at(
-            checkout.deadline,
-            nodes::refresh(
-                &mut checkout.conn,
-                self.sql(),
-                cluster,
-                node_id,
-                incarnation,
-                role,
-            ),
-        )
-        .await;
-        checkout.finish(result)
+        on_pool!(self, "refresh node", |conn| nodes::refresh(
+            conn,
+            self.sql(),
+            cluster,
+            node_id,
+            incarnation,
+            role,
+        ))
     }
 
     /// Records this node's mode and priority (a non-leader's own settings).
@@ -531,21 +506,15 @@ impl Store {
         mode: &str,
         priority: i32,
     ) -> Result<bool, StoreError> {
-        let mut checkout = self.checkout("update node settings").await?;
-        let result = timeout_at(
-            checkout.deadline,
-            nodes::update_settings(
-                &mut checkout.conn,
-                self.sql(),
-                cluster,
-                node_id,
-                incarnation,
-                mode,
-                priority,
-            ),
-        )
-        .await;
-        checkout.finish(result)
+        on_pool!(self, "update node settings", |conn| nodes::update_settings(
+            conn,
+            self.sql(),
+            cluster,
+            node_id,
+            incarnation,
+            mode,
+            priority,
+        ))
     }
 
     /// Marks this incarnation cleanly stopped, freeing its node id for a restart.
@@ -555,30 +524,22 @@ impl Store {
         node_id: &str,
         incarnation: &str,
     ) -> Result<bool, StoreError> {
-        let mut checkout = self.checkout("stop node").await?;
-        let result = timeout_at(
-            checkout.deadline,
-            nodes::stop(
-                &mut checkout.conn,
-                self.sql(),
-                cluster,
-                node_id,
-                incarnation,
-            ),
-        )
-        .await;
-        checkout.finish(result)
+        on_pool!(self, "stop node", |conn| nodes::stop(
+            conn,
+            self.sql(),
+            cluster,
+            node_id,
+            incarnation,
+        ))
     }
 
     /// Every registry row of the cluster, with the store's clock.
     pub async fn list_nodes(&self, cluster: &str) -> Result<NodeList, StoreError> {
-        let mut checkout = self.checkout("list nodes").await?;
-        let result = timeout_at(
-            checkout.deadline,
-            nodes::list(&mut checkout.conn, self.sql(), cluster),
-        )
-        .await;
-        checkout.finish(result)
+        on_pool!(self, "list nodes", |conn| nodes::list(
+            conn,
+            self.sql(),
+            cluster
+        ))
     }
 
     pub(crate) async fn checkout(&self, op: &'static str) -> Result<Checkout, StoreError> {
@@ -630,13 +591,10 @@ impl Store {
                 "innodb_flush_log_at_trx_commit is not 1: a crash can lose committed leases",
             ),
         };
-        let mut checkout = self.checkout("check durability").await?;
-        let result = timeout_at(checkout.deadline, async {
-            let row = sqlx::raw_sql(query).fetch_one(&mut *checkout.conn).await?;
+        let value = on_pool!(self, "check durability", |conn| async {
+            let row = sqlx::raw_sql(query).fetch_one(&mut *conn).await?;
             Ok(row.try_get::<String, _>(0)?)
-        })
-        .await;
-        let value = checkout.finish(result)?;
+        })?;
         Ok(if value.trim() == expected {
             Vec::new()
         } else {
