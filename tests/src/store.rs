@@ -76,10 +76,10 @@ impl TestStore {
 
 impl Drop for TestStore {
     fn drop(&mut self) {
-        if let Some(dir) = &self.sqlite_dir {
-            if !std::thread::panicking() {
-                let _ = std::fs::remove_dir_all(dir);
-            }
+        if let Some(dir) = &self.sqlite_dir
+            && !std::thread::panicking()
+        {
+            let _ = std::fs::remove_dir_all(dir);
         }
     }
 }

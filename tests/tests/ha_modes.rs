@@ -397,10 +397,10 @@ async fn ha_state_changes_follow_the_brooklyn_rules() {
     let next = loop {
         if let Ok(Some(change)) =
             tokio::time::timeout(Duration::from_millis(500), changes.next()).await
+            && change.known
+            && change.term == successor_term
         {
-            if change.known && change.term == successor_term {
-                break change;
-            }
+            break change;
         }
         deadline.tick().await;
     };

@@ -34,7 +34,7 @@ pub async fn run(args: CtlArgs) -> anyhow::Result<()> {
             };
             let response = client
                 .call_endpoint(&endpoint, |channel| {
-                    let request = with_override(request.clone(), &target);
+                    let request = with_override(request, &target);
                     async move { ClusterClient::new(channel).set_ha_state(request).await }
                 })
                 .await

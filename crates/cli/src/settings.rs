@@ -127,6 +127,7 @@ fn write_toml(out: &mut String, prefix: &str, value: &serde_json::Value) {
 }
 
 #[cfg(test)]
+#[allow(clippy::result_large_err)] // figment's Jail hands out its own error type
 mod tests {
     use super::*;
 

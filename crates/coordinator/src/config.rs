@@ -249,13 +249,13 @@ impl CoordinatorConfig {
                 )
             })?;
         }
-        if let Some(address) = &self.advertise_address {
-            if address.is_empty() || address.contains("://") || !address.contains(':') {
-                return Err(ConfigError::new(
-                    "advertise-address",
-                    format!("{address:?} is not HOST:PORT"),
-                ));
-            }
+        if let Some(address) = &self.advertise_address
+            && (address.is_empty() || address.contains("://") || !address.contains(':'))
+        {
+            return Err(ConfigError::new(
+                "advertise-address",
+                format!("{address:?} is not HOST:PORT"),
+            ));
         }
         if Backend::of_url(&self.store.url).is_none() {
             return Err(ConfigError::new(
@@ -310,7 +310,8 @@ mod tests {
 
     #[test]
     fn each_bad_setting_names_its_key() {
-        let cases: Vec<(Box<dyn Fn(&mut CoordinatorConfig)>, &str)> = vec![
+        type Mutation = Box<dyn Fn(&mut CoordinatorConfig)>;
+        let cases: Vec<(Mutation, &str)> = vec![
             (Box::new(|c| c.node_id = Some("bad id".into())), "node-id"),
             (Box::new(|c| c.cluster = String::new()), "cluster"),
             (Box::new(|c| c.listen = "localhost".into()), "listen"),

@@ -389,20 +389,19 @@ impl Ha {
                 .store
                 .read_node(&settings.cluster, &settings.node_id)
                 .await?;
-            if let (Some(first), Some(current)) = (&watched, &snapshot.row) {
-                if current != first {
-                    match &current.incarnation {
-                        // It stopped cleanly while we watched: the id is free.
-                        None => watched = None,
-                        Some(incarnation) => {
-                            let address =
-                                self.address_of(&settings.node_id).await.unwrap_or_default();
-                            return Err(HaError::DuplicateNodeId {
-                                node_id: settings.node_id.clone(),
-                                incarnation: incarnation.clone(),
-                                address,
-                            });
-                        }
+            if let (Some(first), Some(current)) = (&watched, &snapshot.row)
+                && current != first
+            {
+                match &current.incarnation {
+                    // It stopped cleanly while we watched: the id is free.
+                    None => watched = None,
+                    Some(incarnation) => {
+                        let address = self.address_of(&settings.node_id).await.unwrap_or_default();
+                        return Err(HaError::DuplicateNodeId {
+                            node_id: settings.node_id.clone(),
+                            incarnation: incarnation.clone(),
+                            address,
+                        });
                     }
                 }
             }
@@ -1075,11 +1074,10 @@ impl Ha {
         });
         self.inner.view.send_if_modified(|view| {
             let changed_leader = view.leader.as_ref().map(|l| (&l.node_id, l.term)) != leader.as_ref().map(|l| (&l.node_id, l.term));
-            if changed_leader {
-                if let Some(new) = &leader {
+            if changed_leader
+                && let Some(new) = &leader {
                     info!(leader = %new.node_id, term = new.term, address = %new.address, "observed a new leader");
                 }
-            }
             let changed_term = view.term != lease.term;
             view.term = lease.term;
             view.leader = leader;

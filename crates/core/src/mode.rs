@@ -204,12 +204,13 @@ pub fn decide_mode_change(
             to: requested,
         });
     }
-    if requested == HaMode::Master && !is_leader {
-        if let Some(leader) = live_leader {
-            return Err(ModeChangeError::LiveLeader {
-                leader: leader.to_owned(),
-            });
-        }
+    if requested == HaMode::Master
+        && !is_leader
+        && let Some(leader) = live_leader
+    {
+        return Err(ModeChangeError::LiveLeader {
+            leader: leader.to_owned(),
+        });
     }
     Ok(ModeChange {
         demote: is_leader && !matches!(requested, HaMode::Auto | HaMode::Master),

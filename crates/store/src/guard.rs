@@ -131,7 +131,7 @@ impl GuardedTx {
             .checkout
             .as_mut()
             .expect("guarded transaction already finished");
-        match timeout_at(checkout.deadline, work(&mut *checkout.conn)).await {
+        match timeout_at(checkout.deadline, work(&mut checkout.conn)).await {
             Ok(result) => result.map_err(|error| error.in_op("guarded write")),
             Err(_) => Err(StoreError::Timeout {
                 op: "guarded write",
