@@ -70,6 +70,15 @@ impl LeaderObserver {
         self.tasks.lock().expect("tasks poisoned").push(task);
     }
 
+    /// Waits until some node has been seen leading `term`, and returns it.
+    pub async fn leader_of(&self, term: u64, timeout: Duration) -> String {
+        let what = format!("the observer sees the leader of term {term}");
+        crate::poll::eventually(&what, timeout, || async {
+            self.check().0.get(&term).cloned()
+        })
+        .await
+    }
+
     /// Panics if any term was reported by two nodes as theirs; returns the leader of each term
     /// seen, and how many answers were sampled.
     pub fn check(&self) -> (BTreeMap<u64, String>, u64) {
