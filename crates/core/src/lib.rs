@@ -10,13 +10,23 @@
 //! - [`election`]: candidate ranking and the priority back-off after an expiry.
 //! - [`node_claim`]: whether a starting node may take its node id from the registry.
 //! - [`name`]: validation of node ids and cluster names.
+//! - [`lease_timing`]: `T_fence`, `T_proceed` and the lease budget.
+//! - [`agent_lease`]: the agent's lease: anchored at send, apply before renew, fence.
+//! - [`contact`]: the leader's contacts and the stale bound `S(n, V)` of every publication.
+//! - [`verdict`]: Proceed, Wait or Fail for one version.
+//! - [`propagation`]: rounds, backoff and budget of a broadcast.
 
+pub mod agent_lease;
 pub mod clock;
+pub mod contact;
 pub mod election;
+pub mod lease_timing;
 pub mod mode;
 pub mod name;
 pub mod node_claim;
+pub mod propagation;
 pub mod timing;
+pub mod verdict;
 
 pub use clock::{BootClock, Clock, ManualClock, MonoTime};
 pub use mode::{HaMode, HaRole};

@@ -1,0 +1,396 @@
+//! The leader's record of when it last granted each data node a lease (DESIGN §4).
+//!
+//! A heartbeat is a grant: the leader records the handling time as the node's contact. When a
+//! change at version `V` is published, the tracker snapshots every node's *stale bound*
+//! `S(n, V)`: the latest instant `n` could have been granted a lease by a response that did
+//! not carry `V`. The caller handles heartbeats and publishes under one lock, so every
+//! response handled after the snapshot carries `V`. For nodes that an earlier leader may
+//! have served, the bound is at least the instant this leader was promoted plus the longest
+//! any earlier leader could have kept granting (`floor`). A node registered with this leader
+//! under a new incarnation was never granted anything before, so its bound is its first
+//! contact here, if any.
+//!
+//! Deregistered and replaced incarnations stay as tombstones until their bound is settled:
+//! they may still hold a lease, and they cannot get a new one (their heartbeats are refused).
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use crate::clock::MonoTime;
+
+/// One incarnation of a data node.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct NodeKey {
+    /// The stable node id.
+    pub node_id: String,
+    /// The process incarnation.
+    pub incarnation: String,
+}
+
+impl NodeKey {
+    /// The key of `node_id` at `incarnation`.
+    pub fn new(node_id: impl Into<String>, incarnation: impl Into<String>) -> Self {
+        Self {
+            node_id: node_id.into(),
+            incarnation: incarnation.into(),
+        }
+    }
+}
+
+impl std::fmt::Display for NodeKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{}/{}",
+            self.node_id,
+            &self.incarnation[..self.incarnation.len().min(8)]
+        )
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Tracked {
+    last_contact: Option<MonoTime>,
+    /// An earlier leader may have granted this incarnation a lease.
+    inherited: bool,
+    acked: u64,
+    tombstone_since: Option<MonoTime>,
+}
+
+/// What a node needs for a verdict on one version.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Settlement {
+    /// The node.
+    pub key: NodeKey,
+    /// The highest version it acknowledged.
+    pub acked: u64,
+    /// `S(n, V)`; `None` when it held no lease at publication.
+    pub stale_bound: Option<MonoTime>,
+}
+
+/// How a node looks to the leader now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ContactStatus {
+    /// Heard from within the last fence duration.
+    Live {
+        /// Since the last contact.
+        silent_for: Duration,
+    },
+    /// Silent long enough that it has fenced, whatever its clock did.
+    FencedByNow {
+        /// Since the last contact (or since the promotion floor).
+        silent_for: Duration,
+    },
+    /// Not heard from by this leader, and it may still hold an earlier leader's lease.
+    Unknown,
+    /// Registered with this leader and never heard from: it holds no lease.
+    NeverGranted,
+}
+
+/// The leader's contacts, acknowledgements and publication snapshots.
+#[derive(Debug, Clone)]
+pub struct ContactTracker {
+    floor: MonoTime,
+    nodes: BTreeMap<NodeKey, Tracked>,
+    publications: BTreeMap<u64, BTreeMap<NodeKey, Option<MonoTime>>>,
+}
+
+impl ContactTracker {
+    /// A tracker for a leader promoted at `promoted_at`; earlier leaders may have granted
+    /// leases until `promoted_at + earlier_grants` on this leader's clock (for a coordinator
+    /// lease of `ttl`, that is `ttl · (1+ρ)/(1−ρ)`).
+    pub fn new(promoted_at: MonoTime, earlier_grants: Duration) -> Self {
+        Self {
+            floor: promoted_at + earlier_grants,
+            nodes: BTreeMap::new(),
+            publications: BTreeMap::new(),
+        }
+    }
+
+    /// The instant until which earlier leaders may have granted leases.
+    pub fn floor(&self) -> MonoTime {
+        self.floor
+    }
+
+    /// A node that was registered before this leader took over.
+    pub fn inherit(&mut self, key: NodeKey) {
+        self.nodes.entry(key).or_insert(Tracked {
+            last_contact: None,
+            inherited: true,
+            acked: 0,
+            tombstone_since: None,
+        });
+    }
+
+    /// A node registering with this leader at `now`. Other live incarnations of the same node id
+    /// become tombstones: they may still hold a lease.
+    pub fn register(&mut self, key: NodeKey, now: MonoTime) {
+        for (other, tracked) in self.nodes.iter_mut() {
+            if other.node_id == key.node_id && *other != key && tracked.tombstone_since.is_none() {
+                tracked.tombstone_since = Some(now);
+            }
+        }
+        let tracked = self.nodes.entry(key).or_insert(Tracked {
+            last_contact: None,
+            inherited: false,
+            acked: 0,
+            tombstone_since: None,
+        });
+        tracked.tombstone_since = None;
+    }
+
+    /// A node deregistering (or evicted) at `now`: it stays as a tombstone until settled.
+    pub fn deregister(&mut self, key: &NodeKey, now: MonoTime) {
+        if let Some(tracked) = self.nodes.get_mut(key) {
+            tracked.tombstone_since.get_or_insert(now);
+        }
+    }
+
+    /// Whether `key` is registered (and not a tombstone).
+    pub fn is_registered(&self, key: &NodeKey) -> bool {
+        self.nodes
+            .get(key)
+            .is_some_and(|tracked| tracked.tombstone_since.is_none())
+    }
+
+    /// Records a grant to `key` at `now`; false (and nothing recorded) when `key` is not
+    /// registered: such a heartbeat must be refused.
+    pub fn record_contact(&mut self, key: &NodeKey, now: MonoTime) -> bool {
+        match self.nodes.get_mut(key) {
+            Some(tracked) if tracked.tombstone_since.is_none() => {
+                tracked.last_contact = Some(tracked.last_contact.map_or(now, |last| last.max(now)));
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Records that `key` holds `version` in its cache.
+    pub fn record_ack(&mut self, key: &NodeKey, version: u64) {
+        if let Some(tracked) = self.nodes.get_mut(key) {
+            tracked.acked = tracked.acked.max(version);
+        }
+    }
+
+    /// The highest version `key` acknowledged.
+    pub fn acked(&self, key: &NodeKey) -> u64 {
+        self.nodes.get(key).map_or(0, |tracked| tracked.acked)
+    }
+
+    fn stale_bound_of(&self, tracked: &Tracked) -> Option<MonoTime> {
+        stale_bound(tracked, self.floor)
+    }
+
+    /// Snapshots `S(n, version)` of every node, tombstones included. Call it under the lock
+    /// that heartbeat handling holds while it records a contact and picks its response.
+    pub fn publish(&mut self, version: u64) {
+        let snapshot = self
+            .nodes
+            .iter()
+            .map(|(key, tracked)| (key.clone(), self.stale_bound_of(tracked)))
+            .collect();
+        self.publications.insert(version, snapshot);
+    }
+
+    /// The nodes that count for `version`: those known at its publication.
+    pub fn settlements(&self, version: u64) -> Vec<Settlement> {
+        self.publications
+            .get(&version)
+            .map(|snapshot| {
+                snapshot
+                    .iter()
+                    .map(|(key, stale_bound)| Settlement {
+                        key: key.clone(),
+                        acked: self.acked(key),
+                        stale_bound: *stale_bound,
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Drops the snapshot of `version` once nobody waits for its verdict.
+    pub fn forget(&mut self, version: u64) {
+        self.publications.remove(&version);
+    }
+
+    /// Removes tombstones that can no longer hold a lease at `now`.
+    pub fn collect_tombstones(&mut self, now: MonoTime, proceed_after: Duration) {
+        let floor = self.floor;
+        self.nodes.retain(|_, tracked| {
+            tracked.tombstone_since.is_none()
+                || stale_bound(tracked, floor)
+                    .is_some_and(|bound| now.saturating_since(bound) < proceed_after)
+        });
+    }
+
+    /// How `key` looks at `now`.
+    pub fn status(
+        &self,
+        key: &NodeKey,
+        now: MonoTime,
+        proceed_after: Duration,
+    ) -> Option<ContactStatus> {
+        let tracked = self.nodes.get(key)?;
+        let Some(bound) = self.stale_bound_of(tracked) else {
+            return Some(ContactStatus::NeverGranted);
+        };
+        let silent_for = now.saturating_since(tracked.last_contact.unwrap_or(bound));
+        Some(if now.saturating_since(bound) >= proceed_after {
+            ContactStatus::FencedByNow { silent_for }
+        } else if tracked.last_contact.is_none() {
+            ContactStatus::Unknown
+        } else {
+            ContactStatus::Live { silent_for }
+        })
+    }
+
+    /// Every tracked node, with whether it is a tombstone.
+    pub fn nodes(&self) -> impl Iterator<Item = (&NodeKey, bool)> {
+        self.nodes
+            .iter()
+            .map(|(key, tracked)| (key, tracked.tombstone_since.is_some()))
+    }
+
+    /// The last contact with `key`, if any.
+    pub fn last_contact(&self, key: &NodeKey) -> Option<MonoTime> {
+        self.nodes.get(key).and_then(|tracked| tracked.last_contact)
+    }
+}
+
+/// `S(n, ·)` of a node now: its last grant here, never earlier than the promotion floor when
+/// an earlier leader may have served it; `None` when it never held a lease.
+fn stale_bound(tracked: &Tracked, floor: MonoTime) -> Option<MonoTime> {
+    match (tracked.last_contact, tracked.inherited) {
+        (Some(contact), true) => Some(contact.max(floor)),
+        (Some(contact), false) => Some(contact),
+        (None, true) => Some(floor),
+        (None, false) => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GRANTS: Duration = Duration::from_millis(1020);
+    const PROCEED: Duration = Duration::from_millis(4060);
+
+    fn at(ms: u64) -> MonoTime {
+        MonoTime::from_duration(Duration::from_millis(ms))
+    }
+
+    fn key(node: &str, incarnation: &str) -> NodeKey {
+        NodeKey::new(node, incarnation)
+    }
+
+    #[test]
+    fn publication_snapshots_the_last_contact_before_it() {
+        let mut tracker = ContactTracker::new(at(0), Duration::ZERO);
+        tracker.register(key("a", "1"), at(0));
+        tracker.record_contact(&key("a", "1"), at(100));
+        tracker.publish(7);
+        tracker.record_contact(&key("a", "1"), at(900));
+        let settlements = tracker.settlements(7);
+        assert_eq!(
+            settlements,
+            vec![Settlement {
+                key: key("a", "1"),
+                acked: 0,
+                stale_bound: Some(at(100))
+            }]
+        );
+    }
+
+    #[test]
+    fn inherited_nodes_are_bounded_by_the_promotion_floor() {
+        let mut tracker = ContactTracker::new(at(5000), GRANTS);
+        tracker.inherit(key("a", "1"));
+        tracker.inherit(key("b", "1"));
+        tracker.record_contact(&key("b", "1"), at(7000));
+        tracker.publish(1);
+        let bounds: Vec<_> = tracker
+            .settlements(1)
+            .into_iter()
+            .map(|s| s.stale_bound)
+            .collect();
+        assert_eq!(bounds, vec![Some(at(6020)), Some(at(7000))]);
+    }
+
+    #[test]
+    fn a_new_incarnation_registered_here_holds_no_earlier_lease() {
+        let mut tracker = ContactTracker::new(at(5000), GRANTS);
+        tracker.register(key("a", "2"), at(5100));
+        tracker.publish(1);
+        assert_eq!(tracker.settlements(1)[0].stale_bound, None);
+        assert_eq!(
+            tracker.status(&key("a", "2"), at(5200), PROCEED),
+            Some(ContactStatus::NeverGranted)
+        );
+    }
+
+    #[test]
+    fn replaced_and_deregistered_incarnations_stay_until_settled() {
+        let mut tracker = ContactTracker::new(at(0), Duration::ZERO);
+        tracker.register(key("a", "1"), at(0));
+        tracker.record_contact(&key("a", "1"), at(1000));
+        tracker.register(key("a", "2"), at(1500));
+        assert!(!tracker.is_registered(&key("a", "1")));
+        assert!(
+            !tracker.record_contact(&key("a", "1"), at(1600)),
+            "a tombstone gets no new lease"
+        );
+        tracker.publish(3);
+        assert_eq!(
+            tracker.settlements(3).len(),
+            2,
+            "the old incarnation still counts"
+        );
+        tracker.collect_tombstones(at(5000), PROCEED);
+        assert_eq!(tracker.nodes().count(), 2, "not settled before 1000 + 4060");
+        tracker.collect_tombstones(at(5060), PROCEED);
+        assert_eq!(
+            tracker.nodes().map(|(k, _)| k.clone()).collect::<Vec<_>>(),
+            vec![key("a", "2")]
+        );
+        // The snapshot still remembers the removed tombstone's bound.
+        assert_eq!(tracker.settlements(3).len(), 2);
+        tracker.deregister(&key("a", "2"), at(6000));
+        assert!(!tracker.is_registered(&key("a", "2")));
+    }
+
+    #[test]
+    fn acks_only_grow_and_unknown_nodes_are_refused() {
+        let mut tracker = ContactTracker::new(at(0), Duration::ZERO);
+        tracker.register(key("a", "1"), at(0));
+        tracker.record_ack(&key("a", "1"), 5);
+        tracker.record_ack(&key("a", "1"), 3);
+        assert_eq!(tracker.acked(&key("a", "1")), 5);
+        assert!(!tracker.record_contact(&key("z", "1"), at(1)));
+    }
+
+    #[test]
+    fn status_tells_live_from_fenced_by_now() {
+        let mut tracker = ContactTracker::new(at(0), Duration::ZERO);
+        tracker.register(key("a", "1"), at(0));
+        tracker.record_contact(&key("a", "1"), at(1000));
+        assert_eq!(
+            tracker.status(&key("a", "1"), at(1500), PROCEED),
+            Some(ContactStatus::Live {
+                silent_for: Duration::from_millis(500)
+            })
+        );
+        assert_eq!(
+            tracker.status(&key("a", "1"), at(5060), PROCEED),
+            Some(ContactStatus::FencedByNow {
+                silent_for: Duration::from_millis(4060)
+            })
+        );
+        let mut promoted = ContactTracker::new(at(1000), GRANTS);
+        promoted.inherit(key("b", "1"));
+        assert_eq!(
+            promoted.status(&key("b", "1"), at(1500), PROCEED),
+            Some(ContactStatus::Unknown)
+        );
+    }
+}

@@ -1,0 +1,118 @@
+//! The propagator's plan: rounds of pushes with backoff, the verdict after each round, and a
+//! budget that only a bug should ever reach (the verdict settles within `T_proceed`, plus one
+//! coordinator lease after a failover).
+
+use std::time::Duration;
+
+use crate::clock::MonoTime;
+use crate::verdict::Verdict;
+
+/// Retry and budget settings of a broadcast.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PropagationPlan {
+    /// `broadcast.retry-interval`: the pause after the first round.
+    pub retry_interval: Duration,
+    /// The longest pause between rounds.
+    pub max_retry_interval: Duration,
+    /// `broadcast.budget`: give up (a bug) after this long.
+    pub budget: Duration,
+}
+
+/// What the propagator does after a round.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NextStep {
+    /// Return OK.
+    Proceed,
+    /// Roll back or return `ABORTED`.
+    Fail,
+    /// Past the budget: return an internal error naming the pending nodes.
+    OverBudget,
+    /// Push again to the pending nodes at `at` (or earlier if an acknowledgement arrives).
+    RetryAt(MonoTime),
+}
+
+impl PropagationPlan {
+    /// The pause after round `round` (0-based): doubling from the retry interval.
+    pub fn pause_after(&self, round: u32) -> Duration {
+        let factor = 1u32 << round.min(16);
+        (self.retry_interval * factor).min(self.max_retry_interval.max(self.retry_interval))
+    }
+
+    /// The step after round `round` of a broadcast that started at `started`.
+    pub fn next_step(
+        &self,
+        verdict: &Verdict,
+        round: u32,
+        started: MonoTime,
+        now: MonoTime,
+    ) -> NextStep {
+        match verdict {
+            Verdict::Proceed => NextStep::Proceed,
+            Verdict::Fail { .. } => NextStep::Fail,
+            Verdict::Wait {
+                next_settlement, ..
+            } => {
+                if now.saturating_since(started) >= self.budget {
+                    return NextStep::OverBudget;
+                }
+                let retry = now + self.pause_after(round);
+                let at = next_settlement.map_or(retry, |settles| settles.min(retry));
+                NextStep::RetryAt(at.min(started + self.budget))
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::contact::NodeKey;
+
+    fn at(ms: u64) -> MonoTime {
+        MonoTime::from_duration(Duration::from_millis(ms))
+    }
+
+    fn plan() -> PropagationPlan {
+        PropagationPlan {
+            retry_interval: Duration::from_millis(500),
+            max_retry_interval: Duration::from_secs(2),
+            budget: Duration::from_secs(10),
+        }
+    }
+
+    #[test]
+    fn pauses_double_up_to_the_cap() {
+        let pauses: Vec<_> = (0..5)
+            .map(|round| plan().pause_after(round).as_millis())
+            .collect();
+        assert_eq!(pauses, vec![500, 1000, 2000, 2000, 2000]);
+    }
+
+    #[test]
+    fn waits_for_the_earlier_of_a_retry_and_a_settlement() {
+        let wait = Verdict::Wait {
+            pending: vec![NodeKey::new("a", "1")],
+            next_settlement: Some(at(1200)),
+        };
+        assert_eq!(
+            plan().next_step(&wait, 0, at(0), at(1000)),
+            NextStep::RetryAt(at(1200))
+        );
+        assert_eq!(
+            plan().next_step(&wait, 0, at(0), at(100)),
+            NextStep::RetryAt(at(600))
+        );
+        assert_eq!(
+            plan().next_step(&wait, 3, at(0), at(10_000)),
+            NextStep::OverBudget
+        );
+        assert_eq!(
+            plan().next_step(&Verdict::Proceed, 0, at(0), at(0)),
+            NextStep::Proceed
+        );
+        assert_eq!(
+            plan().next_step(&Verdict::Fail { refused: vec![] }, 0, at(0), at(0)),
+            NextStep::Fail
+        );
+    }
+}

@@ -1,0 +1,642 @@
+//! A simulation of the data-node lease protocol that tries to break its promise.
+//!
+//! One or two leaders and a few agents run on their own clocks, each off real time by up to
+//! `ρ`. The network drops, delays (far past the fence), duplicates and reorders heartbeats,
+//! responses, pushes and acknowledgements. Agents freeze for seconds while their clocks run
+//! on. A second leader may be promoted while the first still answers heartbeats (its hold
+//! may outlast the promotion by up to one lease TTL, as when the store's clock jumps).
+//!
+//! The property: whenever a leader's verdict says `Proceed` for version `V`, no agent, at
+//! that moment or any later one, holds a valid lease over a cache older than `V`.
+
+use std::cmp::Reverse;
+use std::collections::{BTreeSet, BinaryHeap, HashMap};
+use std::time::Duration;
+
+use leasehold_core::MonoTime;
+use leasehold_core::agent_lease::{HeartbeatTicket, LeaderRef, LeaseManager, ResponseDecision};
+use leasehold_core::contact::{ContactTracker, NodeKey};
+use leasehold_core::verdict::{Verdict, decide};
+use proptest::prelude::*;
+
+const RHO: f64 = 0.01;
+const FENCE: Duration = Duration::from_secs(3);
+const HEARTBEAT: Duration = Duration::from_secs(1);
+const LEASE_TTL: Duration = Duration::from_secs(1);
+const PROCEED_MARGIN: Duration = Duration::from_millis(10);
+const HORIZON_US: u64 = 30_000_000;
+
+/// A small deterministic generator; proptest picks the seed, so failures shrink and replay.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    fn unit(&mut self) -> f64 {
+        (self.next() % 1_000_000) as f64 / 1_000_000.0
+    }
+    fn below(&mut self, bound: u64) -> u64 {
+        if bound == 0 { 0 } else { self.next() % bound }
+    }
+}
+
+/// A clock running at `rate` from `base` (both in microseconds).
+#[derive(Clone, Copy)]
+struct SimClock {
+    rate: f64,
+    base_us: u64,
+}
+
+impl SimClock {
+    fn local(&self, real_us: u64) -> MonoTime {
+        MonoTime::from_duration(Duration::from_micros(
+            self.base_us + (real_us as f64 * self.rate) as u64,
+        ))
+    }
+    /// Real microseconds for `duration` of this clock.
+    fn real_span(&self, duration: Duration) -> u64 {
+        (duration.as_micros() as f64 / self.rate) as u64
+    }
+}
+
+#[derive(Debug, Clone)]
+enum Message {
+    Heartbeat {
+        agent: usize,
+        leader: usize,
+        ticket: u64,
+        applied: u64,
+        needs_resync: bool,
+    },
+    Response {
+        agent: usize,
+        ticket: u64,
+        leader: usize,
+        term: u64,
+        version: u64,
+        resync: bool,
+    },
+    Push {
+        agent: usize,
+        leader: usize,
+        term: u64,
+        version: u64,
+    },
+    Ack {
+        agent: usize,
+        leader: usize,
+        version: u64,
+    },
+}
+
+#[derive(Debug, Clone)]
+enum Event {
+    AgentTick(usize),
+    Deliver(Message),
+    Publish,
+    Promote,
+    Check,
+}
+
+struct Leader {
+    term: u64,
+    clock: SimClock,
+    starts_us: u64,
+    /// It answers heartbeats until then (its hold may outlast a successor's promotion).
+    ends_us: u64,
+    version: u64,
+    tracker: ContactTracker,
+    pending: BTreeSet<u64>,
+}
+
+struct Agent {
+    clock: SimClock,
+    lease: LeaseManager,
+    applied: u64,
+    tickets: HashMap<u64, HeartbeatTicket>,
+    pauses: Vec<(u64, u64)>,
+    following: usize,
+}
+
+impl Agent {
+    fn paused_until(&self, real_us: u64) -> Option<u64> {
+        self.pauses
+            .iter()
+            .find(|(start, end)| real_us >= *start && real_us < *end)
+            .map(|(_, end)| *end)
+    }
+}
+
+struct Faults {
+    drop: f64,
+    duplicate: f64,
+    max_delay_us: u64,
+}
+
+struct Sim {
+    now_us: u64,
+    seq: u64,
+    queue: BinaryHeap<Reverse<(u64, u64, usize)>>,
+    events: Vec<Event>,
+    rng: Rng,
+    faults: Faults,
+    leaders: Vec<Leader>,
+    agents: Vec<Agent>,
+    next_version: u64,
+    /// The highest version any leader proceeded past, and when.
+    proceeded: Option<(u64, u64)>,
+    checks: u64,
+}
+
+fn proceed_after() -> Duration {
+    FENCE.mul_f64((1.0 + RHO) / (1.0 - RHO)) + PROCEED_MARGIN
+}
+
+fn key(agent: usize) -> NodeKey {
+    NodeKey::new(format!("a{agent}"), "1")
+}
+
+impl Sim {
+    fn schedule(&mut self, at_us: u64, event: Event) {
+        self.seq += 1;
+        self.events.push(event);
+        self.queue
+            .push(Reverse((at_us, self.seq, self.events.len() - 1)));
+    }
+
+    fn send(&mut self, message: Message) {
+        if self.rng.unit() < self.faults.drop {
+            return;
+        }
+        let copies = if self.rng.unit() < self.faults.duplicate {
+            2
+        } else {
+            1
+        };
+        for _ in 0..copies {
+            let delay = self.rng.below(self.faults.max_delay_us + 1);
+            self.schedule(self.now_us + delay, Event::Deliver(message.clone()));
+        }
+    }
+
+    /// The leader answering heartbeats now that an agent would find: the newest one that runs.
+    fn active_leaders(&self) -> Vec<usize> {
+        (0..self.leaders.len())
+            .filter(|&l| {
+                self.now_us >= self.leaders[l].starts_us && self.now_us < self.leaders[l].ends_us
+            })
+            .collect()
+    }
+
+    fn run(&mut self) {
+        while let Some(Reverse((at_us, _, index))) = self.queue.pop() {
+            if at_us > HORIZON_US {
+                break;
+            }
+            self.now_us = at_us;
+            let event = self.events[index].clone();
+            self.handle(event);
+            self.check_promise();
+        }
+    }
+
+    fn handle(&mut self, event: Event) {
+        match event {
+            Event::AgentTick(a) => {
+                if let Some(end) = self.agents[a].paused_until(self.now_us) {
+                    self.schedule(end, Event::AgentTick(a));
+                    return;
+                }
+                let agent = &mut self.agents[a];
+                let now = agent.clock.local(self.now_us);
+                if agent.lease.fence_if_expired(now) {
+                    agent.applied = 0; // fenced: the cache is gone
+                }
+                let ticket = agent.lease.begin_heartbeat(now);
+                let id = self.seq;
+                agent.tickets.insert(id, ticket);
+                let applied = agent.applied;
+                let next = self.now_us + agent.clock.real_span(HEARTBEAT);
+                // Rotate between the leaders that answer, as an agent rotating endpoints would.
+                let active = self.active_leaders();
+                if !active.is_empty() {
+                    let choice = active[self.rng.below(active.len() as u64) as usize];
+                    self.agents[a].following = choice;
+                }
+                let leader = self.agents[a].following;
+                self.send(Message::Heartbeat {
+                    agent: a,
+                    leader,
+                    ticket: id,
+                    applied,
+                    needs_resync: ticket.needs_resync,
+                });
+                self.schedule(next, Event::AgentTick(a));
+            }
+            Event::Deliver(message) => self.deliver(message),
+            Event::Publish => {
+                let Some(&l) = self
+                    .active_leaders()
+                    .iter()
+                    .filter(|&&l| self.now_us < self.promoted_after(l))
+                    .last()
+                else {
+                    return;
+                };
+                self.next_version += 1;
+                let version = self.next_version;
+                let leader = &mut self.leaders[l];
+                leader.version = version;
+                leader.tracker.publish(version);
+                leader.pending.insert(version);
+                let term = leader.term;
+                for a in 0..self.agents.len() {
+                    self.send(Message::Push {
+                        agent: a,
+                        leader: l,
+                        term,
+                        version,
+                    });
+                }
+            }
+            Event::Promote => {
+                let old = self.leaders.len() - 1;
+                let clock = SimClock {
+                    rate: 1.0 + RHO * (self.rng.unit() * 2.0 - 1.0),
+                    base_us: 7_000_000,
+                };
+                let promoted_at = clock.local(self.now_us);
+                let mut tracker =
+                    ContactTracker::new(promoted_at, LEASE_TTL.mul_f64((1.0 + RHO) / (1.0 - RHO)));
+                for a in 0..self.agents.len() {
+                    tracker.inherit(key(a));
+                }
+                // The old leader may keep answering heartbeats until its own hold ends: at most
+                // one TTL of its clock after its last renewal, which preceded this promotion.
+                let overlap = (self.rng.unit() * LEASE_TTL.as_micros() as f64 / (1.0 + RHO)) as u64;
+                self.leaders[old].ends_us = self.now_us + overlap;
+                let version = self.next_version;
+                self.leaders.push(Leader {
+                    term: self.leaders[old].term + 1,
+                    clock,
+                    starts_us: self.now_us,
+                    ends_us: u64::MAX,
+                    version,
+                    tracker,
+                    pending: BTreeSet::new(),
+                });
+            }
+            Event::Check => {
+                for l in 0..self.leaders.len() {
+                    if self.now_us < self.leaders[l].starts_us
+                        || self.now_us >= self.leaders[l].ends_us
+                    {
+                        continue;
+                    }
+                    let now = self.leaders[l].clock.local(self.now_us);
+                    for version in self.leaders[l].pending.clone() {
+                        let settlements = self.leaders[l].tracker.settlements(version);
+                        if decide(
+                            version,
+                            &settlements,
+                            &BTreeSet::new(),
+                            now,
+                            proceed_after(),
+                        ) == Verdict::Proceed
+                        {
+                            self.leaders[l].pending.remove(&version);
+                            self.leaders[l].tracker.forget(version);
+                            if self.proceeded.is_none_or(|(v, _)| version > v) {
+                                self.proceeded = Some((version, self.now_us));
+                            }
+                        }
+                    }
+                }
+                self.schedule(self.now_us + 10_000, Event::Check);
+            }
+        }
+    }
+
+    /// A leader stops publishing once a successor was promoted (its guarded writes fail).
+    fn promoted_after(&self, l: usize) -> u64 {
+        self.leaders
+            .get(l + 1)
+            .map_or(u64::MAX, |next| next.starts_us)
+    }
+
+    fn deliver(&mut self, message: Message) {
+        match message {
+            Message::Heartbeat {
+                agent,
+                leader: l,
+                ticket,
+                applied,
+                needs_resync,
+            } => {
+                let leader = &mut self.leaders[l];
+                if self.now_us < leader.starts_us || self.now_us >= leader.ends_us {
+                    return;
+                }
+                let now = leader.clock.local(self.now_us);
+                // Recording the contact and choosing the response's version happen together.
+                if !leader.tracker.record_contact(&key(agent), now) {
+                    return;
+                }
+                leader.tracker.record_ack(&key(agent), applied);
+                let (term, version) = (leader.term, leader.version);
+                self.send(Message::Response {
+                    agent,
+                    ticket,
+                    leader: l,
+                    term,
+                    version,
+                    resync: needs_resync,
+                });
+            }
+            Message::Response {
+                agent,
+                ticket,
+                leader,
+                term,
+                version,
+                resync,
+            } => {
+                if let Some(end) = self.agents[agent].paused_until(self.now_us) {
+                    self.schedule(
+                        end,
+                        Event::Deliver(Message::Response {
+                            agent,
+                            ticket,
+                            leader,
+                            term,
+                            version,
+                            resync,
+                        }),
+                    );
+                    return;
+                }
+                let agent_state = &mut self.agents[agent];
+                let now = agent_state.clock.local(self.now_us);
+                if agent_state.lease.fence_if_expired(now) {
+                    agent_state.applied = 0;
+                }
+                let Some(ticket) = agent_state.tickets.get(&ticket).copied() else {
+                    return;
+                };
+                match agent_state
+                    .lease
+                    .consider_response(&ticket, term, resync, now)
+                {
+                    ResponseDecision::Apply { .. } => {
+                        // Apply first, then renew.
+                        agent_state.applied = agent_state.applied.max(version);
+                        let leader_ref = LeaderRef {
+                            node_id: format!("l{leader}"),
+                            address: String::new(),
+                            term,
+                        };
+                        agent_state.lease.renew(&ticket, FENCE, leader_ref, now);
+                    }
+                    ResponseDecision::Ignore(_) => {}
+                }
+            }
+            Message::Push {
+                agent,
+                leader,
+                term,
+                version,
+            } => {
+                if let Some(end) = self.agents[agent].paused_until(self.now_us) {
+                    self.schedule(
+                        end,
+                        Event::Deliver(Message::Push {
+                            agent,
+                            leader,
+                            term,
+                            version,
+                        }),
+                    );
+                    return;
+                }
+                let agent_state = &mut self.agents[agent];
+                let now = agent_state.clock.local(self.now_us);
+                if agent_state.lease.fence_if_expired(now) {
+                    agent_state.applied = 0;
+                }
+                if agent_state
+                    .lease
+                    .check_push(&format!("l{leader}"), term, now)
+                    .is_ok()
+                {
+                    agent_state.applied = agent_state.applied.max(version);
+                    let applied = agent_state.applied;
+                    self.send(Message::Ack {
+                        agent,
+                        leader,
+                        version: applied,
+                    });
+                }
+            }
+            Message::Ack {
+                agent,
+                leader,
+                version,
+            } => {
+                self.leaders[leader]
+                    .tracker
+                    .record_ack(&key(agent), version);
+            }
+        }
+    }
+
+    /// The promise, checked after every event.
+    fn check_promise(&mut self) {
+        let Some((version, since)) = self.proceeded else {
+            return;
+        };
+        self.checks += 1;
+        for (a, agent) in self.agents.iter().enumerate() {
+            let now = agent.clock.local(self.now_us);
+            if agent.lease.valid_until(now).is_some() {
+                assert!(
+                    agent.applied >= version,
+                    "agent {a} serves version {} under a valid lease at {} µs, after version {version} proceeded at {since} µs",
+                    agent.applied,
+                    self.now_us
+                );
+            }
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Scenario {
+    seed: u64,
+    agents: usize,
+    drop: f64,
+    duplicate: f64,
+    max_delay_ms: u64,
+    pauses: Vec<(usize, u64, u64)>,
+    publications_ms: Vec<u64>,
+    promote_at_ms: Option<u64>,
+}
+
+fn scenario() -> impl Strategy<Value = Scenario> {
+    (
+        any::<u64>(),
+        2usize..5,
+        0.0f64..0.5,
+        0.0f64..0.3,
+        0u64..4000,
+        proptest::collection::vec((0usize..4, 0u64..25_000, 0u64..9_000), 0..4),
+        proptest::collection::vec(500u64..25_000, 1..6),
+        proptest::option::of(2_000u64..20_000),
+    )
+        .prop_map(
+            |(
+                seed,
+                agents,
+                drop,
+                duplicate,
+                max_delay_ms,
+                pauses,
+                publications_ms,
+                promote_at_ms,
+            )| Scenario {
+                seed: seed | 1,
+                agents,
+                drop,
+                duplicate,
+                max_delay_ms,
+                pauses,
+                publications_ms,
+                promote_at_ms,
+            },
+        )
+}
+
+fn simulate(scenario: &Scenario) -> (Option<(u64, u64)>, u64) {
+    let mut rng = Rng(scenario.seed);
+    let mut rate = || 1.0 + RHO * (rng.unit() * 2.0 - 1.0);
+    let first = SimClock {
+        rate: rate(),
+        base_us: 1_000_000,
+    };
+    let mut tracker = ContactTracker::new(first.local(0), Duration::ZERO);
+    let agents: Vec<Agent> = (0..scenario.agents)
+        .map(|a| {
+            tracker.register(key(a), first.local(0));
+            let pauses = scenario
+                .pauses
+                .iter()
+                .filter(|(agent, _, _)| *agent == a)
+                .map(|(_, start, length)| (start * 1000, (start + length) * 1000))
+                .collect();
+            Agent {
+                clock: SimClock {
+                    rate: rate(),
+                    base_us: 3_000_000 * (a as u64 + 1),
+                },
+                lease: LeaseManager::new(),
+                applied: 0,
+                tickets: HashMap::new(),
+                pauses,
+                following: 0,
+            }
+        })
+        .collect();
+    let mut sim = Sim {
+        now_us: 0,
+        seq: 0,
+        queue: BinaryHeap::new(),
+        events: Vec::new(),
+        rng: Rng(scenario.seed.rotate_left(17) | 1),
+        faults: Faults {
+            drop: scenario.drop,
+            duplicate: scenario.duplicate,
+            max_delay_us: scenario.max_delay_ms * 1000,
+        },
+        leaders: vec![Leader {
+            term: 1,
+            clock: first,
+            starts_us: 0,
+            ends_us: u64::MAX,
+            version: 0,
+            tracker,
+            pending: BTreeSet::new(),
+        }],
+        agents,
+        next_version: 0,
+        proceeded: None,
+        checks: 0,
+    };
+    for a in 0..scenario.agents {
+        let offset = sim.rng.below(1_000_000);
+        sim.schedule(offset, Event::AgentTick(a));
+    }
+    for at_ms in &scenario.publications_ms {
+        sim.schedule(at_ms * 1000, Event::Publish);
+    }
+    if let Some(at_ms) = scenario.promote_at_ms {
+        sim.schedule(at_ms * 1000, Event::Promote);
+    }
+    sim.schedule(0, Event::Check);
+    sim.run();
+    (sim.proceeded, sim.checks)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+
+    #[test]
+    fn no_agent_serves_an_older_version_after_proceed(scenario in scenario()) {
+        simulate(&scenario);
+    }
+}
+
+/// The simulation is not vacuous: on a healthy network the leader proceeds, and the promise
+/// is checked many times afterwards.
+#[test]
+fn a_healthy_run_proceeds_and_is_checked() {
+    let scenario = Scenario {
+        seed: 42,
+        agents: 3,
+        drop: 0.0,
+        duplicate: 0.0,
+        max_delay_ms: 5,
+        pauses: vec![],
+        publications_ms: vec![3000, 9000],
+        promote_at_ms: None,
+    };
+    let (proceeded, checks) = simulate(&scenario);
+    assert_eq!(proceeded.map(|(version, _)| version), Some(2));
+    assert!(checks > 100, "{checks}");
+}
+
+/// A frozen agent holds up the verdict until it has provably fenced, not longer.
+#[test]
+fn a_frozen_agent_delays_proceed_by_about_t_proceed() {
+    let scenario = Scenario {
+        seed: 7,
+        agents: 2,
+        drop: 0.0,
+        duplicate: 0.0,
+        max_delay_ms: 2,
+        pauses: vec![(0, 2000, 20_000)],
+        publications_ms: vec![5000],
+        promote_at_ms: None,
+    };
+    let (proceeded, _) = simulate(&scenario);
+    let (version, at_us) = proceeded.expect("proceeds once the frozen agent has fenced");
+    assert_eq!(version, 1);
+    // Published at 5 s; the frozen agent's last contact was before 2 s and T_proceed is about
+    // 3.07 s on the leader's clock, so the verdict comes within a few checks of publication.
+    assert!(
+        (5_000_000..5_200_000).contains(&at_us),
+        "proceeded at {at_us} µs"
+    );
+}
