@@ -3,7 +3,12 @@
 
 use std::path::PathBuf;
 
-const PROTOS: &[&str] = &["proto/leasehold/v1/cluster.proto"];
+const PROTOS: &[&str] = &[
+    "proto/leasehold/v1/cluster.proto",
+    "proto/leasehold/v1/metadata.proto",
+    "proto/leasehold/v1/datanodes.proto",
+    "proto/leasehold/v1/agent.proto",
+];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let out_dir = PathBuf::from(std::env::var("OUT_DIR")?);

@@ -104,9 +104,7 @@ struct Inner {
 
 impl std::fmt::Debug for Client {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Client")
-            .field("endpoints", &self.inner.endpoints)
-            .finish()
+        f.debug_struct("Client").field("endpoints", &self.inner.endpoints).finish()
     }
 }
 
@@ -157,16 +155,9 @@ impl Client {
         if let Some(channel) = channels.get(endpoint) {
             return Ok(channel.clone());
         }
-        let uri = if endpoint.contains("://") {
-            endpoint.to_owned()
-        } else {
-            format!("http://{endpoint}")
-        };
+        let uri = if endpoint.contains("://") { endpoint.to_owned() } else { format!("http://{endpoint}") };
         let channel = Endpoint::from_shared(uri)
-            .map_err(|error| ClientError::InvalidEndpoint {
-                endpoint: endpoint.to_owned(),
-                reason: error.to_string(),
-            })?
+            .map_err(|error| ClientError::InvalidEndpoint { endpoint: endpoint.to_owned(), reason: error.to_string() })?
             .connect_timeout(self.inner.options.connect_timeout)
             .timeout(self.inner.options.request_timeout)
             .tcp_nodelay(true)
@@ -217,8 +208,7 @@ impl Client {
         let mut next_endpoint = 0usize;
         loop {
             let target = self.leader_hint().unwrap_or_else(|| {
-                let endpoint =
-                    self.inner.endpoints[next_endpoint % self.inner.endpoints.len()].clone();
+                let endpoint = self.inner.endpoints[next_endpoint % self.inner.endpoints.len()].clone();
                 next_endpoint += 1;
                 endpoint
             });
@@ -233,9 +223,7 @@ impl Client {
                     self.set_leader_hint(redirect.clone());
                     // A fresh redirect is followed at once; anything else waits a little, so
                     // that a cluster in the middle of a failover is not hammered.
-                    if redirect.is_none()
-                        || backoff.attempts() > self.inner.endpoints.len() as u32 + 2
-                    {
+                    if redirect.is_none() || backoff.attempts() > self.inner.endpoints.len() as u32 + 2 {
                         if !backoff.wait().await {
                             return Err(backoff.exhausted(status));
                         }
@@ -250,11 +238,7 @@ impl Client {
 
     /// Runs `call` against one endpoint, retrying `UNAVAILABLE` (the node restarting, say)
     /// with backoff until the retry deadline.
-    pub async fn call_endpoint<T, F, Fut>(
-        &self,
-        endpoint: &str,
-        mut call: F,
-    ) -> Result<T, ClientError>
+    pub async fn call_endpoint<T, F, Fut>(&self, endpoint: &str, mut call: F) -> Result<T, ClientError>
     where
         F: FnMut(Channel) -> Fut,
         Fut: Future<Output = Result<tonic::Response<T>, Status>>,
@@ -263,9 +247,7 @@ impl Client {
         loop {
             match call(self.channel(endpoint)?).await {
                 Ok(response) => return Ok(response.into_inner()),
-                Err(status)
-                    if status.code() == Code::Unavailable && redirect_target(&status).is_none() =>
-                {
+                Err(status) if status.code() == Code::Unavailable && redirect_target(&status).is_none() => {
                     if !backoff.wait().await {
                         return Err(backoff.exhausted(status));
                     }
@@ -315,11 +297,7 @@ impl Client {
     }
 
     fn leader_hint(&self) -> Option<String> {
-        self.inner
-            .leader_hint
-            .lock()
-            .expect("leader hint poisoned")
-            .clone()
+        self.inner.leader_hint.lock().expect("leader hint poisoned").clone()
     }
 
     fn set_leader_hint(&self, hint: Option<String>) {
@@ -369,11 +347,7 @@ impl Backoff {
     }
 
     fn exhausted(&self, last: Status) -> ClientError {
-        ClientError::RetriesExhausted {
-            attempts: self.attempts,
-            elapsed: self.started.elapsed(),
-            last,
-        }
+        ClientError::RetriesExhausted { attempts: self.attempts, elapsed: self.started.elapsed(), last }
     }
 }
 
@@ -392,10 +366,7 @@ mod tests {
     #[tokio::test]
     async fn new_refuses_a_malformed_endpoint() {
         let error = Client::new(["bad host:7400"], ClientOptions::default()).unwrap_err();
-        assert!(
-            matches!(error, ClientError::InvalidEndpoint { .. }),
-            "{error}"
-        );
+        assert!(matches!(error, ClientError::InvalidEndpoint { .. }), "{error}");
     }
 
     #[tokio::test(start_paused = true)]

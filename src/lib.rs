@@ -21,8 +21,7 @@ pub mod v1 {
     tonic::include_proto!("leasehold.v1");
 
     /// The encoded `FileDescriptorSet` of every `leasehold.v1` proto, for gRPC reflection.
-    pub const FILE_DESCRIPTOR_SET: &[u8] =
-        tonic::include_file_descriptor_set!("leasehold_descriptor");
+    pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("leasehold_descriptor");
 }
 
 pub use client::{Client, ClientError, ClientOptions};

@@ -33,6 +33,24 @@ pub mod reason {
     pub const LIVE_LEADER: &str = "LIVE_LEADER";
     /// The store did not answer in time.
     pub const STORE_UNAVAILABLE: &str = "STORE_UNAVAILABLE";
+    /// The leader is still loading its state after taking over; retry shortly.
+    pub const LEADER_STARTING: &str = "LEADER_STARTING";
+    /// A data node's incarnation is not registered with the leader; register again.
+    pub const NOT_REGISTERED: &str = "NOT_REGISTERED";
+    /// A data-node agent has no valid lease: it serves nothing until it resyncs.
+    pub const FENCED: &str = "FENCED";
+    /// The pusher is not the leader the agent follows.
+    pub const NOT_MY_LEADER: &str = "NOT_MY_LEADER";
+    /// The pushed changes do not follow the agent's version (or its store epoch).
+    pub const VERSION_GAP: &str = "VERSION_GAP";
+    /// The agent's host refused a change.
+    pub const CANNOT_APPLY: &str = "CANNOT_APPLY";
+    /// A broadcast failed: an agent cannot apply the change (metadata `nodes`).
+    pub const BROADCAST_FAILED: &str = "BROADCAST_FAILED";
+    /// A broadcast ran past its budget: a bug, since the verdict settles within T_proceed.
+    pub const BROADCAST_BUDGET: &str = "BROADCAST_BUDGET";
+    /// The object asked for does not exist.
+    pub const NOT_FOUND: &str = "NOT_FOUND";
 }
 
 /// Builds a status whose details carry an `ErrorInfo` with our domain and `reason`.
@@ -42,23 +60,13 @@ pub fn error_status(
     message: impl Into<String>,
     metadata: impl IntoIterator<Item = (&'static str, String)>,
 ) -> Status {
-    let metadata: HashMap<String, String> = metadata
-        .into_iter()
-        .map(|(key, value)| (key.to_owned(), value))
-        .collect();
-    Status::with_error_details(
-        code,
-        message,
-        ErrorDetails::with_error_info(reason, ERROR_DOMAIN, metadata),
-    )
+    let metadata: HashMap<String, String> = metadata.into_iter().map(|(key, value)| (key.to_owned(), value)).collect();
+    Status::with_error_details(code, message, ErrorDetails::with_error_info(reason, ERROR_DOMAIN, metadata))
 }
 
 /// The Leasehold reason of `status`, when it carries one.
 pub fn error_reason(status: &Status) -> Option<String> {
-    status
-        .get_details_error_info()
-        .filter(|info| info.domain == ERROR_DOMAIN)
-        .map(|info| info.reason)
+    status.get_details_error_info().filter(|info| info.domain == ERROR_DOMAIN).map(|info| info.reason)
 }
 
 /// The leader a follower named in its answer, when it knows one.
@@ -91,9 +99,7 @@ mod tests {
     fn redirect_target_reads_trailing_metadata() {
         let mut status = Status::unavailable("follower");
         assert_eq!(redirect_target(&status), None);
-        status
-            .metadata_mut()
-            .insert(LEADER_METADATA_KEY, "10.0.0.1:7400".parse().unwrap());
+        status.metadata_mut().insert(LEADER_METADATA_KEY, "10.0.0.1:7400".parse().unwrap());
         assert_eq!(redirect_target(&status).as_deref(), Some("10.0.0.1:7400"));
     }
 }

@@ -57,10 +57,7 @@ async fn trials(kind: Kind, count: usize) {
             killed.push(seen - signalled);
         }
         // Bring the old leader back (a crashed id waits out one TTL before it may restart).
-        cluster
-            .node_mut(&leader)
-            .wait_exit(Duration::from_secs(10))
-            .await;
+        cluster.node_mut(&leader).wait_exit(Duration::from_secs(10)).await;
         cluster.start(&leader, &[], &[]).await;
         eprint!(".");
     }
@@ -80,13 +77,7 @@ fn main() {
         Ok("mysql") => Kind::MySql,
         _ => Kind::Sqlite,
     };
-    let count = std::env::var("LEASEHOLD_BENCH_TRIALS")
-        .ok()
-        .and_then(|value| value.parse().ok())
-        .unwrap_or(20);
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let count = std::env::var("LEASEHOLD_BENCH_TRIALS").ok().and_then(|value| value.parse().ok()).unwrap_or(20);
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
     runtime.block_on(trials(kind, count));
 }

@@ -12,31 +12,16 @@
 use std::time::{Duration, Instant};
 
 use leasehold_benches::{Samples, micros};
-use leasehold_store::{
-    LeaseHolder, MigrationSet, NodeRegistration, Store, StoreOptions, TermGuard, new_incarnation,
-};
+use leasehold_store::{LeaseHolder, MigrationSet, NodeRegistration, Store, StoreOptions, TermGuard, new_incarnation};
 
-const OPS: [&str; 6] = [
-    "select 1",
-    "read lease",
-    "renew",
-    "acquire",
-    "release",
-    "guarded write",
-];
+const OPS: [&str; 6] = ["select 1", "read lease", "renew", "acquire", "release", "guarded write"];
 
 async fn bench(label: &str, url: &str, rounds: usize) {
-    let store = Store::connect(StoreOptions::new(url))
-        .await
-        .expect("connect");
+    let store = Store::connect(StoreOptions::new(url)).await.expect("connect");
     store.migrate(MigrationSet::All).await.expect("migrate");
     let cluster = format!("bench-{}", &new_incarnation()[..8]);
     store.ensure_lease_row(&cluster).await.unwrap();
-    let holder = LeaseHolder {
-        node_id: "b1".into(),
-        incarnation: new_incarnation(),
-        address: "127.0.0.1:7400".into(),
-    };
+    let holder = LeaseHolder { node_id: "b1".into(), incarnation: new_incarnation(), address: "127.0.0.1:7400".into() };
     let registration = NodeRegistration {
         cluster: cluster.clone(),
         node_id: "b1".into(),
@@ -49,20 +34,12 @@ async fn bench(label: &str, url: &str, rounds: usize) {
     store.insert_node(&registration).await.unwrap();
     let ttl = Duration::from_secs(60);
     let view = store.read_lease(&cluster).await.unwrap();
-    let mut term = store
-        .try_acquire(&cluster, &view, &holder, ttl)
-        .await
-        .unwrap()
-        .expect("free lease");
+    let mut term = store.try_acquire(&cluster, &view, &holder, ttl).await.unwrap().expect("free lease");
 
     let mut samples: Vec<Samples> = vec![Samples::default(); OPS.len()];
     let warmup = rounds / 10;
     for round in 0..warmup + rounds {
-        let guard = TermGuard {
-            cluster: cluster.clone(),
-            term,
-            incarnation: holder.incarnation.clone(),
-        };
+        let guard = TermGuard { cluster: cluster.clone(), term, incarnation: holder.incarnation.clone() };
         let mut timings = [Duration::ZERO; OPS.len()];
 
         let started = Instant::now();
@@ -79,15 +56,7 @@ async fn bench(label: &str, url: &str, rounds: usize) {
 
         let started = Instant::now();
         let mut tx = store.begin_guarded(&guard).await.unwrap();
-        tx.update_node_settings(
-            &cluster,
-            "b1",
-            &holder.incarnation,
-            "auto",
-            (round % 7) as i32,
-        )
-        .await
-        .unwrap();
+        tx.update_node_settings(&cluster, "b1", &holder.incarnation, "auto", (round % 7) as i32).await.unwrap();
         tx.commit().await.unwrap();
         timings[5] = started.elapsed();
 
@@ -97,11 +66,7 @@ async fn bench(label: &str, url: &str, rounds: usize) {
 
         let view = store.read_lease(&cluster).await.unwrap();
         let started = Instant::now();
-        term = store
-            .try_acquire(&cluster, &view, &holder, ttl)
-            .await
-            .unwrap()
-            .expect("released lease");
+        term = store.try_acquire(&cluster, &view, &holder, ttl).await.unwrap().expect("released lease");
         timings[3] = started.elapsed();
 
         if round >= warmup {
@@ -132,25 +97,14 @@ fn main() {
     if !std::env::args().any(|arg| arg == "--bench") {
         return;
     }
-    let rounds = std::env::var("LEASEHOLD_BENCH_ROUNDS")
-        .ok()
-        .and_then(|value| value.parse().ok())
-        .unwrap_or(1000);
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let rounds = std::env::var("LEASEHOLD_BENCH_ROUNDS").ok().and_then(|value| value.parse().ok()).unwrap_or(1000);
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
     runtime.block_on(async {
-        let dir = std::env::temp_dir()
-            .join("leasehold-bench")
-            .join(new_incarnation());
+        let dir = std::env::temp_dir().join("leasehold-bench").join(new_incarnation());
         let sqlite = format!("sqlite://{}/bench.db", dir.display());
         bench("sqlite (file, WAL, synchronous=FULL)", &sqlite, rounds).await;
         let _ = std::fs::remove_dir_all(&dir);
-        for (label, variable) in [
-            ("postgres", "LEASEHOLD_TEST_POSTGRES_URL"),
-            ("mysql", "LEASEHOLD_TEST_MYSQL_URL"),
-        ] {
+        for (label, variable) in [("postgres", "LEASEHOLD_TEST_POSTGRES_URL"), ("mysql", "LEASEHOLD_TEST_MYSQL_URL")] {
             match std::env::var(variable) {
                 Ok(url) if !url.is_empty() => bench(label, &url, rounds).await,
                 _ => println!("\n{label}: skipped ({variable} is not set)"),

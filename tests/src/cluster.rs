@@ -7,7 +7,7 @@ use leasehold::v1::HaRole;
 use leasehold_store::new_incarnation;
 use tokio::time::Instant;
 
-use crate::process::Coordinator;
+use crate::process::Node;
 use crate::store::TestStore;
 
 /// The HA timings the scenarios run with.
@@ -25,6 +25,43 @@ pub struct Timings {
     pub priority_step: Duration,
     /// `ha.margin`.
     pub margin: Duration,
+    /// Data-node lease settings, when the test runs agents.
+    pub lease: Option<LeaseSettings>,
+}
+
+/// The data-node lease settings of a test.
+#[derive(Debug, Clone, Copy)]
+pub struct LeaseSettings {
+    /// `metadata.lease-fence`.
+    pub fence: Duration,
+    /// `metadata.heartbeat-interval` (and the agents' `--heartbeat-interval`).
+    pub heartbeat_interval: Duration,
+    /// `metadata.heartbeat-timeout` (and the agents' `--heartbeat-timeout`).
+    pub heartbeat_timeout: Duration,
+    /// `metadata.proceed-margin`.
+    pub proceed_margin: Duration,
+    /// `broadcast.retry-interval`.
+    pub retry_interval: Duration,
+}
+
+impl Default for LeaseSettings {
+    /// A 1 s heartbeat and a 3 s fence, as the issue suggests.
+    fn default() -> Self {
+        Self {
+            fence: Duration::from_secs(3),
+            heartbeat_interval: Duration::from_secs(1),
+            heartbeat_timeout: Duration::from_millis(300),
+            proceed_margin: Duration::from_millis(500),
+            retry_interval: Duration::from_millis(200),
+        }
+    }
+}
+
+impl LeaseSettings {
+    /// `T_proceed` with the default drift of 1%.
+    pub fn proceed_after(&self) -> Duration {
+        self.fence.mul_f64(1.01 / 0.99) + self.proceed_margin
+    }
 }
 
 impl Default for Timings {
@@ -37,11 +74,12 @@ impl Default for Timings {
             poll_interval: Duration::from_millis(100),
             priority_step: Duration::from_millis(200),
             margin: Duration::from_millis(100),
+            lease: None,
         }
     }
 }
 
-fn millis(duration: Duration) -> String {
+pub(crate) fn millis(duration: Duration) -> String {
     format!("{}ms", duration.as_millis())
 }
 
@@ -54,15 +92,12 @@ pub struct TestCluster {
     pub cluster: String,
     /// The timings every node starts with.
     pub timings: Timings,
-    nodes: BTreeMap<String, Coordinator>,
+    nodes: BTreeMap<String, Node>,
 }
 
 impl std::fmt::Debug for TestCluster {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TestCluster")
-            .field("cluster", &self.cluster)
-            .field("nodes", &self.nodes.keys())
-            .finish()
+        f.debug_struct("TestCluster").field("cluster", &self.cluster).field("nodes", &self.nodes.keys()).finish()
     }
 }
 
@@ -110,45 +145,36 @@ impl TestCluster {
     pub fn coordinator_env(&self, extra: &[(&str, &str)]) -> Vec<(String, String)> {
         let t = &self.timings;
         let mut env = vec![
-            (
-                "LEASEHOLD_HA__STORE_TIMEOUT".to_owned(),
-                millis(t.store_timeout),
-            ),
-            (
-                "LEASEHOLD_HA__POLL_INTERVAL".to_owned(),
-                millis(t.poll_interval),
-            ),
-            (
-                "LEASEHOLD_HA__PRIORITY_STEP".to_owned(),
-                millis(t.priority_step),
-            ),
+            ("LEASEHOLD_HA__STORE_TIMEOUT".to_owned(), millis(t.store_timeout)),
+            ("LEASEHOLD_HA__POLL_INTERVAL".to_owned(), millis(t.poll_interval)),
+            ("LEASEHOLD_HA__PRIORITY_STEP".to_owned(), millis(t.priority_step)),
             ("LEASEHOLD_HA__MARGIN".to_owned(), millis(t.margin)),
         ];
-        env.extend(
-            extra
-                .iter()
-                .map(|(key, value)| (key.to_string(), value.to_string())),
-        );
+        if let Some(lease) = &t.lease {
+            env.extend([
+                ("LEASEHOLD_METADATA__LEASE_FENCE".to_owned(), millis(lease.fence)),
+                ("LEASEHOLD_METADATA__HEARTBEAT_INTERVAL".to_owned(), millis(lease.heartbeat_interval)),
+                ("LEASEHOLD_METADATA__HEARTBEAT_TIMEOUT".to_owned(), millis(lease.heartbeat_timeout)),
+                ("LEASEHOLD_METADATA__PROCEED_MARGIN".to_owned(), millis(lease.proceed_margin)),
+                ("LEASEHOLD_BROADCAST__RETRY_INTERVAL".to_owned(), millis(lease.retry_interval)),
+            ]);
+        }
+        env.extend(extra.iter().map(|(key, value)| (key.to_string(), value.to_string())));
         env
     }
 
+    /// The binary the cluster runs.
+    pub fn binary(&self) -> &'static str {
+        self.binary
+    }
+
     /// Starts a coordinator without waiting for it (for starts that are meant to fail).
-    pub fn spawn(&self, node_id: &str, args: &[&str], env: &[(&str, &str)]) -> Coordinator {
-        Coordinator::spawn(
-            self.binary,
-            node_id,
-            &self.coordinator_args(node_id, args),
-            &self.coordinator_env(env),
-        )
+    pub fn spawn(&self, node_id: &str, args: &[&str], env: &[(&str, &str)]) -> Node {
+        Node::spawn(self.binary, node_id, &self.coordinator_args(node_id, args), &self.coordinator_env(env))
     }
 
     /// Starts a coordinator and waits until it serves.
-    pub async fn start(
-        &mut self,
-        node_id: &str,
-        args: &[&str],
-        env: &[(&str, &str)],
-    ) -> &Coordinator {
+    pub async fn start(&mut self, node_id: &str, args: &[&str], env: &[(&str, &str)]) -> &Node {
         let mut node = self.spawn(node_id, args, env);
         node.wait_serving(Duration::from_secs(20)).await;
         if let Some(mut old) = self.nodes.insert(node_id.to_owned(), node) {
@@ -158,27 +184,20 @@ impl TestCluster {
     }
 
     /// A node of the cluster.
-    pub fn node(&self, node_id: &str) -> &Coordinator {
-        self.nodes
-            .get(node_id)
-            .unwrap_or_else(|| panic!("no node {node_id}"))
+    pub fn node(&self, node_id: &str) -> &Node {
+        self.nodes.get(node_id).unwrap_or_else(|| panic!("no node {node_id}"))
     }
 
     /// A node of the cluster, mutably (to signal or kill it).
-    pub fn node_mut(&mut self, node_id: &str) -> &mut Coordinator {
-        self.nodes
-            .get_mut(node_id)
-            .unwrap_or_else(|| panic!("no node {node_id}"))
+    pub fn node_mut(&mut self, node_id: &str) -> &mut Node {
+        self.nodes.get_mut(node_id).unwrap_or_else(|| panic!("no node {node_id}"))
     }
 
     /// `(node id, address)` of every node that was started and still runs.
     pub fn endpoints(&mut self) -> Vec<(String, String)> {
         self.nodes
             .values_mut()
-            .filter_map(|node| {
-                node.is_running()
-                    .then(|| (node.node_id.clone(), node.grpc.clone()))
-            })
+            .filter_map(|node| node.is_running().then(|| (node.node_id.clone(), node.grpc.clone())))
             .collect()
     }
 
@@ -196,18 +215,12 @@ impl TestCluster {
 
     /// Waits until exactly one running node reports itself leader with a term above
     /// `above_term`; returns its id, its term, and when it was first seen.
-    pub async fn leader_above(
-        &mut self,
-        above_term: u64,
-        timeout: Duration,
-    ) -> (String, u64, Instant) {
+    pub async fn leader_above(&mut self, above_term: u64, timeout: Duration) -> (String, u64, Instant) {
         let deadline = Instant::now() + timeout;
         loop {
             let states = self.states().await;
-            let leaders: Vec<_> = states
-                .iter()
-                .filter(|(_, role, term)| *role == HaRole::Leader as i32 && *term > above_term)
-                .collect();
+            let leaders: Vec<_> =
+                states.iter().filter(|(_, role, term)| *role == HaRole::Leader as i32 && *term > above_term).collect();
             if let [(node_id, _, term)] = leaders.as_slice() {
                 return (node_id.clone(), *term, Instant::now());
             }
@@ -233,10 +246,7 @@ impl TestCluster {
             for event in node.events("became leader") {
                 let term = event["term"].as_u64().expect("term in the event");
                 if let Some(other) = terms.insert(term, node.node_id.clone()) {
-                    panic!(
-                        "term {term} was acquired by both {other} and {}",
-                        node.node_id
-                    );
+                    panic!("term {term} was acquired by both {other} and {}", node.node_id);
                 }
             }
         }

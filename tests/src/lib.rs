@@ -7,19 +7,22 @@
 //! - [`process`]: one coordinator process: start, wait until it serves, signal it, read its
 //!   JSON logs.
 //! - [`cluster`]: several coordinators on one store, and questions about their leader.
+//! - [`agents`]: data-node agents wired through chaos proxies.
 //! - [`observer`]: polls every node's HA state and checks that no term ever had two leaders.
 //! - [`poll`]: waiting for a condition with a deadline, never a bare sleep.
 
+pub mod agents;
 pub mod cluster;
 pub mod observer;
 pub mod poll;
 pub mod process;
 pub mod store;
 
-pub use cluster::{TestCluster, Timings};
+pub use agents::TestAgent;
+pub use cluster::{LeaseSettings, TestCluster, Timings};
 pub use observer::LeaderObserver;
 pub use poll::{Deadline, eventually, never};
-pub use process::Coordinator;
+pub use process::Node;
 pub use store::TestStore;
 
 /// Process-cluster tests run one at a time: they measure failover times, and several
@@ -31,10 +34,7 @@ pub async fn serial() -> tokio::sync::MutexGuard<'static, ()> {
 
 /// Logs a test phase, so that a failure's output says how far the test got.
 pub fn phase(message: &str) {
-    eprintln!(
-        "[{:>8.3}s] --- {message}",
-        start_instant().elapsed().as_secs_f64()
-    );
+    eprintln!("[{:>8.3}s] --- {message}", start_instant().elapsed().as_secs_f64());
 }
 
 fn start_instant() -> std::time::Instant {

@@ -29,11 +29,8 @@ impl std::fmt::Debug for LeaderObserver {
 impl LeaderObserver {
     /// Starts observing `(node id, address)` pairs.
     pub fn start(endpoints: Vec<(String, String)>) -> LeaderObserver {
-        let observer = LeaderObserver {
-            leaders_by_term: Arc::default(),
-            samples: Arc::default(),
-            tasks: Mutex::new(Vec::new()),
-        };
+        let observer =
+            LeaderObserver { leaders_by_term: Arc::default(), samples: Arc::default(), tasks: Mutex::new(Vec::new()) };
         for (node_id, address) in endpoints {
             observer.watch(&node_id, &address);
         }
@@ -47,11 +44,8 @@ impl LeaderObserver {
         let mut client = ClusterClient::new(channel(address));
         let task = tokio::spawn(async move {
             loop {
-                let answer = tokio::time::timeout(
-                    Duration::from_millis(300),
-                    client.get_ha_state(GetHaStateRequest {}),
-                )
-                .await;
+                let answer =
+                    tokio::time::timeout(Duration::from_millis(300), client.get_ha_state(GetHaStateRequest {})).await;
                 if let Ok(Ok(state)) = answer {
                     let state = state.into_inner();
                     *samples.lock().expect("samples poisoned") += 1;
@@ -73,10 +67,7 @@ impl LeaderObserver {
     /// Waits until some node has been seen leading `term`, and returns it.
     pub async fn leader_of(&self, term: u64, timeout: Duration) -> String {
         let what = format!("the observer sees the leader of term {term}");
-        crate::poll::eventually(&what, timeout, || async {
-            self.check().0.get(&term).cloned()
-        })
-        .await
+        crate::poll::eventually(&what, timeout, || async { self.check().0.get(&term).cloned() }).await
     }
 
     /// Panics if any term was reported by two nodes as theirs; returns the leader of each term
@@ -85,17 +76,10 @@ impl LeaderObserver {
         let leaders = self.leaders_by_term.lock().expect("terms poisoned").clone();
         let mut one_per_term = BTreeMap::new();
         for (term, nodes) in leaders {
-            assert_eq!(
-                nodes.len(),
-                1,
-                "term {term} had more than one acting leader: {nodes:?}"
-            );
+            assert_eq!(nodes.len(), 1, "term {term} had more than one acting leader: {nodes:?}");
             one_per_term.insert(term, nodes.into_iter().next().expect("one node"));
         }
-        (
-            one_per_term,
-            *self.samples.lock().expect("samples poisoned"),
-        )
+        (one_per_term, *self.samples.lock().expect("samples poisoned"))
     }
 }
 

@@ -19,10 +19,7 @@ where
         if let Some(value) = check().await {
             return value;
         }
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {timeout:?} waiting for: {what}"
-        );
+        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for: {what}");
         tokio::time::sleep(POLL).await;
     }
 }
@@ -52,21 +49,12 @@ pub struct Deadline {
 impl Deadline {
     /// A deadline `timeout` from now for waiting on `what`.
     pub fn new(what: &str, timeout: Duration) -> Deadline {
-        Deadline {
-            at: Instant::now() + timeout,
-            timeout,
-            what: what.to_owned(),
-        }
+        Deadline { at: Instant::now() + timeout, timeout, what: what.to_owned() }
     }
 
     /// Waits one poll interval; panics naming what was awaited once the deadline has passed.
     pub async fn tick(&self) {
-        assert!(
-            Instant::now() < self.at,
-            "timed out after {:?} waiting for: {}",
-            self.timeout,
-            self.what
-        );
+        assert!(Instant::now() < self.at, "timed out after {:?} waiting for: {}", self.timeout, self.what);
         tokio::time::sleep(POLL).await;
     }
 }

@@ -1,4 +1,4 @@
-//! One coordinator process.
+//! One `leasehold` process (a coordinator or an agent) and its JSON logs.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -13,7 +13,7 @@ use tokio::time::Instant;
 use tonic::transport::{Channel, Endpoint};
 
 /// A running (or exited) `leasehold` process whose stderr carries JSON logs.
-pub struct Coordinator {
+pub struct Node {
     /// The node id it was started with.
     pub node_id: String,
     /// Its gRPC address, once it serves.
@@ -26,41 +26,24 @@ pub struct Coordinator {
     readers: Vec<std::thread::JoinHandle<()>>,
 }
 
-impl std::fmt::Debug for Coordinator {
+impl std::fmt::Debug for Node {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Coordinator")
-            .field("node_id", &self.node_id)
-            .field("grpc", &self.grpc)
-            .finish()
+        f.debug_struct("Node").field("node_id", &self.node_id).field("grpc", &self.grpc).finish()
     }
 }
 
-impl Coordinator {
+impl Node {
     /// Starts `binary args…` with `env` added and every other `LEASEHOLD_*` variable removed.
-    pub fn spawn(
-        binary: &str,
-        node_id: &str,
-        args: &[String],
-        env: &[(String, String)],
-    ) -> Coordinator {
+    pub fn spawn(binary: &str, node_id: &str, args: &[String], env: &[(String, String)]) -> Node {
         let mut command = Command::new(binary);
-        command
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
+        command.args(args).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
         for (key, _) in std::env::vars() {
             if key.starts_with("LEASEHOLD_") || key == "RUST_LOG" {
                 command.env_remove(key);
             }
         }
-        command.envs(
-            env.iter()
-                .map(|(key, value)| (key.as_str(), value.as_str())),
-        );
-        let mut child = command
-            .spawn()
-            .unwrap_or_else(|error| panic!("starting {binary}: {error}"));
+        command.envs(env.iter().map(|(key, value)| (key.as_str(), value.as_str())));
+        let mut child = command.spawn().unwrap_or_else(|error| panic!("starting {binary}: {error}"));
         let logs = Arc::new(Mutex::new(Vec::new()));
         let mut readers = Vec::new();
         for stream in [
@@ -75,7 +58,7 @@ impl Coordinator {
                 }
             }));
         }
-        Coordinator {
+        Node {
             node_id: node_id.to_owned(),
             grpc: String::new(),
             metrics: String::new(),
@@ -91,32 +74,26 @@ impl Coordinator {
         self.child.id()
     }
 
-    /// Waits until the process logs "coordinator serving" and records its addresses; panics
+    /// Waits until the process logs "coordinator serving" (or "agent serving") and records its
+    /// addresses; panics
     /// with its output when it exits first or `timeout` passes.
     pub async fn wait_serving(&mut self, timeout: Duration) {
         let deadline = Instant::now() + timeout;
         loop {
-            if let Some(event) = self.events("coordinator serving").into_iter().next() {
-                self.grpc = event["grpc"]
-                    .as_str()
-                    .expect("grpc address in the serving event")
-                    .to_owned();
+            let serving = self
+                .events("coordinator serving")
+                .into_iter()
+                .chain(self.events("agent serving"))
+                .find(|event| event["node_id"] == self.node_id.as_str());
+            if let Some(event) = serving {
+                self.grpc = event["grpc"].as_str().expect("grpc address in the serving event").to_owned();
                 self.metrics = event["metrics"].as_str().unwrap_or_default().to_owned();
                 return;
             }
             if let Some(status) = self.try_exit() {
-                panic!(
-                    "{} exited with {status} before serving:\n{}",
-                    self.node_id,
-                    self.output()
-                );
+                panic!("{} exited with {status} before serving:\n{}", self.node_id, self.output());
             }
-            assert!(
-                Instant::now() < deadline,
-                "{} did not serve within {timeout:?}:\n{}",
-                self.node_id,
-                self.output()
-            );
+            assert!(Instant::now() < deadline, "{} did not serve within {timeout:?}:\n{}", self.node_id, self.output());
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
@@ -194,10 +171,7 @@ impl Coordinator {
 
     /// This node's HA state.
     pub async fn state(&self) -> Result<HaState, tonic::Status> {
-        self.client()
-            .get_ha_state(leasehold::v1::GetHaStateRequest {})
-            .await
-            .map(|response| response.into_inner())
+        self.client().get_ha_state(leasehold::v1::GetHaStateRequest {}).await.map(|response| response.into_inner())
     }
 
     /// Every JSON log event whose message is `message`.
@@ -217,17 +191,14 @@ impl Coordinator {
     }
 }
 
-impl Drop for Coordinator {
+impl Drop for Node {
     fn drop(&mut self) {
         if std::thread::panicking() {
             eprintln!("===== output of {} =====\n{}", self.node_id, self.output());
         }
         if self.is_running() {
             // A stopped process ignores SIGKILL's delivery until continued on some kernels.
-            let _ = kill_process(
-                Pid::from_raw(self.child.id() as i32).expect("pid"),
-                Signal::CONT,
-            );
+            let _ = kill_process(Pid::from_raw(self.child.id() as i32).expect("pid"), Signal::CONT);
             self.kill();
         }
     }

@@ -29,15 +29,9 @@ pub struct TestStore {
 impl TestStore {
     /// A SQLite file in a directory of its own.
     pub fn sqlite() -> TestStore {
-        let dir = std::env::temp_dir()
-            .join("leasehold-tests")
-            .join(new_incarnation());
+        let dir = std::env::temp_dir().join("leasehold-tests").join(new_incarnation());
         std::fs::create_dir_all(&dir).expect("creating the test directory");
-        TestStore {
-            kind: Kind::Sqlite,
-            url: format!("sqlite://{}/leasehold.db", dir.display()),
-            sqlite_dir: Some(dir),
-        }
+        TestStore { kind: Kind::Sqlite, url: format!("sqlite://{}/leasehold.db", dir.display()), sqlite_dir: Some(dir) }
     }
 
     /// The store of `kind`, or `None` (with a note on stderr) when its URL is not set.
@@ -49,11 +43,7 @@ impl TestStore {
             Kind::MySql => "LEASEHOLD_TEST_MYSQL_URL",
         };
         match std::env::var(variable) {
-            Ok(url) if !url.is_empty() => Some(TestStore {
-                kind,
-                url,
-                sqlite_dir: None,
-            }),
+            Ok(url) if !url.is_empty() => Some(TestStore { kind, url, sqlite_dir: None }),
             _ => {
                 assert!(
                     std::env::var("CI").as_deref() != Ok("true"),
@@ -68,9 +58,7 @@ impl TestStore {
     /// A direct connection to the store, for a test to inspect or lock it.
     pub async fn connect(&self) -> AnyConnection {
         sqlx::any::install_default_drivers();
-        AnyConnection::connect(&self.url)
-            .await
-            .expect("connecting to the test store")
+        AnyConnection::connect(&self.url).await.expect("connecting to the test store")
     }
 }
 

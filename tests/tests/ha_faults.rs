@@ -1,4 +1,4 @@
-//! Coordinator HA under faults, against the real binary on every store backend: SIGKILL,
+//! Node HA under faults, against the real binary on every store backend: SIGKILL,
 //! SIGTERM, SIGSTOP/SIGCONT, a deposed leader's write, a leader frozen while it holds the
 //! lease row's lock, and a store that stops answering. The invariant "one acting leader per
 //! term" is checked by polling every node throughout.
@@ -53,10 +53,7 @@ async fn failover_after_sigkill_and_sigterm(kind: Kind) {
     let timings = cluster.timings.clone();
     let bound = timings.lease_ttl + timings.renew_interval + Duration::from_secs(1);
     eprintln!("failover after SIGKILL on {kind:?}: {failover:?} (bound {bound:?})");
-    assert!(
-        failover <= bound,
-        "{second} took over after {failover:?}, more than {bound:?}"
-    );
+    assert!(failover <= bound, "{second} took over after {failover:?}, more than {bound:?}");
 
     phase(&format!("SIGTERM the leader {second} (term {second_term})"));
     let stopped_at = Instant::now();
@@ -64,28 +61,13 @@ async fn failover_after_sigkill_and_sigterm(kind: Kind) {
     let (third, third_term, seen) = cluster.leader_above(second_term, ELECTION).await;
     let handover = seen - stopped_at;
     eprintln!("handover after SIGTERM on {kind:?}: {handover:?}");
-    assert!(
-        handover <= Duration::from_secs(1),
-        "{third} took over after {handover:?}"
-    );
-    let status = cluster
-        .node_mut(&second)
-        .wait_exit(Duration::from_secs(10))
-        .await
-        .expect("exits after SIGTERM");
+    assert!(handover <= Duration::from_secs(1), "{third} took over after {handover:?}");
+    let status = cluster.node_mut(&second).wait_exit(Duration::from_secs(10)).await.expect("exits after SIGTERM");
     assert!(status.success(), "graceful stop exits 0, got {status}");
-    assert!(
-        !cluster
-            .node(&second)
-            .events("released the lease so that a successor can take over at once")
-            .is_empty()
-    );
+    assert!(!cluster.node(&second).events("released the lease so that a successor can take over at once").is_empty());
 
     phase("check one leader per term");
-    assert_eq!(
-        observer.leader_of(third_term, Duration::from_secs(5)).await,
-        third
-    );
+    assert_eq!(observer.leader_of(third_term, Duration::from_secs(5)).await, third);
     let (_, samples) = observer.check();
     assert!(samples > 50, "the observer sampled only {samples} answers");
     let logged = cluster.terms_from_logs();
@@ -100,10 +82,7 @@ async fn a_paused_leader_reports_follower_after_resuming(kind: Kind) {
     };
     let observer = LeaderObserver::start(cluster.endpoints());
     let (leader, term) = cluster.leader(ELECTION).await;
-    assert_eq!(
-        observer.leader_of(term, Duration::from_secs(5)).await,
-        leader
-    );
+    assert_eq!(observer.leader_of(term, Duration::from_secs(5)).await, leader);
 
     phase(&format!("SIGSTOP the leader {leader} past its lease"));
     cluster.node(&leader).pause();
@@ -113,31 +92,17 @@ async fn a_paused_leader_reports_follower_after_resuming(kind: Kind) {
     phase("SIGCONT: its first answer must already say follower");
     cluster.node(&leader).resume();
     let node = cluster.node(&leader);
-    let state = eventually(
-        "the resumed node answers",
-        Duration::from_secs(10),
-        || async move { node.state().await.ok() },
-    )
-    .await;
-    assert_eq!(
-        state.role,
-        HaRole::Follower as i32,
-        "the resumed node reported {state:?}"
-    );
-    eventually(
-        "the resumed node steps down in its logs",
-        Duration::from_secs(10),
-        || async move { (!node.events("stepped down").is_empty()).then_some(()) },
-    )
+    let state =
+        eventually("the resumed node answers", Duration::from_secs(10), || async move { node.state().await.ok() })
+            .await;
+    assert_eq!(state.role, HaRole::Follower as i32, "the resumed node reported {state:?}");
+    eventually("the resumed node steps down in its logs", Duration::from_secs(10), || async move {
+        (!node.events("stepped down").is_empty()).then_some(())
+    })
     .await;
 
     phase("check one leader per term");
-    assert_eq!(
-        observer
-            .leader_of(successor_term, Duration::from_secs(5))
-            .await,
-        successor
-    );
+    assert_eq!(observer.leader_of(successor_term, Duration::from_secs(5)).await, successor);
     observer.check();
     cluster.terms_from_logs();
 }
@@ -145,47 +110,29 @@ async fn a_paused_leader_reports_follower_after_resuming(kind: Kind) {
 async fn a_deposed_leader_is_refused_by_the_store_guard(kind: Kind) {
     let _serial = serial().await;
     // Every node holds a leader's guarded write for 1.5 s after its local leadership check.
-    let failpoint = [(
-        "LEASEHOLD_FAILPOINTS",
-        "ha::before-guarded-write=return(1500)",
-    )];
+    let failpoint = [("LEASEHOLD_FAILPOINTS", "ha::before-guarded-write=return(1500)")];
     let Some(mut cluster) = three_coordinators(kind, &failpoint).await else {
         return;
     };
     let observer = LeaderObserver::start(cluster.endpoints());
     let (leader, term) = cluster.leader(ELECTION).await;
 
-    phase(&format!(
-        "ask {leader} for a guarded write; it passes its leadership check and waits"
-    ));
+    phase(&format!("ask {leader} for a guarded write; it passes its leadership check and waits"));
     let mut client = patient_client(&cluster.node(&leader).grpc);
-    let write = tokio::spawn(async move {
-        client
-            .set_priority(SetPriorityRequest { priority: 42 })
-            .await
-    });
+    let write = tokio::spawn(async move { client.set_priority(SetPriorityRequest { priority: 42 }).await });
     let node = cluster.node(&leader);
-    eventually(
-        "the leader reaches the failpoint",
-        Duration::from_secs(10),
-        || async move { (!node.events("failpoint reached: pausing").is_empty()).then_some(()) },
-    )
+    eventually("the leader reaches the failpoint", Duration::from_secs(10), || async move {
+        (!node.events("failpoint reached: pausing").is_empty()).then_some(())
+    })
     .await;
 
     phase("freeze it until a successor has taken over, then let it write");
     cluster.node(&leader).pause();
     let (successor, _, _) = cluster.leader_above(term, ELECTION).await;
     cluster.node(&leader).resume();
-    let refused = write
-        .await
-        .unwrap()
-        .expect_err("a deposed leader's write must fail");
+    let refused = write.await.unwrap().expect_err("a deposed leader's write must fail");
     assert_eq!(refused.code(), Code::Unavailable, "{refused:?}");
-    assert_eq!(
-        error_reason(&refused).as_deref(),
-        Some(reason::STALE_TERM),
-        "{refused:?}"
-    );
+    assert_eq!(error_reason(&refused).as_deref(), Some(reason::STALE_TERM), "{refused:?}");
 
     phase("the store shows nothing of the refused write");
     let listed = cluster
@@ -195,11 +142,7 @@ async fn a_deposed_leader_is_refused_by_the_store_guard(kind: Kind) {
         .await
         .expect("the leader lists the registry")
         .into_inner();
-    let row = listed
-        .nodes
-        .iter()
-        .find(|node| node.node_id == leader)
-        .expect("the old leader's row");
+    let row = listed.nodes.iter().find(|node| node.node_id == leader).expect("the old leader's row");
     assert_eq!(row.priority, 0, "the refused priority reached the store");
     observer.check();
 }
@@ -207,10 +150,7 @@ async fn a_deposed_leader_is_refused_by_the_store_guard(kind: Kind) {
 async fn a_leader_frozen_holding_the_row_lock_does_not_stall_the_election(kind: Kind) {
     let _serial = serial().await;
     let env = [
-        (
-            "LEASEHOLD_FAILPOINTS",
-            "ha::inside-guarded-write=return(2000)",
-        ),
+        ("LEASEHOLD_FAILPOINTS", "ha::inside-guarded-write=return(2000)"),
         ("LEASEHOLD_STORE__IDLE_TRANSACTION_TIMEOUT", "1s"),
         ("LEASEHOLD_STORE__LOCK_TIMEOUT", "300ms"),
         ("LEASEHOLD_STORE__CALL_TIMEOUT", "30s"),
@@ -221,21 +161,13 @@ async fn a_leader_frozen_holding_the_row_lock_does_not_stall_the_election(kind: 
     let observer = LeaderObserver::start(cluster.endpoints());
     let (leader, term) = cluster.leader(ELECTION).await;
 
-    phase(&format!(
-        "{leader} opens a guarded write, locking the lease row, and is frozen there"
-    ));
+    phase(&format!("{leader} opens a guarded write, locking the lease row, and is frozen there"));
     let mut client = patient_client(&cluster.node(&leader).grpc);
-    let write = tokio::spawn(async move {
-        client
-            .set_priority(SetPriorityRequest { priority: 7 })
-            .await
-    });
+    let write = tokio::spawn(async move { client.set_priority(SetPriorityRequest { priority: 7 }).await });
     let node = cluster.node(&leader);
-    eventually(
-        "the leader holds the row lock",
-        Duration::from_secs(10),
-        || async move { (!node.events("failpoint reached: pausing").is_empty()).then_some(()) },
-    )
+    eventually("the leader holds the row lock", Duration::from_secs(10), || async move {
+        (!node.events("failpoint reached: pausing").is_empty()).then_some(())
+    })
     .await;
     let frozen_at = Instant::now();
     cluster.node(&leader).pause();
@@ -243,17 +175,12 @@ async fn a_leader_frozen_holding_the_row_lock_does_not_stall_the_election(kind: 
     let (successor, _, seen) = cluster.leader_above(term, ELECTION).await;
     let stall = seen - frozen_at;
     let bound = cluster.timings.lease_ttl + Duration::from_secs(1) + Duration::from_millis(1500);
-    eprintln!(
-        "election with the lease row locked by a frozen leader on {kind:?}: {stall:?} (bound {bound:?})"
-    );
+    eprintln!("election with the lease row locked by a frozen leader on {kind:?}: {stall:?} (bound {bound:?})");
     assert!(stall <= bound, "{successor} took over only after {stall:?}");
 
     cluster.node(&leader).resume();
     let answer = write.await.unwrap();
-    assert!(
-        answer.is_err(),
-        "the frozen leader's write must not succeed: {answer:?}"
-    );
+    assert!(answer.is_err(), "the frozen leader's write must not succeed: {answer:?}");
     observer.check();
 }
 
@@ -274,15 +201,8 @@ async fn lock_the_store(kind: Kind, conn: &mut AnyConnection, cluster: &str) -> 
             "SELECT expires_at_ms - CAST(FLOOR(UNIX_TIMESTAMP(NOW(6)) * 1000) AS SIGNED) FROM ha_lease WHERE cluster = ? FOR UPDATE",
         ),
     };
-    sqlx::raw_sql(begin)
-        .execute(&mut *conn)
-        .await
-        .expect("begin");
-    let row = sqlx::query(read)
-        .bind(cluster.to_owned())
-        .fetch_one(&mut *conn)
-        .await
-        .expect("read the lease");
+    sqlx::raw_sql(begin).execute(&mut *conn).await.expect("begin");
+    let row = sqlx::query(read).bind(cluster.to_owned()).fetch_one(&mut *conn).await.expect("read the lease");
     Duration::from_millis(row.try_get::<i64, _>(0).expect("remaining").max(0) as u64)
 }
 
@@ -310,33 +230,20 @@ async fn an_unresponsive_store_makes_the_leader_step_down_before_its_lease_expir
     let expiry = locked_at + remaining;
 
     let node = cluster.node(&leader);
-    let stepped_down_at = eventually(
-        "the leader steps down",
-        Duration::from_secs(10),
-        || async move {
-            match node.state().await {
-                Ok(state) if state.role != HaRole::Leader as i32 => Some(Instant::now()),
-                _ => None,
-            }
-        },
-    )
+    let stepped_down_at = eventually("the leader steps down", Duration::from_secs(10), || async move {
+        match node.state().await {
+            Ok(state) if state.role != HaRole::Leader as i32 => Some(Instant::now()),
+            _ => None,
+        }
+    })
     .await;
     eprintln!(
         "store locked on {kind:?}: lease had {remaining:?} left; the leader stepped down after {:?}",
         stepped_down_at - locked_at
     );
-    assert!(
-        stepped_down_at < expiry,
-        "the leader still acted {:?} after its lease expired",
-        stepped_down_at - expiry
-    );
-    let retries = node
-        .events("lease renewal failed; retrying until the local hold ends")
-        .len();
-    assert!(
-        retries >= 2,
-        "the leader retried its renewal only {retries} times"
-    );
+    assert!(stepped_down_at < expiry, "the leader still acted {:?} after its lease expired", stepped_down_at - expiry);
+    let retries = node.events("lease renewal failed; retrying until the local hold ends").len();
+    assert!(retries >= 2, "the leader retried its renewal only {retries} times");
 
     phase("unlock: the cluster elects again");
     conn.close().await.expect("closing the lock");

@@ -6,13 +6,10 @@ use std::time::Duration;
 use leasehold::status::{ALLOW_NON_LEADER_HEADER, error_reason, reason, redirect_target};
 use leasehold::v1::cluster_client::ClusterClient;
 use leasehold::v1::{
-    GetLeaderRequest, HaMode, HaRole, ListHaStatesRequest, SetHaStateRequest, SetPriorityRequest,
-    SetPriorityResponse,
+    GetLeaderRequest, HaMode, HaRole, ListHaStatesRequest, SetHaStateRequest, SetPriorityRequest, SetPriorityResponse,
 };
 use leasehold::{Client, ClientOptions};
-use leasehold_tests::{
-    Coordinator, Deadline, LeaderObserver, TestCluster, TestStore, eventually, never, phase, serial,
-};
+use leasehold_tests::{Deadline, LeaderObserver, Node, TestCluster, TestStore, eventually, never, phase, serial};
 use prost::Message;
 use sqlx::Row;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -28,9 +25,7 @@ fn sqlite_cluster() -> TestCluster {
 
 fn with_override<T>(message: T) -> tonic::Request<T> {
     let mut request = tonic::Request::new(message);
-    request
-        .metadata_mut()
-        .insert(ALLOW_NON_LEADER_HEADER, "true".parse().unwrap());
+    request.metadata_mut().insert(ALLOW_NON_LEADER_HEADER, "true".parse().unwrap());
     request
 }
 
@@ -47,21 +42,13 @@ async fn after_an_expiry_the_highest_priority_candidate_wins() {
     cluster.start("c2", &["--priority", "10"], &[]).await;
     cluster.start("c3", &["--priority", "5"], &[]).await;
     let leader = cluster.node("c1").client();
-    eventually(
-        "all three are alive in the registry",
-        Duration::from_secs(10),
-        || {
-            let mut leader = leader.clone();
-            async move {
-                let listed = leader
-                    .list_ha_states(ListHaStatesRequest {})
-                    .await
-                    .ok()?
-                    .into_inner();
-                (listed.nodes.iter().filter(|node| node.alive).count() == 3).then_some(())
-            }
-        },
-    )
+    eventually("all three are alive in the registry", Duration::from_secs(10), || {
+        let mut leader = leader.clone();
+        async move {
+            let listed = leader.list_ha_states(ListHaStatesRequest {}).await.ok()?.into_inner();
+            (listed.nodes.iter().filter(|node| node.alive).count() == 3).then_some(())
+        }
+    })
     .await;
 
     phase("SIGKILL c1: priority 10 must win");
@@ -75,17 +62,11 @@ async fn after_an_expiry_the_highest_priority_candidate_wins() {
     eventually("c1 is alive again", Duration::from_secs(10), || {
         let mut leader = leader.clone();
         async move {
-            let listed = leader
-                .list_ha_states(ListHaStatesRequest {})
-                .await
-                .ok()?
-                .into_inner();
+            let listed = leader.list_ha_states(ListHaStatesRequest {}).await.ok()?.into_inner();
             listed
                 .nodes
                 .iter()
-                .any(|node| {
-                    node.node_id == "c1" && node.alive && node.role == HaRole::Follower as i32
-                })
+                .any(|node| node.node_id == "c1" && node.alive && node.role == HaRole::Follower as i32)
                 .then_some(())
         }
     })
@@ -100,33 +81,17 @@ async fn after_an_expiry_the_highest_priority_candidate_wins() {
 async fn hot_backup_never_leads_even_when_alone() {
     let _serial = serial().await;
     let mut cluster = sqlite_cluster();
-    cluster
-        .start("backup", &["--ha-mode", "hot-backup"], &[])
-        .await;
+    cluster.start("backup", &["--ha-mode", "hot-backup"], &[]).await;
     let node = cluster.node("backup");
     let period = cluster.timings.lease_ttl * 4;
     never("the hot-backup took the lease", period, || async move {
-        node.state()
-            .await
-            .is_ok_and(|state| state.role == HaRole::Leader as i32)
+        node.state().await.is_ok_and(|state| state.role == HaRole::Leader as i32)
     })
     .await;
-    let leader = node
-        .client()
-        .get_leader(GetLeaderRequest {})
-        .await
-        .unwrap()
-        .into_inner()
-        .leader
-        .unwrap();
+    let leader = node.client().get_leader(GetLeaderRequest {}).await.unwrap().into_inner().leader.unwrap();
     assert!(!leader.known, "{leader:?}");
     // It serves reads: the registry, with itself alive and nobody holding the lease.
-    let listed = node
-        .client()
-        .list_ha_states(ListHaStatesRequest {})
-        .await
-        .unwrap()
-        .into_inner();
+    let listed = node.client().list_ha_states(ListHaStatesRequest {}).await.unwrap().into_inner();
     assert_eq!(listed.nodes.len(), 1);
     assert!(listed.nodes[0].alive && !listed.nodes[0].holds_lease);
     assert!(cluster.node("backup").events("became leader").is_empty());
@@ -141,27 +106,22 @@ async fn master_takes_the_lease_at_start_or_exits_at_once() {
 
     phase("a master cannot start while c1 holds a live lease");
     let mut master = cluster.spawn("m1", &["--ha-mode", "master"], &[]);
-    let status = master
-        .wait_exit(Duration::from_secs(10))
-        .await
-        .expect("the master exits at once");
+    let status = master.wait_exit(Duration::from_secs(10)).await.expect("the master exits at once");
     assert!(!status.success());
-    assert!(
-        master.output().contains("holds a live lease"),
-        "{}",
-        master.output()
-    );
+    assert!(master.output().contains("holds a live lease"), "{}", master.output());
 
     phase("with c1 gone and its lease expired, a master takes the lease at start");
     cluster.node_mut("c1").kill();
     let mut probe = cluster.store.connect().await;
     let deadline = Deadline::new("c1's lease expires on the store", Duration::from_secs(10));
     loop {
-        let row = sqlx::query("SELECT expires_at_ms - CAST(unixepoch('subsec') * 1000 AS INTEGER) FROM ha_lease WHERE cluster = ?")
-            .bind(cluster.cluster.clone())
-            .fetch_one(&mut probe)
-            .await
-            .unwrap();
+        let row = sqlx::query(
+            "SELECT expires_at_ms - CAST(unixepoch('subsec') * 1000 AS INTEGER) FROM ha_lease WHERE cluster = ?",
+        )
+        .bind(cluster.cluster.clone())
+        .fetch_one(&mut probe)
+        .await
+        .unwrap();
         if row.try_get::<i64, _>(0).unwrap() <= 0 {
             break;
         }
@@ -180,56 +140,25 @@ async fn disabled_runs_alone_without_ha_tables() {
     cluster.start("solo", &["--ha-mode", "disabled"], &[]).await;
     let node = cluster.node("solo");
     let state = node.state().await.unwrap();
-    assert_eq!(
-        (state.role, state.mode),
-        (HaRole::Standalone as i32, HaMode::Disabled as i32)
-    );
-    let leader = node
-        .client()
-        .get_leader(GetLeaderRequest {})
-        .await
-        .unwrap()
-        .into_inner()
-        .leader
-        .unwrap();
-    assert!(
-        leader.known && leader.node_id == "solo" && leader.term == 0,
-        "{leader:?}"
-    );
-    let listed = node
-        .client()
-        .list_ha_states(ListHaStatesRequest {})
-        .await
-        .unwrap()
-        .into_inner();
+    assert_eq!((state.role, state.mode), (HaRole::Standalone as i32, HaMode::Disabled as i32));
+    let leader = node.client().get_leader(GetLeaderRequest {}).await.unwrap().into_inner().leader.unwrap();
+    assert!(leader.known && leader.node_id == "solo" && leader.term == 0, "{leader:?}");
+    let listed = node.client().list_ha_states(ListHaStatesRequest {}).await.unwrap().into_inner();
     assert_eq!(listed.nodes.len(), 1);
 
-    let error = node
-        .client()
-        .set_ha_state(SetHaStateRequest {
-            mode: HaMode::Auto as i32,
-        })
-        .await
-        .unwrap_err();
-    assert_eq!(
-        (error.code(), error_reason(&error).as_deref()),
-        (Code::FailedPrecondition, Some(reason::MODE_FIXED))
-    );
+    let error = node.client().set_ha_state(SetHaStateRequest { mode: HaMode::Auto as i32 }).await.unwrap_err();
+    assert_eq!((error.code(), error_reason(&error).as_deref()), (Code::FailedPrecondition, Some(reason::MODE_FIXED)));
 
     let mut conn = cluster.store.connect().await;
-    let tables: Vec<String> =
-        sqlx::query("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")
-            .fetch_all(&mut conn)
-            .await
-            .unwrap()
-            .iter()
-            .map(|row| row.get::<String, _>(0))
-            .collect();
+    let tables: Vec<String> = sqlx::query("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")
+        .fetch_all(&mut conn)
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| row.get::<String, _>(0))
+        .collect();
     assert!(tables.contains(&"cluster_meta".to_owned()), "{tables:?}");
-    assert!(
-        !tables.iter().any(|table| table.starts_with("ha_")),
-        "a disabled node created HA tables: {tables:?}"
-    );
+    assert!(!tables.iter().any(|table| table.starts_with("ha_")), "a disabled node created HA tables: {tables:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -240,22 +169,10 @@ async fn a_duplicate_node_id_is_refused_and_a_crashed_one_restarts() {
 
     phase("a second live process with the same id is refused");
     let mut duplicate = cluster.spawn("c1", &[], &[]);
-    let status = duplicate
-        .wait_exit(Duration::from_secs(15))
-        .await
-        .expect("the duplicate exits");
+    let status = duplicate.wait_exit(Duration::from_secs(15)).await.expect("the duplicate exits");
     assert!(!status.success());
-    assert!(
-        duplicate
-            .output()
-            .contains("in use by another live coordinator"),
-        "{}",
-        duplicate.output()
-    );
-    assert!(
-        cluster.node_mut("c1").is_running(),
-        "the original keeps running"
-    );
+    assert!(duplicate.output().contains("in use by another live coordinator"), "{}", duplicate.output());
+    assert!(cluster.node_mut("c1").is_running(), "the original keeps running");
 
     phase("after a crash, the same id starts again");
     cluster.node_mut("c1").kill();
@@ -272,120 +189,66 @@ async fn ha_state_changes_follow_the_brooklyn_rules() {
     }
     let observer = LeaderObserver::start(cluster.endpoints());
     let (leader, term) = cluster.leader(ELECTION).await;
-    let follower = ["c1", "c2", "c3"]
-        .into_iter()
-        .find(|id| *id != leader)
-        .unwrap()
-        .to_owned();
+    let follower = ["c1", "c2", "c3"].into_iter().find(|id| *id != leader).unwrap().to_owned();
     let mut follower_client = cluster.node(&follower).client();
     let leader_address = cluster.node(&leader).grpc.clone();
 
     phase("changing a follower needs the override header");
-    let denied = follower_client
-        .set_ha_state(SetHaStateRequest {
-            mode: HaMode::Standby as i32,
-        })
-        .await
-        .unwrap_err();
+    let denied = follower_client.set_ha_state(SetHaStateRequest { mode: HaMode::Standby as i32 }).await.unwrap_err();
     assert_eq!(denied.code(), Code::PermissionDenied);
-    assert_eq!(
-        error_reason(&denied).as_deref(),
-        Some(reason::NON_LEADER_CHANGE)
-    );
-    let denied = follower_client
-        .set_priority(SetPriorityRequest { priority: 3 })
-        .await
-        .unwrap_err();
+    assert_eq!(error_reason(&denied).as_deref(), Some(reason::NON_LEADER_CHANGE));
+    let denied = follower_client.set_priority(SetPriorityRequest { priority: 3 }).await.unwrap_err();
     assert_eq!(denied.code(), Code::PermissionDenied);
     let changed = follower_client
-        .set_ha_state(with_override(SetHaStateRequest {
-            mode: HaMode::Standby as i32,
-        }))
+        .set_ha_state(with_override(SetHaStateRequest { mode: HaMode::Standby as i32 }))
         .await
         .unwrap()
         .into_inner();
     assert_eq!(changed.previous_mode, HaMode::Auto as i32);
     assert_eq!(changed.state.unwrap().mode, HaMode::Standby as i32);
-    let changed = follower_client
-        .set_priority(with_override(SetPriorityRequest { priority: 3 }))
-        .await
-        .unwrap()
-        .into_inner();
+    let changed =
+        follower_client.set_priority(with_override(SetPriorityRequest { priority: 3 })).await.unwrap().into_inner();
     assert_eq!(changed.previous_priority, 0);
 
     phase("a standby serves no reads: it redirects to the leader");
-    let redirected = follower_client
-        .list_ha_states(ListHaStatesRequest {})
-        .await
-        .unwrap_err();
+    let redirected = follower_client.list_ha_states(ListHaStatesRequest {}).await.unwrap_err();
     assert_eq!(redirected.code(), Code::Unavailable);
-    assert_eq!(
-        error_reason(&redirected).as_deref(),
-        Some(reason::NOT_LEADER)
-    );
-    assert_eq!(
-        redirect_target(&redirected).as_deref(),
-        Some(leader_address.as_str())
-    );
-    let sdk = Client::new(
-        [cluster.node(&follower).grpc.clone()],
-        ClientOptions::default(),
-    )
-    .unwrap();
+    assert_eq!(error_reason(&redirected).as_deref(), Some(reason::NOT_LEADER));
+    assert_eq!(redirect_target(&redirected).as_deref(), Some(leader_address.as_str()));
+    let sdk = Client::new([cluster.node(&follower).grpc.clone()], ClientOptions::default()).unwrap();
     let listed = sdk
-        .call_leader(|channel| async move {
-            ClusterClient::new(channel)
-                .list_ha_states(ListHaStatesRequest {})
-                .await
-        })
+        .call_leader(|channel| async move { ClusterClient::new(channel).list_ha_states(ListHaStatesRequest {}).await })
         .await
         .expect("the SDK follows the redirect");
     assert_eq!(listed.nodes.len(), 3);
-    assert!(listed.nodes.iter().any(|node| node.node_id == follower
-        && node.mode == HaMode::Standby as i32
-        && node.priority == 3));
+    assert!(
+        listed
+            .nodes
+            .iter()
+            .any(|node| node.node_id == follower && node.mode == HaMode::Standby as i32 && node.priority == 3)
+    );
 
     phase("unknown and fixed modes are refused");
-    let invalid = follower_client
-        .set_ha_state(with_override(SetHaStateRequest { mode: 99 }))
-        .await
-        .unwrap_err();
+    let invalid = follower_client.set_ha_state(with_override(SetHaStateRequest { mode: 99 })).await.unwrap_err();
     assert_eq!(invalid.code(), Code::InvalidArgument);
-    let invalid = follower_client
-        .set_ha_state(with_override(SetHaStateRequest { mode: 0 }))
-        .await
-        .unwrap_err();
+    let invalid = follower_client.set_ha_state(with_override(SetHaStateRequest { mode: 0 })).await.unwrap_err();
     assert_eq!(invalid.code(), Code::InvalidArgument);
     let fixed = follower_client
-        .set_ha_state(with_override(SetHaStateRequest {
-            mode: HaMode::Disabled as i32,
-        }))
+        .set_ha_state(with_override(SetHaStateRequest { mode: HaMode::Disabled as i32 }))
         .await
         .unwrap_err();
     assert_eq!(error_reason(&fixed).as_deref(), Some(reason::MODE_FIXED));
 
     phase("demoting the leader hands the lease to a successor; WatchLeader reports it");
-    let everyone: Vec<String> = cluster
-        .endpoints()
-        .into_iter()
-        .map(|(_, address)| address)
-        .collect();
+    let everyone: Vec<String> = cluster.endpoints().into_iter().map(|(_, address)| address).collect();
     let watcher = Client::new(everyone, ClientOptions::default()).unwrap();
     let mut changes = watcher.watch_leader();
-    let current = tokio::time::timeout(Duration::from_secs(5), changes.next())
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(
-        (current.node_id.as_str(), current.term),
-        (leader.as_str(), term)
-    );
+    let current = tokio::time::timeout(Duration::from_secs(5), changes.next()).await.unwrap().unwrap();
+    assert_eq!((current.node_id.as_str(), current.term), (leader.as_str(), term));
     let demoted = cluster
         .node(&leader)
         .client()
-        .set_ha_state(SetHaStateRequest {
-            mode: HaMode::HotStandby as i32,
-        })
+        .set_ha_state(SetHaStateRequest { mode: HaMode::HotStandby as i32 })
         .await
         .unwrap()
         .into_inner();
@@ -395,8 +258,7 @@ async fn ha_state_changes_follow_the_brooklyn_rules() {
     assert_ne!(successor, leader);
     let deadline = Deadline::new("WatchLeader reports the successor", Duration::from_secs(10));
     let next = loop {
-        if let Ok(Some(change)) =
-            tokio::time::timeout(Duration::from_millis(500), changes.next()).await
+        if let Ok(Some(change)) = tokio::time::timeout(Duration::from_millis(500), changes.next()).await
             && change.known
             && change.term == successor_term
         {
@@ -407,54 +269,21 @@ async fn ha_state_changes_follow_the_brooklyn_rules() {
     assert_eq!(next.node_id, successor);
 
     phase("ctl prints the leader and the registry");
-    let endpoints = cluster
-        .endpoints()
-        .into_iter()
-        .map(|(_, address)| address)
-        .collect::<Vec<_>>()
-        .join(",");
-    let output = ctl(&[
-        "--endpoints",
-        &endpoints,
-        "--output",
-        "json",
-        "ha",
-        "states",
-    ])
-    .await;
-    let json: serde_json::Value =
-        serde_json::from_str(&output).unwrap_or_else(|error| panic!("{error}: {output}"));
+    let endpoints = cluster.endpoints().into_iter().map(|(_, address)| address).collect::<Vec<_>>().join(",");
+    let output = ctl(&["--endpoints", &endpoints, "--output", "json", "ha", "states"]).await;
+    let json: serde_json::Value = serde_json::from_str(&output).unwrap_or_else(|error| panic!("{error}: {output}"));
     assert_eq!(json["nodes"].as_array().unwrap().len(), 3);
-    assert_eq!(
-        json["nodes"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter(|node| node["holds_lease"] == true)
-            .count(),
-        1
-    );
+    assert_eq!(json["nodes"].as_array().unwrap().iter().filter(|node| node["holds_lease"] == true).count(), 1);
     let table = ctl(&["--endpoints", &endpoints, "ha", "leader"]).await;
-    assert!(
-        table.starts_with("LEADER") && table.contains(&successor),
-        "{table}"
-    );
+    assert!(table.starts_with("LEADER") && table.contains(&successor), "{table}");
     observer.check();
 }
 
 async fn ctl(args: &[&str]) -> String {
     let mut all = vec!["ctl"];
     all.extend_from_slice(args);
-    let output = tokio::process::Command::new(BIN)
-        .args(&all)
-        .output()
-        .await
-        .expect("running ctl");
-    assert!(
-        output.status.success(),
-        "ctl {args:?} failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let output = tokio::process::Command::new(BIN).args(&all).output().await.expect("running ctl");
+    assert!(output.status.success(), "ctl {args:?} failed: {}", String::from_utf8_lossy(&output.stderr));
     String::from_utf8(output.stdout).unwrap()
 }
 
@@ -482,53 +311,27 @@ async fn reflection_health_and_metrics_work_without_proto_files() {
         },
         ServerReflectionRequest {
             host: String::new(),
-            message_request: Some(MessageRequest::FileContainingSymbol(
-                "leasehold.v1.Cluster".into(),
-            )),
+            message_request: Some(MessageRequest::FileContainingSymbol("leasehold.v1.Cluster".into())),
         },
     ];
-    let mut answers = reflection
-        .server_reflection_info(tokio_stream::iter(requests))
-        .await
-        .unwrap()
-        .into_inner();
-    let Some(MessageResponse::ListServicesResponse(list)) =
-        answers.next().await.unwrap().unwrap().message_response
+    let mut answers = reflection.server_reflection_info(tokio_stream::iter(requests)).await.unwrap().into_inner();
+    let Some(MessageResponse::ListServicesResponse(list)) = answers.next().await.unwrap().unwrap().message_response
     else {
         panic!("expected a service list");
     };
-    let names: Vec<_> = list
-        .service
-        .iter()
-        .map(|service| service.name.as_str())
-        .collect();
-    for expected in [
-        "leasehold.v1.Cluster",
-        "grpc.health.v1.Health",
-        "grpc.reflection.v1.ServerReflection",
-    ] {
-        assert!(
-            names.contains(&expected),
-            "{expected} missing from {names:?}"
-        );
+    let names: Vec<_> = list.service.iter().map(|service| service.name.as_str()).collect();
+    for expected in ["leasehold.v1.Cluster", "grpc.health.v1.Health", "grpc.reflection.v1.ServerReflection"] {
+        assert!(names.contains(&expected), "{expected} missing from {names:?}");
     }
-    let Some(MessageResponse::FileDescriptorResponse(files)) =
-        answers.next().await.unwrap().unwrap().message_response
+    let Some(MessageResponse::FileDescriptorResponse(files)) = answers.next().await.unwrap().unwrap().message_response
     else {
         panic!("expected a file descriptor");
     };
-    let file = prost_types::FileDescriptorProto::decode(files.file_descriptor_proto[0].as_slice())
-        .unwrap();
-    let service = file
-        .service
-        .iter()
-        .find(|service| service.name() == "Cluster")
-        .expect("the Cluster service");
+    let file = prost_types::FileDescriptorProto::decode(files.file_descriptor_proto[0].as_slice()).unwrap();
+    let service = file.service.iter().find(|service| service.name() == "Cluster").expect("the Cluster service");
     let methods: Vec<_> = service.method.iter().map(|method| method.name()).collect();
     assert!(
-        methods.contains(&"GetLeader")
-            && methods.contains(&"WatchLeader")
-            && methods.contains(&"SetHaState"),
+        methods.contains(&"GetLeader") && methods.contains(&"WatchLeader") && methods.contains(&"SetHaState"),
         "{methods:?}"
     );
 
@@ -536,9 +339,7 @@ async fn reflection_health_and_metrics_work_without_proto_files() {
     let mut alpha = v1alpha::server_reflection_client::ServerReflectionClient::new(channel.clone());
     let request = v1alpha::ServerReflectionRequest {
         host: String::new(),
-        message_request: Some(
-            v1alpha::server_reflection_request::MessageRequest::ListServices(String::new()),
-        ),
+        message_request: Some(v1alpha::server_reflection_request::MessageRequest::ListServices(String::new())),
     };
     let answer = alpha
         .server_reflection_info(tokio_stream::iter([request]))
@@ -557,13 +358,8 @@ async fn reflection_health_and_metrics_work_without_proto_files() {
     phase("health says SERVING");
     let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
     for service in ["", "leasehold.v1.Cluster"] {
-        let answer = health
-            .check(tonic_health::pb::HealthCheckRequest {
-                service: service.into(),
-            })
-            .await
-            .unwrap()
-            .into_inner();
+        let answer =
+            health.check(tonic_health::pb::HealthCheckRequest { service: service.into() }).await.unwrap().into_inner();
         assert_eq!(
             answer.status,
             tonic_health::pb::health_check_response::ServingStatus::Serving as i32,
@@ -573,32 +369,25 @@ async fn reflection_health_and_metrics_work_without_proto_files() {
 
     phase("metrics show the leader and its renewals");
     let metrics = node.metrics.clone();
-    eventually(
-        "the metrics show a leader that renews",
-        Duration::from_secs(10),
-        || {
-            let metrics = metrics.clone();
-            async move {
-                let mut stream = tokio::net::TcpStream::connect(&metrics).await.ok()?;
-                stream
-                    .write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
-                    .await
-                    .ok()?;
-                let mut body = String::new();
-                stream.read_to_string(&mut body).await.ok()?;
-                [
-                    "leasehold_ha_is_leader 1",
-                    "leasehold_ha_term 1",
-                    "leasehold_ha_renewals_total{result=\"ok\"}",
-                    "leasehold_ha_renew_duration_seconds",
-                    "leasehold_ha_transitions_total{role=\"leader\",reason=\"acquired\"} 1",
-                ]
-                .iter()
-                .all(|line| body.contains(line))
-                .then_some(())
-            }
-        },
-    )
+    eventually("the metrics show a leader that renews", Duration::from_secs(10), || {
+        let metrics = metrics.clone();
+        async move {
+            let mut stream = tokio::net::TcpStream::connect(&metrics).await.ok()?;
+            stream.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n").await.ok()?;
+            let mut body = String::new();
+            stream.read_to_string(&mut body).await.ok()?;
+            [
+                "leasehold_ha_is_leader 1",
+                "leasehold_ha_term 1",
+                "leasehold_ha_renewals_total{result=\"ok\"}",
+                "leasehold_ha_renew_duration_seconds",
+                "leasehold_ha_transitions_total{role=\"leader\",reason=\"acquired\"} 1",
+            ]
+            .iter()
+            .all(|line| body.contains(line))
+            .then_some(())
+        }
+    })
     .await;
 }
 
@@ -615,12 +404,9 @@ async fn send_junk(address: &str, junk: Junk) -> tonic::Status {
     let channel = leasehold_tests::process::channel(address);
     let mut grpc = tonic::client::Grpc::new(channel);
     grpc.ready().await.unwrap();
-    let path =
-        tonic::codegen::http::uri::PathAndQuery::from_static("/leasehold.v1.Cluster/SetPriority");
+    let path = tonic::codegen::http::uri::PathAndQuery::from_static("/leasehold.v1.Cluster/SetPriority");
     let codec = tonic_prost::ProstCodec::<Junk, SetPriorityResponse>::default();
-    grpc.unary(tonic::Request::new(junk), path, codec)
-        .await
-        .unwrap_err()
+    grpc.unary(tonic::Request::new(junk), path, codec).await.unwrap_err()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -632,73 +418,31 @@ async fn bad_input_gets_clear_errors_and_changes_nothing() {
     let cases: [(&[&str], &str); 5] = [
         (&["--ha-mode", "leader"], "expected one of auto, master"),
         (&["--store", "ftp://user:secret@host/x"], "store.url"),
-        (
-            &["--renew-interval", "600ms", "--lease-ttl", "1s"],
-            "ha.renew-interval",
-        ),
-        (
-            &["--store", "postgres://leasehold:secret@127.0.0.1:1/none"],
-            "cannot reach the postgres store",
-        ),
+        (&["--renew-interval", "600ms", "--lease-ttl", "1s"], "ha.renew-interval"),
+        (&["--store", "postgres://leasehold:secret@127.0.0.1:1/none"], "cannot reach the postgres store"),
         (&["--node-id", "no spaces"], "node-id"),
     ];
     for (args, expected) in cases {
-        let mut all = vec![
-            "coordinator",
-            "--listen",
-            "127.0.0.1:0",
-            "--metrics-listen",
-            "",
-        ];
+        let mut all = vec!["coordinator", "--listen", "127.0.0.1:0", "--metrics-listen", ""];
         all.extend_from_slice(args);
         let all: Vec<String> = all.iter().map(|arg| arg.to_string()).collect();
-        let mut node = Coordinator::spawn(BIN, "bad", &all, &[]);
-        let status = node
-            .wait_exit(Duration::from_secs(15))
-            .await
-            .expect("a bad start exits");
+        let mut node = Node::spawn(BIN, "bad", &all, &[]);
+        let status = node.wait_exit(Duration::from_secs(15)).await.expect("a bad start exits");
         assert!(!status.success(), "{args:?} started");
         let output = node.output();
-        assert!(
-            output.contains(expected),
-            "{args:?}: expected {expected:?} in:\n{output}"
-        );
-        assert!(
-            !output.contains("secret"),
-            "{args:?} leaked a password:\n{output}"
-        );
-        assert_eq!(
-            output
-                .lines()
-                .filter(|line| line.starts_with("error:"))
-                .count(),
-            1,
-            "{output}"
-        );
+        assert!(output.contains(expected), "{args:?}: expected {expected:?} in:\n{output}");
+        assert!(!output.contains("secret"), "{args:?} leaked a password:\n{output}");
+        assert_eq!(output.lines().filter(|line| line.starts_with("error:")).count(), 1, "{output}");
     }
 
     phase("malformed and oversized requests are refused");
     cluster.start("c1", &[], &[]).await;
     cluster.leader(ELECTION).await;
     let address = cluster.node("c1").grpc.clone();
-    let malformed = send_junk(
-        &address,
-        Junk {
-            priority: "ten".into(),
-            padding: Vec::new(),
-        },
-    )
-    .await;
+    let malformed = send_junk(&address, Junk { priority: "ten".into(), padding: Vec::new() }).await;
     assert_eq!(malformed.code(), Code::Internal, "{malformed:?}");
     assert!(malformed.message().contains("decode"), "{malformed:?}");
-    let oversized = send_junk(
-        &address,
-        Junk {
-            priority: String::new(),
-            padding: vec![0; 2 * 1024 * 1024],
-        },
-    )
-    .await;
+    let oversized = send_junk(&address, Junk { priority: String::new(), padding: vec![0; 2 * 1024 * 1024] }).await;
     assert_eq!(oversized.code(), Code::OutOfRange, "{oversized:?}");
     let state = cluster.node("c1").state().await.unwrap();
     assert_eq!(state.priority, 0, "a refused request changed the priority");
@@ -708,11 +452,7 @@ async fn bad_input_gets_clear_errors_and_changes_nothing() {
 async fn dev_serves_a_coordinator_and_stops_cleanly() {
     let _serial = serial().await;
     let store = TestStore::sqlite();
-    let data_dir = store
-        .url
-        .trim_start_matches("sqlite://")
-        .trim_end_matches("/leasehold.db")
-        .to_owned();
+    let data_dir = store.url.trim_start_matches("sqlite://").trim_end_matches("/leasehold.db").to_owned();
     let args: Vec<String> = [
         "--log-format",
         "json",
@@ -727,25 +467,31 @@ async fn dev_serves_a_coordinator_and_stops_cleanly() {
     .iter()
     .map(|arg| arg.to_string())
     .collect();
-    let mut dev = Coordinator::spawn(BIN, "dev-coordinator", &args, &[]);
+    let mut dev = Node::spawn(BIN, "dev-coordinator", &args, &[]);
     dev.wait_serving(Duration::from_secs(20)).await;
-    assert!(
-        dev.output().contains("grpcurl -plaintext"),
-        "{}",
-        dev.output()
-    );
+    assert!(dev.output().contains("grpcurl -plaintext"), "{}", dev.output());
     let node = &dev;
     eventually("the dev coordinator leads", ELECTION, || async move {
-        node.state()
-            .await
-            .ok()
-            .filter(|state| state.role == HaRole::Leader as i32)
+        node.state().await.ok().filter(|state| state.role == HaRole::Leader as i32)
+    })
+    .await;
+    let address = dev.grpc.clone();
+    eventually("three agents hold leases", ELECTION, || {
+        let address = address.clone();
+        async move {
+            let mut client =
+                leasehold::v1::data_nodes_client::DataNodesClient::new(leasehold_tests::process::channel(&address));
+            let listed = client.list_data_nodes(leasehold::v1::ListDataNodesRequest {}).await.ok()?.into_inner();
+            let live = listed
+                .nodes
+                .iter()
+                .filter(|node| node.status == leasehold::v1::DataNodeLeaseStatus::Live as i32)
+                .count();
+            (live == 3).then_some(())
+        }
     })
     .await;
     dev.terminate();
-    let status = dev
-        .wait_exit(Duration::from_secs(10))
-        .await
-        .expect("dev exits on SIGTERM");
+    let status = dev.wait_exit(Duration::from_secs(10)).await.expect("dev exits on SIGTERM");
     assert!(status.success(), "{status}");
 }

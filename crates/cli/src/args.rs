@@ -36,9 +36,7 @@ fn parse_log_format(value: &str) -> Result<LogFormat, String> {
     match value {
         "text" => Ok(LogFormat::Text),
         "json" => Ok(LogFormat::Json),
-        other => Err(format!(
-            "unknown log format {other:?}; expected text or json"
-        )),
+        other => Err(format!("unknown log format {other:?}; expected text or json")),
     }
 }
 
@@ -55,6 +53,13 @@ pub enum Command {
     ///
     ///   leasehold coordinator --node-id c1 --listen 10.0.0.1:7400 --store postgres://leasehold@db/leasehold
     Coordinator(CoordinatorArgs),
+    /// Run a data-node agent as a sidecar: it holds a metadata lease from the coordinator
+    /// leader, fences itself when it cannot renew, and serves leasehold.v1.Agent.
+    ///
+    /// Example:
+    ///
+    ///   leasehold agent --node-id dn1 --listen 10.0.1.1:7500 --coordinators 10.0.0.1:7400,10.0.0.2:7400
+    Agent(AgentArgs),
     /// Administer a cluster over gRPC.
     Ctl(CtlArgs),
     /// A coordinator on embedded SQLite under ./leasehold-data, for a first look.
@@ -105,6 +110,38 @@ pub struct CoordinatorArgs {
     pub print_config: bool,
 }
 
+/// `leasehold agent`
+#[derive(Debug, Args)]
+pub struct AgentArgs {
+    /// The data node's stable id.
+    #[arg(long, value_name = "ID", env = "LEASEHOLD_AGENT_NODE_ID")]
+    pub node_id: String,
+    /// gRPC listen address for leasehold.v1.Agent.
+    #[arg(long, value_name = "HOST:PORT", env = "LEASEHOLD_AGENT_LISTEN", default_value = "127.0.0.1:7500")]
+    pub listen: String,
+    /// The address coordinators push to. [default: the bound listen address]
+    #[arg(long, value_name = "HOST:PORT", env = "LEASEHOLD_AGENT_ADVERTISE_ADDRESS")]
+    pub advertise_address: Option<String>,
+    /// Every coordinator's endpoint, comma-separated.
+    #[arg(
+        long,
+        value_name = "HOST:PORT[,…]",
+        value_delimiter = ',',
+        env = "LEASEHOLD_AGENT_COORDINATORS",
+        default_value = "127.0.0.1:7400"
+    )]
+    pub coordinators: Vec<String>,
+    /// Prometheus /metrics listen address; an empty string turns it off.
+    #[arg(long, value_name = "HOST:PORT", env = "LEASEHOLD_AGENT_METRICS_LISTEN", default_value = "127.0.0.1:7590")]
+    pub metrics_listen: String,
+    /// How often to heartbeat (the coordinators check it against the fence duration).
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "1s")]
+    pub heartbeat_interval: Duration,
+    /// The deadline of one heartbeat, below the interval.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "500ms")]
+    pub heartbeat_timeout: Duration,
+}
+
 /// `leasehold ctl`
 #[derive(Debug, Args)]
 pub struct CtlArgs {
@@ -121,7 +158,7 @@ pub struct CtlArgs {
     #[arg(long, value_enum, default_value_t = Output::Table)]
     pub output: Output,
     /// Give up when the cluster has not answered after this long.
-    #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "10s")]
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "30s")]
     pub timeout: Duration,
     #[command(subcommand)]
     pub command: CtlCommand,
@@ -141,6 +178,31 @@ pub enum CtlCommand {
     /// Coordinator high availability.
     #[command(subcommand)]
     Ha(HaCommand),
+    /// Data nodes and their metadata leases (asked of the leader).
+    #[command(subcommand, name = "datanodes")]
+    DataNodes(DataNodesCommand),
+    /// One data-node agent, asked directly.
+    #[command(subcommand)]
+    Agent(AgentCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DataNodesCommand {
+    /// Every registered data node and tombstone with its lease status.
+    List,
+    /// Bump the metadata version and wait until every data node acknowledged it or has
+    /// provably fenced.
+    Barrier,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AgentCommand {
+    /// The agent's lease: NORMAL, FENCED or RESYNCING, time left, version, leader.
+    Lease {
+        /// The agent's endpoint.
+        #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:7500")]
+        agent: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -199,17 +261,18 @@ pub struct DevArgs {
     /// Prometheus /metrics listen address.
     #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:7490")]
     pub metrics_listen: String,
+    /// How many data-node agents to run beside the coordinator (on ports 7501, 7502, …, or
+    /// on free ports when --listen uses port 0).
+    #[arg(long, value_name = "N", default_value_t = 3)]
+    pub agents: u16,
 }
 
 fn parse_mode(value: &str) -> Result<HaMode, String> {
-    value
-        .parse()
-        .map_err(|error: leasehold_core::mode::UnknownMode| error.to_string())
+    value.parse().map_err(|error: leasehold_core::mode::UnknownMode| error.to_string())
 }
 
 fn parse_duration(value: &str) -> Result<Duration, String> {
-    humantime::parse_duration(value)
-        .map_err(|error| format!("{error} (write durations like 6s, 500ms or 1m)"))
+    humantime::parse_duration(value).map_err(|error| format!("{error} (write durations like 6s, 500ms or 1m)"))
 }
 
 #[cfg(test)]
@@ -224,22 +287,16 @@ mod tests {
 
     #[test]
     fn unknown_modes_and_bad_durations_are_refused_with_the_choices() {
-        let error = Cli::try_parse_from(["leasehold", "coordinator", "--ha-mode", "leader"])
-            .unwrap_err()
-            .to_string();
+        let error = Cli::try_parse_from(["leasehold", "coordinator", "--ha-mode", "leader"]).unwrap_err().to_string();
         assert!(error.contains("expected one of auto, master"), "{error}");
-        let error = Cli::try_parse_from(["leasehold", "coordinator", "--lease-ttl", "soon"])
-            .unwrap_err()
-            .to_string();
+        let error = Cli::try_parse_from(["leasehold", "coordinator", "--lease-ttl", "soon"]).unwrap_err().to_string();
         assert!(error.contains("6s, 500ms"), "{error}");
     }
 
     #[test]
     fn negative_priorities_parse() {
         let cli = Cli::try_parse_from(["leasehold", "coordinator", "--priority", "-3"]).unwrap();
-        let Command::Coordinator(args) = cli.command else {
-            panic!("not coordinator")
-        };
+        let Command::Coordinator(args) = cli.command else { panic!("not coordinator") };
         assert_eq!(args.priority, Some(-3));
     }
 }

@@ -2,36 +2,45 @@
 
 use anyhow::Context;
 use leasehold::status::ALLOW_NON_LEADER_HEADER;
+use leasehold::v1::agent_client::AgentClient;
 use leasehold::v1::cluster_client::ClusterClient;
+use leasehold::v1::data_nodes_client::DataNodesClient;
 use leasehold::v1::{
-    GetHaStateRequest, GetPriorityRequest, HaState, LeaderInfo, ListHaStatesRequest,
-    SetHaStateRequest, SetPriorityRequest,
+    AgentLeaseState, BarrierRequest, DataNodeLeaseStatus, GetHaStateRequest, GetLeaseStateRequest, GetPriorityRequest,
+    HaState, LeaderInfo, ListDataNodesRequest, ListHaStatesRequest, SetHaStateRequest, SetPriorityRequest,
 };
 use leasehold::{Client, ClientOptions};
 use leasehold_coordinator::convert::mode_to_proto;
 use serde_json::{Value, json};
 use tonic::Request;
 
-use crate::args::{CtlArgs, CtlCommand, HaCommand, Output, Target};
+use crate::args::{AgentCommand, CtlArgs, CtlCommand, DataNodesCommand, HaCommand, Output, Target};
 
 /// Runs one `ctl` command and prints its answer.
 pub async fn run(args: CtlArgs) -> anyhow::Result<()> {
-    let options = ClientOptions {
-        retry_deadline: args.timeout,
-        request_timeout: args.timeout.min(ClientOptions::default().request_timeout),
-        ..ClientOptions::default()
-    };
+    let options =
+        ClientOptions { retry_deadline: args.timeout, request_timeout: args.timeout, ..ClientOptions::default() };
     let client = Client::new(args.endpoints.clone(), options)?;
-    let CtlCommand::Ha(command) = args.command;
-    let answer = match command {
+    let answer = match args.command {
+        CtlCommand::Ha(command) => ha(&client, command).await?,
+        CtlCommand::DataNodes(command) => datanodes(&client, command).await?,
+        CtlCommand::Agent(AgentCommand::Lease { agent }) => agent_lease(&client, &agent).await?,
+    };
+    match args.output {
+        Output::Table => print!("{}", answer.table),
+        Output::Json => println!("{}", serde_json::to_string_pretty(&answer.json)?),
+    }
+    Ok(())
+}
+
+async fn ha(client: &Client, command: HaCommand) -> anyhow::Result<Answer> {
+    Ok(match command {
         HaCommand::Leader => leader(&client).await?,
         HaCommand::State => states_of_endpoints(&client).await,
         HaCommand::States => registry(&client).await?,
         HaCommand::SetState { mode, target } => {
             let endpoint = node(&client, &target.node);
-            let request = SetHaStateRequest {
-                mode: mode_to_proto(mode) as i32,
-            };
+            let request = SetHaStateRequest { mode: mode_to_proto(mode) as i32 };
             let response = client
                 .call_endpoint(&endpoint, |channel| {
                     let request = with_override(request, &target);
@@ -57,18 +66,13 @@ pub async fn run(args: CtlArgs) -> anyhow::Result<()> {
             let endpoint = node(&client, &target);
             let response = client
                 .call_endpoint(&endpoint, |channel| async move {
-                    ClusterClient::new(channel)
-                        .get_priority(GetPriorityRequest {})
-                        .await
+                    ClusterClient::new(channel).get_priority(GetPriorityRequest {}).await
                 })
                 .await
                 .with_context(|| format!("priority of {endpoint}"))?;
             Answer {
                 json: json!({ "node": endpoint, "priority": response.priority }),
-                table: table(
-                    &["NODE", "PRIORITY"],
-                    vec![vec![endpoint, response.priority.to_string()]],
-                ),
+                table: table(&["NODE", "PRIORITY"], vec![vec![endpoint, response.priority.to_string()]]),
             }
         }
         HaCommand::SetPriority { priority, target } => {
@@ -84,20 +88,132 @@ pub async fn run(args: CtlArgs) -> anyhow::Result<()> {
                 json: json!({ "node": endpoint, "previous_priority": response.previous_priority, "priority": priority }),
                 table: table(
                     &["NODE", "PREVIOUS PRIORITY", "PRIORITY"],
+                    vec![vec![endpoint, response.previous_priority.to_string(), priority.to_string()]],
+                ),
+            }
+        }
+    })
+}
+
+async fn datanodes(client: &Client, command: DataNodesCommand) -> anyhow::Result<Answer> {
+    Ok(match command {
+        DataNodesCommand::List => {
+            let response = client
+                .call_leader(|channel| async move {
+                    DataNodesClient::new(channel).list_data_nodes(ListDataNodesRequest {}).await
+                })
+                .await
+                .context("listing data nodes")?;
+            let rows = response
+                .nodes
+                .iter()
+                .map(|node| {
+                    vec![
+                        node.node_id.clone(),
+                        node.incarnation.chars().take(8).collect(),
+                        node.address.clone(),
+                        if node.registered { "yes".into() } else { "tombstone".into() },
+                        lease_status_name(node.status).into(),
+                        format!("{}ms", node.silent_ms),
+                        node.acked_version.to_string(),
+                    ]
+                })
+                .collect();
+            let nodes: Vec<Value> = response
+                .nodes
+                .iter()
+                .map(|node| {
+                    json!({
+                        "node_id": node.node_id,
+                        "incarnation": node.incarnation,
+                        "address": node.address,
+                        "registered": node.registered,
+                        "status": lease_status_name(node.status),
+                        "silent_ms": node.silent_ms,
+                        "acked_version": node.acked_version,
+                    })
+                })
+                .collect();
+            Answer {
+                json: json!({ "version": response.version, "fence_ms": response.fence_ms, "proceed_after_ms": response.proceed_after_ms, "nodes": nodes }),
+                table: table(&["NODE", "INCARNATION", "ADDRESS", "REGISTERED", "LEASE", "SILENT", "ACKED"], rows),
+            }
+        }
+        DataNodesCommand::Barrier => {
+            let response = client
+                .call_leader(|channel| async move { DataNodesClient::new(channel).barrier(BarrierRequest {}).await })
+                .await
+                .context("barrier")?;
+            Answer {
+                json: json!({
+                    "version": response.version,
+                    "acknowledged": response.acknowledged,
+                    "fenced": response.fenced,
+                    "waited_ms": response.waited_ms,
+                }),
+                table: table(
+                    &["VERSION", "ACKNOWLEDGED", "FENCED", "WAITED"],
                     vec![vec![
-                        endpoint,
-                        response.previous_priority.to_string(),
-                        priority.to_string(),
+                        response.version.to_string(),
+                        response.acknowledged.len().to_string(),
+                        response.fenced.join(","),
+                        format!("{}ms", response.waited_ms),
                     ]],
                 ),
             }
         }
+    })
+}
+
+async fn agent_lease(client: &Client, agent: &str) -> anyhow::Result<Answer> {
+    let state = client
+        .call_endpoint(agent, |channel| async move {
+            AgentClient::new(channel).get_lease_state(GetLeaseStateRequest {}).await
+        })
+        .await
+        .with_context(|| format!("lease state of {agent}"))?;
+    let name = match AgentLeaseState::try_from(state.state) {
+        Ok(AgentLeaseState::Normal) => "NORMAL",
+        Ok(AgentLeaseState::Fenced) => "FENCED",
+        Ok(AgentLeaseState::Resyncing) => "RESYNCING",
+        _ => "UNKNOWN",
     };
-    match args.output {
-        Output::Table => print!("{}", answer.table),
-        Output::Json => println!("{}", serde_json::to_string_pretty(&answer.json)?),
+    Ok(Answer {
+        json: json!({
+            "node_id": state.node_id,
+            "incarnation": state.incarnation,
+            "state": name,
+            "lease_remaining_ms": state.lease_remaining_ms,
+            "fence_ms": state.fence_ms,
+            "store_epoch": state.store_epoch,
+            "applied_version": state.applied_version,
+            "term": state.term,
+            "leader": state.leader_node_id,
+            "fences": state.fences,
+        }),
+        table: table(
+            &["NODE", "STATE", "LEASE LEFT", "VERSION", "LEADER", "TERM", "FENCES"],
+            vec![vec![
+                state.node_id.clone(),
+                name.into(),
+                format!("{}ms", state.lease_remaining_ms),
+                state.applied_version.to_string(),
+                state.leader_node_id.clone(),
+                state.term.to_string(),
+                state.fences.to_string(),
+            ]],
+        ),
+    })
+}
+
+fn lease_status_name(value: i32) -> &'static str {
+    match DataNodeLeaseStatus::try_from(value) {
+        Ok(DataNodeLeaseStatus::Live) => "live",
+        Ok(DataNodeLeaseStatus::FencedByNow) => "fenced-by-now",
+        Ok(DataNodeLeaseStatus::Unknown) => "unknown",
+        Ok(DataNodeLeaseStatus::NeverGranted) => "never-granted",
+        _ => "unspecified",
     }
-    Ok(())
 }
 
 struct Answer {
@@ -106,17 +222,13 @@ struct Answer {
 }
 
 fn node(client: &Client, node: &Option<String>) -> String {
-    node.clone()
-        .unwrap_or_else(|| client.endpoints()[0].clone())
+    node.clone().unwrap_or_else(|| client.endpoints()[0].clone())
 }
 
 fn with_override<T>(message: T, target: &Target) -> Request<T> {
     let mut request = Request::new(message);
     if target.allow_non_leader {
-        request.metadata_mut().insert(
-            ALLOW_NON_LEADER_HEADER,
-            "true".parse().expect("a valid header value"),
-        );
+        request.metadata_mut().insert(ALLOW_NON_LEADER_HEADER, "true".parse().expect("a valid header value"));
     }
     request
 }
@@ -148,10 +260,7 @@ async fn states_of_endpoints(client: &Client) -> Answer {
     let mut states = Vec::new();
     for endpoint in client.endpoints() {
         let answer = match client.cluster_at(endpoint) {
-            Ok(mut cluster) => cluster
-                .get_ha_state(GetHaStateRequest {})
-                .await
-                .map(|response| response.into_inner()),
+            Ok(mut cluster) => cluster.get_ha_state(GetHaStateRequest {}).await.map(|response| response.into_inner()),
             Err(error) => Err(tonic::Status::invalid_argument(error.to_string())),
         };
         match answer {
@@ -184,22 +293,13 @@ async fn states_of_endpoints(client: &Client) -> Answer {
     }
     Answer {
         json: Value::Array(states),
-        table: table(
-            &[
-                "ENDPOINT", "NODE", "MODE", "ROLE", "PRIORITY", "TERM", "LEADER",
-            ],
-            rows,
-        ),
+        table: table(&["ENDPOINT", "NODE", "MODE", "ROLE", "PRIORITY", "TERM", "LEADER"], rows),
     }
 }
 
 async fn registry(client: &Client) -> anyhow::Result<Answer> {
     let response = client
-        .call_leader(|channel| async move {
-            ClusterClient::new(channel)
-                .list_ha_states(ListHaStatesRequest {})
-                .await
-        })
+        .call_leader(|channel| async move { ClusterClient::new(channel).list_ha_states(ListHaStatesRequest {}).await })
         .await
         .context("listing HA states")?;
     let rows = response
@@ -212,11 +312,7 @@ async fn registry(client: &Client) -> anyhow::Result<Answer> {
                 mode_name(node.mode),
                 role_name(node.role),
                 node.priority.to_string(),
-                if node.alive {
-                    "yes".into()
-                } else {
-                    "no".into()
-                },
+                if node.alive { "yes".into() } else { "no".into() },
                 format!("{}ms", node.last_seen_ms_ago),
             ]
         })
@@ -239,18 +335,7 @@ async fn registry(client: &Client) -> anyhow::Result<Answer> {
         .collect();
     Ok(Answer {
         json: json!({ "term": response.term, "nodes": nodes }),
-        table: table(
-            &[
-                "NODE",
-                "ADDRESS",
-                "MODE",
-                "ROLE",
-                "PRIORITY",
-                "ALIVE",
-                "LAST SEEN",
-            ],
-            rows,
-        ),
+        table: table(&["NODE", "ADDRESS", "MODE", "ROLE", "PRIORITY", "ALIVE", "LAST SEEN"], rows),
     })
 }
 
@@ -267,8 +352,7 @@ fn state_json(state: &HaState) -> Value {
 }
 
 fn mode_name(value: i32) -> String {
-    leasehold_coordinator::convert::mode_from_proto(value)
-        .map_or_else(|| "unknown".into(), |mode| mode.to_string())
+    leasehold_coordinator::convert::mode_from_proto(value).map_or_else(|| "unknown".into(), |mode| mode.to_string())
 }
 
 fn role_name(value: i32) -> String {
@@ -292,11 +376,7 @@ fn table(header: &[&str], rows: Vec<Vec<String>>) -> String {
         }
     }
     let line = |cells: Vec<String>| {
-        let padded: Vec<String> = cells
-            .iter()
-            .zip(&widths)
-            .map(|(cell, width)| format!("{cell:<width$}"))
-            .collect();
+        let padded: Vec<String> = cells.iter().zip(&widths).map(|(cell, width)| format!("{cell:<width$}")).collect();
         format!("{}\n", padded.join("  ").trim_end())
     };
     let mut out = line(header.iter().map(|title| title.to_string()).collect());
@@ -312,13 +392,7 @@ mod tests {
 
     #[test]
     fn tables_align_their_columns() {
-        let out = table(
-            &["A", "LONGER"],
-            vec![
-                vec!["xyz".into(), "1".into()],
-                vec!["q".into(), "22".into()],
-            ],
-        );
+        let out = table(&["A", "LONGER"], vec![vec!["xyz".into(), "1".into()], vec!["q".into(), "22".into()]]);
         assert_eq!(out, "A    LONGER\nxyz  1\nq    22\n");
     }
 

@@ -1,6 +1,12 @@
-//! `leasehold dev`: a coordinator on embedded SQLite, and what to try next.
+//! `leasehold dev`: a coordinator on embedded SQLite and a few data-node agents in one
+//! process, and what to try next.
 
+use std::sync::Arc;
+
+use leasehold_agent::{Agent, AgentConfig};
 use leasehold_coordinator::CoordinatorConfig;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
 
 use crate::args::DevArgs;
 use crate::serve;
@@ -12,10 +18,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         node_id: Some("dev-coordinator".into()),
         listen: args.listen.clone(),
         metrics_listen: args.metrics_listen.clone(),
-        store: leasehold_coordinator::config::StoreConfig {
-            url: store.clone(),
-            ..Default::default()
-        },
+        store: leasehold_coordinator::config::StoreConfig { url: store.clone(), ..Default::default() },
         ..CoordinatorConfig::default()
     };
     config.validate()?;
@@ -25,22 +28,64 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         Some((listener, _)) => listener.local_addr()?.to_string(),
         None => "off".to_owned(),
     };
+    // On Ctrl-C the agents deregister first, while the coordinator still answers.
+    let signal = serve::shutdown_on_signals();
+    let agents_stop = CancellationToken::new();
+    let coordinator_stop = CancellationToken::new();
+
+    let mut agents = Vec::new();
+    for index in 1..=args.agents {
+        let free_ports = args.listen.ends_with(":0");
+        let port = if free_ports { 0 } else { 7500 + index };
+        let listener = TcpListener::bind((grpc.ip(), port)).await?;
+        let address = listener.local_addr()?.to_string();
+        let mut agent_config = AgentConfig::new(format!("dn{index}"), vec![grpc.to_string()], address.clone());
+        agent_config.validate().map_err(|error| anyhow::anyhow!("agent dn{index}: {error}"))?;
+        agent_config.heartbeat_interval = config.metadata.heartbeat_interval;
+        agent_config.heartbeat_timeout = config.metadata.heartbeat_timeout;
+        let (agent, heartbeats) =
+            Agent::start(agent_config, Arc::new(leasehold_agent::agent::AcceptAll), agents_stop.clone());
+        let server = tokio::spawn(leasehold_agent::server::serve(agent, listener, None, agents_stop.clone()));
+        agents.push((format!("dn{index}"), address, heartbeats, server));
+    }
+
+    let agent_lines: String = agents
+        .iter()
+        .map(|(node_id, address, _, _)| format!("\n  agent        {address}  (data node {node_id})"))
+        .collect();
+    let first_agent = agents.first().map_or_else(|| "127.0.0.1:7501".to_owned(), |(_, address, _, _)| address.clone());
     println!(
         "\nLeasehold dev cluster\n\
-         \n  coordinator  {grpc}  (node dev-coordinator, HA mode auto)\
+         \n  coordinator  {grpc}  (node dev-coordinator, HA mode auto){agent_lines}\
          \n  metrics      http://{metrics}/metrics\
          \n  store        {store}\
          \n\nTry:\
          \n  grpcurl -plaintext {grpc} list\
-         \n  grpcurl -plaintext {grpc} describe leasehold.v1.Cluster\
          \n  grpcurl -plaintext {grpc} leasehold.v1.Cluster/GetLeader\
-         \n  grpcurl -plaintext {grpc} leasehold.v1.Cluster/ListHaStates\
-         \n  grpcurl -plaintext {grpc} grpc.health.v1.Health/Check\
-         \n  cargo run --release -- ctl --endpoints {grpc} ha leader\
-         \n  cargo run --release -- ctl --endpoints {grpc} ha states\
-         \n\nCtrl-C stops it (the lease is released on the way out).\n",
+         \n  grpcurl -plaintext {grpc} leasehold.v1.DataNodes/ListDataNodes\
+         \n  grpcurl -plaintext {first_agent} leasehold.v1.Agent/GetLeaseState\
+         \n  cargo run --release -- ctl --endpoints {grpc} datanodes list\
+         \n  cargo run --release -- ctl --endpoints {grpc} datanodes barrier\
+         \n  cargo run --release -- ctl agent lease --agent {first_agent}\
+         \n\nWatch one fence: start a fourth agent in another terminal,\
+         \n  cargo run --release -- agent --node-id dn9 --listen 127.0.0.1:7509 --metrics-listen '' --coordinators {grpc}\
+         \nfreeze it with Ctrl-Z for 20 s, and meanwhile run `datanodes barrier`: it returns once dn9\
+         \nhas provably fenced (about 16 s after its last heartbeat). Resume it with `fg`: its first\
+         \nread is refused (`ctl agent lease --agent 127.0.0.1:7509` says FENCED), then it resyncs.\
+         \n\nCtrl-C stops everything (the lease is released, the agents deregister).\n",
     );
-    let shutdown = serve::shutdown_on_signals();
-    leasehold_coordinator::run(config, listeners, shutdown).await?;
+    tokio::spawn({
+        let coordinator_stop = coordinator_stop.clone();
+        async move {
+            signal.cancelled().await;
+            agents_stop.cancel();
+            for (_, _, heartbeats, server) in agents {
+                let _ = heartbeats.await;
+                let _ = server.await;
+            }
+            coordinator_stop.cancel();
+        }
+    });
+    leasehold_coordinator::run(config, listeners, coordinator_stop).await?;
     Ok(())
 }

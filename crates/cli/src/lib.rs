@@ -37,9 +37,7 @@ pub fn main_entry() -> ExitCode {
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     let format = cli.log.log_format;
     let level = cli.log.log_level.as_deref();
     match cli.command {
@@ -49,11 +47,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 print!("{}", settings::to_toml(&config)?);
                 return Ok(());
             }
-            logging::init(
-                format.unwrap_or(config.log.format),
-                level.unwrap_or(&config.log.level),
-            )?;
+            logging::init(format.unwrap_or(config.log.format), level.unwrap_or(&config.log.level))?;
             runtime.block_on(serve::coordinator(config))
+        }
+        Command::Agent(args) => {
+            logging::init(format.unwrap_or(LogFormat::Text), level.unwrap_or("info"))?;
+            runtime.block_on(serve::agent(args))
         }
         Command::Ctl(args) => {
             logging::init(format.unwrap_or(LogFormat::Text), level.unwrap_or("warn"))?;

@@ -7,21 +7,13 @@ use tracing_subscriber::EnvFilter;
 pub fn init(format: LogFormat, level: &str) -> anyhow::Result<()> {
     let filter = match std::env::var("RUST_LOG") {
         Ok(value) if !value.is_empty() => EnvFilter::try_new(value)?,
-        _ => EnvFilter::try_new(level)
-            .map_err(|error| anyhow::anyhow!("invalid configuration: log.level: {error}"))?,
+        _ => EnvFilter::try_new(level).map_err(|error| anyhow::anyhow!("invalid configuration: log.level: {error}"))?,
     };
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(ansi);
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi);
     let installed = match format {
         LogFormat::Text => builder.with_target(false).try_init(),
-        LogFormat::Json => builder
-            .json()
-            .flatten_event(true)
-            .with_current_span(false)
-            .try_init(),
+        LogFormat::Json => builder.json().flatten_event(true).with_current_span(false).try_init(),
     };
     installed.map_err(|error| anyhow::anyhow!("cannot install the logger: {error}"))
 }

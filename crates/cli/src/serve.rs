@@ -10,6 +10,8 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+use crate::args::AgentArgs;
+
 /// Installs the process-wide Prometheus recorder and returns its renderer.
 fn install_metrics() -> anyhow::Result<RenderMetrics> {
     let recorder = PrometheusBuilder::new().build_recorder();
@@ -20,9 +22,7 @@ fn install_metrics() -> anyhow::Result<RenderMetrics> {
 }
 
 async fn bind(flag: &str, address: &str) -> anyhow::Result<TcpListener> {
-    TcpListener::bind(address)
-        .await
-        .with_context(|| format!("--{flag} {address}: cannot listen"))
+    TcpListener::bind(address).await.with_context(|| format!("--{flag} {address}: cannot listen"))
 }
 
 /// Cancels the returned token at the first SIGTERM or Ctrl-C; a second one ends the process
@@ -32,9 +32,7 @@ pub fn shutdown_on_signals() -> CancellationToken {
     let token = shutdown.clone();
     tokio::spawn(async move {
         wait_for_signal().await;
-        info!(
-            "shutting down: stepping down, releasing the lease, draining requests (signal again to stop at once)"
-        );
+        info!("shutting down: stepping down, releasing the lease, draining requests (signal again to stop at once)");
         token.cancel();
         wait_for_signal().await;
         warn!("second signal: stopping at once");
@@ -64,12 +62,33 @@ pub async fn listeners(config: &CoordinatorConfig) -> anyhow::Result<Listeners> 
     let metrics = if config.metrics_listen.is_empty() {
         None
     } else {
-        Some((
-            bind("metrics-listen", &config.metrics_listen).await?,
-            install_metrics()?,
-        ))
+        Some((bind("metrics-listen", &config.metrics_listen).await?, install_metrics()?))
     };
     Ok(Listeners { grpc, metrics })
+}
+
+/// `leasehold agent`: runs until SIGTERM or Ctrl-C, then deregisters.
+pub async fn agent(args: AgentArgs) -> anyhow::Result<()> {
+    leasehold_agent::failpoint::init_from_env().map_err(|error| anyhow::anyhow!("LEASEHOLD_FAILPOINTS: {error}"))?;
+    let grpc = bind("listen", &args.listen).await?;
+    let metrics = if args.metrics_listen.is_empty() {
+        None
+    } else {
+        let listener = bind("metrics-listen", &args.metrics_listen).await?;
+        let address = listener.local_addr()?.to_string();
+        let render = install_metrics()?;
+        leasehold_agent::metrics::describe();
+        let shutdown = CancellationToken::new();
+        tokio::spawn(leasehold_coordinator::http::serve_metrics(listener, render, shutdown));
+        Some(address)
+    };
+    let mut config =
+        leasehold_agent::AgentConfig::new(args.node_id, args.coordinators, args.advertise_address.unwrap_or_default());
+    config.heartbeat_interval = args.heartbeat_interval;
+    config.heartbeat_timeout = args.heartbeat_timeout;
+    let shutdown = shutdown_on_signals();
+    leasehold_agent::server::run(config, grpc, metrics, shutdown).await?;
+    Ok(())
 }
 
 /// `leasehold coordinator`: runs until SIGTERM or Ctrl-C.

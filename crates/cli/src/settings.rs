@@ -20,15 +20,14 @@ const TOP_LEVEL_KEYS: &[&str] = &[
     "store",
     "ha",
     "metadata",
+    "catalog",
+    "broadcast",
     "log",
 ];
 
 /// `LEASEHOLD_HA__LEASE_TTL` → `ha.lease-ttl`; `None` for variables that are not configuration.
 fn env_key(variable: &str) -> Option<String> {
-    let key = variable
-        .to_ascii_lowercase()
-        .replace("__", ".")
-        .replace('_', "-");
+    let key = variable.to_ascii_lowercase().replace("__", ".").replace('_', "-");
     let top = key.split('.').next()?;
     TOP_LEVEL_KEYS.contains(&top).then_some(key)
 }
@@ -42,13 +41,10 @@ pub fn load_coordinator_config(args: &CoordinatorArgs) -> anyhow::Result<Coordin
         }
         figment = figment.merge(Toml::file(path));
     }
-    figment = figment.merge(
-        Env::prefixed("LEASEHOLD_")
-            .filter_map(|variable| env_key(variable.as_str()).map(Uncased::from_owned)),
-    );
-    let mut config: CoordinatorConfig = figment
-        .extract()
-        .map_err(|error| anyhow::anyhow!("invalid configuration: {}", one_line(&error)))?;
+    figment = figment
+        .merge(Env::prefixed("LEASEHOLD_").filter_map(|variable| env_key(variable.as_str()).map(Uncased::from_owned)));
+    let mut config: CoordinatorConfig =
+        figment.extract().map_err(|error| anyhow::anyhow!("invalid configuration: {}", one_line(&error)))?;
     apply_flags(&mut config, args);
     config.validate()?;
     Ok(config)
@@ -56,12 +52,7 @@ pub fn load_coordinator_config(args: &CoordinatorArgs) -> anyhow::Result<Coordin
 
 /// figment's error for every problem it found, on one line.
 fn one_line(error: &figment::Error) -> String {
-    error
-        .clone()
-        .into_iter()
-        .map(|error| error.to_string())
-        .collect::<Vec<_>>()
-        .join("; ")
+    error.clone().into_iter().map(|error| error.to_string()).collect::<Vec<_>>().join("; ")
 }
 
 fn apply_flags(config: &mut CoordinatorConfig, args: &CoordinatorArgs) {
@@ -115,11 +106,7 @@ fn write_toml(out: &mut String, prefix: &str, value: &serde_json::Value) {
     }
     for (key, value) in map {
         if value.is_object() {
-            let name = if prefix.is_empty() {
-                key.clone()
-            } else {
-                format!("{prefix}.{key}")
-            };
+            let name = if prefix.is_empty() { key.clone() } else { format!("{prefix}.{key}") };
             out.push_str(&format!("\n[{name}]\n"));
             write_toml(out, &name, value);
         }
@@ -150,11 +137,8 @@ mod tests {
             )?;
             jail.set_env("LEASEHOLD_CLUSTER", "from-env");
             jail.set_env("LEASEHOLD_HA__PRIORITY", "2");
-            let args = CoordinatorArgs {
-                config: Some("c.toml".into()),
-                priority: Some(3),
-                ..CoordinatorArgs::default()
-            };
+            let args =
+                CoordinatorArgs { config: Some("c.toml".into()), priority: Some(3), ..CoordinatorArgs::default() };
             let config = load_coordinator_config(&args).map_err(|error| error.to_string())?;
             assert_eq!(config.node_id.as_deref(), Some("from-file"));
             assert_eq!(config.cluster, "from-env");
@@ -168,30 +152,18 @@ mod tests {
     fn bad_values_name_their_key() {
         figment::Jail::expect_with(|jail| {
             jail.create_file("c.toml", "[ha]\nlease-ttl = \"soon\"\n")?;
-            let args = CoordinatorArgs {
-                config: Some("c.toml".into()),
-                ..CoordinatorArgs::default()
-            };
+            let args = CoordinatorArgs { config: Some("c.toml".into()), ..CoordinatorArgs::default() };
             let error = load_coordinator_config(&args).unwrap_err().to_string();
             assert!(error.contains("lease-ttl"), "{error}");
             jail.create_file("d.toml", "[ha]\nmode = \"leader\"\n")?;
-            let args = CoordinatorArgs {
-                config: Some("d.toml".into()),
-                ..CoordinatorArgs::default()
-            };
+            let args = CoordinatorArgs { config: Some("d.toml".into()), ..CoordinatorArgs::default() };
             let error = load_coordinator_config(&args).unwrap_err().to_string();
             assert!(error.contains("unknown HA mode"), "{error}");
             jail.create_file("e.toml", "[ha]\nlease-tll = \"1s\"\n")?;
-            let args = CoordinatorArgs {
-                config: Some("e.toml".into()),
-                ..CoordinatorArgs::default()
-            };
+            let args = CoordinatorArgs { config: Some("e.toml".into()), ..CoordinatorArgs::default() };
             let error = load_coordinator_config(&args).unwrap_err().to_string();
             assert!(error.contains("lease-tll"), "{error}");
-            let args = CoordinatorArgs {
-                store: Some("ftp://x".into()),
-                ..CoordinatorArgs::default()
-            };
+            let args = CoordinatorArgs { store: Some("ftp://x".into()), ..CoordinatorArgs::default() };
             let error = load_coordinator_config(&args).unwrap_err().to_string();
             assert!(error.contains("store.url"), "{error}");
             Ok(())

@@ -5,10 +5,9 @@ use std::pin::Pin;
 use leasehold::status::{ALLOW_NON_LEADER_HEADER, error_status, reason};
 use leasehold::v1::cluster_server::Cluster;
 use leasehold::v1::{
-    GetHaStateRequest, GetLeaderRequest, GetLeaderResponse, GetPriorityRequest,
-    GetPriorityResponse, HaNodeState, HaState, LeaderInfo, ListHaStatesRequest,
-    ListHaStatesResponse, SetHaStateRequest, SetHaStateResponse, SetPriorityRequest,
-    SetPriorityResponse, WatchLeaderRequest,
+    GetHaStateRequest, GetLeaderRequest, GetLeaderResponse, GetPriorityRequest, GetPriorityResponse, HaNodeState,
+    HaState, LeaderInfo, ListHaStatesRequest, ListHaStatesResponse, SetHaStateRequest, SetHaStateResponse,
+    SetPriorityRequest, SetPriorityResponse, WatchLeaderRequest,
 };
 use leasehold_core::{HaMode, HaRole};
 use tokio::sync::mpsc;
@@ -64,11 +63,7 @@ impl ClusterService {
         let settings = self.ha.settings();
         // The published role lags the moment the hold ends by however long the leader loop
         // takes to notice; the answer must not.
-        let role = if view.role == HaRole::Leader && !self.ha.is_leader_now() {
-            HaRole::Follower
-        } else {
-            view.role
-        };
+        let role = if view.role == HaRole::Leader && !self.ha.is_leader_now() { HaRole::Follower } else { view.role };
         HaState {
             node_id: settings.node_id.clone(),
             address: settings.address.clone(),
@@ -76,11 +71,7 @@ impl ClusterService {
             role: role_to_proto(role) as i32,
             priority: view.priority,
             term: view.term,
-            leader_node_id: view
-                .leader
-                .as_ref()
-                .map(|leader| leader.node_id.clone())
-                .unwrap_or_default(),
+            leader_node_id: view.leader.as_ref().map(|leader| leader.node_id.clone()).unwrap_or_default(),
         }
     }
 
@@ -113,10 +104,7 @@ impl ClusterService {
 }
 
 fn record<T>(method: &'static str, result: Result<T, Status>) -> Result<T, Status> {
-    metrics::grpc_request(
-        method,
-        result.as_ref().map_or_else(Status::code, |_| Code::Ok),
-    );
+    metrics::grpc_request(method, result.as_ref().map_or_else(Status::code, |_| Code::Ok));
     result
 }
 
@@ -124,10 +112,7 @@ type LeaderStream = Pin<Box<dyn Stream<Item = Result<LeaderInfo, Status>> + Send
 
 #[tonic::async_trait]
 impl Cluster for ClusterService {
-    async fn get_leader(
-        &self,
-        _request: Request<GetLeaderRequest>,
-    ) -> Result<Response<GetLeaderResponse>, Status> {
+    async fn get_leader(&self, _request: Request<GetLeaderRequest>) -> Result<Response<GetLeaderResponse>, Status> {
         let leader = self.leader_info(&self.ha.view());
         record(
             "GetLeader",
@@ -165,32 +150,25 @@ impl Cluster for ClusterService {
                 }
             }
         });
-        record(
-            "WatchLeader",
-            Ok(Response::new(
-                Box::pin(ReceiverStream::new(receiver)) as LeaderStream
-            )),
-        )
+        record("WatchLeader", Ok(Response::new(Box::pin(ReceiverStream::new(receiver)) as LeaderStream)))
     }
 
-    async fn get_ha_state(
-        &self,
-        _request: Request<GetHaStateRequest>,
-    ) -> Result<Response<HaState>, Status> {
-        record(
-            "GetHaState",
-            Ok(Response::new(self.ha_state(&self.ha.view()))),
-        )
+    async fn get_ha_state(&self, _request: Request<GetHaStateRequest>) -> Result<Response<HaState>, Status> {
+        record("GetHaState", Ok(Response::new(self.ha_state(&self.ha.view()))))
     }
 
-    async fn set_ha_state(
-        &self,
-        request: Request<SetHaStateRequest>,
-    ) -> Result<Response<SetHaStateResponse>, Status> {
+    async fn set_ha_state(&self, request: Request<SetHaStateRequest>) -> Result<Response<SetHaStateResponse>, Status> {
         let result = async {
             self.check_change_allowed(&request)?;
-            let requested = mode_from_proto(request.get_ref().mode)
-                .ok_or_else(|| invalid_argument("mode", format!("mode must be one of AUTO, MASTER, STANDBY, HOT_STANDBY, HOT_BACKUP, DISABLED; got {}", request.get_ref().mode)))?;
+            let requested = mode_from_proto(request.get_ref().mode).ok_or_else(|| {
+                invalid_argument(
+                    "mode",
+                    format!(
+                        "mode must be one of AUTO, MASTER, STANDBY, HOT_STANDBY, HOT_BACKUP, DISABLED; got {}",
+                        request.get_ref().mode
+                    ),
+                )
+            })?;
             let previous = self.ha.set_mode(requested).await?;
             Ok(Response::new(SetHaStateResponse {
                 previous_mode: mode_to_proto(previous) as i32,
@@ -236,9 +214,8 @@ impl Cluster for ClusterService {
             }
             let (list, lease) = self.ha.registry().await?;
             let ttl_ms = self.ha.settings().timings.lease_ttl.as_millis() as i64;
-            let live_holder = lease
-                .as_ref()
-                .and_then(|lease| lease.live_holder().map(|holder| holder.incarnation.clone()));
+            let live_holder =
+                lease.as_ref().and_then(|lease| lease.live_holder().map(|holder| holder.incarnation.clone()));
             let nodes = list
                 .nodes
                 .into_iter()
@@ -268,10 +245,7 @@ impl Cluster for ClusterService {
                     }
                 })
                 .collect();
-            Ok(Response::new(ListHaStatesResponse {
-                nodes,
-                term: lease.map_or(0, |lease| lease.term),
-            }))
+            Ok(Response::new(ListHaStatesResponse { nodes, term: lease.map_or(0, |lease| lease.term) }))
         }
         .await;
         record("ListHaStates", result)
@@ -281,12 +255,7 @@ impl Cluster for ClusterService {
         &self,
         _request: Request<GetPriorityRequest>,
     ) -> Result<Response<GetPriorityResponse>, Status> {
-        record(
-            "GetPriority",
-            Ok(Response::new(GetPriorityResponse {
-                priority: self.ha.view().priority,
-            })),
-        )
+        record("GetPriority", Ok(Response::new(GetPriorityResponse { priority: self.ha.view().priority })))
     }
 
     async fn set_priority(
@@ -296,9 +265,7 @@ impl Cluster for ClusterService {
         let result = async {
             self.check_change_allowed(&request)?;
             let previous = self.ha.set_priority(request.get_ref().priority).await?;
-            Ok(Response::new(SetPriorityResponse {
-                previous_priority: previous,
-            }))
+            Ok(Response::new(SetPriorityResponse { previous_priority: previous }))
         }
         .await;
         record("SetPriority", result)

@@ -6,7 +6,9 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use leasehold_core::lease_timing::LeaseTimings;
 use leasehold_core::name::validate_id;
+use leasehold_core::propagation::PropagationPlan;
 use leasehold_core::{HaMode, HaTimings};
 use leasehold_store::{Backend, StoreOptions, redact_url};
 use serde::{Deserialize, Serialize};
@@ -33,6 +35,10 @@ pub struct CoordinatorConfig {
     pub ha: HaConfig,
     /// Data-node metadata leases.
     pub metadata: MetadataConfig,
+    /// The metadata change log.
+    pub catalog: CatalogConfig,
+    /// Broadcasts of changes to data nodes.
+    pub broadcast: BroadcastConfig,
     /// Logging.
     pub log: LogConfig,
 }
@@ -48,6 +54,8 @@ impl Default for CoordinatorConfig {
             store: StoreConfig::default(),
             ha: HaConfig::default(),
             metadata: MetadataConfig::default(),
+            catalog: CatalogConfig::default(),
+            broadcast: BroadcastConfig::default(),
             log: LogConfig::default(),
         }
     }
@@ -137,13 +145,64 @@ impl Default for HaConfig {
 pub struct MetadataConfig {
     /// The allowed clock-rate drift `ρ` of any clock (0.01 is 1%).
     pub clock_drift: f64,
+    /// `T_fence`: how long a data node serves after the send time of its last successful
+    /// heartbeat. It must exceed the coordinator failover time.
+    #[serde(with = "humantime_serde")]
+    pub lease_fence: Duration,
+    /// How often data nodes heartbeat (the agents' own setting; validated here against the fence).
+    #[serde(with = "humantime_serde")]
+    pub heartbeat_interval: Duration,
+    /// The deadline of one heartbeat, below the interval.
+    #[serde(with = "humantime_serde")]
+    pub heartbeat_timeout: Duration,
+    /// Added to the drift-stretched fence before a broadcast proceeds past a silent node.
+    #[serde(with = "humantime_serde")]
+    pub proceed_margin: Duration,
 }
 
 impl Default for MetadataConfig {
     fn default() -> Self {
+        let lease = LeaseTimings::default();
         Self {
-            clock_drift: HaTimings::default().clock_drift,
+            clock_drift: lease.clock_drift,
+            lease_fence: lease.fence,
+            heartbeat_interval: lease.heartbeat_interval,
+            heartbeat_timeout: lease.heartbeat_timeout,
+            proceed_margin: lease.proceed_margin,
         }
+    }
+}
+
+/// `[catalog]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub struct CatalogConfig {
+    /// How many changes the store and the leader keep; an agent further behind resyncs from
+    /// a full snapshot.
+    pub change_retention: u64,
+}
+
+impl Default for CatalogConfig {
+    fn default() -> Self {
+        Self { change_retention: 10_000 }
+    }
+}
+
+/// `[broadcast]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub struct BroadcastConfig {
+    /// The pause after the first round of pushes; it doubles up to four times this.
+    #[serde(with = "humantime_serde")]
+    pub retry_interval: Duration,
+    /// Give up (a bug) after this long. Defaults to `T_proceed` + `ha.lease-ttl` + 5 s.
+    #[serde(with = "humantime_serde::option")]
+    pub budget: Option<Duration>,
+}
+
+impl Default for BroadcastConfig {
+    fn default() -> Self {
+        Self { retry_interval: Duration::from_millis(500), budget: None }
     }
 }
 
@@ -160,10 +219,7 @@ pub struct LogConfig {
 
 impl Default for LogConfig {
     fn default() -> Self {
-        Self {
-            format: LogFormat::Text,
-            level: "info".to_owned(),
-        }
+        Self { format: LogFormat::Text, level: "info".to_owned() }
     }
 }
 
@@ -189,10 +245,7 @@ pub struct ConfigError {
 
 impl ConfigError {
     fn new(key: &str, message: impl Into<String>) -> Self {
-        Self {
-            key: key.to_owned(),
-            message: message.into(),
-        }
+        Self { key: key.to_owned(), message: message.into() }
     }
 }
 
@@ -207,6 +260,27 @@ impl CoordinatorConfig {
             store_timeout: self.ha.store_timeout,
             poll_interval: self.ha.poll_interval,
             clock_drift: self.metadata.clock_drift,
+        }
+    }
+
+    /// The data-node lease timings.
+    pub fn lease_timings(&self) -> LeaseTimings {
+        LeaseTimings {
+            fence: self.metadata.lease_fence,
+            heartbeat_interval: self.metadata.heartbeat_interval,
+            heartbeat_timeout: self.metadata.heartbeat_timeout,
+            proceed_margin: self.metadata.proceed_margin,
+            clock_drift: self.metadata.clock_drift,
+        }
+    }
+
+    /// The broadcast plan for a cluster whose largest fence ever granted is `largest_fence`.
+    pub fn propagation_plan(&self, largest_fence: Duration) -> PropagationPlan {
+        let proceed_after = self.lease_timings().proceed_after(largest_fence);
+        PropagationPlan {
+            retry_interval: self.broadcast.retry_interval,
+            max_retry_interval: self.broadcast.retry_interval * 4,
+            budget: self.broadcast.budget.unwrap_or(proceed_after + self.ha.lease_ttl + Duration::from_secs(5)),
         }
     }
 
@@ -233,29 +307,19 @@ impl CoordinatorConfig {
     pub fn validate(&self) -> Result<(), ConfigError> {
         validate_id("node id", &self.effective_node_id())
             .map_err(|error| ConfigError::new("node-id", error.to_string()))?;
-        validate_id("cluster name", &self.cluster)
-            .map_err(|error| ConfigError::new("cluster", error.to_string()))?;
-        self.listen.parse::<SocketAddr>().map_err(|error| {
-            ConfigError::new(
-                "listen",
-                format!("{:?} is not HOST:PORT: {error}", self.listen),
-            )
-        })?;
+        validate_id("cluster name", &self.cluster).map_err(|error| ConfigError::new("cluster", error.to_string()))?;
+        self.listen
+            .parse::<SocketAddr>()
+            .map_err(|error| ConfigError::new("listen", format!("{:?} is not HOST:PORT: {error}", self.listen)))?;
         if !self.metrics_listen.is_empty() {
             self.metrics_listen.parse::<SocketAddr>().map_err(|error| {
-                ConfigError::new(
-                    "metrics-listen",
-                    format!("{:?} is not HOST:PORT: {error}", self.metrics_listen),
-                )
+                ConfigError::new("metrics-listen", format!("{:?} is not HOST:PORT: {error}", self.metrics_listen))
             })?;
         }
         if let Some(address) = &self.advertise_address
             && (address.is_empty() || address.contains("://") || !address.contains(':'))
         {
-            return Err(ConfigError::new(
-                "advertise-address",
-                format!("{address:?} is not HOST:PORT"),
-            ));
+            return Err(ConfigError::new("advertise-address", format!("{address:?} is not HOST:PORT")));
         }
         if Backend::of_url(&self.store.url).is_none() {
             return Err(ConfigError::new(
@@ -269,24 +333,16 @@ impl CoordinatorConfig {
         for (key, value) in [
             ("store.call-timeout", self.store.call_timeout),
             ("store.lock-timeout", self.store.lock_timeout),
-            (
-                "store.idle-transaction-timeout",
-                self.store.idle_transaction_timeout,
-            ),
+            ("store.idle-transaction-timeout", self.store.idle_transaction_timeout),
         ] {
             if value.is_zero() {
                 return Err(ConfigError::new(key, "must be above zero"));
             }
         }
         if self.store.max_connections < 2 {
-            return Err(ConfigError::new(
-                "store.max-connections",
-                "must be at least 2",
-            ));
+            return Err(ConfigError::new("store.max-connections", "must be at least 2"));
         }
-        self.ha_timings()
-            .validate()
-            .map_err(|error| ConfigError::new(error.key, error.message))?;
+        self.ha_timings().validate().map_err(|error| ConfigError::new(error.key, error.message))?;
         Ok(())
     }
 }
@@ -298,14 +354,8 @@ mod tests {
     #[test]
     fn defaults_validate() {
         CoordinatorConfig::default().validate().unwrap();
-        assert_eq!(
-            CoordinatorConfig::default().effective_node_id(),
-            "coordinator-7400"
-        );
-        assert_eq!(
-            CoordinatorConfig::default().ha_timings().renew_interval,
-            Duration::from_secs(2)
-        );
+        assert_eq!(CoordinatorConfig::default().effective_node_id(), "coordinator-7400");
+        assert_eq!(CoordinatorConfig::default().ha_timings().renew_interval, Duration::from_secs(2));
     }
 
     #[test]
@@ -315,34 +365,13 @@ mod tests {
             (Box::new(|c| c.node_id = Some("bad id".into())), "node-id"),
             (Box::new(|c| c.cluster = String::new()), "cluster"),
             (Box::new(|c| c.listen = "localhost".into()), "listen"),
-            (
-                Box::new(|c| c.metrics_listen = "nope".into()),
-                "metrics-listen",
-            ),
-            (
-                Box::new(|c| c.advertise_address = Some("http://x".into())),
-                "advertise-address",
-            ),
-            (
-                Box::new(|c| c.store.url = "redis://user:secret@h".into()),
-                "store.url",
-            ),
-            (
-                Box::new(|c| c.store.max_connections = 1),
-                "store.max-connections",
-            ),
-            (
-                Box::new(|c| c.ha.renew_interval = Some(Duration::from_secs(5))),
-                "ha.renew-interval",
-            ),
-            (
-                Box::new(|c| c.ha.margin = Duration::from_secs(10)),
-                "ha.margin",
-            ),
-            (
-                Box::new(|c| c.metadata.clock_drift = 2.0),
-                "metadata.clock-drift",
-            ),
+            (Box::new(|c| c.metrics_listen = "nope".into()), "metrics-listen"),
+            (Box::new(|c| c.advertise_address = Some("http://x".into())), "advertise-address"),
+            (Box::new(|c| c.store.url = "redis://user:secret@h".into()), "store.url"),
+            (Box::new(|c| c.store.max_connections = 1), "store.max-connections"),
+            (Box::new(|c| c.ha.renew_interval = Some(Duration::from_secs(5))), "ha.renew-interval"),
+            (Box::new(|c| c.ha.margin = Duration::from_secs(10)), "ha.margin"),
+            (Box::new(|c| c.metadata.clock_drift = 2.0), "metadata.clock-drift"),
         ];
         for (mutate, key) in cases {
             let mut config = CoordinatorConfig::default();
@@ -359,14 +388,10 @@ mod tests {
         assert!(unknown.unwrap_err().to_string().contains("lease-tll"));
         let mode = serde_json::from_str::<CoordinatorConfig>(r#"{"ha": {"mode": "leader"}}"#);
         assert!(mode.unwrap_err().to_string().contains("unknown HA mode"));
-        let parsed: CoordinatorConfig = serde_json::from_str(
-            r#"{"ha": {"mode": "hot-standby", "lease-ttl": "2s", "renew-interval": "500ms"}}"#,
-        )
-        .unwrap();
+        let parsed: CoordinatorConfig =
+            serde_json::from_str(r#"{"ha": {"mode": "hot-standby", "lease-ttl": "2s", "renew-interval": "500ms"}}"#)
+                .unwrap();
         assert_eq!(parsed.ha.mode, HaMode::HotStandby);
-        assert_eq!(
-            parsed.ha_timings().renew_interval,
-            Duration::from_millis(500)
-        );
+        assert_eq!(parsed.ha_timings().renew_interval, Duration::from_millis(500));
     }
 }

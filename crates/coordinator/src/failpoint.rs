@@ -15,20 +15,11 @@ pub fn init_from_env() -> Result<(), String> {
     let Ok(spec) = std::env::var("LEASEHOLD_FAILPOINTS") else {
         return Ok(());
     };
-    for entry in spec
-        .split(';')
-        .map(str::trim)
-        .filter(|entry| !entry.is_empty())
-    {
-        let (name, actions) = entry
-            .split_once('=')
-            .ok_or_else(|| format!("failpoint {entry:?} is not name=actions"))?;
+    for entry in spec.split(';').map(str::trim).filter(|entry| !entry.is_empty()) {
+        let (name, actions) =
+            entry.split_once('=').ok_or_else(|| format!("failpoint {entry:?} is not name=actions"))?;
         fail::cfg(name.trim(), actions.trim())?;
-        tracing::warn!(
-            failpoint = name.trim(),
-            actions = actions.trim(),
-            "failpoint armed"
-        );
+        tracing::warn!(failpoint = name.trim(), actions = actions.trim(), "failpoint armed");
     }
     Ok(())
 }
@@ -37,9 +28,7 @@ pub fn init_from_env() -> Result<(), String> {
 #[cfg(not(feature = "failpoints"))]
 pub fn init_from_env() -> Result<(), String> {
     if std::env::var_os("LEASEHOLD_FAILPOINTS").is_some() {
-        tracing::warn!(
-            "LEASEHOLD_FAILPOINTS is set, but this build has no failpoints; ignoring it"
-        );
+        tracing::warn!("LEASEHOLD_FAILPOINTS is set, but this build has no failpoints; ignoring it");
     }
     Ok(())
 }
@@ -48,16 +37,9 @@ pub fn init_from_env() -> Result<(), String> {
 /// runtime's thread (the `fail` crate's own `sleep` would).
 #[cfg(feature = "failpoints")]
 pub async fn pause(name: &'static str) {
-    let millis = fail::eval(name, |argument| {
-        argument.and_then(|value| value.trim().parse::<u64>().ok())
-    })
-    .flatten();
+    let millis = fail::eval(name, |argument| argument.and_then(|value| value.trim().parse::<u64>().ok())).flatten();
     if let Some(millis) = millis {
-        tracing::warn!(
-            failpoint = name,
-            pause_ms = millis,
-            "failpoint reached: pausing"
-        );
+        tracing::warn!(failpoint = name, pause_ms = millis, "failpoint reached: pausing");
         tokio::time::sleep(std::time::Duration::from_millis(millis)).await;
         tracing::warn!(failpoint = name, "failpoint released");
     }

@@ -19,7 +19,7 @@ use leasehold_core::mode::{ModeChangeError, decide_mode_change};
 use leasehold_core::node_claim::{ClaimDecision, judge_claim};
 use leasehold_core::{Clock, HaMode, HaRole, HaTimings, MonoTime};
 use leasehold_store::{
-    LeaseHolder, LeaseSession, LeaseView, NodeList, NodeRegistration, Store, StoreError, TermGuard,
+    LeaseHolder, LeaseSession, LeaseView, NodeList, NodeRegistration, Store, StoreError, TermGuard, WriteGuard,
 };
 use tokio::sync::{Notify, watch};
 use tokio_util::sync::CancellationToken;
@@ -65,8 +65,7 @@ pub struct KnownLeader {
 impl KnownLeader {
     /// How long the lease has left at `now`, as far as this node can tell.
     pub fn remaining(&self, now: MonoTime) -> Duration {
-        self.remaining_at_observation
-            .saturating_sub(now - self.observed_at)
+        self.remaining_at_observation.saturating_sub(now - self.observed_at)
     }
 }
 
@@ -107,9 +106,7 @@ pub enum HaError {
         leader: Option<String>,
     },
     /// The store refused a write because the lease moved on.
-    #[error(
-        "the store refused the write: term {term} is no longer this node's (another leader took over)"
-    )]
+    #[error("the store refused the write: term {term} is no longer this node's (another leader took over)")]
     StaleTerm {
         /// The term the write was made for.
         term: u64,
@@ -159,10 +156,7 @@ pub enum HaError {
 }
 
 fn leader_suffix(leader: &Option<String>) -> String {
-    leader
-        .as_ref()
-        .map(|address| format!("; the leader is at {address}"))
-        .unwrap_or_default()
+    leader.as_ref().map(|address| format!("; the leader is at {address}")).unwrap_or_default()
 }
 
 impl From<StoreError> for HaError {
@@ -256,32 +250,15 @@ struct Inner {
 
 impl std::fmt::Debug for Ha {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Ha")
-            .field("node_id", &self.inner.settings.node_id)
-            .finish()
+        f.debug_struct("Ha").field("node_id", &self.inner.settings.node_id).finish()
     }
 }
 
 impl Ha {
     /// A container for `settings` on `store`, not yet registered.
-    pub fn new(
-        settings: HaSettings,
-        store: Store,
-        clock: Arc<dyn Clock>,
-        incarnation: String,
-    ) -> Ha {
-        let role = if settings.mode.uses_lease() {
-            HaRole::Starting
-        } else {
-            HaRole::Standalone
-        };
-        let view = HaView {
-            role,
-            mode: settings.mode,
-            priority: settings.priority,
-            term: 0,
-            leader: None,
-        };
+    pub fn new(settings: HaSettings, store: Store, clock: Arc<dyn Clock>, incarnation: String) -> Ha {
+        let role = if settings.mode.uses_lease() { HaRole::Starting } else { HaRole::Standalone };
+        let view = HaView { role, mode: settings.mode, priority: settings.priority, term: 0, leader: None };
         let control = Control {
             mode: settings.mode,
             priority: settings.priority,
@@ -348,9 +325,7 @@ impl Ha {
                 token: leadership.token.clone(),
                 promoted_at: leadership.promoted_at,
             }),
-            _ => Err(HaError::NotLeader {
-                leader: self.known_leader_address(),
-            }),
+            _ => Err(HaError::NotLeader { leader: self.known_leader_address() }),
         }
     }
 
@@ -384,11 +359,7 @@ impl Ha {
         let window = settings.timings.lease_ttl;
         let mut watched = None;
         loop {
-            let snapshot = self
-                .inner
-                .store
-                .read_node(&settings.cluster, &settings.node_id)
-                .await?;
+            let snapshot = self.inner.store.read_node(&settings.cluster, &settings.node_id).await?;
             if let (Some(first), Some(current)) = (&watched, &snapshot.row)
                 && current != first
             {
@@ -405,21 +376,14 @@ impl Ha {
                     }
                 }
             }
-            match judge_claim(
-                snapshot.row.as_ref(),
-                &self.inner.incarnation,
-                snapshot.store_now_ms,
-                window,
-            ) {
+            match judge_claim(snapshot.row.as_ref(), &self.inner.incarnation, snapshot.store_now_ms, window) {
                 ClaimDecision::Register => {
                     if self.inner.store.insert_node(&registration).await? {
                         break;
                     }
                 }
                 ClaimDecision::TakeOver => {
-                    let row = snapshot
-                        .row
-                        .expect("a takeover is judged on an existing row");
+                    let row = snapshot.row.expect("a takeover is judged on an existing row");
                     if self
                         .inner
                         .store
@@ -448,16 +412,8 @@ impl Ha {
     }
 
     async fn address_of(&self, node_id: &str) -> Option<String> {
-        let list = self
-            .inner
-            .store
-            .list_nodes(&self.inner.settings.cluster)
-            .await
-            .ok()?;
-        list.nodes
-            .into_iter()
-            .find(|node| node.node_id == node_id)
-            .map(|node| node.address)
+        let list = self.inner.store.list_nodes(&self.inner.settings.cluster).await.ok()?;
+        list.nodes.into_iter().find(|node| node.node_id == node_id).map(|node| node.address)
     }
 
     /// Runs the election until `shutdown`; on the way out a leader steps down, then releases
@@ -471,15 +427,9 @@ impl Ha {
             shutdown.cancelled().await;
             return Ok(());
         }
-        let mut session = self
-            .inner
-            .ha_store
-            .lease_session(self.inner.settings.timings.store_timeout);
+        let mut session = self.inner.ha_store.lease_session(self.inner.settings.timings.store_timeout);
         let id_lost = CancellationToken::new();
-        let refresher = tokio::spawn(
-            self.clone()
-                .refresh_registry(shutdown.clone(), id_lost.clone()),
-        );
+        let refresher = tokio::spawn(self.clone().refresh_registry(shutdown.clone(), id_lost.clone()));
         self.set_role(HaRole::Follower, "registered");
 
         let mut result = Ok(());
@@ -500,9 +450,7 @@ impl Ha {
                 self.lead(&mut session, acquired, &shutdown, &id_lost).await;
             }
             if id_lost.is_cancelled() {
-                result = Err(HaError::NodeIdLost {
-                    node_id: self.inner.settings.node_id.clone(),
-                });
+                result = Err(HaError::NodeIdLost { node_id: self.inner.settings.node_id.clone() });
             }
         }
 
@@ -510,16 +458,7 @@ impl Ha {
         let _ = refresher.await;
         if !id_lost.is_cancelled() {
             let settings = &self.inner.settings;
-            match self
-                .inner
-                .ha_store
-                .stop_node(
-                    &settings.cluster,
-                    &settings.node_id,
-                    &self.inner.incarnation,
-                )
-                .await
-            {
+            match self.inner.ha_store.stop_node(&settings.cluster, &settings.node_id, &self.inner.incarnation).await {
                 Ok(_) => {
                     info!(node_id = %settings.node_id, "marked stopped in the coordinator registry")
                 }
@@ -548,14 +487,8 @@ impl Ha {
                 });
             }
             let sent = self.inner.clock.now();
-            if let Some(term) = session
-                .try_acquire(
-                    &settings.cluster,
-                    &view,
-                    &self.holder(),
-                    settings.timings.lease_ttl,
-                )
-                .await?
+            if let Some(term) =
+                session.try_acquire(&settings.cluster, &view, &self.holder(), settings.timings.lease_ttl).await?
             {
                 metrics::acquire("won");
                 return Ok(Acquired { term, sent, view });
@@ -596,21 +529,14 @@ impl Ha {
                 Err(error) => {
                     metrics::store_error("read lease");
                     warn!(%error, "could not read the lease; retrying");
-                    self.pause(timings.poll_interval, shutdown, id_lost, true)
-                        .await;
+                    self.pause(timings.poll_interval, shutdown, id_lost, true).await;
                     continue;
                 }
             };
             self.observe_lease(&view, read_at);
             if !view.is_expired() {
                 let remaining = Duration::from_millis(view.remaining_ms().unsigned_abs());
-                self.pause(
-                    remaining.min(timings.poll_interval),
-                    shutdown,
-                    id_lost,
-                    true,
-                )
-                .await;
+                self.pause(remaining.min(timings.poll_interval), shutdown, id_lost, true).await;
                 continue;
             }
             let (mode, contend_now, sit_out_until) = {
@@ -618,19 +544,12 @@ impl Ha {
                 (control.mode, control.contend_now, control.sit_out_until)
             };
             if !mode.is_candidate() {
-                self.pause(timings.poll_interval, shutdown, id_lost, true)
-                    .await;
+                self.pause(timings.poll_interval, shutdown, id_lost, true).await;
                 continue;
             }
             let now = self.inner.clock.now();
             if let Some(until) = sit_out_until.filter(|until| now < *until) {
-                self.pause(
-                    now.until(until).min(timings.poll_interval),
-                    shutdown,
-                    id_lost,
-                    true,
-                )
-                .await;
+                self.pause(now.until(until).min(timings.poll_interval), shutdown, id_lost, true).await;
                 continue;
             }
             let expired_for = Duration::from_millis(view.remaining_ms().unsigned_abs());
@@ -638,28 +557,17 @@ impl Ha {
                 Duration::ZERO
             } else {
                 let my_rank = self.rank(&view).await;
-                acquire_delay(
-                    expired_for,
-                    my_rank,
-                    timings.priority_step,
-                    timings.poll_interval,
-                )
+                acquire_delay(expired_for, my_rank, timings.priority_step, timings.poll_interval)
             };
             if !delay.is_zero() {
                 // Not woken by setting changes: the back-off is what makes priority hold.
                 self.pause(delay, shutdown, id_lost, false).await;
-                if shutdown.is_cancelled()
-                    || id_lost.is_cancelled()
-                    || !self.control().mode.is_candidate()
-                {
+                if shutdown.is_cancelled() || id_lost.is_cancelled() || !self.control().mode.is_candidate() {
                     continue;
                 }
             }
             let sent = self.inner.clock.now();
-            match session
-                .try_acquire(&settings.cluster, &view, &self.holder(), timings.lease_ttl)
-                .await
-            {
+            match session.try_acquire(&settings.cluster, &view, &self.holder(), timings.lease_ttl).await {
                 Ok(Some(term)) => {
                     metrics::acquire("won");
                     return Some(Acquired { term, sent, view });
@@ -668,8 +576,7 @@ impl Ha {
                 Err(error) => {
                     metrics::acquire("error");
                     warn!(%error, "lease acquire failed; retrying");
-                    self.pause(timings.poll_interval, shutdown, id_lost, true)
-                        .await;
+                    self.pause(timings.poll_interval, shutdown, id_lost, true).await;
                 }
             }
         }
@@ -702,12 +609,7 @@ impl Ha {
             control.contend_now = false;
             control.sit_out_until = None;
         }
-        let previous = acquired
-            .view
-            .holder
-            .as_ref()
-            .map(|holder| holder.node_id.clone())
-            .unwrap_or_default();
+        let previous = acquired.view.holder.as_ref().map(|holder| holder.node_id.clone()).unwrap_or_default();
         info!(
             term,
             node_id = %settings.node_id,
@@ -775,14 +677,8 @@ impl Ha {
         self.step_down(term, reason);
         if reason.releases_lease() {
             match session.release(&guard).await {
-                Ok(true) => info!(
-                    term,
-                    "released the lease so that a successor can take over at once"
-                ),
-                Ok(false) => info!(
-                    term,
-                    "the lease had already expired or moved on; nothing to release"
-                ),
+                Ok(true) => info!(term, "released the lease so that a successor can take over at once"),
+                Ok(false) => info!(term, "the lease had already expired or moved on; nothing to release"),
                 Err(error) => {
                     warn!(term, %error, "could not release the lease; a successor waits for it to expire")
                 }
@@ -828,12 +724,7 @@ impl Ha {
             match self
                 .inner
                 .ha_store
-                .refresh_node(
-                    &settings.cluster,
-                    &settings.node_id,
-                    &self.inner.incarnation,
-                    role.as_str(),
-                )
+                .refresh_node(&settings.cluster, &settings.node_id, &self.inner.incarnation, role.as_str())
                 .await
             {
                 Ok(true) => metrics::refresh(self.inner.clock.now() - started),
@@ -879,15 +770,9 @@ impl Ha {
                 return 0;
             }
         };
-        let me = Candidate {
-            node_id: &settings.node_id,
-            priority: self.control().priority,
-        };
+        let me = Candidate { node_id: &settings.node_id, priority: self.control().priority };
         let expired_holder = lease.holder.as_ref().map(|holder| holder.node_id.as_str());
-        rank(
-            me,
-            live_candidates(&list, settings.timings.lease_ttl, expired_holder),
-        )
+        rank(me, live_candidates(&list, settings.timings.lease_ttl, expired_holder))
     }
 
     /// Changes this node's mode; returns the previous one. On the leader the change is a
@@ -900,9 +785,7 @@ impl Ha {
         let live_leader = self
             .view()
             .leader
-            .filter(|leader| {
-                leader.node_id != self.inner.settings.node_id && !leader.remaining(now).is_zero()
-            })
+            .filter(|leader| leader.node_id != self.inner.settings.node_id && !leader.remaining(now).is_zero())
             .map(|leader| leader.node_id);
         let change = decide_mode_change(current, requested, is_leader, live_leader.as_deref())?;
         if !current.uses_lease() {
@@ -964,33 +847,16 @@ impl Ha {
         failpoint::pause(failpoint::BEFORE_GUARDED_WRITE).await;
         let stale = |error: StoreError| match error {
             StoreError::StaleTerm { term } => {
-                warn!(
-                    term,
-                    "the store refused a guarded write: another leader took over"
-                );
-                HaError::StaleTerm {
-                    term,
-                    leader: self.known_leader_address(),
-                }
+                warn!(term, "the store refused a guarded write: another leader took over");
+                HaError::StaleTerm { term, leader: self.known_leader_address() }
             }
             other => HaError::Store(other),
         };
-        let mut tx = self
-            .inner
-            .store
-            .begin_guarded(&permit.guard)
+        let mut tx = self.inner.store.begin_guarded(&WriteGuard::Term(permit.guard.clone())).await.map_err(stale)?;
+        failpoint::pause(failpoint::INSIDE_GUARDED_WRITE).await;
+        tx.update_node_settings(&settings.cluster, &settings.node_id, &self.inner.incarnation, mode.as_str(), priority)
             .await
             .map_err(stale)?;
-        failpoint::pause(failpoint::INSIDE_GUARDED_WRITE).await;
-        tx.update_node_settings(
-            &settings.cluster,
-            &settings.node_id,
-            &self.inner.incarnation,
-            mode.as_str(),
-            priority,
-        )
-        .await
-        .map_err(stale)?;
         tx.commit().await.map_err(stale)?;
         Ok(())
     }
@@ -998,8 +864,7 @@ impl Ha {
     async fn wait_until_not_leader(&self) {
         let mut view = self.subscribe();
         let limit = self.inner.settings.timings.lease_ttl;
-        let _ =
-            tokio::time::timeout(limit, view.wait_for(|view| view.role != HaRole::Leader)).await;
+        let _ = tokio::time::timeout(limit, view.wait_for(|view| view.role != HaRole::Leader)).await;
     }
 
     /// The registry and the lease row, for `ListHaStates`.
@@ -1011,18 +876,11 @@ impl Ha {
     }
 
     fn control(&self) -> std::sync::MutexGuard<'_, Control> {
-        self.inner
-            .control
-            .lock()
-            .expect("HA control state poisoned")
+        self.inner.control.lock().expect("HA control state poisoned")
     }
 
     fn guard(&self, term: u64) -> TermGuard {
-        TermGuard {
-            cluster: self.inner.settings.cluster.clone(),
-            term,
-            incarnation: self.inner.incarnation.clone(),
-        }
+        TermGuard { cluster: self.inner.settings.cluster.clone(), term, incarnation: self.inner.incarnation.clone() }
     }
 
     fn holder(&self) -> LeaseHolder {
@@ -1034,10 +892,7 @@ impl Ha {
     }
 
     fn hold_until(&self) -> Option<MonoTime> {
-        self.control()
-            .leadership
-            .as_ref()
-            .map(|leadership| leadership.hold_until)
+        self.control().leadership.as_ref().map(|leadership| leadership.hold_until)
     }
 
     fn extend_hold(&self, until: MonoTime) {
@@ -1060,24 +915,21 @@ impl Ha {
 
     /// Records what a lease read showed: the leader this node knows and the store's clock.
     fn observe_lease(&self, lease: &LeaseView, read_at: MonoTime) {
-        *self.inner.store_clock.lock().expect("store clock poisoned") =
-            Some((lease.store_now_ms, read_at));
+        *self.inner.store_clock.lock().expect("store clock poisoned") = Some((lease.store_now_ms, read_at));
         let leader = lease.live_holder().map(|holder| KnownLeader {
             node_id: holder.node_id.clone(),
             address: holder.address.clone(),
             term: lease.term,
             lease_expires_at_ms: lease.expires_at_ms,
             observed_at: read_at,
-            remaining_at_observation: Duration::from_millis(
-                lease.remaining_ms().max(0).unsigned_abs(),
-            ),
+            remaining_at_observation: Duration::from_millis(lease.remaining_ms().max(0).unsigned_abs()),
         });
         self.inner.view.send_if_modified(|view| {
-            let changed_leader = view.leader.as_ref().map(|l| (&l.node_id, l.term)) != leader.as_ref().map(|l| (&l.node_id, l.term));
-            if changed_leader
-                && let Some(new) = &leader {
-                    info!(leader = %new.node_id, term = new.term, address = %new.address, "observed a new leader");
-                }
+            let changed_leader =
+                view.leader.as_ref().map(|l| (&l.node_id, l.term)) != leader.as_ref().map(|l| (&l.node_id, l.term));
+            if changed_leader && let Some(new) = &leader {
+                info!(leader = %new.node_id, term = new.term, address = %new.address, "observed a new leader");
+            }
             let changed_term = view.term != lease.term;
             view.term = lease.term;
             view.leader = leader;
@@ -1095,9 +947,7 @@ impl Ha {
             .store_clock
             .lock()
             .expect("store clock poisoned")
-            .map(|(store_ms, at)| {
-                store_ms + (sent - at).as_millis() as i64 + ttl.as_millis() as i64
-            })
+            .map(|(store_ms, at)| store_ms + (sent - at).as_millis() as i64 + ttl.as_millis() as i64)
             .unwrap_or(0);
         let leader = KnownLeader {
             node_id: self.inner.settings.node_id.clone(),
@@ -1133,10 +983,7 @@ fn live_candidates<'a>(
                 && Some(node.node_id.as_str()) != expired_holder
                 && HaMode::from_str(&node.mode).is_ok_and(HaMode::is_candidate)
         })
-        .map(|node| Candidate {
-            node_id: &node.node_id,
-            priority: node.priority,
-        })
+        .map(|node| Candidate { node_id: &node.node_id, priority: node.priority })
 }
 
 #[cfg(test)]
@@ -1144,13 +991,7 @@ mod tests {
     use super::*;
     use leasehold_store::NodeRow;
 
-    fn node(
-        id: &str,
-        mode: &str,
-        priority: i32,
-        incarnation: Option<&str>,
-        last_seen_ms: i64,
-    ) -> NodeRow {
+    fn node(id: &str, mode: &str, priority: i32, incarnation: Option<&str>, last_seen_ms: i64) -> NodeRow {
         NodeRow {
             node_id: id.into(),
             incarnation: incarnation.map(Into::into),
@@ -1175,9 +1016,7 @@ mod tests {
                 node("old", "auto", 100, Some("i"), 9_999),
             ],
         };
-        let ids: Vec<_> = live_candidates(&list, Duration::from_secs(6), Some("old"))
-            .map(|c| c.node_id)
-            .collect();
+        let ids: Vec<_> = live_candidates(&list, Duration::from_secs(6), Some("old")).map(|c| c.node_id).collect();
         assert_eq!(ids, ["a", "e"]);
     }
 }

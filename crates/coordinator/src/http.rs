@@ -18,11 +18,7 @@ const MAX_REQUEST_BYTES: usize = 8 * 1024;
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Serves `/metrics` and `/healthz` on `listener` until `shutdown`.
-pub async fn serve_metrics(
-    listener: TcpListener,
-    render: RenderMetrics,
-    shutdown: CancellationToken,
-) {
+pub async fn serve_metrics(listener: TcpListener, render: RenderMetrics, shutdown: CancellationToken) {
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,
@@ -57,16 +53,8 @@ async fn answer(mut stream: TcpStream, render: RenderMetrics) -> std::io::Result
     let (status, content_type, body) = match (method, path.split('?').next().unwrap_or("")) {
         ("GET", "/metrics") => ("200 OK", "text/plain; version=0.0.4", render()),
         ("GET", "/healthz") => ("200 OK", "text/plain", "ok\n".to_owned()),
-        ("GET", _) => (
-            "404 Not Found",
-            "text/plain",
-            "try /metrics or /healthz\n".to_owned(),
-        ),
-        _ => (
-            "405 Method Not Allowed",
-            "text/plain",
-            "only GET\n".to_owned(),
-        ),
+        ("GET", _) => ("404 Not Found", "text/plain", "try /metrics or /healthz\n".to_owned()),
+        _ => ("405 Method Not Allowed", "text/plain", "only GET\n".to_owned()),
     };
     let head = format!(
         "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
@@ -83,10 +71,7 @@ mod tests {
 
     async fn get(address: std::net::SocketAddr, path: &str) -> String {
         let mut stream = TcpStream::connect(address).await.unwrap();
-        stream
-            .write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
-            .await
-            .unwrap();
+        stream.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes()).await.unwrap();
         let mut response = String::new();
         stream.read_to_string(&mut response).await.unwrap();
         response

@@ -4,6 +4,10 @@
 //! - [`server`]: `run(config, listeners, shutdown)`: store, registration, election, gRPC.
 //! - [`ha`]: the HA container: registration, follower and leader loops, step-down, modes.
 //! - [`cluster_service`]: `leasehold.v1.Cluster`, a thin translation onto [`ha::Ha`].
+//! - [`metadata_leader`]: one term's data-node lease state: registry, contacts, change log.
+//! - [`metadata_keeper`]: loads that state for every term this node leads.
+//! - [`propagator`]: pushes a version to the agents and asks the verdict after each round.
+//! - [`datanodes_service`]: `leasehold.v1.DataNodes`, a thin translation onto the above.
 //! - [`status`]: errors to gRPC statuses with stable `ErrorInfo` reasons, in one place.
 //! - [`config`]: the configuration tree and its validation.
 //! - [`metrics`]: metric names and helpers; [`http`]: the `/metrics` endpoint.
@@ -12,10 +16,14 @@
 pub mod cluster_service;
 pub mod config;
 pub mod convert;
+pub mod datanodes_service;
 pub mod failpoint;
 pub mod ha;
 pub mod http;
+pub mod metadata_keeper;
+pub mod metadata_leader;
 pub mod metrics;
+pub mod propagator;
 pub mod server;
 pub mod status;
 

@@ -3,9 +3,7 @@
 
 use std::time::Duration;
 
-use metrics::{
-    Unit, counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram,
-};
+use metrics::{Unit, counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram};
 
 /// 1 while this node holds the lease and may act as leader, else 0.
 pub const HA_IS_LEADER: &str = "leasehold_ha_is_leader";
@@ -25,38 +23,42 @@ pub const HA_LOOP_ITERATIONS: &str = "leasehold_ha_loop_iterations_total";
 pub const HA_STORE_ERRORS: &str = "leasehold_ha_store_errors_total";
 /// Duration of one registry refresh.
 pub const HA_REFRESH_SECONDS: &str = "leasehold_ha_registry_refresh_duration_seconds";
+/// Registered data nodes (the leader's view).
+pub const DATA_NODES: &str = "leasehold_datanodes_registered";
+/// Heartbeats handled by the leader, by result: `granted`, `refused`.
+pub const HEARTBEATS: &str = "leasehold_datanodes_heartbeats_total";
+/// Heartbeat handling latency on the leader.
+pub const HEARTBEAT_SECONDS: &str = "leasehold_datanodes_heartbeat_duration_seconds";
+/// Rounds of pushes made by broadcasts.
+pub const BROADCAST_ROUNDS: &str = "leasehold_broadcast_rounds_total";
+/// Broadcasts decided, by verdict: `proceed`, `fail`.
+pub const BROADCASTS: &str = "leasehold_broadcast_verdicts_total";
+/// Time from publication to verdict.
+pub const BROADCAST_SECONDS: &str = "leasehold_broadcast_duration_seconds";
+/// Pushes to agents by result: `applied`, `cannot_apply`, `not_applied`.
+pub const PUSHES: &str = "leasehold_broadcast_pushes_total";
 /// gRPC requests handled, by method and code.
 pub const GRPC_REQUESTS: &str = "leasehold_grpc_requests_total";
 
 /// Registers the descriptions with the installed recorder.
 pub fn describe() {
-    describe_gauge!(
-        HA_IS_LEADER,
-        "1 while this node holds the lease and may act as leader"
-    );
+    describe_gauge!(HA_IS_LEADER, "1 while this node holds the lease and may act as leader");
     describe_gauge!(HA_TERM, "The term this node knows; its own while it leads");
     describe_counter!(HA_RENEWALS, "Lease renewals by result (ok, lost, error)");
-    describe_histogram!(
-        HA_RENEW_SECONDS,
-        Unit::Seconds,
-        "Lease renewal round-trip latency"
-    );
+    describe_histogram!(HA_RENEW_SECONDS, Unit::Seconds, "Lease renewal round-trip latency");
     describe_counter!(HA_TRANSITIONS, "Role changes by role entered and reason");
-    describe_counter!(
-        HA_ACQUIRES,
-        "Lease acquire attempts by result (won, lost, error)"
-    );
+    describe_counter!(HA_ACQUIRES, "Lease acquire attempts by result (won, lost, error)");
     describe_counter!(HA_LOOP_ITERATIONS, "Iterations of the HA loops by loop");
-    describe_counter!(
-        HA_STORE_ERRORS,
-        "Failed store calls of the HA loops by call"
-    );
-    describe_histogram!(
-        HA_REFRESH_SECONDS,
-        Unit::Seconds,
-        "Registry refresh latency"
-    );
+    describe_counter!(HA_STORE_ERRORS, "Failed store calls of the HA loops by call");
+    describe_histogram!(HA_REFRESH_SECONDS, Unit::Seconds, "Registry refresh latency");
     describe_counter!(GRPC_REQUESTS, "gRPC requests handled by method and code");
+    describe_gauge!(DATA_NODES, "Data nodes registered with this leader");
+    describe_counter!(HEARTBEATS, "Data-node heartbeats handled by result (granted, refused)");
+    describe_histogram!(HEARTBEAT_SECONDS, Unit::Seconds, "Heartbeat handling latency on the leader");
+    describe_counter!(BROADCAST_ROUNDS, "Rounds of pushes made by broadcasts");
+    describe_counter!(BROADCASTS, "Broadcasts decided by verdict (proceed, fail)");
+    describe_histogram!(BROADCAST_SECONDS, Unit::Seconds, "Time from publication to verdict");
+    describe_counter!(PUSHES, "Pushes to agents by result");
 }
 
 pub(crate) fn set_leader(is_leader: bool, term: u64) {
@@ -91,4 +93,26 @@ pub(crate) fn refresh(took: Duration) {
 
 pub(crate) fn grpc_request(method: &'static str, code: tonic::Code) {
     counter!(GRPC_REQUESTS, "method" => method, "code" => format!("{code:?}")).increment(1);
+}
+
+pub(crate) fn data_nodes_registered(count: usize) {
+    gauge!(DATA_NODES).set(count as f64);
+}
+
+pub(crate) fn heartbeat(result: &'static str, took: Duration) {
+    counter!(HEARTBEATS, "result" => result).increment(1);
+    histogram!(HEARTBEAT_SECONDS).record(took.as_secs_f64());
+}
+
+pub(crate) fn broadcast_round() {
+    counter!(BROADCAST_ROUNDS).increment(1);
+}
+
+pub(crate) fn broadcast(verdict: &'static str, took: Duration) {
+    counter!(BROADCASTS, "verdict" => verdict).increment(1);
+    histogram!(BROADCAST_SECONDS).record(took.as_secs_f64());
+}
+
+pub(crate) fn push(result: &'static str) {
+    counter!(PUSHES, "result" => result).increment(1);
 }

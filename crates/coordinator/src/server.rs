@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use leasehold::v1::FILE_DESCRIPTOR_SET;
 use leasehold::v1::cluster_server::ClusterServer;
+use leasehold::v1::data_nodes_server::DataNodesServer;
 use leasehold_core::BootClock;
 use leasehold_store::{MigrationSet, Store, StoreError, new_incarnation};
 use tokio::net::TcpListener;
@@ -17,8 +18,12 @@ use tracing::{info, warn};
 
 use crate::cluster_service::ClusterService;
 use crate::config::{ConfigError, CoordinatorConfig};
+use crate::datanodes_service::DataNodesService;
 use crate::ha::{Ha, HaError, HaSettings};
 use crate::http::{RenderMetrics, serve_metrics};
+use crate::metadata_keeper::MetadataKeeper;
+use crate::metadata_leader::LeaseSettings;
+use crate::propagator::Propagator;
 
 /// The largest request or response message a coordinator accepts (bytes).
 pub const MAX_MESSAGE_BYTES: usize = 1024 * 1024;
@@ -38,9 +43,7 @@ pub struct Listeners {
 
 impl std::fmt::Debug for Listeners {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Listeners")
-            .field("grpc", &self.grpc.local_addr().ok())
-            .finish()
+        f.debug_struct("Listeners").field("grpc", &self.grpc.local_addr().ok()).finish()
     }
 }
 
@@ -68,19 +71,14 @@ pub enum RunError {
 }
 
 /// The address other nodes reach this coordinator at.
-fn advertised_address(
-    config: &CoordinatorConfig,
-    bound: SocketAddr,
-) -> Result<String, ConfigError> {
+fn advertised_address(config: &CoordinatorConfig, bound: SocketAddr) -> Result<String, ConfigError> {
     if let Some(address) = &config.advertise_address {
         return Ok(address.clone());
     }
     if bound.ip().is_unspecified() {
         return Err(ConfigError {
             key: "advertise-address".into(),
-            message: format!(
-                "listen is {bound}, which other nodes cannot dial; set the address they should use"
-            ),
+            message: format!("listen is {bound}, which other nodes cannot dial; set the address they should use"),
         });
     }
     Ok(bound.to_string())
@@ -88,11 +86,7 @@ fn advertised_address(
 
 /// Runs a coordinator until `shutdown` is cancelled (or until it cannot go on, in which case
 /// it cancels `shutdown` itself and returns the reason).
-pub async fn run(
-    config: CoordinatorConfig,
-    listeners: Listeners,
-    shutdown: CancellationToken,
-) -> Result<(), RunError> {
+pub async fn run(config: CoordinatorConfig, listeners: Listeners, shutdown: CancellationToken) -> Result<(), RunError> {
     config.validate()?;
     let grpc_address = listeners.grpc.local_addr()?;
     let address = advertised_address(&config, grpc_address)?;
@@ -105,13 +99,7 @@ pub async fn run(
         Ok(warnings) => warnings.iter().for_each(|warning| warn!("{warning}")),
         Err(error) => warn!(%error, "could not check the store's durability settings"),
     }
-    store
-        .migrate(if mode.uses_lease() {
-            MigrationSet::All
-        } else {
-            MigrationSet::WithoutHa
-        })
-        .await?;
+    store.migrate(if mode.uses_lease() { MigrationSet::All } else { MigrationSet::WithoutHa }).await?;
     let store_epoch = store.store_epoch(&config.cluster).await?;
     if mode.uses_lease() {
         store.ensure_lease_row(&config.cluster).await?;
@@ -125,16 +113,28 @@ pub async fn run(
         priority: config.ha.priority,
         timings: config.ha_timings(),
     };
-    let ha = Ha::new(
-        settings,
-        store.clone(),
-        Arc::new(BootClock),
-        new_incarnation(),
-    );
+    let ha = Ha::new(settings, store.clone(), Arc::new(BootClock), new_incarnation());
     ha.register().await?;
+
+    let lease = config.lease_timings();
+    let lease_settings = LeaseSettings {
+        fence: lease.fence,
+        retention: config.catalog.change_retention,
+        clock_drift: lease.clock_drift,
+        proceed_margin: lease.proceed_margin,
+    };
+    let keeper = MetadataKeeper::default();
+    let keeper_task = tokio::spawn(keeper.clone().run(ha.clone(), store.clone(), lease_settings, shutdown.clone()));
+    // The plan's budget assumes the configured fence is the largest; the verdict itself uses
+    // the largest fence ever recorded in the store.
+    let propagator = Arc::new(Propagator::new(config.propagation_plan(lease.fence), lease.heartbeat_timeout));
+    let data_nodes = DataNodesServer::new(DataNodesService::new(ha.clone(), keeper, propagator))
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_MESSAGE_BYTES);
 
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_serving::<ClusterServer<ClusterService>>().await;
+    health.set_serving::<DataNodesServer<DataNodesService>>().await;
     let reflection_v1 = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -154,10 +154,8 @@ pub async fn run(
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
         .add_service(cluster)
-        .serve_with_incoming_shutdown(
-            TcpListenerStream::new(listeners.grpc),
-            shutdown.clone().cancelled_owned(),
-        );
+        .add_service(data_nodes)
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listeners.grpc), shutdown.clone().cancelled_owned());
 
     let metrics_address = match listeners.metrics {
         Some((listener, render)) => {
@@ -191,6 +189,7 @@ pub async fn run(
         }
     };
     let (served, elected) = tokio::join!(grpc, election);
+    let _ = keeper_task.await;
     store.close().await;
     elected?;
     served?;

@@ -5,28 +5,21 @@ use leasehold_core::mode::ModeChangeError;
 use tonic::{Code, Status};
 
 use crate::ha::HaError;
+use crate::metadata_leader::MetadataError;
+use crate::propagator::BroadcastError;
 
 /// A follower's answer to a call only the leader (or a hot node) serves: `UNAVAILABLE`, the
 /// reason `NOT_LEADER`, and the leader's address in trailing metadata when it is known.
 pub fn not_leader(leader: Option<String>, message: impl Into<String>) -> Status {
-    let mut status = error_status(
-        Code::Unavailable,
-        reason::NOT_LEADER,
-        message,
-        leader.clone().map(|address| ("leader", address)),
-    );
+    let mut status =
+        error_status(Code::Unavailable, reason::NOT_LEADER, message, leader.clone().map(|address| ("leader", address)));
     with_leader(&mut status, leader);
     status
 }
 
 /// A request field that is missing, unknown or out of range.
 pub fn invalid_argument(field: &'static str, message: impl Into<String>) -> Status {
-    error_status(
-        Code::InvalidArgument,
-        reason::INVALID_ARGUMENT,
-        message,
-        [("field", field.to_owned())],
-    )
+    error_status(Code::InvalidArgument, reason::INVALID_ARGUMENT, message, [("field", field.to_owned())])
 }
 
 fn with_leader(status: &mut Status, leader: Option<String>) {
@@ -41,30 +34,53 @@ impl From<HaError> for Status {
         match error {
             HaError::NotLeader { leader } => not_leader(leader, message),
             HaError::StaleTerm { term, leader } => {
-                let mut status = error_status(
-                    Code::Unavailable,
-                    reason::STALE_TERM,
-                    message,
-                    [("term", term.to_string())],
-                );
+                let mut status =
+                    error_status(Code::Unavailable, reason::STALE_TERM, message, [("term", term.to_string())]);
                 with_leader(&mut status, leader);
                 status
             }
             HaError::ModeChange(ModeChangeError::Fixed { .. }) => {
                 error_status(Code::FailedPrecondition, reason::MODE_FIXED, message, [])
             }
-            HaError::ModeChange(ModeChangeError::LiveLeader { leader }) => error_status(
-                Code::FailedPrecondition,
-                reason::LIVE_LEADER,
-                message,
-                [("leader", leader)],
-            ),
-            HaError::Store(_) => {
-                error_status(Code::Unavailable, reason::STORE_UNAVAILABLE, message, [])
+            HaError::ModeChange(ModeChangeError::LiveLeader { leader }) => {
+                error_status(Code::FailedPrecondition, reason::LIVE_LEADER, message, [("leader", leader)])
             }
-            HaError::DuplicateNodeId { .. }
-            | HaError::LiveLeaderAtStart { .. }
-            | HaError::NodeIdLost { .. } => Status::internal(message),
+            HaError::Store(_) => error_status(Code::Unavailable, reason::STORE_UNAVAILABLE, message, []),
+            HaError::DuplicateNodeId { .. } | HaError::LiveLeaderAtStart { .. } | HaError::NodeIdLost { .. } => {
+                Status::internal(message)
+            }
+        }
+    }
+}
+
+impl From<MetadataError> for Status {
+    fn from(error: MetadataError) -> Status {
+        let message = error.to_string();
+        match error {
+            MetadataError::TermEnded { .. } => not_leader(None, message),
+            MetadataError::NotRegistered { .. } => {
+                error_status(Code::FailedPrecondition, reason::NOT_REGISTERED, message, [])
+            }
+            MetadataError::StaleTerm { term } => {
+                error_status(Code::Unavailable, reason::STALE_TERM, message, [("term", term.to_string())])
+            }
+            MetadataError::Store(_) => error_status(Code::Unavailable, reason::STORE_UNAVAILABLE, message, []),
+            MetadataError::Corrupt { .. } => Status::internal(message),
+        }
+    }
+}
+
+impl From<BroadcastError> for Status {
+    fn from(error: BroadcastError) -> Status {
+        let message = error.to_string();
+        match error {
+            BroadcastError::Failed { refused, .. } => {
+                error_status(Code::Aborted, reason::BROADCAST_FAILED, message, [("nodes", refused.join(","))])
+            }
+            BroadcastError::OverBudget { pending, .. } => {
+                error_status(Code::DeadlineExceeded, reason::BROADCAST_BUDGET, message, [("nodes", pending.join(","))])
+            }
+            BroadcastError::Leader(error) => error.into(),
         }
     }
 }
@@ -76,10 +92,7 @@ mod tests {
 
     #[test]
     fn not_leader_redirects_to_the_known_leader() {
-        let status: Status = HaError::NotLeader {
-            leader: Some("127.0.0.1:7401".into()),
-        }
-        .into();
+        let status: Status = HaError::NotLeader { leader: Some("127.0.0.1:7401".into()) }.into();
         assert_eq!(status.code(), Code::Unavailable);
         assert_eq!(error_reason(&status).as_deref(), Some(reason::NOT_LEADER));
         assert_eq!(redirect_target(&status).as_deref(), Some("127.0.0.1:7401"));
@@ -89,21 +102,14 @@ mod tests {
 
     #[test]
     fn a_stale_term_is_retryable_and_says_so() {
-        let status: Status = HaError::StaleTerm {
-            term: 4,
-            leader: None,
-        }
-        .into();
+        let status: Status = HaError::StaleTerm { term: 4, leader: None }.into();
         assert_eq!(status.code(), Code::Unavailable);
         assert_eq!(error_reason(&status).as_deref(), Some(reason::STALE_TERM));
     }
 
     #[test]
     fn refused_mode_changes_are_failed_preconditions() {
-        let status: Status = HaError::ModeChange(ModeChangeError::LiveLeader {
-            leader: "c1".into(),
-        })
-        .into();
+        let status: Status = HaError::ModeChange(ModeChangeError::LiveLeader { leader: "c1".into() }).into();
         assert_eq!(
             (status.code(), error_reason(&status).as_deref()),
             (Code::FailedPrecondition, Some(reason::LIVE_LEADER))

@@ -120,8 +120,7 @@ impl LeaseManager {
 
     /// `Some(until)` while the lease is valid at `now` over a trusted cache.
     pub fn valid_until(&self, now: MonoTime) -> Option<MonoTime> {
-        self.lease_until
-            .filter(|until| self.cache_valid && now < *until)
+        self.lease_until.filter(|until| self.cache_valid && now < *until)
     }
 
     /// The state at `now`.
@@ -151,11 +150,7 @@ impl LeaseManager {
     /// Starts a heartbeat at `now`.
     pub fn begin_heartbeat(&mut self, now: MonoTime) -> HeartbeatTicket {
         self.fence_if_expired(now);
-        HeartbeatTicket {
-            sent: now,
-            generation: self.generation,
-            needs_resync: self.needs_resync(),
-        }
+        HeartbeatTicket { sent: now, generation: self.generation, needs_resync: self.needs_resync() }
     }
 
     /// Whether the next heartbeat must ask for a full resync.
@@ -176,14 +171,10 @@ impl LeaseManager {
             return ResponseDecision::Ignore("the agent fenced after this heartbeat was sent");
         }
         if term < self.highest_term {
-            return ResponseDecision::Ignore(
-                "the response comes from a term older than one already seen",
-            );
+            return ResponseDecision::Ignore("the response comes from a term older than one already seen");
         }
         if !self.cache_valid && !resync {
-            return ResponseDecision::Ignore(
-                "the cache was dropped; only a full resync can be applied",
-            );
+            return ResponseDecision::Ignore("the cache was dropped; only a full resync can be applied");
         }
         if resync {
             self.resyncing = !self.cache_valid;
@@ -193,13 +184,7 @@ impl LeaseManager {
 
     /// The response to `ticket` was applied: renew the lease to `ticket.sent + fence`. Returns
     /// true when this ends a fence.
-    pub fn renew(
-        &mut self,
-        ticket: &HeartbeatTicket,
-        fence: Duration,
-        leader: LeaderRef,
-        now: MonoTime,
-    ) -> bool {
+    pub fn renew(&mut self, ticket: &HeartbeatTicket, fence: Duration, leader: LeaderRef, now: MonoTime) -> bool {
         if ticket.generation != self.generation || leader.term < self.highest_term {
             return false;
         }
@@ -222,20 +207,13 @@ impl LeaseManager {
     }
 
     /// Whether a push from `leader_node_id` at `term` may be applied now.
-    pub fn check_push(
-        &self,
-        leader_node_id: &str,
-        term: u64,
-        now: MonoTime,
-    ) -> Result<(), PushRefusal> {
+    pub fn check_push(&self, leader_node_id: &str, term: u64, now: MonoTime) -> Result<(), PushRefusal> {
         if self.valid_until(now).is_none() {
             return Err(PushRefusal::Fenced);
         }
         match &self.leader {
             Some(leader) if leader.node_id == leader_node_id && term >= self.highest_term => Ok(()),
-            following => Err(PushRefusal::NotMyLeader {
-                following: following.clone(),
-            }),
+            following => Err(PushRefusal::NotMyLeader { following: following.clone() }),
         }
     }
 }
@@ -251,26 +229,14 @@ mod tests {
     }
 
     fn leader(term: u64) -> LeaderRef {
-        LeaderRef {
-            node_id: format!("c{term}"),
-            address: "127.0.0.1:7400".into(),
-            term,
-        }
+        LeaderRef { node_id: format!("c{term}"), address: "127.0.0.1:7400".into(), term }
     }
 
     /// A heartbeat sent at `sent`, answered at `answered`, applied and renewed.
-    fn round_trip(
-        lease: &mut LeaseManager,
-        sent: u64,
-        answered: u64,
-        term: u64,
-        resync: bool,
-    ) -> bool {
+    fn round_trip(lease: &mut LeaseManager, sent: u64, answered: u64, term: u64, resync: bool) -> bool {
         let ticket = lease.begin_heartbeat(at(sent));
         match lease.consider_response(&ticket, term, resync, at(answered)) {
-            ResponseDecision::Apply { .. } => {
-                lease.renew(&ticket, FENCE, leader(term), at(answered))
-            }
+            ResponseDecision::Apply { .. } => lease.renew(&ticket, FENCE, leader(term), at(answered)),
             ResponseDecision::Ignore(_) => false,
         }
     }
@@ -285,10 +251,7 @@ mod tests {
             lease.consider_response(&ticket, 1, false, at(10)),
             ResponseDecision::Ignore("the cache was dropped; only a full resync can be applied")
         );
-        assert!(
-            round_trip(&mut lease, 100, 150, 1, true),
-            "the resync unfences"
-        );
+        assert!(round_trip(&mut lease, 100, 150, 1, true), "the resync unfences");
         assert_eq!(lease.state(at(150)), AgentState::Normal);
     }
 
@@ -304,16 +267,10 @@ mod tests {
     fn the_lease_never_shrinks_on_a_reordered_response() {
         let mut lease = LeaseManager::new();
         let early = lease.begin_heartbeat(at(0));
-        assert!(matches!(
-            lease.consider_response(&early, 1, true, at(5)),
-            ResponseDecision::Apply { .. }
-        ));
+        assert!(matches!(lease.consider_response(&early, 1, true, at(5)), ResponseDecision::Apply { .. }));
         lease.renew(&early, FENCE, leader(1), at(5));
         let late = lease.begin_heartbeat(at(1000));
-        let earlier_again = HeartbeatTicket {
-            sent: at(500),
-            ..late
-        };
+        let earlier_again = HeartbeatTicket { sent: at(500), ..late };
         lease.renew(&late, FENCE, leader(1), at(1100));
         lease.renew(&earlier_again, FENCE, leader(1), at(1200));
         assert_eq!(lease.lease_until(), Some(at(4000)));
@@ -329,10 +286,7 @@ mod tests {
         assert_eq!(lease.fences(), 1);
         assert!(!lease.fence_if_expired(at(3001)), "fencing happens once");
         // The answer to the heartbeat sent before the fence would renew to 5 s: refused.
-        assert!(matches!(
-            lease.consider_response(&ticket, 1, true, at(3100)),
-            ResponseDecision::Ignore(_)
-        ));
+        assert!(matches!(lease.consider_response(&ticket, 1, true, at(3100)), ResponseDecision::Ignore(_)));
         assert!(!lease.renew(&ticket, FENCE, leader(1), at(3100)));
         assert_eq!(lease.state(at(3100)), AgentState::Fenced);
         // A resync asked for after the fence unfences.
@@ -379,17 +333,8 @@ mod tests {
         assert_eq!(lease.check_push("c1", 1, at(0)), Err(PushRefusal::Fenced));
         round_trip(&mut lease, 0, 10, 1, true);
         assert_eq!(lease.check_push("c1", 1, at(20)), Ok(()));
-        assert!(matches!(
-            lease.check_push("c2", 2, at(20)),
-            Err(PushRefusal::NotMyLeader { .. })
-        ));
-        assert!(matches!(
-            lease.check_push("c1", 0, at(20)),
-            Err(PushRefusal::NotMyLeader { .. })
-        ));
-        assert_eq!(
-            lease.check_push("c1", 1, at(3000)),
-            Err(PushRefusal::Fenced)
-        );
+        assert!(matches!(lease.check_push("c2", 2, at(20)), Err(PushRefusal::NotMyLeader { .. })));
+        assert!(matches!(lease.check_push("c1", 0, at(20)), Err(PushRefusal::NotMyLeader { .. })));
+        assert_eq!(lease.check_push("c1", 1, at(3000)), Err(PushRefusal::Fenced));
     }
 }

@@ -112,21 +112,17 @@ pub struct ManualClock {
 impl ManualClock {
     /// A clock standing at `start`.
     pub fn new(start: MonoTime) -> Self {
-        Self {
-            nanos: Arc::new(AtomicU64::new(start.0.as_nanos() as u64)),
-        }
+        Self { nanos: Arc::new(AtomicU64::new(start.0.as_nanos() as u64)) }
     }
 
     /// Moves the clock forward by `duration`.
     pub fn advance(&self, duration: Duration) {
-        self.nanos
-            .fetch_add(duration.as_nanos() as u64, Ordering::SeqCst);
+        self.nanos.fetch_add(duration.as_nanos() as u64, Ordering::SeqCst);
     }
 
     /// Moves the clock to `instant`; it never moves back.
     pub fn set(&self, instant: MonoTime) {
-        self.nanos
-            .fetch_max(instant.0.as_nanos() as u64, Ordering::SeqCst);
+        self.nanos.fetch_max(instant.0.as_nanos() as u64, Ordering::SeqCst);
     }
 }
 
@@ -154,18 +150,11 @@ mod tests {
     #[test]
     fn manual_clock_moves_only_forward_when_told() {
         let clock = ManualClock::new(MonoTime::from_duration(Duration::from_secs(10)));
-        assert_eq!(
-            clock.now(),
-            MonoTime::from_duration(Duration::from_secs(10))
-        );
+        assert_eq!(clock.now(), MonoTime::from_duration(Duration::from_secs(10)));
         clock.advance(Duration::from_millis(1500));
         assert_eq!(clock.now().as_duration(), Duration::from_millis(11_500));
         clock.set(MonoTime::from_duration(Duration::from_secs(1)));
-        assert_eq!(
-            clock.now().as_duration(),
-            Duration::from_millis(11_500),
-            "set never moves back"
-        );
+        assert_eq!(clock.now().as_duration(), Duration::from_millis(11_500), "set never moves back");
     }
 
     #[test]

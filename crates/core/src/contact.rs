@@ -30,21 +30,13 @@ pub struct NodeKey {
 impl NodeKey {
     /// The key of `node_id` at `incarnation`.
     pub fn new(node_id: impl Into<String>, incarnation: impl Into<String>) -> Self {
-        Self {
-            node_id: node_id.into(),
-            incarnation: incarnation.into(),
-        }
+        Self { node_id: node_id.into(), incarnation: incarnation.into() }
     }
 }
 
 impl std::fmt::Display for NodeKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "{}/{}",
-            self.node_id,
-            &self.incarnation[..self.incarnation.len().min(8)]
-        )
+        write!(f, "{}/{}", self.node_id, &self.incarnation[..self.incarnation.len().min(8)])
     }
 }
 
@@ -100,11 +92,7 @@ impl ContactTracker {
     /// leases until `promoted_at + earlier_grants` on this leader's clock (for a coordinator
     /// lease of `ttl`, that is `ttl · (1+ρ)/(1−ρ)`).
     pub fn new(promoted_at: MonoTime, earlier_grants: Duration) -> Self {
-        Self {
-            floor: promoted_at + earlier_grants,
-            nodes: BTreeMap::new(),
-            publications: BTreeMap::new(),
-        }
+        Self { floor: promoted_at + earlier_grants, nodes: BTreeMap::new(), publications: BTreeMap::new() }
     }
 
     /// The instant until which earlier leaders may have granted leases.
@@ -148,9 +136,7 @@ impl ContactTracker {
 
     /// Whether `key` is registered (and not a tombstone).
     pub fn is_registered(&self, key: &NodeKey) -> bool {
-        self.nodes
-            .get(key)
-            .is_some_and(|tracked| tracked.tombstone_since.is_none())
+        self.nodes.get(key).is_some_and(|tracked| tracked.tombstone_since.is_none())
     }
 
     /// Records a grant to `key` at `now`; false (and nothing recorded) when `key` is not
@@ -184,11 +170,7 @@ impl ContactTracker {
     /// Snapshots `S(n, version)` of every node, tombstones included. Call it under the lock
     /// that heartbeat handling holds while it records a contact and picks its response.
     pub fn publish(&mut self, version: u64) {
-        let snapshot = self
-            .nodes
-            .iter()
-            .map(|(key, tracked)| (key.clone(), self.stale_bound_of(tracked)))
-            .collect();
+        let snapshot = self.nodes.iter().map(|(key, tracked)| (key.clone(), self.stale_bound_of(tracked))).collect();
         self.publications.insert(version, snapshot);
     }
 
@@ -219,18 +201,12 @@ impl ContactTracker {
         let floor = self.floor;
         self.nodes.retain(|_, tracked| {
             tracked.tombstone_since.is_none()
-                || stale_bound(tracked, floor)
-                    .is_some_and(|bound| now.saturating_since(bound) < proceed_after)
+                || stale_bound(tracked, floor).is_some_and(|bound| now.saturating_since(bound) < proceed_after)
         });
     }
 
     /// How `key` looks at `now`.
-    pub fn status(
-        &self,
-        key: &NodeKey,
-        now: MonoTime,
-        proceed_after: Duration,
-    ) -> Option<ContactStatus> {
+    pub fn status(&self, key: &NodeKey, now: MonoTime, proceed_after: Duration) -> Option<ContactStatus> {
         let tracked = self.nodes.get(key)?;
         let Some(bound) = self.stale_bound_of(tracked) else {
             return Some(ContactStatus::NeverGranted);
@@ -247,9 +223,7 @@ impl ContactTracker {
 
     /// Every tracked node, with whether it is a tombstone.
     pub fn nodes(&self) -> impl Iterator<Item = (&NodeKey, bool)> {
-        self.nodes
-            .iter()
-            .map(|(key, tracked)| (key, tracked.tombstone_since.is_some()))
+        self.nodes.iter().map(|(key, tracked)| (key, tracked.tombstone_since.is_some()))
     }
 
     /// The last contact with `key`, if any.
@@ -292,14 +266,7 @@ mod tests {
         tracker.publish(7);
         tracker.record_contact(&key("a", "1"), at(900));
         let settlements = tracker.settlements(7);
-        assert_eq!(
-            settlements,
-            vec![Settlement {
-                key: key("a", "1"),
-                acked: 0,
-                stale_bound: Some(at(100))
-            }]
-        );
+        assert_eq!(settlements, vec![Settlement { key: key("a", "1"), acked: 0, stale_bound: Some(at(100)) }]);
     }
 
     #[test]
@@ -309,11 +276,7 @@ mod tests {
         tracker.inherit(key("b", "1"));
         tracker.record_contact(&key("b", "1"), at(7000));
         tracker.publish(1);
-        let bounds: Vec<_> = tracker
-            .settlements(1)
-            .into_iter()
-            .map(|s| s.stale_bound)
-            .collect();
+        let bounds: Vec<_> = tracker.settlements(1).into_iter().map(|s| s.stale_bound).collect();
         assert_eq!(bounds, vec![Some(at(6020)), Some(at(7000))]);
     }
 
@@ -323,10 +286,7 @@ mod tests {
         tracker.register(key("a", "2"), at(5100));
         tracker.publish(1);
         assert_eq!(tracker.settlements(1)[0].stale_bound, None);
-        assert_eq!(
-            tracker.status(&key("a", "2"), at(5200), PROCEED),
-            Some(ContactStatus::NeverGranted)
-        );
+        assert_eq!(tracker.status(&key("a", "2"), at(5200), PROCEED), Some(ContactStatus::NeverGranted));
     }
 
     #[test]
@@ -336,23 +296,13 @@ mod tests {
         tracker.record_contact(&key("a", "1"), at(1000));
         tracker.register(key("a", "2"), at(1500));
         assert!(!tracker.is_registered(&key("a", "1")));
-        assert!(
-            !tracker.record_contact(&key("a", "1"), at(1600)),
-            "a tombstone gets no new lease"
-        );
+        assert!(!tracker.record_contact(&key("a", "1"), at(1600)), "a tombstone gets no new lease");
         tracker.publish(3);
-        assert_eq!(
-            tracker.settlements(3).len(),
-            2,
-            "the old incarnation still counts"
-        );
+        assert_eq!(tracker.settlements(3).len(), 2, "the old incarnation still counts");
         tracker.collect_tombstones(at(5000), PROCEED);
         assert_eq!(tracker.nodes().count(), 2, "not settled before 1000 + 4060");
         tracker.collect_tombstones(at(5060), PROCEED);
-        assert_eq!(
-            tracker.nodes().map(|(k, _)| k.clone()).collect::<Vec<_>>(),
-            vec![key("a", "2")]
-        );
+        assert_eq!(tracker.nodes().map(|(k, _)| k.clone()).collect::<Vec<_>>(), vec![key("a", "2")]);
         // The snapshot still remembers the removed tombstone's bound.
         assert_eq!(tracker.settlements(3).len(), 2);
         tracker.deregister(&key("a", "2"), at(6000));
@@ -376,21 +326,14 @@ mod tests {
         tracker.record_contact(&key("a", "1"), at(1000));
         assert_eq!(
             tracker.status(&key("a", "1"), at(1500), PROCEED),
-            Some(ContactStatus::Live {
-                silent_for: Duration::from_millis(500)
-            })
+            Some(ContactStatus::Live { silent_for: Duration::from_millis(500) })
         );
         assert_eq!(
             tracker.status(&key("a", "1"), at(5060), PROCEED),
-            Some(ContactStatus::FencedByNow {
-                silent_for: Duration::from_millis(4060)
-            })
+            Some(ContactStatus::FencedByNow { silent_for: Duration::from_millis(4060) })
         );
         let mut promoted = ContactTracker::new(at(1000), GRANTS);
         promoted.inherit(key("b", "1"));
-        assert_eq!(
-            promoted.status(&key("b", "1"), at(1500), PROCEED),
-            Some(ContactStatus::Unknown)
-        );
+        assert_eq!(promoted.status(&key("b", "1"), at(1500), PROCEED), Some(ContactStatus::Unknown));
     }
 }

@@ -47,11 +47,7 @@ impl LeaseTimings {
     /// the runner-up candidate, and one heartbeat deadline and interval for the agents to
     /// find the new leader.
     pub fn failover_budget(&self, ha: &HaTimings) -> Duration {
-        ha.lease_ttl
-            + ha.renew_interval
-            + ha.priority_step
-            + self.heartbeat_timeout
-            + self.heartbeat_interval
+        ha.lease_ttl + ha.renew_interval + ha.priority_step + self.heartbeat_timeout + self.heartbeat_interval
     }
 
     /// Checks the relations the lease protocol relies on, naming the key to change.
@@ -117,14 +113,8 @@ mod tests {
         let timings = LeaseTimings::default();
         timings.validate(&HaTimings::default()).unwrap();
         // 15 s × 1.01 / 0.99 + 1 s
-        assert_eq!(
-            timings.proceed_after(Duration::from_secs(15)).as_millis(),
-            16_303
-        );
-        assert_eq!(
-            timings.failover_budget(&HaTimings::default()),
-            ms(6000 + 2000 + 200 + 500 + 1000)
-        );
+        assert_eq!(timings.proceed_after(Duration::from_secs(15)).as_millis(), 16_303);
+        assert_eq!(timings.failover_budget(&HaTimings::default()), ms(6000 + 2000 + 200 + 500 + 1000));
     }
 
     #[test]
@@ -148,10 +138,7 @@ mod tests {
 
     #[test]
     fn a_fence_below_the_failover_time_is_refused_with_the_numbers() {
-        let lease = LeaseTimings {
-            fence: ms(9000),
-            ..LeaseTimings::default()
-        };
+        let lease = LeaseTimings { fence: ms(9000), ..LeaseTimings::default() };
         let error = lease.validate(&HaTimings::default()).unwrap_err();
         assert_eq!(error.key, "metadata.lease-fence");
         assert!(error.message.contains("9.7s"), "{error}");
@@ -159,21 +146,9 @@ mod tests {
 
     #[test]
     fn heartbeats_must_fit_the_fence_and_their_deadline_the_interval() {
-        let lease = LeaseTimings {
-            heartbeat_interval: ms(6000),
-            ..LeaseTimings::default()
-        };
-        assert_eq!(
-            lease.validate(&HaTimings::default()).unwrap_err().key,
-            "metadata.heartbeat-interval"
-        );
-        let lease = LeaseTimings {
-            heartbeat_timeout: ms(1000),
-            ..LeaseTimings::default()
-        };
-        assert_eq!(
-            lease.validate(&HaTimings::default()).unwrap_err().key,
-            "metadata.heartbeat-timeout"
-        );
+        let lease = LeaseTimings { heartbeat_interval: ms(6000), ..LeaseTimings::default() };
+        assert_eq!(lease.validate(&HaTimings::default()).unwrap_err().key, "metadata.heartbeat-interval");
+        let lease = LeaseTimings { heartbeat_timeout: ms(1000), ..LeaseTimings::default() };
+        assert_eq!(lease.validate(&HaTimings::default()).unwrap_err().key, "metadata.heartbeat-timeout");
     }
 }

@@ -23,14 +23,8 @@ pub enum HaMode {
 
 impl HaMode {
     /// Every mode, in the order `--help` lists them.
-    pub const ALL: [HaMode; 6] = [
-        HaMode::Auto,
-        HaMode::Master,
-        HaMode::Standby,
-        HaMode::HotStandby,
-        HaMode::HotBackup,
-        HaMode::Disabled,
-    ];
+    pub const ALL: [HaMode; 6] =
+        [HaMode::Auto, HaMode::Master, HaMode::Standby, HaMode::HotStandby, HaMode::HotBackup, HaMode::Disabled];
 
     /// The name used in flags, files and logs.
     pub fn as_str(self) -> &'static str {
@@ -46,18 +40,12 @@ impl HaMode {
 
     /// Whether a node in this mode may acquire the lease.
     pub fn is_candidate(self) -> bool {
-        matches!(
-            self,
-            HaMode::Auto | HaMode::Master | HaMode::Standby | HaMode::HotStandby
-        )
+        matches!(self, HaMode::Auto | HaMode::Master | HaMode::Standby | HaMode::HotStandby)
     }
 
     /// Whether a non-leader in this mode answers read-only calls itself.
     pub fn serves_reads_as_follower(self) -> bool {
-        matches!(
-            self,
-            HaMode::HotStandby | HaMode::HotBackup | HaMode::Disabled
-        )
+        matches!(self, HaMode::HotStandby | HaMode::HotBackup | HaMode::Disabled)
     }
 
     /// Whether the mode takes part in the lease protocol at all.
@@ -74,9 +62,7 @@ impl fmt::Display for HaMode {
 
 /// A mode name that is not one of the six.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error(
-    "unknown HA mode {given:?}; expected one of auto, master, standby, hot-standby, hot-backup, disabled"
-)]
+#[error("unknown HA mode {given:?}; expected one of auto, master, standby, hot-standby, hot-backup, disabled")]
 pub struct UnknownMode {
     /// What was given.
     pub given: String,
@@ -91,9 +77,7 @@ impl FromStr for HaMode {
         HaMode::ALL
             .into_iter()
             .find(|mode| mode.as_str() == normalized)
-            .ok_or_else(|| UnknownMode {
-                given: given.to_owned(),
-            })
+            .ok_or_else(|| UnknownMode { given: given.to_owned() })
     }
 }
 
@@ -140,15 +124,10 @@ impl HaRole {
 
     /// The role stored under `name`; unknown names read as `Follower`.
     pub fn from_stored(name: &str) -> HaRole {
-        [
-            HaRole::Starting,
-            HaRole::Leader,
-            HaRole::Standalone,
-            HaRole::Stopped,
-        ]
-        .into_iter()
-        .find(|role| role.as_str() == name)
-        .unwrap_or(HaRole::Follower)
+        [HaRole::Starting, HaRole::Leader, HaRole::Standalone, HaRole::Stopped]
+            .into_iter()
+            .find(|role| role.as_str() == name)
+            .unwrap_or(HaRole::Follower)
     }
 }
 
@@ -199,18 +178,13 @@ pub fn decide_mode_change(
     live_leader: Option<&str>,
 ) -> Result<ModeChange, ModeChangeError> {
     if current != requested && (current == HaMode::Disabled || requested == HaMode::Disabled) {
-        return Err(ModeChangeError::Fixed {
-            from: current,
-            to: requested,
-        });
+        return Err(ModeChangeError::Fixed { from: current, to: requested });
     }
     if requested == HaMode::Master
         && !is_leader
         && let Some(leader) = live_leader
     {
-        return Err(ModeChangeError::LiveLeader {
-            leader: leader.to_owned(),
-        });
+        return Err(ModeChangeError::LiveLeader { leader: leader.to_owned() });
     }
     Ok(ModeChange {
         demote: is_leader && !matches!(requested, HaMode::Auto | HaMode::Master),
@@ -228,10 +202,7 @@ mod tests {
         assert_eq!("HOT_BACKUP".parse::<HaMode>(), Ok(HaMode::HotBackup));
         assert_eq!(" Master ".parse::<HaMode>(), Ok(HaMode::Master));
         let error = "leader".parse::<HaMode>().unwrap_err();
-        assert!(
-            error.to_string().contains("expected one of auto, master"),
-            "{error}"
-        );
+        assert!(error.to_string().contains("expected one of auto, master"), "{error}");
         for mode in HaMode::ALL {
             assert_eq!(mode.as_str().parse::<HaMode>(), Ok(mode));
         }
@@ -239,19 +210,8 @@ mod tests {
 
     #[test]
     fn only_candidates_may_lead_and_only_hot_modes_serve_reads() {
-        let candidates: Vec<_> = HaMode::ALL
-            .into_iter()
-            .filter(|mode| mode.is_candidate())
-            .collect();
-        assert_eq!(
-            candidates,
-            [
-                HaMode::Auto,
-                HaMode::Master,
-                HaMode::Standby,
-                HaMode::HotStandby
-            ]
-        );
+        let candidates: Vec<_> = HaMode::ALL.into_iter().filter(|mode| mode.is_candidate()).collect();
+        assert_eq!(candidates, [HaMode::Auto, HaMode::Master, HaMode::Standby, HaMode::HotStandby]);
         assert!(!HaMode::Standby.serves_reads_as_follower());
         assert!(HaMode::HotStandby.serves_reads_as_follower());
         assert!(HaMode::HotBackup.serves_reads_as_follower());
@@ -259,13 +219,7 @@ mod tests {
 
     #[test]
     fn roles_round_trip_through_their_stored_names() {
-        for role in [
-            HaRole::Starting,
-            HaRole::Leader,
-            HaRole::Follower,
-            HaRole::Standalone,
-            HaRole::Stopped,
-        ] {
+        for role in [HaRole::Starting, HaRole::Leader, HaRole::Follower, HaRole::Standalone, HaRole::Stopped] {
             assert_eq!(HaRole::from_stored(role.as_str()), role);
         }
     }
@@ -273,13 +227,7 @@ mod tests {
     #[test]
     fn demoting_the_leader_releases_the_lease() {
         let change = decide_mode_change(HaMode::Auto, HaMode::Standby, true, None).unwrap();
-        assert_eq!(
-            change,
-            ModeChange {
-                demote: true,
-                contend_now: false
-            }
-        );
+        assert_eq!(change, ModeChange { demote: true, contend_now: false });
         let change = decide_mode_change(HaMode::Auto, HaMode::HotBackup, true, None).unwrap();
         assert!(change.demote);
         let change = decide_mode_change(HaMode::Master, HaMode::Auto, true, None).unwrap();
@@ -289,21 +237,9 @@ mod tests {
     #[test]
     fn master_on_a_follower_contends_now_unless_a_live_leader_exists() {
         let change = decide_mode_change(HaMode::Standby, HaMode::Master, false, None).unwrap();
-        assert_eq!(
-            change,
-            ModeChange {
-                demote: false,
-                contend_now: true
-            }
-        );
-        let error =
-            decide_mode_change(HaMode::Standby, HaMode::Master, false, Some("c1")).unwrap_err();
-        assert_eq!(
-            error,
-            ModeChangeError::LiveLeader {
-                leader: "c1".into()
-            }
-        );
+        assert_eq!(change, ModeChange { demote: false, contend_now: true });
+        let error = decide_mode_change(HaMode::Standby, HaMode::Master, false, Some("c1")).unwrap_err();
+        assert_eq!(error, ModeChangeError::LiveLeader { leader: "c1".into() });
     }
 
     #[test]

@@ -18,13 +18,7 @@ pub struct InvalidId {
 /// Checks a node id or cluster name: 1 to 64 characters of `A-Z a-z 0-9 . _ : -`, starting
 /// with a letter or digit. Ids end up in logs, metrics labels and SQL rows, so they stay plain.
 pub fn validate_id(what: &'static str, given: &str) -> Result<(), InvalidId> {
-    let refuse = |why| {
-        Err(InvalidId {
-            what,
-            given: given.to_owned(),
-            why,
-        })
-    };
+    let refuse = |why| Err(InvalidId { what, given: given.to_owned(), why });
     if given.is_empty() {
         return refuse("it is empty");
     }
@@ -34,10 +28,7 @@ pub fn validate_id(what: &'static str, given: &str) -> Result<(), InvalidId> {
     if !given.starts_with(|c: char| c.is_ascii_alphanumeric()) {
         return refuse("it must start with a letter or a digit");
     }
-    if !given
-        .chars()
-        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | ':' | '-'))
-    {
+    if !given.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | ':' | '-')) {
         return refuse("only letters, digits and . _ : - are allowed");
     }
     Ok(())
@@ -68,11 +59,6 @@ mod tests {
             assert!(error.to_string().contains(why), "{id:?}: {error}");
         }
         let long = "x".repeat(65);
-        assert!(
-            validate_id("cluster name", &long)
-                .unwrap_err()
-                .to_string()
-                .contains("longer")
-        );
+        assert!(validate_id("cluster name", &long).unwrap_err().to_string().contains("longer"));
     }
 }

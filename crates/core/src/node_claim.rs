@@ -47,9 +47,7 @@ pub fn judge_claim(
         None => ClaimDecision::TakeOver,
         Some(owner) if owner == my_incarnation => ClaimDecision::TakeOver,
         Some(_) if store_now_ms - row.last_seen_ms >= window_ms => ClaimDecision::TakeOver,
-        Some(_) => ClaimDecision::Watch {
-            stale_at_ms: row.last_seen_ms + window_ms,
-        },
+        Some(_) => ClaimDecision::Watch { stale_at_ms: row.last_seen_ms + window_ms },
     }
 }
 
@@ -60,34 +58,19 @@ mod tests {
     const WINDOW: Duration = Duration::from_secs(6);
 
     fn row(incarnation: Option<&str>, last_seen_ms: i64) -> RegisteredNode {
-        RegisteredNode {
-            incarnation: incarnation.map(str::to_owned),
-            last_seen_ms,
-        }
+        RegisteredNode { incarnation: incarnation.map(str::to_owned), last_seen_ms }
     }
 
     #[test]
     fn a_new_id_registers() {
-        assert_eq!(
-            judge_claim(None, "me", 1000, WINDOW),
-            ClaimDecision::Register
-        );
+        assert_eq!(judge_claim(None, "me", 1000, WINDOW), ClaimDecision::Register);
     }
 
     #[test]
     fn a_cleanly_stopped_or_abandoned_row_is_taken_over() {
-        assert_eq!(
-            judge_claim(Some(&row(None, 900)), "me", 1000, WINDOW),
-            ClaimDecision::TakeOver
-        );
-        assert_eq!(
-            judge_claim(Some(&row(Some("old"), 1000)), "me", 7000, WINDOW),
-            ClaimDecision::TakeOver
-        );
-        assert_eq!(
-            judge_claim(Some(&row(Some("me"), 1000)), "me", 1001, WINDOW),
-            ClaimDecision::TakeOver
-        );
+        assert_eq!(judge_claim(Some(&row(None, 900)), "me", 1000, WINDOW), ClaimDecision::TakeOver);
+        assert_eq!(judge_claim(Some(&row(Some("old"), 1000)), "me", 7000, WINDOW), ClaimDecision::TakeOver);
+        assert_eq!(judge_claim(Some(&row(Some("me"), 1000)), "me", 1001, WINDOW), ClaimDecision::TakeOver);
     }
 
     #[test]

@@ -39,19 +39,11 @@ impl PropagationPlan {
     }
 
     /// The step after round `round` of a broadcast that started at `started`.
-    pub fn next_step(
-        &self,
-        verdict: &Verdict,
-        round: u32,
-        started: MonoTime,
-        now: MonoTime,
-    ) -> NextStep {
+    pub fn next_step(&self, verdict: &Verdict, round: u32, started: MonoTime, now: MonoTime) -> NextStep {
         match verdict {
             Verdict::Proceed => NextStep::Proceed,
             Verdict::Fail { .. } => NextStep::Fail,
-            Verdict::Wait {
-                next_settlement, ..
-            } => {
+            Verdict::Wait { next_settlement, .. } => {
                 if now.saturating_since(started) >= self.budget {
                     return NextStep::OverBudget;
                 }
@@ -82,37 +74,17 @@ mod tests {
 
     #[test]
     fn pauses_double_up_to_the_cap() {
-        let pauses: Vec<_> = (0..5)
-            .map(|round| plan().pause_after(round).as_millis())
-            .collect();
+        let pauses: Vec<_> = (0..5).map(|round| plan().pause_after(round).as_millis()).collect();
         assert_eq!(pauses, vec![500, 1000, 2000, 2000, 2000]);
     }
 
     #[test]
     fn waits_for_the_earlier_of_a_retry_and_a_settlement() {
-        let wait = Verdict::Wait {
-            pending: vec![NodeKey::new("a", "1")],
-            next_settlement: Some(at(1200)),
-        };
-        assert_eq!(
-            plan().next_step(&wait, 0, at(0), at(1000)),
-            NextStep::RetryAt(at(1200))
-        );
-        assert_eq!(
-            plan().next_step(&wait, 0, at(0), at(100)),
-            NextStep::RetryAt(at(600))
-        );
-        assert_eq!(
-            plan().next_step(&wait, 3, at(0), at(10_000)),
-            NextStep::OverBudget
-        );
-        assert_eq!(
-            plan().next_step(&Verdict::Proceed, 0, at(0), at(0)),
-            NextStep::Proceed
-        );
-        assert_eq!(
-            plan().next_step(&Verdict::Fail { refused: vec![] }, 0, at(0), at(0)),
-            NextStep::Fail
-        );
+        let wait = Verdict::Wait { pending: vec![NodeKey::new("a", "1")], next_settlement: Some(at(1200)) };
+        assert_eq!(plan().next_step(&wait, 0, at(0), at(1000)), NextStep::RetryAt(at(1200)));
+        assert_eq!(plan().next_step(&wait, 0, at(0), at(100)), NextStep::RetryAt(at(600)));
+        assert_eq!(plan().next_step(&wait, 3, at(0), at(10_000)), NextStep::OverBudget);
+        assert_eq!(plan().next_step(&Verdict::Proceed, 0, at(0), at(0)), NextStep::Proceed);
+        assert_eq!(plan().next_step(&Verdict::Fail { refused: vec![] }, 0, at(0), at(0)), NextStep::Fail);
     }
 }

@@ -56,10 +56,7 @@ pub struct TimingError {
 
 impl TimingError {
     fn new(key: &'static str, message: impl Into<String>) -> Self {
-        Self {
-            key,
-            message: message.into(),
-        }
+        Self { key, message: message.into() }
     }
 }
 
@@ -83,9 +80,7 @@ impl HaTimings {
     pub fn local_hold(&self) -> Option<Duration> {
         let rho = self.clock_drift;
         let shrunk = self.lease_ttl.mul_f64((1.0 - rho) / (1.0 + rho));
-        shrunk
-            .checked_sub(self.margin)
-            .filter(|hold| !hold.is_zero())
+        shrunk.checked_sub(self.margin).filter(|hold| !hold.is_zero())
     }
 
     /// The end of the local hold for a renewal (or acquire) sent at `sent`.
@@ -105,10 +100,7 @@ impl HaTimings {
         if !(0.0..MAX_CLOCK_DRIFT).contains(&self.clock_drift) || self.clock_drift.is_nan() {
             return Err(TimingError::new(
                 "metadata.clock-drift",
-                format!(
-                    "must be at least 0 and below {MAX_CLOCK_DRIFT}, got {}",
-                    self.clock_drift
-                ),
+                format!("must be at least 0 and below {MAX_CLOCK_DRIFT}, got {}", self.clock_drift),
             ));
         }
         if self.lease_ttl < MIN_LEASE_TTL || self.lease_ttl > MAX_LEASE_TTL {
@@ -138,10 +130,7 @@ impl HaTimings {
                     "{} leaves the leader no local hold: ha.lease-ttl ({}) shrunk by the clock drift is {}",
                     human(self.margin),
                     human(self.lease_ttl),
-                    human(
-                        self.lease_ttl
-                            .mul_f64((1.0 - self.clock_drift) / (1.0 + self.clock_drift))
-                    ),
+                    human(self.lease_ttl.mul_f64((1.0 - self.clock_drift) / (1.0 + self.clock_drift))),
                 ),
             ));
         };
@@ -164,11 +153,7 @@ impl HaTimings {
         if self.poll_interval > self.lease_ttl {
             return Err(TimingError::new(
                 "ha.poll-interval",
-                format!(
-                    "{} must not exceed ha.lease-ttl ({})",
-                    human(self.poll_interval),
-                    human(self.lease_ttl)
-                ),
+                format!("{} must not exceed ha.lease-ttl ({})", human(self.poll_interval), human(self.lease_ttl)),
             ));
         }
         Ok(())
@@ -209,10 +194,7 @@ mod tests {
 
     #[test]
     fn a_renew_interval_without_room_for_a_retry_is_refused_with_the_numbers() {
-        let timings = HaTimings {
-            renew_interval: ms(3000),
-            ..HaTimings::default()
-        };
+        let timings = HaTimings { renew_interval: ms(3000), ..HaTimings::default() };
         let error = timings.validate().unwrap_err();
         assert_eq!(error.key, "ha.renew-interval");
         assert!(error.message.contains("6.5s"), "{error}");
@@ -221,10 +203,7 @@ mod tests {
 
     #[test]
     fn a_margin_that_eats_the_lease_is_refused() {
-        let timings = HaTimings {
-            margin: ms(7000),
-            ..HaTimings::default()
-        };
+        let timings = HaTimings { margin: ms(7000), ..HaTimings::default() };
         assert_eq!(timings.local_hold(), None);
         assert_eq!(timings.validate().unwrap_err().key, "ha.margin");
     }
@@ -232,48 +211,12 @@ mod tests {
     #[test]
     fn out_of_range_values_name_their_key() {
         let cases = [
-            (
-                HaTimings {
-                    clock_drift: 0.5,
-                    ..HaTimings::default()
-                },
-                "metadata.clock-drift",
-            ),
-            (
-                HaTimings {
-                    clock_drift: f64::NAN,
-                    ..HaTimings::default()
-                },
-                "metadata.clock-drift",
-            ),
-            (
-                HaTimings {
-                    lease_ttl: ms(10),
-                    ..HaTimings::default()
-                },
-                "ha.lease-ttl",
-            ),
-            (
-                HaTimings {
-                    store_timeout: ms(0),
-                    ..HaTimings::default()
-                },
-                "ha.store-timeout",
-            ),
-            (
-                HaTimings {
-                    poll_interval: ms(0),
-                    ..HaTimings::default()
-                },
-                "ha.poll-interval",
-            ),
-            (
-                HaTimings {
-                    poll_interval: ms(7000),
-                    ..HaTimings::default()
-                },
-                "ha.poll-interval",
-            ),
+            (HaTimings { clock_drift: 0.5, ..HaTimings::default() }, "metadata.clock-drift"),
+            (HaTimings { clock_drift: f64::NAN, ..HaTimings::default() }, "metadata.clock-drift"),
+            (HaTimings { lease_ttl: ms(10), ..HaTimings::default() }, "ha.lease-ttl"),
+            (HaTimings { store_timeout: ms(0), ..HaTimings::default() }, "ha.store-timeout"),
+            (HaTimings { poll_interval: ms(0), ..HaTimings::default() }, "ha.poll-interval"),
+            (HaTimings { poll_interval: ms(7000), ..HaTimings::default() }, "ha.poll-interval"),
         ];
         for (timings, key) in cases {
             assert_eq!(timings.validate().unwrap_err().key, key, "{timings:?}");
@@ -289,11 +232,7 @@ mod tests {
 
     #[test]
     fn upper_bound_grows_by_drift() {
-        let timings = HaTimings {
-            lease_ttl: ms(1000),
-            clock_drift: 0.01,
-            ..HaTimings::default()
-        };
+        let timings = HaTimings { lease_ttl: ms(1000), clock_drift: 0.01, ..HaTimings::default() };
         assert_eq!(timings.lease_upper_bound().as_micros(), 1_020_202);
     }
 }

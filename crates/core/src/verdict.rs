@@ -40,9 +40,7 @@ pub fn decide(
     proceed_after: Duration,
 ) -> Verdict {
     if !refused.is_empty() {
-        return Verdict::Fail {
-            refused: refused.iter().cloned().collect(),
-        };
+        return Verdict::Fail { refused: refused.iter().cloned().collect() };
     }
     let mut pending = Vec::new();
     let mut next_settlement: Option<MonoTime> = None;
@@ -60,14 +58,7 @@ pub fn decide(
         pending.push(settlement.key.clone());
         next_settlement = Some(next_settlement.map_or(settles_at, |next| next.min(settles_at)));
     }
-    if pending.is_empty() {
-        Verdict::Proceed
-    } else {
-        Verdict::Wait {
-            pending,
-            next_settlement,
-        }
-    }
+    if pending.is_empty() { Verdict::Proceed } else { Verdict::Wait { pending, next_settlement } }
 }
 
 #[cfg(test)]
@@ -81,71 +72,32 @@ mod tests {
     }
 
     fn settlement(node: &str, acked: u64, bound: Option<u64>) -> Settlement {
-        Settlement {
-            key: NodeKey::new(node, "1"),
-            acked,
-            stale_bound: bound.map(at),
-        }
+        Settlement { key: NodeKey::new(node, "1"), acked, stale_bound: bound.map(at) }
     }
 
     #[test]
     fn proceeds_once_every_node_acknowledged() {
         let settlements = [settlement("a", 7, Some(100)), settlement("b", 8, Some(100))];
-        assert_eq!(
-            decide(7, &settlements, &BTreeSet::new(), at(200), PROCEED),
-            Verdict::Proceed
-        );
+        assert_eq!(decide(7, &settlements, &BTreeSet::new(), at(200), PROCEED), Verdict::Proceed);
     }
 
     #[test]
     fn a_silent_node_settles_t_proceed_after_its_stale_bound() {
-        let settlements = [
-            settlement("a", 7, Some(100)),
-            settlement("b", 6, Some(1000)),
-        ];
+        let settlements = [settlement("a", 7, Some(100)), settlement("b", 6, Some(1000))];
         let waiting = decide(7, &settlements, &BTreeSet::new(), at(5059), PROCEED);
-        assert_eq!(
-            waiting,
-            Verdict::Wait {
-                pending: vec![NodeKey::new("b", "1")],
-                next_settlement: Some(at(5060))
-            }
-        );
-        assert_eq!(
-            decide(7, &settlements, &BTreeSet::new(), at(5060), PROCEED),
-            Verdict::Proceed
-        );
+        assert_eq!(waiting, Verdict::Wait { pending: vec![NodeKey::new("b", "1")], next_settlement: Some(at(5060)) });
+        assert_eq!(decide(7, &settlements, &BTreeSet::new(), at(5060), PROCEED), Verdict::Proceed);
     }
 
     #[test]
     fn a_node_that_held_no_lease_is_settled() {
-        assert_eq!(
-            decide(
-                7,
-                &[settlement("a", 0, None)],
-                &BTreeSet::new(),
-                at(0),
-                PROCEED
-            ),
-            Verdict::Proceed
-        );
+        assert_eq!(decide(7, &[settlement("a", 0, None)], &BTreeSet::new(), at(0), PROCEED), Verdict::Proceed);
     }
 
     #[test]
     fn a_refusal_fails_at_once() {
         let refused: BTreeSet<_> = [NodeKey::new("a", "1")].into();
-        let verdict = decide(
-            7,
-            &[settlement("a", 6, Some(100))],
-            &refused,
-            at(0),
-            PROCEED,
-        );
-        assert_eq!(
-            verdict,
-            Verdict::Fail {
-                refused: vec![NodeKey::new("a", "1")]
-            }
-        );
+        let verdict = decide(7, &[settlement("a", 6, Some(100))], &refused, at(0), PROCEED);
+        assert_eq!(verdict, Verdict::Fail { refused: vec![NodeKey::new("a", "1")] });
     }
 }

@@ -53,9 +53,7 @@ struct SimClock {
 
 impl SimClock {
     fn local(&self, real_us: u64) -> MonoTime {
-        MonoTime::from_duration(Duration::from_micros(
-            self.base_us + (real_us as f64 * self.rate) as u64,
-        ))
+        MonoTime::from_duration(Duration::from_micros(self.base_us + (real_us as f64 * self.rate) as u64))
     }
     /// Real microseconds for `duration` of this clock.
     fn real_span(&self, duration: Duration) -> u64 {
@@ -65,32 +63,10 @@ impl SimClock {
 
 #[derive(Debug, Clone)]
 enum Message {
-    Heartbeat {
-        agent: usize,
-        leader: usize,
-        ticket: u64,
-        applied: u64,
-        needs_resync: bool,
-    },
-    Response {
-        agent: usize,
-        ticket: u64,
-        leader: usize,
-        term: u64,
-        version: u64,
-        resync: bool,
-    },
-    Push {
-        agent: usize,
-        leader: usize,
-        term: u64,
-        version: u64,
-    },
-    Ack {
-        agent: usize,
-        leader: usize,
-        version: u64,
-    },
+    Heartbeat { agent: usize, leader: usize, ticket: u64, applied: u64, needs_resync: bool },
+    Response { agent: usize, ticket: u64, leader: usize, term: u64, version: u64, resync: bool },
+    Push { agent: usize, leader: usize, term: u64, version: u64 },
+    Ack { agent: usize, leader: usize, version: u64 },
 }
 
 #[derive(Debug, Clone)]
@@ -124,10 +100,7 @@ struct Agent {
 
 impl Agent {
     fn paused_until(&self, real_us: u64) -> Option<u64> {
-        self.pauses
-            .iter()
-            .find(|(start, end)| real_us >= *start && real_us < *end)
-            .map(|(_, end)| *end)
+        self.pauses.iter().find(|(start, end)| real_us >= *start && real_us < *end).map(|(_, end)| *end)
     }
 }
 
@@ -164,19 +137,14 @@ impl Sim {
     fn schedule(&mut self, at_us: u64, event: Event) {
         self.seq += 1;
         self.events.push(event);
-        self.queue
-            .push(Reverse((at_us, self.seq, self.events.len() - 1)));
+        self.queue.push(Reverse((at_us, self.seq, self.events.len() - 1)));
     }
 
     fn send(&mut self, message: Message) {
         if self.rng.unit() < self.faults.drop {
             return;
         }
-        let copies = if self.rng.unit() < self.faults.duplicate {
-            2
-        } else {
-            1
-        };
+        let copies = if self.rng.unit() < self.faults.duplicate { 2 } else { 1 };
         for _ in 0..copies {
             let delay = self.rng.below(self.faults.max_delay_us + 1);
             self.schedule(self.now_us + delay, Event::Deliver(message.clone()));
@@ -186,9 +154,7 @@ impl Sim {
     /// The leader answering heartbeats now that an agent would find: the newest one that runs.
     fn active_leaders(&self) -> Vec<usize> {
         (0..self.leaders.len())
-            .filter(|&l| {
-                self.now_us >= self.leaders[l].starts_us && self.now_us < self.leaders[l].ends_us
-            })
+            .filter(|&l| self.now_us >= self.leaders[l].starts_us && self.now_us < self.leaders[l].ends_us)
             .collect()
     }
 
@@ -239,11 +205,7 @@ impl Sim {
             }
             Event::Deliver(message) => self.deliver(message),
             Event::Publish => {
-                let Some(&l) = self
-                    .active_leaders()
-                    .iter()
-                    .filter(|&&l| self.now_us < self.promoted_after(l))
-                    .last()
+                let Some(&l) = self.active_leaders().iter().filter(|&&l| self.now_us < self.promoted_after(l)).last()
                 else {
                     return;
                 };
@@ -255,23 +217,14 @@ impl Sim {
                 leader.pending.insert(version);
                 let term = leader.term;
                 for a in 0..self.agents.len() {
-                    self.send(Message::Push {
-                        agent: a,
-                        leader: l,
-                        term,
-                        version,
-                    });
+                    self.send(Message::Push { agent: a, leader: l, term, version });
                 }
             }
             Event::Promote => {
                 let old = self.leaders.len() - 1;
-                let clock = SimClock {
-                    rate: 1.0 + RHO * (self.rng.unit() * 2.0 - 1.0),
-                    base_us: 7_000_000,
-                };
+                let clock = SimClock { rate: 1.0 + RHO * (self.rng.unit() * 2.0 - 1.0), base_us: 7_000_000 };
                 let promoted_at = clock.local(self.now_us);
-                let mut tracker =
-                    ContactTracker::new(promoted_at, LEASE_TTL.mul_f64((1.0 + RHO) / (1.0 - RHO)));
+                let mut tracker = ContactTracker::new(promoted_at, LEASE_TTL.mul_f64((1.0 + RHO) / (1.0 - RHO)));
                 for a in 0..self.agents.len() {
                     tracker.inherit(key(a));
                 }
@@ -292,22 +245,13 @@ impl Sim {
             }
             Event::Check => {
                 for l in 0..self.leaders.len() {
-                    if self.now_us < self.leaders[l].starts_us
-                        || self.now_us >= self.leaders[l].ends_us
-                    {
+                    if self.now_us < self.leaders[l].starts_us || self.now_us >= self.leaders[l].ends_us {
                         continue;
                     }
                     let now = self.leaders[l].clock.local(self.now_us);
                     for version in self.leaders[l].pending.clone() {
                         let settlements = self.leaders[l].tracker.settlements(version);
-                        if decide(
-                            version,
-                            &settlements,
-                            &BTreeSet::new(),
-                            now,
-                            proceed_after(),
-                        ) == Verdict::Proceed
-                        {
+                        if decide(version, &settlements, &BTreeSet::new(), now, proceed_after()) == Verdict::Proceed {
                             self.leaders[l].pending.remove(&version);
                             self.leaders[l].tracker.forget(version);
                             if self.proceeded.is_none_or(|(v, _)| version > v) {
@@ -323,20 +267,12 @@ impl Sim {
 
     /// A leader stops publishing once a successor was promoted (its guarded writes fail).
     fn promoted_after(&self, l: usize) -> u64 {
-        self.leaders
-            .get(l + 1)
-            .map_or(u64::MAX, |next| next.starts_us)
+        self.leaders.get(l + 1).map_or(u64::MAX, |next| next.starts_us)
     }
 
     fn deliver(&mut self, message: Message) {
         match message {
-            Message::Heartbeat {
-                agent,
-                leader: l,
-                ticket,
-                applied,
-                needs_resync,
-            } => {
+            Message::Heartbeat { agent, leader: l, ticket, applied, needs_resync } => {
                 let leader = &mut self.leaders[l];
                 if self.now_us < leader.starts_us || self.now_us >= leader.ends_us {
                     return;
@@ -348,34 +284,13 @@ impl Sim {
                 }
                 leader.tracker.record_ack(&key(agent), applied);
                 let (term, version) = (leader.term, leader.version);
-                self.send(Message::Response {
-                    agent,
-                    ticket,
-                    leader: l,
-                    term,
-                    version,
-                    resync: needs_resync,
-                });
+                self.send(Message::Response { agent, ticket, leader: l, term, version, resync: needs_resync });
             }
-            Message::Response {
-                agent,
-                ticket,
-                leader,
-                term,
-                version,
-                resync,
-            } => {
+            Message::Response { agent, ticket, leader, term, version, resync } => {
                 if let Some(end) = self.agents[agent].paused_until(self.now_us) {
                     self.schedule(
                         end,
-                        Event::Deliver(Message::Response {
-                            agent,
-                            ticket,
-                            leader,
-                            term,
-                            version,
-                            resync,
-                        }),
+                        Event::Deliver(Message::Response { agent, ticket, leader, term, version, resync }),
                     );
                     return;
                 }
@@ -387,39 +302,19 @@ impl Sim {
                 let Some(ticket) = agent_state.tickets.get(&ticket).copied() else {
                     return;
                 };
-                match agent_state
-                    .lease
-                    .consider_response(&ticket, term, resync, now)
-                {
+                match agent_state.lease.consider_response(&ticket, term, resync, now) {
                     ResponseDecision::Apply { .. } => {
                         // Apply first, then renew.
                         agent_state.applied = agent_state.applied.max(version);
-                        let leader_ref = LeaderRef {
-                            node_id: format!("l{leader}"),
-                            address: String::new(),
-                            term,
-                        };
+                        let leader_ref = LeaderRef { node_id: format!("l{leader}"), address: String::new(), term };
                         agent_state.lease.renew(&ticket, FENCE, leader_ref, now);
                     }
                     ResponseDecision::Ignore(_) => {}
                 }
             }
-            Message::Push {
-                agent,
-                leader,
-                term,
-                version,
-            } => {
+            Message::Push { agent, leader, term, version } => {
                 if let Some(end) = self.agents[agent].paused_until(self.now_us) {
-                    self.schedule(
-                        end,
-                        Event::Deliver(Message::Push {
-                            agent,
-                            leader,
-                            term,
-                            version,
-                        }),
-                    );
+                    self.schedule(end, Event::Deliver(Message::Push { agent, leader, term, version }));
                     return;
                 }
                 let agent_state = &mut self.agents[agent];
@@ -427,28 +322,14 @@ impl Sim {
                 if agent_state.lease.fence_if_expired(now) {
                     agent_state.applied = 0;
                 }
-                if agent_state
-                    .lease
-                    .check_push(&format!("l{leader}"), term, now)
-                    .is_ok()
-                {
+                if agent_state.lease.check_push(&format!("l{leader}"), term, now).is_ok() {
                     agent_state.applied = agent_state.applied.max(version);
                     let applied = agent_state.applied;
-                    self.send(Message::Ack {
-                        agent,
-                        leader,
-                        version: applied,
-                    });
+                    self.send(Message::Ack { agent, leader, version: applied });
                 }
             }
-            Message::Ack {
-                agent,
-                leader,
-                version,
-            } => {
-                self.leaders[leader]
-                    .tracker
-                    .record_ack(&key(agent), version);
+            Message::Ack { agent, leader, version } => {
+                self.leaders[leader].tracker.record_ack(&key(agent), version);
             }
         }
     }
@@ -496,36 +377,15 @@ fn scenario() -> impl Strategy<Value = Scenario> {
         proptest::collection::vec(500u64..25_000, 1..6),
         proptest::option::of(2_000u64..20_000),
     )
-        .prop_map(
-            |(
-                seed,
-                agents,
-                drop,
-                duplicate,
-                max_delay_ms,
-                pauses,
-                publications_ms,
-                promote_at_ms,
-            )| Scenario {
-                seed: seed | 1,
-                agents,
-                drop,
-                duplicate,
-                max_delay_ms,
-                pauses,
-                publications_ms,
-                promote_at_ms,
-            },
-        )
+        .prop_map(|(seed, agents, drop, duplicate, max_delay_ms, pauses, publications_ms, promote_at_ms)| {
+            Scenario { seed: seed | 1, agents, drop, duplicate, max_delay_ms, pauses, publications_ms, promote_at_ms }
+        })
 }
 
 fn simulate(scenario: &Scenario) -> (Option<(u64, u64)>, u64) {
     let mut rng = Rng(scenario.seed);
     let mut rate = || 1.0 + RHO * (rng.unit() * 2.0 - 1.0);
-    let first = SimClock {
-        rate: rate(),
-        base_us: 1_000_000,
-    };
+    let first = SimClock { rate: rate(), base_us: 1_000_000 };
     let mut tracker = ContactTracker::new(first.local(0), Duration::ZERO);
     let agents: Vec<Agent> = (0..scenario.agents)
         .map(|a| {
@@ -537,10 +397,7 @@ fn simulate(scenario: &Scenario) -> (Option<(u64, u64)>, u64) {
                 .map(|(_, start, length)| (start * 1000, (start + length) * 1000))
                 .collect();
             Agent {
-                clock: SimClock {
-                    rate: rate(),
-                    base_us: 3_000_000 * (a as u64 + 1),
-                },
+                clock: SimClock { rate: rate(), base_us: 3_000_000 * (a as u64 + 1) },
                 lease: LeaseManager::new(),
                 applied: 0,
                 tickets: HashMap::new(),
@@ -635,8 +492,5 @@ fn a_frozen_agent_delays_proceed_by_about_t_proceed() {
     assert_eq!(version, 1);
     // Published at 5 s; the frozen agent's last contact was before 2 s and T_proceed is about
     // 3.07 s on the leader's clock, so the verdict comes within a few checks of publication.
-    assert!(
-        (5_000_000..5_200_000).contains(&at_us),
-        "proceeded at {at_us} µs"
-    );
+    assert!((5_000_000..5_200_000).contains(&at_us), "proceeded at {at_us} µs");
 }

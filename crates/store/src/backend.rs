@@ -48,9 +48,7 @@ impl Backend {
     fn now_ms(self) -> &'static str {
         match self {
             Backend::Sqlite => "CAST(unixepoch('subsec') * 1000 AS INTEGER)",
-            Backend::Postgres => {
-                "CAST(floor(extract(epoch FROM clock_timestamp()) * 1000) AS BIGINT)"
-            }
+            Backend::Postgres => "CAST(floor(extract(epoch FROM clock_timestamp()) * 1000) AS BIGINT)",
             Backend::MySql => "CAST(FLOOR(UNIX_TIMESTAMP(NOW(6)) * 1000) AS SIGNED)",
         }
     }
@@ -131,6 +129,17 @@ pub(crate) struct Statements {
     pub node_list: Arc<str>,
     pub meta_insert_if_absent: Arc<str>,
     pub meta_read: Arc<str>,
+    pub meta_update: Arc<str>,
+    pub version_insert_if_absent: Arc<str>,
+    pub version_bump: Arc<str>,
+    pub version_read: Arc<str>,
+    pub change_insert: Arc<str>,
+    pub change_trim: Arc<str>,
+    pub changes_since: Arc<str>,
+    pub data_node_update: Arc<str>,
+    pub data_node_insert: Arc<str>,
+    pub data_node_delete: Arc<str>,
+    pub data_node_list: Arc<str>,
 }
 
 impl Statements {
@@ -166,36 +175,49 @@ impl Statements {
             // unexpired, and the row lock it takes lasts until the write's commit.
             lease_guard: r("UPDATE ha_lease SET write_seq = write_seq + 1 \
                  WHERE cluster = ? AND term = ? AND holder_incarnation = ? AND expires_at_ms > {now}"),
-            node_read: r(
-                "SELECT incarnation, last_seen_ms, {now} FROM ha_nodes WHERE cluster = ? AND node_id = ?",
-            ),
+            node_read: r("SELECT incarnation, last_seen_ms, {now} FROM ha_nodes WHERE cluster = ? AND node_id = ?"),
             node_insert: r(
                 "{insert_ignore} ha_nodes (cluster, node_id, incarnation, address, mode, priority, role, last_seen_ms, started_at_ms) \
                  VALUES (?, ?, ?, ?, ?, ?, ?, {now}, {now}) {on_conflict_ignore}",
             ),
-            node_take_over: r(
-                "UPDATE ha_nodes SET incarnation = ?, address = ?, mode = ?, priority = ?, role = ?, \
+            node_take_over: r("UPDATE ha_nodes SET incarnation = ?, address = ?, mode = ?, priority = ?, role = ?, \
                  last_seen_ms = {now}, started_at_ms = {now} \
-                 WHERE cluster = ? AND node_id = ? AND COALESCE(incarnation, '') = ? AND last_seen_ms = ?",
-            ),
+                 WHERE cluster = ? AND node_id = ? AND COALESCE(incarnation, '') = ? AND last_seen_ms = ?"),
             node_refresh: r("UPDATE ha_nodes SET last_seen_ms = {now}, role = ? \
                  WHERE cluster = ? AND node_id = ? AND incarnation = ?"),
-            node_update_settings: r(
-                "UPDATE ha_nodes SET mode = ?, priority = ?, last_seen_ms = {now} \
-                 WHERE cluster = ? AND node_id = ? AND incarnation = ?",
-            ),
-            node_stop: r(
-                "UPDATE ha_nodes SET incarnation = NULL, role = 'stopped', last_seen_ms = {now} \
-                 WHERE cluster = ? AND node_id = ? AND incarnation = ?",
-            ),
-            node_list: r(
-                "SELECT node_id, incarnation, address, mode, priority, role, last_seen_ms, {now} \
-                 FROM ha_nodes WHERE cluster = ? ORDER BY node_id",
-            ),
+            node_update_settings: r("UPDATE ha_nodes SET mode = ?, priority = ?, last_seen_ms = {now} \
+                 WHERE cluster = ? AND node_id = ? AND incarnation = ?"),
+            node_stop: r("UPDATE ha_nodes SET incarnation = NULL, role = 'stopped', last_seen_ms = {now} \
+                 WHERE cluster = ? AND node_id = ? AND incarnation = ?"),
+            node_list: r("SELECT node_id, incarnation, address, mode, priority, role, last_seen_ms, {now} \
+                 FROM ha_nodes WHERE cluster = ? ORDER BY node_id"),
             meta_insert_if_absent: r(
                 "{insert_ignore} cluster_meta (cluster, name, value, updated_at_ms) VALUES (?, ?, ?, {now}) {on_conflict_ignore}",
             ),
             meta_read: r("SELECT value FROM cluster_meta WHERE cluster = ? AND name = ?"),
+            meta_update: r("UPDATE cluster_meta SET value = ?, updated_at_ms = {now} WHERE cluster = ? AND name = ?"),
+            version_insert_if_absent: r(
+                "{insert_ignore} metadata_version (cluster, version) VALUES (?, 0) {on_conflict_ignore}",
+            ),
+            version_bump: r("UPDATE metadata_version SET version = version + 1 WHERE cluster = ?"),
+            version_read: r("SELECT version FROM metadata_version WHERE cluster = ?"),
+            change_insert: r(
+                "INSERT INTO metadata_changes (cluster, version, kind, payload, created_at_ms) VALUES (?, ?, ?, ?, {now})",
+            ),
+            change_trim: r("DELETE FROM metadata_changes WHERE cluster = ? AND version <= ?"),
+            changes_since: r(
+                "SELECT version, kind, payload FROM metadata_changes WHERE cluster = ? AND version > ? ORDER BY version LIMIT ?",
+            ),
+            data_node_update: r(
+                "UPDATE data_nodes SET incarnation = ?, address = ?, registered_at_ms = {now} WHERE cluster = ? AND node_id = ?",
+            ),
+            data_node_insert: r(
+                "INSERT INTO data_nodes (cluster, node_id, incarnation, address, registered_at_ms) VALUES (?, ?, ?, ?, {now})",
+            ),
+            data_node_delete: r("DELETE FROM data_nodes WHERE cluster = ? AND node_id = ? AND incarnation = ?"),
+            data_node_list: r(
+                "SELECT node_id, incarnation, address, registered_at_ms FROM data_nodes WHERE cluster = ? ORDER BY node_id",
+            ),
         }
     }
 }
@@ -207,10 +229,7 @@ mod tests {
     #[test]
     fn backend_follows_the_url_scheme() {
         assert_eq!(Backend::of_url("sqlite://data/x.db"), Some(Backend::Sqlite));
-        assert_eq!(
-            Backend::of_url("postgresql://u@h/db"),
-            Some(Backend::Postgres)
-        );
+        assert_eq!(Backend::of_url("postgresql://u@h/db"), Some(Backend::Postgres));
         assert_eq!(Backend::of_url("MariaDB://root@h/db"), Some(Backend::MySql));
         assert_eq!(Backend::of_url("redis://h"), None);
         assert_eq!(Backend::of_url("no-scheme"), None);
@@ -227,17 +246,8 @@ mod tests {
     #[test]
     fn insert_if_absent_uses_each_dialect() {
         let template = "{insert_ignore} t (a) VALUES (?) {on_conflict_ignore}";
-        assert_eq!(
-            &*Backend::Sqlite.render(template),
-            "INSERT OR IGNORE INTO t (a) VALUES (?)"
-        );
-        assert_eq!(
-            &*Backend::MySql.render(template),
-            "INSERT IGNORE INTO t (a) VALUES (?)"
-        );
-        assert_eq!(
-            &*Backend::Postgres.render(template),
-            "INSERT INTO t (a) VALUES ($1) ON CONFLICT DO NOTHING"
-        );
+        assert_eq!(&*Backend::Sqlite.render(template), "INSERT OR IGNORE INTO t (a) VALUES (?)");
+        assert_eq!(&*Backend::MySql.render(template), "INSERT IGNORE INTO t (a) VALUES (?)");
+        assert_eq!(&*Backend::Postgres.render(template), "INSERT INTO t (a) VALUES ($1) ON CONFLICT DO NOTHING");
     }
 }

@@ -36,9 +36,7 @@ pub enum StoreError {
     },
     /// A term-guarded write found the lease no longer ours: another leader took over, or the
     /// lease expired on the store's clock. Nothing was written.
-    #[error(
-        "the store refused a write for term {term}: the lease is no longer held by this leader"
-    )]
+    #[error("the store refused a write for term {term}: the lease is no longer held by this leader")]
     StaleTerm {
         /// The term the write was made for.
         term: u64,
@@ -59,10 +57,7 @@ pub enum StoreError {
 impl StoreError {
     /// Whether trying again later may succeed (the store was slow or unreachable).
     pub fn is_transient(&self) -> bool {
-        matches!(
-            self,
-            StoreError::Timeout { .. } | StoreError::Database { .. } | StoreError::Connect { .. }
-        )
+        matches!(self, StoreError::Timeout { .. } | StoreError::Database { .. } | StoreError::Connect { .. })
     }
 
     /// Fills in the call name of an error made by `?` on a driver error.
@@ -86,9 +81,8 @@ pub fn redact_url(url: &str) -> String {
     let mut redacted = url.to_owned();
     if let Some(scheme_end) = redacted.find("://") {
         let authority_start = scheme_end + 3;
-        let authority_end = redacted[authority_start..]
-            .find(['/', '?'])
-            .map_or(redacted.len(), |offset| authority_start + offset);
+        let authority_end =
+            redacted[authority_start..].find(['/', '?']).map_or(redacted.len(), |offset| authority_start + offset);
         if let Some(at) = redacted[authority_start..authority_end].rfind('@') {
             let userinfo = &redacted[authority_start..authority_start + at];
             if let Some(colon) = userinfo.find(':') {
@@ -117,22 +111,10 @@ mod tests {
 
     #[test]
     fn passwords_never_reach_the_logs() {
-        assert_eq!(
-            redact_url("postgres://user:secret@db:5432/x"),
-            "postgres://user:***@db:5432/x"
-        );
-        assert_eq!(
-            redact_url("mysql://root:p%40ss@h/db?ssl-mode=required"),
-            "mysql://root:***@h/db?ssl-mode=required"
-        );
-        assert_eq!(
-            redact_url("postgres://h/db?user=u&password=secret"),
-            "postgres://h/db?user=u&password=***"
-        );
+        assert_eq!(redact_url("postgres://user:secret@db:5432/x"), "postgres://user:***@db:5432/x");
+        assert_eq!(redact_url("mysql://root:p%40ss@h/db?ssl-mode=required"), "mysql://root:***@h/db?ssl-mode=required");
+        assert_eq!(redact_url("postgres://h/db?user=u&password=secret"), "postgres://h/db?user=u&password=***");
         assert_eq!(redact_url("postgres://user@h/db"), "postgres://user@h/db");
-        assert_eq!(
-            redact_url("sqlite://data/x.db?mode=rwc"),
-            "sqlite://data/x.db?mode=rwc"
-        );
+        assert_eq!(redact_url("sqlite://data/x.db?mode=rwc"), "sqlite://data/x.db?mode=rwc");
     }
 }

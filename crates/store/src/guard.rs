@@ -14,8 +14,18 @@ use tokio::time::timeout_at;
 use crate::backend::Backend;
 use crate::error::StoreError;
 use crate::lease;
+use crate::metadata;
 use crate::nodes;
 use crate::store::{Checkout, Store};
+
+/// What a metadata write is guarded by.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WriteGuard {
+    /// The writer's term: the write commits only while that term holds the unexpired lease.
+    Term(TermGuard),
+    /// A stand-alone coordinator (`ha.mode = disabled`): there is no lease to check.
+    Standalone,
+}
 
 /// The term a leader writes under.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -38,9 +48,7 @@ pub struct GuardedTx {
 
 impl std::fmt::Debug for GuardedTx {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("GuardedTx")
-            .field("term", &self.term)
-            .finish()
+        f.debug_struct("GuardedTx").field("term", &self.term).finish()
     }
 }
 
@@ -49,22 +57,23 @@ impl GuardedTx {
         mut checkout: Checkout,
         backend: Backend,
         store: Store,
-        guard: &TermGuard,
+        guard: &WriteGuard,
     ) -> Result<GuardedTx, StoreError> {
         let sql = store.sql();
         let result = timeout_at(checkout.deadline, async {
-            sqlx::raw_sql(backend.begin_write())
-                .execute(&mut *checkout.conn)
-                .await?;
-            lease::check_guard(&mut checkout.conn, sql, guard).await
+            sqlx::raw_sql(backend.begin_write()).execute(&mut *checkout.conn).await?;
+            match guard {
+                WriteGuard::Term(guard) => lease::check_guard(&mut checkout.conn, sql, guard).await,
+                WriteGuard::Standalone => Ok(()),
+            }
         })
         .await;
+        let term = match guard {
+            WriteGuard::Term(guard) => guard.term,
+            WriteGuard::Standalone => 0,
+        };
         match result {
-            Ok(Ok(())) => Ok(GuardedTx {
-                checkout: Some(checkout),
-                store: store.clone(),
-                term: guard.term,
-            }),
+            Ok(Ok(())) => Ok(GuardedTx { checkout: Some(checkout), store: store.clone(), term }),
             // Close rather than roll back: the connection may be mid-statement.
             Ok(Err(error)) => {
                 checkout.conn.close_on_drop();
@@ -72,10 +81,7 @@ impl GuardedTx {
             }
             Err(_) => {
                 checkout.conn.close_on_drop();
-                Err(StoreError::Timeout {
-                    op: "guarded write",
-                    after: store.call_timeout(),
-                })
+                Err(StoreError::Timeout { op: "guarded write", after: store.call_timeout() })
             }
         }
     }
@@ -95,18 +101,55 @@ impl GuardedTx {
         priority: i32,
     ) -> Result<bool, StoreError> {
         let store = self.store.clone();
-        self.run(|conn| {
-            nodes::update_settings(
-                conn,
-                store.sql(),
-                cluster,
-                node_id,
-                incarnation,
-                mode,
-                priority,
-            )
-        })
-        .await
+        self.run(|conn| nodes::update_settings(conn, store.sql(), cluster, node_id, incarnation, mode, priority)).await
+    }
+
+    /// Appends a change at the next metadata version and returns that version; changes older
+    /// than `retention` versions are trimmed in the same transaction.
+    pub async fn append_change(
+        &mut self,
+        cluster: &str,
+        kind: &str,
+        payload: &[u8],
+        retention: u64,
+    ) -> Result<u64, StoreError> {
+        let store = self.store.clone();
+        self.run(|conn| metadata::append_change(conn, store.sql(), cluster, kind, payload, retention)).await
+    }
+
+    /// Registers `node_id` at `incarnation`, replacing any earlier incarnation.
+    pub async fn upsert_data_node(
+        &mut self,
+        cluster: &str,
+        node_id: &str,
+        incarnation: &str,
+        address: &str,
+    ) -> Result<(), StoreError> {
+        let store = self.store.clone();
+        self.run(|conn| metadata::upsert_data_node(conn, store.sql(), cluster, node_id, incarnation, address)).await
+    }
+
+    /// Removes `node_id` if it is still at `incarnation`.
+    pub async fn delete_data_node(
+        &mut self,
+        cluster: &str,
+        node_id: &str,
+        incarnation: &str,
+    ) -> Result<bool, StoreError> {
+        let store = self.store.clone();
+        self.run(|conn| metadata::delete_data_node(conn, store.sql(), cluster, node_id, incarnation)).await
+    }
+
+    /// Writes a cluster setting.
+    pub async fn write_setting(&mut self, cluster: &str, name: &str, value: &str) -> Result<(), StoreError> {
+        let store = self.store.clone();
+        self.run(|conn| metadata::write_setting(conn, store.sql(), cluster, name, value)).await
+    }
+
+    /// Reads a cluster setting inside the transaction.
+    pub async fn read_setting(&mut self, cluster: &str, name: &str) -> Result<Option<String>, StoreError> {
+        let store = self.store.clone();
+        self.run(|conn| metadata::read_setting(conn, store.sql(), cluster, name)).await
     }
 
     /// Commits the write. The guard's row lock is released only now.
@@ -127,16 +170,10 @@ impl GuardedTx {
         Fut: std::future::Future<Output = Result<T, StoreError>> + 'a,
     {
         let after = self.store.call_timeout();
-        let checkout = self
-            .checkout
-            .as_mut()
-            .expect("guarded transaction already finished");
+        let checkout = self.checkout.as_mut().expect("guarded transaction already finished");
         match timeout_at(checkout.deadline, work(&mut checkout.conn)).await {
             Ok(result) => result.map_err(|error| error.in_op("guarded write")),
-            Err(_) => Err(StoreError::Timeout {
-                op: "guarded write",
-                after,
-            }),
+            Err(_) => Err(StoreError::Timeout { op: "guarded write", after }),
         }
     }
 }

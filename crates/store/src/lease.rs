@@ -62,23 +62,12 @@ fn term_param(term: u64) -> i64 {
     i64::try_from(term).unwrap_or(i64::MAX)
 }
 
-pub(crate) async fn ensure_row(
-    conn: &mut AnyConnection,
-    sql: &Statements,
-    cluster: &str,
-) -> Result<(), StoreError> {
-    sqlx::query(AssertSqlSafe(sql.lease_insert_if_absent.clone()))
-        .bind(cluster)
-        .execute(&mut *conn)
-        .await?;
+pub(crate) async fn ensure_row(conn: &mut AnyConnection, sql: &Statements, cluster: &str) -> Result<(), StoreError> {
+    sqlx::query(AssertSqlSafe(sql.lease_insert_if_absent.clone())).bind(cluster).execute(&mut *conn).await?;
     Ok(())
 }
 
-pub(crate) async fn read(
-    conn: &mut AnyConnection,
-    sql: &Statements,
-    cluster: &str,
-) -> Result<LeaseView, StoreError> {
+pub(crate) async fn read(conn: &mut AnyConnection, sql: &Statements, cluster: &str) -> Result<LeaseView, StoreError> {
     let row = sqlx::query(AssertSqlSafe(sql.lease_read.clone()))
         .bind(cluster)
         .fetch_optional(&mut *conn)
@@ -88,11 +77,9 @@ pub(crate) async fn read(
     let incarnation: Option<String> = row.try_get(2)?;
     let address: Option<String> = row.try_get(3)?;
     let holder = match (node_id, incarnation) {
-        (Some(node_id), Some(incarnation)) => Some(LeaseHolder {
-            node_id,
-            incarnation,
-            address: address.unwrap_or_default(),
-        }),
+        (Some(node_id), Some(incarnation)) => {
+            Some(LeaseHolder { node_id, incarnation, address: address.unwrap_or_default() })
+        }
         _ => None,
     };
     Ok(LeaseView {
@@ -145,11 +132,7 @@ pub(crate) async fn renew(
     .await
 }
 
-pub(crate) async fn release(
-    conn: &mut AnyConnection,
-    sql: &Statements,
-    guard: &TermGuard,
-) -> Result<bool, StoreError> {
+pub(crate) async fn release(conn: &mut AnyConnection, sql: &Statements, guard: &TermGuard) -> Result<bool, StoreError> {
     crate::changes_one(
         sqlx::query(AssertSqlSafe(sql.lease_release.clone()))
             .bind(guard.cluster.as_str())

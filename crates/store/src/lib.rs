@@ -11,6 +11,7 @@
 //! - [`lease`]: the coordinator lease row (`ha_lease`): read, acquire, renew, release.
 //! - [`guard`]: term-guarded write transactions, the fence every metadata write goes through.
 //! - [`nodes`]: the coordinator registry (`ha_nodes`).
+//! - [`metadata`]: the change log and its version counter, data nodes, cluster settings.
 //! - [`session`]: the HA loop's dedicated connection.
 //! - [`migrate`]: embedded, numbered migrations per backend.
 
@@ -18,6 +19,7 @@ pub mod backend;
 pub mod error;
 pub mod guard;
 pub mod lease;
+pub mod metadata;
 pub mod migrate;
 pub mod nodes;
 pub mod session;
@@ -25,8 +27,9 @@ mod store;
 
 pub use backend::Backend;
 pub use error::{StoreError, redact_url};
-pub use guard::{GuardedTx, TermGuard};
+pub use guard::{GuardedTx, TermGuard, WriteGuard};
 pub use lease::{LeaseHolder, LeaseView};
+pub use metadata::{DataNodeRow, StoredChange};
 pub use migrate::MigrationSet;
 pub use nodes::{NodeList, NodeRegistration, NodeRow, NodeSnapshot};
 pub use session::LeaseSession;

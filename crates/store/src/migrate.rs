@@ -37,6 +37,13 @@ const MIGRATIONS: &[Migration] = &[
         postgres: include_str!("../migrations/postgres/0002_ha.sql"),
         mysql: include_str!("../migrations/mysql/0002_ha.sql"),
     },
+    Migration {
+        id: "0003_metadata",
+        ha: false,
+        sqlite: include_str!("../migrations/sqlite/0003_metadata.sql"),
+        postgres: include_str!("../migrations/postgres/0003_metadata.sql"),
+        mysql: include_str!("../migrations/mysql/0003_metadata.sql"),
+    },
 ];
 
 const CREATE_LEDGER: &str = "CREATE TABLE IF NOT EXISTS leasehold_migrations (id VARCHAR(64) NOT NULL PRIMARY KEY, applied_at_ms BIGINT NOT NULL)";
@@ -63,82 +70,44 @@ fn statements(script: &str) -> Vec<String> {
     statements
 }
 
-pub(crate) async fn run(
-    conn: &mut AnyConnection,
-    backend: Backend,
-    set: MigrationSet,
-) -> Result<(), StoreError> {
+pub(crate) async fn run(conn: &mut AnyConnection, backend: Backend, set: MigrationSet) -> Result<(), StoreError> {
     // SQLite migrates inside one write transaction; the servers under a named lock, because
     // MySQL's DDL commits on its own.
     let (lock, unlock) = match backend {
         Backend::Sqlite => ("BEGIN IMMEDIATE", "COMMIT"),
-        Backend::Postgres => (
-            "SELECT pg_advisory_lock(7400190001)",
-            "SELECT pg_advisory_unlock(7400190001)",
-        ),
-        Backend::MySql => (
-            "SELECT GET_LOCK('leasehold_migrations', 60)",
-            "SELECT RELEASE_LOCK('leasehold_migrations')",
-        ),
+        Backend::Postgres => ("SELECT pg_advisory_lock(7400190001)", "SELECT pg_advisory_unlock(7400190001)"),
+        Backend::MySql => {
+            ("SELECT GET_LOCK('leasehold_migrations', 60)", "SELECT RELEASE_LOCK('leasehold_migrations')")
+        }
     };
-    sqlx::raw_sql(lock)
-        .execute(&mut *conn)
-        .await
-        .map_err(|source| StoreError::Migration { id: "lock", source })?;
+    sqlx::raw_sql(lock).execute(&mut *conn).await.map_err(|source| StoreError::Migration { id: "lock", source })?;
     let result = apply(conn, backend, set).await;
-    let unlocked = sqlx::raw_sql(if result.is_ok() {
-        unlock
-    } else {
-        rollback_or(backend, unlock)
-    })
-    .execute(&mut *conn)
-    .await;
+    let unlocked =
+        sqlx::raw_sql(if result.is_ok() { unlock } else { rollback_or(backend, unlock) }).execute(&mut *conn).await;
     result?;
-    unlocked.map_err(|source| StoreError::Migration {
-        id: "unlock",
-        source,
-    })?;
+    unlocked.map_err(|source| StoreError::Migration { id: "unlock", source })?;
     Ok(())
 }
 
 fn rollback_or(backend: Backend, unlock: &'static str) -> &'static str {
-    if backend == Backend::Sqlite {
-        "ROLLBACK"
-    } else {
-        unlock
-    }
+    if backend == Backend::Sqlite { "ROLLBACK" } else { unlock }
 }
 
-async fn apply(
-    conn: &mut AnyConnection,
-    backend: Backend,
-    set: MigrationSet,
-) -> Result<(), StoreError> {
+async fn apply(conn: &mut AnyConnection, backend: Backend, set: MigrationSet) -> Result<(), StoreError> {
     sqlx::raw_sql(CREATE_LEDGER)
         .execute(&mut *conn)
         .await
-        .map_err(|source| StoreError::Migration {
-            id: "ledger",
-            source,
-        })?;
+        .map_err(|source| StoreError::Migration { id: "ledger", source })?;
     let applied: Vec<String> = sqlx::raw_sql("SELECT id FROM leasehold_migrations")
         .fetch_all(&mut *conn)
         .await
-        .map_err(|source| StoreError::Migration {
-            id: "ledger",
-            source,
-        })?
+        .map_err(|source| StoreError::Migration { id: "ledger", source })?
         .iter()
         .map(|row| row.try_get::<String, _>(0))
         .collect::<Result<_, _>>()
-        .map_err(|source| StoreError::Migration {
-            id: "ledger",
-            source,
-        })?;
+        .map_err(|source| StoreError::Migration { id: "ledger", source })?;
     for migration in MIGRATIONS {
-        if applied.iter().any(|id| id == migration.id)
-            || (migration.ha && set == MigrationSet::WithoutHa)
-        {
+        if applied.iter().any(|id| id == migration.id) || (migration.ha && set == MigrationSet::WithoutHa) {
             continue;
         }
         let script = match backend {
@@ -146,8 +115,7 @@ async fn apply(
             Backend::Postgres => migration.postgres,
             Backend::MySql => migration.mysql,
         };
-        let record = backend
-            .render("INSERT INTO leasehold_migrations (id, applied_at_ms) VALUES (?, {now})");
+        let record = backend.render("INSERT INTO leasehold_migrations (id, applied_at_ms) VALUES (?, {now})");
         let id = migration.id;
         for statement in statements(script) {
             sqlx::raw_sql(AssertSqlSafe(statement))
@@ -172,13 +140,7 @@ mod tests {
     #[test]
     fn scripts_split_into_statements_without_comments() {
         let script = "-- a comment\nCREATE TABLE a (\n  x INTEGER\n);\n\n-- another\nCREATE TABLE b (y INTEGER);\n";
-        assert_eq!(
-            statements(script),
-            vec![
-                "CREATE TABLE a (\n  x INTEGER\n)",
-                "CREATE TABLE b (y INTEGER)"
-            ]
-        );
+        assert_eq!(statements(script), vec!["CREATE TABLE a (\n  x INTEGER\n)", "CREATE TABLE b (y INTEGER)"]);
     }
 
     #[test]

@@ -85,13 +85,8 @@ pub(crate) async fn read(
             store_now_ms: row.try_get(2)?,
         }),
         None => {
-            let now = sqlx::query(AssertSqlSafe(sql.now.clone()))
-                .fetch_one(&mut *conn)
-                .await?;
-            Ok(NodeSnapshot {
-                row: None,
-                store_now_ms: now.try_get(0)?,
-            })
+            let now = sqlx::query(AssertSqlSafe(sql.now.clone())).fetch_one(&mut *conn).await?;
+            Ok(NodeSnapshot { row: None, store_now_ms: now.try_get(0)? })
         }
     }
 }
@@ -147,11 +142,7 @@ pub(crate) async fn refresh(
     role: &str,
 ) -> Result<bool, StoreError> {
     crate::changes_one(
-        sqlx::query(AssertSqlSafe(sql.node_refresh.clone()))
-            .bind(role)
-            .bind(cluster)
-            .bind(node_id)
-            .bind(incarnation),
+        sqlx::query(AssertSqlSafe(sql.node_refresh.clone())).bind(role).bind(cluster).bind(node_id).bind(incarnation),
         conn,
     )
     .await
@@ -186,30 +177,17 @@ pub(crate) async fn stop(
     incarnation: &str,
 ) -> Result<bool, StoreError> {
     crate::changes_one(
-        sqlx::query(AssertSqlSafe(sql.node_stop.clone()))
-            .bind(cluster)
-            .bind(node_id)
-            .bind(incarnation),
+        sqlx::query(AssertSqlSafe(sql.node_stop.clone())).bind(cluster).bind(node_id).bind(incarnation),
         conn,
     )
     .await
 }
 
-pub(crate) async fn list(
-    conn: &mut AnyConnection,
-    sql: &Statements,
-    cluster: &str,
-) -> Result<NodeList, StoreError> {
-    let rows = sqlx::query(AssertSqlSafe(sql.node_list.clone()))
-        .bind(cluster)
-        .fetch_all(&mut *conn)
-        .await?;
+pub(crate) async fn list(conn: &mut AnyConnection, sql: &Statements, cluster: &str) -> Result<NodeList, StoreError> {
+    let rows = sqlx::query(AssertSqlSafe(sql.node_list.clone())).bind(cluster).fetch_all(&mut *conn).await?;
     let store_now_ms = match rows.first() {
         Some(row) => row.try_get(7)?,
-        None => sqlx::query(AssertSqlSafe(sql.now.clone()))
-            .fetch_one(&mut *conn)
-            .await?
-            .try_get(0)?,
+        None => sqlx::query(AssertSqlSafe(sql.now.clone())).fetch_one(&mut *conn).await?.try_get(0)?,
     };
     let nodes = rows
         .iter()
@@ -225,8 +203,5 @@ pub(crate) async fn list(
             })
         })
         .collect::<Result<Vec<_>, sqlx::Error>>()?;
-    Ok(NodeList {
-        nodes,
-        store_now_ms,
-    })
+    Ok(NodeList { nodes, store_now_ms })
 }

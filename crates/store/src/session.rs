@@ -38,26 +38,18 @@ pub struct LeaseSession {
 
 impl std::fmt::Debug for LeaseSession {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("LeaseSession")
-            .field("connected", &self.conn.is_some())
-            .finish()
+        f.debug_struct("LeaseSession").field("connected", &self.conn.is_some()).finish()
     }
 }
 
 impl LeaseSession {
     pub(crate) fn new(store: Store, call_timeout: Duration) -> Self {
-        Self {
-            store,
-            conn: None,
-            call_timeout,
-        }
+        Self { store, conn: None, call_timeout }
     }
 
     /// The lease row and the store's clock.
     pub async fn read_lease(&mut self, cluster: &str) -> Result<LeaseView, StoreError> {
-        on_session!(self, "read lease", |conn, sql| lease::read(
-            conn, sql, cluster
-        ))
+        on_session!(self, "read lease", |conn, sql| lease::read(conn, sql, cluster))
     }
 
     /// See [`Store::try_acquire`].
@@ -68,23 +60,17 @@ impl LeaseSession {
         holder: &LeaseHolder,
         ttl: Duration,
     ) -> Result<Option<u64>, StoreError> {
-        on_session!(self, "acquire lease", |conn, sql| lease::try_acquire(
-            conn, sql, cluster, expected, holder, ttl
-        ))
+        on_session!(self, "acquire lease", |conn, sql| lease::try_acquire(conn, sql, cluster, expected, holder, ttl))
     }
 
     /// See [`Store::renew`].
     pub async fn renew(&mut self, guard: &TermGuard, ttl: Duration) -> Result<bool, StoreError> {
-        on_session!(self, "renew lease", |conn, sql| lease::renew(
-            conn, sql, guard, ttl
-        ))
+        on_session!(self, "renew lease", |conn, sql| lease::renew(conn, sql, guard, ttl))
     }
 
     /// See [`Store::release`].
     pub async fn release(&mut self, guard: &TermGuard) -> Result<bool, StoreError> {
-        on_session!(self, "release lease", |conn, sql| lease::release(
-            conn, sql, guard
-        ))
+        on_session!(self, "release lease", |conn, sql| lease::release(conn, sql, guard))
     }
 
     async fn connection(&mut self, deadline: Instant) -> Result<&mut AnyConnection, StoreError> {
@@ -92,16 +78,10 @@ impl LeaseSession {
             let conn = match timeout_at(deadline, self.store.connect_one()).await {
                 Ok(Ok(conn)) => conn,
                 Ok(Err(source)) => {
-                    return Err(StoreError::Database {
-                        op: "connect",
-                        source,
-                    });
+                    return Err(StoreError::Database { op: "connect", source });
                 }
                 Err(_) => {
-                    return Err(StoreError::Timeout {
-                        op: "connect",
-                        after: self.call_timeout,
-                    });
+                    return Err(StoreError::Timeout { op: "connect", after: self.call_timeout });
                 }
             };
             self.conn = Some(conn);
@@ -123,10 +103,7 @@ impl LeaseSession {
             Err(_) => {
                 // Dropping the connection closes it; it may be mid-statement.
                 self.conn = None;
-                Err(StoreError::Timeout {
-                    op,
-                    after: self.call_timeout,
-                })
+                Err(StoreError::Timeout { op, after: self.call_timeout })
             }
         }
     }

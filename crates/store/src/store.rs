@@ -11,8 +11,9 @@ use tokio::time::{Instant, timeout_at};
 
 use crate::backend::{Backend, Statements};
 use crate::error::{StoreError, redact_url};
-use crate::guard::{GuardedTx, TermGuard};
+use crate::guard::{GuardedTx, TermGuard, WriteGuard};
 use crate::lease::{self, LeaseHolder, LeaseView};
+use crate::metadata::{self, DataNodeRow, StoredChange};
 use crate::migrate::{self, MigrationSet};
 use crate::nodes::{self, NodeList, NodeRegistration, NodeSnapshot};
 use crate::session::LeaseSession;
@@ -67,10 +68,7 @@ struct Inner {
 
 impl std::fmt::Debug for Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Store")
-            .field("backend", &self.inner.backend)
-            .field("url", &self.inner.redacted_url)
-            .finish()
+        f.debug_struct("Store").field("backend", &self.inner.backend).field("url", &self.inner.redacted_url).finish()
     }
 }
 
@@ -97,25 +95,16 @@ fn parse_url(url: &str) -> Result<(Backend, AnyConnectOptions), StoreError> {
 
 /// A SQLite URL that creates its file when missing, after creating its directory.
 fn sqlite_url(url: &str) -> Result<String, StoreError> {
-    let rest = url
-        .trim_start_matches("sqlite://")
-        .trim_start_matches("sqlite:");
+    let rest = url.trim_start_matches("sqlite://").trim_start_matches("sqlite:");
     let (path, params) = rest.split_once('?').unwrap_or((rest, ""));
     if path.is_empty() || path == ":memory:" {
         return Err(StoreError::InvalidUrl(format!(
             "{url} names no file; coordinators share the store through a file, as in sqlite://leasehold-data/leasehold.db"
         )));
     }
-    if let Some(dir) = std::path::Path::new(path)
-        .parent()
-        .filter(|dir| !dir.as_os_str().is_empty())
-    {
-        std::fs::create_dir_all(dir).map_err(|error| {
-            StoreError::InvalidUrl(format!(
-                "cannot create directory {}: {error}",
-                dir.display()
-            ))
-        })?;
+    if let Some(dir) = std::path::Path::new(path).parent().filter(|dir| !dir.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)
+            .map_err(|error| StoreError::InvalidUrl(format!("cannot create directory {}: {error}", dir.display())))?;
     }
     let params = if params.split('&').any(|pair| pair.starts_with("mode=")) {
         params.to_owned()
@@ -146,39 +135,25 @@ async fn prepare_session(
             format!("SET lock_timeout = {lock_ms}"),
             format!("SET idle_in_transaction_session_timeout = {idle_ms}"),
             // A statement the client gave up on must not keep running for long.
-            format!(
-                "SET statement_timeout = {}",
-                (options.call_timeout.as_millis() * 2).max(1)
-            ),
+            format!("SET statement_timeout = {}", (options.call_timeout.as_millis() * 2).max(1)),
             "SET synchronous_commit = on".to_owned(),
         ],
         Backend::MySql => vec![
             "SET SESSION time_zone = '+00:00'".to_owned(),
-            format!(
-                "SET SESSION innodb_lock_wait_timeout = {}",
-                lock_ms.div_ceil(1000)
-            ),
+            format!("SET SESSION innodb_lock_wait_timeout = {}", lock_ms.div_ceil(1000)),
         ],
     };
     for statement in statements {
-        sqlx::raw_sql(AssertSqlSafe(statement))
-            .execute(&mut *conn)
-            .await?;
+        sqlx::raw_sql(AssertSqlSafe(statement)).execute(&mut *conn).await?;
     }
     if backend == Backend::MySql {
         // MariaDB ends a session idle inside a transaction; MySQL has no such setting, so
         // there the session's idle timeout has to do.
         let idle_secs = idle_ms.div_ceil(1000);
         let mariadb = format!("SET SESSION idle_transaction_timeout = {idle_secs}");
-        if sqlx::raw_sql(AssertSqlSafe(mariadb))
-            .execute(&mut *conn)
-            .await
-            .is_err()
-        {
+        if sqlx::raw_sql(AssertSqlSafe(mariadb)).execute(&mut *conn).await.is_err() {
             let mysql = format!("SET SESSION wait_timeout = {}", idle_secs.max(2));
-            sqlx::raw_sql(AssertSqlSafe(mysql))
-                .execute(&mut *conn)
-                .await?;
+            sqlx::raw_sql(AssertSqlSafe(mysql)).execute(&mut *conn).await?;
         }
     }
     Ok(())
@@ -219,10 +194,7 @@ impl Checkout {
             }
             Err(_) => {
                 self.conn.close_on_drop();
-                Err(StoreError::Timeout {
-                    op: self.op,
-                    after: self.call_timeout,
-                })
+                Err(StoreError::Timeout { op: self.op, after: self.call_timeout })
             }
         }
     }
@@ -258,18 +230,15 @@ impl Store {
                 redacted_url,
             }),
         };
-        store
-            .select_one()
-            .await
-            .map_err(|error| StoreError::Connect {
-                backend: backend.as_str(),
-                url: store.inner.redacted_url.clone(),
-                reason: match error {
-                    StoreError::Database { source, .. } => source.to_string(),
-                    StoreError::Timeout { after, .. } => format!("no answer within {after:?}"),
-                    other => other.to_string(),
-                },
-            })?;
+        store.select_one().await.map_err(|error| StoreError::Connect {
+            backend: backend.as_str(),
+            url: store.inner.redacted_url.clone(),
+            reason: match error {
+                StoreError::Database { source, .. } => source.to_string(),
+                StoreError::Timeout { after, .. } => format!("no answer within {after:?}"),
+                other => other.to_string(),
+            },
+        })?;
         Ok(store)
     }
 
@@ -295,10 +264,7 @@ impl Store {
 
     /// The same store and pool, with another limit on each call (the HA loop's is shorter).
     pub fn with_call_timeout(&self, call_timeout: Duration) -> Store {
-        Store {
-            inner: self.inner.clone(),
-            call_timeout,
-        }
+        Store { inner: self.inner.clone(), call_timeout }
     }
 
     pub(crate) fn sql(&self) -> &Statements {
@@ -316,11 +282,7 @@ impl Store {
         // Migrations may wait for another coordinator's migrations: allow more than one call.
         let deadline = Instant::now() + self.call_timeout.max(Duration::from_secs(30));
         let mut checkout = self.checkout_until("migrate", deadline).await?;
-        let result = timeout_at(
-            deadline,
-            migrate::run(&mut checkout.conn, self.inner.backend, set),
-        )
-        .await;
+        let result = timeout_at(deadline, migrate::run(&mut checkout.conn, self.inner.backend, set)).await;
         checkout.finish(result)
     }
 
@@ -328,9 +290,7 @@ impl Store {
     pub async fn select_one(&self) -> Result<(), StoreError> {
         let sql = self.inner.sql.select_one.clone();
         on_pool!(self, "select 1", |conn| async {
-            sqlx::query(AssertSqlSafe(sql))
-                .fetch_one(&mut *conn)
-                .await?;
+            sqlx::query(AssertSqlSafe(sql)).fetch_one(&mut *conn).await?;
             Ok(())
         })
     }
@@ -339,9 +299,7 @@ impl Store {
     pub async fn now_ms(&self) -> Result<i64, StoreError> {
         let sql = self.inner.sql.now.clone();
         on_pool!(self, "read clock", |conn| async {
-            let row = sqlx::query(AssertSqlSafe(sql))
-                .fetch_one(&mut *conn)
-                .await?;
+            let row = sqlx::query(AssertSqlSafe(sql)).fetch_one(&mut *conn).await?;
             Ok(row.try_get::<i64, _>(0)?)
         })
     }
@@ -362,29 +320,19 @@ impl Store {
                 .bind("store_epoch")
                 .fetch_optional(&mut *conn)
                 .await?;
-            let row = row.ok_or_else(|| {
-                StoreError::Inconsistent("cluster_meta has no store_epoch".into())
-            })?;
+            let row = row.ok_or_else(|| StoreError::Inconsistent("cluster_meta has no store_epoch".into()))?;
             Ok(row.try_get::<String, _>(0)?)
         })
     }
 
     /// Creates the cluster's lease row (free, term 0) unless it exists.
     pub async fn ensure_lease_row(&self, cluster: &str) -> Result<(), StoreError> {
-        on_pool!(self, "create lease row", |conn| lease::ensure_row(
-            conn,
-            self.sql(),
-            cluster
-        ))
+        on_pool!(self, "create lease row", |conn| lease::ensure_row(conn, self.sql(), cluster))
     }
 
     /// The lease row and the store's clock, read together.
     pub async fn read_lease(&self, cluster: &str) -> Result<LeaseView, StoreError> {
-        on_pool!(self, "read lease", |conn| lease::read(
-            conn,
-            self.sql(),
-            cluster
-        ))
+        on_pool!(self, "read lease", |conn| lease::read(conn, self.sql(), cluster))
     }
 
     /// Takes the lease for `holder` if it is still at `expected_version` and expired on the
@@ -396,42 +344,51 @@ impl Store {
         holder: &LeaseHolder,
         ttl: Duration,
     ) -> Result<Option<u64>, StoreError> {
-        on_pool!(self, "acquire lease", |conn| lease::try_acquire(
-            conn,
-            self.sql(),
-            cluster,
-            expected,
-            holder,
-            ttl,
-        ))
+        on_pool!(self, "acquire lease", |conn| lease::try_acquire(conn, self.sql(), cluster, expected, holder, ttl,))
     }
 
     /// Extends the lease of `guard`'s term by `ttl` from now on the store's clock. False when
     /// the term is no longer ours.
     pub async fn renew(&self, guard: &TermGuard, ttl: Duration) -> Result<bool, StoreError> {
-        on_pool!(self, "renew lease", |conn| lease::renew(
-            conn,
-            self.sql(),
-            guard,
-            ttl
-        ))
+        on_pool!(self, "renew lease", |conn| lease::renew(conn, self.sql(), guard, ttl))
     }
 
     /// Ends the lease of `guard`'s term now, so that a successor can take it at once.
     pub async fn release(&self, guard: &TermGuard) -> Result<bool, StoreError> {
-        on_pool!(self, "release lease", |conn| lease::release(
-            conn,
-            self.sql(),
-            guard
-        ))
+        on_pool!(self, "release lease", |conn| lease::release(conn, self.sql(), guard))
     }
 
     /// Opens a term-guarded write transaction: the lease row is locked and checked to be
     /// `guard`'s unexpired term before anything else happens. Fails with
     /// [`StoreError::StaleTerm`] otherwise.
-    pub async fn begin_guarded(&self, guard: &TermGuard) -> Result<GuardedTx, StoreError> {
+    pub async fn begin_guarded(&self, guard: &WriteGuard) -> Result<GuardedTx, StoreError> {
         let checkout = self.checkout("guarded write").await?;
         GuardedTx::begin(checkout, self.inner.backend, self.clone(), guard).await
+    }
+
+    /// Creates the cluster's metadata version counter (at 0) unless it exists.
+    pub async fn ensure_metadata_rows(&self, cluster: &str) -> Result<(), StoreError> {
+        on_pool!(self, "create version row", |conn| metadata::ensure_version_row(conn, self.sql(), cluster))
+    }
+
+    /// The newest committed metadata version.
+    pub async fn current_version(&self, cluster: &str) -> Result<u64, StoreError> {
+        on_pool!(self, "read version", |conn| metadata::current_version(conn, self.sql(), cluster))
+    }
+
+    /// Up to `limit` changes after version `after`, oldest first.
+    pub async fn changes_since(&self, cluster: &str, after: u64, limit: u64) -> Result<Vec<StoredChange>, StoreError> {
+        on_pool!(self, "read changes", |conn| metadata::changes_since(conn, self.sql(), cluster, after, limit))
+    }
+
+    /// Every registered data node.
+    pub async fn list_data_nodes(&self, cluster: &str) -> Result<Vec<DataNodeRow>, StoreError> {
+        on_pool!(self, "list data nodes", |conn| metadata::list_data_nodes(conn, self.sql(), cluster))
+    }
+
+    /// A cluster setting.
+    pub async fn read_setting(&self, cluster: &str, name: &str) -> Result<Option<String>, StoreError> {
+        on_pool!(self, "read setting", |conn| metadata::read_setting(conn, self.sql(), cluster, name))
     }
 
     /// A connection of its own for the HA loop, so that renewals never queue behind other
@@ -441,26 +398,13 @@ impl Store {
     }
 
     /// This node's registry row, with the store's clock.
-    pub async fn read_node(
-        &self,
-        cluster: &str,
-        node_id: &str,
-    ) -> Result<NodeSnapshot, StoreError> {
-        on_pool!(self, "read node", |conn| nodes::read(
-            conn,
-            self.sql(),
-            cluster,
-            node_id
-        ))
+    pub async fn read_node(&self, cluster: &str, node_id: &str) -> Result<NodeSnapshot, StoreError> {
+        on_pool!(self, "read node", |conn| nodes::read(conn, self.sql(), cluster, node_id))
     }
 
     /// Inserts a registry row for a new node id. False when the row exists already.
     pub async fn insert_node(&self, registration: &NodeRegistration) -> Result<bool, StoreError> {
-        on_pool!(self, "register node", |conn| nodes::insert(
-            conn,
-            self.sql(),
-            registration
-        ))
+        on_pool!(self, "register node", |conn| nodes::insert(conn, self.sql(), registration))
     }
 
     /// Takes over a registry row that is still as it was observed. False when it changed.
@@ -487,14 +431,7 @@ impl Store {
         incarnation: &str,
         role: &str,
     ) -> Result<bool, StoreError> {
-        on_pool!(self, "refresh node", |conn| nodes::refresh(
-            conn,
-            self.sql(),
-            cluster,
-            node_id,
-            incarnation,
-            role,
-        ))
+        on_pool!(self, "refresh node", |conn| nodes::refresh(conn, self.sql(), cluster, node_id, incarnation, role,))
     }
 
     /// Records this node's mode and priority (a non-leader's own settings).
@@ -518,52 +455,24 @@ impl Store {
     }
 
     /// Marks this incarnation cleanly stopped, freeing its node id for a restart.
-    pub async fn stop_node(
-        &self,
-        cluster: &str,
-        node_id: &str,
-        incarnation: &str,
-    ) -> Result<bool, StoreError> {
-        on_pool!(self, "stop node", |conn| nodes::stop(
-            conn,
-            self.sql(),
-            cluster,
-            node_id,
-            incarnation,
-        ))
+    pub async fn stop_node(&self, cluster: &str, node_id: &str, incarnation: &str) -> Result<bool, StoreError> {
+        on_pool!(self, "stop node", |conn| nodes::stop(conn, self.sql(), cluster, node_id, incarnation,))
     }
 
     /// Every registry row of the cluster, with the store's clock.
     pub async fn list_nodes(&self, cluster: &str) -> Result<NodeList, StoreError> {
-        on_pool!(self, "list nodes", |conn| nodes::list(
-            conn,
-            self.sql(),
-            cluster
-        ))
+        on_pool!(self, "list nodes", |conn| nodes::list(conn, self.sql(), cluster))
     }
 
     pub(crate) async fn checkout(&self, op: &'static str) -> Result<Checkout, StoreError> {
-        self.checkout_until(op, Instant::now() + self.call_timeout)
-            .await
+        self.checkout_until(op, Instant::now() + self.call_timeout).await
     }
 
-    async fn checkout_until(
-        &self,
-        op: &'static str,
-        deadline: Instant,
-    ) -> Result<Checkout, StoreError> {
+    async fn checkout_until(&self, op: &'static str, deadline: Instant) -> Result<Checkout, StoreError> {
         let call_timeout = deadline.saturating_duration_since(Instant::now());
         match timeout_at(deadline, self.inner.pool.acquire()).await {
-            Ok(Ok(conn)) => Ok(Checkout {
-                conn,
-                deadline,
-                op,
-                call_timeout,
-            }),
-            Ok(Err(sqlx::Error::PoolTimedOut)) | Err(_) => Err(StoreError::Timeout {
-                op,
-                after: call_timeout,
-            }),
+            Ok(Ok(conn)) => Ok(Checkout { conn, deadline, op, call_timeout }),
+            Ok(Err(sqlx::Error::PoolTimedOut)) | Err(_) => Err(StoreError::Timeout { op, after: call_timeout }),
             Ok(Err(source)) => Err(StoreError::Database { op, source }),
         }
     }
@@ -580,11 +489,7 @@ impl Store {
     pub async fn durability_warnings(&self) -> Result<Vec<String>, StoreError> {
         let (query, expected, what) = match self.inner.backend {
             Backend::Sqlite => return Ok(Vec::new()),
-            Backend::Postgres => (
-                "SHOW fsync",
-                "on",
-                "PostgreSQL fsync is off: a crash can lose committed leases",
-            ),
+            Backend::Postgres => ("SHOW fsync", "on", "PostgreSQL fsync is off: a crash can lose committed leases"),
             Backend::MySql => (
                 "SELECT CAST(@@innodb_flush_log_at_trx_commit AS CHAR)",
                 "1",
@@ -595,11 +500,7 @@ impl Store {
             let row = sqlx::raw_sql(query).fetch_one(&mut *conn).await?;
             Ok(row.try_get::<String, _>(0)?)
         })?;
-        Ok(if value.trim() == expected {
-            Vec::new()
-        } else {
-            vec![what.to_owned()]
-        })
+        Ok(if value.trim() == expected { Vec::new() } else { vec![what.to_owned()] })
     }
 }
 
@@ -624,26 +525,19 @@ mod tests {
         let url = sqlite_url("sqlite://target/store-url-test/x.db").unwrap();
         assert_eq!(url, "sqlite://target/store-url-test/x.db?mode=rwc");
         let url = sqlite_url("sqlite://target/store-url-test/x.db?cache=shared").unwrap();
-        assert_eq!(
-            url,
-            "sqlite://target/store-url-test/x.db?cache=shared&mode=rwc"
-        );
+        assert_eq!(url, "sqlite://target/store-url-test/x.db?cache=shared&mode=rwc");
         let url = sqlite_url("sqlite://target/store-url-test/x.db?mode=ro").unwrap();
         assert_eq!(url, "sqlite://target/store-url-test/x.db?mode=ro");
     }
 
     #[test]
     fn unusable_urls_are_refused_without_their_password() {
-        let error = parse_url("redis://user:secret@host")
-            .unwrap_err()
-            .to_string();
+        let error = parse_url("redis://user:secret@host").unwrap_err().to_string();
         assert!(error.starts_with("store.url:"), "{error}");
         assert!(!error.contains("secret"), "{error}");
         assert!(parse_url("sqlite://").is_err());
         assert!(parse_url("sqlite::memory:").is_err());
-        let error = parse_url("postgres://user:secret@host:notaport/db")
-            .unwrap_err()
-            .to_string();
+        let error = parse_url("postgres://user:secret@host:notaport/db").unwrap_err().to_string();
         assert!(!error.contains("secret"), "{error}");
     }
 

@@ -9,8 +9,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use leasehold_store::{
-    LeaseHolder, LeaseView, MigrationSet, NodeRegistration, Store, StoreError, StoreOptions,
-    TermGuard, new_incarnation,
+    LeaseHolder, LeaseView, MigrationSet, NodeRegistration, Store, StoreError, StoreOptions, TermGuard, WriteGuard,
+    new_incarnation,
 };
 use tokio::sync::Barrier;
 use tokio::time::Instant;
@@ -33,10 +33,7 @@ impl Drop for Harness {
 }
 
 fn options(url: &str) -> StoreOptions {
-    StoreOptions {
-        call_timeout: Duration::from_secs(5),
-        ..StoreOptions::new(url)
-    }
+    StoreOptions { call_timeout: Duration::from_secs(5), ..StoreOptions::new(url) }
 }
 
 impl Harness {
@@ -53,13 +50,9 @@ impl Harness {
                     Ok(url) if !url.is_empty() => (url, None),
                     _ => {
                         if std::env::var("CI").is_ok_and(|value| value == "true") {
-                            panic!(
-                                "{variable} is not set, and CI=true requires the {backend} backend"
-                            );
+                            panic!("{variable} is not set, and CI=true requires the {backend} backend");
                         }
-                        eprintln!(
-                            "skipped: {variable} is not set, so the {backend} store tests did not run"
-                        );
+                        eprintln!("skipped: {variable} is not set, so the {backend} store tests did not run");
                         return None;
                     }
                 }
@@ -69,19 +62,12 @@ impl Harness {
         store.migrate(MigrationSet::All).await.expect("migrate");
         let cluster = format!("t-{}", &new_incarnation()[..12]);
         store.ensure_lease_row(&cluster).await.expect("lease row");
-        Some(Harness {
-            url,
-            store,
-            cluster,
-            sqlite_file,
-        })
+        Some(Harness { url, store, cluster, sqlite_file })
     }
 
     /// Another coordinator's store handle: its own pool and connections.
     async fn another_store(&self) -> Store {
-        Store::connect(options(&self.url))
-            .await
-            .expect("connect again")
+        Store::connect(options(&self.url)).await.expect("connect again")
     }
 
     fn holder(&self, node_id: &str) -> LeaseHolder {
@@ -93,26 +79,16 @@ impl Harness {
     }
 
     fn guard(&self, holder: &LeaseHolder, term: u64) -> TermGuard {
-        TermGuard {
-            cluster: self.cluster.clone(),
-            term,
-            incarnation: holder.incarnation.clone(),
-        }
+        TermGuard { cluster: self.cluster.clone(), term, incarnation: holder.incarnation.clone() }
     }
 
     async fn read(&self) -> LeaseView {
-        self.store
-            .read_lease(&self.cluster)
-            .await
-            .expect("read lease")
+        self.store.read_lease(&self.cluster).await.expect("read lease")
     }
 
     async fn acquire(&self, holder: &LeaseHolder, ttl: Duration) -> Option<u64> {
         let view = self.read().await;
-        self.store
-            .try_acquire(&self.cluster, &view, holder, ttl)
-            .await
-            .expect("acquire")
+        self.store.try_acquire(&self.cluster, &view, holder, ttl).await.expect("acquire")
     }
 
     /// Polls the store's clock until the lease has expired on it.
@@ -154,10 +130,7 @@ async fn acquire_when_free(h: Harness) {
     assert_eq!(view.term, 1);
     assert_eq!(view.live_holder(), Some(&a));
     let remaining = view.remaining_ms();
-    assert!(
-        (59_000..=60_000).contains(&remaining),
-        "remaining {remaining} ms"
-    );
+    assert!((59_000..=60_000).contains(&remaining), "remaining {remaining} ms");
 }
 
 async fn no_acquire_while_held(h: Harness) {
@@ -175,13 +148,7 @@ async fn takeover_after_expiry_increments_the_term(h: Harness) {
     let expired = h.until_expired().await;
     assert_eq!(expired.live_holder(), None);
     let b = h.holder("b");
-    assert_eq!(
-        h.store
-            .try_acquire(&h.cluster, &expired, &b, LONG)
-            .await
-            .unwrap(),
-        Some(2)
-    );
+    assert_eq!(h.store.try_acquire(&h.cluster, &expired, &b, LONG).await.unwrap(), Some(2));
     assert_eq!(h.read().await.live_holder(), Some(&b));
 }
 
@@ -189,37 +156,16 @@ async fn an_acquire_against_an_old_version_fails(h: Harness) {
     let seen_by_both = h.read().await;
     let a = h.holder("a");
     let b = h.holder("b");
-    assert_eq!(
-        h.store
-            .try_acquire(&h.cluster, &seen_by_both, &a, SHORT)
-            .await
-            .unwrap(),
-        Some(1)
-    );
+    assert_eq!(h.store.try_acquire(&h.cluster, &seen_by_both, &a, SHORT).await.unwrap(), Some(1));
     // The lease expires, but b still holds the version it read before a acquired.
     h.until_expired().await;
-    assert_eq!(
-        h.store
-            .try_acquire(&h.cluster, &seen_by_both, &b, LONG)
-            .await
-            .unwrap(),
-        None
-    );
+    assert_eq!(h.store.try_acquire(&h.cluster, &seen_by_both, &b, LONG).await.unwrap(), None);
     // A renewal bumps the version too: an acquire prepared before it fails.
     let c = h.holder("c");
     let before_renewal = h.read().await;
     let a_guard = h.guard(&a, 1);
-    assert!(
-        h.store.renew(&a_guard, LONG).await.unwrap(),
-        "term 1 is still a's: nobody took it"
-    );
-    assert_eq!(
-        h.store
-            .try_acquire(&h.cluster, &before_renewal, &c, LONG)
-            .await
-            .unwrap(),
-        None
-    );
+    assert!(h.store.renew(&a_guard, LONG).await.unwrap(), "term 1 is still a's: nobody took it");
+    assert_eq!(h.store.try_acquire(&h.cluster, &before_renewal, &c, LONG).await.unwrap(), None);
     assert_eq!(h.read().await.live_holder(), Some(&a));
 }
 
@@ -243,11 +189,7 @@ async fn sixteen_concurrent_acquirers_produce_one_winner_per_term(h: Harness) {
                 let view = session.read_lease(&cluster).await.expect("read");
                 barrier.wait().await;
                 // Busy or lock-timeout errors count as losing: they never produce a winner.
-                let won = session
-                    .try_acquire(&cluster, &view, &holder, LONG)
-                    .await
-                    .ok()
-                    .flatten();
+                let won = session.try_acquire(&cluster, &view, &holder, LONG).await.ok().flatten();
                 (holder, won)
             }));
         }
@@ -270,95 +212,48 @@ async fn sixteen_concurrent_acquirers_produce_one_winner_per_term(h: Harness) {
 
 async fn a_guarded_write_with_an_old_term_is_rejected_after_a_takeover(h: Harness) {
     let incarnation = new_incarnation();
-    assert!(
-        h.store
-            .insert_node(&h.registration("a", &incarnation))
-            .await
-            .unwrap()
-    );
+    assert!(h.store.insert_node(&h.registration("a", &incarnation)).await.unwrap());
     let a = h.holder("a");
     assert_eq!(h.acquire(&a, SHORT).await, Some(1));
     let a_guard = h.guard(&a, 1);
 
-    let mut tx = h
-        .store
-        .begin_guarded(&a_guard)
-        .await
-        .expect("the holder may write");
-    assert!(
-        tx.update_node_settings(&h.cluster, "a", &incarnation, "standby", 5)
-            .await
-            .unwrap()
-    );
+    let mut tx = h.store.begin_guarded(&WriteGuard::Term(a_guard.clone())).await.expect("the holder may write");
+    assert!(tx.update_node_settings(&h.cluster, "a", &incarnation, "standby", 5).await.unwrap());
     tx.commit().await.unwrap();
 
     let expired = h.until_expired().await;
     // Expired but not yet taken: the guard refuses already, on the store's clock.
-    let refused = h.store.begin_guarded(&a_guard).await.unwrap_err();
-    assert!(
-        matches!(refused, StoreError::StaleTerm { term: 1 }),
-        "{refused}"
-    );
+    let refused = h.store.begin_guarded(&WriteGuard::Term(a_guard.clone())).await.unwrap_err();
+    assert!(matches!(refused, StoreError::StaleTerm { term: 1 }), "{refused}");
 
     let b = h.holder("b");
-    assert_eq!(
-        h.store
-            .try_acquire(&h.cluster, &expired, &b, LONG)
-            .await
-            .unwrap(),
-        Some(2)
-    );
-    let refused = h.store.begin_guarded(&a_guard).await.unwrap_err();
-    assert!(
-        matches!(refused, StoreError::StaleTerm { term: 1 }),
-        "{refused}"
-    );
+    assert_eq!(h.store.try_acquire(&h.cluster, &expired, &b, LONG).await.unwrap(), Some(2));
+    let refused = h.store.begin_guarded(&WriteGuard::Term(a_guard.clone())).await.unwrap_err();
+    assert!(matches!(refused, StoreError::StaleTerm { term: 1 }), "{refused}");
     // The old term cannot renew its way back either.
     assert!(!h.store.renew(&a_guard, LONG).await.unwrap());
-    assert!(h.store.begin_guarded(&h.guard(&b, 2)).await.is_ok());
+    assert!(h.store.begin_guarded(&WriteGuard::Term(h.guard(&b, 2))).await.is_ok());
 
     let listed = h.store.list_nodes(&h.cluster).await.unwrap();
-    assert_eq!(
-        (listed.nodes[0].mode.as_str(), listed.nodes[0].priority),
-        ("standby", 5)
-    );
+    assert_eq!((listed.nodes[0].mode.as_str(), listed.nodes[0].priority), ("standby", 5));
 }
 
 async fn an_uncommitted_guarded_write_leaves_nothing(h: Harness) {
     let incarnation = new_incarnation();
-    assert!(
-        h.store
-            .insert_node(&h.registration("a", &incarnation))
-            .await
-            .unwrap()
-    );
+    assert!(h.store.insert_node(&h.registration("a", &incarnation)).await.unwrap());
     let a = h.holder("a");
     assert_eq!(h.acquire(&a, LONG).await, Some(1));
-    let mut tx = h.store.begin_guarded(&h.guard(&a, 1)).await.unwrap();
-    assert!(
-        tx.update_node_settings(&h.cluster, "a", &incarnation, "hot-backup", 9)
-            .await
-            .unwrap()
-    );
+    let mut tx = h.store.begin_guarded(&WriteGuard::Term(h.guard(&a, 1))).await.unwrap();
+    assert!(tx.update_node_settings(&h.cluster, "a", &incarnation, "hot-backup", 9).await.unwrap());
     drop(tx);
     let listed = h.store.list_nodes(&h.cluster).await.unwrap();
-    assert_eq!(
-        (listed.nodes[0].mode.as_str(), listed.nodes[0].priority),
-        ("auto", 0)
-    );
+    assert_eq!((listed.nodes[0].mode.as_str(), listed.nodes[0].priority), ("auto", 0));
     // And the pool still works after the abandoned transaction's connection was closed.
-    let mut tx = h.store.begin_guarded(&h.guard(&a, 1)).await.unwrap();
-    assert!(
-        tx.update_node_settings(&h.cluster, "a", &incarnation, "hot-backup", 9)
-            .await
-            .unwrap()
-    );
+    let mut tx = h.store.begin_guarded(&WriteGuard::Term(h.guard(&a, 1))).await.unwrap();
+    assert!(tx.update_node_settings(&h.cluster, "a", &incarnation, "hot-backup", 9).await.unwrap());
     tx.commit().await.unwrap();
     let listed = h.store.list_nodes(&h.cluster).await.unwrap();
-    assert_eq!(
-        (listed.nodes[0].mode.as_str(), listed.nodes[0].priority),
-        ("hot-backup", 9)
-    );
+    assert_eq!((listed.nodes[0].mode.as_str(), listed.nodes[0].priority), ("hot-backup", 9));
 }
 
 async fn release_lets_the_next_acquirer_in_at_once(h: Harness) {
@@ -368,13 +263,7 @@ async fn release_lets_the_next_acquirer_in_at_once(h: Harness) {
     let view = h.read().await;
     assert!(view.is_expired(), "released lease still live: {view:?}");
     let b = h.holder("b");
-    assert_eq!(
-        h.store
-            .try_acquire(&h.cluster, &view, &b, LONG)
-            .await
-            .unwrap(),
-        Some(2)
-    );
+    assert_eq!(h.store.try_acquire(&h.cluster, &view, &b, LONG).await.unwrap(), Some(2));
     // A release by a term that is no longer current changes nothing.
     assert!(!h.store.release(&h.guard(&a, 1)).await.unwrap());
     assert_eq!(h.read().await.live_holder(), Some(&b));
@@ -384,98 +273,41 @@ async fn node_registry_claims_refreshes_and_stops(h: Harness) {
     let first = new_incarnation();
     let registration = h.registration("c1", &first);
     assert!(h.store.insert_node(&registration).await.unwrap());
-    assert!(
-        !h.store
-            .insert_node(&h.registration("c1", &new_incarnation()))
-            .await
-            .unwrap(),
-        "the id exists"
-    );
+    assert!(!h.store.insert_node(&h.registration("c1", &new_incarnation())).await.unwrap(), "the id exists");
 
     let snapshot = h.store.read_node(&h.cluster, "c1").await.unwrap();
     let row = snapshot.row.clone().unwrap();
     assert_eq!(row.incarnation.as_deref(), Some(first.as_str()));
     assert!((snapshot.store_now_ms - row.last_seen_ms).abs() < 5_000);
 
-    assert!(
-        h.store
-            .refresh_node(&h.cluster, "c1", &first, "leader")
-            .await
-            .unwrap()
-    );
-    assert!(
-        !h.store
-            .refresh_node(&h.cluster, "c1", "someone-else", "leader")
-            .await
-            .unwrap()
-    );
+    assert!(h.store.refresh_node(&h.cluster, "c1", &first, "leader").await.unwrap());
+    assert!(!h.store.refresh_node(&h.cluster, "c1", "someone-else", "leader").await.unwrap());
 
     // A takeover must match what was observed.
     let second = new_incarnation();
-    let stale = h
-        .store
-        .take_over_node(
-            &h.registration("c1", &second),
-            Some("wrong"),
-            row.last_seen_ms,
-        )
-        .await
-        .unwrap();
+    let stale = h.store.take_over_node(&h.registration("c1", &second), Some("wrong"), row.last_seen_ms).await.unwrap();
     assert!(!stale);
-    let current = h
-        .store
-        .read_node(&h.cluster, "c1")
-        .await
-        .unwrap()
-        .row
-        .unwrap();
+    let current = h.store.read_node(&h.cluster, "c1").await.unwrap().row.unwrap();
     assert!(
         h.store
-            .take_over_node(
-                &h.registration("c1", &second),
-                current.incarnation.as_deref(),
-                current.last_seen_ms
-            )
+            .take_over_node(&h.registration("c1", &second), current.incarnation.as_deref(), current.last_seen_ms)
             .await
             .unwrap()
     );
     assert!(
-        !h.store
-            .refresh_node(&h.cluster, "c1", &first, "leader")
-            .await
-            .unwrap(),
+        !h.store.refresh_node(&h.cluster, "c1", &first, "leader").await.unwrap(),
         "the old incarnation lost the id"
     );
 
     assert!(h.store.stop_node(&h.cluster, "c1", &second).await.unwrap());
-    let stopped = h
-        .store
-        .read_node(&h.cluster, "c1")
-        .await
-        .unwrap()
-        .row
-        .unwrap();
+    let stopped = h.store.read_node(&h.cluster, "c1").await.unwrap().row.unwrap();
     assert_eq!(stopped.incarnation, None);
     let third = new_incarnation();
-    assert!(
-        h.store
-            .take_over_node(&h.registration("c1", &third), None, stopped.last_seen_ms)
-            .await
-            .unwrap()
-    );
+    assert!(h.store.take_over_node(&h.registration("c1", &third), None, stopped.last_seen_ms).await.unwrap());
 
-    assert!(
-        h.store
-            .insert_node(&h.registration("c0", &new_incarnation()))
-            .await
-            .unwrap()
-    );
+    assert!(h.store.insert_node(&h.registration("c0", &new_incarnation())).await.unwrap());
     let listed = h.store.list_nodes(&h.cluster).await.unwrap();
-    let ids: Vec<_> = listed
-        .nodes
-        .iter()
-        .map(|node| node.node_id.as_str())
-        .collect();
+    let ids: Vec<_> = listed.nodes.iter().map(|node| node.node_id.as_str()).collect();
     assert_eq!(ids, ["c0", "c1"]);
     assert_eq!(listed.nodes[1].incarnation.as_deref(), Some(third.as_str()));
 }
@@ -491,17 +323,12 @@ async fn migrations_are_safe_to_run_concurrently_and_again(h: Harness) {
     let mut tasks = Vec::new();
     for _ in 0..4 {
         let store = h.another_store().await;
-        tasks.push(tokio::spawn(async move {
-            store.migrate(MigrationSet::All).await
-        }));
+        tasks.push(tokio::spawn(async move { store.migrate(MigrationSet::All).await }));
     }
     for task in tasks {
         task.await.unwrap().expect("concurrent migrate");
     }
-    h.store
-        .migrate(MigrationSet::All)
-        .await
-        .expect("migrate again");
+    h.store.migrate(MigrationSet::All).await.expect("migrate again");
 }
 
 async fn the_store_clock_has_millisecond_resolution(h: Harness) {
@@ -522,7 +349,7 @@ async fn the_store_clock_has_millisecond_resolution(h: Harness) {
 async fn a_lock_held_by_a_guarded_write_delays_an_acquire_until_commit(h: Harness) {
     let a = h.holder("a");
     assert_eq!(h.acquire(&a, SHORT).await, Some(1));
-    let tx = h.store.begin_guarded(&h.guard(&a, 1)).await.unwrap();
+    let tx = h.store.begin_guarded(&WriteGuard::Term(h.guard(&a, 1))).await.unwrap();
     // The lease expires on the store's clock while a's write still holds the row.
     let expired = h.until_expired().await;
     let other = h.another_store().await;
@@ -539,10 +366,116 @@ async fn a_lock_held_by_a_guarded_write_delays_an_acquire_until_commit(h: Harnes
             }
         }
     });
-    tx.commit()
-        .await
-        .expect("the write that locked in time commits");
+    tx.commit().await.expect("the write that locked in time commits");
     assert_eq!(contender.await.unwrap(), Some(2));
+}
+
+async fn versions_follow_commit_order_and_old_changes_are_trimmed(h: Harness) {
+    h.store.ensure_metadata_rows(&h.cluster).await.unwrap();
+    h.store.ensure_metadata_rows(&h.cluster).await.unwrap();
+    assert_eq!(h.store.current_version(&h.cluster).await.unwrap(), 0);
+    let a = h.holder("a");
+    assert_eq!(h.acquire(&a, LONG).await, Some(1));
+    let guard = WriteGuard::Term(h.guard(&a, 1));
+    for expected in 1..=5u64 {
+        let mut tx = h.store.begin_guarded(&guard).await.unwrap();
+        let version = tx.append_change(&h.cluster, "barrier", &[expected as u8], 3).await.unwrap();
+        tx.commit().await.unwrap();
+        assert_eq!(version, expected);
+    }
+    // A change that is not committed consumes no version.
+    let mut tx = h.store.begin_guarded(&guard).await.unwrap();
+    tx.append_change(&h.cluster, "barrier", &[9], 3).await.unwrap();
+    drop(tx);
+    assert_eq!(h.store.current_version(&h.cluster).await.unwrap(), 5);
+    let kept = h.store.changes_since(&h.cluster, 0, 100).await.unwrap();
+    let versions: Vec<_> = kept.iter().map(|change| change.version).collect();
+    assert_eq!(versions, vec![3, 4, 5], "retention keeps the last three");
+    assert_eq!(kept[2].payload, vec![5]);
+    assert_eq!(kept[2].kind, "barrier");
+    assert_eq!(h.store.changes_since(&h.cluster, 4, 100).await.unwrap().len(), 1);
+    assert_eq!(h.store.changes_since(&h.cluster, 0, 2).await.unwrap().len(), 2);
+}
+
+async fn concurrent_writers_get_distinct_consecutive_versions(h: Harness) {
+    h.store.ensure_metadata_rows(&h.cluster).await.unwrap();
+    let a = h.holder("a");
+    assert_eq!(h.acquire(&a, LONG).await, Some(1));
+    let guard = WriteGuard::Term(h.guard(&a, 1));
+    let mut tasks = Vec::new();
+    for writer in 0..8u8 {
+        let store = h.another_store().await;
+        let (guard, cluster) = (guard.clone(), h.cluster.clone());
+        tasks.push(tokio::spawn(async move {
+            let deadline = Instant::now() + Duration::from_secs(20);
+            loop {
+                // Lock waits or SQLite's busy answers are retried; a version is never reused.
+                let attempt = async {
+                    let mut tx = store.begin_guarded(&guard).await?;
+                    let version = tx.append_change(&cluster, "barrier", &[writer], 1000).await?;
+                    tx.commit().await?;
+                    Ok::<u64, StoreError>(version)
+                };
+                match attempt.await {
+                    Ok(version) => return version,
+                    Err(error) if Instant::now() < deadline => {
+                        let _ = error;
+                    }
+                    Err(error) => panic!("writer {writer} kept failing: {error}"),
+                }
+            }
+        }));
+    }
+    let mut versions = Vec::new();
+    for task in tasks {
+        versions.push(task.await.unwrap());
+    }
+    versions.sort();
+    assert_eq!(versions, (1..=8).collect::<Vec<u64>>());
+    let logged: Vec<_> = h.store.changes_since(&h.cluster, 0, 100).await.unwrap().iter().map(|c| c.version).collect();
+    assert_eq!(logged, (1..=8).collect::<Vec<u64>>());
+}
+
+async fn a_change_under_an_old_term_is_refused(h: Harness) {
+    h.store.ensure_metadata_rows(&h.cluster).await.unwrap();
+    let a = h.holder("a");
+    assert_eq!(h.acquire(&a, SHORT).await, Some(1));
+    let expired = h.until_expired().await;
+    let b = h.holder("b");
+    assert_eq!(h.store.try_acquire(&h.cluster, &expired, &b, LONG).await.unwrap(), Some(2));
+    let refused = h.store.begin_guarded(&WriteGuard::Term(h.guard(&a, 1))).await.unwrap_err();
+    assert!(matches!(refused, StoreError::StaleTerm { term: 1 }), "{refused}");
+    assert_eq!(h.store.current_version(&h.cluster).await.unwrap(), 0);
+}
+
+async fn data_nodes_register_replace_and_deregister(h: Harness) {
+    let guard = WriteGuard::Standalone;
+    let mut tx = h.store.begin_guarded(&guard).await.unwrap();
+    tx.upsert_data_node(&h.cluster, "dn1", "i1", "127.0.0.1:7501").await.unwrap();
+    tx.upsert_data_node(&h.cluster, "dn2", "i1", "127.0.0.1:7502").await.unwrap();
+    tx.commit().await.unwrap();
+    let mut tx = h.store.begin_guarded(&guard).await.unwrap();
+    tx.upsert_data_node(&h.cluster, "dn1", "i2", "127.0.0.1:7511").await.unwrap();
+    assert!(!tx.delete_data_node(&h.cluster, "dn2", "other").await.unwrap(), "only the named incarnation");
+    assert!(tx.delete_data_node(&h.cluster, "dn2", "i1").await.unwrap());
+    tx.commit().await.unwrap();
+    let nodes = h.store.list_data_nodes(&h.cluster).await.unwrap();
+    assert_eq!(nodes.len(), 1);
+    assert_eq!(
+        (nodes[0].node_id.as_str(), nodes[0].incarnation.as_str(), nodes[0].address.as_str()),
+        ("dn1", "i2", "127.0.0.1:7511")
+    );
+}
+
+async fn settings_are_written_and_read_back(h: Harness) {
+    assert_eq!(h.store.read_setting(&h.cluster, "lease_fence_ms").await.unwrap(), None);
+    for value in ["15000", "3000"] {
+        let mut tx = h.store.begin_guarded(&WriteGuard::Standalone).await.unwrap();
+        tx.write_setting(&h.cluster, "lease_fence_ms", value).await.unwrap();
+        assert_eq!(tx.read_setting(&h.cluster, "lease_fence_ms").await.unwrap().as_deref(), Some(value));
+        tx.commit().await.unwrap();
+        assert_eq!(h.store.read_setting(&h.cluster, "lease_fence_ms").await.unwrap().as_deref(), Some(value));
+    }
 }
 
 macro_rules! conformance {
@@ -582,4 +515,9 @@ every_backend!(
     migrations_are_safe_to_run_concurrently_and_again,
     the_store_clock_has_millisecond_resolution,
     a_lock_held_by_a_guarded_write_delays_an_acquire_until_commit,
+    versions_follow_commit_order_and_old_changes_are_trimmed,
+    concurrent_writers_get_distinct_consecutive_versions,
+    a_change_under_an_old_term_is_refused,
+    data_nodes_register_replace_and_deregister,
+    settings_are_written_and_read_back,
 );

@@ -1,0 +1,485 @@
+//! The agent runtime (DESIGN §4; the argument is in docs/PROTOCOL.md).
+//!
+//! Decisions about the lease are made by [`LeaseManager`] (pure, in `leasehold-core`); this
+//! module carries them out. The order that matters: a heartbeat's send instant is recorded
+//! before the request leaves; a response's changes are applied to the cache *before* the
+//! renewal counts; a fence drops the cache before anything else happens. Reads take no lock:
+//! they load the current cache value and check its lease against the boot clock on every call.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use leasehold::v1::{
+    AgentLeaseState, ApplyInvalidationRequest, DeregisterRequest, HeartbeatRequest, HeartbeatResponse, LeaseState,
+    MetadataChange, RegisterRequest,
+};
+use leasehold_core::agent_lease::{
+    AgentState, HeartbeatTicket, LeaderRef, LeaseManager, PushRefusal, ResponseDecision,
+};
+use leasehold_core::{BootClock, Clock, MonoTime};
+use tokio::sync::{Notify, broadcast};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use crate::cache::{ApplyError, CacheView, TableSchema};
+use crate::config::AgentConfig;
+use crate::failpoint;
+use crate::link::{CoordinatorLink, LinkError};
+use crate::metrics;
+
+/// What the agent tells its host process, so that the host never has to poll.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AgentEvent {
+    /// Changes up to `version` were applied to the cache.
+    Applied {
+        /// The new version.
+        version: u64,
+    },
+    /// The lease ran out: the cache is dropped, reads are refused.
+    Fenced,
+    /// A resync was applied and the lease is valid again.
+    Unfenced {
+        /// The version resynced to.
+        version: u64,
+    },
+}
+
+/// The host process's say in what the agent applies.
+pub trait AgentHost: Send + Sync + 'static {
+    /// Called before a change is applied to the cache; an error refuses it, and the agent
+    /// answers `CANNOT_APPLY` (a broadcast in a reversible step then fails).
+    fn prepare(&self, change: &MetadataChange) -> Result<(), String> {
+        let _ = change;
+        Ok(())
+    }
+}
+
+/// A host that accepts every change.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct AcceptAll;
+
+impl AgentHost for AcceptAll {}
+
+/// A table resolved through the fenced cache.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResolvedTable {
+    /// The schema.
+    pub schema: Arc<TableSchema>,
+    /// The cache's version.
+    pub version: u64,
+    /// The lease's end: re-check against it before acknowledging a write.
+    pub valid_until: MonoTime,
+}
+
+/// Why a read was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ResolveError {
+    /// No valid lease.
+    #[error("fenced: this data node holds no valid metadata lease")]
+    Fenced,
+    /// The cache has no such table.
+    #[error("no table {database}.{table} at version {version}")]
+    NotFound {
+        /// The database.
+        database: String,
+        /// The table.
+        table: String,
+        /// The cache's version.
+        version: u64,
+    },
+}
+
+/// Why a push was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PushError {
+    /// No valid lease.
+    #[error("fenced: this agent resyncs through its heartbeat")]
+    Fenced,
+    /// Not the leader this agent follows.
+    #[error("not the leader of this agent's latest heartbeat (it follows {following})")]
+    NotMyLeader {
+        /// Who it follows.
+        following: String,
+    },
+    /// The push was meant for another incarnation of this node.
+    #[error("this push is for incarnation {meant}, this agent is {actual}")]
+    WrongIncarnation {
+        /// The incarnation the leader meant.
+        meant: String,
+        /// This agent's.
+        actual: String,
+    },
+    /// The changes could not be applied.
+    #[error(transparent)]
+    Apply(#[from] ApplyError),
+}
+
+/// A data-node agent. Cheap to clone.
+#[derive(Clone)]
+pub struct Agent {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    config: AgentConfig,
+    incarnation: String,
+    clock: Arc<dyn Clock>,
+    host: Arc<dyn AgentHost>,
+    /// The lease; also serializes every change of the cache.
+    lease: Mutex<LeaseManager>,
+    view: ArcSwap<CacheView>,
+    events: broadcast::Sender<AgentEvent>,
+    renewed: Notify,
+}
+
+impl std::fmt::Debug for Agent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Agent")
+            .field("node_id", &self.inner.config.node_id)
+            .field("incarnation", &self.inner.incarnation)
+            .finish()
+    }
+}
+
+fn new_incarnation() -> String {
+    let mut bytes = [0u8; 16];
+    getrandom::fill(&mut bytes).expect("the operating system's random source failed");
+    bytes.iter().map(|byte| format!("{byte:02x}")).collect()
+}
+
+impl Agent {
+    /// A new agent, fenced until its first resync; call [`Agent::run`] to start heartbeats.
+    pub fn new(config: AgentConfig, host: Arc<dyn AgentHost>) -> Agent {
+        Self::with_clock(config, host, Arc::new(BootClock))
+    }
+
+    /// A new agent on `clock` (tests drive a manual clock).
+    pub fn with_clock(config: AgentConfig, host: Arc<dyn AgentHost>, clock: Arc<dyn Clock>) -> Agent {
+        let (events, _) = broadcast::channel(256);
+        Agent {
+            inner: Arc::new(Inner {
+                config,
+                incarnation: new_incarnation(),
+                clock,
+                host,
+                lease: Mutex::new(LeaseManager::new()),
+                view: ArcSwap::from_pointee(CacheView::default()),
+                events,
+                renewed: Notify::new(),
+            }),
+        }
+    }
+
+    /// Starts the heartbeat and fence tasks on the current runtime; they stop at `shutdown`,
+    /// after deregistering, which is when the returned handle completes.
+    pub fn start(
+        config: AgentConfig,
+        host: Arc<dyn AgentHost>,
+        shutdown: CancellationToken,
+    ) -> (Agent, tokio::task::JoinHandle<()>) {
+        let agent = Agent::new(config, host);
+        let task = tokio::spawn(agent.clone().run(shutdown));
+        (agent, task)
+    }
+
+    /// This process's incarnation.
+    pub fn incarnation(&self) -> &str {
+        &self.inner.incarnation
+    }
+
+    /// The agent's settings.
+    pub fn config(&self) -> &AgentConfig {
+        &self.inner.config
+    }
+
+    /// Invalidations, fences and unfences, as they happen.
+    pub fn subscribe(&self) -> broadcast::Receiver<AgentEvent> {
+        self.inner.events.subscribe()
+    }
+
+    /// Resolves a table through the cache, checking the lease synchronously. Lock-free.
+    pub fn resolve_table(&self, database: &str, table: &str) -> Result<ResolvedTable, ResolveError> {
+        let view = self.inner.view.load();
+        let now = self.inner.clock.now();
+        let Some(valid_until) = view.valid_until.filter(|until| now < *until) else {
+            return Err(ResolveError::Fenced);
+        };
+        match view.tables.get(&(database.to_owned(), table.to_owned())) {
+            Some(schema) => Ok(ResolvedTable { schema: schema.clone(), version: view.version, valid_until }),
+            None => Err(ResolveError::NotFound {
+                database: database.to_owned(),
+                table: table.to_owned(),
+                version: view.version,
+            }),
+        }
+    }
+
+    /// How long from now until `until`, on the agent's clock.
+    pub fn valid_for(&self, until: MonoTime) -> Duration {
+        self.inner.clock.now().until(until)
+    }
+
+    /// The lease as it stands now.
+    pub fn lease_state(&self) -> LeaseState {
+        let now = self.inner.clock.now();
+        let lease = self.lease();
+        let view = self.inner.view.load();
+        let state = match lease.state(now) {
+            AgentState::Normal => AgentLeaseState::Normal,
+            AgentState::Fenced => AgentLeaseState::Fenced,
+            AgentState::Resyncing => AgentLeaseState::Resyncing,
+        };
+        LeaseState {
+            node_id: self.inner.config.node_id.clone(),
+            incarnation: self.inner.incarnation.clone(),
+            state: state as i32,
+            lease_remaining_ms: lease.valid_until(now).map_or(0, |until| now.until(until).as_millis() as i64),
+            fence_ms: lease.fence().map_or(0, |fence| fence.as_millis() as u64),
+            store_epoch: view.store_epoch.clone(),
+            applied_version: view.version,
+            term: lease.highest_term(),
+            leader_node_id: lease.leader().map(|leader| leader.node_id.clone()).unwrap_or_default(),
+            fences: lease.fences(),
+        }
+    }
+
+    fn lease(&self) -> std::sync::MutexGuard<'_, LeaseManager> {
+        self.inner.lease.lock().expect("agent lease poisoned")
+    }
+
+    fn prepare(&self, change: &MetadataChange) -> Result<(), String> {
+        if failpoint::armed(failpoint::CANNOT_APPLY) {
+            return Err("failpoint agent::cannot-apply".into());
+        }
+        self.inner.host.prepare(change)
+    }
+
+    /// Fences if the lease ran out: drops the cache first. Call with the lease locked.
+    fn fence_if_expired(&self, lease: &mut LeaseManager, now: MonoTime) {
+        if lease.fence_if_expired(now) {
+            self.inner.view.store(Arc::new(CacheView::default()));
+            metrics::fenced();
+            warn!(
+                node_id = %self.inner.config.node_id,
+                fences = lease.fences(),
+                "fenced: no lease renewal within the fence duration; the cache is dropped and reads are refused until a resync"
+            );
+            let _ = self.inner.events.send(AgentEvent::Fenced);
+        }
+    }
+
+    /// Starts a heartbeat now.
+    fn begin_heartbeat(&self) -> (HeartbeatTicket, HeartbeatRequest) {
+        let now = self.inner.clock.now();
+        let mut lease = self.lease();
+        self.fence_if_expired(&mut lease, now);
+        let ticket = lease.begin_heartbeat(now);
+        let view = self.inner.view.load();
+        let request = HeartbeatRequest {
+            node_id: self.inner.config.node_id.clone(),
+            incarnation: self.inner.incarnation.clone(),
+            store_epoch: view.store_epoch.clone(),
+            applied_version: view.version,
+            needs_resync: ticket.needs_resync,
+        };
+        (ticket, request)
+    }
+
+    /// Applies a heartbeat response, then renews. Returns the metric label of the outcome, and
+    /// whether the cache advanced (then the leader should hear of it at once).
+    fn on_heartbeat_response(&self, ticket: &HeartbeatTicket, response: HeartbeatResponse) -> (&'static str, bool) {
+        let now = self.inner.clock.now();
+        let mut lease = self.lease();
+        self.fence_if_expired(&mut lease, now);
+        let resync = response.snapshot.is_some();
+        match lease.consider_response(ticket, response.term, resync, now) {
+            ResponseDecision::Ignore(why) => {
+                debug!(why, "heartbeat response ignored");
+                return ("ignored", false);
+            }
+            ResponseDecision::Apply { .. } => {}
+        }
+        let current = self.inner.view.load_full();
+        let applied = match &response.snapshot {
+            Some(snapshot) => Ok(CacheView::from_snapshot(snapshot)),
+            None => current.apply(&response.store_epoch, &response.changes, |change| self.prepare(change)),
+        };
+        let mut next = match applied {
+            Ok(next) => next,
+            Err(error) => {
+                // Apply before renew: what cannot be applied does not renew the lease.
+                warn!(%error, "could not apply the heartbeat's changes; the lease is not renewed");
+                lease.apply_failed();
+                return ("not_applied", false);
+            }
+        };
+        let leader = LeaderRef {
+            node_id: response.leader_node_id.clone(),
+            address: response.leader_address.clone(),
+            term: response.term,
+        };
+        let unfenced = lease.renew(ticket, Duration::from_millis(response.fence_ms), leader, now);
+        next.valid_until = lease.valid_until(now);
+        let version = next.version;
+        let advanced = version != current.version || next.store_epoch != current.store_epoch;
+        self.inner.view.store(Arc::new(next));
+        drop(lease);
+        self.inner.renewed.notify_one();
+        metrics::lease(true, version);
+        if unfenced {
+            info!(node_id = %self.inner.config.node_id, version, term = response.term, leader = %response.leader_node_id, "lease valid: serving again after a resync");
+            let _ = self.inner.events.send(AgentEvent::Unfenced { version });
+        } else if advanced {
+            let _ = self.inner.events.send(AgentEvent::Applied { version });
+        }
+        ("renewed", advanced)
+    }
+
+    /// Applies a pushed change from the leader. Returns the version the cache holds now.
+    pub fn apply_push(&self, request: &ApplyInvalidationRequest) -> Result<u64, PushError> {
+        let now = self.inner.clock.now();
+        let mut lease = self.lease();
+        self.fence_if_expired(&mut lease, now);
+        if !request.incarnation.is_empty() && request.incarnation != self.inner.incarnation {
+            return Err(PushError::WrongIncarnation {
+                meant: request.incarnation.clone(),
+                actual: self.inner.incarnation.clone(),
+            });
+        }
+        lease.check_push(&request.leader_node_id, request.term, now).map_err(|refusal| match refusal {
+            PushRefusal::Fenced => PushError::Fenced,
+            PushRefusal::NotMyLeader { following } => PushError::NotMyLeader {
+                following: following.map_or_else(
+                    || "no leader yet".to_owned(),
+                    |leader| format!("{} at term {}", leader.node_id, leader.term),
+                ),
+            },
+        })?;
+        let current = self.inner.view.load_full();
+        let mut next = current.apply(&request.store_epoch, &request.changes, |change| self.prepare(change))?;
+        next.valid_until = current.valid_until;
+        let version = next.version;
+        if version != current.version {
+            self.inner.view.store(Arc::new(next));
+            metrics::lease(true, version);
+            let _ = self.inner.events.send(AgentEvent::Applied { version });
+        }
+        Ok(version)
+    }
+
+    /// Runs the heartbeat and fence tasks until `shutdown`, then deregisters.
+    pub async fn run(self, shutdown: CancellationToken) {
+        let fence_watch = tokio::spawn(self.clone().watch_fence(shutdown.clone()));
+        let mut link =
+            CoordinatorLink::new(self.inner.config.coordinators.clone(), self.inner.config.heartbeat_timeout);
+        let mut ticker = tokio::time::interval(self.inner.config.heartbeat_interval);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut registered = false;
+        loop {
+            tokio::select! {
+                _ = ticker.tick() => {}
+                _ = shutdown.cancelled() => break,
+            }
+            metrics::loop_iteration("heartbeat");
+            if !registered {
+                registered = self.register(&mut link).await;
+                if !registered {
+                    continue;
+                }
+            }
+            let started = self.inner.clock.now();
+            let (ticket, request) = self.begin_heartbeat();
+            let outcome = link.call(|mut client| {
+                let request = request.clone();
+                async move { client.heartbeat(request).await }
+            });
+            let result = match outcome.await {
+                Ok(response) => {
+                    let (result, advanced) = self.on_heartbeat_response(&ticket, response);
+                    if advanced {
+                        // The leader counts an acknowledgement when the next heartbeat reports
+                        // the new version: send it now rather than one interval later.
+                        ticker.reset_immediately();
+                    }
+                    result
+                }
+                Err(LinkError::NotRegistered) => {
+                    info!("the leader does not know this incarnation; registering again");
+                    registered = false;
+                    "failed"
+                }
+                Err(error) => {
+                    debug!(%error, "heartbeat failed");
+                    "failed"
+                }
+            };
+            metrics::heartbeat(result, self.inner.clock.now() - started);
+        }
+        fence_watch.abort();
+        let request = DeregisterRequest {
+            node_id: self.inner.config.node_id.clone(),
+            incarnation: self.inner.incarnation.clone(),
+        };
+        match link
+            .call(|mut client| {
+                let request = request.clone();
+                async move { client.deregister(request).await }
+            })
+            .await
+        {
+            Ok(_) => info!(node_id = %self.inner.config.node_id, "deregistered"),
+            Err(error) => {
+                warn!(%error, "could not deregister; the leader keeps counting this node until it has fenced")
+            }
+        }
+    }
+
+    async fn register(&self, link: &mut CoordinatorLink) -> bool {
+        let request = RegisterRequest {
+            node_id: self.inner.config.node_id.clone(),
+            address: self.inner.config.advertise_address.clone(),
+            incarnation: self.inner.incarnation.clone(),
+        };
+        match link
+            .call(|mut client| {
+                let request = request.clone();
+                async move { client.register(request).await }
+            })
+            .await
+        {
+            Ok(response) => {
+                info!(node_id = %request.node_id, incarnation = %request.incarnation, leader = %response.leader_node_id, term = response.term, "registered with the leader");
+                true
+            }
+            Err(error) => {
+                debug!(%error, "registration failed; retrying");
+                false
+            }
+        }
+    }
+
+    /// Fences as soon as the lease runs out, even if no read or heartbeat comes by: the host
+    /// hears of it at once.
+    async fn watch_fence(self, shutdown: CancellationToken) {
+        loop {
+            metrics::loop_iteration("fence");
+            let wait = {
+                let now = self.inner.clock.now();
+                let mut lease = self.lease();
+                self.fence_if_expired(&mut lease, now);
+                lease.valid_until(now).map(|until| now.until(until))
+            };
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = self.inner.renewed.notified() => {}
+                _ = async {
+                    match wait {
+                        Some(wait) => tokio::time::sleep(wait).await,
+                        None => std::future::pending().await,
+                    }
+                } => {}
+            }
+        }
+    }
+}

@@ -1,0 +1,54 @@
+//! The agent's metrics, all prefixed `leasehold_agent_`.
+
+use std::time::Duration;
+
+use metrics::{Unit, counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram};
+
+/// Heartbeats by result: `renewed`, `ignored`, `failed`, `not_applied`.
+pub const HEARTBEATS: &str = "leasehold_agent_heartbeats_total";
+/// Heartbeat round-trip latency.
+pub const HEARTBEAT_SECONDS: &str = "leasehold_agent_heartbeat_duration_seconds";
+/// 1 while the lease is valid.
+pub const LEASE_VALID: &str = "leasehold_agent_lease_valid";
+/// Times the agent fenced itself.
+pub const FENCES: &str = "leasehold_agent_fences_total";
+/// The applied metadata version.
+pub const VERSION: &str = "leasehold_agent_applied_version";
+/// Pushes by result: `applied`, `refused`.
+pub const PUSHES: &str = "leasehold_agent_pushes_total";
+/// Iterations of the agent's loops, by loop.
+pub const LOOP_ITERATIONS: &str = "leasehold_agent_loop_iterations_total";
+
+/// Registers the descriptions with the installed recorder.
+pub fn describe() {
+    describe_counter!(HEARTBEATS, "Heartbeats by result");
+    describe_histogram!(HEARTBEAT_SECONDS, Unit::Seconds, "Heartbeat round-trip latency");
+    describe_gauge!(LEASE_VALID, "1 while the metadata lease is valid");
+    describe_counter!(FENCES, "Times the agent fenced itself");
+    describe_gauge!(VERSION, "The applied metadata version");
+    describe_counter!(PUSHES, "Pushed changes by result");
+    describe_counter!(LOOP_ITERATIONS, "Iterations of the agent's loops");
+}
+
+pub(crate) fn heartbeat(result: &'static str, took: Duration) {
+    counter!(HEARTBEATS, "result" => result).increment(1);
+    histogram!(HEARTBEAT_SECONDS).record(took.as_secs_f64());
+}
+
+pub(crate) fn lease(valid: bool, version: u64) {
+    gauge!(LEASE_VALID).set(if valid { 1.0 } else { 0.0 });
+    gauge!(VERSION).set(version as f64);
+}
+
+pub(crate) fn fenced() {
+    counter!(FENCES).increment(1);
+    gauge!(LEASE_VALID).set(0.0);
+}
+
+pub(crate) fn push(result: &'static str) {
+    counter!(PUSHES, "result" => result).increment(1);
+}
+
+pub(crate) fn loop_iteration(name: &'static str) {
+    counter!(LOOP_ITERATIONS, "loop" => name).increment(1);
+}

@@ -1,0 +1,101 @@
+//! The sidecar: an agent and its gRPC service, ended by one shutdown token.
+
+use std::sync::Arc;
+
+use leasehold::v1::FILE_DESCRIPTOR_SET;
+use leasehold::v1::agent_server::AgentServer;
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tokio_util::sync::CancellationToken;
+use tonic::transport::Server;
+use tracing::info;
+
+use crate::agent::{AcceptAll, Agent};
+use crate::config::AgentConfig;
+use crate::service::AgentService;
+
+/// The largest message the agent accepts (bytes).
+pub const MAX_MESSAGE_BYTES: usize = 16 * 1024 * 1024;
+
+/// Why the sidecar could not start or stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentRunError {
+    /// A setting is wrong.
+    #[error("invalid configuration: {0}")]
+    Config(String),
+    /// The gRPC server failed.
+    #[error("gRPC server: {0}")]
+    Serve(#[from] tonic::transport::Error),
+    /// Reflection could not load the descriptors.
+    #[error("gRPC reflection: {0}")]
+    Reflection(#[from] tonic_reflection::server::Error),
+    /// A listener failed.
+    #[error("listener: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Runs an agent serving `leasehold.v1.Agent` on `grpc` until `shutdown`.
+/// `config.advertise_address` may be empty: the bound address is used then.
+pub async fn run(
+    mut config: AgentConfig,
+    grpc: TcpListener,
+    metrics: Option<String>,
+    shutdown: CancellationToken,
+) -> Result<(), AgentRunError> {
+    let bound = grpc.local_addr()?;
+    if config.advertise_address.is_empty() {
+        if bound.ip().is_unspecified() {
+            return Err(AgentRunError::Config(format!("--listen {bound} cannot be dialed; set --advertise-address")));
+        }
+        config.advertise_address = bound.to_string();
+    }
+    config.validate().map_err(AgentRunError::Config)?;
+    let (agent, heartbeats) = Agent::start(config.clone(), Arc::new(AcceptAll), shutdown.clone());
+    serve(agent, grpc, metrics, shutdown).await?;
+    let _ = heartbeats.await;
+    info!(node_id = %config.node_id, "agent stopped");
+    Ok(())
+}
+
+/// Serves `agent`'s gRPC service (with health and reflection) on `grpc` until `shutdown`.
+pub async fn serve(
+    agent: Agent,
+    grpc: TcpListener,
+    metrics: Option<String>,
+    shutdown: CancellationToken,
+) -> Result<(), AgentRunError> {
+    let bound = grpc.local_addr()?;
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health.set_serving::<AgentServer<AgentService>>().await;
+    let reflection_v1 = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()?;
+    let reflection_v1alpha = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1alpha()?;
+    let config = agent.config().clone();
+    info!(
+        node_id = %config.node_id,
+        incarnation = %agent.incarnation(),
+        grpc = %bound,
+        advertised = %config.advertise_address,
+        metrics = %metrics.unwrap_or_else(|| "off".into()),
+        coordinators = %config.coordinators.join(","),
+        "agent serving"
+    );
+    Server::builder()
+        .tcp_nodelay(true)
+        .add_service(health_service)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
+        .add_service(
+            AgentServer::new(AgentService::new(agent))
+                .max_decoding_message_size(MAX_MESSAGE_BYTES)
+                .max_encoding_message_size(MAX_MESSAGE_BYTES),
+        )
+        .serve_with_incoming_shutdown(TcpListenerStream::new(grpc), shutdown.cancelled_owned())
+        .await?;
+    Ok(())
+}

@@ -1,0 +1,161 @@
+//! `leasehold.v1.DataNodes`: validate, find the current term's state, call it, map the answer.
+
+use std::sync::Arc;
+
+use leasehold::status::{error_status, reason};
+use leasehold::v1::data_nodes_server::DataNodes;
+use leasehold::v1::{
+    BarrierRequest, BarrierResponse, DeregisterRequest, DeregisterResponse, HeartbeatRequest, HeartbeatResponse,
+    ListDataNodesRequest, ListDataNodesResponse, RegisterRequest, RegisterResponse,
+};
+use leasehold_core::name::validate_id;
+use tonic::{Code, Request, Response, Status};
+
+use crate::ha::Ha;
+use crate::metadata_keeper::MetadataKeeper;
+use crate::metadata_leader::MetadataLeader;
+use crate::metrics;
+use crate::propagator::Propagator;
+use crate::status::invalid_argument;
+
+/// The `DataNodes` service of one coordinator.
+#[derive(Debug, Clone)]
+pub struct DataNodesService {
+    ha: Ha,
+    keeper: MetadataKeeper,
+    propagator: Arc<Propagator>,
+}
+
+const MAX_ADDRESS_LEN: usize = 255;
+const MAX_INCARNATION_LEN: usize = 64;
+
+fn validate_node(node_id: &str, incarnation: &str) -> Result<(), Status> {
+    validate_id("node id", node_id).map_err(|error| invalid_argument("node_id", error.to_string()))?;
+    if incarnation.is_empty()
+        || incarnation.len() > MAX_INCARNATION_LEN
+        || !incarnation.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+    {
+        return Err(invalid_argument("incarnation", "incarnation must be 1 to 64 letters, digits or dashes"));
+    }
+    Ok(())
+}
+
+impl DataNodesService {
+    /// The service over `ha`'s terms, as loaded by `keeper`.
+    pub fn new(ha: Ha, keeper: MetadataKeeper, propagator: Arc<Propagator>) -> Self {
+        Self { ha, keeper, propagator }
+    }
+
+    /// The current term's state, after checking right now that this node leads.
+    fn leader(&self) -> Result<Arc<MetadataLeader>, Status> {
+        let standalone = !self.ha.settings().mode.uses_lease();
+        if !standalone {
+            let permit = self.ha.permit()?;
+            return match self.keeper.current().filter(|leader| leader.term() == permit.guard.term) {
+                Some(leader) => Ok(leader),
+                None => Err(starting()),
+            };
+        }
+        self.keeper.current().ok_or_else(starting)
+    }
+
+    fn still_leader(&self) -> impl Fn() -> bool + '_ {
+        move || !self.ha.settings().mode.uses_lease() || self.ha.is_leader_now()
+    }
+}
+
+fn starting() -> Status {
+    error_status(
+        Code::Unavailable,
+        reason::LEADER_STARTING,
+        "the leader is still loading its data-node state; retry shortly",
+        [],
+    )
+}
+
+fn record<T>(method: &'static str, result: Result<T, Status>) -> Result<T, Status> {
+    metrics::grpc_request(method, result.as_ref().map_or_else(Status::code, |_| Code::Ok));
+    result
+}
+
+#[tonic::async_trait]
+impl DataNodes for DataNodesService {
+    async fn register(&self, request: Request<RegisterRequest>) -> Result<Response<RegisterResponse>, Status> {
+        let result = async {
+            let request = request.into_inner();
+            validate_node(&request.node_id, &request.incarnation)?;
+            if request.address.is_empty()
+                || request.address.len() > MAX_ADDRESS_LEN
+                || request.address.contains("://")
+                || !request.address.contains(':')
+            {
+                return Err(invalid_argument("address", "address must be HOST:PORT"));
+            }
+            let leader = self.leader()?;
+            leader.register(&request.node_id, &request.incarnation, &request.address).await?;
+            Ok(Response::new(RegisterResponse {
+                term: leader.term(),
+                leader_node_id: leader.leader_node_id().to_owned(),
+            }))
+        }
+        .await;
+        record("Register", result)
+    }
+
+    async fn heartbeat(&self, request: Request<HeartbeatRequest>) -> Result<Response<HeartbeatResponse>, Status> {
+        let started = std::time::Instant::now();
+        let result = (|| {
+            let request = request.get_ref();
+            validate_node(&request.node_id, &request.incarnation)?;
+            let leader = self.leader()?;
+            Ok(Response::new(leader.heartbeat(request, self.still_leader())?))
+        })();
+        metrics::heartbeat(result.as_ref().map_or("refused", |_| "granted"), started.elapsed());
+        record("Heartbeat", result)
+    }
+
+    async fn deregister(&self, request: Request<DeregisterRequest>) -> Result<Response<DeregisterResponse>, Status> {
+        let result = async {
+            let request = request.into_inner();
+            validate_node(&request.node_id, &request.incarnation)?;
+            let leader = self.leader()?;
+            leader.deregister(&request.node_id, &request.incarnation).await?;
+            Ok(Response::new(DeregisterResponse {}))
+        }
+        .await;
+        record("Deregister", result)
+    }
+
+    async fn list_data_nodes(
+        &self,
+        _request: Request<ListDataNodesRequest>,
+    ) -> Result<Response<ListDataNodesResponse>, Status> {
+        let result = (|| {
+            let leader = self.leader()?;
+            let (nodes, version) = leader.statuses();
+            Ok(Response::new(ListDataNodesResponse {
+                nodes,
+                version,
+                fence_ms: leader.fence().as_millis() as u64,
+                proceed_after_ms: leader.proceed_after().as_millis() as u64,
+            }))
+        })();
+        record("ListDataNodes", result)
+    }
+
+    async fn barrier(&self, _request: Request<BarrierRequest>) -> Result<Response<BarrierResponse>, Status> {
+        let result = async {
+            let leader = self.leader()?;
+            let version = leader.publish_barrier().await?;
+            let outcome = self.propagator.broadcast(&leader, version).await?;
+            Ok(Response::new(BarrierResponse {
+                version: outcome.version,
+                acknowledged: outcome.acknowledged,
+                fenced: outcome.fenced,
+                waited_ms: outcome.waited.as_millis() as u64,
+            }))
+        }
+        .await;
+        record("Barrier", result)
+    }
+}

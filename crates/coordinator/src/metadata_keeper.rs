@@ -1,0 +1,122 @@
+//! Hands the data-node lease state to each new term: when this coordinator becomes leader it
+//! loads a [`MetadataLeader`] for the term; when the term ends the state is dropped with it.
+
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use leasehold_core::HaRole;
+use leasehold_store::{Store, WriteGuard};
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::ha::Ha;
+use crate::metadata_leader::{LeaderIdentity, LeaseSettings, MetadataError, MetadataLeader};
+
+/// The current term's data-node state, if this coordinator leads and has loaded it.
+#[derive(Debug, Default, Clone)]
+pub struct MetadataKeeper {
+    current: Arc<RwLock<Option<Arc<MetadataLeader>>>>,
+}
+
+impl MetadataKeeper {
+    /// The loaded state of the current term, if any.
+    pub fn current(&self) -> Option<Arc<MetadataLeader>> {
+        self.current.read().expect("keeper poisoned").clone().filter(|leader| !leader.token().is_cancelled())
+    }
+
+    fn install(&self, leader: Option<Arc<MetadataLeader>>) {
+        *self.current.write().expect("keeper poisoned") = leader;
+    }
+
+    /// Follows `ha` until `shutdown`: loads the state of every term this node leads.
+    pub async fn run(self, ha: Ha, store: Store, settings: LeaseSettings, shutdown: CancellationToken) {
+        let node_id = ha.settings().node_id.clone();
+        let address = ha.settings().address.clone();
+        let cluster = ha.settings().cluster.clone();
+        if !ha.settings().mode.uses_lease() {
+            // Stand-alone: one "term" for the life of the process. An earlier run of this
+            // process granted leases only before it stopped, which is before now.
+            let identity = LeaderIdentity {
+                cluster,
+                node_id,
+                address,
+                term: 0,
+                guard: WriteGuard::Standalone,
+                token: shutdown.clone(),
+                promoted_at: ha.clock().now(),
+                earlier_grants: Duration::ZERO,
+            };
+            self.load_until_done(identity, &store, &ha, settings, &shutdown).await;
+            shutdown.cancelled().await;
+            self.install(None);
+            return;
+        }
+        let earlier_grants = ha.settings().timings.lease_upper_bound();
+        let mut views = ha.subscribe();
+        loop {
+            match ha.permit() {
+                Ok(permit) if self.current().is_none_or(|leader| leader.term() != permit.guard.term) => {
+                    let identity = LeaderIdentity {
+                        cluster: cluster.clone(),
+                        node_id: node_id.clone(),
+                        address: address.clone(),
+                        term: permit.guard.term,
+                        guard: WriteGuard::Term(permit.guard.clone()),
+                        token: permit.token.clone(),
+                        promoted_at: permit.promoted_at,
+                        earlier_grants,
+                    };
+                    self.load_until_done(identity, &store, &ha, settings, &permit.token).await;
+                }
+                Ok(_) => {}
+                Err(_) => {
+                    if self.current.read().expect("keeper poisoned").is_some() {
+                        self.install(None);
+                    }
+                }
+            }
+            tokio::select! {
+                changed = views.changed() => if changed.is_err() { return },
+                _ = shutdown.cancelled() => { self.install(None); return }
+            }
+            // A role change may leave the view untouched while the hold ends: check again.
+            if ha.view().role != HaRole::Leader {
+                self.install(None);
+            }
+        }
+    }
+
+    /// Loads the state for `identity`, retrying store failures while the term lasts.
+    async fn load_until_done(
+        &self,
+        identity: LeaderIdentity,
+        store: &Store,
+        ha: &Ha,
+        settings: LeaseSettings,
+        token: &CancellationToken,
+    ) {
+        let term = identity.term;
+        let mut pause = Duration::from_millis(50);
+        while !token.is_cancelled() {
+            match MetadataLeader::load(identity.clone(), store.clone(), ha.clock().clone(), settings).await {
+                Ok(leader) => {
+                    self.install(Some(leader));
+                    info!(term, "serving data-node heartbeats");
+                    return;
+                }
+                Err(MetadataError::StaleTerm { .. }) => {
+                    warn!(term, "the term was taken over while loading the data-node state");
+                    return;
+                }
+                Err(error) => {
+                    warn!(term, %error, "could not load the data-node state; retrying");
+                    tokio::select! {
+                        _ = tokio::time::sleep(pause) => {}
+                        _ = token.cancelled() => return,
+                    }
+                    pause = (pause * 2).min(Duration::from_secs(1));
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,524 @@
+//! The leader's side of the data-node lease, for one term (DESIGN §4; docs/PROTOCOL.md).
+//!
+//! Heartbeats are handled in memory: no store write per heartbeat. Handling a heartbeat
+//! records the contact and chooses the version of the response under one lock, and publishing
+//! a committed version snapshots every node's stale bound under that same lock. So every
+//! response handled after a publication carries the new version, and every earlier grant is
+//! covered by the snapshot.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use leasehold::v1::{
+    self, BarrierChange, DataNodeLeaseStatus, DataNodeStatus, HeartbeatRequest, HeartbeatResponse, MetadataChange,
+    MetadataSnapshot,
+};
+use leasehold_core::contact::{ContactStatus, ContactTracker, NodeKey, Settlement};
+use leasehold_core::{Clock, MonoTime};
+use leasehold_store::{Store, StoreError, WriteGuard};
+use prost::Message;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::metrics;
+
+/// The cluster setting holding the fence duration agents are granted now (ms).
+pub const FENCE_SETTING: &str = "lease_fence_ms";
+/// The cluster setting holding the largest fence any leader ever granted (ms).
+pub const LARGEST_FENCE_SETTING: &str = "largest_lease_fence_ms";
+
+/// Who this leader is, and what it grants.
+#[derive(Debug, Clone)]
+pub struct LeaderIdentity {
+    /// The cluster.
+    pub cluster: String,
+    /// The leader's node id.
+    pub node_id: String,
+    /// The leader's address.
+    pub address: String,
+    /// The term (0 for a stand-alone coordinator).
+    pub term: u64,
+    /// What its store writes are guarded by.
+    pub guard: WriteGuard,
+    /// Cancelled when the term ends.
+    pub token: CancellationToken,
+    /// When it was promoted, on its clock.
+    pub promoted_at: MonoTime,
+    /// How long earlier leaders may have kept granting leases after `promoted_at`.
+    pub earlier_grants: Duration,
+}
+
+/// What a leader needs to know about the lease protocol's settings.
+#[derive(Debug, Clone, Copy)]
+pub struct LeaseSettings {
+    /// `T_fence` granted to agents.
+    pub fence: Duration,
+    /// How many changes to keep.
+    pub retention: u64,
+    /// `T_proceed` as a function of the largest fence (see [`Self::proceed_after`]).
+    pub clock_drift: f64,
+    /// `metadata.proceed-margin`.
+    pub proceed_margin: Duration,
+}
+
+impl LeaseSettings {
+    /// `T_proceed` for the largest fence ever granted.
+    pub fn proceed_after(&self, largest_fence: Duration) -> Duration {
+        let rho = self.clock_drift;
+        largest_fence.mul_f64((1.0 + rho) / (1.0 - rho)) + self.proceed_margin
+    }
+}
+
+/// Why the leader refused or failed a data-node call.
+#[derive(Debug, thiserror::Error)]
+pub enum MetadataError {
+    /// This term is over.
+    #[error("this coordinator stopped leading term {term}")]
+    TermEnded {
+        /// The term.
+        term: u64,
+    },
+    /// The heartbeat's incarnation is not registered.
+    #[error("data node {node_id} incarnation {incarnation} is not registered with the leader; register again")]
+    NotRegistered {
+        /// The node.
+        node_id: String,
+        /// Its incarnation.
+        incarnation: String,
+    },
+    /// The store refused the write: the term is no longer ours.
+    #[error("the store refused the write: term {term} was taken over")]
+    StaleTerm {
+        /// The term.
+        term: u64,
+    },
+    /// The store failed.
+    #[error(transparent)]
+    Store(StoreError),
+    /// A stored change could not be decoded.
+    #[error("stored change at version {version} is unreadable: {reason}")]
+    Corrupt {
+        /// Its version.
+        version: u64,
+        /// Why.
+        reason: String,
+    },
+}
+
+impl From<StoreError> for MetadataError {
+    fn from(error: StoreError) -> Self {
+        match error {
+            StoreError::StaleTerm { term } => MetadataError::StaleTerm { term },
+            other => MetadataError::Store(other),
+        }
+    }
+}
+
+struct Registered {
+    incarnation: String,
+    address: String,
+}
+
+struct State {
+    tracker: ContactTracker,
+    version: u64,
+    /// Consecutive changes ending at `version`.
+    changes: VecDeque<MetadataChange>,
+    registry: BTreeMap<String, Registered>,
+}
+
+/// One node a broadcast still waits for, and what to push to it.
+#[derive(Debug, Clone)]
+pub struct PushTarget {
+    /// The node's incarnation.
+    pub key: NodeKey,
+    /// Its address.
+    pub address: String,
+    /// The changes it lacks, oldest first (empty when it is too far behind for a push).
+    pub changes: Vec<MetadataChange>,
+}
+
+/// The leader's data-node state for one term.
+pub struct MetadataLeader {
+    identity: LeaderIdentity,
+    store: Store,
+    clock: Arc<dyn Clock>,
+    store_epoch: String,
+    settings: LeaseSettings,
+    proceed_after: Duration,
+    state: Mutex<State>,
+    acks: Notify,
+    publications: tokio::sync::Mutex<()>,
+}
+
+impl std::fmt::Debug for MetadataLeader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MetadataLeader").field("term", &self.identity.term).finish()
+    }
+}
+
+fn decode_change(version: u64, payload: &[u8]) -> Result<MetadataChange, MetadataError> {
+    let change = MetadataChange::decode(payload)
+        .map_err(|error| MetadataError::Corrupt { version, reason: error.to_string() })?;
+    if change.version != version {
+        return Err(MetadataError::Corrupt { version, reason: format!("it says it is version {}", change.version) });
+    }
+    Ok(change)
+}
+
+fn change_kind(change: &MetadataChange) -> &'static str {
+    match change.kind {
+        Some(v1::metadata_change::Kind::Barrier(_)) | None => "barrier",
+    }
+}
+
+impl MetadataLeader {
+    /// Loads the state of a new term from the store: the newest version and the retained
+    /// changes, the registry (every registered node may hold an earlier leader's lease), and
+    /// the fence settings, which it updates first if the configured fence changed: the
+    /// largest fence ever granted is written before any lease with the new fence is granted.
+    pub async fn load(
+        identity: LeaderIdentity,
+        store: Store,
+        clock: Arc<dyn Clock>,
+        settings: LeaseSettings,
+    ) -> Result<Arc<MetadataLeader>, MetadataError> {
+        let cluster = identity.cluster.clone();
+        let store_epoch = store.store_epoch(&cluster).await?;
+        store.ensure_metadata_rows(&cluster).await?;
+        let largest_fence = Self::record_fence(&store, &identity.guard, &cluster, settings.fence).await?;
+        let version = store.current_version(&cluster).await?;
+        let first = version.saturating_sub(settings.retention);
+        let mut changes = VecDeque::new();
+        for stored in store.changes_since(&cluster, first, settings.retention).await? {
+            changes.push_back(decode_change(stored.version, &stored.payload)?);
+        }
+        // Keep only a run that ends at `version` with no holes.
+        while changes.front().is_some_and(|front| front.version + changes.len() as u64 != version + 1) {
+            changes.pop_front();
+        }
+        let mut tracker = ContactTracker::new(identity.promoted_at, identity.earlier_grants);
+        let mut registry = BTreeMap::new();
+        for node in store.list_data_nodes(&cluster).await? {
+            tracker.inherit(NodeKey::new(&node.node_id, &node.incarnation));
+            registry.insert(node.node_id, Registered { incarnation: node.incarnation, address: node.address });
+        }
+        let proceed_after = settings.proceed_after(largest_fence);
+        info!(
+            term = identity.term,
+            version,
+            data_nodes = registry.len(),
+            fence_ms = settings.fence.as_millis() as u64,
+            largest_fence_ms = largest_fence.as_millis() as u64,
+            proceed_after_ms = proceed_after.as_millis() as u64,
+            earlier_grants_ms = identity.earlier_grants.as_millis() as u64,
+            "data-node leases: leader state loaded"
+        );
+        metrics::data_nodes_registered(registry.len());
+        Ok(Arc::new(MetadataLeader {
+            identity,
+            store,
+            clock,
+            store_epoch,
+            settings,
+            proceed_after,
+            state: Mutex::new(State { tracker, version, changes, registry }),
+            acks: Notify::new(),
+            publications: tokio::sync::Mutex::new(()),
+        }))
+    }
+
+    /// Makes `fence` the cluster's fence, keeping the largest ever granted; returns that.
+    async fn record_fence(
+        store: &Store,
+        guard: &WriteGuard,
+        cluster: &str,
+        fence: Duration,
+    ) -> Result<Duration, MetadataError> {
+        let parse =
+            |value: Option<String>| value.and_then(|value| value.parse::<u64>().ok()).map(Duration::from_millis);
+        let stored = parse(store.read_setting(cluster, FENCE_SETTING).await?);
+        let largest = parse(store.read_setting(cluster, LARGEST_FENCE_SETTING).await?);
+        let new_largest = largest.map_or(fence, |largest| largest.max(fence));
+        if stored != Some(fence) || largest != Some(new_largest) {
+            let mut tx = store.begin_guarded(guard).await?;
+            tx.write_setting(cluster, LARGEST_FENCE_SETTING, &new_largest.as_millis().to_string()).await?;
+            tx.write_setting(cluster, FENCE_SETTING, &fence.as_millis().to_string()).await?;
+            tx.commit().await?;
+            info!(
+                fence_ms = fence.as_millis() as u64,
+                largest_fence_ms = new_largest.as_millis() as u64,
+                "cluster fence duration recorded"
+            );
+        }
+        Ok(new_largest)
+    }
+
+    /// The term this state belongs to.
+    pub fn term(&self) -> u64 {
+        self.identity.term
+    }
+
+    /// Cancelled when the term ends.
+    pub fn token(&self) -> &CancellationToken {
+        &self.identity.token
+    }
+
+    /// `T_proceed` of this term.
+    pub fn proceed_after(&self) -> Duration {
+        self.proceed_after
+    }
+
+    /// The fence granted to agents.
+    pub fn fence(&self) -> Duration {
+        self.settings.fence
+    }
+
+    /// The store epoch versions are issued under.
+    pub fn store_epoch(&self) -> &str {
+        &self.store_epoch
+    }
+
+    /// The leader's node id.
+    pub fn leader_node_id(&self) -> &str {
+        &self.identity.node_id
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().expect("data-node state poisoned")
+    }
+
+    /// Handles a heartbeat: grants a lease (records the contact) and answers with the
+    /// changes the agent lacks, or a snapshot. `still_leader` is checked right before the
+    /// grant, under the lock.
+    pub fn heartbeat(
+        &self,
+        request: &HeartbeatRequest,
+        still_leader: impl Fn() -> bool,
+    ) -> Result<HeartbeatResponse, MetadataError> {
+        let key = NodeKey::new(&request.node_id, &request.incarnation);
+        let mut state = self.state();
+        if !state.tracker.is_registered(&key) {
+            return Err(MetadataError::NotRegistered {
+                node_id: request.node_id.clone(),
+                incarnation: request.incarnation.clone(),
+            });
+        }
+        if self.identity.token.is_cancelled() || !still_leader() {
+            return Err(MetadataError::TermEnded { term: self.identity.term });
+        }
+        let now = self.clock.now();
+        state.tracker.record_contact(&key, now);
+        let same_epoch = request.store_epoch == self.store_epoch;
+        if same_epoch && !request.needs_resync {
+            let before = state.tracker.acked(&key);
+            state.tracker.record_ack(&key, request.applied_version);
+            if request.applied_version > before {
+                self.acks.notify_waiters();
+            }
+        }
+        let version = state.version;
+        let oldest = state.changes.front().map_or(version + 1, |change| change.version);
+        let incremental = same_epoch
+            && !request.needs_resync
+            && request.applied_version <= version
+            && request.applied_version + 1 >= oldest;
+        let mut response = HeartbeatResponse {
+            term: self.identity.term,
+            leader_node_id: self.identity.node_id.clone(),
+            leader_address: self.identity.address.clone(),
+            fence_ms: self.settings.fence.as_millis() as u64,
+            store_epoch: self.store_epoch.clone(),
+            version,
+            changes: Vec::new(),
+            snapshot: None,
+        };
+        if incremental {
+            response.changes =
+                state.changes.iter().filter(|change| change.version > request.applied_version).cloned().collect();
+        } else {
+            response.snapshot = Some(MetadataSnapshot { store_epoch: self.store_epoch.clone(), version });
+        }
+        Ok(response)
+    }
+
+    /// Registers `node_id` at `incarnation` (a term-guarded write); an earlier incarnation
+    /// becomes a tombstone that still counts for broadcasts.
+    pub async fn register(&self, node_id: &str, incarnation: &str, address: &str) -> Result<(), MetadataError> {
+        let _serial = self.publications.lock().await;
+        let cluster = &self.identity.cluster;
+        let mut tx = self.store.begin_guarded(&self.identity.guard).await?;
+        tx.upsert_data_node(cluster, node_id, incarnation, address).await?;
+        tx.commit().await?;
+        let mut state = self.state();
+        let replaced = state
+            .registry
+            .insert(node_id.to_owned(), Registered { incarnation: incarnation.to_owned(), address: address.to_owned() })
+            .filter(|previous| previous.incarnation != incarnation);
+        state.tracker.register(NodeKey::new(node_id, incarnation), self.clock.now());
+        metrics::data_nodes_registered(state.registry.len());
+        match replaced {
+            Some(previous) => {
+                info!(node_id, incarnation, replaced = %previous.incarnation, %address, "data node re-registered; the old incarnation counts until it has fenced")
+            }
+            None => info!(node_id, incarnation, %address, "data node registered"),
+        }
+        Ok(())
+    }
+
+    /// Removes `node_id` at `incarnation`; it still counts for broadcasts until it has fenced.
+    pub async fn deregister(&self, node_id: &str, incarnation: &str) -> Result<bool, MetadataError> {
+        let _serial = self.publications.lock().await;
+        let cluster = &self.identity.cluster;
+        let mut tx = self.store.begin_guarded(&self.identity.guard).await?;
+        let removed = tx.delete_data_node(cluster, node_id, incarnation).await?;
+        tx.commit().await?;
+        let mut state = self.state();
+        if removed {
+            state.registry.remove(node_id);
+        }
+        state.tracker.deregister(&NodeKey::new(node_id, incarnation), self.clock.now());
+        metrics::data_nodes_registered(state.registry.len());
+        info!(node_id, incarnation, removed, "data node deregistered; it counts until it has fenced");
+        Ok(removed)
+    }
+
+    /// Commits a barrier change (a version bump) and publishes it; returns its version.
+    pub async fn publish_barrier(&self) -> Result<u64, MetadataError> {
+        self.publish(|version| MetadataChange {
+            version,
+            kind: Some(v1::metadata_change::Kind::Barrier(BarrierChange {})),
+        })
+        .await
+    }
+
+    /// Commits the change that `make` builds for the next version (a term-guarded write), then
+    /// publishes it: from this moment every heartbeat response carries it.
+    async fn publish(&self, make: impl Fn(u64) -> MetadataChange) -> Result<u64, MetadataError> {
+        let _serial = self.publications.lock().await;
+        let cluster = &self.identity.cluster;
+        let next = self.state().version + 1;
+        let change = make(next);
+        let mut tx = self.store.begin_guarded(&self.identity.guard).await?;
+        let version =
+            tx.append_change(cluster, change_kind(&change), &change.encode_to_vec(), self.settings.retention).await?;
+        if version != next {
+            // Another writer bumped the counter: this leader's view is stale. Roll back.
+            drop(tx);
+            return Err(MetadataError::Store(StoreError::Inconsistent(format!(
+                "metadata version moved to {version} under term {}, expected {next}",
+                self.identity.term
+            ))));
+        }
+        tx.commit().await?;
+        let mut state = self.state();
+        state.version = version;
+        state.changes.push_back(change);
+        while state.changes.len() as u64 > self.settings.retention {
+            state.changes.pop_front();
+        }
+        state.tracker.publish(version);
+        Ok(version)
+    }
+
+    /// The per-node settlements of `version`, and the nodes that must still be pushed to.
+    pub fn pending(&self, version: u64) -> (Vec<Settlement>, Vec<PushTarget>) {
+        let now = self.clock.now();
+        let mut state = self.state();
+        state.tracker.collect_tombstones(now, self.proceed_after);
+        let settlements = state.tracker.settlements(version);
+        let targets = settlements
+            .iter()
+            .filter(|settlement| settlement.acked < version)
+            .filter_map(|settlement| {
+                let registered = state.registry.get(&settlement.key.node_id)?;
+                if registered.incarnation != settlement.key.incarnation {
+                    return None;
+                }
+                let oldest = state.changes.front().map_or(u64::MAX, |change| change.version);
+                let changes = if settlement.acked + 1 >= oldest {
+                    state
+                        .changes
+                        .iter()
+                        .filter(|change| change.version > settlement.acked && change.version <= version)
+                        .cloned()
+                        .collect()
+                } else {
+                    Vec::new()
+                };
+                Some(PushTarget { key: settlement.key.clone(), address: registered.address.clone(), changes })
+            })
+            .collect();
+        (settlements, targets)
+    }
+
+    /// Records that `key` holds `version`.
+    pub fn record_ack(&self, key: &NodeKey, version: u64) {
+        self.state().tracker.record_ack(key, version);
+        self.acks.notify_waiters();
+    }
+
+    /// Waits until an acknowledgement arrives (or returns at once if one arrived since the
+    /// returned future was created).
+    pub fn acknowledged(&self) -> tokio::sync::futures::Notified<'_> {
+        self.acks.notified()
+    }
+
+    /// Drops the snapshot of `version` once its broadcast is decided.
+    pub fn forget(&self, version: u64) {
+        self.state().tracker.forget(version);
+    }
+
+    /// The leader's clock.
+    pub fn now(&self) -> MonoTime {
+        self.clock.now()
+    }
+
+    /// Every node with its lease status, for `ListDataNodes`.
+    pub fn statuses(&self) -> (Vec<DataNodeStatus>, u64) {
+        let now = self.clock.now();
+        let mut state = self.state();
+        state.tracker.collect_tombstones(now, self.proceed_after);
+        let nodes = state
+            .tracker
+            .nodes()
+            .map(|(key, tombstone)| {
+                let status = state.tracker.status(key, now, self.proceed_after);
+                let (status, silent) = match status {
+                    Some(ContactStatus::Live { silent_for }) => (DataNodeLeaseStatus::Live, silent_for),
+                    Some(ContactStatus::FencedByNow { silent_for }) => (DataNodeLeaseStatus::FencedByNow, silent_for),
+                    Some(ContactStatus::Unknown) => (DataNodeLeaseStatus::Unknown, Duration::ZERO),
+                    Some(ContactStatus::NeverGranted) | None => (DataNodeLeaseStatus::NeverGranted, Duration::ZERO),
+                };
+                let address =
+                    state.registry.get(&key.node_id).map(|registered| registered.address.clone()).unwrap_or_default();
+                DataNodeStatus {
+                    node_id: key.node_id.clone(),
+                    incarnation: key.incarnation.clone(),
+                    address,
+                    registered: !tombstone,
+                    status: status as i32,
+                    silent_ms: silent.as_millis() as i64,
+                    acked_version: state.tracker.acked(key),
+                }
+            })
+            .collect();
+        (nodes, state.version)
+    }
+
+    /// Whether a broadcast may go on: the term is still ours.
+    pub fn check_term(&self) -> Result<(), MetadataError> {
+        if self.identity.token.is_cancelled() {
+            warn!(term = self.identity.term, "broadcast stopped: the term ended");
+            return Err(MetadataError::TermEnded { term: self.identity.term });
+        }
+        Ok(())
+    }
+
+    /// The nodes of `keys`, as `node_id/incarnation` strings.
+    pub fn names(keys: &BTreeSet<NodeKey>) -> Vec<String> {
+        keys.iter().map(ToString::to_string).collect()
+    }
+}

@@ -1,0 +1,213 @@
+//! `ClusterCachePropagator`: pushes a published version to every agent that has not
+//! acknowledged it, in parallel, in rounds with backoff, and asks the verdict after each
+//! round (DESIGN §4). Acknowledgements count whether they come back from a push or with a
+//! heartbeat; a node that stays silent is waited out until it has provably fenced.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use leasehold::status::{error_reason, reason};
+use leasehold::v1::ApplyInvalidationRequest;
+use leasehold::v1::agent_client::AgentClient;
+use leasehold_core::contact::NodeKey;
+use leasehold_core::propagation::{NextStep, PropagationPlan};
+use leasehold_core::verdict::{Verdict, decide};
+use tonic::transport::{Channel, Endpoint};
+use tracing::{debug, info, warn};
+
+use crate::metadata_leader::{MetadataError, MetadataLeader, PushTarget};
+use crate::metrics;
+
+/// How a broadcast ended well.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BroadcastOutcome {
+    /// The version.
+    pub version: u64,
+    /// Nodes that acknowledged it.
+    pub acknowledged: Vec<String>,
+    /// Nodes waited out until they had provably fenced.
+    pub fenced: Vec<String>,
+    /// How long it took on the leader's clock.
+    pub waited: Duration,
+}
+
+/// How a broadcast ended badly.
+#[derive(Debug, thiserror::Error)]
+pub enum BroadcastError {
+    /// Agents answered that they cannot apply the version.
+    #[error("broadcast of version {version} failed: {} cannot apply it", .refused.join(", "))]
+    Failed {
+        /// The version.
+        version: u64,
+        /// The agents that refused.
+        refused: Vec<String>,
+    },
+    /// Past the budget, which only a bug reaches.
+    #[error("broadcast of version {version} ran past its budget of {budget:?}; still waiting for {}", .pending.join(", "))]
+    OverBudget {
+        /// The version.
+        version: u64,
+        /// The budget.
+        budget: Duration,
+        /// The nodes still pending.
+        pending: Vec<String>,
+    },
+    /// The term ended (or the store failed) while broadcasting.
+    #[error(transparent)]
+    Leader(#[from] MetadataError),
+}
+
+/// Pushes to agents, with a cached channel per agent address.
+#[derive(Debug)]
+pub struct Propagator {
+    plan: PropagationPlan,
+    push_timeout: Duration,
+    channels: Mutex<BTreeMap<String, Channel>>,
+}
+
+enum PushResult {
+    Applied(u64),
+    CannotApply,
+    Other,
+}
+
+impl Propagator {
+    /// A propagator with `plan`; each push has `push_timeout`.
+    pub fn new(plan: PropagationPlan, push_timeout: Duration) -> Self {
+        Self { plan, push_timeout, channels: Mutex::new(BTreeMap::new()) }
+    }
+
+    fn channel(&self, address: &str) -> Option<Channel> {
+        let mut channels = self.channels.lock().expect("channel map poisoned");
+        if let Some(channel) = channels.get(address) {
+            return Some(channel.clone());
+        }
+        let channel = Endpoint::from_shared(format!("http://{address}"))
+            .ok()?
+            .connect_timeout(self.push_timeout)
+            .timeout(self.push_timeout)
+            .tcp_nodelay(true)
+            .connect_lazy();
+        channels.insert(address.to_owned(), channel.clone());
+        Some(channel)
+    }
+
+    /// Broadcasts `version` until the verdict is `Proceed` or `Fail`.
+    pub async fn broadcast(&self, leader: &MetadataLeader, version: u64) -> Result<BroadcastOutcome, BroadcastError> {
+        let started = leader.now();
+        let mut refused = BTreeSet::new();
+        let mut round = 0u32;
+        let result = loop {
+            leader.check_term()?;
+            // Armed before the verdict is read, so that no acknowledgement slips between.
+            let acknowledged = leader.acknowledged();
+            tokio::pin!(acknowledged);
+            acknowledged.as_mut().enable();
+            let (settlements, targets) = leader.pending(version);
+            let now = leader.now();
+            let verdict = decide(version, &settlements, &refused, now, leader.proceed_after());
+            match self.plan.next_step(&verdict, round, started, now) {
+                NextStep::Proceed => {
+                    let acked: Vec<String> =
+                        settlements.iter().filter(|s| s.acked >= version).map(|s| s.key.to_string()).collect();
+                    let fenced: Vec<String> = settlements
+                        .iter()
+                        .filter(|s| s.acked < version && s.stale_bound.is_some())
+                        .map(|s| s.key.to_string())
+                        .collect();
+                    break Ok(BroadcastOutcome { version, acknowledged: acked, fenced, waited: now - started });
+                }
+                NextStep::Fail => {
+                    break Err(BroadcastError::Failed { version, refused: MetadataLeader::names(&refused) });
+                }
+                NextStep::OverBudget => {
+                    let pending = match &verdict {
+                        Verdict::Wait { pending, .. } => pending.iter().map(ToString::to_string).collect(),
+                        _ => Vec::new(),
+                    };
+                    break Err(BroadcastError::OverBudget { version, budget: self.plan.budget, pending });
+                }
+                NextStep::RetryAt(at) => {
+                    metrics::broadcast_round();
+                    for (key, result) in self.push_round(leader, targets).await {
+                        match result {
+                            PushResult::Applied(applied) => leader.record_ack(&key, applied),
+                            PushResult::CannotApply => {
+                                warn!(version, node = %key, "an agent cannot apply the change: the broadcast fails");
+                                refused.insert(key);
+                            }
+                            PushResult::Other => {}
+                        }
+                    }
+                    if refused.is_empty() {
+                        let wait = leader.now().until(at);
+                        tokio::select! {
+                            _ = tokio::time::sleep(wait) => {}
+                            _ = &mut acknowledged => {}
+                            _ = leader.token().cancelled() => {}
+                        }
+                    }
+                    round += 1;
+                }
+            }
+        };
+        leader.forget(version);
+        let waited = leader.now() - started;
+        match &result {
+            Ok(outcome) => {
+                metrics::broadcast("proceed", waited);
+                info!(version, rounds = round, waited_ms = waited.as_millis() as u64, acknowledged = outcome.acknowledged.len(), fenced = ?outcome.fenced, "broadcast settled: proceed");
+            }
+            Err(error) => {
+                metrics::broadcast("fail", waited);
+                warn!(version, rounds = round, waited_ms = waited.as_millis() as u64, %error, "broadcast failed");
+            }
+        }
+        result
+    }
+
+    /// Pushes to every target in parallel; each push has its own timeout.
+    async fn push_round(&self, leader: &MetadataLeader, targets: Vec<PushTarget>) -> Vec<(NodeKey, PushResult)> {
+        let pushes = targets.into_iter().filter(|target| !target.changes.is_empty()).filter_map(|target| {
+            let channel = self.channel(&target.address)?;
+            let request = ApplyInvalidationRequest {
+                term: leader.term(),
+                leader_node_id: leader.leader_node_id().to_owned(),
+                store_epoch: leader.store_epoch().to_owned(),
+                changes: target.changes,
+                incarnation: target.key.incarnation.clone(),
+            };
+            let timeout = self.push_timeout;
+            Some(async move {
+                let answer = tokio::time::timeout(timeout, AgentClient::new(channel).apply_invalidation(request)).await;
+                let result = match answer {
+                    Ok(Ok(response)) => PushResult::Applied(response.into_inner().applied_version),
+                    Ok(Err(status)) if error_reason(&status).as_deref() == Some(reason::CANNOT_APPLY) => PushResult::CannotApply,
+                    Ok(Err(status)) => {
+                        debug!(node = %target.key, code = ?status.code(), message = status.message(), "push not applied");
+                        PushResult::Other
+                    }
+                    Err(_) => {
+                        debug!(node = %target.key, "push timed out");
+                        PushResult::Other
+                    }
+                };
+                metrics::push(match result {
+                    PushResult::Applied(_) => "applied",
+                    PushResult::CannotApply => "cannot_apply",
+                    PushResult::Other => "not_applied",
+                });
+                (target.key, result)
+            })
+        });
+        let handles: Vec<_> = pushes.map(tokio::spawn).collect();
+        let mut results = Vec::with_capacity(handles.len());
+        for handle in handles {
+            if let Ok(result) = handle.await {
+                results.push(result);
+            }
+        }
+        results
+    }
+}

@@ -1,0 +1,24 @@
+-- The metadata version counter: bumped inside each change's own transaction, so version
+-- order is commit order.
+CREATE TABLE IF NOT EXISTS metadata_version (
+    cluster TEXT NOT NULL PRIMARY KEY,
+    version BIGINT NOT NULL
+);
+-- Committed changes, kept for a retention window so that agents catch up incrementally.
+CREATE TABLE IF NOT EXISTS metadata_changes (
+    cluster TEXT NOT NULL,
+    version BIGINT NOT NULL,
+    kind TEXT NOT NULL,
+    payload BYTEA NOT NULL,
+    created_at_ms BIGINT NOT NULL,
+    PRIMARY KEY (cluster, version)
+);
+-- Registered data nodes: one incarnation per node id.
+CREATE TABLE IF NOT EXISTS data_nodes (
+    cluster TEXT NOT NULL,
+    node_id TEXT NOT NULL,
+    incarnation TEXT NOT NULL,
+    address TEXT NOT NULL,
+    registered_at_ms BIGINT NOT NULL,
+    PRIMARY KEY (cluster, node_id)
+);

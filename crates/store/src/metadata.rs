@@ -1,0 +1,205 @@
+//! The metadata change log, its version counter, the data-node registry, and cluster
+//! settings. Writes run inside a guarded transaction ([`crate::GuardedTx`]); reads on the pool.
+
+use sqlx::{AnyConnection, AssertSqlSafe, Row};
+
+use crate::backend::Statements;
+use crate::error::StoreError;
+
+/// A committed change as stored: its version, a kind for humans, and the encoded change.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredChange {
+    /// The version it was committed at.
+    pub version: u64,
+    /// What kind of change (`barrier`, …), for operators reading the table.
+    pub kind: String,
+    /// The encoded change.
+    pub payload: Vec<u8>,
+}
+
+/// A registered data node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DataNodeRow {
+    /// The stable node id.
+    pub node_id: String,
+    /// Its current incarnation.
+    pub incarnation: String,
+    /// Its address for pushes.
+    pub address: String,
+    /// When it registered, on the store's clock (ms).
+    pub registered_at_ms: i64,
+}
+
+fn version_of(value: i64) -> u64 {
+    u64::try_from(value).unwrap_or(0)
+}
+
+pub(crate) async fn ensure_version_row(
+    conn: &mut AnyConnection,
+    sql: &Statements,
+    cluster: &str,
+) -> Result<(), StoreError> {
+    sqlx::query(AssertSqlSafe(sql.version_insert_if_absent.clone())).bind(cluster).execute(&mut *conn).await?;
+    Ok(())
+}
+
+pub(crate) async fn current_version(
+    conn: &mut AnyConnection,
+    sql: &Statements,
+    cluster: &str,
+) -> Result<u64, StoreError> {
+    let row = sqlx::query(AssertSqlSafe(sql.version_read.clone()))
+        .bind(cluster)
+        .fetch_optional(&mut *conn)
+        .await?
+        .ok_or_else(|| StoreError::Inconsistent(format!("cluster {cluster:?} has no metadata version row")))?;
+    Ok(version_of(row.try_get(0)?))
+}
+
+/// Bumps the counter and records the change at the new version, trimming what falls out of
+/// the retention window. Runs inside the caller's guarded transaction.
+pub(crate) async fn append_change(
+    conn: &mut AnyConnection,
+    sql: &Statements,
+    cluster: &str,
+    kind: &str,
+    payload: &[u8],
+    retention: u64,
+) -> Result<u64, StoreError> {
+    if !crate::changes_one(sqlx::query(AssertSqlSafe(sql.version_bump.clone())).bind(cluster), conn).await? {
+        return Err(StoreError::Inconsistent(format!("cluster {cluster:?} has no metadata version row")));
+    }
+    let version = current_version(conn, sql, cluster).await?;
+    sqlx::query(AssertSqlSafe(sql.change_insert.clone()))
+        .bind(cluster)
+        .bind(version as i64)
+        .bind(kind)
+        .bind(payload.to_vec())
+        .execute(&mut *conn)
+        .await?;
+    if version > retention {
+        sqlx::query(AssertSqlSafe(sql.change_trim.clone()))
+            .bind(cluster)
+            .bind((version - retention) as i64)
+            .execute(&mut *conn)
+            .await?;
+    }
+    Ok(version)
+}
+
+pub(crate) async fn changes_since(
+    conn: &mut AnyConnection,
+    sql: &Statements,
+    cluster: &str,
+    after: u64,
+    limit: u64,
+) -> Result<Vec<StoredChange>, StoreError> {
+    let rows = sqlx::query(AssertSqlSafe(sql.changes_since.clone()))
+        .bind(cluster)
+        .bind(after as i64)
+        .bind(limit.min(i64::MAX as u64) as i64)
+        .fetch_all(&mut *conn)
+        .await?;
+    rows.iter()
+        .map(|row| {
+            Ok(StoredChange { version: version_of(row.try_get(0)?), kind: row.try_get(1)?, payload: row.try_get(2)? })
+        })
+        .collect::<Result<_, sqlx::Error>>()
+        .map_err(Into::into)
+}
+
+pub(crate) async fn upsert_data_node(
+    conn: &mut AnyConnection,
+    sql: &Statements,
+    cluster: &str,
+    node_id: &str,
+    incarnation: &str,
+    address: &str,
+) -> Result<(), StoreError> {
+    let updated = crate::changes_one(
+        sqlx::query(AssertSqlSafe(sql.data_node_update.clone()))
+            .bind(incarnation)
+            .bind(address)
+            .bind(cluster)
+            .bind(node_id),
+        conn,
+    )
+    .await?;
+    if !updated {
+        sqlx::query(AssertSqlSafe(sql.data_node_insert.clone()))
+            .bind(cluster)
+            .bind(node_id)
+            .bind(incarnation)
+            .bind(address)
+            .execute(&mut *conn)
+            .await?;
+    }
+    Ok(())
+}
+
+pub(crate) async fn delete_data_node(
+    conn: &mut AnyConnection,
+    sql: &Statements,
+    cluster: &str,
+    node_id: &str,
+    incarnation: &str,
+) -> Result<bool, StoreError> {
+    crate::changes_one(
+        sqlx::query(AssertSqlSafe(sql.data_node_delete.clone())).bind(cluster).bind(node_id).bind(incarnation),
+        conn,
+    )
+    .await
+}
+
+pub(crate) async fn list_data_nodes(
+    conn: &mut AnyConnection,
+    sql: &Statements,
+    cluster: &str,
+) -> Result<Vec<DataNodeRow>, StoreError> {
+    let rows = sqlx::query(AssertSqlSafe(sql.data_node_list.clone())).bind(cluster).fetch_all(&mut *conn).await?;
+    rows.iter()
+        .map(|row| {
+            Ok(DataNodeRow {
+                node_id: row.try_get(0)?,
+                incarnation: row.try_get(1)?,
+                address: row.try_get(2)?,
+                registered_at_ms: row.try_get(3)?,
+            })
+        })
+        .collect::<Result<_, sqlx::Error>>()
+        .map_err(Into::into)
+}
+
+pub(crate) async fn read_setting(
+    conn: &mut AnyConnection,
+    sql: &Statements,
+    cluster: &str,
+    name: &str,
+) -> Result<Option<String>, StoreError> {
+    let row =
+        sqlx::query(AssertSqlSafe(sql.meta_read.clone())).bind(cluster).bind(name).fetch_optional(&mut *conn).await?;
+    Ok(row.map(|row| row.try_get(0)).transpose()?)
+}
+
+pub(crate) async fn write_setting(
+    conn: &mut AnyConnection,
+    sql: &Statements,
+    cluster: &str,
+    name: &str,
+    value: &str,
+) -> Result<(), StoreError> {
+    let updated = crate::changes_one(
+        sqlx::query(AssertSqlSafe(sql.meta_update.clone())).bind(value).bind(cluster).bind(name),
+        conn,
+    )
+    .await?;
+    if !updated {
+        sqlx::query(AssertSqlSafe(sql.meta_insert_if_absent.clone()))
+            .bind(cluster)
+            .bind(name)
+            .bind(value)
+            .execute(&mut *conn)
+            .await?;
+    }
+    Ok(())
+}

@@ -1,0 +1,158 @@
+//! Data-node agents for the scenarios, each wired through chaos proxies: one in front of
+//! every coordinator for its heartbeats, and one in front of the agent for the leader's
+//! pushes (the agent advertises the proxy's address).
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use leasehold::v1::agent_client::AgentClient;
+use leasehold::v1::data_nodes_client::DataNodesClient;
+use leasehold::v1::{
+    AgentLeaseState, BarrierRequest, BarrierResponse, GetLeaseStateRequest, LeaseState, ResolveTableRequest,
+};
+use leasehold_chaos::{Fault, Proxy};
+use tonic::Status;
+use tonic::transport::{Channel, Endpoint};
+
+use crate::cluster::{LeaseSettings, TestCluster, millis};
+use crate::process::{Node, channel};
+
+/// An agent process and the proxies around it.
+pub struct TestAgent {
+    /// The process.
+    pub node: Node,
+    /// Between the agent and each coordinator (its heartbeats).
+    pub heartbeat_proxies: Vec<Proxy>,
+    /// Between the leader and the agent (pushes).
+    pub push_proxy: Proxy,
+}
+
+impl std::fmt::Debug for TestAgent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TestAgent").field("node_id", &self.node.node_id).finish()
+    }
+}
+
+impl TestAgent {
+    /// Starts an agent of `cluster` and waits until it serves.
+    pub async fn start(cluster: &mut TestCluster, node_id: &str, env: &[(&str, &str)]) -> TestAgent {
+        let lease = cluster.timings.lease.unwrap_or_default();
+        let mut heartbeat_proxies = Vec::new();
+        for (_, address) in cluster.endpoints() {
+            let target: SocketAddr = address.parse().expect("a coordinator address");
+            heartbeat_proxies.push(Proxy::start(target).await.expect("a heartbeat proxy"));
+        }
+        // Pushes go through this proxy; its target is set once the agent has bound its port.
+        let placeholder: SocketAddr = "127.0.0.1:9".parse().expect("an address");
+        let push_proxy = Proxy::start(placeholder).await.expect("a push proxy");
+        let coordinators: Vec<String> = heartbeat_proxies.iter().map(|proxy| proxy.address().to_string()).collect();
+        let args: Vec<String> = [
+            "--log-format",
+            "json",
+            "agent",
+            "--node-id",
+            node_id,
+            "--listen",
+            "127.0.0.1:0",
+            "--metrics-listen",
+            "",
+            "--advertise-address",
+            &push_proxy.address().to_string(),
+            "--coordinators",
+            &coordinators.join(","),
+            "--heartbeat-interval",
+            &millis(lease.heartbeat_interval),
+            "--heartbeat-timeout",
+            &millis(lease.heartbeat_timeout),
+        ]
+        .iter()
+        .map(|arg| arg.to_string())
+        .collect();
+        let env: Vec<(String, String)> = env.iter().map(|(key, value)| (key.to_string(), value.to_string())).collect();
+        let mut node = Node::spawn(cluster.binary(), node_id, &args, &env);
+        node.wait_serving(Duration::from_secs(20)).await;
+        push_proxy.retarget(node.grpc.parse().expect("the agent's address"));
+        TestAgent { node, heartbeat_proxies, push_proxy }
+    }
+
+    /// A client of the agent itself, not through any proxy.
+    pub fn client(&self) -> AgentClient<Channel> {
+        AgentClient::new(channel(&self.node.grpc))
+    }
+
+    /// The agent's lease state.
+    pub async fn lease(&self) -> Result<LeaseState, Status> {
+        self.client().get_lease_state(GetLeaseStateRequest {}).await.map(|response| response.into_inner())
+    }
+
+    /// Whether the agent reports `state`.
+    pub async fn is(&self, state: AgentLeaseState) -> bool {
+        self.lease().await.is_ok_and(|lease| lease.state == state as i32)
+    }
+
+    /// A read through the agent's fenced cache: `Ok(version)` when it serves (the table is
+    /// not there, so NOT_FOUND carries the version), the status when it refuses.
+    pub async fn read(&self) -> Result<u64, Status> {
+        let request = ResolveTableRequest { database: "db".into(), table: "t".into() };
+        match self.client().resolve_table(request).await {
+            Ok(response) => Ok(response.into_inner().version),
+            Err(status) if status.code() == tonic::Code::NotFound => {
+                let version = leasehold_tests_version(&status);
+                Ok(version)
+            }
+            Err(status) => Err(status),
+        }
+    }
+
+    /// Cuts the agent off from every coordinator in both directions, keeping connections open.
+    pub fn partition(&self) {
+        for proxy in &self.heartbeat_proxies {
+            proxy.blackhole();
+        }
+        self.push_proxy.blackhole();
+    }
+
+    /// Heals every proxy.
+    pub fn heal(&self) {
+        for proxy in &self.heartbeat_proxies {
+            proxy.heal();
+        }
+        self.push_proxy.heal();
+    }
+
+    /// Sets the fault of heartbeat responses (coordinator → agent).
+    pub fn heartbeat_responses(&self, fault: Fault) {
+        for proxy in &self.heartbeat_proxies {
+            proxy.responses(fault);
+        }
+    }
+
+    /// Sets the fault of both directions of pushes.
+    pub fn pushes(&self, fault: Fault) {
+        self.push_proxy.set(fault, fault);
+    }
+}
+
+/// The cache version a NOT_FOUND answer reports.
+fn leasehold_tests_version(status: &Status) -> u64 {
+    use tonic_types::StatusExt;
+    status
+        .get_details_error_info()
+        .and_then(|info| info.metadata.get("version").and_then(|value| value.parse().ok()))
+        .unwrap_or(0)
+}
+
+/// A `DataNodes` client with a timeout long enough for a barrier that waits nodes out.
+pub fn data_nodes(address: &str, lease: &LeaseSettings) -> DataNodesClient<Channel> {
+    let timeout = lease.proceed_after() * 3 + Duration::from_secs(10);
+    let channel = Endpoint::from_shared(format!("http://{address}")).expect("address").timeout(timeout).connect_lazy();
+    DataNodesClient::new(channel)
+}
+
+/// Runs a barrier on `address`.
+pub async fn barrier(address: &str, lease: &LeaseSettings) -> Result<BarrierResponse, Status> {
+    data_nodes(address, lease).barrier(BarrierRequest {}).await.map(|response| response.into_inner())
+}
+
+/// The fault that cuts a direction.
+pub const DROP: Fault = Fault::Drop;

@@ -1,0 +1,360 @@
+//! Data-node metadata leases under faults, against the real binary: agents wired through
+//! chaos proxies, a 1 s heartbeat and a 3 s fence. Each scenario checks the promise — after a
+//! barrier returns, no agent serves an older version — as well as the timing it names.
+
+use std::time::Duration;
+
+use leasehold::status::{error_reason, reason};
+use leasehold::v1::{AgentLeaseState, DeregisterRequest, ListDataNodesRequest};
+use leasehold_chaos::Fault;
+use leasehold_tests::agents::{barrier, data_nodes};
+use leasehold_tests::{Deadline, LeaseSettings, TestAgent, TestCluster, TestStore, eventually, phase, serial};
+use tokio::time::Instant;
+use tonic::Code;
+
+const BIN: &str = env!("CARGO_BIN_EXE_leasehold-test-node");
+const ELECTION: Duration = Duration::from_secs(15);
+
+struct Lab {
+    cluster: TestCluster,
+    agents: Vec<TestAgent>,
+    lease: LeaseSettings,
+}
+
+impl Lab {
+    /// `coordinators` coordinators on a SQLite file and `agents` agents, all of them serving.
+    async fn start(coordinators: usize, agents: &[(&str, &[(&str, &str)])]) -> Lab {
+        let mut cluster = TestCluster::new(BIN, TestStore::sqlite());
+        let lease = LeaseSettings::default();
+        cluster.timings.lease = Some(lease);
+        phase(&format!("start {coordinators} coordinator(s) and {} agent(s)", agents.len()));
+        for index in 1..=coordinators {
+            cluster.start(&format!("c{index}"), &[], &[]).await;
+        }
+        cluster.leader(ELECTION).await;
+        let mut started = Vec::new();
+        for (node_id, env) in agents {
+            started.push(TestAgent::start(&mut cluster, node_id, env).await);
+        }
+        let lab = Lab { cluster, agents: started, lease };
+        for agent in &lab.agents {
+            eventually(&format!("{} holds a lease", agent.node.node_id), Duration::from_secs(15), || async move {
+                agent.is(AgentLeaseState::Normal).await.then_some(())
+            })
+            .await;
+        }
+        lab
+    }
+
+    fn agent(&self, node_id: &str) -> &TestAgent {
+        self.agents.iter().find(|agent| agent.node.node_id == node_id).expect("an agent")
+    }
+
+    async fn leader_address(&mut self) -> String {
+        let (leader, _) = self.cluster.leader(ELECTION).await;
+        self.cluster.node(&leader).grpc.clone()
+    }
+
+    /// The promise: every agent either refuses reads or serves at least `version`.
+    async fn assert_nobody_serves_below(&self, version: u64) {
+        for agent in &self.agents {
+            match agent.read().await {
+                Ok(served) => assert!(
+                    served >= version,
+                    "{} serves version {served} after {version} returned",
+                    agent.node.node_id
+                ),
+                Err(status) => assert_eq!(
+                    error_reason(&status).as_deref(),
+                    Some(reason::FENCED),
+                    "{}: {status:?}",
+                    agent.node.node_id
+                ),
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_barrier_over_five_healthy_agents_returns_after_their_acks() {
+    let _serial = serial().await;
+    let names = ["dn1", "dn2", "dn3", "dn4", "dn5"];
+    let agents: Vec<(&str, &[(&str, &str)])> = names.iter().map(|name| (*name, &[][..])).collect();
+    let mut lab = Lab::start(1, &agents).await;
+    let leader = lab.leader_address().await;
+    let answer = barrier(&leader, &lab.lease).await.expect("the barrier returns");
+    eprintln!("barrier over 5 healthy agents: {} ms", answer.waited_ms);
+    assert_eq!(answer.acknowledged.len(), 5, "{answer:?}");
+    assert!(answer.fenced.is_empty(), "{answer:?}");
+    assert!(Duration::from_millis(answer.waited_ms) < lab.lease.proceed_after() / 4, "{answer:?}");
+    for agent in &lab.agents {
+        assert_eq!(agent.lease().await.unwrap().applied_version, answer.version);
+    }
+    lab.assert_nobody_serves_below(answer.version).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_blackholed_agent_fences_and_the_barrier_waits_it_out() {
+    let _serial = serial().await;
+    let mut lab = Lab::start(1, &[("dn1", &[]), ("dn2", &[]), ("dn3", &[])]).await;
+    let leader = lab.leader_address().await;
+
+    phase("blackhole dn3: heartbeats and pushes vanish, connections stay open");
+    lab.agent("dn3").partition();
+    let cut_at = Instant::now();
+    let barrier_task = {
+        let (leader, lease) = (leader.clone(), lab.lease);
+        tokio::spawn(async move { barrier(&leader, &lease).await })
+    };
+
+    let dn3 = lab.agent("dn3");
+    let fenced_at = eventually("dn3 fences", Duration::from_secs(15), || async move {
+        dn3.is(AgentLeaseState::Fenced).await.then(Instant::now)
+    })
+    .await;
+    let to_fence = fenced_at - cut_at;
+    eprintln!("dn3 fenced {to_fence:?} after the blackhole");
+    assert!(to_fence <= lab.lease.fence + Duration::from_millis(500), "fenced only after {to_fence:?}");
+    assert_eq!(error_reason(&dn3.read().await.unwrap_err()).as_deref(), Some(reason::FENCED));
+
+    let answer = barrier_task.await.unwrap().expect("the barrier proceeds");
+    let returned_at = Instant::now();
+    assert_eq!(answer.fenced.len(), 1, "{answer:?}");
+    assert!(answer.fenced[0].starts_with("dn3/"), "{answer:?}");
+    let listed = data_nodes(&leader, &lab.lease).list_data_nodes(ListDataNodesRequest {}).await.unwrap().into_inner();
+    let silent = listed.nodes.iter().find(|node| node.node_id == "dn3").unwrap().silent_ms as u64;
+    let proceed = lab.lease.proceed_after().as_millis() as u64;
+    eprintln!(
+        "barrier with dn3 blackholed: waited {} ms; dn3 silent {silent} ms; T_proceed {proceed} ms; {:?} after the cut",
+        answer.waited_ms,
+        returned_at - cut_at
+    );
+    assert!(silent >= proceed, "proceeded when dn3 was silent for only {silent} ms");
+    assert!(silent <= proceed + 1500, "proceeded only {silent} ms after dn3's last contact");
+    lab.assert_nobody_serves_below(answer.version).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_pushes_dropped_an_agent_converges_through_heartbeats_without_fencing() {
+    let _serial = serial().await;
+    let mut lab = Lab::start(1, &[("dn1", &[]), ("dn2", &[])]).await;
+    let leader = lab.leader_address().await;
+    lab.agent("dn2").pushes(Fault::Drop);
+    let answer = barrier(&leader, &lab.lease).await.expect("the barrier returns");
+    eprintln!("barrier with dn2's pushes dropped: {} ms", answer.waited_ms);
+    assert_eq!(answer.acknowledged.len(), 2, "{answer:?}");
+    assert!(
+        Duration::from_millis(answer.waited_ms) <= lab.lease.heartbeat_interval + Duration::from_millis(700),
+        "{answer:?}"
+    );
+    let dn2 = lab.agent("dn2").lease().await.unwrap();
+    assert_eq!((dn2.state, dn2.fences, dn2.applied_version), (AgentLeaseState::Normal as i32, 0, answer.version));
+    lab.assert_nobody_serves_below(answer.version).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_heartbeat_answers_dropped_an_agent_fences_and_the_barrier_proceeds_t_proceed_after_publication() {
+    let _serial = serial().await;
+    let mut lab = Lab::start(1, &[("dn1", &[]), ("dn2", &[])]).await;
+    let leader = lab.leader_address().await;
+
+    phase("dn2's heartbeats still arrive, but no answer and no push gets through");
+    lab.agent("dn2").heartbeat_responses(Fault::Drop);
+    lab.agent("dn2").pushes(Fault::Drop);
+    let dn2 = lab.agent("dn2");
+    eventually(
+        "dn2 fences",
+        Duration::from_secs(15),
+        || async move { dn2.is(AgentLeaseState::Fenced).await.then_some(()) },
+    )
+    .await;
+
+    let answer = barrier(&leader, &lab.lease).await.expect("the barrier proceeds");
+    let waited = Duration::from_millis(answer.waited_ms);
+    let proceed = lab.lease.proceed_after();
+    eprintln!("barrier with dn2's answers dropped: waited {waited:?}, T_proceed {proceed:?}");
+    assert!(answer.fenced.iter().any(|node| node.starts_with("dn2/")), "{answer:?}");
+    // dn2's last heartbeat before the publication arrived at most one interval earlier.
+    assert!(waited + lab.lease.heartbeat_interval >= proceed, "proceeded after only {waited:?}");
+    assert!(waited <= proceed + Duration::from_millis(1000), "proceeded only after {waited:?}");
+    lab.assert_nobody_serves_below(answer.version).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_that_cannot_apply_fails_the_barrier_at_once() {
+    let _serial = serial().await;
+    let refuse: &[(&str, &str)] = &[("LEASEHOLD_FAILPOINTS", "agent::cannot-apply=return")];
+    let mut lab = Lab::start(1, &[("dn1", &[]), ("dn2", refuse)]).await;
+    let leader = lab.leader_address().await;
+    let started = Instant::now();
+    let refused = barrier(&leader, &lab.lease).await.expect_err("the barrier fails");
+    let took = started.elapsed();
+    eprintln!("barrier refused by dn2 in {took:?}");
+    assert_eq!(refused.code(), Code::Aborted, "{refused:?}");
+    assert_eq!(error_reason(&refused).as_deref(), Some(reason::BROADCAST_FAILED));
+    assert!(refused.message().contains("dn2/"), "{refused:?}");
+    assert!(took < Duration::from_secs(2), "failing took {took:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frozen_agent_refuses_its_first_read_then_resyncs() {
+    let _serial = serial().await;
+    let lab = Lab::start(1, &[("dn1", &[])]).await;
+    let dn1 = lab.agent("dn1");
+
+    phase("SIGSTOP dn1 until the leader has not heard from it for longer than the fence");
+    dn1.node.pause();
+    let leader = lab.cluster.node("c1").grpc.clone();
+    let fence_ms = lab.lease.fence.as_millis() as i64;
+    eventually("dn1 is silent past its fence", Duration::from_secs(15), || {
+        let mut client = data_nodes(&leader, &lab.lease);
+        async move {
+            let listed = client.list_data_nodes(ListDataNodesRequest {}).await.ok()?.into_inner();
+            listed.nodes.iter().any(|node| node.node_id == "dn1" && node.silent_ms > fence_ms + 500).then_some(())
+        }
+    })
+    .await;
+    // Answers to its heartbeats now arrive after their deadline: only the read can run first.
+    dn1.heartbeat_responses(Fault::Delay(Duration::from_millis(800)));
+    let read = {
+        let mut client = dn1.client();
+        tokio::spawn(async move {
+            let request = leasehold::v1::ResolveTableRequest { database: "db".into(), table: "t".into() };
+            client.resolve_table(request).await
+        })
+    };
+    dn1.node.resume();
+    let first = read.await.unwrap().expect_err("the first read after resuming is refused");
+    assert_eq!(error_reason(&first).as_deref(), Some(reason::FENCED), "{first:?}");
+
+    phase("it resyncs and serves again");
+    dn1.heartbeat_responses(Fault::Pass);
+    eventually("dn1 serves again", Duration::from_secs(15), || async move { dn1.read().await.ok() }).await;
+    let lease = dn1.lease().await.unwrap();
+    assert_eq!((lease.state, lease.fences), (AgentLeaseState::Normal as i32, 1));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_failover_keeps_every_agent_lease() {
+    let _serial = serial().await;
+    let mut lab = Lab::start(3, &[("dn1", &[]), ("dn2", &[]), ("dn3", &[])]).await;
+    let (old, term) = lab.cluster.leader(ELECTION).await;
+
+    phase(&format!("SIGKILL the leader {old}"));
+    lab.cluster.node_mut(&old).kill();
+    let (new, new_term, _) = lab.cluster.leader_above(term, ELECTION).await;
+    for agent in &lab.agents {
+        let new = new.clone();
+        eventually(&format!("{} follows {new}", agent.node.node_id), Duration::from_secs(15), || {
+            let new = new.clone();
+            async move { agent.lease().await.ok().filter(|lease| lease.leader_node_id == new && lease.term == new_term) }
+        })
+        .await;
+    }
+    let address = lab.cluster.node(&new).grpc.clone();
+    let answer = barrier(&address, &lab.lease).await.expect("the barrier on the new leader returns");
+    eprintln!("barrier on the new leader after a failover: {} ms", answer.waited_ms);
+    assert_eq!(answer.acknowledged.len(), 3, "{answer:?}");
+    for agent in &lab.agents {
+        let lease = agent.lease().await.unwrap();
+        assert_eq!(lease.fences, 0, "{} fenced during the failover", agent.node.node_id);
+    }
+    lab.assert_nobody_serves_below(answer.version).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_failover_an_unreachable_agent_is_waited_out_in_t_proceed_plus_one_lease() {
+    let _serial = serial().await;
+    let mut lab = Lab::start(3, &[("dn1", &[]), ("dn2", &[])]).await;
+    let (old, term) = lab.cluster.leader(ELECTION).await;
+
+    phase("partition dn2, then SIGKILL the leader");
+    lab.agent("dn2").partition();
+    lab.cluster.node_mut(&old).kill();
+    let (new, _, promoted_seen) = lab.cluster.leader_above(term, ELECTION).await;
+    let address = lab.cluster.node(&new).grpc.clone();
+    let starting = Deadline::new("the new leader loads its data-node state", Duration::from_secs(10));
+    let answer = loop {
+        match barrier(&address, &lab.lease).await {
+            Ok(answer) => break answer,
+            Err(status) if error_reason(&status).as_deref() == Some(reason::LEADER_STARTING) => starting.tick().await,
+            Err(status) => panic!("{status:?}"),
+        }
+    };
+    let since_promotion = promoted_seen.elapsed();
+    let bound = lab.lease.proceed_after() + lab.cluster.timings.lease_ttl + Duration::from_secs(1);
+    eprintln!(
+        "barrier after a failover with dn2 unreachable: waited {} ms; {since_promotion:?} after the promotion was seen (bound {bound:?})",
+        answer.waited_ms
+    );
+    assert!(answer.fenced.iter().any(|node| node.starts_with("dn2/")), "{answer:?}");
+    assert!(since_promotion <= bound, "waited {since_promotion:?} after the promotion");
+    lab.assert_nobody_serves_below(answer.version).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deregistered_agent_behind_a_partition_blocks_until_settled() {
+    let _serial = serial().await;
+    let mut lab = Lab::start(1, &[("dn1", &[]), ("dn2", &[])]).await;
+    let leader = lab.leader_address().await;
+    let dn2 = lab.agent("dn2");
+    let incarnation = dn2.lease().await.unwrap().incarnation;
+
+    phase("partition dn2, then deregister it while it still runs");
+    dn2.partition();
+    let cut_at = Instant::now();
+    data_nodes(&leader, &lab.lease)
+        .deregister(DeregisterRequest { node_id: "dn2".into(), incarnation })
+        .await
+        .expect("deregistered");
+    let answer = barrier(&leader, &lab.lease).await.expect("the barrier proceeds");
+    let took = cut_at.elapsed();
+    eprintln!(
+        "barrier with a deregistered, partitioned dn2: {} ms after publication, {took:?} after the cut",
+        answer.waited_ms
+    );
+    assert!(answer.fenced.iter().any(|node| node.starts_with("dn2/")), "the tombstone still counted: {answer:?}");
+    assert!(took + lab.lease.heartbeat_interval >= lab.lease.proceed_after(), "proceeded after only {took:?}");
+    // The promise: dn2 never serves the predecessor once the barrier returned.
+    let read = dn2.read().await;
+    assert!(matches!(&read, Err(status) if error_reason(status).as_deref() == Some(reason::FENCED)), "{read:?}");
+    lab.assert_nobody_serves_below(answer.version).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_agent_starts_fenced_and_resyncs() {
+    let _serial = serial().await;
+    let mut lab = Lab::start(1, &[("dn1", &[])]).await;
+    let leader = lab.leader_address().await;
+    let first = barrier(&leader, &lab.lease).await.expect("a first barrier");
+    let old_incarnation = lab.agents[0].lease().await.unwrap().incarnation;
+
+    phase("SIGKILL dn1 and start it again");
+    lab.agents[0].node.kill();
+    lab.agents.clear();
+    let restarted = TestAgent::start(&mut lab.cluster, "dn1", &[]).await;
+    let lease = restarted.lease().await.unwrap();
+    assert_ne!(lease.incarnation, old_incarnation);
+    // A new incarnation holds no lease until its first resync has been applied.
+    if lease.state != AgentLeaseState::Normal as i32 {
+        assert_eq!(error_reason(&restarted.read().await.unwrap_err()).as_deref(), Some(reason::FENCED));
+    } else {
+        assert_eq!(lease.applied_version, first.version, "a lease without the resync");
+    }
+    eventually("dn1 resyncs", Duration::from_secs(15), || async {
+        restarted.is(AgentLeaseState::Normal).await.then_some(())
+    })
+    .await;
+    assert_eq!(restarted.lease().await.unwrap().applied_version, first.version);
+    let events = restarted.node.events("lease valid: serving again after a resync");
+    assert_eq!(events.len(), 1, "the first lease came with a resync");
+
+    let listed = data_nodes(&leader, &lab.lease).list_data_nodes(ListDataNodesRequest {}).await.unwrap().into_inner();
+    assert!(
+        listed.nodes.iter().any(|node| node.incarnation == old_incarnation && !node.registered),
+        "the old incarnation is a tombstone: {listed:?}"
+    );
+    lab.agents.push(restarted);
+    let second = barrier(&leader, &lab.lease).await.expect("a second barrier");
+    lab.assert_nobody_serves_below(second.version).await;
+}
