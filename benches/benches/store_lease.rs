@@ -12,7 +12,9 @@
 use std::time::{Duration, Instant};
 
 use leasehold_benches::{Samples, micros};
-use leasehold_store::{LeaseHolder, MigrationSet, NodeRegistration, Store, StoreOptions, TermGuard, new_incarnation};
+use leasehold_store::{
+    LeaseHolder, MigrationSet, NodeRegistration, Store, StoreOptions, TermGuard, WriteGuard, new_incarnation,
+};
 
 const OPS: [&str; 6] = ["select 1", "read lease", "renew", "acquire", "release", "guarded write"];
 
@@ -55,7 +57,7 @@ async fn bench(label: &str, url: &str, rounds: usize) {
         timings[2] = started.elapsed();
 
         let started = Instant::now();
-        let mut tx = store.begin_guarded(&guard).await.unwrap();
+        let mut tx = store.begin_guarded(&WriteGuard::Term(guard.clone())).await.unwrap();
         tx.update_node_settings(&cluster, "b1", &holder.incarnation, "auto", (round % 7) as i32).await.unwrap();
         tx.commit().await.unwrap();
         timings[5] = started.elapsed();

@@ -1,4 +1,7 @@
-//! Helpers shared by the load generators: percentiles and result tables.
+//! Helpers shared by the load generators: percentiles, result tables, and a fleet of
+//! simulated agents.
+
+pub mod fleet;
 
 use std::time::Duration;
 

@@ -205,7 +205,7 @@ impl Agent {
         let Some(valid_until) = view.valid_until.filter(|until| now < *until) else {
             return Err(ResolveError::Fenced);
         };
-        match view.tables.get(&(database.to_owned(), table.to_owned())) {
+        match view.table(database, table) {
             Some(schema) => Ok(ResolvedTable { schema: schema.clone(), version: view.version, valid_until }),
             None => Err(ResolveError::NotFound {
                 database: database.to_owned(),

@@ -25,8 +25,8 @@ pub struct CacheView {
     pub store_epoch: String,
     /// The newest version applied.
     pub version: u64,
-    /// Tables by (database, table).
-    pub tables: Arc<BTreeMap<(String, String), Arc<TableSchema>>>,
+    /// Tables by database, then table name: looked up with borrowed names, no allocation.
+    pub tables: Arc<BTreeMap<String, BTreeMap<String, Arc<TableSchema>>>>,
     /// The end of the lease, while valid; `None` when fenced.
     pub valid_until: Option<MonoTime>,
 }
@@ -55,6 +55,11 @@ pub enum ApplyError {
 }
 
 impl CacheView {
+    /// The table `database.table`, if cached.
+    pub fn table(&self, database: &str, table: &str) -> Option<&Arc<TableSchema>> {
+        self.tables.get(database)?.get(table)
+    }
+
     /// The cache a snapshot describes.
     pub fn from_snapshot(snapshot: &MetadataSnapshot) -> CacheView {
         CacheView {

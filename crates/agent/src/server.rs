@@ -5,9 +5,9 @@ use std::sync::Arc;
 use leasehold::v1::FILE_DESCRIPTOR_SET;
 use leasehold::v1::agent_server::AgentServer;
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Server;
+use tonic::transport::server::TcpIncoming;
 use tracing::info;
 
 use crate::agent::{AcceptAll, Agent};
@@ -86,7 +86,6 @@ pub async fn serve(
         "agent serving"
     );
     Server::builder()
-        .tcp_nodelay(true)
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
@@ -95,7 +94,7 @@ pub async fn serve(
                 .max_decoding_message_size(MAX_MESSAGE_BYTES)
                 .max_encoding_message_size(MAX_MESSAGE_BYTES),
         )
-        .serve_with_incoming_shutdown(TcpListenerStream::new(grpc), shutdown.cancelled_owned())
+        .serve_with_incoming_shutdown(TcpIncoming::from(grpc).with_nodelay(Some(true)), shutdown.cancelled_owned())
         .await?;
     Ok(())
 }

@@ -66,6 +66,17 @@ pub struct Propagator {
     channels: Mutex<BTreeMap<String, Channel>>,
 }
 
+struct Forget<'a> {
+    leader: &'a MetadataLeader,
+    version: u64,
+}
+
+impl Drop for Forget<'_> {
+    fn drop(&mut self) {
+        self.leader.forget(self.version);
+    }
+}
+
 enum PushResult {
     Applied(u64),
     CannotApply,
@@ -95,6 +106,9 @@ impl Propagator {
 
     /// Broadcasts `version` until the verdict is `Proceed` or `Fail`.
     pub async fn broadcast(&self, leader: &MetadataLeader, version: u64) -> Result<BroadcastOutcome, BroadcastError> {
+        // Whatever ends the broadcast (an answer, an error, the caller going away), the
+        // publication snapshot is no longer needed.
+        let _forget = Forget { leader, version };
         let started = leader.now();
         let mut refused = BTreeSet::new();
         let mut round = 0u32;
@@ -152,7 +166,6 @@ impl Propagator {
                 }
             }
         };
-        leader.forget(version);
         let waited = leader.now() - started;
         match &result {
             Ok(outcome) => {

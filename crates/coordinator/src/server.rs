@@ -11,9 +11,9 @@ use leasehold::v1::data_nodes_server::DataNodesServer;
 use leasehold_core::BootClock;
 use leasehold_store::{MigrationSet, Store, StoreError, new_incarnation};
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Server;
+use tonic::transport::server::TcpIncoming;
 use tracing::{info, warn};
 
 use crate::cluster_service::ClusterService;
@@ -155,7 +155,10 @@ pub async fn run(config: CoordinatorConfig, listeners: Listeners, shutdown: Canc
         .add_service(reflection_v1alpha)
         .add_service(cluster)
         .add_service(data_nodes)
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listeners.grpc), shutdown.clone().cancelled_owned());
+        .serve_with_incoming_shutdown(
+            TcpIncoming::from(listeners.grpc).with_nodelay(Some(true)),
+            shutdown.clone().cancelled_owned(),
+        );
 
     let metrics_address = match listeners.metrics {
         Some((listener, render)) => {

@@ -1,0 +1,104 @@
+//! `Agent::resolve_table` per call: with a valid lease and fenced, on one thread and with
+//! three other threads reading at the same time, against a plain `BTreeMap` lookup measured
+//! in the same run.
+//!
+//!   cargo bench -p leasehold-benches --bench resolve_table
+//!
+//! The valid case needs a lease, so a real coordinator is started and an embedded agent
+//! heartbeats to it while the bench runs.
+
+use std::collections::BTreeMap;
+use std::hint::black_box;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use leasehold_agent::agent::AcceptAll;
+use leasehold_agent::{Agent, AgentConfig, AgentEvent};
+use leasehold_tests::{TestCluster, TestStore};
+use tokio_util::sync::CancellationToken;
+
+const BIN: &str = env!("CARGO_BIN_EXE_leasehold-bench-node");
+
+struct Setup {
+    _runtime: tokio::runtime::Runtime,
+    _cluster: TestCluster,
+    _shutdown: tokio_util::sync::DropGuard,
+    valid: Agent,
+    fenced: Agent,
+}
+
+fn setup() -> Setup {
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+    let shutdown = CancellationToken::new();
+    let (cluster, valid) = runtime.block_on(async {
+        let mut cluster = TestCluster::new(BIN, TestStore::sqlite());
+        cluster.start("c1", &[], &[]).await;
+        cluster.leader(Duration::from_secs(20)).await;
+        let address = cluster.node("c1").grpc.clone();
+        let config = AgentConfig::new("bench1", vec![address], "127.0.0.1:9");
+        let agent = Agent::new(config, Arc::new(AcceptAll));
+        let mut events = agent.subscribe();
+        tokio::spawn(agent.clone().run(shutdown.clone()));
+        loop {
+            if let Ok(AgentEvent::Unfenced { .. }) = events.recv().await {
+                break;
+            }
+        }
+        (cluster, agent)
+    });
+    let fenced = Agent::new(AgentConfig::new("bench2", vec!["127.0.0.1:9".into()], "127.0.0.1:9"), Arc::new(AcceptAll));
+    Setup { _runtime: runtime, _cluster: cluster, _shutdown: shutdown.drop_guard(), valid, fenced }
+}
+
+/// Runs `read` in three background threads while `body` measures.
+fn contended<R: Fn() + Send + Sync + 'static>(read: Arc<R>, body: impl FnOnce()) {
+    let stop = Arc::new(AtomicBool::new(false));
+    let threads: Vec<_> = (0..3)
+        .map(|_| {
+            let (read, stop) = (read.clone(), stop.clone());
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    read();
+                }
+            })
+        })
+        .collect();
+    body();
+    stop.store(true, Ordering::Relaxed);
+    threads.into_iter().for_each(|thread| thread.join().unwrap());
+}
+
+fn resolve_table(c: &mut Criterion) {
+    let setup = setup();
+    let map: BTreeMap<String, BTreeMap<String, u64>> =
+        (0..8).map(|d| (format!("db{d}"), (0..8).map(|t| (format!("t{t}"), t)).collect())).collect();
+    let mut group = c.benchmark_group("resolve_table");
+    group.bench_function("baseline: nested BTreeMap lookup", |b| {
+        b.iter(|| black_box(map.get(black_box("db3")).and_then(|tables| tables.get(black_box("t5")))))
+    });
+    let valid = setup.valid.clone();
+    group.bench_function("valid lease", |b| b.iter(|| black_box(valid.resolve_table(black_box("db"), black_box("t")))));
+    let fenced = setup.fenced.clone();
+    group.bench_function("fenced", |b| b.iter(|| black_box(fenced.resolve_table(black_box("db"), black_box("t")))));
+    let background = Arc::new({
+        let valid = setup.valid.clone();
+        move || {
+            black_box(valid.resolve_table("db", "t")).ok();
+        }
+    });
+    contended(background, || {
+        group.bench_function("valid lease, 3 other readers", |b| {
+            b.iter(|| black_box(valid.resolve_table(black_box("db"), black_box("t"))))
+        });
+    });
+    group.finish();
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default().warm_up_time(Duration::from_secs(1)).measurement_time(Duration::from_secs(3));
+    targets = resolve_table
+}
+criterion_main!(benches);

@@ -1,0 +1,90 @@
+//! The agent as a library embedded in a host process: the host reads through
+//! `resolve_table` and hears of invalidations, fences and unfences through `subscribe`,
+//! without polling. The coordinator is the real binary; the agent runs in this process.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use leasehold::v1::BarrierRequest;
+use leasehold::v1::data_nodes_client::DataNodesClient;
+use leasehold_agent::agent::AcceptAll;
+use leasehold_agent::{Agent, AgentConfig, AgentEvent, ResolveError};
+use leasehold_chaos::Proxy;
+use leasehold_tests::{LeaseSettings, TestCluster, TestStore, phase, serial};
+use tokio::net::TcpListener;
+use tokio::sync::broadcast;
+use tokio_util::sync::CancellationToken;
+
+const BIN: &str = env!("CARGO_BIN_EXE_leasehold-test-node");
+
+/// The next event that matches, within `timeout`.
+async fn next_event(
+    events: &mut broadcast::Receiver<AgentEvent>,
+    timeout: Duration,
+    want: impl Fn(&AgentEvent) -> bool,
+) -> AgentEvent {
+    tokio::time::timeout(timeout, async {
+        loop {
+            match events.recv().await {
+                Ok(event) if want(&event) => return event,
+                Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => continue,
+                Err(broadcast::error::RecvError::Closed) => panic!("the agent's events ended"),
+            }
+        }
+    })
+    .await
+    .expect("the expected event within the timeout")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_embedded_agent_tells_its_host_about_changes_fences_and_unfences() {
+    let _serial = serial().await;
+    let lease = LeaseSettings::default();
+    let mut cluster = TestCluster::new(BIN, TestStore::sqlite());
+    cluster.timings.lease = Some(lease);
+    cluster.start("c1", &[], &[]).await;
+    cluster.leader(Duration::from_secs(15)).await;
+    let coordinator = cluster.node("c1").grpc.clone();
+    let proxy = Proxy::start(coordinator.parse().unwrap()).await.unwrap();
+
+    phase("embed an agent and subscribe before it starts");
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let mut config =
+        AgentConfig::new("host1", vec![proxy.address().to_string()], listener.local_addr().unwrap().to_string());
+    config.heartbeat_interval = lease.heartbeat_interval;
+    config.heartbeat_timeout = lease.heartbeat_timeout;
+    let shutdown = CancellationToken::new();
+    let agent = Agent::new(config, Arc::new(AcceptAll));
+    let mut events = agent.subscribe();
+    assert_eq!(agent.resolve_table("db", "t"), Err(ResolveError::Fenced), "a new agent starts fenced");
+    let heartbeats = tokio::spawn(agent.clone().run(shutdown.clone()));
+    let server = tokio::spawn(leasehold_agent::server::serve(agent.clone(), listener, None, shutdown.clone()));
+
+    let unfenced =
+        next_event(&mut events, Duration::from_secs(10), |event| matches!(event, AgentEvent::Unfenced { .. })).await;
+    assert_eq!(unfenced, AgentEvent::Unfenced { version: 0 });
+    assert!(matches!(agent.resolve_table("db", "t"), Err(ResolveError::NotFound { version: 0, .. })));
+
+    phase("a barrier reaches the host as an invalidation");
+    let mut client = DataNodesClient::new(leasehold_tests::process::channel(&coordinator));
+    let version = client.barrier(BarrierRequest {}).await.unwrap().into_inner().version;
+    let applied =
+        next_event(&mut events, Duration::from_secs(5), |event| matches!(event, AgentEvent::Applied { .. })).await;
+    assert_eq!(applied, AgentEvent::Applied { version });
+    assert!(matches!(agent.resolve_table("db", "t"), Err(ResolveError::NotFound { version: v, .. }) if v == version));
+
+    phase("cut the agent off: the host hears of the fence when it happens");
+    proxy.blackhole();
+    next_event(&mut events, lease.fence + Duration::from_secs(2), |event| *event == AgentEvent::Fenced).await;
+    assert_eq!(agent.resolve_table("db", "t"), Err(ResolveError::Fenced));
+
+    phase("heal: it resyncs, and the host hears that it serves again");
+    proxy.heal();
+    let unfenced =
+        next_event(&mut events, Duration::from_secs(10), |event| matches!(event, AgentEvent::Unfenced { .. })).await;
+    assert_eq!(unfenced, AgentEvent::Unfenced { version });
+
+    shutdown.cancel();
+    heartbeats.await.unwrap();
+    server.await.unwrap().unwrap();
+}
