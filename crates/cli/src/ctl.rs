@@ -35,11 +35,11 @@ pub async fn run(args: CtlArgs) -> anyhow::Result<()> {
 
 async fn ha(client: &Client, command: HaCommand) -> anyhow::Result<Answer> {
     Ok(match command {
-        HaCommand::Leader => leader(&client).await?,
-        HaCommand::State => states_of_endpoints(&client).await,
-        HaCommand::States => registry(&client).await?,
+        HaCommand::Leader => leader(client).await?,
+        HaCommand::State => states_of_endpoints(client).await,
+        HaCommand::States => registry(client).await?,
         HaCommand::SetState { mode, target } => {
-            let endpoint = node(&client, &target.node);
+            let endpoint = node(client, &target.node);
             let request = SetHaStateRequest { mode: mode_to_proto(mode) as i32 };
             let response = client
                 .call_endpoint(&endpoint, |channel| {
@@ -63,7 +63,7 @@ async fn ha(client: &Client, command: HaCommand) -> anyhow::Result<Answer> {
             }
         }
         HaCommand::Priority { node: target } => {
-            let endpoint = node(&client, &target);
+            let endpoint = node(client, &target);
             let response = client
                 .call_endpoint(&endpoint, |channel| async move {
                     ClusterClient::new(channel).get_priority(GetPriorityRequest {}).await
@@ -76,7 +76,7 @@ async fn ha(client: &Client, command: HaCommand) -> anyhow::Result<Answer> {
             }
         }
         HaCommand::SetPriority { priority, target } => {
-            let endpoint = node(&client, &target.node);
+            let endpoint = node(client, &target.node);
             let response = client
                 .call_endpoint(&endpoint, |channel| {
                     let request = with_override(SetPriorityRequest { priority }, &target);

@@ -69,7 +69,8 @@ pub async fn listeners(config: &CoordinatorConfig) -> anyhow::Result<Listeners> 
 
 /// `leasehold agent`: runs until SIGTERM or Ctrl-C, then deregisters.
 pub async fn agent(args: AgentArgs) -> anyhow::Result<()> {
-    leasehold_agent::failpoint::init_from_env().map_err(|error| anyhow::anyhow!("LEASEHOLD_FAILPOINTS: {error}"))?;
+    leasehold_coordinator::failpoint::init_from_env()
+        .map_err(|error| anyhow::anyhow!("LEASEHOLD_FAILPOINTS: {error}"))?;
     let grpc = bind("listen", &args.listen).await?;
     let metrics = if args.metrics_listen.is_empty() {
         None

@@ -205,8 +205,7 @@ impl Sim {
             }
             Event::Deliver(message) => self.deliver(message),
             Event::Publish => {
-                let Some(&l) = self.active_leaders().iter().filter(|&&l| self.now_us < self.promoted_after(l)).last()
-                else {
+                let Some(&l) = self.active_leaders().iter().rfind(|&&l| self.now_us < self.promoted_after(l)) else {
                     return;
                 };
                 self.next_version += 1;
