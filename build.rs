@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 const PROTOS: &[&str] = &[
     "proto/leasehold/v1/cluster.proto",
+    "proto/leasehold/v1/catalog.proto",
     "proto/leasehold/v1/metadata.proto",
     "proto/leasehold/v1/datanodes.proto",
     "proto/leasehold/v1/agent.proto",

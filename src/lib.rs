@@ -9,9 +9,11 @@
 //!   descriptor set that servers expose through gRPC reflection.
 //! - [`status`]: the stable error reasons (`google.rpc.ErrorInfo`) and the metadata keys that
 //!   every server and client agree on.
+//! - [`catalog`]: conversions between the catalog's messages and its values.
 //! - [`client`]: connect to a list of coordinators, find the leader, follow redirects, retry
 //!   with backoff under a deadline, and watch leader changes.
 
+pub mod catalog;
 pub mod client;
 pub mod status;
 

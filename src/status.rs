@@ -51,6 +51,12 @@ pub mod reason {
     pub const BROADCAST_BUDGET: &str = "BROADCAST_BUDGET";
     /// The object asked for does not exist.
     pub const NOT_FOUND: &str = "NOT_FOUND";
+    /// The object to create exists already.
+    pub const ALREADY_EXISTS: &str = "ALREADY_EXISTS";
+    /// Another DDL is changing the object; retry when it is done.
+    pub const OBJECT_BUSY: &str = "OBJECT_BUSY";
+    /// A DDL procedure failed for good (see Procedures.GetProcedure).
+    pub const PROCEDURE_FAILED: &str = "PROCEDURE_FAILED";
 }
 
 /// Builds a status whose details carry an `ErrorInfo` with our domain and `reason`.

@@ -11,18 +11,20 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use leasehold::v1::{
-    AgentLeaseState, ApplyInvalidationRequest, DeregisterRequest, HeartbeatRequest, HeartbeatResponse, LeaseState,
-    MetadataChange, RegisterRequest,
+    AgentLeaseState, ApplyInvalidationRequest, DeregisterRequest, DropDataRequest, HeartbeatRequest, HeartbeatResponse,
+    LeaseState, MetadataChange, RegisterRequest,
 };
 use leasehold_core::agent_lease::{
     AgentState, HeartbeatTicket, LeaderRef, LeaseManager, PushRefusal, ResponseDecision,
 };
+use leasehold_core::catalog::Table;
+use leasehold_core::ddl::DataTarget;
 use leasehold_core::{BootClock, Clock, MonoTime};
 use tokio::sync::{Notify, broadcast};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use crate::cache::{ApplyError, CacheView, TableSchema};
+use crate::cache::{ApplyError, CacheView};
 use crate::config::AgentConfig;
 use crate::failpoint;
 use crate::link::{CoordinatorLink, LinkError};
@@ -45,12 +47,21 @@ pub enum AgentEvent {
     },
 }
 
-/// The host process's say in what the agent applies.
+/// The host process's say in what the agent applies, and its part in dropping data.
 pub trait AgentHost: Send + Sync + 'static {
     /// Called before a change is applied to the cache; an error refuses it, and the agent
     /// answers `CANNOT_APPLY` (a broadcast in a reversible step then fails).
     fn prepare(&self, change: &MetadataChange) -> Result<(), String> {
         let _ = change;
+        Ok(())
+    }
+
+    /// Deletes the data of a dropped database, table or column. Called after every data node
+    /// acknowledged the pre-delete marker or has provably fenced; may be called more than once
+    /// for the same target. A host that was fenced during a drop never hears of it: after its
+    /// resync it should delete the data of objects the catalog no longer has.
+    fn drop_data(&self, target: &DataTarget) -> Result<(), String> {
+        let _ = target;
         Ok(())
     }
 }
@@ -64,8 +75,8 @@ impl AgentHost for AcceptAll {}
 /// A table resolved through the fenced cache.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ResolvedTable {
-    /// The schema.
-    pub schema: Arc<TableSchema>,
+    /// The table as a reader may see it: visible columns only, TTL in force.
+    pub schema: Arc<Table>,
     /// The cache's version.
     pub version: u64,
     /// The lease's end: re-check against it before acknowledging a write.
@@ -366,6 +377,43 @@ impl Agent {
             let _ = self.inner.events.send(AgentEvent::Applied { version });
         }
         Ok(version)
+    }
+
+    /// Hands a drop of data from the leader to the host. Refused from a term older than one
+    /// seen, and ignored when the object was created again since the drop's marker.
+    pub fn drop_data(&self, request: &DropDataRequest) -> Result<(), PushError> {
+        {
+            let lease = self.lease();
+            if !request.incarnation.is_empty() && request.incarnation != self.inner.incarnation {
+                return Err(PushError::WrongIncarnation {
+                    meant: request.incarnation.clone(),
+                    actual: self.inner.incarnation.clone(),
+                });
+            }
+            if request.term < lease.highest_term() {
+                return Err(PushError::NotMyLeader { following: format!("a leader of term {}", lease.highest_term()) });
+            }
+        }
+        let view = self.inner.view.load();
+        if view.recreated_since(&request.database, &request.table, request.version) {
+            info!(database = %request.database, table = %request.table, "the object was created again since the drop; keeping its data");
+            return Ok(());
+        }
+        let target = match (request.table.is_empty(), request.column.is_empty()) {
+            (true, _) => DataTarget::Database(request.database.clone()),
+            (false, true) => DataTarget::Table { database: request.database.clone(), table: request.table.clone() },
+            (false, false) => DataTarget::Column {
+                database: request.database.clone(),
+                table: request.table.clone(),
+                column: request.column.clone(),
+            },
+        };
+        self.inner
+            .host
+            .drop_data(&target)
+            .map_err(|reason| PushError::Apply(ApplyError::CannotApply { version: request.version, reason }))?;
+        info!(?target, version = request.version, "data dropped");
+        Ok(())
     }
 
     /// Runs the heartbeat and fence tasks until `shutdown`, then deregisters.

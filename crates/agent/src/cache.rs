@@ -1,22 +1,19 @@
 //! The schema cache as an immutable value: every change produces a new value, which the
 //! agent publishes with one atomic pointer swap, so reads never lock.
+//!
+//! The cache holds the whole catalog, pre-delete markers and hidden objects included (they
+//! must be applied in order like everything else), plus a derived map of what a reader may
+//! see: visible tables with their visible columns and the TTL in force.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use leasehold::v1::{MetadataChange, MetadataSnapshot, metadata_change};
 use leasehold_core::MonoTime;
+use leasehold_core::catalog::{Catalog, CatalogChange, Table};
 
-/// A table as the cache knows it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TableSchema {
-    /// The database.
-    pub database: String,
-    /// The table.
-    pub table: String,
-    /// The version that last changed it.
-    pub version: u64,
-}
+/// What readers may resolve: database, then table name, to the table as they may see it.
+pub type Servable = BTreeMap<String, BTreeMap<String, Arc<Table>>>;
 
 /// One immutable state of the cache, with the lease that makes it servable.
 #[derive(Debug, Clone, Default)]
@@ -25,8 +22,10 @@ pub struct CacheView {
     pub store_epoch: String,
     /// The newest version applied.
     pub version: u64,
-    /// Tables by database, then table name: looked up with borrowed names, no allocation.
-    pub tables: Arc<BTreeMap<String, BTreeMap<String, Arc<TableSchema>>>>,
+    /// The whole catalog, in every state.
+    pub catalog: Arc<Catalog>,
+    /// What a reader may see, derived from `catalog`.
+    pub servable: Arc<Servable>,
     /// The end of the lease, while valid; `None` when fenced.
     pub valid_until: Option<MonoTime>,
 }
@@ -54,20 +53,37 @@ pub enum ApplyError {
     },
 }
 
-impl CacheView {
-    /// The table `database.table`, if cached.
-    pub fn table(&self, database: &str, table: &str) -> Option<&Arc<TableSchema>> {
-        self.tables.get(database)?.get(table)
-    }
+fn servable(catalog: &Catalog) -> Servable {
+    catalog
+        .visible_databases()
+        .into_iter()
+        .map(|database| {
+            let tables = catalog
+                .visible_tables(&database.name)
+                .into_iter()
+                .map(|table| (table.name.clone(), Arc::new(table)))
+                .collect();
+            (database.name.clone(), tables)
+        })
+        .collect()
+}
 
+impl CacheView {
     /// The cache a snapshot describes.
     pub fn from_snapshot(snapshot: &MetadataSnapshot) -> CacheView {
+        let catalog = leasehold::catalog::catalog_of(&snapshot.catalog);
         CacheView {
             store_epoch: snapshot.store_epoch.clone(),
             version: snapshot.version,
-            tables: Arc::default(),
+            servable: Arc::new(servable(&catalog)),
+            catalog: Arc::new(catalog),
             valid_until: None,
         }
+    }
+
+    /// The table `database.table` as a reader may see it, if it may.
+    pub fn table(&self, database: &str, table: &str) -> Option<&Arc<Table>> {
+        self.servable.get(database)?.get(table)
     }
 
     /// The cache after `changes` (consecutive, oldest first; already applied ones are
@@ -79,6 +95,7 @@ impl CacheView {
         mut prepare: impl FnMut(&MetadataChange) -> Result<(), String>,
     ) -> Result<CacheView, ApplyError> {
         let mut next = self.clone();
+        let mut catalog: Option<Catalog> = None;
         for change in changes {
             if store_epoch != next.store_epoch || change.version > next.version + 1 {
                 return Err(ApplyError::Gap {
@@ -92,11 +109,35 @@ impl CacheView {
             }
             prepare(change).map_err(|reason| ApplyError::CannotApply { version: change.version, reason })?;
             match &change.kind {
+                Some(metadata_change::Kind::Catalog(message)) => {
+                    if let Some(catalog_change) = leasehold::catalog::change_of(message) {
+                        catalog.get_or_insert_with(|| (*self.catalog).clone()).apply(&catalog_change);
+                    }
+                }
                 Some(metadata_change::Kind::Barrier(_)) | None => {}
             }
             next.version = change.version;
         }
+        if let Some(catalog) = catalog {
+            next.servable = Arc::new(servable(&catalog));
+            next.catalog = Arc::new(catalog);
+        }
         Ok(next)
+    }
+
+    /// Whether the cache holds an object named by `change` that is newer than `version`
+    /// (it was dropped and created again since).
+    pub fn recreated_since(&self, database: &str, table: &str, version: u64) -> bool {
+        let newer_database = self.catalog.database(database).is_some_and(|db| db.version > version);
+        let newer_table = !table.is_empty() && self.catalog.table(database, table).is_some_and(|t| t.version > version);
+        newer_database || newer_table
+    }
+
+    /// Applies one catalog change outside the change stream (tests).
+    pub fn with_change(&self, change: &CatalogChange) -> CacheView {
+        let mut catalog = (*self.catalog).clone();
+        catalog.apply(change);
+        CacheView { servable: Arc::new(servable(&catalog)), catalog: Arc::new(catalog), ..self.clone() }
     }
 }
 
@@ -104,13 +145,41 @@ impl CacheView {
 mod tests {
     use super::*;
     use leasehold::v1::BarrierChange;
+    use leasehold_core::catalog::{Category, Column, DataType, Database, ObjectState};
+    use std::collections::BTreeMap as Map;
 
     fn barrier(version: u64) -> MetadataChange {
         MetadataChange { version, kind: Some(metadata_change::Kind::Barrier(BarrierChange {})) }
     }
 
+    fn catalog_change(version: u64, change: CatalogChange) -> MetadataChange {
+        MetadataChange {
+            version,
+            kind: Some(metadata_change::Kind::Catalog(leasehold::catalog::change_message(&change))),
+        }
+    }
+
     fn at(version: u64) -> CacheView {
         CacheView { store_epoch: "e1".into(), version, ..CacheView::default() }
+    }
+
+    fn table(state: ObjectState) -> Table {
+        Table {
+            database: "db".into(),
+            name: "t".into(),
+            columns: vec![Column {
+                name: "time".into(),
+                data_type: DataType::Timestamp,
+                category: Category::Time,
+                comment: String::new(),
+                state: ObjectState::Visible,
+            }],
+            ttl: None,
+            properties: Map::new(),
+            comment: String::new(),
+            state,
+            version: 3,
+        }
     }
 
     #[test]
@@ -132,8 +201,36 @@ mod tests {
     }
 
     #[test]
+    fn hidden_tables_and_markers_are_not_servable() {
+        let database =
+            Database { name: "db".into(), ttl: None, properties: Map::new(), state: ObjectState::Visible, version: 1 };
+        let view = at(0)
+            .apply(
+                "e1",
+                &[
+                    catalog_change(1, CatalogChange::PutDatabase(database)),
+                    catalog_change(2, CatalogChange::PutTable(table(ObjectState::Hidden))),
+                ],
+                |_| Ok(()),
+            )
+            .unwrap();
+        assert!(view.table("db", "t").is_none(), "pre-created: hidden");
+        let view = view
+            .apply("e1", &[catalog_change(3, CatalogChange::PutTable(table(ObjectState::Visible)))], |_| Ok(()))
+            .unwrap();
+        assert!(view.table("db", "t").is_some());
+        let view = view
+            .apply("e1", &[catalog_change(4, CatalogChange::PutTable(table(ObjectState::Dropping)))], |_| Ok(()))
+            .unwrap();
+        assert!(view.table("db", "t").is_none(), "a pre-delete marker hides it at once");
+        assert!(view.recreated_since("db", "t", 2));
+        assert!(!view.recreated_since("db", "t", 3));
+    }
+
+    #[test]
     fn a_snapshot_replaces_everything() {
-        let view = CacheView::from_snapshot(&MetadataSnapshot { store_epoch: "e9".into(), version: 12 });
+        let snapshot = MetadataSnapshot { store_epoch: "e9".into(), version: 12, catalog: Vec::new() };
+        let view = CacheView::from_snapshot(&snapshot);
         assert_eq!((view.store_epoch.as_str(), view.version, view.valid_until), ("e9", 12, None));
     }
 }

@@ -3,8 +3,8 @@
 use leasehold::status::{error_status, reason};
 use leasehold::v1::agent_server::Agent as AgentRpc;
 use leasehold::v1::{
-    ApplyInvalidationRequest, ApplyInvalidationResponse, GetLeaseStateRequest, LeaseState, ResolveTableRequest,
-    ResolveTableResponse,
+    ApplyInvalidationRequest, ApplyInvalidationResponse, DropDataRequest, DropDataResponse, GetLeaseStateRequest,
+    LeaseState, ResolveTableRequest, ResolveTableResponse,
 };
 use tonic::{Code, Request, Response, Status};
 
@@ -84,6 +84,10 @@ impl AgentRpc for AgentService {
         result.map(|applied_version| Response::new(ApplyInvalidationResponse { applied_version })).map_err(push_status)
     }
 
+    async fn drop_data(&self, request: Request<DropDataRequest>) -> Result<Response<DropDataResponse>, Status> {
+        self.agent.drop_data(request.get_ref()).map(|()| Response::new(DropDataResponse {})).map_err(push_status)
+    }
+
     async fn get_lease_state(&self, _request: Request<GetLeaseStateRequest>) -> Result<Response<LeaseState>, Status> {
         Ok(Response::new(self.agent.lease_state()))
     }
@@ -98,7 +102,8 @@ impl AgentRpc for AgentService {
         match self.agent.resolve_table(&request.database, &request.table) {
             Ok(resolved) => Ok(Response::new(ResolveTableResponse {
                 database: resolved.schema.database.clone(),
-                table: resolved.schema.table.clone(),
+                table: resolved.schema.name.clone(),
+                schema: Some(leasehold::catalog::table_message(&resolved.schema, resolved.schema.ttl)),
                 version: resolved.version,
                 valid_for_ms: self.agent.valid_for(resolved.valid_until).as_millis() as i64,
             })),

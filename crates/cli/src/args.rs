@@ -184,6 +184,176 @@ pub enum CtlCommand {
     /// One data-node agent, asked directly.
     #[command(subcommand)]
     Agent(AgentCommand),
+    /// Databases.
+    #[command(subcommand)]
+    Db(DbCommand),
+    /// Tables.
+    #[command(subcommand)]
+    Table(TableCommand),
+    /// Views.
+    #[command(subcommand)]
+    View(ViewCommand),
+    /// DDL procedures.
+    #[command(subcommand)]
+    Procedure(ProcedureCommand),
+}
+
+/// Makes a DDL call safe to retry: a retry with the same id returns the first outcome.
+#[derive(Debug, Args, Clone)]
+pub struct RequestId {
+    /// A client request id (up to 128 printable characters).
+    #[arg(long, value_name = "ID")]
+    pub request_id: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DbCommand {
+    /// Create a database.
+    Create {
+        /// Its name.
+        name: String,
+        /// The default TTL of its tables, such as 7d.
+        #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+        ttl: Option<Duration>,
+        /// A property, KEY=VALUE (repeatable).
+        #[arg(long = "property", value_name = "KEY=VALUE", value_parser = parse_property)]
+        properties: Vec<(String, String)>,
+        #[command(flatten)]
+        request_id: RequestId,
+    },
+    /// Drop a database and everything in it (its data is deleted on every data node).
+    Drop {
+        /// Its name.
+        name: String,
+        #[command(flatten)]
+        request_id: RequestId,
+    },
+    /// List the databases.
+    List,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TableCommand {
+    /// Create a table, from --column flags or from a JSON or TOML file.
+    ///
+    /// A column is NAME:TYPE:CATEGORY[:COMMENT], TYPE one of BOOLEAN INT32 INT64 FLOAT DOUBLE
+    /// TEXT BLOB TIMESTAMP, CATEGORY one of TIME TAG FIELD ATTRIBUTE; exactly one TIME column
+    /// (of type TIMESTAMP). A file holds {"columns": [{"name", "type", "category", "comment"}],
+    /// "ttl": "30d", "properties": {...}, "comment": "..."} (or the same in TOML).
+    Create {
+        /// The database.
+        database: String,
+        /// The table.
+        name: String,
+        /// A column, NAME:TYPE:CATEGORY[:COMMENT] (repeatable).
+        #[arg(long = "column", value_name = "NAME:TYPE:CATEGORY")]
+        columns: Vec<String>,
+        /// The table's own TTL (else the database's).
+        #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+        ttl: Option<Duration>,
+        /// A property, KEY=VALUE (repeatable).
+        #[arg(long = "property", value_name = "KEY=VALUE", value_parser = parse_property)]
+        properties: Vec<(String, String)>,
+        /// A comment.
+        #[arg(long)]
+        comment: Option<String>,
+        /// A JSON (.json) or TOML (.toml) definition instead of the flags.
+        #[arg(long, value_name = "FILE")]
+        file: Option<PathBuf>,
+        #[command(flatten)]
+        request_id: RequestId,
+    },
+    /// Change a table: one action per call.
+    Alter {
+        /// The database.
+        database: String,
+        /// The table.
+        name: String,
+        /// Add a column, NAME:TYPE:CATEGORY[:COMMENT].
+        #[arg(long, value_name = "NAME:TYPE:CATEGORY", group = "action")]
+        add_column: Option<String>,
+        /// Drop a column (its data is deleted on every data node).
+        #[arg(long, value_name = "NAME", group = "action")]
+        drop_column: Option<String>,
+        /// Set the table's own TTL, or `none` to inherit the database's.
+        #[arg(long, value_name = "DURATION|none", group = "action")]
+        set_ttl: Option<String>,
+        /// Set a property, KEY=VALUE (repeatable).
+        #[arg(long = "set-property", value_name = "KEY=VALUE", value_parser = parse_property)]
+        set_properties: Vec<(String, String)>,
+        /// Remove a property (repeatable).
+        #[arg(long = "unset-property", value_name = "KEY")]
+        unset_properties: Vec<String>,
+        /// Set the comment.
+        #[arg(long, value_name = "TEXT", group = "action")]
+        set_comment: Option<String>,
+        #[command(flatten)]
+        request_id: RequestId,
+    },
+    /// Drop a table (its data is deleted on every data node).
+    Drop {
+        /// The database.
+        database: String,
+        /// The table.
+        name: String,
+        #[command(flatten)]
+        request_id: RequestId,
+    },
+    /// Show a table.
+    Get {
+        /// The database.
+        database: String,
+        /// The table.
+        name: String,
+    },
+    /// List the tables of a database.
+    List {
+        /// The database.
+        database: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ViewCommand {
+    /// Create a view.
+    Create {
+        /// The database.
+        database: String,
+        /// The view.
+        name: String,
+        /// Its definition.
+        #[arg(long)]
+        definition: String,
+        #[command(flatten)]
+        request_id: RequestId,
+    },
+    /// Drop a view.
+    Drop {
+        /// The database.
+        database: String,
+        /// The view.
+        name: String,
+        #[command(flatten)]
+        request_id: RequestId,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ProcedureCommand {
+    /// The newest procedures.
+    List {
+        /// Only those in this state: running, succeeded, rolled_back, failed.
+        #[arg(long)]
+        state: Option<String>,
+        /// How many.
+        #[arg(long, default_value_t = 20)]
+        limit: u32,
+    },
+    /// One procedure.
+    Get {
+        /// Its id.
+        id: u64,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -265,6 +435,13 @@ pub struct DevArgs {
     /// on free ports when --listen uses port 0).
     #[arg(long, value_name = "N", default_value_t = 3)]
     pub agents: u16,
+}
+
+fn parse_property(value: &str) -> Result<(String, String), String> {
+    value
+        .split_once('=')
+        .map(|(key, value)| (key.to_owned(), value.to_owned()))
+        .ok_or_else(|| format!("{value:?} is not KEY=VALUE"))
 }
 
 fn parse_mode(value: &str) -> Result<HaMode, String> {

@@ -25,6 +25,10 @@ pub async fn run(args: CtlArgs) -> anyhow::Result<()> {
         CtlCommand::Ha(command) => ha(&client, command).await?,
         CtlCommand::DataNodes(command) => datanodes(&client, command).await?,
         CtlCommand::Agent(AgentCommand::Lease { agent }) => agent_lease(&client, &agent).await?,
+        CtlCommand::Db(command) => crate::ctl_catalog::db(&client, command).await?,
+        CtlCommand::Table(command) => crate::ctl_catalog::table_command(&client, command).await?,
+        CtlCommand::View(command) => crate::ctl_catalog::view(&client, command).await?,
+        CtlCommand::Procedure(command) => crate::ctl_catalog::procedure(&client, command).await?,
     };
     match args.output {
         Output::Table => print!("{}", answer.table),
@@ -216,9 +220,12 @@ fn lease_status_name(value: i32) -> &'static str {
     }
 }
 
-struct Answer {
-    json: Value,
-    table: String,
+/// A command's answer, in both forms.
+pub struct Answer {
+    /// For `--output json`.
+    pub json: Value,
+    /// For `--output table`.
+    pub table: String,
 }
 
 fn node(client: &Client, node: &Option<String>) -> String {
@@ -368,7 +375,7 @@ fn role_name(value: i32) -> String {
 }
 
 /// Aligned columns with a header row.
-fn table(header: &[&str], rows: Vec<Vec<String>>) -> String {
+pub fn table(header: &[&str], rows: Vec<Vec<String>>) -> String {
     let mut widths: Vec<usize> = header.iter().map(|title| title.len()).collect();
     for row in &rows {
         for (width, cell) in widths.iter_mut().zip(row) {

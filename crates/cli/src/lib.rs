@@ -10,6 +10,7 @@
 
 pub mod args;
 pub mod ctl;
+pub mod ctl_catalog;
 pub mod dev;
 pub mod logging;
 pub mod serve;

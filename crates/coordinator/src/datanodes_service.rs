@@ -2,7 +2,6 @@
 
 use std::sync::Arc;
 
-use leasehold::status::{error_status, reason};
 use leasehold::v1::data_nodes_server::DataNodes;
 use leasehold::v1::{
     BarrierRequest, BarrierResponse, DeregisterRequest, DeregisterResponse, HeartbeatRequest, HeartbeatResponse,
@@ -15,7 +14,7 @@ use crate::ha::Ha;
 use crate::metadata_keeper::MetadataKeeper;
 use crate::metadata_leader::MetadataLeader;
 use crate::metrics;
-use crate::propagator::Propagator;
+use crate::propagator::{Mode, Propagator};
 use crate::status::invalid_argument;
 
 /// The `DataNodes` service of one coordinator.
@@ -46,31 +45,13 @@ impl DataNodesService {
         Self { ha, keeper, propagator }
     }
 
-    /// The current term's state, after checking right now that this node leads.
     fn leader(&self) -> Result<Arc<MetadataLeader>, Status> {
-        let standalone = !self.ha.settings().mode.uses_lease();
-        if !standalone {
-            let permit = self.ha.permit()?;
-            return match self.keeper.current().filter(|leader| leader.term() == permit.guard.term) {
-                Some(leader) => Ok(leader),
-                None => Err(starting()),
-            };
-        }
-        self.keeper.current().ok_or_else(starting)
+        self.keeper.active(&self.ha)
     }
 
     fn still_leader(&self) -> impl Fn() -> bool + '_ {
         move || !self.ha.settings().mode.uses_lease() || self.ha.is_leader_now()
     }
-}
-
-fn starting() -> Status {
-    error_status(
-        Code::Unavailable,
-        reason::LEADER_STARTING,
-        "the leader is still loading its data-node state; retry shortly",
-        [],
-    )
 }
 
 fn record<T>(method: &'static str, result: Result<T, Status>) -> Result<T, Status> {
@@ -147,7 +128,7 @@ impl DataNodes for DataNodesService {
         let result = async {
             let leader = self.leader()?;
             let version = leader.publish_barrier().await?;
-            let outcome = self.propagator.broadcast(&leader, version).await?;
+            let outcome = self.propagator.broadcast(&leader, version, Mode::Reversible).await?;
             Ok(Response::new(BarrierResponse {
                 version: outcome.version,
                 acknowledged: outcome.acknowledged,

@@ -9,6 +9,13 @@ pub const BEFORE_GUARDED_WRITE: &str = "ha::before-guarded-write";
 /// Where a leader may be held: inside its guarded write, holding the lease row's lock.
 pub const INSIDE_GUARDED_WRITE: &str = "ha::inside-guarded-write";
 
+/// Where a DDL may be held: its prepare committed, before its broadcast.
+pub const DDL_AFTER_PREPARE: &str = "ddl::after-prepare";
+/// Where a DDL may be held: its prepare proceeded, before the data is dropped.
+pub const DDL_BEFORE_DROP_DATA: &str = "ddl::before-drop-data";
+/// Where a DDL may be held: its commit committed, before its broadcast.
+pub const DDL_AFTER_COMMIT: &str = "ddl::after-commit";
+
 /// Reads `LEASEHOLD_FAILPOINTS` and configures each failpoint it names.
 #[cfg(feature = "failpoints")]
 pub fn init_from_env() -> Result<(), String> {

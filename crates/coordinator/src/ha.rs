@@ -329,6 +329,16 @@ impl Ha {
         }
     }
 
+    /// Whether this node answers read-only calls now: the leader does, and so do
+    /// `hot-standby`, `hot-backup` and `disabled` nodes. `NotLeader` otherwise.
+    pub fn check_reads(&self) -> Result<(), HaError> {
+        if self.is_leader_now() || self.view().mode.serves_reads_as_follower() {
+            Ok(())
+        } else {
+            Err(HaError::NotLeader { leader: self.known_leader_address() })
+        }
+    }
+
     /// The address of the leader this node knows, other than itself.
     pub fn known_leader_address(&self) -> Option<String> {
         let view = self.inner.view.borrow();

@@ -8,11 +8,15 @@
 //! - [`metadata_keeper`]: loads that state for every term this node leads.
 //! - [`propagator`]: pushes a version to the agents and asks the verdict after each round.
 //! - [`datanodes_service`]: `leasehold.v1.DataNodes`, a thin translation onto the above.
+//! - [`procedure_runner`]: DDL as persisted procedures, and their resumption on a new leader.
+//! - [`locks`]: the hierarchical DDL locks.
+//! - [`catalog_service`]: `leasehold.v1.Catalog` and `leasehold.v1.Procedures`.
 //! - [`status`]: errors to gRPC statuses with stable `ErrorInfo` reasons, in one place.
 //! - [`config`]: the configuration tree and its validation.
 //! - [`metrics`]: metric names and helpers; [`http`]: the `/metrics` endpoint.
 //! - [`failpoint`]: fault-injection points for tests (compiled in with `failpoints`).
 
+pub mod catalog_service;
 pub mod cluster_service;
 pub mod config;
 pub mod convert;
@@ -20,9 +24,11 @@ pub mod datanodes_service;
 pub mod failpoint;
 pub mod ha;
 pub mod http;
+pub mod locks;
 pub mod metadata_keeper;
 pub mod metadata_leader;
 pub mod metrics;
+pub mod procedure_runner;
 pub mod propagator;
 pub mod server;
 pub mod status;

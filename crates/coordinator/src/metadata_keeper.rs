@@ -11,6 +11,16 @@ use tracing::{info, warn};
 
 use crate::ha::Ha;
 use crate::metadata_leader::{LeaderIdentity, LeaseSettings, MetadataError, MetadataLeader};
+use crate::procedure_runner::ProcedureRunner;
+
+fn starting() -> tonic::Status {
+    leasehold::status::error_status(
+        tonic::Code::Unavailable,
+        leasehold::status::reason::LEADER_STARTING,
+        "the leader is still loading its state; retry shortly",
+        [],
+    )
+}
 
 /// The current term's data-node state, if this coordinator leads and has loaded it.
 #[derive(Debug, Default, Clone)]
@@ -24,12 +34,30 @@ impl MetadataKeeper {
         self.current.read().expect("keeper poisoned").clone().filter(|leader| !leader.token().is_cancelled())
     }
 
+    /// The current term's state, after checking right now that this node leads (a
+    /// stand-alone node always does). `UNAVAILABLE` otherwise: `NOT_LEADER` with the leader's
+    /// address, or `LEADER_STARTING` while the state loads.
+    pub fn active(&self, ha: &Ha) -> Result<Arc<MetadataLeader>, tonic::Status> {
+        if ha.settings().mode.uses_lease() {
+            let permit = ha.permit()?;
+            return self.current().filter(|leader| leader.term() == permit.guard.term).ok_or_else(starting);
+        }
+        self.current().ok_or_else(starting)
+    }
+
     fn install(&self, leader: Option<Arc<MetadataLeader>>) {
         *self.current.write().expect("keeper poisoned") = leader;
     }
 
     /// Follows `ha` until `shutdown`: loads the state of every term this node leads.
-    pub async fn run(self, ha: Ha, store: Store, settings: LeaseSettings, shutdown: CancellationToken) {
+    pub async fn run(
+        self,
+        ha: Ha,
+        store: Store,
+        settings: LeaseSettings,
+        runner: Arc<ProcedureRunner>,
+        shutdown: CancellationToken,
+    ) {
         let node_id = ha.settings().node_id.clone();
         let address = ha.settings().address.clone();
         let cluster = ha.settings().cluster.clone();
@@ -46,7 +74,7 @@ impl MetadataKeeper {
                 promoted_at: ha.clock().now(),
                 earlier_grants: Duration::ZERO,
             };
-            self.load_until_done(identity, &store, &ha, settings, &shutdown).await;
+            self.load_until_done(identity, &store, &ha, settings, &runner, &shutdown).await;
             shutdown.cancelled().await;
             self.install(None);
             return;
@@ -66,7 +94,7 @@ impl MetadataKeeper {
                         promoted_at: permit.promoted_at,
                         earlier_grants,
                     };
-                    self.load_until_done(identity, &store, &ha, settings, &permit.token).await;
+                    self.load_until_done(identity, &store, &ha, settings, &runner, &permit.token).await;
                 }
                 Ok(_) => {}
                 Err(_) => {
@@ -93,6 +121,7 @@ impl MetadataKeeper {
         store: &Store,
         ha: &Ha,
         settings: LeaseSettings,
+        runner: &Arc<ProcedureRunner>,
         token: &CancellationToken,
     ) {
         let term = identity.term;
@@ -100,8 +129,9 @@ impl MetadataKeeper {
         while !token.is_cancelled() {
             match MetadataLeader::load(identity.clone(), store.clone(), ha.clock().clone(), settings).await {
                 Ok(leader) => {
-                    self.install(Some(leader));
+                    self.install(Some(leader.clone()));
                     info!(term, "serving data-node heartbeats");
+                    tokio::spawn(runner.clone().resume_all(leader));
                     return;
                 }
                 Err(MetadataError::StaleTerm { .. }) => {

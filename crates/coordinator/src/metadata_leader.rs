@@ -14,14 +14,17 @@ use leasehold::v1::{
     self, BarrierChange, DataNodeLeaseStatus, DataNodeStatus, HeartbeatRequest, HeartbeatResponse, MetadataChange,
     MetadataSnapshot,
 };
+use leasehold_core::catalog::{Catalog, CatalogChange};
 use leasehold_core::contact::{ContactStatus, ContactTracker, NodeKey, Settlement};
+use leasehold_core::ddl::at_version;
 use leasehold_core::{Clock, MonoTime};
-use leasehold_store::{Store, StoreError, WriteGuard};
+use leasehold_store::{GuardedTx, Store, StoreError, StoredObject, WriteGuard};
 use prost::Message;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+use crate::locks::LockTable;
 use crate::metrics;
 
 /// The cluster setting holding the fence duration agents are granted now (ms).
@@ -124,6 +127,7 @@ struct Registered {
 struct State {
     tracker: ContactTracker,
     version: u64,
+    catalog: Catalog,
     /// Consecutive changes ending at `version`.
     changes: VecDeque<MetadataChange>,
     registry: BTreeMap<String, Registered>,
@@ -151,6 +155,7 @@ pub struct MetadataLeader {
     state: Mutex<State>,
     acks: Notify,
     publications: tokio::sync::Mutex<()>,
+    locks: LockTable,
 }
 
 impl std::fmt::Debug for MetadataLeader {
@@ -171,7 +176,32 @@ fn decode_change(version: u64, payload: &[u8]) -> Result<MetadataChange, Metadat
 fn change_kind(change: &MetadataChange) -> &'static str {
     match change.kind {
         Some(v1::metadata_change::Kind::Barrier(_)) | None => "barrier",
+        Some(v1::metadata_change::Kind::Catalog(_)) => "catalog",
     }
+}
+
+/// The catalog as the store keeps it: one row per object.
+fn load_catalog(objects: &[StoredObject]) -> Result<Catalog, MetadataError> {
+    let mut catalog = Catalog::default();
+    for object in objects {
+        let corrupt = |reason: String| MetadataError::Corrupt { version: object.version, reason };
+        let change = match object.kind.as_str() {
+            "database" => v1::catalog_change::Kind::PutDatabase(
+                v1::Database::decode(object.payload.as_slice()).map_err(|e| corrupt(e.to_string()))?,
+            ),
+            "table" => v1::catalog_change::Kind::PutTable(
+                v1::Table::decode(object.payload.as_slice()).map_err(|e| corrupt(e.to_string()))?,
+            ),
+            "view" => v1::catalog_change::Kind::PutView(
+                v1::View::decode(object.payload.as_slice()).map_err(|e| corrupt(e.to_string()))?,
+            ),
+            other => return Err(corrupt(format!("unknown catalog object kind {other:?}"))),
+        };
+        if let Some(change) = leasehold::catalog::change_of(&v1::CatalogChange { kind: Some(change) }) {
+            catalog.apply(&change);
+        }
+    }
+    Ok(catalog)
 }
 
 impl MetadataLeader {
@@ -199,6 +229,7 @@ impl MetadataLeader {
         while changes.front().is_some_and(|front| front.version + changes.len() as u64 != version + 1) {
             changes.pop_front();
         }
+        let catalog = load_catalog(&store.list_objects(&cluster).await?)?;
         let mut tracker = ContactTracker::new(identity.promoted_at, identity.earlier_grants);
         let mut registry = BTreeMap::new();
         for node in store.list_data_nodes(&cluster).await? {
@@ -209,6 +240,7 @@ impl MetadataLeader {
         info!(
             term = identity.term,
             version,
+            catalog_objects = catalog.len(),
             data_nodes = registry.len(),
             fence_ms = settings.fence.as_millis() as u64,
             largest_fence_ms = largest_fence.as_millis() as u64,
@@ -224,9 +256,10 @@ impl MetadataLeader {
             store_epoch,
             settings,
             proceed_after,
-            state: Mutex::new(State { tracker, version, changes, registry }),
+            state: Mutex::new(State { tracker, version, catalog, changes, registry }),
             acks: Notify::new(),
             publications: tokio::sync::Mutex::new(()),
+            locks: LockTable::default(),
         }))
     }
 
@@ -339,7 +372,11 @@ impl MetadataLeader {
             response.changes =
                 state.changes.iter().filter(|change| change.version > request.applied_version).cloned().collect();
         } else {
-            response.snapshot = Some(MetadataSnapshot { store_epoch: self.store_epoch.clone(), version });
+            response.snapshot = Some(MetadataSnapshot {
+                store_epoch: self.store_epoch.clone(),
+                version,
+                catalog: leasehold::catalog::snapshot_messages(&state.catalog),
+            });
         }
         Ok(response)
     }
@@ -387,40 +424,71 @@ impl MetadataLeader {
 
     /// Commits a barrier change (a version bump) and publishes it; returns its version.
     pub async fn publish_barrier(&self) -> Result<u64, MetadataError> {
-        self.publish(|version| MetadataChange {
-            version,
-            kind: Some(v1::metadata_change::Kind::Barrier(BarrierChange {})),
-        })
-        .await
+        let change = self.begin().await?;
+        let version = change.version;
+        let barrier = MetadataChange { version, kind: Some(v1::metadata_change::Kind::Barrier(BarrierChange {})) };
+        change.publish(barrier, None).await
     }
 
-    /// Commits the change that `make` builds for the next version (a term-guarded write), then
-    /// publishes it: from this moment every heartbeat response carries it.
-    async fn publish(&self, make: impl Fn(u64) -> MetadataChange) -> Result<u64, MetadataError> {
-        let _serial = self.publications.lock().await;
-        let cluster = &self.identity.cluster;
-        let next = self.state().version + 1;
-        let change = make(next);
-        let mut tx = self.store.begin_guarded(&self.identity.guard).await?;
-        let version =
-            tx.append_change(cluster, change_kind(&change), &change.encode_to_vec(), self.settings.retention).await?;
-        if version != next {
-            // Another writer bumped the counter: this leader's view is stale. Roll back.
-            drop(tx);
-            return Err(MetadataError::Store(StoreError::Inconsistent(format!(
-                "metadata version moved to {version} under term {}, expected {next}",
-                self.identity.term
-            ))));
-        }
-        tx.commit().await?;
-        let mut state = self.state();
-        state.version = version;
-        state.changes.push_back(change);
-        while state.changes.len() as u64 > self.settings.retention {
-            state.changes.pop_front();
-        }
-        state.tracker.publish(version);
-        Ok(version)
+    /// Opens a term-guarded transaction for the next change. Changes are serialized from here
+    /// to their publication, so versions are published in commit order.
+    pub async fn begin(&self) -> Result<ChangeTx<'_>, MetadataError> {
+        let serial = self.publications.lock().await;
+        let tx = self.store.begin_guarded(&self.identity.guard).await?;
+        let version = self.state().version + 1;
+        Ok(ChangeTx { leader: self, _serial: serial, tx, version })
+    }
+
+    /// The newest published version.
+    pub fn version(&self) -> u64 {
+        self.state().version
+    }
+
+    /// Reads the catalog.
+    pub fn with_catalog<R>(&self, read: impl FnOnce(&Catalog) -> R) -> R {
+        read(&self.state().catalog)
+    }
+
+    /// The changes after `since`, if they are all still retained.
+    pub fn changes_since(&self, since: u64) -> Option<Vec<MetadataChange>> {
+        let state = self.state();
+        let oldest = state.changes.front().map_or(state.version + 1, |change| change.version);
+        (since <= state.version && since + 1 >= oldest)
+            .then(|| state.changes.iter().filter(|change| change.version > since).cloned().collect())
+    }
+
+    /// The DDL locks of this term.
+    pub fn locks(&self) -> &LockTable {
+        &self.locks
+    }
+
+    /// The store this leader writes to.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// The cluster.
+    pub fn cluster(&self) -> &str {
+        &self.identity.cluster
+    }
+
+    /// Registered nodes that hold `version` and must drop data, with whether time alone has
+    /// settled each (it has provably fenced).
+    pub fn drop_data_targets(&self, version: u64) -> Vec<(NodeKey, String, bool)> {
+        let now = self.clock.now();
+        let state = self.state();
+        state
+            .registry
+            .iter()
+            .map(|(node_id, registered)| {
+                let key = NodeKey::new(node_id, &registered.incarnation);
+                let settled = matches!(
+                    state.tracker.status(&key, now, self.proceed_after),
+                    Some(ContactStatus::FencedByNow { .. } | ContactStatus::NeverGranted) | None
+                ) && state.tracker.acked(&key) < version;
+                (key, registered.address.clone(), settled)
+            })
+            .collect()
     }
 
     /// The per-node settlements of `version`, and the nodes that must still be pushed to.
@@ -520,5 +588,111 @@ impl MetadataLeader {
     /// The nodes of `keys`, as `node_id/incarnation` strings.
     pub fn names(keys: &BTreeSet<NodeKey>) -> Vec<String> {
         keys.iter().map(ToString::to_string).collect()
+    }
+}
+
+/// A term-guarded transaction for one change: write procedure rows through
+/// [`ChangeTx::store`], then [`ChangeTx::publish`] (or [`ChangeTx::publish_catalog`]) commits the
+/// change and makes it part of every later heartbeat answer.
+pub struct ChangeTx<'a> {
+    leader: &'a MetadataLeader,
+    _serial: tokio::sync::MutexGuard<'a, ()>,
+    tx: GuardedTx,
+    version: u64,
+}
+
+impl std::fmt::Debug for ChangeTx<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ChangeTx").field("version", &self.version).finish()
+    }
+}
+
+impl ChangeTx<'_> {
+    /// The version this change commits at.
+    pub fn version(&self) -> u64 {
+        self.version
+    }
+
+    /// The transaction, for writes that commit with the change (procedure rows).
+    pub fn store(&mut self) -> &mut GuardedTx {
+        &mut self.tx
+    }
+
+    /// Commits without a change (a procedure moving on): no version is consumed.
+    pub async fn commit(self) -> Result<(), MetadataError> {
+        self.tx.commit().await?;
+        Ok(())
+    }
+
+    /// Writes `change` to the catalog rows and the change log, commits, and publishes it.
+    pub async fn publish_catalog(mut self, change: &CatalogChange) -> Result<u64, MetadataError> {
+        let change = at_version(change, self.version);
+        let cluster = self.leader.identity.cluster.clone();
+        let object = |kind: &str, database: &str, name: &str, payload: Vec<u8>, version: u64| StoredObject {
+            kind: kind.to_owned(),
+            database: database.to_owned(),
+            name: name.to_owned(),
+            payload,
+            version,
+        };
+        match &change {
+            CatalogChange::PutDatabase(database) => {
+                let payload = leasehold::catalog::database_message(database).encode_to_vec();
+                self.tx.put_object(&cluster, &object("database", &database.name, "", payload, self.version)).await?;
+            }
+            CatalogChange::RemoveDatabase { name } => self.tx.remove_database_objects(&cluster, name).await?,
+            CatalogChange::PutTable(table) => {
+                let payload = leasehold::catalog::table_message(table, None).encode_to_vec();
+                self.tx
+                    .put_object(&cluster, &object("table", &table.database, &table.name, payload, self.version))
+                    .await?;
+            }
+            CatalogChange::RemoveTable { database, name } => {
+                self.tx.remove_object(&cluster, "table", database, name).await?
+            }
+            CatalogChange::PutView(view) => {
+                let payload = leasehold::catalog::view_message(view).encode_to_vec();
+                self.tx
+                    .put_object(&cluster, &object("view", &view.database, &view.name, payload, self.version))
+                    .await?;
+            }
+            CatalogChange::RemoveView { database, name } => {
+                self.tx.remove_object(&cluster, "view", database, name).await?
+            }
+        }
+        let message = MetadataChange {
+            version: self.version,
+            kind: Some(v1::metadata_change::Kind::Catalog(leasehold::catalog::change_message(&change))),
+        };
+        self.publish(message, Some(change)).await
+    }
+
+    /// Appends `message` to the change log, commits, and publishes it.
+    async fn publish(mut self, message: MetadataChange, catalog: Option<CatalogChange>) -> Result<u64, MetadataError> {
+        let leader = self.leader;
+        let retention = leader.settings.retention;
+        let version = self
+            .tx
+            .append_change(&leader.identity.cluster, change_kind(&message), &message.encode_to_vec(), retention)
+            .await?;
+        if version != self.version {
+            // Another writer bumped the counter: this leader's view is stale. Roll back.
+            return Err(MetadataError::Store(StoreError::Inconsistent(format!(
+                "metadata version moved to {version} under term {}, expected {}",
+                leader.identity.term, self.version
+            ))));
+        }
+        self.tx.commit().await?;
+        let mut state = leader.state();
+        state.version = version;
+        if let Some(change) = &catalog {
+            state.catalog.apply(change);
+        }
+        state.changes.push_back(message);
+        while state.changes.len() as u64 > retention {
+            state.changes.pop_front();
+        }
+        state.tracker.publish(version);
+        Ok(version)
     }
 }

@@ -6,8 +6,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use leasehold::v1::FILE_DESCRIPTOR_SET;
+use leasehold::v1::catalog_server::CatalogServer;
 use leasehold::v1::cluster_server::ClusterServer;
 use leasehold::v1::data_nodes_server::DataNodesServer;
+use leasehold::v1::procedures_server::ProceduresServer;
 use leasehold_core::BootClock;
 use leasehold_store::{MigrationSet, Store, StoreError, new_incarnation};
 use tokio::net::TcpListener;
@@ -16,6 +18,7 @@ use tonic::transport::Server;
 use tonic::transport::server::TcpIncoming;
 use tracing::{info, warn};
 
+use crate::catalog_service::{CatalogService, ProceduresService};
 use crate::cluster_service::ClusterService;
 use crate::config::{ConfigError, CoordinatorConfig};
 use crate::datanodes_service::DataNodesService;
@@ -23,6 +26,7 @@ use crate::ha::{Ha, HaError, HaSettings};
 use crate::http::{RenderMetrics, serve_metrics};
 use crate::metadata_keeper::MetadataKeeper;
 use crate::metadata_leader::LeaseSettings;
+use crate::procedure_runner::ProcedureRunner;
 use crate::propagator::Propagator;
 
 /// The largest request or response message a coordinator accepts (bytes).
@@ -123,11 +127,18 @@ pub async fn run(config: CoordinatorConfig, listeners: Listeners, shutdown: Canc
         clock_drift: lease.clock_drift,
         proceed_margin: lease.proceed_margin,
     };
-    let keeper = MetadataKeeper::default();
-    let keeper_task = tokio::spawn(keeper.clone().run(ha.clone(), store.clone(), lease_settings, shutdown.clone()));
     // The plan's budget assumes the configured fence is the largest; the verdict itself uses
     // the largest fence ever recorded in the store.
-    let propagator = Arc::new(Propagator::new(config.propagation_plan(lease.fence), lease.heartbeat_timeout));
+    let plan = config.propagation_plan(lease.fence);
+    let propagator = Arc::new(Propagator::new(plan.clone(), lease.heartbeat_timeout));
+    let runner = Arc::new(ProcedureRunner::new(propagator.clone(), plan.budget * 4));
+    let keeper = MetadataKeeper::default();
+    let keeper_task =
+        tokio::spawn(keeper.clone().run(ha.clone(), store.clone(), lease_settings, runner.clone(), shutdown.clone()));
+    let catalog = CatalogServer::new(CatalogService::new(ha.clone(), keeper.clone(), runner, store.clone()))
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_MESSAGE_BYTES * 16);
+    let procedures = ProceduresServer::new(ProceduresService::new(ha.clone(), store.clone()));
     let data_nodes = DataNodesServer::new(DataNodesService::new(ha.clone(), keeper, propagator))
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
@@ -135,6 +146,8 @@ pub async fn run(config: CoordinatorConfig, listeners: Listeners, shutdown: Canc
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_serving::<ClusterServer<ClusterService>>().await;
     health.set_serving::<DataNodesServer<DataNodesService>>().await;
+    health.set_serving::<CatalogServer<CatalogService>>().await;
+    health.set_serving::<ProceduresServer<ProceduresService>>().await;
     let reflection_v1 = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -155,6 +168,8 @@ pub async fn run(config: CoordinatorConfig, listeners: Listeners, shutdown: Canc
         .add_service(reflection_v1alpha)
         .add_service(cluster)
         .add_service(data_nodes)
+        .add_service(catalog)
+        .add_service(procedures)
         .serve_with_incoming_shutdown(
             TcpIncoming::from(listeners.grpc).with_nodelay(Some(true)),
             shutdown.clone().cancelled_owned(),

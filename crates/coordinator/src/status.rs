@@ -6,7 +6,9 @@ use tonic::{Code, Status};
 
 use crate::ha::HaError;
 use crate::metadata_leader::MetadataError;
+use crate::procedure_runner::DdlFailure;
 use crate::propagator::BroadcastError;
+use leasehold_core::ddl::DdlError;
 
 /// A follower's answer to a call only the leader (or a hot node) serves: `UNAVAILABLE`, the
 /// reason `NOT_LEADER`, and the leader's address in trailing metadata when it is known.
@@ -81,6 +83,44 @@ impl From<BroadcastError> for Status {
                 error_status(Code::DeadlineExceeded, reason::BROADCAST_BUDGET, message, [("nodes", pending.join(","))])
             }
             BroadcastError::Leader(error) => error.into(),
+        }
+    }
+}
+
+/// A refused DDL request.
+pub fn ddl_error(error: DdlError) -> Status {
+    let message = error.to_string();
+    {
+        match error {
+            DdlError::Invalid { field, .. } => {
+                error_status(Code::InvalidArgument, reason::INVALID_ARGUMENT, message, [("field", field)])
+            }
+            DdlError::NotFound { .. } => error_status(Code::NotFound, reason::NOT_FOUND, message, []),
+            DdlError::AlreadyExists { .. } => error_status(Code::AlreadyExists, reason::ALREADY_EXISTS, message, []),
+            DdlError::Busy { .. } => error_status(Code::FailedPrecondition, reason::OBJECT_BUSY, message, []),
+        }
+    }
+}
+
+impl From<DdlFailure> for Status {
+    fn from(failure: DdlFailure) -> Status {
+        let message = failure.to_string();
+        match failure {
+            DdlFailure::Refused(error) => ddl_error(error),
+            DdlFailure::Aborted { procedure_id, nodes, .. } => error_status(
+                Code::Aborted,
+                reason::BROADCAST_FAILED,
+                message,
+                [("nodes", nodes.join(",")), ("procedure", procedure_id.to_string())],
+            ),
+            DdlFailure::Leader(error) => error.into(),
+            DdlFailure::Broadcast(error) => error.into(),
+            DdlFailure::Failed { procedure_id, .. } => error_status(
+                Code::Internal,
+                reason::PROCEDURE_FAILED,
+                message,
+                [("procedure", procedure_id.to_string())],
+            ),
         }
     }
 }

@@ -15,15 +15,21 @@
 //! - [`contact`]: the leader's contacts and the stale bound `S(n, V)` of every publication.
 //! - [`verdict`]: Proceed, Wait or Fail for one version.
 //! - [`propagation`]: rounds, backoff and budget of a broadcast.
+//! - [`catalog`]: databases, tables and views with their states; what a reader may see.
+//! - [`ddl`]: validating and planning DDL in two phases.
+//! - [`procedure`]: the steps of a persisted DDL procedure and how to resume one.
 
 pub mod agent_lease;
+pub mod catalog;
 pub mod clock;
 pub mod contact;
+pub mod ddl;
 pub mod election;
 pub mod lease_timing;
 pub mod mode;
 pub mod name;
 pub mod node_claim;
+pub mod procedure;
 pub mod propagation;
 pub mod timing;
 pub mod verdict;

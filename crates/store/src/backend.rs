@@ -140,6 +140,17 @@ pub(crate) struct Statements {
     pub data_node_insert: Arc<str>,
     pub data_node_delete: Arc<str>,
     pub data_node_list: Arc<str>,
+    pub object_update: Arc<str>,
+    pub object_insert: Arc<str>,
+    pub object_delete: Arc<str>,
+    pub objects_delete_database: Arc<str>,
+    pub objects_list: Arc<str>,
+    pub procedure_insert: Arc<str>,
+    pub procedure_update: Arc<str>,
+    pub procedure_get: Arc<str>,
+    pub procedure_by_request: Arc<str>,
+    pub procedures_list: Arc<str>,
+    pub procedures_by_state: Arc<str>,
 }
 
 impl Statements {
@@ -217,6 +228,38 @@ impl Statements {
             data_node_delete: r("DELETE FROM data_nodes WHERE cluster = ? AND node_id = ? AND incarnation = ?"),
             data_node_list: r(
                 "SELECT node_id, incarnation, address, registered_at_ms FROM data_nodes WHERE cluster = ? ORDER BY node_id",
+            ),
+            object_update: r(
+                "UPDATE catalog_objects SET payload = ?, version = ? WHERE cluster = ? AND kind = ? AND database_name = ? AND name = ?",
+            ),
+            object_insert: r(
+                "INSERT INTO catalog_objects (cluster, kind, database_name, name, payload, version) VALUES (?, ?, ?, ?, ?, ?)",
+            ),
+            object_delete: r(
+                "DELETE FROM catalog_objects WHERE cluster = ? AND kind = ? AND database_name = ? AND name = ?",
+            ),
+            objects_delete_database: r("DELETE FROM catalog_objects WHERE cluster = ? AND database_name = ?"),
+            objects_list: r(
+                "SELECT kind, database_name, name, payload, version FROM catalog_objects WHERE cluster = ? ORDER BY kind, database_name, name",
+            ),
+            procedure_insert: r(
+                "INSERT INTO procedures (cluster, id, kind, target, step, state, error, request_id, request, term, created_at_ms, updated_at_ms) \
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, {now}, {now})",
+            ),
+            procedure_update: r(
+                "UPDATE procedures SET step = ?, state = ?, error = ?, term = ?, updated_at_ms = {now} WHERE cluster = ? AND id = ?",
+            ),
+            procedure_get: r(
+                "SELECT id, kind, target, step, state, error, request_id, request, term, created_at_ms, updated_at_ms FROM procedures WHERE cluster = ? AND id = ?",
+            ),
+            procedure_by_request: r(
+                "SELECT id, kind, target, step, state, error, request_id, request, term, created_at_ms, updated_at_ms FROM procedures WHERE cluster = ? AND request_id = ?",
+            ),
+            procedures_list: r(
+                "SELECT id, kind, target, step, state, error, request_id, request, term, created_at_ms, updated_at_ms FROM procedures WHERE cluster = ? ORDER BY id DESC LIMIT ?",
+            ),
+            procedures_by_state: r(
+                "SELECT id, kind, target, step, state, error, request_id, request, term, created_at_ms, updated_at_ms FROM procedures WHERE cluster = ? AND state = ? ORDER BY id DESC LIMIT ?",
             ),
         }
     }

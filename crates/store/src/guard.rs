@@ -12,6 +12,7 @@ use sqlx::AnyConnection;
 use tokio::time::timeout_at;
 
 use crate::backend::Backend;
+use crate::catalog::{self, ProcedureRow, StoredObject};
 use crate::error::StoreError;
 use crate::lease;
 use crate::metadata;
@@ -150,6 +151,50 @@ impl GuardedTx {
     pub async fn read_setting(&mut self, cluster: &str, name: &str) -> Result<Option<String>, StoreError> {
         let store = self.store.clone();
         self.run(|conn| metadata::read_setting(conn, store.sql(), cluster, name)).await
+    }
+
+    /// Writes a catalog object (insert or replace).
+    pub async fn put_object(&mut self, cluster: &str, object: &StoredObject) -> Result<(), StoreError> {
+        let store = self.store.clone();
+        self.run(|conn| catalog::put_object(conn, store.sql(), cluster, object)).await
+    }
+
+    /// Removes a catalog object.
+    pub async fn remove_object(
+        &mut self,
+        cluster: &str,
+        kind: &str,
+        database: &str,
+        name: &str,
+    ) -> Result<(), StoreError> {
+        let store = self.store.clone();
+        self.run(|conn| catalog::remove_object(conn, store.sql(), cluster, kind, database, name)).await
+    }
+
+    /// Removes a database's row and every object in it.
+    pub async fn remove_database_objects(&mut self, cluster: &str, database: &str) -> Result<(), StoreError> {
+        let store = self.store.clone();
+        self.run(|conn| catalog::remove_database_objects(conn, store.sql(), cluster, database)).await
+    }
+
+    /// Records a new procedure. Fails on a duplicate request id.
+    pub async fn insert_procedure(&mut self, cluster: &str, procedure: &ProcedureRow) -> Result<(), StoreError> {
+        let store = self.store.clone();
+        self.run(|conn| catalog::insert_procedure(conn, store.sql(), cluster, procedure)).await
+    }
+
+    /// Moves a procedure to `step` and `state`.
+    pub async fn update_procedure(
+        &mut self,
+        cluster: &str,
+        id: u64,
+        step: &str,
+        state: &str,
+        error: &str,
+    ) -> Result<bool, StoreError> {
+        let store = self.store.clone();
+        let term = self.term;
+        self.run(|conn| catalog::update_procedure(conn, store.sql(), cluster, id, step, state, error, term)).await
     }
 
     /// Commits the write. The guard's row lock is released only now.

@@ -12,10 +12,12 @@
 //! - [`guard`]: term-guarded write transactions, the fence every metadata write goes through.
 //! - [`nodes`]: the coordinator registry (`ha_nodes`).
 //! - [`metadata`]: the change log and its version counter, data nodes, cluster settings.
+//! - [`catalog`]: catalog objects and persisted DDL procedures.
 //! - [`session`]: the HA loop's dedicated connection.
 //! - [`migrate`]: embedded, numbered migrations per backend.
 
 pub mod backend;
+pub mod catalog;
 pub mod error;
 pub mod guard;
 pub mod lease;
@@ -26,6 +28,7 @@ pub mod session;
 mod store;
 
 pub use backend::Backend;
+pub use catalog::{ProcedureRow, StoredObject};
 pub use error::{StoreError, redact_url};
 pub use guard::{GuardedTx, TermGuard, WriteGuard};
 pub use lease::{LeaseHolder, LeaseView};

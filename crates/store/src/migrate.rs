@@ -44,6 +44,13 @@ const MIGRATIONS: &[Migration] = &[
         postgres: include_str!("../migrations/postgres/0003_metadata.sql"),
         mysql: include_str!("../migrations/mysql/0003_metadata.sql"),
     },
+    Migration {
+        id: "0004_catalog",
+        ha: false,
+        sqlite: include_str!("../migrations/sqlite/0004_catalog.sql"),
+        postgres: include_str!("../migrations/postgres/0004_catalog.sql"),
+        mysql: include_str!("../migrations/mysql/0004_catalog.sql"),
+    },
 ];
 
 const CREATE_LEDGER: &str = "CREATE TABLE IF NOT EXISTS leasehold_migrations (id VARCHAR(64) NOT NULL PRIMARY KEY, applied_at_ms BIGINT NOT NULL)";

@@ -10,6 +10,7 @@ use sqlx::{Any, AnyConnection, AnyPool, AssertSqlSafe, Connection, Row};
 use tokio::time::{Instant, timeout_at};
 
 use crate::backend::{Backend, Statements};
+use crate::catalog::{self, ProcedureRow, StoredObject};
 use crate::error::{StoreError, redact_url};
 use crate::guard::{GuardedTx, TermGuard, WriteGuard};
 use crate::lease::{self, LeaseHolder, LeaseView};
@@ -389,6 +390,35 @@ impl Store {
     /// A cluster setting.
     pub async fn read_setting(&self, cluster: &str, name: &str) -> Result<Option<String>, StoreError> {
         on_pool!(self, "read setting", |conn| metadata::read_setting(conn, self.sql(), cluster, name))
+    }
+
+    /// Every catalog object, databases first.
+    pub async fn list_objects(&self, cluster: &str) -> Result<Vec<StoredObject>, StoreError> {
+        on_pool!(self, "list catalog", |conn| catalog::list_objects(conn, self.sql(), cluster))
+    }
+
+    /// One procedure.
+    pub async fn get_procedure(&self, cluster: &str, id: u64) -> Result<Option<ProcedureRow>, StoreError> {
+        on_pool!(self, "read procedure", |conn| catalog::get_procedure(conn, self.sql(), cluster, id))
+    }
+
+    /// The procedure a client started with `request_id`, if any.
+    pub async fn procedure_by_request(
+        &self,
+        cluster: &str,
+        request_id: &str,
+    ) -> Result<Option<ProcedureRow>, StoreError> {
+        on_pool!(self, "read procedure", |conn| catalog::procedure_by_request(conn, self.sql(), cluster, request_id))
+    }
+
+    /// The newest procedures (only those in `state`, when given), newest first.
+    pub async fn list_procedures(
+        &self,
+        cluster: &str,
+        state: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<ProcedureRow>, StoreError> {
+        on_pool!(self, "list procedures", |conn| catalog::list_procedures(conn, self.sql(), cluster, state, limit))
     }
 
     /// A connection of its own for the HA loop, so that renewals never queue behind other

@@ -1,0 +1,400 @@
+//! `leasehold.v1.Catalog` and `leasehold.v1.Procedures`: validate, convert, call, map.
+//!
+//! DDL goes to the leader's procedure runner. Reads come from the leader's catalog in memory
+//! (consistent with the versions it publishes); a `hot-standby` or `hot-backup` coordinator
+//! answers them from the store.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use leasehold::catalog::{column_spec, database_message, snapshot_messages, table_message};
+use leasehold::status::{error_status, reason};
+use leasehold::v1::catalog_server::Catalog as CatalogRpc;
+use leasehold::v1::procedures_server::Procedures as ProceduresRpc;
+use leasehold::v1::{
+    self, AlterTableRequest, CreateDatabaseRequest, CreateTableRequest, CreateViewRequest, DdlResponse,
+    DropDatabaseRequest, DropTableRequest, DropViewRequest, GetProcedureRequest, GetSnapshotRequest,
+    GetSnapshotResponse, GetTableRequest, ListDatabasesRequest, ListDatabasesResponse, ListProceduresRequest,
+    ListProceduresResponse, ListTablesRequest, ListTablesResponse, MetadataChangeRef, Procedure,
+};
+use leasehold_core::catalog::Catalog;
+use leasehold_core::ddl::{AlterAction, DdlRequest, validate_name};
+use leasehold_store::{ProcedureRow, Store};
+use prost::Message;
+use tonic::{Code, Request, Response, Status};
+
+use crate::ha::Ha;
+use crate::metadata_keeper::MetadataKeeper;
+use crate::metrics;
+use crate::procedure_runner::{MAX_REQUEST_ID_LEN, ProcedureRunner};
+use crate::status::{ddl_error, invalid_argument};
+
+/// The `Catalog` service.
+#[derive(Debug, Clone)]
+pub struct CatalogService {
+    ha: Ha,
+    keeper: MetadataKeeper,
+    runner: Arc<ProcedureRunner>,
+    store: Store,
+}
+
+fn record<T>(method: &'static str, result: Result<T, Status>) -> Result<T, Status> {
+    metrics::grpc_request(method, result.as_ref().map_or_else(Status::code, |_| Code::Ok));
+    result
+}
+
+fn ttl_of(ms: u64) -> Option<Duration> {
+    (ms > 0).then(|| Duration::from_millis(ms))
+}
+
+fn request_id(value: String) -> Result<Option<String>, Status> {
+    if value.is_empty() {
+        return Ok(None);
+    }
+    if value.len() > MAX_REQUEST_ID_LEN || !value.chars().all(|c| c.is_ascii_graphic()) {
+        return Err(invalid_argument(
+            "request_id",
+            format!("must be 1 to {MAX_REQUEST_ID_LEN} printable ASCII characters"),
+        ));
+    }
+    Ok(Some(value))
+}
+
+fn name(field: &'static str, value: &str) -> Result<(), Status> {
+    validate_name(field, value).map_err(ddl_error)
+}
+
+/// A catalog read's source: the leader's memory or, on a hot follower, the store.
+async fn catalog_from_store(store: &Store, cluster: &str) -> Result<(Catalog, u64), Status> {
+    let unavailable = |error: leasehold_store::StoreError| {
+        error_status(Code::Unavailable, reason::STORE_UNAVAILABLE, error.to_string(), [])
+    };
+    let version = store.current_version(cluster).await.map_err(unavailable)?;
+    let mut catalog = Catalog::default();
+    for object in store.list_objects(cluster).await.map_err(unavailable)? {
+        let kind = match object.kind.as_str() {
+            "database" => {
+                v1::Database::decode(object.payload.as_slice()).ok().map(v1::catalog_change::Kind::PutDatabase)
+            }
+            "table" => v1::Table::decode(object.payload.as_slice()).ok().map(v1::catalog_change::Kind::PutTable),
+            "view" => v1::View::decode(object.payload.as_slice()).ok().map(v1::catalog_change::Kind::PutView),
+            _ => None,
+        };
+        if let Some(change) =
+            kind.and_then(|kind| leasehold::catalog::change_of(&v1::CatalogChange { kind: Some(kind) }))
+        {
+            catalog.apply(&change);
+        }
+    }
+    Ok((catalog, version))
+}
+
+impl CatalogService {
+    /// The service over `ha`'s terms.
+    pub fn new(ha: Ha, keeper: MetadataKeeper, runner: Arc<ProcedureRunner>, store: Store) -> Self {
+        Self { ha, keeper, runner, store }
+    }
+
+    async fn ddl(&self, request: DdlRequest, id: String) -> Result<Response<DdlResponse>, Status> {
+        let id = request_id(id)?;
+        let leader = self.keeper.active(&self.ha)?;
+        let outcome = self.runner.run(leader, request, id).await?;
+        Ok(Response::new(DdlResponse {
+            procedure_id: outcome.procedure_id,
+            version: outcome.version,
+            fenced: outcome.fenced,
+        }))
+    }
+
+    async fn read(&self) -> Result<(Catalog, u64), Status> {
+        if let Ok(leader) = self.keeper.active(&self.ha) {
+            return Ok((leader.with_catalog(Clone::clone), leader.version()));
+        }
+        self.ha.check_reads()?;
+        catalog_from_store(&self.store, &self.ha.settings().cluster).await
+    }
+}
+
+#[tonic::async_trait]
+impl CatalogRpc for CatalogService {
+    async fn create_database(&self, request: Request<CreateDatabaseRequest>) -> Result<Response<DdlResponse>, Status> {
+        let request = request.into_inner();
+        let ddl = DdlRequest::CreateDatabase {
+            name: request.name,
+            ttl: ttl_of(request.ttl_ms),
+            properties: request.properties.into_iter().collect(),
+        };
+        record("CreateDatabase", self.ddl(ddl, request.request_id).await)
+    }
+
+    async fn drop_database(&self, request: Request<DropDatabaseRequest>) -> Result<Response<DdlResponse>, Status> {
+        let request = request.into_inner();
+        record("DropDatabase", self.ddl(DdlRequest::DropDatabase { name: request.name }, request.request_id).await)
+    }
+
+    async fn list_databases(
+        &self,
+        _request: Request<ListDatabasesRequest>,
+    ) -> Result<Response<ListDatabasesResponse>, Status> {
+        let result = async {
+            let (catalog, version) = self.read().await?;
+            let databases = catalog.visible_databases().into_iter().map(database_message).collect();
+            Ok(Response::new(ListDatabasesResponse { databases, version }))
+        }
+        .await;
+        record("ListDatabases", result)
+    }
+
+    async fn create_table(&self, request: Request<CreateTableRequest>) -> Result<Response<DdlResponse>, Status> {
+        let result = async {
+            let request = request.into_inner();
+            let columns = request
+                .columns
+                .iter()
+                .enumerate()
+                .map(|(index, column)| column_spec(&format!("columns[{index}]"), column))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|(field, message)| {
+                    error_status(
+                        Code::InvalidArgument,
+                        reason::INVALID_ARGUMENT,
+                        format!("{field}: {message}"),
+                        [("field", field)],
+                    )
+                })?;
+            let ddl = DdlRequest::CreateTable {
+                database: request.database,
+                name: request.name,
+                columns,
+                ttl: ttl_of(request.ttl_ms),
+                properties: request.properties.into_iter().collect(),
+                comment: request.comment,
+            };
+            self.ddl(ddl, request.request_id).await
+        }
+        .await;
+        record("CreateTable", result)
+    }
+
+    async fn alter_table(&self, request: Request<AlterTableRequest>) -> Result<Response<DdlResponse>, Status> {
+        let result = async {
+            let request = request.into_inner();
+            use v1::alter_table_request::Action;
+            let action = match request.action {
+                Some(Action::AddColumn(column)) => {
+                    AlterAction::AddColumn(column_spec("add_column", &column).map_err(|(field, message)| {
+                        error_status(
+                            Code::InvalidArgument,
+                            reason::INVALID_ARGUMENT,
+                            format!("{field}: {message}"),
+                            [("field", field)],
+                        )
+                    })?)
+                }
+                Some(Action::DropColumn(column)) => AlterAction::DropColumn(column),
+                Some(Action::SetTtlMs(ms)) => AlterAction::SetTtl(ttl_of(ms)),
+                Some(Action::SetProperties(properties)) => AlterAction::SetProperties {
+                    set: properties.set.into_iter().collect::<BTreeMap<_, _>>(),
+                    unset: properties.unset,
+                },
+                Some(Action::SetComment(comment)) => AlterAction::SetComment(comment),
+                None => {
+                    return Err(invalid_argument(
+                        "action",
+                        "say what to alter: add_column, drop_column, set_ttl_ms, set_properties or set_comment",
+                    ));
+                }
+            };
+            let ddl = DdlRequest::AlterTable { database: request.database, name: request.name, action };
+            self.ddl(ddl, request.request_id).await
+        }
+        .await;
+        record("AlterTable", result)
+    }
+
+    async fn drop_table(&self, request: Request<DropTableRequest>) -> Result<Response<DdlResponse>, Status> {
+        let request = request.into_inner();
+        let ddl = DdlRequest::DropTable { database: request.database, name: request.name };
+        record("DropTable", self.ddl(ddl, request.request_id).await)
+    }
+
+    async fn get_table(&self, request: Request<GetTableRequest>) -> Result<Response<v1::Table>, Status> {
+        let result = async {
+            let request = request.into_inner();
+            name("database", &request.database)?;
+            name("name", &request.name)?;
+            let (catalog, _) = self.read().await?;
+            let table = catalog.visible_table(&request.database, &request.name).ok_or_else(|| {
+                error_status(
+                    Code::NotFound,
+                    reason::NOT_FOUND,
+                    format!("table {}.{} does not exist", request.database, request.name),
+                    [],
+                )
+            })?;
+            Ok(Response::new(table_message(&table, table.ttl)))
+        }
+        .await;
+        record("GetTable", result)
+    }
+
+    async fn list_tables(&self, request: Request<ListTablesRequest>) -> Result<Response<ListTablesResponse>, Status> {
+        let result = async {
+            let request = request.into_inner();
+            name("database", &request.database)?;
+            let (catalog, version) = self.read().await?;
+            if !catalog.database_visible(&request.database) {
+                return Err(error_status(
+                    Code::NotFound,
+                    reason::NOT_FOUND,
+                    format!("database {} does not exist", request.database),
+                    [],
+                ));
+            }
+            let tables =
+                catalog.visible_tables(&request.database).iter().map(|table| table_message(table, table.ttl)).collect();
+            Ok(Response::new(ListTablesResponse { tables, version }))
+        }
+        .await;
+        record("ListTables", result)
+    }
+
+    async fn create_view(&self, request: Request<CreateViewRequest>) -> Result<Response<DdlResponse>, Status> {
+        let request = request.into_inner();
+        let ddl =
+            DdlRequest::CreateView { database: request.database, name: request.name, definition: request.definition };
+        record("CreateView", self.ddl(ddl, request.request_id).await)
+    }
+
+    async fn drop_view(&self, request: Request<DropViewRequest>) -> Result<Response<DdlResponse>, Status> {
+        let request = request.into_inner();
+        let ddl = DdlRequest::DropView { database: request.database, name: request.name };
+        record("DropView", self.ddl(ddl, request.request_id).await)
+    }
+
+    async fn get_snapshot(
+        &self,
+        request: Request<GetSnapshotRequest>,
+    ) -> Result<Response<GetSnapshotResponse>, Status> {
+        let result = async {
+            let request = request.into_inner();
+            if let Ok(leader) = self.keeper.active(&self.ha) {
+                let incremental = (request.store_epoch == leader.store_epoch())
+                    .then(|| leader.changes_since(request.since_version))
+                    .flatten();
+                if let Some(changes) = incremental {
+                    let changes = changes
+                        .into_iter()
+                        .map(|change| MetadataChangeRef {
+                            version: change.version,
+                            change: match change.kind {
+                                Some(v1::metadata_change::Kind::Catalog(change)) => Some(change),
+                                _ => None,
+                            },
+                        })
+                        .collect();
+                    return Ok(Response::new(GetSnapshotResponse {
+                        store_epoch: leader.store_epoch().to_owned(),
+                        version: leader.version(),
+                        changes,
+                        snapshot: Vec::new(),
+                        full: false,
+                    }));
+                }
+                let snapshot = leader.with_catalog(snapshot_messages);
+                return Ok(Response::new(GetSnapshotResponse {
+                    store_epoch: leader.store_epoch().to_owned(),
+                    version: leader.version(),
+                    changes: Vec::new(),
+                    snapshot,
+                    full: true,
+                }));
+            }
+            self.ha.check_reads()?;
+            let cluster = &self.ha.settings().cluster;
+            let (catalog, version) = catalog_from_store(&self.store, cluster).await?;
+            let store_epoch =
+                self.store.store_epoch(cluster).await.map_err(|error| {
+                    error_status(Code::Unavailable, reason::STORE_UNAVAILABLE, error.to_string(), [])
+                })?;
+            Ok(Response::new(GetSnapshotResponse {
+                store_epoch,
+                version,
+                changes: Vec::new(),
+                snapshot: snapshot_messages(&catalog),
+                full: true,
+            }))
+        }
+        .await;
+        record("GetSnapshot", result)
+    }
+}
+
+/// The `Procedures` service: read from the store.
+#[derive(Debug, Clone)]
+pub struct ProceduresService {
+    ha: Ha,
+    store: Store,
+}
+
+impl ProceduresService {
+    /// The service over `store`.
+    pub fn new(ha: Ha, store: Store) -> Self {
+        Self { ha, store }
+    }
+}
+
+fn procedure_message(row: ProcedureRow) -> Procedure {
+    Procedure {
+        id: row.id,
+        kind: row.kind,
+        target: row.target,
+        step: row.step,
+        state: row.state,
+        error: row.error,
+        request_id: row.request_id.unwrap_or_default(),
+        term: row.term,
+        created_at_ms: row.created_at_ms,
+        updated_at_ms: row.updated_at_ms,
+    }
+}
+
+fn store_error(error: leasehold_store::StoreError) -> Status {
+    error_status(Code::Unavailable, reason::STORE_UNAVAILABLE, error.to_string(), [])
+}
+
+#[tonic::async_trait]
+impl ProceduresRpc for ProceduresService {
+    async fn get_procedure(&self, request: Request<GetProcedureRequest>) -> Result<Response<Procedure>, Status> {
+        let result = async {
+            self.ha.check_reads()?;
+            let id = request.into_inner().id;
+            let row = self.store.get_procedure(&self.ha.settings().cluster, id).await.map_err(store_error)?;
+            row.map(|row| Response::new(procedure_message(row)))
+                .ok_or_else(|| error_status(Code::NotFound, reason::NOT_FOUND, format!("no procedure {id}"), []))
+        }
+        .await;
+        record("GetProcedure", result)
+    }
+
+    async fn list_procedures(
+        &self,
+        request: Request<ListProceduresRequest>,
+    ) -> Result<Response<ListProceduresResponse>, Status> {
+        let result = async {
+            self.ha.check_reads()?;
+            let request = request.into_inner();
+            let state = (!request.state.is_empty()).then_some(request.state.as_str());
+            if let Some(state) = state {
+                state.parse::<leasehold_core::procedure::State>().map_err(|error| invalid_argument("state", error))?;
+            }
+            let limit = if request.limit == 0 { 100 } else { request.limit.min(10_000) };
+            let rows =
+                self.store.list_procedures(&self.ha.settings().cluster, state, limit).await.map_err(store_error)?;
+            Ok(Response::new(ListProceduresResponse { procedures: rows.into_iter().map(procedure_message).collect() }))
+        }
+        .await;
+        record("ListProcedures", result)
+    }
+}

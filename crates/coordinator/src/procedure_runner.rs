@@ -1,0 +1,446 @@
+//! Runs DDL as persisted procedures (DESIGN §5; the argument is in docs/PROTOCOL.md).
+//!
+//! A procedure's first change and its row commit in one term-guarded transaction, and every
+//! later step is written in the transaction of the change that begins it, so the store always
+//! says how far a procedure got. The runner drives it on a task of its own (a caller that goes
+//! away does not stop it); a new leader resumes every running procedure from its step.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use leasehold::v1::{self, StoredPlan};
+use leasehold_core::ddl::{self, DataTarget, DdlError, DdlPlan, DdlRequest, LockSet};
+use leasehold_core::procedure::{Next, State, Step, after_prepare, resume_from};
+use leasehold_store::{ProcedureRow, StoreError};
+use prost::Message;
+use tracing::{info, warn};
+
+use crate::failpoint;
+use crate::metadata_leader::{MetadataError, MetadataLeader};
+use crate::propagator::{BroadcastError, Mode, Propagator};
+
+/// The longest request id a client may give.
+pub const MAX_REQUEST_ID_LEN: usize = 128;
+
+/// A DDL that returned OK.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DdlOutcome {
+    /// The procedure.
+    pub procedure_id: u64,
+    /// The version that made it final.
+    pub version: u64,
+    /// Data nodes waited out until they had provably fenced.
+    pub fenced: Vec<String>,
+}
+
+/// A DDL that did not return OK.
+#[derive(Debug, thiserror::Error)]
+pub enum DdlFailure {
+    /// Refused before anything was written.
+    #[error(transparent)]
+    Refused(#[from] DdlError),
+    /// Rolled back: a data node could not apply the prepare. Nothing changed.
+    #[error("procedure {procedure_id} was rolled back: {reason}")]
+    Aborted {
+        /// The procedure.
+        procedure_id: u64,
+        /// Why.
+        reason: String,
+        /// The data nodes that refused.
+        nodes: Vec<String>,
+    },
+    /// This coordinator stopped leading (retry with the same request id at the new leader), or
+    /// the store failed.
+    #[error(transparent)]
+    Leader(#[from] MetadataError),
+    /// A broadcast ran past its budget.
+    #[error(transparent)]
+    Broadcast(BroadcastError),
+    /// The procedure failed for good.
+    #[error("procedure {procedure_id} failed: {reason}")]
+    Failed {
+        /// The procedure.
+        procedure_id: u64,
+        /// Why.
+        reason: String,
+    },
+}
+
+impl From<BroadcastError> for DdlFailure {
+    fn from(error: BroadcastError) -> Self {
+        match error {
+            BroadcastError::Leader(error) => DdlFailure::Leader(error),
+            other => DdlFailure::Broadcast(other),
+        }
+    }
+}
+
+impl From<StoreError> for DdlFailure {
+    fn from(error: StoreError) -> Self {
+        DdlFailure::Leader(error.into())
+    }
+}
+
+fn stored_plan(plan: &DdlPlan, locks: &LockSet) -> StoredPlan {
+    let change = |change| Some(leasehold::catalog::change_message(change));
+    StoredPlan {
+        kind: plan.kind.to_owned(),
+        target: plan.target.clone(),
+        prepare: change(&plan.prepare),
+        commit: plan.commit.as_ref().and_then(change),
+        rollback: change(&plan.rollback),
+        drop_data: plan.drop_data.as_ref().map(|target| match target {
+            DataTarget::Database(database) => {
+                v1::DataTargetMessage { database: database.clone(), ..Default::default() }
+            }
+            DataTarget::Table { database, table } => {
+                v1::DataTargetMessage { database: database.clone(), table: table.clone(), column: String::new() }
+            }
+            DataTarget::Column { database, table, column } => {
+                v1::DataTargetMessage { database: database.clone(), table: table.clone(), column: column.clone() }
+            }
+        }),
+        lock_database: locks.database.clone(),
+        lock_database_exclusive: locks.database_exclusive,
+        lock_object: locks.object.clone().unwrap_or_default(),
+    }
+}
+
+fn plan_of(stored: &StoredPlan) -> Option<(DdlPlan, LockSet)> {
+    let change = |message: &Option<v1::CatalogChange>| message.as_ref().and_then(leasehold::catalog::change_of);
+    let kind: &'static str = match stored.kind.as_str() {
+        "create_database" => "create_database",
+        "drop_database" => "drop_database",
+        "create_table" => "create_table",
+        "drop_table" => "drop_table",
+        "add_column" => "add_column",
+        "drop_column" => "drop_column",
+        "set_ttl" => "set_ttl",
+        "set_properties" => "set_properties",
+        "set_comment" => "set_comment",
+        "create_view" => "create_view",
+        "drop_view" => "drop_view",
+        _ => return None,
+    };
+    let drop_data = stored.drop_data.as_ref().map(|target| match (target.table.is_empty(), target.column.is_empty()) {
+        (true, _) => DataTarget::Database(target.database.clone()),
+        (false, true) => DataTarget::Table { database: target.database.clone(), table: target.table.clone() },
+        (false, false) => DataTarget::Column {
+            database: target.database.clone(),
+            table: target.table.clone(),
+            column: target.column.clone(),
+        },
+    });
+    let plan = DdlPlan {
+        kind,
+        target: stored.target.clone(),
+        prepare: change(&stored.prepare)?,
+        drop_data,
+        commit: change(&stored.commit),
+        rollback: change(&stored.rollback)?,
+    };
+    let locks = LockSet {
+        database: stored.lock_database.clone(),
+        database_exclusive: stored.lock_database_exclusive,
+        object: (!stored.lock_object.is_empty()).then(|| stored.lock_object.clone()),
+    };
+    Some((plan, locks))
+}
+
+/// Runs and resumes DDL procedures.
+#[derive(Debug)]
+pub struct ProcedureRunner {
+    propagator: Arc<Propagator>,
+    /// How long a retried request waits for the first one's outcome.
+    wait_limit: Duration,
+}
+
+struct Running {
+    id: u64,
+    plan: DdlPlan,
+    step: Step,
+}
+
+impl ProcedureRunner {
+    /// A runner that broadcasts through `propagator`.
+    pub fn new(propagator: Arc<Propagator>, wait_limit: Duration) -> Self {
+        Self { propagator, wait_limit }
+    }
+
+    /// Runs `request` to its end. With a `request_id` that ran before, returns that run's
+    /// outcome (waiting for it if it is still running) and applies nothing twice.
+    pub async fn run(
+        self: &Arc<Self>,
+        leader: Arc<MetadataLeader>,
+        request: DdlRequest,
+        request_id: Option<String>,
+    ) -> Result<DdlOutcome, DdlFailure> {
+        ddl::validate(&request)?;
+        if let Some(request_id) = &request_id {
+            if let Some(existing) = leader.store().procedure_by_request(leader.cluster(), request_id).await? {
+                return self.outcome_of(&leader, existing).await;
+            }
+        }
+        let locks = ddl::locks(&request);
+        let held = leader.locks().acquire(&locks).await;
+        let plan = leader.with_catalog(|catalog| ddl::plan(catalog, &request))?;
+        let mut change = leader.begin().await?;
+        let id = change.version();
+        let row = ProcedureRow {
+            id,
+            kind: plan.kind.to_owned(),
+            target: plan.target.clone(),
+            step: Step::Prepared.as_str().to_owned(),
+            state: State::Running.as_str().to_owned(),
+            error: String::new(),
+            request_id: request_id.clone(),
+            request: stored_plan(&plan, &locks).encode_to_vec(),
+            term: leader.term(),
+            created_at_ms: 0,
+            updated_at_ms: 0,
+        };
+        if let Err(error) = change.store().insert_procedure(leader.cluster(), &row).await {
+            drop(change);
+            drop(held);
+            // Another call with the same request id got there first: its outcome is ours.
+            if let Some(request_id) = &request_id {
+                if let Some(existing) = leader.store().procedure_by_request(leader.cluster(), request_id).await? {
+                    return self.outcome_of(&leader, existing).await;
+                }
+            }
+            return Err(error.into());
+        }
+        change.publish_catalog(&plan.prepare).await?;
+        info!(procedure = id, kind = plan.kind, target = %plan.target, request_id = ?request_id, "DDL prepared");
+        let running = Running { id, plan, step: Step::Prepared };
+        self.spawn(leader, running, held).await
+    }
+
+    /// Drives `running` on a task of its own and waits for its end.
+    async fn spawn(
+        self: &Arc<Self>,
+        leader: Arc<MetadataLeader>,
+        running: Running,
+        held: crate::locks::Held,
+    ) -> Result<DdlOutcome, DdlFailure> {
+        let runner = self.clone();
+        let task = tokio::spawn(async move {
+            let result = runner.drive(&leader, running).await;
+            drop(held);
+            result
+        });
+        task.await.unwrap_or_else(|error| {
+            Err(DdlFailure::Failed { procedure_id: 0, reason: format!("the procedure task ended: {error}") })
+        })
+    }
+
+    /// Resumes every procedure a previous leader left running.
+    pub async fn resume_all(self: Arc<Self>, leader: Arc<MetadataLeader>) {
+        let running =
+            match leader.store().list_procedures(leader.cluster(), Some(State::Running.as_str()), 10_000).await {
+                Ok(running) => running,
+                Err(error) => {
+                    warn!(%error, "could not list running procedures; they resume at the next leader change");
+                    return;
+                }
+            };
+        for row in running.into_iter().rev() {
+            let Some((plan, locks)) = StoredPlan::decode(row.request.as_slice()).ok().as_ref().and_then(plan_of) else {
+                warn!(procedure = row.id, "a running procedure has an unreadable plan; leaving it");
+                continue;
+            };
+            let Ok(step) = row.step.parse::<Step>() else {
+                warn!(procedure = row.id, step = %row.step, "a running procedure is at an unknown step; leaving it");
+                continue;
+            };
+            info!(procedure = row.id, kind = plan.kind, target = %plan.target, %step, "resuming a procedure left by the previous leader");
+            let runner = self.clone();
+            let leader = leader.clone();
+            tokio::spawn(async move {
+                let held = leader.locks().acquire(&locks).await;
+                let id = row.id;
+                let result = runner.drive(&leader, Running { id, plan, step }).await;
+                drop(held);
+                if let Err(error) = result {
+                    warn!(procedure = id, %error, "resumed procedure did not finish here");
+                }
+            });
+        }
+    }
+
+    /// Carries a procedure from its step to its end.
+    async fn drive(&self, leader: &MetadataLeader, mut running: Running) -> Result<DdlOutcome, DdlFailure> {
+        let id = running.id;
+        let plan = &running.plan;
+        let mut next = resume_from(running.step);
+        let mut fenced = Vec::new();
+        let mut rolled_back_because = String::new();
+        let mut refused = Vec::new();
+        loop {
+            match next {
+                Next::AwaitPrepare => {
+                    failpoint::pause(failpoint::DDL_AFTER_PREPARE).await;
+                    match self.propagator.broadcast(leader, leader.version(), Mode::Reversible).await {
+                        Ok(outcome) => {
+                            fenced.extend(outcome.fenced);
+                            next = after_prepare(true, plan.drop_data.is_some(), plan.commit.is_some());
+                        }
+                        Err(BroadcastError::Failed { refused: nodes, .. }) => {
+                            rolled_back_because = format!("{} cannot apply the prepare", nodes.join(", "));
+                            refused = nodes;
+                            next = after_prepare(false, false, false);
+                        }
+                        Err(error) => return Err(error.into()),
+                    }
+                }
+                Next::RollBack => {
+                    let mut change = leader.begin().await?;
+                    change
+                        .store()
+                        .update_procedure(
+                            leader.cluster(),
+                            id,
+                            Step::RollingBack.as_str(),
+                            State::Running.as_str(),
+                            &rolled_back_because,
+                        )
+                        .await?;
+                    change.publish_catalog(&plan.rollback).await?;
+                    running.step = Step::RollingBack;
+                    warn!(procedure = id, target = %plan.target, reason = %rolled_back_because, "DDL rolling back");
+                    next = Next::AwaitSettled;
+                }
+                Next::DropData => {
+                    if running.step != Step::DroppingData {
+                        let mut change = leader.begin().await?;
+                        change
+                            .store()
+                            .update_procedure(
+                                leader.cluster(),
+                                id,
+                                Step::DroppingData.as_str(),
+                                State::Running.as_str(),
+                                "",
+                            )
+                            .await?;
+                        change.commit().await?;
+                        running.step = Step::DroppingData;
+                    }
+                    failpoint::pause(failpoint::DDL_BEFORE_DROP_DATA).await;
+                    let target = plan.drop_data.as_ref().expect("a drop step has a target");
+                    fenced.extend(self.propagator.drop_data(leader, target, id).await?);
+                    next = if plan.commit.is_some() { Next::Commit } else { Next::AwaitSettled };
+                }
+                Next::Commit => {
+                    let commit = plan.commit.as_ref().expect("a commit step has a change");
+                    let mut change = leader.begin().await?;
+                    change
+                        .store()
+                        .update_procedure(leader.cluster(), id, Step::Committing.as_str(), State::Running.as_str(), "")
+                        .await?;
+                    change.publish_catalog(commit).await?;
+                    running.step = Step::Committing;
+                    failpoint::pause(failpoint::DDL_AFTER_COMMIT).await;
+                    next = Next::AwaitSettled;
+                }
+                Next::AwaitSettled => {
+                    let version = leader.version();
+                    let outcome = self.propagator.broadcast(leader, version, Mode::Forward).await?;
+                    fenced.extend(outcome.fenced);
+                    let rolled_back = running.step == Step::RollingBack;
+                    let state = if rolled_back { State::RolledBack } else { State::Succeeded };
+                    let mut change = leader.begin().await?;
+                    let reason = if rolled_back { rolled_back_because.as_str() } else { "" };
+                    change
+                        .store()
+                        .update_procedure(leader.cluster(), id, Step::Done.as_str(), state.as_str(), reason)
+                        .await?;
+                    change.commit().await?;
+                    info!(procedure = id, kind = plan.kind, target = %plan.target, %state, version, "DDL settled everywhere");
+                    fenced.sort();
+                    fenced.dedup();
+                    return if rolled_back {
+                        let reason = if rolled_back_because.is_empty() {
+                            "a data node could not apply the prepare".to_owned()
+                        } else {
+                            rolled_back_because
+                        };
+                        Err(DdlFailure::Aborted { procedure_id: id, reason, nodes: refused })
+                    } else {
+                        Ok(DdlOutcome { procedure_id: id, version, fenced })
+                    };
+                }
+                Next::Finished => {
+                    return Ok(DdlOutcome { procedure_id: id, version: leader.version(), fenced });
+                }
+            }
+        }
+    }
+
+    /// The outcome of a procedure that already exists, waiting while it runs.
+    async fn outcome_of(&self, leader: &MetadataLeader, row: ProcedureRow) -> Result<DdlOutcome, DdlFailure> {
+        let id = row.id;
+        let deadline = leader.now() + self.wait_limit;
+        let mut row = row;
+        loop {
+            match row.state.parse::<State>() {
+                Ok(State::Succeeded) => {
+                    return Ok(DdlOutcome { procedure_id: id, version: leader.version(), fenced: Vec::new() });
+                }
+                Ok(State::RolledBack) => {
+                    return Err(DdlFailure::Aborted { procedure_id: id, reason: row.error, nodes: Vec::new() });
+                }
+                Ok(State::Failed) | Err(_) => return Err(DdlFailure::Failed { procedure_id: id, reason: row.error }),
+                Ok(State::Running) => {}
+            }
+            if leader.now() >= deadline {
+                return Err(DdlFailure::Failed {
+                    procedure_id: id,
+                    reason: "still running; ask Procedures.GetProcedure".into(),
+                });
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+                _ = leader.token().cancelled() => return Err(DdlFailure::Leader(MetadataError::TermEnded { term: leader.term() })),
+            }
+            row = match leader.store().get_procedure(leader.cluster(), id).await? {
+                Some(row) => row,
+                None => {
+                    return Err(DdlFailure::Failed { procedure_id: id, reason: "the procedure disappeared".into() });
+                }
+            };
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use leasehold_core::catalog::{CatalogChange, ObjectState, Table};
+    use std::collections::BTreeMap;
+
+    #[test]
+    fn stored_plans_round_trip() {
+        let table = Table {
+            database: "db".into(),
+            name: "t".into(),
+            columns: vec![],
+            ttl: None,
+            properties: BTreeMap::new(),
+            comment: String::new(),
+            state: ObjectState::Dropping,
+            version: 0,
+        };
+        let plan = DdlPlan {
+            kind: "drop_column",
+            target: "db.t".into(),
+            prepare: CatalogChange::PutTable(table.clone()),
+            drop_data: Some(DataTarget::Column { database: "db".into(), table: "t".into(), column: "c".into() }),
+            commit: Some(CatalogChange::PutTable(Table { state: ObjectState::Visible, ..table.clone() })),
+            rollback: CatalogChange::PutTable(table),
+        };
+        let locks = LockSet { database: "db".into(), database_exclusive: false, object: Some("table:t".into()) };
+        let decoded = StoredPlan::decode(stored_plan(&plan, &locks).encode_to_vec().as_slice()).unwrap();
+        assert_eq!(plan_of(&decoded), Some((plan, locks)));
+    }
+}

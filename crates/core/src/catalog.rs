@@ -1,0 +1,398 @@
+//! The catalog as a value: databases, tables (columns, TTL, properties, comment) and views,
+//! each with a state that makes two-phase DDL visible to nobody until it commits (DESIGN §5).
+//!
+//! The same type serves the leader (authoritative, loaded from the store) and every agent
+//! (its cache): both apply the same [`CatalogChange`]s in version order. What a reader may see
+//! is decided here too: [`Catalog::visible_table`] hides pre-created objects and pre-added
+//! columns, and anything under a pre-delete marker.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+/// A column's data type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum DataType {
+    /// `BOOLEAN`
+    Boolean,
+    /// `INT32`
+    Int32,
+    /// `INT64`
+    Int64,
+    /// `FLOAT`
+    Float,
+    /// `DOUBLE`
+    Double,
+    /// `TEXT`
+    Text,
+    /// `BLOB`
+    Blob,
+    /// `TIMESTAMP`
+    Timestamp,
+}
+
+/// A column's role in a time-series table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Category {
+    /// The time column: exactly one per table.
+    Time,
+    /// An identifying tag.
+    Tag,
+    /// A measured value.
+    Field,
+    /// A descriptive attribute.
+    Attribute,
+}
+
+/// Where an object stands in its lifecycle.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum ObjectState {
+    /// Readable and writable.
+    #[default]
+    Visible,
+    /// Pre-created (or a pre-added column): held everywhere, readable and writable nowhere,
+    /// until the DDL commits.
+    Hidden,
+    /// Under a pre-delete marker: invisible and unwritable at once everywhere.
+    Dropping,
+}
+
+/// A table column.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Column {
+    /// Its name.
+    pub name: String,
+    /// Its type.
+    pub data_type: DataType,
+    /// Its category.
+    pub category: Category,
+    /// A comment.
+    pub comment: String,
+    /// Its state (a pre-added column is `Hidden`, a pre-dropped one `Dropping`).
+    pub state: ObjectState,
+}
+
+/// A table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Table {
+    /// Its database.
+    pub database: String,
+    /// Its name.
+    pub name: String,
+    /// Its columns, in order.
+    pub columns: Vec<Column>,
+    /// Its own TTL; `None` inherits the database's.
+    pub ttl: Option<Duration>,
+    /// Free-form properties.
+    pub properties: BTreeMap<String, String>,
+    /// A comment.
+    pub comment: String,
+    /// Its state.
+    pub state: ObjectState,
+    /// The version that last changed it.
+    pub version: u64,
+}
+
+/// A database.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Database {
+    /// Its name.
+    pub name: String,
+    /// The default TTL of its tables.
+    pub ttl: Option<Duration>,
+    /// Free-form properties.
+    pub properties: BTreeMap<String, String>,
+    /// Its state.
+    pub state: ObjectState,
+    /// The version that last changed it.
+    pub version: u64,
+}
+
+/// A view: a name and its definition text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct View {
+    /// Its database.
+    pub database: String,
+    /// Its name.
+    pub name: String,
+    /// Its definition.
+    pub definition: String,
+    /// Its state.
+    pub state: ObjectState,
+    /// The version that last changed it.
+    pub version: u64,
+}
+
+/// The effect of one committed change on the catalog. Puts carry the whole object, so
+/// applying a change twice is harmless.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CatalogChange {
+    /// Create or replace a database (its tables and views stay).
+    PutDatabase(Database),
+    /// Remove a database with everything in it.
+    RemoveDatabase {
+        /// The database.
+        name: String,
+    },
+    /// Create or replace a table.
+    PutTable(Table),
+    /// Remove a table.
+    RemoveTable {
+        /// Its database.
+        database: String,
+        /// The table.
+        name: String,
+    },
+    /// Create or replace a view.
+    PutView(View),
+    /// Remove a view.
+    RemoveView {
+        /// Its database.
+        database: String,
+        /// The view.
+        name: String,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Entry {
+    database: Database,
+    tables: BTreeMap<String, Table>,
+    views: BTreeMap<String, View>,
+}
+
+/// The whole catalog.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Catalog {
+    databases: BTreeMap<String, Entry>,
+}
+
+impl Catalog {
+    /// Applies one committed change.
+    pub fn apply(&mut self, change: &CatalogChange) {
+        match change {
+            CatalogChange::PutDatabase(database) => match self.databases.get_mut(&database.name) {
+                Some(entry) => entry.database = database.clone(),
+                None => {
+                    let entry = Entry { database: database.clone(), tables: BTreeMap::new(), views: BTreeMap::new() };
+                    self.databases.insert(database.name.clone(), entry);
+                }
+            },
+            CatalogChange::RemoveDatabase { name } => {
+                self.databases.remove(name);
+            }
+            CatalogChange::PutTable(table) => {
+                if let Some(entry) = self.databases.get_mut(&table.database) {
+                    entry.tables.insert(table.name.clone(), table.clone());
+                }
+            }
+            CatalogChange::RemoveTable { database, name } => {
+                if let Some(entry) = self.databases.get_mut(database) {
+                    entry.tables.remove(name);
+                }
+            }
+            CatalogChange::PutView(view) => {
+                if let Some(entry) = self.databases.get_mut(&view.database) {
+                    entry.views.insert(view.name.clone(), view.clone());
+                }
+            }
+            CatalogChange::RemoveView { database, name } => {
+                if let Some(entry) = self.databases.get_mut(database) {
+                    entry.views.remove(name);
+                }
+            }
+        }
+    }
+
+    /// A database, in whatever state.
+    pub fn database(&self, name: &str) -> Option<&Database> {
+        self.databases.get(name).map(|entry| &entry.database)
+    }
+
+    /// A table, in whatever state.
+    pub fn table(&self, database: &str, name: &str) -> Option<&Table> {
+        self.databases.get(database)?.tables.get(name)
+    }
+
+    /// A view, in whatever state.
+    pub fn view(&self, database: &str, name: &str) -> Option<&View> {
+        self.databases.get(database)?.views.get(name)
+    }
+
+    /// Every database, in whatever state.
+    pub fn databases(&self) -> impl Iterator<Item = &Database> {
+        self.databases.values().map(|entry| &entry.database)
+    }
+
+    /// Every table of `database`, in whatever state.
+    pub fn tables(&self, database: &str) -> impl Iterator<Item = &Table> {
+        self.databases.get(database).into_iter().flat_map(|entry| entry.tables.values())
+    }
+
+    /// Every view of `database`, in whatever state.
+    pub fn views(&self, database: &str) -> impl Iterator<Item = &View> {
+        self.databases.get(database).into_iter().flat_map(|entry| entry.views.values())
+    }
+
+    /// Every object as the changes that recreate it: the full snapshot.
+    pub fn snapshot(&self) -> Vec<CatalogChange> {
+        let mut changes = Vec::new();
+        for entry in self.databases.values() {
+            changes.push(CatalogChange::PutDatabase(entry.database.clone()));
+            changes.extend(entry.tables.values().cloned().map(CatalogChange::PutTable));
+            changes.extend(entry.views.values().cloned().map(CatalogChange::PutView));
+        }
+        changes
+    }
+
+    /// Whether `database` exists and is visible.
+    pub fn database_visible(&self, name: &str) -> bool {
+        self.database(name).is_some_and(|database| database.state == ObjectState::Visible)
+    }
+
+    /// The table as a reader may see it: only when it and its database are visible, with
+    /// hidden and pre-dropped columns removed and the TTL resolved through the database.
+    pub fn visible_table(&self, database: &str, name: &str) -> Option<Table> {
+        let entry = self.databases.get(database)?;
+        if entry.database.state != ObjectState::Visible {
+            return None;
+        }
+        let table = entry.tables.get(name).filter(|table| table.state == ObjectState::Visible)?;
+        let mut visible = table.clone();
+        visible.columns.retain(|column| column.state == ObjectState::Visible);
+        visible.ttl = table.ttl.or(entry.database.ttl);
+        Some(visible)
+    }
+
+    /// The view as a reader may see it.
+    pub fn visible_view(&self, database: &str, name: &str) -> Option<&View> {
+        if !self.database_visible(database) {
+            return None;
+        }
+        self.view(database, name).filter(|view| view.state == ObjectState::Visible)
+    }
+
+    /// The names of the visible tables of `database`.
+    pub fn visible_tables(&self, database: &str) -> Vec<Table> {
+        if !self.database_visible(database) {
+            return Vec::new();
+        }
+        self.tables(database).filter_map(|table| self.visible_table(database, &table.name)).collect()
+    }
+
+    /// The visible databases.
+    pub fn visible_databases(&self) -> Vec<&Database> {
+        self.databases().filter(|database| database.state == ObjectState::Visible).collect()
+    }
+
+    /// How many objects the catalog holds, in every state.
+    pub fn len(&self) -> usize {
+        self.databases.values().map(|entry| 1 + entry.tables.len() + entry.views.len()).sum()
+    }
+
+    /// Whether the catalog is empty.
+    pub fn is_empty(&self) -> bool {
+        self.databases.is_empty()
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    pub(crate) fn database(name: &str, state: ObjectState) -> Database {
+        Database {
+            name: name.into(),
+            ttl: Some(Duration::from_secs(3600)),
+            properties: BTreeMap::new(),
+            state,
+            version: 1,
+        }
+    }
+
+    pub(crate) fn column(name: &str, category: Category, state: ObjectState) -> Column {
+        let data_type = if category == Category::Time { DataType::Timestamp } else { DataType::Double };
+        Column { name: name.into(), data_type, category, comment: String::new(), state }
+    }
+
+    pub(crate) fn table(database: &str, name: &str, state: ObjectState) -> Table {
+        Table {
+            database: database.into(),
+            name: name.into(),
+            columns: vec![
+                column("time", Category::Time, ObjectState::Visible),
+                column("v", Category::Field, ObjectState::Visible),
+            ],
+            ttl: None,
+            properties: BTreeMap::new(),
+            comment: String::new(),
+            state,
+            version: 2,
+        }
+    }
+
+    #[test]
+    fn hidden_and_dropping_objects_are_invisible() {
+        let mut catalog = Catalog::default();
+        catalog.apply(&CatalogChange::PutDatabase(database("db", ObjectState::Visible)));
+        catalog.apply(&CatalogChange::PutTable(table("db", "pre", ObjectState::Hidden)));
+        catalog.apply(&CatalogChange::PutTable(table("db", "going", ObjectState::Dropping)));
+        catalog.apply(&CatalogChange::PutTable(table("db", "t", ObjectState::Visible)));
+        assert!(catalog.visible_table("db", "pre").is_none());
+        assert!(catalog.visible_table("db", "going").is_none());
+        let visible = catalog.visible_table("db", "t").unwrap();
+        assert_eq!(visible.ttl, Some(Duration::from_secs(3600)), "inherited from the database");
+        assert_eq!(catalog.visible_tables("db").len(), 1);
+        assert_eq!(catalog.len(), 4);
+    }
+
+    #[test]
+    fn a_pre_delete_marker_on_the_database_hides_everything_in_it() {
+        let mut catalog = Catalog::default();
+        catalog.apply(&CatalogChange::PutDatabase(database("db", ObjectState::Visible)));
+        catalog.apply(&CatalogChange::PutTable(table("db", "t", ObjectState::Visible)));
+        catalog.apply(&CatalogChange::PutDatabase(database("db", ObjectState::Dropping)));
+        assert!(catalog.visible_table("db", "t").is_none());
+        assert!(catalog.table("db", "t").is_some(), "still held, under the marker");
+        catalog.apply(&CatalogChange::RemoveDatabase { name: "db".into() });
+        assert!(catalog.is_empty());
+    }
+
+    #[test]
+    fn hidden_and_dropping_columns_are_filtered() {
+        let mut catalog = Catalog::default();
+        catalog.apply(&CatalogChange::PutDatabase(database("db", ObjectState::Visible)));
+        let mut altered = table("db", "t", ObjectState::Visible);
+        altered.columns.push(column("new", Category::Field, ObjectState::Hidden));
+        altered.columns[1].state = ObjectState::Dropping;
+        catalog.apply(&CatalogChange::PutTable(altered));
+        let names: Vec<_> = catalog.visible_table("db", "t").unwrap().columns.into_iter().map(|c| c.name).collect();
+        assert_eq!(names, ["time"]);
+    }
+
+    #[test]
+    fn the_snapshot_rebuilds_the_same_catalog_and_puts_are_idempotent() {
+        let mut catalog = Catalog::default();
+        catalog.apply(&CatalogChange::PutDatabase(database("db", ObjectState::Visible)));
+        catalog.apply(&CatalogChange::PutTable(table("db", "t", ObjectState::Hidden)));
+        catalog.apply(&CatalogChange::PutView(View {
+            database: "db".into(),
+            name: "v".into(),
+            definition: "SELECT 1".into(),
+            state: ObjectState::Visible,
+            version: 3,
+        }));
+        let mut rebuilt = Catalog::default();
+        for change in catalog.snapshot() {
+            rebuilt.apply(&change);
+            rebuilt.apply(&change);
+        }
+        assert_eq!(rebuilt, catalog);
+    }
+
+    #[test]
+    fn objects_of_a_missing_database_are_ignored() {
+        let mut catalog = Catalog::default();
+        catalog.apply(&CatalogChange::PutTable(table("nowhere", "t", ObjectState::Visible)));
+        assert!(catalog.is_empty());
+    }
+}

@@ -1,0 +1,782 @@
+//! DDL as pure decisions: validate a request against the catalog and plan its two phases
+//! (DESIGN §5). The executor carries the plan out; everything it needs to decide is here.
+//!
+//! Every DDL has a **prepare** change (reversible: pre-create an object hidden, pre-add a
+//! column hidden, or put a pre-delete marker; or, for a setting, the new setting itself), an
+//! optional **irreversible** step (dropping data), an optional **commit** change (make the
+//! object visible, or remove it), and the **rollback** change that undoes the prepare.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::time::Duration;
+
+use crate::catalog::{Catalog, CatalogChange, Category, Column, DataType, Database, ObjectState, Table, View};
+
+/// The longest name of a database, table, column or view.
+pub const MAX_NAME_LEN: usize = 64;
+/// The most columns a table may have.
+pub const MAX_COLUMNS: usize = 1024;
+/// The most properties an object may have.
+pub const MAX_PROPERTIES: usize = 64;
+/// The longest property key.
+pub const MAX_PROPERTY_KEY_LEN: usize = 128;
+/// The longest property value.
+pub const MAX_PROPERTY_VALUE_LEN: usize = 4096;
+/// The longest comment.
+pub const MAX_COMMENT_LEN: usize = 1024;
+/// The longest view definition.
+pub const MAX_DEFINITION_LEN: usize = 64 * 1024;
+/// The longest TTL (a hundred years).
+pub const MAX_TTL: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+
+/// Names that would read as SQL keywords; refused for every object.
+pub const RESERVED: &[&str] = &[
+    "all", "alter", "and", "as", "between", "by", "case", "create", "database", "default", "delete", "drop", "else",
+    "end", "exists", "false", "from", "group", "having", "in", "index", "insert", "into", "is", "join", "key", "like",
+    "limit", "not", "null", "on", "or", "order", "primary", "select", "set", "table", "then", "true", "union",
+    "update", "values", "view", "when", "where",
+];
+
+/// A column as a request defines it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ColumnSpec {
+    /// Its name.
+    pub name: String,
+    /// Its type.
+    pub data_type: DataType,
+    /// Its category.
+    pub category: Category,
+    /// A comment.
+    pub comment: String,
+}
+
+/// What an `AlterTable` does.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AlterAction {
+    /// Add a column (hidden until commit).
+    AddColumn(ColumnSpec),
+    /// Drop a column (a pre-delete marker, then its data, then gone).
+    DropColumn(String),
+    /// Set (or with `None`, unset) the table's own TTL.
+    SetTtl(Option<Duration>),
+    /// Set some properties and remove others.
+    SetProperties {
+        /// Properties to set.
+        set: BTreeMap<String, String>,
+        /// Properties to remove.
+        unset: Vec<String>,
+    },
+    /// Set the comment.
+    SetComment(String),
+}
+
+/// A DDL request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DdlRequest {
+    /// `CreateDatabase`
+    CreateDatabase {
+        /// The database.
+        name: String,
+        /// Its default TTL.
+        ttl: Option<Duration>,
+        /// Its properties.
+        properties: BTreeMap<String, String>,
+    },
+    /// `DropDatabase`
+    DropDatabase {
+        /// The database.
+        name: String,
+    },
+    /// `CreateTable`
+    CreateTable {
+        /// The database.
+        database: String,
+        /// The table.
+        name: String,
+        /// Its columns.
+        columns: Vec<ColumnSpec>,
+        /// Its own TTL.
+        ttl: Option<Duration>,
+        /// Its properties.
+        properties: BTreeMap<String, String>,
+        /// Its comment.
+        comment: String,
+    },
+    /// `AlterTable`
+    AlterTable {
+        /// The database.
+        database: String,
+        /// The table.
+        name: String,
+        /// What to change.
+        action: AlterAction,
+    },
+    /// `DropTable`
+    DropTable {
+        /// The database.
+        database: String,
+        /// The table.
+        name: String,
+    },
+    /// `CreateView`
+    CreateView {
+        /// The database.
+        database: String,
+        /// The view.
+        name: String,
+        /// Its definition.
+        definition: String,
+    },
+    /// `DropView`
+    DropView {
+        /// The database.
+        database: String,
+        /// The view.
+        name: String,
+    },
+}
+
+/// Why a DDL request is refused before anything is written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DdlError {
+    /// A field is malformed or out of bounds.
+    Invalid {
+        /// The field, such as `columns[2].name`.
+        field: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// The object does not exist (or is not visible).
+    NotFound {
+        /// What, such as `table db.t`.
+        what: String,
+    },
+    /// The object exists already.
+    AlreadyExists {
+        /// What.
+        what: String,
+    },
+    /// Another DDL is changing the object (it is hidden or under a pre-delete marker).
+    Busy {
+        /// What.
+        what: String,
+    },
+}
+
+impl fmt::Display for DdlError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DdlError::Invalid { field, message } => write!(f, "{field}: {message}"),
+            DdlError::NotFound { what } => write!(f, "{what} does not exist"),
+            DdlError::AlreadyExists { what } => write!(f, "{what} already exists"),
+            DdlError::Busy { what } => write!(f, "{what} is being changed by another DDL; retry when it is done"),
+        }
+    }
+}
+
+impl std::error::Error for DdlError {}
+
+fn invalid(field: impl Into<String>, message: impl Into<String>) -> DdlError {
+    DdlError::Invalid { field: field.into(), message: message.into() }
+}
+
+/// Checks a name: `[A-Za-z_][A-Za-z0-9_]{0,63}`, not a reserved word.
+pub fn validate_name(field: &str, name: &str) -> Result<(), DdlError> {
+    if name.is_empty() || name.len() > MAX_NAME_LEN {
+        return Err(invalid(field, format!("must be 1 to {MAX_NAME_LEN} characters, got {}", name.len())));
+    }
+    let mut chars = name.chars();
+    let first = chars.next().unwrap_or('0');
+    if !(first.is_ascii_alphabetic() || first == '_') || !chars.all(|c| c.is_ascii_alphanumeric() || c == '_') {
+        return Err(invalid(field, format!("{name:?} must match [A-Za-z_][A-Za-z0-9_]*")));
+    }
+    if RESERVED.contains(&name.to_ascii_lowercase().as_str()) {
+        return Err(invalid(field, format!("{name:?} is a reserved word")));
+    }
+    Ok(())
+}
+
+fn validate_properties(field: &str, properties: &BTreeMap<String, String>) -> Result<(), DdlError> {
+    if properties.len() > MAX_PROPERTIES {
+        return Err(invalid(field, format!("at most {MAX_PROPERTIES} properties, got {}", properties.len())));
+    }
+    for (key, value) in properties {
+        if key.is_empty() || key.len() > MAX_PROPERTY_KEY_LEN || key.chars().any(char::is_control) {
+            return Err(invalid(
+                field,
+                format!("property key {key:?} must be 1 to {MAX_PROPERTY_KEY_LEN} printable characters"),
+            ));
+        }
+        if value.len() > MAX_PROPERTY_VALUE_LEN {
+            return Err(invalid(format!("{field}[{key}]"), format!("at most {MAX_PROPERTY_VALUE_LEN} bytes")));
+        }
+    }
+    Ok(())
+}
+
+fn validate_comment(field: &str, comment: &str) -> Result<(), DdlError> {
+    if comment.len() > MAX_COMMENT_LEN {
+        return Err(invalid(field, format!("at most {MAX_COMMENT_LEN} bytes, got {}", comment.len())));
+    }
+    Ok(())
+}
+
+fn validate_ttl(field: &str, ttl: Option<Duration>) -> Result<(), DdlError> {
+    match ttl {
+        Some(ttl) if ttl.is_zero() || ttl > MAX_TTL => Err(invalid(field, "must be above zero and at most 100 years")),
+        _ => Ok(()),
+    }
+}
+
+fn validate_column(field: &str, column: &ColumnSpec) -> Result<(), DdlError> {
+    validate_name(&format!("{field}.name"), &column.name)?;
+    validate_comment(&format!("{field}.comment"), &column.comment)?;
+    if column.category == Category::Time && column.data_type != DataType::Timestamp {
+        return Err(invalid(format!("{field}.data_type"), "the TIME column must be TIMESTAMP"));
+    }
+    Ok(())
+}
+
+/// Checks a request's own fields, before any catalog lookup.
+pub fn validate(request: &DdlRequest) -> Result<(), DdlError> {
+    match request {
+        DdlRequest::CreateDatabase { name, ttl, properties } => {
+            validate_name("name", name)?;
+            validate_ttl("ttl", *ttl)?;
+            validate_properties("properties", properties)
+        }
+        DdlRequest::DropDatabase { name } => validate_name("name", name),
+        DdlRequest::CreateTable { database, name, columns, ttl, properties, comment } => {
+            validate_name("database", database)?;
+            validate_name("name", name)?;
+            validate_ttl("ttl", *ttl)?;
+            validate_properties("properties", properties)?;
+            validate_comment("comment", comment)?;
+            if columns.is_empty() || columns.len() > MAX_COLUMNS {
+                return Err(invalid(
+                    "columns",
+                    format!("a table needs 1 to {MAX_COLUMNS} columns, got {}", columns.len()),
+                ));
+            }
+            let mut seen = BTreeSet::new();
+            for (index, column) in columns.iter().enumerate() {
+                validate_column(&format!("columns[{index}]"), column)?;
+                if !seen.insert(column.name.to_ascii_lowercase()) {
+                    return Err(invalid(
+                        format!("columns[{index}].name"),
+                        format!("duplicate column {:?}", column.name),
+                    ));
+                }
+            }
+            let time_columns = columns.iter().filter(|column| column.category == Category::Time).count();
+            if time_columns != 1 {
+                return Err(invalid("columns", format!("a table needs exactly one TIME column, got {time_columns}")));
+            }
+            Ok(())
+        }
+        DdlRequest::AlterTable { database, name, action } => {
+            validate_name("database", database)?;
+            validate_name("name", name)?;
+            match action {
+                AlterAction::AddColumn(column) => {
+                    validate_column("add_column", column)?;
+                    if column.category == Category::Time {
+                        return Err(invalid("add_column.category", "a table has exactly one TIME column already"));
+                    }
+                    Ok(())
+                }
+                AlterAction::DropColumn(column) => validate_name("drop_column", column),
+                AlterAction::SetTtl(ttl) => validate_ttl("set_ttl", *ttl),
+                AlterAction::SetProperties { set, unset } => {
+                    validate_properties("set_properties.set", set)?;
+                    if unset.len() > MAX_PROPERTIES {
+                        return Err(invalid("set_properties.unset", format!("at most {MAX_PROPERTIES} keys")));
+                    }
+                    Ok(())
+                }
+                AlterAction::SetComment(comment) => validate_comment("set_comment", comment),
+            }
+        }
+        DdlRequest::DropTable { database, name } | DdlRequest::DropView { database, name } => {
+            validate_name("database", database)?;
+            validate_name("name", name)
+        }
+        DdlRequest::CreateView { database, name, definition } => {
+            validate_name("database", database)?;
+            validate_name("name", name)?;
+            if definition.trim().is_empty() || definition.len() > MAX_DEFINITION_LEN {
+                return Err(invalid("definition", format!("must be 1 to {MAX_DEFINITION_LEN} bytes")));
+            }
+            Ok(())
+        }
+    }
+}
+
+/// Data an irreversible step deletes on every data node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DataTarget {
+    /// Everything of a database.
+    Database(String),
+    /// A table's data.
+    Table {
+        /// Its database.
+        database: String,
+        /// The table.
+        table: String,
+    },
+    /// One column's data.
+    Column {
+        /// Its database.
+        database: String,
+        /// The table.
+        table: String,
+        /// The column.
+        column: String,
+    },
+}
+
+/// The locks a DDL holds: its database, shared or exclusive, and its object exclusively.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LockSet {
+    /// The database.
+    pub database: String,
+    /// Whether the database is held exclusively.
+    pub database_exclusive: bool,
+    /// The object (`table:name` or `view:name`) held exclusively, if any.
+    pub object: Option<String>,
+}
+
+/// The locks `request` needs.
+pub fn locks(request: &DdlRequest) -> LockSet {
+    let shared = |database: &str, object: String| LockSet {
+        database: database.to_owned(),
+        database_exclusive: false,
+        object: Some(object),
+    };
+    match request {
+        DdlRequest::CreateDatabase { name, .. } | DdlRequest::DropDatabase { name } => {
+            LockSet { database: name.clone(), database_exclusive: true, object: None }
+        }
+        DdlRequest::CreateTable { database, name, .. }
+        | DdlRequest::AlterTable { database, name, .. }
+        | DdlRequest::DropTable { database, name } => shared(database, format!("table:{name}")),
+        DdlRequest::CreateView { database, name, .. } | DdlRequest::DropView { database, name } => {
+            shared(database, format!("view:{name}"))
+        }
+    }
+}
+
+/// What a DDL does, phase by phase.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DdlPlan {
+    /// The kind, for the procedure table (`create_table`, …).
+    pub kind: &'static str,
+    /// The target, for the procedure table (`db.t`).
+    pub target: String,
+    /// The reversible first change.
+    pub prepare: CatalogChange,
+    /// Data to delete once the prepare's verdict is `Proceed`.
+    pub drop_data: Option<DataTarget>,
+    /// The change that makes it final; `None` when the prepare is the change.
+    pub commit: Option<CatalogChange>,
+    /// The change that undoes the prepare.
+    pub rollback: CatalogChange,
+}
+
+fn visible_database<'a>(catalog: &'a Catalog, name: &str) -> Result<&'a Database, DdlError> {
+    let database = catalog.database(name).ok_or_else(|| DdlError::NotFound { what: format!("database {name}") })?;
+    match database.state {
+        ObjectState::Visible => Ok(database),
+        ObjectState::Hidden => Err(DdlError::NotFound { what: format!("database {name}") }),
+        ObjectState::Dropping => Err(DdlError::Busy { what: format!("database {name}") }),
+    }
+}
+
+fn visible_table<'a>(catalog: &'a Catalog, database: &str, name: &str) -> Result<&'a Table, DdlError> {
+    visible_database(catalog, database)?;
+    let table =
+        catalog.table(database, name).ok_or_else(|| DdlError::NotFound { what: format!("table {database}.{name}") })?;
+    match table.state {
+        ObjectState::Visible if table.columns.iter().all(|column| column.state == ObjectState::Visible) => Ok(table),
+        ObjectState::Visible | ObjectState::Dropping => {
+            Err(DdlError::Busy { what: format!("table {database}.{name}") })
+        }
+        ObjectState::Hidden => Err(DdlError::NotFound { what: format!("table {database}.{name}") }),
+    }
+}
+
+fn column_of(spec: &ColumnSpec, state: ObjectState) -> Column {
+    Column {
+        name: spec.name.clone(),
+        data_type: spec.data_type,
+        category: spec.category,
+        comment: spec.comment.clone(),
+        state,
+    }
+}
+
+/// Plans `request` against `catalog`. Call [`validate`] first; call this while holding the
+/// request's [`locks`], so that the catalog cannot change underneath.
+pub fn plan(catalog: &Catalog, request: &DdlRequest) -> Result<DdlPlan, DdlError> {
+    match request {
+        DdlRequest::CreateDatabase { name, ttl, properties } => {
+            if catalog.database(name).is_some() {
+                return Err(DdlError::AlreadyExists { what: format!("database {name}") });
+            }
+            let database = Database {
+                name: name.clone(),
+                ttl: *ttl,
+                properties: properties.clone(),
+                state: ObjectState::Hidden,
+                version: 0,
+            };
+            Ok(DdlPlan {
+                kind: "create_database",
+                target: name.clone(),
+                prepare: CatalogChange::PutDatabase(database.clone()),
+                drop_data: None,
+                commit: Some(CatalogChange::PutDatabase(Database { state: ObjectState::Visible, ..database })),
+                rollback: CatalogChange::RemoveDatabase { name: name.clone() },
+            })
+        }
+        DdlRequest::DropDatabase { name } => {
+            let database = visible_database(catalog, name)?;
+            Ok(DdlPlan {
+                kind: "drop_database",
+                target: name.clone(),
+                prepare: CatalogChange::PutDatabase(Database { state: ObjectState::Dropping, ..database.clone() }),
+                drop_data: Some(DataTarget::Database(name.clone())),
+                commit: Some(CatalogChange::RemoveDatabase { name: name.clone() }),
+                rollback: CatalogChange::PutDatabase(database.clone()),
+            })
+        }
+        DdlRequest::CreateTable { database, name, columns, ttl, properties, comment } => {
+            visible_database(catalog, database)?;
+            if catalog.table(database, name).is_some() {
+                return Err(DdlError::AlreadyExists { what: format!("table {database}.{name}") });
+            }
+            let table = Table {
+                database: database.clone(),
+                name: name.clone(),
+                columns: columns.iter().map(|spec| column_of(spec, ObjectState::Visible)).collect(),
+                ttl: *ttl,
+                properties: properties.clone(),
+                comment: comment.clone(),
+                state: ObjectState::Hidden,
+                version: 0,
+            };
+            Ok(DdlPlan {
+                kind: "create_table",
+                target: format!("{database}.{name}"),
+                prepare: CatalogChange::PutTable(table.clone()),
+                drop_data: None,
+                commit: Some(CatalogChange::PutTable(Table { state: ObjectState::Visible, ..table })),
+                rollback: CatalogChange::RemoveTable { database: database.clone(), name: name.clone() },
+            })
+        }
+        DdlRequest::AlterTable { database, name, action } => {
+            let table = visible_table(catalog, database, name)?;
+            let target = format!("{database}.{name}");
+            let rollback = CatalogChange::PutTable(table.clone());
+            let mut changed = table.clone();
+            let (kind, drop_data, commit) = match action {
+                AlterAction::AddColumn(spec) => {
+                    if table.columns.iter().any(|column| column.name.eq_ignore_ascii_case(&spec.name)) {
+                        return Err(DdlError::AlreadyExists { what: format!("column {target}.{}", spec.name) });
+                    }
+                    if table.columns.len() >= MAX_COLUMNS {
+                        return Err(invalid("add_column", format!("a table has at most {MAX_COLUMNS} columns")));
+                    }
+                    changed.columns.push(column_of(spec, ObjectState::Hidden));
+                    let mut committed = changed.clone();
+                    committed.columns.iter_mut().for_each(|column| column.state = ObjectState::Visible);
+                    ("add_column", None, Some(CatalogChange::PutTable(committed)))
+                }
+                AlterAction::DropColumn(column) => {
+                    let index = table
+                        .columns
+                        .iter()
+                        .position(|existing| existing.name.eq_ignore_ascii_case(column))
+                        .ok_or_else(|| DdlError::NotFound { what: format!("column {target}.{column}") })?;
+                    if table.columns[index].category == Category::Time {
+                        return Err(invalid("drop_column", "the TIME column cannot be dropped"));
+                    }
+                    changed.columns[index].state = ObjectState::Dropping;
+                    let mut committed = table.clone();
+                    committed.columns.remove(index);
+                    let data = DataTarget::Column {
+                        database: database.clone(),
+                        table: name.clone(),
+                        column: table.columns[index].name.clone(),
+                    };
+                    ("drop_column", Some(data), Some(CatalogChange::PutTable(committed)))
+                }
+                AlterAction::SetTtl(ttl) => {
+                    changed.ttl = *ttl;
+                    ("set_ttl", None, None)
+                }
+                AlterAction::SetProperties { set, unset } => {
+                    for key in unset {
+                        changed.properties.remove(key);
+                    }
+                    changed.properties.extend(set.clone());
+                    if changed.properties.len() > MAX_PROPERTIES {
+                        return Err(invalid(
+                            "set_properties",
+                            format!("a table has at most {MAX_PROPERTIES} properties"),
+                        ));
+                    }
+                    ("set_properties", None, None)
+                }
+                AlterAction::SetComment(comment) => {
+                    changed.comment = comment.clone();
+                    ("set_comment", None, None)
+                }
+            };
+            Ok(DdlPlan { kind, target, prepare: CatalogChange::PutTable(changed), drop_data, commit, rollback })
+        }
+        DdlRequest::DropTable { database, name } => {
+            let table = visible_table(catalog, database, name)?;
+            Ok(DdlPlan {
+                kind: "drop_table",
+                target: format!("{database}.{name}"),
+                prepare: CatalogChange::PutTable(Table { state: ObjectState::Dropping, ..table.clone() }),
+                drop_data: Some(DataTarget::Table { database: database.clone(), table: name.clone() }),
+                commit: Some(CatalogChange::RemoveTable { database: database.clone(), name: name.clone() }),
+                rollback: CatalogChange::PutTable(table.clone()),
+            })
+        }
+        DdlRequest::CreateView { database, name, definition } => {
+            visible_database(catalog, database)?;
+            if catalog.view(database, name).is_some() {
+                return Err(DdlError::AlreadyExists { what: format!("view {database}.{name}") });
+            }
+            let view = View {
+                database: database.clone(),
+                name: name.clone(),
+                definition: definition.clone(),
+                state: ObjectState::Hidden,
+                version: 0,
+            };
+            Ok(DdlPlan {
+                kind: "create_view",
+                target: format!("{database}.{name}"),
+                prepare: CatalogChange::PutView(view.clone()),
+                drop_data: None,
+                commit: Some(CatalogChange::PutView(View { state: ObjectState::Visible, ..view })),
+                rollback: CatalogChange::RemoveView { database: database.clone(), name: name.clone() },
+            })
+        }
+        DdlRequest::DropView { database, name } => {
+            visible_database(catalog, database)?;
+            let view = catalog
+                .view(database, name)
+                .filter(|view| view.state != ObjectState::Hidden)
+                .ok_or_else(|| DdlError::NotFound { what: format!("view {database}.{name}") })?;
+            if view.state == ObjectState::Dropping {
+                return Err(DdlError::Busy { what: format!("view {database}.{name}") });
+            }
+            Ok(DdlPlan {
+                kind: "drop_view",
+                target: format!("{database}.{name}"),
+                prepare: CatalogChange::PutView(View { state: ObjectState::Dropping, ..view.clone() }),
+                drop_data: None,
+                commit: Some(CatalogChange::RemoveView { database: database.clone(), name: name.clone() }),
+                rollback: CatalogChange::PutView(view.clone()),
+            })
+        }
+    }
+}
+
+/// Stamps the version a change commits at into the objects it puts.
+pub fn at_version(change: &CatalogChange, version: u64) -> CatalogChange {
+    match change {
+        CatalogChange::PutDatabase(database) => CatalogChange::PutDatabase(Database { version, ..database.clone() }),
+        CatalogChange::PutTable(table) => CatalogChange::PutTable(Table { version, ..table.clone() }),
+        CatalogChange::PutView(view) => CatalogChange::PutView(View { version, ..view.clone() }),
+        other => other.clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::catalog::tests::{database, table};
+
+    fn spec(name: &str, category: Category) -> ColumnSpec {
+        let data_type = if category == Category::Time { DataType::Timestamp } else { DataType::Int64 };
+        ColumnSpec { name: name.into(), data_type, category, comment: String::new() }
+    }
+
+    fn create_table(columns: Vec<ColumnSpec>) -> DdlRequest {
+        DdlRequest::CreateTable {
+            database: "db".into(),
+            name: "t".into(),
+            columns,
+            ttl: None,
+            properties: BTreeMap::new(),
+            comment: String::new(),
+        }
+    }
+
+    fn catalog() -> Catalog {
+        let mut catalog = Catalog::default();
+        catalog.apply(&CatalogChange::PutDatabase(database("db", ObjectState::Visible)));
+        catalog.apply(&CatalogChange::PutTable(table("db", "existing", ObjectState::Visible)));
+        catalog
+    }
+
+    fn field_of(error: DdlError) -> String {
+        match error {
+            DdlError::Invalid { field, .. } => field,
+            other => panic!("not an invalid-argument error: {other}"),
+        }
+    }
+
+    #[test]
+    fn names_follow_the_pattern_and_avoid_reserved_words() {
+        for good in ["t", "_x", "Table_1", &"a".repeat(64)] {
+            validate_name("name", good).unwrap();
+        }
+        for bad in ["", "1abc", "a-b", "a b", "é", "select", "TABLE", &"a".repeat(65)] {
+            assert!(validate_name("name", bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn every_malformed_table_names_its_field() {
+        let cases = [
+            (create_table(vec![spec("v", Category::Field)]), "columns"),
+            (create_table(vec![spec("time", Category::Time), spec("t2", Category::Time)]), "columns"),
+            (
+                create_table(vec![spec("time", Category::Time), spec("v", Category::Field), spec("V", Category::Tag)]),
+                "columns[2].name",
+            ),
+            (create_table(vec![spec("time", Category::Time), spec("from", Category::Field)]), "columns[1].name"),
+            (create_table(vec![]), "columns"),
+            (
+                create_table(vec![ColumnSpec { data_type: DataType::Int64, ..spec("time", Category::Time) }]),
+                "columns[0].data_type",
+            ),
+        ];
+        for (request, field) in cases {
+            assert_eq!(field_of(validate(&request).unwrap_err()), field, "{request:?}");
+        }
+        let too_many = (0..=MAX_COLUMNS)
+            .map(|i| spec(&format!("c{i}"), if i == 0 { Category::Time } else { Category::Field }))
+            .collect();
+        assert_eq!(field_of(validate(&create_table(too_many)).unwrap_err()), "columns");
+        let properties: BTreeMap<_, _> = (0..=MAX_PROPERTIES).map(|i| (format!("k{i}"), String::new())).collect();
+        let request = DdlRequest::CreateDatabase { name: "d".into(), ttl: None, properties };
+        assert_eq!(field_of(validate(&request).unwrap_err()), "properties");
+        let request = DdlRequest::CreateView { database: "db".into(), name: "v".into(), definition: " ".into() };
+        assert_eq!(field_of(validate(&request).unwrap_err()), "definition");
+        let request =
+            DdlRequest::CreateDatabase { name: "d".into(), ttl: Some(Duration::ZERO), properties: BTreeMap::new() };
+        assert_eq!(field_of(validate(&request).unwrap_err()), "ttl");
+    }
+
+    #[test]
+    fn create_table_is_hidden_until_commit_and_rolls_back_by_removal() {
+        let request = create_table(vec![spec("time", Category::Time), spec("v", Category::Field)]);
+        validate(&request).unwrap();
+        let plan = plan(&catalog(), &request).unwrap();
+        let CatalogChange::PutTable(prepared) = &plan.prepare else { panic!() };
+        assert_eq!(prepared.state, ObjectState::Hidden);
+        let Some(CatalogChange::PutTable(committed)) = &plan.commit else { panic!() };
+        assert_eq!(committed.state, ObjectState::Visible);
+        assert_eq!(plan.rollback, CatalogChange::RemoveTable { database: "db".into(), name: "t".into() });
+        assert_eq!(plan.drop_data, None);
+        assert_eq!(
+            locks(&request),
+            LockSet { database: "db".into(), database_exclusive: false, object: Some("table:t".into()) }
+        );
+    }
+
+    #[test]
+    fn drop_table_marks_then_drops_data_then_removes() {
+        let request = DdlRequest::DropTable { database: "db".into(), name: "existing".into() };
+        let plan = plan(&catalog(), &request).unwrap();
+        let CatalogChange::PutTable(marked) = &plan.prepare else { panic!() };
+        assert_eq!(marked.state, ObjectState::Dropping);
+        assert_eq!(plan.drop_data, Some(DataTarget::Table { database: "db".into(), table: "existing".into() }));
+        assert_eq!(plan.commit, Some(CatalogChange::RemoveTable { database: "db".into(), name: "existing".into() }));
+        let CatalogChange::PutTable(restored) = &plan.rollback else { panic!() };
+        assert_eq!(restored.state, ObjectState::Visible);
+    }
+
+    #[test]
+    fn add_and_drop_column_go_through_hidden_and_marked_columns() {
+        let add = DdlRequest::AlterTable {
+            database: "db".into(),
+            name: "existing".into(),
+            action: AlterAction::AddColumn(spec("w", Category::Field)),
+        };
+        let added = plan(&catalog(), &add).unwrap();
+        let CatalogChange::PutTable(prepared) = &added.prepare else { panic!() };
+        assert_eq!(prepared.columns.last().unwrap().state, ObjectState::Hidden);
+        let drop = DdlRequest::AlterTable {
+            database: "db".into(),
+            name: "existing".into(),
+            action: AlterAction::DropColumn("V".into()),
+        };
+        let dropped = plan(&catalog(), &drop).unwrap();
+        let CatalogChange::PutTable(marked) = &dropped.prepare else { panic!() };
+        assert_eq!(marked.columns[1].state, ObjectState::Dropping);
+        let Some(CatalogChange::PutTable(committed)) = &dropped.commit else { panic!() };
+        assert_eq!(committed.columns.len(), 1);
+        let time = DdlRequest::AlterTable {
+            database: "db".into(),
+            name: "existing".into(),
+            action: AlterAction::DropColumn("time".into()),
+        };
+        assert!(matches!(plan(&catalog(), &time), Err(DdlError::Invalid { .. })));
+    }
+
+    #[test]
+    fn settings_change_in_one_phase() {
+        let request = DdlRequest::AlterTable {
+            database: "db".into(),
+            name: "existing".into(),
+            action: AlterAction::SetTtl(Some(Duration::from_secs(60))),
+        };
+        let plan = plan(&catalog(), &request).unwrap();
+        assert_eq!(plan.commit, None);
+        let CatalogChange::PutTable(changed) = &plan.prepare else { panic!() };
+        assert_eq!(changed.ttl, Some(Duration::from_secs(60)));
+    }
+
+    #[test]
+    fn conflicts_are_named() {
+        let mut busy = catalog();
+        busy.apply(&CatalogChange::PutTable(table("db", "going", ObjectState::Dropping)));
+        let cases = [
+            (DdlRequest::DropTable { database: "db".into(), name: "missing".into() }, "does not exist"),
+            (DdlRequest::DropTable { database: "nodb".into(), name: "t".into() }, "database nodb does not exist"),
+            (DdlRequest::DropTable { database: "db".into(), name: "going".into() }, "being changed"),
+            (
+                DdlRequest::CreateDatabase { name: "db".into(), ttl: None, properties: BTreeMap::new() },
+                "already exists",
+            ),
+        ];
+        for (request, message) in cases {
+            let error = plan(&busy, &request).unwrap_err().to_string();
+            assert!(error.contains(message), "{request:?}: {error}");
+        }
+    }
+
+    #[test]
+    fn drop_database_takes_the_database_exclusively() {
+        let request = DdlRequest::DropDatabase { name: "db".into() };
+        assert_eq!(locks(&request), LockSet { database: "db".into(), database_exclusive: true, object: None });
+        let plan = plan(&catalog(), &request).unwrap();
+        assert_eq!(plan.drop_data, Some(DataTarget::Database("db".into())));
+    }
+
+    #[test]
+    fn versions_are_stamped_into_puts() {
+        let change = at_version(&CatalogChange::PutTable(table("db", "t", ObjectState::Visible)), 42);
+        let CatalogChange::PutTable(stamped) = change else { panic!() };
+        assert_eq!(stamped.version, 42);
+    }
+}

@@ -1,0 +1,28 @@
+-- Catalog objects, one row each: kind 'database' (with name ''), 'table' or 'view'. The
+-- payload is the encoded object, its state included (hidden, visible, dropping).
+CREATE TABLE IF NOT EXISTS catalog_objects (
+    cluster TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    database_name TEXT NOT NULL,
+    name TEXT NOT NULL,
+    payload BLOB NOT NULL,
+    version INTEGER NOT NULL,
+    PRIMARY KEY (cluster, kind, database_name, name)
+);
+-- Persisted DDL procedures: a new leader resumes every running one from its step.
+CREATE TABLE IF NOT EXISTS procedures (
+    cluster TEXT NOT NULL,
+    id INTEGER NOT NULL,
+    kind TEXT NOT NULL,
+    target TEXT NOT NULL,
+    step TEXT NOT NULL,
+    state TEXT NOT NULL,
+    error TEXT NOT NULL,
+    request_id TEXT,
+    request BLOB NOT NULL,
+    term INTEGER NOT NULL,
+    created_at_ms INTEGER NOT NULL,
+    updated_at_ms INTEGER NOT NULL,
+    PRIMARY KEY (cluster, id)
+);
+CREATE UNIQUE INDEX IF NOT EXISTS procedures_request_id ON procedures (cluster, request_id);

@@ -1,0 +1,254 @@
+//! The catalog's rows (`catalog_objects`) and the persisted DDL procedures (`procedures`).
+//! Writes run inside a guarded transaction; reads on the pool.
+
+use sqlx::any::AnyRow;
+use sqlx::{AnyConnection, AssertSqlSafe, Row};
+
+use crate::backend::Statements;
+use crate::error::StoreError;
+
+/// One catalog object as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredObject {
+    /// `database`, `table` or `view`.
+    pub kind: String,
+    /// Its database (the database's own name for a database).
+    pub database: String,
+    /// Its name (empty for a database).
+    pub name: String,
+    /// The encoded object.
+    pub payload: Vec<u8>,
+    /// The version that last changed it.
+    pub version: u64,
+}
+
+/// A persisted DDL procedure.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProcedureRow {
+    /// Its id: the version of its first change.
+    pub id: u64,
+    /// `create_table`, …
+    pub kind: String,
+    /// `db.t`, …
+    pub target: String,
+    /// The step reached.
+    pub step: String,
+    /// `running`, `succeeded`, `rolled_back`, `failed`.
+    pub state: String,
+    /// Why it failed or was rolled back.
+    pub error: String,
+    /// The client's request id, if it gave one.
+    pub request_id: Option<String>,
+    /// The encoded request.
+    pub request: Vec<u8>,
+    /// The term that last moved it.
+    pub term: u64,
+    /// When it was created (store clock, ms).
+    pub created_at_ms: i64,
+    /// When it last moved (store clock, ms).
+    pub updated_at_ms: i64,
+}
+
+fn u64_of(value: i64) -> u64 {
+    u64::try_from(value).unwrap_or(0)
+}
+
+fn procedure_of(row: &AnyRow) -> Result<ProcedureRow, sqlx::Error> {
+    Ok(ProcedureRow {
+        id: u64_of(row.try_get(0)?),
+        kind: row.try_get(1)?,
+        target: row.try_get(2)?,
+        step: row.try_get(3)?,
+        state: row.try_get(4)?,
+        error: row.try_get(5)?,
+        request_id: row.try_get(6)?,
+        request: row.try_get(7)?,
+        term: u64_of(row.try_get(8)?),
+        created_at_ms: row.try_get(9)?,
+        updated_at_ms: row.try_get(10)?,
+    })
+}
+
+pub(crate) async fn put_object(
+    conn: &mut AnyConnection,
+    sql: &Statements,
+    cluster: &str,
+    object: &StoredObject,
+) -> Result<(), StoreError> {
+    let updated = crate::changes_one(
+        sqlx::query(AssertSqlSafe(sql.object_update.clone()))
+            .bind(object.payload.clone())
+            .bind(object.version as i64)
+            .bind(cluster)
+            .bind(object.kind.as_str())
+            .bind(object.database.as_str())
+            .bind(object.name.as_str()),
+        conn,
+    )
+    .await?;
+    if !updated {
+        sqlx::query(AssertSqlSafe(sql.object_insert.clone()))
+            .bind(cluster)
+            .bind(object.kind.as_str())
+            .bind(object.database.as_str())
+            .bind(object.name.as_str())
+            .bind(object.payload.clone())
+            .bind(object.version as i64)
+            .execute(&mut *conn)
+            .await?;
+    }
+    Ok(())
+}
+
+pub(crate) async fn remove_object(
+    conn: &mut AnyConnection,
+    sql: &Statements,
+    cluster: &str,
+    kind: &str,
+    database: &str,
+    name: &str,
+) -> Result<(), StoreError> {
+    sqlx::query(AssertSqlSafe(sql.object_delete.clone()))
+        .bind(cluster)
+        .bind(kind)
+        .bind(database)
+        .bind(name)
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
+}
+
+pub(crate) async fn remove_database_objects(
+    conn: &mut AnyConnection,
+    sql: &Statements,
+    cluster: &str,
+    database: &str,
+) -> Result<(), StoreError> {
+    sqlx::query(AssertSqlSafe(sql.objects_delete_database.clone()))
+        .bind(cluster)
+        .bind(database)
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
+}
+
+pub(crate) async fn list_objects(
+    conn: &mut AnyConnection,
+    sql: &Statements,
+    cluster: &str,
+) -> Result<Vec<StoredObject>, StoreError> {
+    let rows = sqlx::query(AssertSqlSafe(sql.objects_list.clone())).bind(cluster).fetch_all(&mut *conn).await?;
+    rows.iter()
+        .map(|row| {
+            Ok(StoredObject {
+                kind: row.try_get(0)?,
+                database: row.try_get(1)?,
+                name: row.try_get(2)?,
+                payload: row.try_get(3)?,
+                version: u64_of(row.try_get(4)?),
+            })
+        })
+        .collect::<Result<_, sqlx::Error>>()
+        .map_err(Into::into)
+}
+
+pub(crate) async fn insert_procedure(
+    conn: &mut AnyConnection,
+    sql: &Statements,
+    cluster: &str,
+    procedure: &ProcedureRow,
+) -> Result<(), StoreError> {
+    sqlx::query(AssertSqlSafe(sql.procedure_insert.clone()))
+        .bind(cluster)
+        .bind(procedure.id as i64)
+        .bind(procedure.kind.as_str())
+        .bind(procedure.target.as_str())
+        .bind(procedure.step.as_str())
+        .bind(procedure.state.as_str())
+        .bind(procedure.error.as_str())
+        .bind(procedure.request_id.clone())
+        .bind(procedure.request.clone())
+        .bind(procedure.term as i64)
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
+pub(crate) async fn update_procedure(
+    conn: &mut AnyConnection,
+    sql: &Statements,
+    cluster: &str,
+    id: u64,
+    step: &str,
+    state: &str,
+    error: &str,
+    term: u64,
+) -> Result<bool, StoreError> {
+    crate::changes_one(
+        sqlx::query(AssertSqlSafe(sql.procedure_update.clone()))
+            .bind(step)
+            .bind(state)
+            .bind(error)
+            .bind(term as i64)
+            .bind(cluster)
+            .bind(id as i64),
+        conn,
+    )
+    .await
+}
+
+pub(crate) async fn get_procedure(
+    conn: &mut AnyConnection,
+    sql: &Statements,
+    cluster: &str,
+    id: u64,
+) -> Result<Option<ProcedureRow>, StoreError> {
+    let row = sqlx::query(AssertSqlSafe(sql.procedure_get.clone()))
+        .bind(cluster)
+        .bind(id as i64)
+        .fetch_optional(&mut *conn)
+        .await?;
+    Ok(row.as_ref().map(procedure_of).transpose()?)
+}
+
+pub(crate) async fn procedure_by_request(
+    conn: &mut AnyConnection,
+    sql: &Statements,
+    cluster: &str,
+    request_id: &str,
+) -> Result<Option<ProcedureRow>, StoreError> {
+    let row = sqlx::query(AssertSqlSafe(sql.procedure_by_request.clone()))
+        .bind(cluster)
+        .bind(request_id)
+        .fetch_optional(&mut *conn)
+        .await?;
+    Ok(row.as_ref().map(procedure_of).transpose()?)
+}
+
+pub(crate) async fn list_procedures(
+    conn: &mut AnyConnection,
+    sql: &Statements,
+    cluster: &str,
+    state: Option<&str>,
+    limit: u32,
+) -> Result<Vec<ProcedureRow>, StoreError> {
+    let rows = match state {
+        Some(state) => {
+            sqlx::query(AssertSqlSafe(sql.procedures_by_state.clone()))
+                .bind(cluster)
+                .bind(state)
+                .bind(i64::from(limit))
+                .fetch_all(&mut *conn)
+                .await?
+        }
+        None => {
+            sqlx::query(AssertSqlSafe(sql.procedures_list.clone()))
+                .bind(cluster)
+                .bind(i64::from(limit))
+                .fetch_all(&mut *conn)
+                .await?
+        }
+    };
+    rows.iter().map(procedure_of).collect::<Result<_, sqlx::Error>>().map_err(Into::into)
+}
