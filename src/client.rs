@@ -3,8 +3,10 @@
 //! Calls that must reach the leader go through [`Client::call_leader`]: it starts at the
 //! leader it last saw (or the first endpoint), follows the `leasehold-leader` redirect that a
 //! follower attaches to `UNAVAILABLE`, moves to the next endpoint when a node is down or knows
-//! no leader, and backs off exponentially until the retry deadline. Only `UNAVAILABLE` is
-//! retried: every other code is the server's answer and is returned as it is.
+//! no leader, and backs off exponentially until the retry deadline. `UNAVAILABLE` is retried,
+//! and so is a call whose connection broke while it was in flight (the leader died): such a
+//! call may have run, so give DDL a `request_id`, which makes a retry return the first run's
+//! outcome. Every other code is the server's answer and is returned as it is.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -217,7 +219,7 @@ impl Client {
                     self.set_leader_hint(Some(target));
                     return Ok(response.into_inner());
                 }
-                Err(status) if status.code() == Code::Unavailable => {
+                Err(status) if status.code() == Code::Unavailable || connection_broke(&status) => {
                     let redirect = redirect_target(&status).filter(|leader| *leader != target);
                     tracing::debug!(endpoint = %target, redirect = ?redirect, message = status.message(), "leader call unavailable");
                     self.set_leader_hint(redirect.clone());
@@ -303,6 +305,13 @@ impl Client {
     fn set_leader_hint(&self, hint: Option<String>) {
         *self.inner.leader_hint.lock().expect("leader hint poisoned") = hint;
     }
+}
+
+/// Whether a call failed because its connection broke (the server went away mid-call), as
+/// opposed to an answer from the server.
+pub fn connection_broke(status: &Status) -> bool {
+    matches!(status.code(), Code::Unknown | Code::Cancelled | Code::Internal)
+        && std::error::Error::source(status).is_some_and(|source| source.is::<tonic::transport::Error>())
 }
 
 /// Exponential backoff under a deadline.

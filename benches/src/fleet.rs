@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 use leasehold::v1::agent_server::{Agent, AgentServer};
 use leasehold::v1::data_nodes_client::DataNodesClient;
 use leasehold::v1::{
-    ApplyInvalidationRequest, ApplyInvalidationResponse, DropDataRequest, DropDataResponse, GetLeaseStateRequest,
-    HeartbeatRequest, LeaseState, RegisterRequest, ResolveTableRequest, ResolveTableResponse,
+    ApplyInvalidationRequest, ApplyInvalidationResponse, GetLeaseStateRequest, HeartbeatRequest, LeaseState,
+    RegisterRequest, ResolveTableRequest, ResolveTableResponse,
 };
 use tokio::net::TcpListener;
 use tonic::transport::server::TcpIncoming;
@@ -202,10 +202,6 @@ impl Agent for MockAgents {
         _request: Request<ResolveTableRequest>,
     ) -> Result<Response<ResolveTableResponse>, Status> {
         Err(Status::unimplemented("simulated agents hold no tables"))
-    }
-
-    async fn drop_data(&self, _request: Request<DropDataRequest>) -> Result<Response<DropDataResponse>, Status> {
-        Ok(Response::new(DropDataResponse {}))
     }
 }
 

@@ -93,13 +93,20 @@ impl TestAgent {
     /// A read through the agent's fenced cache: `Ok(version)` when it serves (the table is
     /// not there, so NOT_FOUND carries the version), the status when it refuses.
     pub async fn read(&self) -> Result<u64, Status> {
-        let request = ResolveTableRequest { database: "db".into(), table: "t".into() };
+        self.resolve("db", "t").await.map(|(version, _)| version)
+    }
+
+    /// Resolves `database.table` through the agent's fenced cache: `Ok((version, Some(table)))`
+    /// when it serves the table, `Ok((version, None))` when it serves and has no such table,
+    /// the status when it refuses (FENCED).
+    pub async fn resolve(&self, database: &str, table: &str) -> Result<(u64, Option<leasehold::v1::Table>), Status> {
+        let request = ResolveTableRequest { database: database.into(), table: table.into() };
         match self.client().resolve_table(request).await {
-            Ok(response) => Ok(response.into_inner().version),
-            Err(status) if status.code() == tonic::Code::NotFound => {
-                let version = leasehold_tests_version(&status);
-                Ok(version)
+            Ok(response) => {
+                let response = response.into_inner();
+                Ok((response.version, response.schema))
             }
+            Err(status) if status.code() == tonic::Code::NotFound => Ok((leasehold_tests_version(&status), None)),
             Err(status) => Err(status),
         }
     }

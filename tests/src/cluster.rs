@@ -232,6 +232,12 @@ impl TestCluster {
         }
     }
 
+    /// The address of the node that leads now.
+    pub async fn leader_address(&mut self) -> String {
+        let (leader, _) = self.leader(Duration::from_secs(15)).await;
+        self.node(&leader).grpc.clone()
+    }
+
     /// Waits until exactly one node leads.
     pub async fn leader(&mut self, timeout: Duration) -> (String, u64) {
         let (node_id, term, _) = self.leader_above(0, timeout).await;

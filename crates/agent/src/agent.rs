@@ -11,8 +11,8 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use leasehold::v1::{
-    AgentLeaseState, ApplyInvalidationRequest, DeregisterRequest, DropDataRequest, HeartbeatRequest, HeartbeatResponse,
-    LeaseState, MetadataChange, RegisterRequest,
+    AgentLeaseState, ApplyInvalidationRequest, DeregisterRequest, HeartbeatRequest, HeartbeatResponse, LeaseState,
+    MetadataChange, RegisterRequest,
 };
 use leasehold_core::agent_lease::{
     AgentState, HeartbeatTicket, LeaderRef, LeaseManager, PushRefusal, ResponseDecision,
@@ -56,10 +56,12 @@ pub trait AgentHost: Send + Sync + 'static {
         Ok(())
     }
 
-    /// Deletes the data of a dropped database, table or column. Called after every data node
-    /// acknowledged the pre-delete marker or has provably fenced; may be called more than once
-    /// for the same target. A host that was fenced during a drop never hears of it: after its
-    /// resync it should delete the data of objects the catalog no longer has.
+    /// Deletes the data of a dropped database, table or column. Called when the order to drop
+    /// is applied, which the leader sends after every data node acknowledged the pre-delete
+    /// marker or has provably fenced; may come more than once for the same target. An error
+    /// leaves the order unapplied, so the agent cannot renew its lease and fences. A host that
+    /// was fenced during a drop never hears of it: after its resync it should delete the data
+    /// of objects the catalog no longer has.
     fn drop_data(&self, target: &DataTarget) -> Result<(), String> {
         let _ = target;
         Ok(())
@@ -259,11 +261,31 @@ impl Agent {
         self.inner.lease.lock().expect("agent lease poisoned")
     }
 
-    fn prepare(&self, change: &MetadataChange) -> Result<(), String> {
+    /// Asks the host about `change` before it is applied to `current`; an order to drop data
+    /// is carried out here (skipped when the object was created again after its marker).
+    fn prepare(&self, current: &CacheView, change: &MetadataChange) -> Result<(), String> {
         if failpoint::armed(failpoint::CANNOT_APPLY) {
             return Err("failpoint agent::cannot-apply".into());
         }
-        self.inner.host.prepare(change)
+        self.inner.host.prepare(change)?;
+        if let Some(leasehold::v1::metadata_change::Kind::DropData(drop)) = &change.kind {
+            if current.recreated_since(&drop.database, &drop.table, drop.marker_version) {
+                info!(database = %drop.database, table = %drop.table, "the object was created again since the drop; keeping its data");
+                return Ok(());
+            }
+            let target = match (drop.table.is_empty(), drop.column.is_empty()) {
+                (true, _) => DataTarget::Database(drop.database.clone()),
+                (false, true) => DataTarget::Table { database: drop.database.clone(), table: drop.table.clone() },
+                (false, false) => DataTarget::Column {
+                    database: drop.database.clone(),
+                    table: drop.table.clone(),
+                    column: drop.column.clone(),
+                },
+            };
+            self.inner.host.drop_data(&target)?;
+            info!(?target, marker = drop.marker_version, "data dropped");
+        }
+        Ok(())
     }
 
     /// Fences if the lease ran out: drops the cache first. Call with the lease locked.
@@ -314,7 +336,7 @@ impl Agent {
         let current = self.inner.view.load_full();
         let applied = match &response.snapshot {
             Some(snapshot) => Ok(CacheView::from_snapshot(snapshot)),
-            None => current.apply(&response.store_epoch, &response.changes, |change| self.prepare(change)),
+            None => current.apply(&response.store_epoch, &response.changes, |change| self.prepare(&current, change)),
         };
         let mut next = match applied {
             Ok(next) => next,
@@ -368,7 +390,8 @@ impl Agent {
             },
         })?;
         let current = self.inner.view.load_full();
-        let mut next = current.apply(&request.store_epoch, &request.changes, |change| self.prepare(change))?;
+        let mut next =
+            current.apply(&request.store_epoch, &request.changes, |change| self.prepare(&current, change))?;
         next.valid_until = current.valid_until;
         let version = next.version;
         if version != current.version {
@@ -377,43 +400,6 @@ impl Agent {
             let _ = self.inner.events.send(AgentEvent::Applied { version });
         }
         Ok(version)
-    }
-
-    /// Hands a drop of data from the leader to the host. Refused from a term older than one
-    /// seen, and ignored when the object was created again since the drop's marker.
-    pub fn drop_data(&self, request: &DropDataRequest) -> Result<(), PushError> {
-        {
-            let lease = self.lease();
-            if !request.incarnation.is_empty() && request.incarnation != self.inner.incarnation {
-                return Err(PushError::WrongIncarnation {
-                    meant: request.incarnation.clone(),
-                    actual: self.inner.incarnation.clone(),
-                });
-            }
-            if request.term < lease.highest_term() {
-                return Err(PushError::NotMyLeader { following: format!("a leader of term {}", lease.highest_term()) });
-            }
-        }
-        let view = self.inner.view.load();
-        if view.recreated_since(&request.database, &request.table, request.version) {
-            info!(database = %request.database, table = %request.table, "the object was created again since the drop; keeping its data");
-            return Ok(());
-        }
-        let target = match (request.table.is_empty(), request.column.is_empty()) {
-            (true, _) => DataTarget::Database(request.database.clone()),
-            (false, true) => DataTarget::Table { database: request.database.clone(), table: request.table.clone() },
-            (false, false) => DataTarget::Column {
-                database: request.database.clone(),
-                table: request.table.clone(),
-                column: request.column.clone(),
-            },
-        };
-        self.inner
-            .host
-            .drop_data(&target)
-            .map_err(|reason| PushError::Apply(ApplyError::CannotApply { version: request.version, reason }))?;
-        info!(?target, version = request.version, "data dropped");
-        Ok(())
     }
 
     /// Runs the heartbeat and fence tasks until `shutdown`, then deregisters.

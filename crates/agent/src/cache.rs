@@ -114,7 +114,7 @@ impl CacheView {
                         catalog.get_or_insert_with(|| (*self.catalog).clone()).apply(&catalog_change);
                     }
                 }
-                Some(metadata_change::Kind::Barrier(_)) | None => {}
+                Some(metadata_change::Kind::Barrier(_) | metadata_change::Kind::DropData(_)) | None => {}
             }
             next.version = change.version;
         }

@@ -3,8 +3,8 @@
 use leasehold::status::{error_status, reason};
 use leasehold::v1::agent_server::Agent as AgentRpc;
 use leasehold::v1::{
-    ApplyInvalidationRequest, ApplyInvalidationResponse, DropDataRequest, DropDataResponse, GetLeaseStateRequest,
-    LeaseState, ResolveTableRequest, ResolveTableResponse,
+    ApplyInvalidationRequest, ApplyInvalidationResponse, GetLeaseStateRequest, LeaseState, ResolveTableRequest,
+    ResolveTableResponse,
 };
 use tonic::{Code, Request, Response, Status};
 
@@ -82,10 +82,6 @@ impl AgentRpc for AgentService {
         let result = self.agent.apply_push(&request);
         metrics::push(if result.is_ok() { "applied" } else { "refused" });
         result.map(|applied_version| Response::new(ApplyInvalidationResponse { applied_version })).map_err(push_status)
-    }
-
-    async fn drop_data(&self, request: Request<DropDataRequest>) -> Result<Response<DropDataResponse>, Status> {
-        self.agent.drop_data(request.get_ref()).map(|()| Response::new(DropDataResponse {})).map_err(push_status)
     }
 
     async fn get_lease_state(&self, _request: Request<GetLeaseStateRequest>) -> Result<Response<LeaseState>, Status> {

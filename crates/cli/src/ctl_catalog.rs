@@ -111,6 +111,15 @@ fn read_table_file(path: &Path) -> anyhow::Result<TableFile> {
     }
 }
 
+/// The request id of a DDL call: the given one, or a fresh one, so that the client's own
+/// retries (after a leader change) never apply it twice.
+fn fresh_request_id(given: Option<String>) -> String {
+    given.unwrap_or_else(|| {
+        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+        format!("ctl-{}-{nanos:x}", std::process::id())
+    })
+}
+
 fn ms(duration: Option<Duration>) -> u64 {
     duration.map_or(0, |duration| duration.as_millis() as u64)
 }
@@ -156,7 +165,7 @@ pub async fn db(client: &Client, command: DbCommand) -> anyhow::Result<Answer> {
                 name: name.clone(),
                 ttl_ms: ms(ttl),
                 properties: properties.into_iter().collect(),
-                request_id: request_id.request_id.unwrap_or_default(),
+                request_id: fresh_request_id(request_id.request_id),
             };
             ddl_answer(leader_call!(
                 client,
@@ -168,7 +177,7 @@ pub async fn db(client: &Client, command: DbCommand) -> anyhow::Result<Answer> {
         }
         DbCommand::Drop { name, request_id } => {
             let request =
-                DropDatabaseRequest { name: name.clone(), request_id: request_id.request_id.unwrap_or_default() };
+                DropDatabaseRequest { name: name.clone(), request_id: fresh_request_id(request_id.request_id) };
             ddl_answer(leader_call!(client, CatalogClient, drop_database, request, format!("dropping database {name}")))
         }
         DbCommand::List => {
@@ -256,7 +265,7 @@ pub async fn table_command(client: &Client, command: TableCommand) -> anyhow::Re
                 ttl_ms: ms(ttl),
                 properties: properties.into_iter().collect(),
                 comment,
-                request_id: request_id.request_id.unwrap_or_default(),
+                request_id: fresh_request_id(request_id.request_id),
             };
             ddl_answer(leader_call!(
                 client,
@@ -304,7 +313,7 @@ pub async fn table_command(client: &Client, command: TableCommand) -> anyhow::Re
                 database: database.clone(),
                 name: name.clone(),
                 action: Some(action),
-                request_id: request_id.request_id.unwrap_or_default(),
+                request_id: fresh_request_id(request_id.request_id),
             };
             ddl_answer(leader_call!(
                 client,
@@ -318,7 +327,7 @@ pub async fn table_command(client: &Client, command: TableCommand) -> anyhow::Re
             let request = DropTableRequest {
                 database: database.clone(),
                 name: name.clone(),
-                request_id: request_id.request_id.unwrap_or_default(),
+                request_id: fresh_request_id(request_id.request_id),
             };
             ddl_answer(leader_call!(
                 client,
@@ -387,7 +396,7 @@ pub async fn view(client: &Client, command: ViewCommand) -> anyhow::Result<Answe
                 database: database.clone(),
                 name: name.clone(),
                 definition,
-                request_id: request_id.request_id.unwrap_or_default(),
+                request_id: fresh_request_id(request_id.request_id),
             };
             ddl_answer(leader_call!(
                 client,
@@ -401,7 +410,7 @@ pub async fn view(client: &Client, command: ViewCommand) -> anyhow::Result<Answe
             let request = DropViewRequest {
                 database: database.clone(),
                 name: name.clone(),
-                request_id: request_id.request_id.unwrap_or_default(),
+                request_id: fresh_request_id(request_id.request_id),
             };
             ddl_answer(leader_call!(
                 client,

@@ -64,6 +64,10 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
          \n  grpcurl -plaintext {grpc} leasehold.v1.Cluster/GetLeader\
          \n  grpcurl -plaintext {grpc} leasehold.v1.DataNodes/ListDataNodes\
          \n  grpcurl -plaintext {first_agent} leasehold.v1.Agent/GetLeaseState\
+         \n  grpcurl -plaintext -d '{{\"database\": \"demo\", \"table\": \"metrics\"}}' {first_agent} leasehold.v1.Agent/ResolveTable\
+         \n  cargo run --release -- ctl --endpoints {grpc} table get demo metrics\
+         \n  cargo run --release -- ctl --endpoints {grpc} table alter demo metrics --add-column mem:DOUBLE:FIELD\
+         \n  cargo run --release -- ctl --endpoints {grpc} procedure list\
          \n  cargo run --release -- ctl --endpoints {grpc} datanodes list\
          \n  cargo run --release -- ctl --endpoints {grpc} datanodes barrier\
          \n  cargo run --release -- ctl agent lease --agent {first_agent}\
@@ -74,6 +78,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
          \nread is refused (`ctl agent lease --agent 127.0.0.1:7509` says FENCED), then it resyncs.\
          \n\nCtrl-C stops everything (the lease is released, the agents deregister).\n",
     );
+    tokio::spawn(create_sample(grpc.to_string()));
     tokio::spawn({
         let coordinator_stop = coordinator_stop.clone();
         async move {
@@ -88,4 +93,56 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     });
     leasehold_coordinator::run(config, listeners, coordinator_stop).await?;
     Ok(())
+}
+
+/// Creates the sample database `demo` and table `demo.metrics`, once (request ids make a
+/// restart find them instead of creating them again).
+async fn create_sample(coordinator: String) {
+    use leasehold::v1::catalog_client::CatalogClient;
+    use leasehold::v1::{ColumnCategory, ColumnDefinition, CreateDatabaseRequest, CreateTableRequest, DataType};
+
+    let Ok(client) = leasehold::Client::new([coordinator], leasehold::ClientOptions::default()) else { return };
+    let database = CreateDatabaseRequest {
+        name: "demo".into(),
+        ttl_ms: 7 * 24 * 3600 * 1000,
+        properties: Default::default(),
+        request_id: "dev-sample-database".into(),
+    };
+    let column = |name: &str, data_type: DataType, category: ColumnCategory| ColumnDefinition {
+        name: name.into(),
+        data_type: data_type as i32,
+        category: category as i32,
+        comment: String::new(),
+    };
+    let table = CreateTableRequest {
+        database: "demo".into(),
+        name: "metrics".into(),
+        columns: vec![
+            column("time", DataType::Timestamp, ColumnCategory::Time),
+            column("host", DataType::Text, ColumnCategory::Tag),
+            column("cpu", DataType::Double, ColumnCategory::Field),
+        ],
+        ttl_ms: 0,
+        properties: Default::default(),
+        comment: "a sample table: try ResolveTable on an agent".into(),
+        request_id: "dev-sample-table".into(),
+    };
+    let created = async {
+        client
+            .call_leader(|channel| {
+                let request = database.clone();
+                async move { CatalogClient::new(channel).create_database(request).await }
+            })
+            .await?;
+        client
+            .call_leader(|channel| {
+                let request = table.clone();
+                async move { CatalogClient::new(channel).create_table(request).await }
+            })
+            .await
+    };
+    match created.await {
+        Ok(_) => tracing::info!("sample table demo.metrics is ready"),
+        Err(error) => tracing::warn!(%error, "could not create the sample table"),
+    }
 }

@@ -16,7 +16,7 @@ use leasehold::v1::{
 };
 use leasehold_core::catalog::{Catalog, CatalogChange};
 use leasehold_core::contact::{ContactStatus, ContactTracker, NodeKey, Settlement};
-use leasehold_core::ddl::at_version;
+use leasehold_core::ddl::{DataTarget, at_version};
 use leasehold_core::{Clock, MonoTime};
 use leasehold_store::{GuardedTx, Store, StoreError, StoredObject, WriteGuard};
 use prost::Message;
@@ -177,6 +177,7 @@ fn change_kind(change: &MetadataChange) -> &'static str {
     match change.kind {
         Some(v1::metadata_change::Kind::Barrier(_)) | None => "barrier",
         Some(v1::metadata_change::Kind::Catalog(_)) => "catalog",
+        Some(v1::metadata_change::Kind::DropData(_)) => "drop_data",
     }
 }
 
@@ -472,25 +473,6 @@ impl MetadataLeader {
         &self.identity.cluster
     }
 
-    /// Registered nodes that hold `version` and must drop data, with whether time alone has
-    /// settled each (it has provably fenced).
-    pub fn drop_data_targets(&self, version: u64) -> Vec<(NodeKey, String, bool)> {
-        let now = self.clock.now();
-        let state = self.state();
-        state
-            .registry
-            .iter()
-            .map(|(node_id, registered)| {
-                let key = NodeKey::new(node_id, &registered.incarnation);
-                let settled = matches!(
-                    state.tracker.status(&key, now, self.proceed_after),
-                    Some(ContactStatus::FencedByNow { .. } | ContactStatus::NeverGranted) | None
-                ) && state.tracker.acked(&key) < version;
-                (key, registered.address.clone(), settled)
-            })
-            .collect()
-    }
-
     /// The per-node settlements of `version`, and the nodes that must still be pushed to.
     pub fn pending(&self, version: u64) -> (Vec<Settlement>, Vec<PushTarget>) {
         let now = self.clock.now();
@@ -665,6 +647,25 @@ impl ChangeTx<'_> {
             kind: Some(v1::metadata_change::Kind::Catalog(leasehold::catalog::change_message(&change))),
         };
         self.publish(message, Some(change)).await
+    }
+
+    /// Publishes the order to delete `target`'s data, marked at `marker_version`.
+    pub async fn publish_drop_data(self, target: &DataTarget, marker_version: u64) -> Result<u64, MetadataError> {
+        let (database, table, column) = match target {
+            DataTarget::Database(database) => (database.clone(), String::new(), String::new()),
+            DataTarget::Table { database, table } => (database.clone(), table.clone(), String::new()),
+            DataTarget::Column { database, table, column } => (database.clone(), table.clone(), column.clone()),
+        };
+        let message = MetadataChange {
+            version: self.version,
+            kind: Some(v1::metadata_change::Kind::DropData(v1::DropDataChange {
+                database,
+                table,
+                column,
+                marker_version,
+            })),
+        };
+        self.publish(message, None).await
     }
 
     /// Appends `message` to the change log, commits, and publishes it.

@@ -311,7 +311,11 @@ impl ProcedureRunner {
                     next = Next::AwaitSettled;
                 }
                 Next::DropData => {
+                    let target = plan.drop_data.as_ref().expect("a drop step has a target");
                     if running.step != Step::DroppingData {
+                        failpoint::pause(failpoint::DDL_BEFORE_DROP_DATA).await;
+                        // The order to drop travels like any change: pushed, and carried by
+                        // heartbeat answers to agents that pushes do not reach.
                         let mut change = leader.begin().await?;
                         change
                             .store()
@@ -323,12 +327,11 @@ impl ProcedureRunner {
                                 "",
                             )
                             .await?;
-                        change.commit().await?;
+                        change.publish_drop_data(target, id).await?;
                         running.step = Step::DroppingData;
                     }
-                    failpoint::pause(failpoint::DDL_BEFORE_DROP_DATA).await;
-                    let target = plan.drop_data.as_ref().expect("a drop step has a target");
-                    fenced.extend(self.propagator.drop_data(leader, target, id).await?);
+                    let outcome = self.propagator.broadcast(leader, leader.version(), Mode::Forward).await?;
+                    fenced.extend(outcome.fenced);
                     next = if plan.commit.is_some() { Next::Commit } else { Next::AwaitSettled };
                 }
                 Next::Commit => {

@@ -8,10 +8,9 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use leasehold::status::{error_reason, reason};
+use leasehold::v1::ApplyInvalidationRequest;
 use leasehold::v1::agent_client::AgentClient;
-use leasehold::v1::{ApplyInvalidationRequest, DropDataRequest};
 use leasehold_core::contact::NodeKey;
-use leasehold_core::ddl::DataTarget;
 use leasehold_core::propagation::{NextStep, PropagationPlan};
 use leasehold_core::verdict::{Verdict, decide};
 use tonic::transport::{Channel, Endpoint};
@@ -198,79 +197,6 @@ impl Propagator {
             }
         }
         result
-    }
-
-    /// Asks every data node that holds the pre-delete marker at `version` to delete `target`'s
-    /// data, in rounds, until each has done so or has provably fenced. Returns the nodes that
-    /// were waited out.
-    pub async fn drop_data(
-        &self,
-        leader: &MetadataLeader,
-        target: &DataTarget,
-        version: u64,
-    ) -> Result<Vec<String>, BroadcastError> {
-        let started = leader.now();
-        let mut done: BTreeSet<NodeKey> = BTreeSet::new();
-        let mut waited_out = Vec::new();
-        let (database, table, column) = match target {
-            DataTarget::Database(database) => (database.clone(), String::new(), String::new()),
-            DataTarget::Table { database, table } => (database.clone(), table.clone(), String::new()),
-            DataTarget::Column { database, table, column } => (database.clone(), table.clone(), column.clone()),
-        };
-        let mut round = 0u32;
-        loop {
-            leader.check_term()?;
-            let mut pending = Vec::new();
-            for (key, address, settled) in leader.drop_data_targets(version) {
-                if done.contains(&key) {
-                    continue;
-                }
-                if settled {
-                    waited_out.push(key.to_string());
-                    done.insert(key);
-                    continue;
-                }
-                pending.push((key, address));
-            }
-            if pending.is_empty() {
-                info!(version, ?target, waited_out = ?waited_out, "data dropped on every data node that holds it");
-                return Ok(waited_out);
-            }
-            if leader.now().saturating_since(started) >= self.plan.budget {
-                let pending = pending.iter().map(|(key, _)| key.to_string()).collect();
-                return Err(BroadcastError::OverBudget { version, budget: self.plan.budget, pending });
-            }
-            let calls: Vec<_> = pending
-                .into_iter()
-                .filter_map(|(key, address)| {
-                    let channel = self.channel(&address)?;
-                    let request = DropDataRequest {
-                        term: leader.term(),
-                        leader_node_id: leader.leader_node_id().to_owned(),
-                        incarnation: key.incarnation.clone(),
-                        database: database.clone(),
-                        table: table.clone(),
-                        column: column.clone(),
-                        version,
-                    };
-                    let timeout = self.push_timeout;
-                    Some(tokio::spawn(async move {
-                        let answer = tokio::time::timeout(timeout, AgentClient::new(channel).drop_data(request)).await;
-                        (key, matches!(answer, Ok(Ok(_))))
-                    }))
-                })
-                .collect();
-            for call in calls {
-                if let Ok((key, true)) = call.await {
-                    done.insert(key);
-                }
-            }
-            tokio::select! {
-                _ = tokio::time::sleep(self.plan.pause_after(round)) => {}
-                _ = leader.token().cancelled() => {}
-            }
-            round += 1;
-        }
     }
 
     /// Pushes to every target in parallel; each push has its own timeout.

@@ -9,8 +9,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use leasehold_store::{
-    LeaseHolder, LeaseView, MigrationSet, NodeRegistration, Store, StoreError, StoreOptions, TermGuard, WriteGuard,
-    new_incarnation,
+    LeaseHolder, LeaseView, MigrationSet, NodeRegistration, ProcedureRow, Store, StoreError, StoreOptions,
+    StoredObject, TermGuard, WriteGuard, new_incarnation,
 };
 use tokio::sync::Barrier;
 use tokio::time::Instant;
@@ -478,6 +478,78 @@ async fn settings_are_written_and_read_back(h: Harness) {
     }
 }
 
+async fn catalog_objects_are_put_replaced_and_removed(h: Harness) {
+    let object = |kind: &str, database: &str, name: &str, payload: u8, version: u64| StoredObject {
+        kind: kind.into(),
+        database: database.into(),
+        name: name.into(),
+        payload: vec![payload],
+        version,
+    };
+    let mut tx = h.store.begin_guarded(&WriteGuard::Standalone).await.unwrap();
+    tx.put_object(&h.cluster, &object("database", "db", "", 1, 1)).await.unwrap();
+    tx.put_object(&h.cluster, &object("table", "db", "t", 2, 2)).await.unwrap();
+    tx.put_object(&h.cluster, &object("view", "db", "v", 3, 3)).await.unwrap();
+    tx.put_object(&h.cluster, &object("database", "other", "", 4, 4)).await.unwrap();
+    tx.commit().await.unwrap();
+    let mut tx = h.store.begin_guarded(&WriteGuard::Standalone).await.unwrap();
+    tx.put_object(&h.cluster, &object("table", "db", "t", 9, 5)).await.unwrap();
+    tx.commit().await.unwrap();
+    let listed = h.store.list_objects(&h.cluster).await.unwrap();
+    let kinds: Vec<_> = listed.iter().map(|o| (o.kind.as_str(), o.database.as_str(), o.name.as_str())).collect();
+    assert_eq!(kinds, [("database", "db", ""), ("database", "other", ""), ("table", "db", "t"), ("view", "db", "v")]);
+    assert_eq!((listed[2].payload.clone(), listed[2].version), (vec![9], 5), "replaced");
+    let mut tx = h.store.begin_guarded(&WriteGuard::Standalone).await.unwrap();
+    tx.remove_object(&h.cluster, "view", "db", "v").await.unwrap();
+    tx.commit().await.unwrap();
+    assert_eq!(h.store.list_objects(&h.cluster).await.unwrap().len(), 3);
+    let mut tx = h.store.begin_guarded(&WriteGuard::Standalone).await.unwrap();
+    tx.remove_database_objects(&h.cluster, "db").await.unwrap();
+    tx.commit().await.unwrap();
+    let left: Vec<_> = h.store.list_objects(&h.cluster).await.unwrap().into_iter().map(|o| o.database).collect();
+    assert_eq!(left, ["other"]);
+}
+
+async fn procedures_move_on_and_request_ids_are_unique(h: Harness) {
+    let procedure = |id: u64, request_id: Option<&str>| ProcedureRow {
+        id,
+        kind: "create_table".into(),
+        target: "db.t".into(),
+        step: "prepared".into(),
+        state: "running".into(),
+        error: String::new(),
+        request_id: request_id.map(Into::into),
+        request: vec![1, 2, 3],
+        term: 1,
+        created_at_ms: 0,
+        updated_at_ms: 0,
+    };
+    let mut tx = h.store.begin_guarded(&WriteGuard::Standalone).await.unwrap();
+    tx.insert_procedure(&h.cluster, &procedure(1, Some("r1"))).await.unwrap();
+    tx.insert_procedure(&h.cluster, &procedure(2, None)).await.unwrap();
+    tx.insert_procedure(&h.cluster, &procedure(3, None)).await.unwrap();
+    tx.commit().await.unwrap();
+    let mut tx = h.store.begin_guarded(&WriteGuard::Standalone).await.unwrap();
+    assert!(tx.insert_procedure(&h.cluster, &procedure(4, Some("r1"))).await.is_err(), "a request id is used once");
+    drop(tx);
+    let mut tx = h.store.begin_guarded(&WriteGuard::Standalone).await.unwrap();
+    assert!(tx.update_procedure(&h.cluster, 1, "done", "succeeded", "").await.unwrap());
+    assert!(!tx.update_procedure(&h.cluster, 99, "done", "succeeded", "").await.unwrap());
+    tx.commit().await.unwrap();
+    let found = h.store.procedure_by_request(&h.cluster, "r1").await.unwrap().unwrap();
+    assert_eq!(
+        (found.id, found.step.as_str(), found.state.as_str(), found.request.clone()),
+        (1, "done", "succeeded", vec![1, 2, 3])
+    );
+    assert!(found.updated_at_ms >= found.created_at_ms && found.created_at_ms > 0);
+    assert!(h.store.procedure_by_request(&h.cluster, "nope").await.unwrap().is_none());
+    let running: Vec<_> =
+        h.store.list_procedures(&h.cluster, Some("running"), 10).await.unwrap().into_iter().map(|p| p.id).collect();
+    assert_eq!(running, [3, 2], "newest first");
+    assert_eq!(h.store.list_procedures(&h.cluster, None, 2).await.unwrap().len(), 2);
+    assert_eq!(h.store.get_procedure(&h.cluster, 2).await.unwrap().unwrap().request_id, None);
+}
+
 macro_rules! conformance {
     ($backend:ident: $($test:ident),* $(,)?) => {
         mod $backend {
@@ -520,4 +592,6 @@ every_backend!(
     a_change_under_an_old_term_is_refused,
     data_nodes_register_replace_and_deregister,
     settings_are_written_and_read_back,
+    catalog_objects_are_put_replaced_and_removed,
+    procedures_move_on_and_request_ids_are_unique,
 );

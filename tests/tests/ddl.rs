@@ -1,0 +1,685 @@
+//! DDL against the real binary: the promise for every kind of DDL with healthy, blackholed
+//! and push-dropping agents; rollback when an agent cannot apply; the leader killed at every
+//! failpoint; request ids; racing DDL; bad input.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use leasehold::status::{error_reason, reason};
+use leasehold::v1::alter_table_request::Action;
+use leasehold::v1::catalog_client::CatalogClient;
+use leasehold::v1::procedures_client::ProceduresClient;
+use leasehold::v1::{
+    AlterTableRequest, ColumnCategory, ColumnDefinition, CreateDatabaseRequest, CreateTableRequest, CreateViewRequest,
+    DataType, DdlResponse, DropDatabaseRequest, DropTableRequest, DropViewRequest, GetProcedureRequest,
+    GetSnapshotRequest, GetTableRequest, ListDatabasesRequest, ListProceduresRequest, ListTablesRequest,
+};
+use leasehold::{Client, ClientOptions};
+use leasehold_chaos::Fault;
+use leasehold_tests::store::Kind;
+use leasehold_tests::{LeaseSettings, TestAgent, TestCluster, TestStore, eventually, phase, serial};
+use tokio::time::Instant;
+use tonic::transport::{Channel, Endpoint};
+use tonic::{Code, Status};
+
+const BIN: &str = env!("CARGO_BIN_EXE_leasehold-test-node");
+const ELECTION: Duration = Duration::from_secs(15);
+
+struct Lab {
+    cluster: TestCluster,
+    agents: Vec<TestAgent>,
+    lease: LeaseSettings,
+}
+
+fn catalog_at(address: &str) -> CatalogClient<Channel> {
+    let channel =
+        Endpoint::from_shared(format!("http://{address}")).unwrap().timeout(Duration::from_secs(60)).connect_lazy();
+    CatalogClient::new(channel)
+}
+
+fn column(name: &str, data_type: DataType, category: ColumnCategory) -> ColumnDefinition {
+    ColumnDefinition {
+        name: name.into(),
+        data_type: data_type as i32,
+        category: category as i32,
+        comment: String::new(),
+    }
+}
+
+fn create_table(database: &str, name: &str, request_id: &str) -> CreateTableRequest {
+    CreateTableRequest {
+        database: database.into(),
+        name: name.into(),
+        columns: vec![
+            column("time", DataType::Timestamp, ColumnCategory::Time),
+            column("v", DataType::Double, ColumnCategory::Field),
+        ],
+        ttl_ms: 0,
+        properties: Default::default(),
+        comment: String::new(),
+        request_id: request_id.into(),
+    }
+}
+
+fn create_database(name: &str, request_id: &str) -> CreateDatabaseRequest {
+    CreateDatabaseRequest {
+        name: name.into(),
+        ttl_ms: 3_600_000,
+        properties: Default::default(),
+        request_id: request_id.into(),
+    }
+}
+
+fn alter(database: &str, name: &str, action: Action, request_id: &str) -> AlterTableRequest {
+    AlterTableRequest {
+        database: database.into(),
+        name: name.into(),
+        action: Some(action),
+        request_id: request_id.into(),
+    }
+}
+
+fn names(table: &leasehold::v1::Table) -> Vec<String> {
+    table.columns.iter().map(|column| column.name.clone()).collect()
+}
+
+impl Lab {
+    async fn start(
+        kind: Kind,
+        coordinators: usize,
+        env: &[(&str, &str)],
+        agents: &[(&str, &[(&str, &str)])],
+    ) -> Option<Lab> {
+        let store = TestStore::of(kind)?;
+        let mut cluster = TestCluster::new(BIN, store);
+        let lease = LeaseSettings::default();
+        cluster.timings.lease = Some(lease);
+        phase(&format!("start {coordinators} coordinator(s) on {kind:?} and {} agent(s)", agents.len()));
+        for index in 1..=coordinators {
+            cluster.start(&format!("c{index}"), &[], env).await;
+        }
+        cluster.leader(ELECTION).await;
+        let mut started = Vec::new();
+        for (node_id, env) in agents {
+            started.push(TestAgent::start(&mut cluster, node_id, env).await);
+        }
+        for agent in &started {
+            eventually(&format!("{} holds a lease", agent.node.node_id), Duration::from_secs(15), || async move {
+                agent.is(leasehold::v1::AgentLeaseState::Normal).await.then_some(())
+            })
+            .await;
+        }
+        Some(Lab { cluster, agents: started, lease })
+    }
+
+    async fn leader(&mut self) -> CatalogClient<Channel> {
+        let (leader, _) = self.cluster.leader(ELECTION).await;
+        catalog_at(&self.cluster.node(&leader).grpc)
+    }
+
+    /// A client that finds the leader and retries while it moves.
+    fn sdk(&mut self) -> Client {
+        let endpoints: Vec<String> = self.cluster.endpoints().into_iter().map(|(_, address)| address).collect();
+        Client::new(
+            endpoints,
+            ClientOptions {
+                request_timeout: Duration::from_secs(60),
+                retry_deadline: Duration::from_secs(60),
+                ..ClientOptions::default()
+            },
+        )
+        .unwrap()
+    }
+
+    /// The promise: every agent refuses (FENCED) or serves the table exactly as the catalog
+    /// has it now (or its absence).
+    async fn assert_agents_agree(&mut self, database: &str, table: &str, version: u64) {
+        let mut client = self.leader().await;
+        let expected = client
+            .get_table(GetTableRequest { database: database.into(), name: table.into() })
+            .await
+            .map(|response| response.into_inner())
+            .ok();
+        for agent in &self.agents {
+            match agent.resolve(database, table).await {
+                Ok((served, schema)) => {
+                    assert!(
+                        served >= version,
+                        "{} serves version {served} after {version} returned",
+                        agent.node.node_id
+                    );
+                    match (&schema, &expected) {
+                        (Some(schema), Some(expected)) => {
+                            assert_eq!(names(schema), names(expected), "{} serves other columns", agent.node.node_id);
+                            assert_eq!(
+                                schema.effective_ttl_ms, expected.effective_ttl_ms,
+                                "{} serves another TTL",
+                                agent.node.node_id
+                            );
+                        }
+                        (None, None) => {}
+                        (schema, expected) => panic!(
+                            "{} serves {:?} while the catalog has {:?}",
+                            agent.node.node_id,
+                            schema.as_ref().map(names),
+                            expected.as_ref().map(names)
+                        ),
+                    }
+                }
+                Err(status) => assert_eq!(
+                    error_reason(&status).as_deref(),
+                    Some(reason::FENCED),
+                    "{}: {status:?}",
+                    agent.node.node_id
+                ),
+            }
+        }
+    }
+
+    /// Every agent that serves has at least `version` (for views, which agents do not resolve).
+    async fn assert_agents_hold(&self, version: u64) {
+        for agent in &self.agents {
+            let lease = agent.lease().await.unwrap();
+            if lease.state == leasehold::v1::AgentLeaseState::Normal as i32 {
+                assert!(
+                    lease.applied_version >= version,
+                    "{} serves version {} after {version}",
+                    agent.node.node_id,
+                    lease.applied_version
+                );
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_promise_holds_for_every_ddl_with_healthy_blackholed_and_push_dropping_agents() {
+    let _serial = serial().await;
+    let mut lab = Lab::start(Kind::Sqlite, 1, &[], &[("dn1", &[]), ("dn2", &[]), ("dn3", &[])]).await.unwrap();
+    lab.agents[1].partition();
+    lab.agents[2].pushes(Fault::Drop);
+    let mut client = lab.leader().await;
+
+    phase("create database: dn2 is waited out");
+    let started = Instant::now();
+    let created: DdlResponse = client.create_database(create_database("db", "")).await.unwrap().into_inner();
+    let took = started.elapsed();
+    eprintln!("create database with dn2 blackholed: {took:?} (T_proceed {:?})", lab.lease.proceed_after());
+    assert!(created.fenced.iter().any(|node| node.starts_with("dn2/")), "{created:?}");
+    assert!(took + lab.lease.heartbeat_interval * 2 >= lab.lease.proceed_after(), "returned after only {took:?}");
+    lab.assert_agents_hold(created.version).await;
+
+    let steps: Vec<(&str, Box<dyn Fn() -> DdlCall>)> = vec![
+        ("create table", Box::new(|| DdlCall::CreateTable(create_table("db", "t", "")))),
+        (
+            "add column",
+            Box::new(|| {
+                DdlCall::Alter(alter(
+                    "db",
+                    "t",
+                    Action::AddColumn(column("w", DataType::Int64, ColumnCategory::Field)),
+                    "",
+                ))
+            }),
+        ),
+        ("drop column", Box::new(|| DdlCall::Alter(alter("db", "t", Action::DropColumn("v".into()), "")))),
+        ("set ttl", Box::new(|| DdlCall::Alter(alter("db", "t", Action::SetTtlMs(60_000), "")))),
+        (
+            "create view",
+            Box::new(|| {
+                DdlCall::CreateView(CreateViewRequest {
+                    database: "db".into(),
+                    name: "v1".into(),
+                    definition: "SELECT 1".into(),
+                    request_id: String::new(),
+                })
+            }),
+        ),
+        (
+            "drop view",
+            Box::new(|| {
+                DdlCall::DropView(DropViewRequest {
+                    database: "db".into(),
+                    name: "v1".into(),
+                    request_id: String::new(),
+                })
+            }),
+        ),
+        (
+            "drop table",
+            Box::new(|| {
+                DdlCall::DropTable(DropTableRequest {
+                    database: "db".into(),
+                    name: "t".into(),
+                    request_id: String::new(),
+                })
+            }),
+        ),
+    ];
+    for (what, call) in steps {
+        phase(what);
+        let started = Instant::now();
+        let answer = call().send(&mut client).await.unwrap_or_else(|status| panic!("{what}: {status:?}"));
+        eprintln!("{what}: {:?}", started.elapsed());
+        lab.assert_agents_agree("db", "t", answer.version).await;
+        lab.assert_agents_hold(answer.version).await;
+    }
+    let table = client.get_table(GetTableRequest { database: "db".into(), name: "t".into() }).await.unwrap_err();
+    assert_eq!(table.code(), Code::NotFound);
+
+    phase("drop database");
+    let dropped = client
+        .drop_database(DropDatabaseRequest { name: "db".into(), request_id: String::new() })
+        .await
+        .unwrap()
+        .into_inner();
+    lab.assert_agents_agree("db", "t", dropped.version).await;
+    assert!(client.list_databases(ListDatabasesRequest {}).await.unwrap().into_inner().databases.is_empty());
+}
+
+enum DdlCall {
+    CreateTable(CreateTableRequest),
+    Alter(AlterTableRequest),
+    CreateView(CreateViewRequest),
+    DropView(DropViewRequest),
+    DropTable(DropTableRequest),
+}
+
+impl DdlCall {
+    async fn send(self, client: &mut CatalogClient<Channel>) -> Result<DdlResponse, Status> {
+        let response = match self {
+            DdlCall::CreateTable(request) => client.create_table(request).await,
+            DdlCall::Alter(request) => client.alter_table(request).await,
+            DdlCall::CreateView(request) => client.create_view(request).await,
+            DdlCall::DropView(request) => client.drop_view(request).await,
+            DdlCall::DropTable(request) => client.drop_table(request).await,
+        };
+        response.map(|response| response.into_inner())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hidden_objects_and_markers_are_unreadable_until_commit() {
+    let _serial = serial().await;
+    let hold = [("LEASEHOLD_FAILPOINTS", "ddl::after-prepare=return(1500)")];
+    let mut lab = Lab::start(Kind::Sqlite, 1, &hold, &[("dn1", &[])]).await.unwrap();
+    let mut client = lab.leader().await;
+    client.create_database(create_database("db", "")).await.unwrap();
+    let version = client.list_databases(ListDatabasesRequest {}).await.unwrap().into_inner().version;
+
+    phase("while create table is held after its prepare, dn1 holds the table hidden");
+    let creating = {
+        let mut client = client.clone();
+        tokio::spawn(async move { client.create_table(create_table("db", "t", "")).await })
+    };
+    let dn1 = &lab.agents[0];
+    eventually("dn1 holds the prepared version", Duration::from_secs(10), || async move {
+        dn1.lease().await.ok().filter(|lease| lease.applied_version > version).map(|_| ())
+    })
+    .await;
+    assert_eq!(dn1.resolve("db", "t").await.unwrap().1, None, "a pre-created table is neither readable nor writable");
+    let created = creating.await.unwrap().unwrap().into_inner();
+    assert!(dn1.resolve("db", "t").await.unwrap().1.is_some());
+
+    phase("a drop's marker hides the table at once");
+    let dropping = {
+        let mut client = client.clone();
+        tokio::spawn(async move {
+            client
+                .drop_table(DropTableRequest { database: "db".into(), name: "t".into(), request_id: String::new() })
+                .await
+        })
+    };
+    eventually("dn1 holds the marker", Duration::from_secs(10), || async move {
+        dn1.lease().await.ok().filter(|lease| lease.applied_version > created.version).map(|_| ())
+    })
+    .await;
+    assert_eq!(dn1.resolve("db", "t").await.unwrap().1, None, "under a pre-delete marker");
+    dropping.await.unwrap().unwrap();
+    assert!(dn1.node.events("data dropped").len() == 1, "the host dropped the data once");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_prepare_an_agent_cannot_apply_is_rolled_back_and_changes_nothing() {
+    let _serial = serial().await;
+    let refuse: &[(&str, &str)] = &[("LEASEHOLD_FAILPOINTS", "agent::cannot-apply=return")];
+    let mut lab = Lab::start(Kind::Sqlite, 1, &[], &[("dn1", &[]), ("dn2", refuse)]).await.unwrap();
+    let mut client = lab.leader().await;
+    // dn2 refuses every change: creating the database is refused as a whole.
+    let refused = client.create_database(create_database("db", "")).await.unwrap_err();
+    assert_eq!(refused.code(), Code::Aborted, "{refused:?}");
+    assert_eq!(error_reason(&refused).as_deref(), Some(reason::BROADCAST_FAILED));
+    assert!(refused.message().contains("dn2/"), "{refused:?}");
+    assert!(client.list_databases(ListDatabasesRequest {}).await.unwrap().into_inner().databases.is_empty());
+    let snapshot = client
+        .get_snapshot(GetSnapshotRequest { since_version: 0, store_epoch: String::new() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(snapshot.full && snapshot.snapshot.is_empty(), "no hidden object or marker left: {snapshot:?}");
+    lab.assert_agents_agree("db", "t", snapshot.version).await;
+    let address = lab.cluster.node("c1").grpc.clone();
+    let mut procedures =
+        ProceduresClient::new(Endpoint::from_shared(format!("http://{address}")).unwrap().connect_lazy());
+    let listed = procedures
+        .list_procedures(ListProceduresRequest { state: String::new(), limit: 10 })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(listed.procedures.len(), 1);
+    assert_eq!((listed.procedures[0].state.as_str(), listed.procedures[0].step.as_str()), ("rolled_back", "done"));
+    assert!(listed.procedures[0].error.contains("cannot apply"), "{:?}", listed.procedures[0]);
+}
+
+/// Runs `request` through the SDK (which follows the leader) until it gives a final answer.
+async fn ddl_through_failover(client: &Client, call: DdlCall) -> Result<DdlResponse, Status> {
+    let result = match call {
+        DdlCall::CreateTable(request) => {
+            client
+                .call_leader(|channel| {
+                    let request = request.clone();
+                    async move { CatalogClient::new(channel).create_table(request).await }
+                })
+                .await
+        }
+        DdlCall::Alter(request) => {
+            client
+                .call_leader(|channel| {
+                    let request = request.clone();
+                    async move { CatalogClient::new(channel).alter_table(request).await }
+                })
+                .await
+        }
+        DdlCall::DropTable(request) => {
+            client
+                .call_leader(|channel| {
+                    let request = request.clone();
+                    async move { CatalogClient::new(channel).drop_table(request).await }
+                })
+                .await
+        }
+        DdlCall::CreateView(request) => {
+            client
+                .call_leader(|channel| {
+                    let request = request.clone();
+                    async move { CatalogClient::new(channel).create_view(request).await }
+                })
+                .await
+        }
+        DdlCall::DropView(request) => {
+            client
+                .call_leader(|channel| {
+                    let request = request.clone();
+                    async move { CatalogClient::new(channel).drop_view(request).await }
+                })
+                .await
+        }
+    };
+    result.map_err(|error| error.status().cloned().unwrap_or_else(|| Status::unknown(error.to_string())))
+}
+
+/// Kills the leader while it is held at `failpoint` in each of `steps`, and checks that the
+/// new leader finishes each procedure and that the catalog and the agents agree afterwards.
+async fn kill_the_leader_at(kind: Kind, failpoint: &str, steps: &[&str]) {
+    let _serial = serial().await;
+    let spec = format!("{failpoint}=return(2000)");
+    let env = [("LEASEHOLD_FAILPOINTS", spec.as_str())];
+    let Some(mut lab) = Lab::start(kind, 3, &env, &[("dn1", &[]), ("dn2", &[])]).await else { return };
+    let sdk = lab.sdk();
+    sdk.call_leader(
+        |channel| async move { CatalogClient::new(channel).create_database(create_database("db", "db")).await },
+    )
+    .await
+    .unwrap();
+    if !steps.contains(&"create table") {
+        ddl_through_failover(&sdk, DdlCall::CreateTable(create_table("db", "t", "setup-t"))).await.unwrap();
+    }
+    for (index, step) in steps.iter().enumerate() {
+        phase(&format!("{step}: hold the leader at {failpoint}, then SIGKILL it"));
+        let request_id = format!("{}-{index}", step.replace(" ", "-"));
+        let call = match *step {
+            "create table" => DdlCall::CreateTable(create_table("db", "t", &request_id)),
+            "add column" => DdlCall::Alter(alter(
+                "db",
+                "t",
+                Action::AddColumn(column("w", DataType::Int64, ColumnCategory::Field)),
+                &request_id,
+            )),
+            "drop column" => DdlCall::Alter(alter("db", "t", Action::DropColumn("v".into()), &request_id)),
+            "drop table" => DdlCall::DropTable(DropTableRequest {
+                database: "db".into(),
+                name: "t".into(),
+                request_id: request_id.clone(),
+            }),
+            other => panic!("unknown step {other}"),
+        };
+        let (leader, term) = lab.cluster.leader(ELECTION).await;
+        let running = {
+            let sdk = sdk.clone();
+            tokio::spawn(async move { ddl_through_failover(&sdk, call).await })
+        };
+        let node = lab.cluster.node(&leader);
+        let already = node.events("failpoint reached: pausing").len();
+        eventually(&format!("{leader} reaches {failpoint}"), Duration::from_secs(20), || async move {
+            (node.events("failpoint reached: pausing").len() > already).then_some(())
+        })
+        .await;
+        lab.cluster.node_mut(&leader).kill();
+        lab.cluster.leader_above(term, ELECTION).await;
+        let answer = running.await.unwrap().unwrap_or_else(|status| panic!("{step} after the failover: {status:?}"));
+        let mut procedures = ProceduresClient::new(
+            Endpoint::from_shared(format!("http://{}", lab.cluster.leader_address().await)).unwrap().connect_lazy(),
+        );
+        let procedure =
+            procedures.get_procedure(GetProcedureRequest { id: answer.procedure_id }).await.unwrap().into_inner();
+        assert_eq!(
+            (procedure.state.as_str(), procedure.request_id.as_str()),
+            ("succeeded", request_id.as_str()),
+            "{procedure:?}"
+        );
+        lab.assert_agents_agree("db", "t", answer.version).await;
+        let mut client = lab.leader().await;
+        let table =
+            client.get_table(GetTableRequest { database: "db".into(), name: "t".into() }).await.map(|t| t.into_inner());
+        match *step {
+            "create table" => assert_eq!(names(&table.unwrap()), ["time", "v"]),
+            "add column" => assert_eq!(names(&table.unwrap()), ["time", "v", "w"]),
+            "drop column" => assert_eq!(names(&table.unwrap()), ["time"]),
+            "drop table" => assert_eq!(table.unwrap_err().code(), Code::NotFound),
+            _ => unreachable!(),
+        }
+        // The killed node comes back (its id is free after one lease TTL).
+        lab.cluster.start(&leader, &[], &env).await;
+    }
+    // Nothing is left running or half-done.
+    let mut procedures = ProceduresClient::new(
+        Endpoint::from_shared(format!("http://{}", lab.cluster.leader_address().await)).unwrap().connect_lazy(),
+    );
+    let running = procedures
+        .list_procedures(ListProceduresRequest { state: "running".into(), limit: 10 })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(running.procedures.is_empty(), "{running:?}");
+}
+
+macro_rules! failover_matrix {
+    ($($name:ident: $kind:expr, $failpoint:literal, [$($step:literal),*];)*) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() {
+                kill_the_leader_at($kind, $failpoint, &[$($step),*]).await;
+            }
+        )*
+    };
+}
+
+failover_matrix! {
+    sigkill_after_prepare_sqlite: Kind::Sqlite, "ddl::after-prepare", ["create table", "add column", "drop table"];
+    sigkill_before_drop_data_sqlite: Kind::Sqlite, "ddl::before-drop-data", ["drop column", "drop table"];
+    sigkill_after_commit_sqlite: Kind::Sqlite, "ddl::after-commit", ["create table", "add column", "drop table"];
+    sigkill_after_prepare_postgres: Kind::Postgres, "ddl::after-prepare", ["create table", "drop column", "drop table"];
+    sigkill_after_commit_mysql: Kind::MySql, "ddl::after-commit", ["create table", "add column", "drop table"];
+}
+
+async fn request_ids_and_races(kind: Kind) {
+    let _serial = serial().await;
+    let Some(mut lab) = Lab::start(kind, 1, &[], &[("dn1", &[])]).await else { return };
+    let mut client = lab.leader().await;
+
+    phase("a retried request id returns the first outcome and applies nothing twice");
+    let first = client.create_database(create_database("db", "make-db")).await.unwrap().into_inner();
+    let again = client.create_database(create_database("db", "make-db")).await.unwrap().into_inner();
+    assert_eq!(first.procedure_id, again.procedure_id);
+    let other = client.create_database(create_database("db", "another-id")).await.unwrap_err();
+    assert_eq!(other.code(), Code::AlreadyExists);
+    let table = client.create_table(create_table("db", "t", "make-t")).await.unwrap().into_inner();
+    let retried = client.create_table(create_table("db", "t", "make-t")).await.unwrap().into_inner();
+    assert_eq!(table.procedure_id, retried.procedure_id);
+    let version = client.list_databases(ListDatabasesRequest {}).await.unwrap().into_inner().version;
+    assert_eq!(version, table.version, "the retries changed nothing");
+
+    phase("two concurrent drops of one table: one wins, one finds nothing");
+    let drops: Vec<_> = (0..2)
+        .map(|_| {
+            let mut client = client.clone();
+            tokio::spawn(async move {
+                client
+                    .drop_table(DropTableRequest { database: "db".into(), name: "t".into(), request_id: String::new() })
+                    .await
+            })
+        })
+        .collect();
+    let mut codes = Vec::new();
+    for drop in drops {
+        codes.push(drop.await.unwrap().map(|_| Code::Ok).unwrap_or_else(|status| status.code()));
+    }
+    codes.sort_by_key(|code| *code as i32);
+    assert_eq!(codes, [Code::Ok, Code::NotFound]);
+
+    phase("drop database racing create table inside it");
+    let create = {
+        let mut client = client.clone();
+        tokio::spawn(async move { client.create_table(create_table("db", "u", "")).await })
+    };
+    let drop = {
+        let mut client = client.clone();
+        tokio::spawn(async move {
+            client.drop_database(DropDatabaseRequest { name: "db".into(), request_id: String::new() }).await
+        })
+    };
+    let created = create.await.unwrap();
+    drop.await.unwrap().expect("the drop wins or runs after the create");
+    if let Err(status) = &created {
+        assert!(matches!(status.code(), Code::NotFound | Code::FailedPrecondition), "{status:?}");
+    }
+    let snapshot = client
+        .get_snapshot(GetSnapshotRequest { since_version: 0, store_epoch: String::new() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(snapshot.snapshot.is_empty(), "nothing of db is left: {snapshot:?}");
+    lab.assert_agents_agree("db", "u", snapshot.version).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn request_ids_and_races_sqlite() {
+    request_ids_and_races(Kind::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn request_ids_and_races_postgres() {
+    request_ids_and_races(Kind::Postgres).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn request_ids_and_races_mysql() {
+    request_ids_and_races(Kind::MySql).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_is_refused_naming_the_field_and_changes_nothing() {
+    let _serial = serial().await;
+    let mut lab = Lab::start(Kind::Sqlite, 1, &[], &[]).await.unwrap();
+    let mut client = lab.leader().await;
+    client.create_database(create_database("db", "")).await.unwrap();
+    let before = client.list_databases(ListDatabasesRequest {}).await.unwrap().into_inner().version;
+
+    let mut bad_tables: Vec<(CreateTableRequest, &str)> = Vec::new();
+    let mut request = create_table("db", "select", "");
+    bad_tables.push((request.clone(), "name"));
+    request = create_table("db", "1t", "");
+    bad_tables.push((request.clone(), "name"));
+    request = create_table("bad db", "t", "");
+    bad_tables.push((request.clone(), "database"));
+    request = create_table("db", "t", "");
+    request.columns.push(column("V", DataType::Int32, ColumnCategory::Tag));
+    bad_tables.push((request.clone(), "columns[2].name"));
+    request = create_table("db", "t", "");
+    request.columns.remove(0);
+    bad_tables.push((request.clone(), "columns"));
+    request = create_table("db", "t", "");
+    request.columns[1].data_type = 42;
+    bad_tables.push((request.clone(), "columns[1].data_type"));
+    request = create_table("db", "t", "");
+    request.columns = (0..1100).map(|i| column(&format!("c{i}"), DataType::Int32, ColumnCategory::Field)).collect();
+    request.columns[0] = column("time", DataType::Timestamp, ColumnCategory::Time);
+    bad_tables.push((request.clone(), "columns"));
+    request = create_table("db", "t", "");
+    request.properties = (0..100).map(|i| (format!("k{i}"), "v".to_owned())).collect();
+    bad_tables.push((request.clone(), "properties"));
+    request = create_table("db", "t", &"x".repeat(200));
+    bad_tables.push((request.clone(), "request_id"));
+    for (request, field) in bad_tables {
+        let refused = client.create_table(request).await.unwrap_err();
+        assert_eq!(refused.code(), Code::InvalidArgument, "{field}: {refused:?}");
+        let named = tonic_types::StatusExt::get_details_error_info(&refused)
+            .and_then(|info| info.metadata.get("field").cloned());
+        assert_eq!(named.as_deref(), Some(field), "{refused:?}");
+    }
+    let refused = client
+        .create_view(CreateViewRequest {
+            database: "db".into(),
+            name: "v".into(),
+            definition: "x".repeat(70_000),
+            request_id: String::new(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::InvalidArgument);
+    let refused = client
+        .alter_table(AlterTableRequest {
+            database: "db".into(),
+            name: "t".into(),
+            action: None,
+            request_id: String::new(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::InvalidArgument);
+    let refused = client
+        .drop_table(DropTableRequest { database: "db".into(), name: "missing".into(), request_id: String::new() })
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::NotFound);
+    let mut oversized = create_table("db", "t", "");
+    oversized.comment = "x".repeat(2 * 1024 * 1024);
+    let refused = client.create_table(oversized).await.unwrap_err();
+    assert_eq!(refused.code(), Code::OutOfRange, "{refused:?}");
+
+    let after = client.list_databases(ListDatabasesRequest {}).await.unwrap().into_inner();
+    assert_eq!(after.version, before, "a refused request wrote a change");
+    assert!(
+        client.list_tables(ListTablesRequest { database: "db".into() }).await.unwrap().into_inner().tables.is_empty()
+    );
+    let address = lab.cluster.node("c1").grpc.clone();
+    let mut procedures =
+        ProceduresClient::new(Endpoint::from_shared(format!("http://{address}")).unwrap().connect_lazy());
+    let listed = procedures
+        .list_procedures(ListProceduresRequest { state: String::new(), limit: 100 })
+        .await
+        .unwrap()
+        .into_inner();
+    let kinds: BTreeSet<_> = listed.procedures.iter().map(|p| p.kind.clone()).collect();
+    assert_eq!(kinds, BTreeSet::from(["create_database".to_owned()]), "only the setup ran a procedure");
+}
