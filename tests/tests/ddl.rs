@@ -683,3 +683,34 @@ async fn bad_input_is_refused_naming_the_field_and_changes_nothing() {
     let kinds: BTreeSet<_> = listed.procedures.iter().map(|p| p.kind.clone()).collect();
     assert_eq!(kinds, BTreeSet::from(["create_database".to_owned()]), "only the setup ran a procedure");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hot_followers_serve_catalog_reads_and_standbys_redirect() {
+    let _serial = serial().await;
+    let mut cluster = TestCluster::new(BIN, TestStore::sqlite());
+    cluster.start("c1", &["--priority", "10"], &[]).await;
+    let (leader, _) = cluster.leader(ELECTION).await;
+    assert_eq!(leader, "c1");
+    cluster.start("c2", &["--ha-mode", "hot-standby"], &[]).await;
+    cluster.start("c3", &["--ha-mode", "standby"], &[]).await;
+    let mut client = catalog_at(&cluster.node("c1").grpc);
+    client.create_database(create_database("db", "")).await.unwrap();
+    client.create_table(create_table("db", "t", "")).await.unwrap();
+
+    let mut hot = catalog_at(&cluster.node("c2").grpc);
+    let tables = hot.list_tables(ListTablesRequest { database: "db".into() }).await.unwrap().into_inner();
+    assert_eq!(tables.tables.iter().map(|t| t.name.as_str()).collect::<Vec<_>>(), ["t"]);
+    let table = hot.get_table(GetTableRequest { database: "db".into(), name: "t".into() }).await.unwrap().into_inner();
+    assert_eq!(names(&table), ["time", "v"]);
+    let refused = hot.create_table(create_table("db", "u", "")).await.unwrap_err();
+    assert_eq!(
+        (refused.code(), error_reason(&refused).as_deref()),
+        (Code::Unavailable, Some(reason::NOT_LEADER)),
+        "DDL only on the leader"
+    );
+
+    let mut standby = catalog_at(&cluster.node("c3").grpc);
+    let refused = standby.list_databases(ListDatabasesRequest {}).await.unwrap_err();
+    assert_eq!((refused.code(), error_reason(&refused).as_deref()), (Code::Unavailable, Some(reason::NOT_LEADER)));
+    assert_eq!(leasehold::status::redirect_target(&refused).as_deref(), Some(cluster.node("c1").grpc.as_str()));
+}

@@ -15,6 +15,9 @@ use tokio::time::{Instant, timeout_at};
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Status};
 
+/// The largest heartbeat answer an agent accepts: a resync carries the whole catalog.
+pub const MAX_ANSWER_BYTES: usize = 64 * 1024 * 1024;
+
 /// Why a call to the coordinators failed.
 #[derive(Debug, thiserror::Error)]
 pub enum LinkError {
@@ -50,8 +53,10 @@ impl CoordinatorLink {
     }
 
     fn client(&mut self, endpoint: &str) -> Result<DataNodesClient<Channel>, LinkError> {
+        // A heartbeat answer may carry the whole catalog (a resync).
+        let client = |channel: Channel| DataNodesClient::new(channel).max_decoding_message_size(MAX_ANSWER_BYTES);
         if let Some(channel) = self.channels.get(endpoint) {
-            return Ok(DataNodesClient::new(channel.clone()));
+            return Ok(client(channel.clone()));
         }
         let channel = Endpoint::from_shared(format!("http://{endpoint}"))
             .map_err(|error| LinkError::Unreachable(format!("{endpoint}: {error}")))?
@@ -59,7 +64,7 @@ impl CoordinatorLink {
             .tcp_nodelay(true)
             .connect_lazy();
         self.channels.insert(endpoint.to_owned(), channel.clone());
-        Ok(DataNodesClient::new(channel))
+        Ok(client(channel))
     }
 
     /// Runs `call` against the leader within one deadline.

@@ -31,6 +31,8 @@ use crate::propagator::Propagator;
 
 /// The largest request or response message a coordinator accepts (bytes).
 pub const MAX_MESSAGE_BYTES: usize = 1024 * 1024;
+/// The largest answer that carries the whole catalog (a resync or a snapshot).
+pub const MAX_SNAPSHOT_BYTES: usize = 64 * 1024 * 1024;
 /// The longest a unary call may take on the server.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// Concurrent calls per client connection.
@@ -137,11 +139,12 @@ pub async fn run(config: CoordinatorConfig, listeners: Listeners, shutdown: Canc
         tokio::spawn(keeper.clone().run(ha.clone(), store.clone(), lease_settings, runner.clone(), shutdown.clone()));
     let catalog = CatalogServer::new(CatalogService::new(ha.clone(), keeper.clone(), runner, store.clone()))
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
-        .max_encoding_message_size(MAX_MESSAGE_BYTES * 16);
+        .max_encoding_message_size(MAX_SNAPSHOT_BYTES);
     let procedures = ProceduresServer::new(ProceduresService::new(ha.clone(), store.clone()));
+    // A heartbeat answer may carry the whole catalog (a resync).
     let data_nodes = DataNodesServer::new(DataNodesService::new(ha.clone(), keeper, propagator))
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
-        .max_encoding_message_size(MAX_MESSAGE_BYTES);
+        .max_encoding_message_size(MAX_SNAPSHOT_BYTES);
 
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_serving::<ClusterServer<ClusterService>>().await;
