@@ -174,6 +174,19 @@ impl Node {
         self.client().get_ha_state(leasehold::v1::GetHaStateRequest {}).await.map(|response| response.into_inner())
     }
 
+    /// The Prometheus text its `/metrics` endpoint serves now, or `None` if it does not answer.
+    pub async fn scrape_metrics(&self) -> Option<String> {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let scrape = async {
+            let mut stream = tokio::net::TcpStream::connect(&self.metrics).await.ok()?;
+            stream.write_all(b"GET /metrics HTTP/1.1\r\nHost: leasehold\r\nConnection: close\r\n\r\n").await.ok()?;
+            let mut body = String::new();
+            stream.read_to_string(&mut body).await.ok()?;
+            Some(body)
+        };
+        tokio::time::timeout(Duration::from_secs(5), scrape).await.ok().flatten()
+    }
+
     /// Every JSON log event whose message is `message`.
     pub fn events(&self, message: &str) -> Vec<Value> {
         self.logs

@@ -369,6 +369,11 @@ async fn a_prepare_an_agent_cannot_apply_is_rolled_back_and_changes_nothing() {
     assert_eq!(listed.procedures.len(), 1);
     assert_eq!((listed.procedures[0].state.as_str(), listed.procedures[0].step.as_str()), ("rolled_back", "done"));
     assert!(listed.procedures[0].error.contains("cannot apply"), "{:?}", listed.procedures[0]);
+    let metrics = lab.cluster.node("c1").scrape_metrics().await.expect("c1 serves metrics");
+    assert!(
+        metrics.contains("leasehold_ddl_procedures_total{kind=\"create_database\",outcome=\"rolled_back\"} 1"),
+        "{metrics}"
+    );
 }
 
 /// Runs `request` through the SDK (which follows the leader) until it gives a final answer.

@@ -12,7 +12,6 @@ use leasehold::{Client, ClientOptions};
 use leasehold_tests::{Deadline, LeaderObserver, Node, TestCluster, TestStore, eventually, never, phase, serial};
 use prost::Message;
 use sqlx::Row;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_stream::StreamExt;
 use tonic::Code;
 
@@ -368,25 +367,18 @@ async fn reflection_health_and_metrics_work_without_proto_files() {
     }
 
     phase("metrics show the leader and its renewals");
-    let metrics = node.metrics.clone();
-    eventually("the metrics show a leader that renews", Duration::from_secs(10), || {
-        let metrics = metrics.clone();
-        async move {
-            let mut stream = tokio::net::TcpStream::connect(&metrics).await.ok()?;
-            stream.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n").await.ok()?;
-            let mut body = String::new();
-            stream.read_to_string(&mut body).await.ok()?;
-            [
-                "leasehold_ha_is_leader 1",
-                "leasehold_ha_term 1",
-                "leasehold_ha_renewals_total{result=\"ok\"}",
-                "leasehold_ha_renew_duration_seconds",
-                "leasehold_ha_transitions_total{role=\"leader\",reason=\"acquired\"} 1",
-            ]
-            .iter()
-            .all(|line| body.contains(line))
-            .then_some(())
-        }
+    eventually("the metrics show a leader that renews", Duration::from_secs(10), || async {
+        let body = node.scrape_metrics().await?;
+        [
+            "leasehold_ha_is_leader 1",
+            "leasehold_ha_term 1",
+            "leasehold_ha_renewals_total{result=\"ok\"}",
+            "leasehold_ha_renew_duration_seconds",
+            "leasehold_ha_transitions_total{role=\"leader\",reason=\"acquired\"} 1",
+        ]
+        .iter()
+        .all(|line| body.contains(line))
+        .then_some(())
     })
     .await;
 }

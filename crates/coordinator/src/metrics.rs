@@ -37,6 +37,13 @@ pub const BROADCASTS: &str = "leasehold_broadcast_verdicts_total";
 pub const BROADCAST_SECONDS: &str = "leasehold_broadcast_duration_seconds";
 /// Pushes to agents by result: `applied`, `cannot_apply`, `not_applied`.
 pub const PUSHES: &str = "leasehold_broadcast_pushes_total";
+/// DDL procedures that ended here, by kind and outcome: `succeeded`, `rolled_back`,
+/// `failed`, `interrupted` (the term ended or the store failed; the next leader resumes it).
+pub const PROCEDURES: &str = "leasehold_ddl_procedures_total";
+/// Time a procedure took on this leader, from its start (or resumption) to its end, by kind.
+pub const PROCEDURE_SECONDS: &str = "leasehold_ddl_procedure_duration_seconds";
+/// Procedures a new leader found running and resumed.
+pub const PROCEDURES_RESUMED: &str = "leasehold_ddl_procedures_resumed_total";
 /// gRPC requests handled, by method and code.
 pub const GRPC_REQUESTS: &str = "leasehold_grpc_requests_total";
 
@@ -59,6 +66,9 @@ pub fn describe() {
     describe_counter!(BROADCASTS, "Broadcasts decided by verdict (proceed, fail)");
     describe_histogram!(BROADCAST_SECONDS, Unit::Seconds, "Time from publication to verdict");
     describe_counter!(PUSHES, "Pushes to agents by result");
+    describe_counter!(PROCEDURES, "DDL procedures ended by kind and outcome");
+    describe_histogram!(PROCEDURE_SECONDS, Unit::Seconds, "DDL procedure duration on this leader by kind");
+    describe_counter!(PROCEDURES_RESUMED, "DDL procedures resumed after a leader change");
 }
 
 pub(crate) fn set_leader(is_leader: bool, term: u64) {
@@ -115,4 +125,13 @@ pub(crate) fn broadcast(verdict: &'static str, took: Duration) {
 
 pub(crate) fn push(result: &'static str) {
     counter!(PUSHES, "result" => result).increment(1);
+}
+
+pub(crate) fn procedure(kind: &'static str, outcome: &'static str, took: Duration) {
+    counter!(PROCEDURES, "kind" => kind, "outcome" => outcome).increment(1);
+    histogram!(PROCEDURE_SECONDS, "kind" => kind).record(took.as_secs_f64());
+}
+
+pub(crate) fn procedure_resumed() {
+    counter!(PROCEDURES_RESUMED).increment(1);
 }

@@ -17,6 +17,7 @@ use tracing::{info, warn};
 
 use crate::failpoint;
 use crate::metadata_leader::{MetadataError, MetadataLeader};
+use crate::metrics;
 use crate::propagator::{BroadcastError, Mode, Propagator};
 
 /// The longest request id a client may give.
@@ -254,6 +255,7 @@ impl ProcedureRunner {
                 continue;
             };
             info!(procedure = row.id, kind = plan.kind, target = %plan.target, %step, "resuming a procedure left by the previous leader");
+            metrics::procedure_resumed();
             let runner = self.clone();
             let leader = leader.clone();
             tokio::spawn(async move {
@@ -268,8 +270,22 @@ impl ProcedureRunner {
         }
     }
 
-    /// Carries a procedure from its step to its end.
-    async fn drive(&self, leader: &MetadataLeader, mut running: Running) -> Result<DdlOutcome, DdlFailure> {
+    /// Carries a procedure from its step to its end, and counts how it ended.
+    async fn drive(&self, leader: &MetadataLeader, running: Running) -> Result<DdlOutcome, DdlFailure> {
+        let kind = running.plan.kind;
+        let started = std::time::Instant::now();
+        let result = self.drive_steps(leader, running).await;
+        let outcome = match &result {
+            Ok(_) => "succeeded",
+            Err(DdlFailure::Aborted { .. }) => "rolled_back",
+            Err(DdlFailure::Leader(_) | DdlFailure::Broadcast(_)) => "interrupted",
+            Err(_) => "failed",
+        };
+        metrics::procedure(kind, outcome, started.elapsed());
+        result
+    }
+
+    async fn drive_steps(&self, leader: &MetadataLeader, mut running: Running) -> Result<DdlOutcome, DdlFailure> {
         let id = running.id;
         let plan = &running.plan;
         let mut next = resume_from(running.step);
