@@ -719,3 +719,135 @@ async fn hot_followers_serve_catalog_reads_and_standbys_redirect() {
     assert_eq!((refused.code(), error_reason(&refused).as_deref()), (Code::Unavailable, Some(reason::NOT_LEADER)));
     assert_eq!(leasehold::status::redirect_target(&refused).as_deref(), Some(cluster.node("c1").grpc.as_str()));
 }
+
+/// `leasehold ctl --endpoints ENDPOINTS --output json ARGS…`: the JSON it printed, or what it
+/// said on stderr when it failed.
+async fn ctl_json(endpoints: &str, args: &[&str]) -> Result<serde_json::Value, String> {
+    let mut all = vec!["ctl", "--endpoints", endpoints, "--output", "json"];
+    all.extend_from_slice(args);
+    let output = tokio::process::Command::new(BIN).args(&all).output().await.expect("running ctl");
+    if !output.status.success() {
+        return Err(String::from_utf8_lossy(&output.stderr).into_owned());
+    }
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    Ok(serde_json::from_str(&stdout).unwrap_or_else(|error| panic!("ctl {args:?} printed no JSON ({error}): {stdout}")))
+}
+
+fn column_names(table: &serde_json::Value) -> Vec<&str> {
+    table["columns"].as_array().unwrap().iter().map(|column| column["name"].as_str().unwrap()).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ctl_manages_databases_tables_views_and_procedures() {
+    let _serial = serial().await;
+    let mut lab = Lab::start(Kind::Sqlite, 1, &[], &[("dn1", &[])]).await.unwrap();
+    let endpoints = lab.cluster.endpoints().into_iter().map(|(_, address)| address).collect::<Vec<_>>().join(",");
+    let ctl = |args: &'static [&'static str]| {
+        let endpoints = endpoints.clone();
+        async move { ctl_json(&endpoints, args).await.unwrap_or_else(|stderr| panic!("ctl {args:?}: {stderr}")) }
+    };
+    let files = std::env::temp_dir().join("leasehold-tests").join(format!("ctl-{}", std::process::id()));
+    std::fs::create_dir_all(&files).unwrap();
+
+    phase("databases from flags; the same request id twice is one procedure");
+    let first =
+        ctl(&["db", "create", "db1", "--ttl", "7d", "--property", "owner=ops", "--request-id", "db1-once"]).await;
+    let again =
+        ctl(&["db", "create", "db1", "--ttl", "7d", "--property", "owner=ops", "--request-id", "db1-once"]).await;
+    assert_eq!(first["procedure_id"], again["procedure_id"]);
+    let listed = ctl(&["db", "list"]).await;
+    assert_eq!(listed["databases"].as_array().unwrap().len(), 1, "{listed}");
+    assert_eq!(listed["databases"][0]["ttl_ms"], 7 * 24 * 3600 * 1000);
+    assert_eq!(listed["databases"][0]["properties"]["owner"], "ops");
+
+    phase("tables from flags, from a JSON file and from a TOML file");
+    ctl(&[
+        "table",
+        "create",
+        "db1",
+        "t1",
+        "--column",
+        "time:TIMESTAMP:TIME",
+        "--column",
+        "host:TEXT:TAG",
+        "--column",
+        "cpu:DOUBLE:FIELD:percent",
+        "--comment",
+        "from flags",
+    ])
+    .await;
+    let json_file = files.join("t2.json");
+    std::fs::write(
+        &json_file,
+        r#"{"columns": [{"name": "time", "type": "TIMESTAMP", "category": "TIME"},
+                        {"name": "v", "type": "INT64", "category": "FIELD"}], "ttl": "30d"}"#,
+    )
+    .unwrap();
+    let toml_file = files.join("t3.toml");
+    std::fs::write(
+        &toml_file,
+        "comment = \"from toml\"\n[[columns]]\nname = \"time\"\ntype = \"TIMESTAMP\"\ncategory = \"TIME\"\n\
+         [[columns]]\nname = \"region\"\ntype = \"TEXT\"\ncategory = \"ATTRIBUTE\"\n",
+    )
+    .unwrap();
+    for (name, file) in [("t2", &json_file), ("t3", &toml_file)] {
+        ctl_json(&endpoints, &["table", "create", "db1", name, "--file", file.to_str().unwrap()])
+            .await
+            .unwrap_or_else(|stderr| panic!("{name}: {stderr}"));
+    }
+    let tables = ctl(&["table", "list", "db1"]).await;
+    let names: Vec<&str> = tables["tables"].as_array().unwrap().iter().map(|t| t["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["t1", "t2", "t3"]);
+    let t2 = ctl(&["table", "get", "db1", "t2"]).await;
+    assert_eq!((t2["ttl_ms"].as_u64(), column_names(&t2)), (Some(30 * 24 * 3600 * 1000), vec!["time", "v"]));
+    let t3 = ctl(&["table", "get", "db1", "t3"]).await;
+    assert_eq!(t3["effective_ttl_ms"], 7 * 24 * 3600 * 1000, "t3 inherits the database's TTL");
+    assert_eq!(t3["columns"][1]["category"], "ATTRIBUTE");
+
+    phase("alter: add and drop a column, set the TTL and a property; the agent follows");
+    let added = ctl(&["table", "alter", "db1", "t1", "--add-column", "mem:DOUBLE:FIELD"]).await;
+    ctl(&["table", "alter", "db1", "t1", "--drop-column", "cpu"]).await;
+    ctl(&["table", "alter", "db1", "t1", "--set-ttl", "1d"]).await;
+    let last = ctl(&["table", "alter", "db1", "t1", "--set-property", "tier=hot"]).await;
+    assert!(last["version"].as_u64() > added["version"].as_u64());
+    let t1 = ctl(&["table", "get", "db1", "t1"]).await;
+    assert_eq!(column_names(&t1), ["time", "host", "mem"]);
+    assert_eq!((t1["ttl_ms"].as_u64(), t1["properties"]["tier"].as_str()), (Some(24 * 3600 * 1000), Some("hot")));
+    lab.assert_agents_agree("db1", "t1", last["version"].as_u64().unwrap()).await;
+
+    phase("views, a dropped table, and the procedures that did it all");
+    ctl(&["view", "create", "db1", "v1", "--definition", "SELECT host, mem FROM t1"]).await;
+    ctl(&["view", "drop", "db1", "v1"]).await;
+    let dropped = ctl(&["table", "drop", "db1", "t2"]).await;
+    let gone = ctl_json(&endpoints, &["table", "get", "db1", "t2"]).await.unwrap_err();
+    assert!(gone.contains("t2"), "{gone}");
+    let procedures = ctl(&["procedure", "list", "--limit", "50"]).await;
+    let procedures = procedures.as_array().unwrap();
+    assert_eq!(procedures.len(), 11, "{procedures:?}");
+    assert!(procedures.iter().all(|procedure| procedure["state"] == "succeeded"), "{procedures:?}");
+    let id = dropped["procedure_id"].as_u64().unwrap().to_string();
+    let procedure = ctl_json(&endpoints, &["procedure", "get", &id]).await.unwrap();
+    assert_eq!((procedure["kind"].as_str(), procedure["target"].as_str()), (Some("drop_table"), Some("db1.t2")));
+
+    phase("bad input is refused with the field named, and nothing is written");
+    let refusals: [(&[&str], &str); 4] = [
+        (&["db", "create", "select"], "reserved"),
+        (
+            &["table", "create", "db1", "bad", "--column", "time:TIMESTAMP:TIME", "--column", "TIME:INT64:FIELD"],
+            "columns[1].name",
+        ),
+        (&["table", "create", "db1", "bad", "--column", "v:INT64:FIELD"], "TIME"),
+        (&["table", "alter", "db1", "t1", "--drop-column", "time"], "drop_column"),
+    ];
+    for (args, expected) in refusals {
+        let stderr = ctl_json(&endpoints, args).await.expect_err("refused");
+        assert!(stderr.contains(expected), "ctl {args:?} should name {expected:?}: {stderr}");
+    }
+    let after = ctl(&["procedure", "list", "--limit", "50"]).await;
+    assert_eq!(after.as_array().unwrap().len(), 11, "a refused request left a procedure: {after}");
+
+    phase("drop the database");
+    ctl(&["db", "drop", "db1"]).await;
+    assert!(ctl(&["db", "list"]).await["databases"].as_array().unwrap().is_empty());
+    std::fs::remove_dir_all(&files).ok();
+}

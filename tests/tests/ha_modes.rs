@@ -483,6 +483,24 @@ async fn dev_serves_a_coordinator_and_stops_cleanly() {
         }
     })
     .await;
+    phase("every agent serves the sample table demo.metrics");
+    let agents: Vec<String> = dev
+        .output()
+        .lines()
+        .filter(|line| line.trim_start().starts_with("agent ") && line.contains("(data node"))
+        .filter_map(|line| line.split_whitespace().nth(1).map(str::to_owned))
+        .collect();
+    assert_eq!(agents.len(), 3, "{}", dev.output());
+    for agent in &agents {
+        eventually(&format!("{agent} serves demo.metrics"), ELECTION, || async move {
+            let mut client = leasehold::v1::agent_client::AgentClient::new(leasehold_tests::process::channel(agent));
+            let request = leasehold::v1::ResolveTableRequest { database: "demo".into(), table: "metrics".into() };
+            let schema = client.resolve_table(request).await.ok()?.into_inner().schema?;
+            let names: Vec<String> = schema.columns.iter().map(|column| column.name.clone()).collect();
+            (names == ["time", "host", "cpu"]).then_some(())
+        })
+        .await;
+    }
     dev.terminate();
     let status = dev.wait_exit(Duration::from_secs(10)).await.expect("dev exits on SIGTERM");
     assert!(status.success(), "{status}");
