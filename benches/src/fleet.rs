@@ -56,6 +56,11 @@ pub struct HeartbeatRun {
 impl Fleet {
     /// `count` simulated agents talking to `coordinator` over `connections` HTTP/2 connections.
     pub fn new(coordinator: &str, count: usize, connections: usize) -> Fleet {
+        Fleet::named(coordinator, "sim", count, connections)
+    }
+
+    /// Like [`Fleet::new`], with node ids `{prefix}-00000`, `{prefix}-00001`, …
+    pub fn named(coordinator: &str, prefix: &str, count: usize, connections: usize) -> Fleet {
         let channels = (0..connections.max(1))
             .map(|_| {
                 Endpoint::from_shared(format!("http://{coordinator}"))
@@ -67,8 +72,8 @@ impl Fleet {
             .collect();
         let nodes = (0..count)
             .map(|index| SimNode {
-                node_id: format!("sim-{index:05}"),
-                incarnation: format!("inc-{index:05}"),
+                node_id: format!("{prefix}-{index:05}"),
+                incarnation: format!("{prefix}-inc-{index:05}"),
                 applied: AtomicU64::new(0),
             })
             .collect();
@@ -113,6 +118,25 @@ impl Fleet {
         }
     }
 
+    /// One heartbeat of node `index`; its cache takes the answer's version.
+    pub async fn beat(&self, index: usize) -> Result<(), Status> {
+        let node = &self.nodes[index];
+        let request = HeartbeatRequest {
+            node_id: node.node_id.clone(),
+            incarnation: node.incarnation.clone(),
+            store_epoch: self.store_epoch.lock().expect("epoch").clone(),
+            applied_version: node.applied.load(Ordering::Relaxed),
+            needs_resync: false,
+        };
+        let response = self.client(index).heartbeat(request).await?.into_inner();
+        node.applied.fetch_max(response.version, Ordering::Relaxed);
+        let mut epoch = self.store_epoch.lock().expect("epoch");
+        if *epoch != response.store_epoch {
+            *epoch = response.store_epoch;
+        }
+        Ok(())
+    }
+
     /// Heartbeats every node once per `interval` for `duration`, spread evenly over time.
     pub async fn heartbeat(&self, interval: Duration, duration: Duration) -> HeartbeatRun {
         let count = self.nodes.len();
@@ -132,24 +156,9 @@ impl Fleet {
                 let (fleet, latency, failed, answered) =
                     (self.clone(), latency.clone(), failed.clone(), answered.clone());
                 inflight.spawn(async move {
-                    let node = &fleet.nodes[index];
-                    let request = HeartbeatRequest {
-                        node_id: node.node_id.clone(),
-                        incarnation: node.incarnation.clone(),
-                        store_epoch: fleet.store_epoch.lock().expect("epoch").clone(),
-                        applied_version: node.applied.load(Ordering::Relaxed),
-                        needs_resync: false,
-                    };
                     let at = Instant::now();
-                    match fleet.client(index).heartbeat(request).await {
-                        Ok(response) => {
-                            let response = response.into_inner();
-                            node.applied.fetch_max(response.version, Ordering::Relaxed);
-                            let mut epoch = fleet.store_epoch.lock().expect("epoch");
-                            if *epoch != response.store_epoch {
-                                *epoch = response.store_epoch;
-                            }
-                            drop(epoch);
+                    match fleet.beat(index).await {
+                        Ok(()) => {
                             latency.lock().expect("samples").push(at.elapsed());
                             answered.fetch_add(1, Ordering::Relaxed);
                         }
@@ -217,6 +226,20 @@ impl MockAgents {
         );
         address
     }
+}
+
+/// A loopback address that accepts connections and never answers: a data node whose push
+/// endpoint is unreachable. Connections are held open until the process ends.
+pub async fn blackhole() -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("a listener");
+    let address = listener.local_addr().expect("its address").to_string();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = listener.accept().await {
+            held.push(socket);
+        }
+    });
+    address
 }
 
 /// CPU seconds (user + system) a process has used so far, from `/proc`.

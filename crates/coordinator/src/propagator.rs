@@ -128,6 +128,11 @@ impl Propagator {
         let started = leader.now();
         let mut refused = BTreeSet::new();
         let mut round = 0u32;
+        // Pushes stay in flight across evaluations: a slow or unreachable node never holds up
+        // the verdict on the others, and a node is never pushed to twice at once.
+        let mut inflight = tokio::task::JoinSet::new();
+        let mut pushing: BTreeSet<NodeKey> = BTreeSet::new();
+        let mut next_push_at = started;
         let result = loop {
             leader.check_term()?;
             // Armed before the verdict is read, so that no acknowledgement slips between.
@@ -137,7 +142,7 @@ impl Propagator {
             let (settlements, targets) = leader.pending(version);
             let now = leader.now();
             let verdict = decide(version, &settlements, &refused, now, leader.proceed_after());
-            match self.plan.next_step(&verdict, round, started, now) {
+            let wake_at = match self.plan.next_step(&verdict, round, started, now) {
                 NextStep::Proceed => {
                     let acked: Vec<String> =
                         settlements.iter().filter(|s| s.acked >= version).map(|s| s.key.to_string()).collect();
@@ -158,31 +163,54 @@ impl Propagator {
                     };
                     break Err(BroadcastError::OverBudget { version, budget: self.plan.budget, pending });
                 }
-                NextStep::RetryAt(at) => {
+                NextStep::RetryAt(at) => at,
+            };
+            if now >= next_push_at {
+                // Only nodes the verdict still waits for: one already settled by time (it has
+                // provably fenced) is not worth a push that would only time out.
+                let waiting_for: BTreeSet<&NodeKey> = match &verdict {
+                    Verdict::Wait { pending, .. } => pending.iter().collect(),
+                    _ => BTreeSet::new(),
+                };
+                let due: Vec<PushTarget> = targets
+                    .into_iter()
+                    .filter(|target| waiting_for.contains(&target.key) && !pushing.contains(&target.key))
+                    .collect();
+                if !due.is_empty() {
                     metrics::broadcast_round();
-                    for (key, result) in self.push_round(leader, targets).await {
-                        match result {
-                            PushResult::Applied(applied) => leader.record_ack(&key, applied),
-                            PushResult::CannotApply if mode == Mode::Reversible => {
-                                warn!(version, node = %key, "an agent cannot apply the change: the broadcast fails");
-                                refused.insert(key);
-                            }
-                            PushResult::CannotApply => {
-                                warn!(version, node = %key, "an agent cannot apply a change that only rolls forward; waiting until it has fenced");
-                            }
-                            PushResult::Other => {}
-                        }
-                    }
-                    if refused.is_empty() {
-                        let wait = leader.now().until(at);
-                        tokio::select! {
-                            _ = tokio::time::sleep(wait) => {}
-                            _ = &mut acknowledged => {}
-                            _ = leader.token().cancelled() => {}
-                        }
-                    }
-                    round += 1;
                 }
+                for (key, push) in self.pushes(leader, due) {
+                    pushing.insert(key);
+                    inflight.spawn(push);
+                }
+                next_push_at = now + self.plan.pause_after(round);
+                round += 1;
+            }
+            let wait = now.until(wake_at.min(next_push_at));
+            tokio::select! {
+                Some(joined) = inflight.join_next(), if !inflight.is_empty() => {
+                    // A push task cannot panic; if one did, forget which are in flight
+                    // rather than never pushing to its node again (a second push is harmless).
+                    let Ok((key, result)) = joined else {
+                        pushing.clear();
+                        continue;
+                    };
+                    pushing.remove(&key);
+                    match result {
+                        PushResult::Applied(applied) => leader.record_ack(&key, applied),
+                        PushResult::CannotApply if mode == Mode::Reversible => {
+                            warn!(version, node = %key, "an agent cannot apply the change: the broadcast fails");
+                            refused.insert(key);
+                        }
+                        PushResult::CannotApply => {
+                            warn!(version, node = %key, "an agent cannot apply a change that only rolls forward; waiting until it has fenced");
+                        }
+                        PushResult::Other => {}
+                    }
+                }
+                _ = tokio::time::sleep(wait) => {}
+                _ = &mut acknowledged => {}
+                _ = leader.token().cancelled() => {}
             }
         };
         let waited = leader.now() - started;
@@ -199,47 +227,55 @@ impl Propagator {
         result
     }
 
-    /// Pushes to every target in parallel; each push has its own timeout.
-    async fn push_round(&self, leader: &MetadataLeader, targets: Vec<PushTarget>) -> Vec<(NodeKey, PushResult)> {
-        let pushes = targets.into_iter().filter(|target| !target.changes.is_empty()).filter_map(|target| {
-            let channel = self.channel(&target.address)?;
-            let request = ApplyInvalidationRequest {
-                term: leader.term(),
-                leader_node_id: leader.leader_node_id().to_owned(),
-                store_epoch: leader.store_epoch().to_owned(),
-                changes: target.changes,
-                incarnation: target.key.incarnation.clone(),
-            };
-            let timeout = self.push_timeout;
-            Some(async move {
-                let answer = tokio::time::timeout(timeout, AgentClient::new(channel).apply_invalidation(request)).await;
-                let result = match answer {
-                    Ok(Ok(response)) => PushResult::Applied(response.into_inner().applied_version),
-                    Ok(Err(status)) if error_reason(&status).as_deref() == Some(reason::CANNOT_APPLY) => PushResult::CannotApply,
-                    Ok(Err(status)) => {
-                        debug!(node = %target.key, code = ?status.code(), message = status.message(), "push not applied");
-                        PushResult::Other
-                    }
-                    Err(_) => {
-                        debug!(node = %target.key, "push timed out");
-                        PushResult::Other
+    /// One push per target that has changes to carry, each with its own timeout.
+    fn pushes(
+        &self,
+        leader: &MetadataLeader,
+        targets: Vec<PushTarget>,
+    ) -> Vec<(NodeKey, impl Future<Output = (NodeKey, PushResult)> + Send + 'static)> {
+        targets
+            .into_iter()
+            .filter(|target| !target.changes.is_empty())
+            .filter_map(|target| {
+                let channel = self.channel(&target.address)?;
+                let request = ApplyInvalidationRequest {
+                    term: leader.term(),
+                    leader_node_id: leader.leader_node_id().to_owned(),
+                    store_epoch: leader.store_epoch().to_owned(),
+                    changes: target.changes,
+                    incarnation: target.key.incarnation.clone(),
+                };
+                let timeout = self.push_timeout;
+                let key = target.key;
+                let push = {
+                    let key = key.clone();
+                    async move {
+                        let answer =
+                            tokio::time::timeout(timeout, AgentClient::new(channel).apply_invalidation(request)).await;
+                        let result = match answer {
+                            Ok(Ok(response)) => PushResult::Applied(response.into_inner().applied_version),
+                            Ok(Err(status)) if error_reason(&status).as_deref() == Some(reason::CANNOT_APPLY) => {
+                                PushResult::CannotApply
+                            }
+                            Ok(Err(status)) => {
+                                debug!(node = %key, code = ?status.code(), message = status.message(), "push not applied");
+                                PushResult::Other
+                            }
+                            Err(_) => {
+                                debug!(node = %key, "push timed out");
+                                PushResult::Other
+                            }
+                        };
+                        metrics::push(match result {
+                            PushResult::Applied(_) => "applied",
+                            PushResult::CannotApply => "cannot_apply",
+                            PushResult::Other => "not_applied",
+                        });
+                        (key, result)
                     }
                 };
-                metrics::push(match result {
-                    PushResult::Applied(_) => "applied",
-                    PushResult::CannotApply => "cannot_apply",
-                    PushResult::Other => "not_applied",
-                });
-                (target.key, result)
+                Some((key, push))
             })
-        });
-        let handles: Vec<_> = pushes.map(tokio::spawn).collect();
-        let mut results = Vec::with_capacity(handles.len());
-        for handle in handles {
-            if let Ok(result) = handle.await {
-                results.push(result);
-            }
-        }
-        results
+            .collect()
     }
 }
