@@ -209,7 +209,8 @@ async fn the_promise_holds_for_every_ddl_with_healthy_blackholed_and_push_droppi
     assert!(took + lab.lease.heartbeat_interval * 2 >= lab.lease.proceed_after(), "returned after only {took:?}");
     lab.assert_agents_hold(created.version).await;
 
-    let steps: Vec<(&str, Box<dyn Fn() -> DdlCall>)> = vec![
+    type Step = (&'static str, Box<dyn Fn() -> DdlCall>);
+    let steps: Vec<Step> = vec![
         ("create table", Box::new(|| DdlCall::CreateTable(create_table("db", "t", "")))),
         (
             "add column",

@@ -9,11 +9,15 @@ use std::sync::{Arc, Mutex};
 use leasehold_core::ddl::LockSet;
 use tokio::sync::{OwnedMutexGuard, OwnedRwLockReadGuard, OwnedRwLockWriteGuard, RwLock};
 
-/// The leader's lock table.
+type DatabaseLocks = HashMap<String, Arc<RwLock<()>>>;
+type ObjectLocks = HashMap<(String, String), Arc<tokio::sync::Mutex<()>>>;
+
+/// The leader's lock table. An entry lives while someone holds or awaits it; the rest are
+/// dropped on the next acquire, so the table stays as small as the DDL in flight.
 #[derive(Debug, Default)]
 pub struct LockTable {
-    databases: Mutex<HashMap<String, Arc<RwLock<()>>>>,
-    objects: Mutex<HashMap<(String, String), Arc<tokio::sync::Mutex<()>>>>,
+    databases: Mutex<DatabaseLocks>,
+    objects: Mutex<ObjectLocks>,
 }
 
 enum DatabaseGuard {
@@ -36,8 +40,12 @@ impl std::fmt::Debug for Held {
 impl LockTable {
     /// Waits until `set` is held.
     pub async fn acquire(&self, set: &LockSet) -> Held {
-        let database =
-            self.databases.lock().expect("lock table poisoned").entry(set.database.clone()).or_default().clone();
+        let database = {
+            let mut databases = self.databases.lock().expect("lock table poisoned");
+            // Only the table itself refers to an unused entry.
+            databases.retain(|_, lock| Arc::strong_count(lock) > 1);
+            databases.entry(set.database.clone()).or_default().clone()
+        };
         let database = if set.database_exclusive {
             DatabaseGuard::Exclusive(database.write_owned().await)
         } else {
@@ -46,7 +54,11 @@ impl LockTable {
         let object = match &set.object {
             Some(object) => {
                 let key = (set.database.clone(), object.clone());
-                let lock = self.objects.lock().expect("lock table poisoned").entry(key).or_default().clone();
+                let lock = {
+                    let mut objects = self.objects.lock().expect("lock table poisoned");
+                    objects.retain(|_, lock| Arc::strong_count(lock) > 1);
+                    objects.entry(key).or_default().clone()
+                };
                 Some(lock.lock_owned().await)
             }
             None => None,
@@ -76,6 +88,19 @@ mod tests {
         assert!(blocks(&table, set("db", false, Some("table:a"))).await);
         assert!(blocks(&table, set("db", true, None)).await, "a database drop waits for DDL inside it");
         assert!(!blocks(&table, set("other", true, None)).await);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn released_locks_leave_the_table() {
+        let table = LockTable::default();
+        for index in 0..100 {
+            let _held = table.acquire(&set(&format!("db{index}"), false, Some("table:a"))).await;
+        }
+        let held = table.acquire(&set("db", false, Some("table:b"))).await;
+        assert_eq!(table.databases.lock().unwrap().len(), 1);
+        assert_eq!(table.objects.lock().unwrap().len(), 1);
+        drop(held);
+        assert!(!blocks(&table, set("db", true, None)).await);
     }
 
     #[tokio::test(start_paused = true)]

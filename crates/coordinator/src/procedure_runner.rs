@@ -177,10 +177,10 @@ impl ProcedureRunner {
         request_id: Option<String>,
     ) -> Result<DdlOutcome, DdlFailure> {
         ddl::validate(&request)?;
-        if let Some(request_id) = &request_id {
-            if let Some(existing) = leader.store().procedure_by_request(leader.cluster(), request_id).await? {
-                return self.outcome_of(&leader, existing).await;
-            }
+        if let Some(request_id) = &request_id
+            && let Some(existing) = leader.store().procedure_by_request(leader.cluster(), request_id).await?
+        {
+            return self.outcome_of(&leader, existing).await;
         }
         let locks = ddl::locks(&request);
         let held = leader.locks().acquire(&locks).await;
@@ -204,10 +204,10 @@ impl ProcedureRunner {
             drop(change);
             drop(held);
             // Another call with the same request id got there first: its outcome is ours.
-            if let Some(request_id) = &request_id {
-                if let Some(existing) = leader.store().procedure_by_request(leader.cluster(), request_id).await? {
-                    return self.outcome_of(&leader, existing).await;
-                }
+            if let Some(request_id) = &request_id
+                && let Some(existing) = leader.store().procedure_by_request(leader.cluster(), request_id).await?
+            {
+                return self.outcome_of(&leader, existing).await;
             }
             return Err(error.into());
         }
