@@ -10,12 +10,14 @@
 //! - [`agents`]: data-node agents wired through chaos proxies.
 //! - [`observer`]: polls every node's HA state and checks that no term ever had two leaders.
 //! - [`poll`]: waiting for a condition with a deadline, never a bare sleep.
+//! - [`requests`]: the catalog requests the tests send.
 
 pub mod agents;
 pub mod cluster;
 pub mod observer;
 pub mod poll;
 pub mod process;
+pub mod requests;
 pub mod store;
 
 pub use agents::TestAgent;

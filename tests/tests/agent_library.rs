@@ -2,15 +2,18 @@
 //! `resolve_table` and hears of invalidations, fences and unfences through `subscribe`,
 //! without polling. The coordinator is the real binary; the agent runs in this process.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use leasehold::v1::BarrierRequest;
 use leasehold::v1::data_nodes_client::DataNodesClient;
+use leasehold::v1::{BarrierRequest, DropTableRequest};
 use leasehold_agent::agent::AcceptAll;
-use leasehold_agent::{Agent, AgentConfig, AgentEvent, ResolveError};
+use leasehold_agent::{Agent, AgentConfig, AgentEvent, AgentHost, ResolveError};
 use leasehold_chaos::Proxy;
-use leasehold_tests::{LeaseSettings, TestCluster, TestStore, phase, serial};
+use leasehold_core::catalog::Catalog;
+use leasehold_core::ddl::DataTarget;
+use leasehold_tests::requests::{catalog_at, create_database, create_table};
+use leasehold_tests::{LeaseSettings, TestCluster, TestStore, eventually, phase, serial};
 use tokio::net::TcpListener;
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
@@ -83,6 +86,86 @@ async fn an_embedded_agent_tells_its_host_about_changes_fences_and_unfences() {
     let unfenced =
         next_event(&mut events, Duration::from_secs(10), |event| matches!(event, AgentEvent::Unfenced { .. })).await;
     assert_eq!(unfenced, AgentEvent::Unfenced { version });
+
+    shutdown.cancel();
+    heartbeats.await.unwrap();
+    server.await.unwrap().unwrap();
+}
+
+/// A host that remembers every order to drop data and every catalog it was resynced to.
+#[derive(Debug, Default)]
+struct RecordingHost {
+    drops: Mutex<Vec<DataTarget>>,
+    resyncs: Mutex<Vec<Catalog>>,
+}
+
+impl AgentHost for RecordingHost {
+    fn drop_data(&self, target: &DataTarget) -> Result<(), String> {
+        self.drops.lock().unwrap().push(target.clone());
+        Ok(())
+    }
+
+    fn resynced(&self, catalog: &Catalog) {
+        self.resyncs.lock().unwrap().push(catalog.clone());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_host_fenced_through_a_drop_learns_of_it_from_the_resync() {
+    let _serial = serial().await;
+    let lease = LeaseSettings::default();
+    let mut cluster = TestCluster::new(BIN, TestStore::sqlite());
+    cluster.timings.lease = Some(lease);
+    cluster.start("c1", &[], &[]).await;
+    cluster.leader(Duration::from_secs(15)).await;
+    let coordinator = cluster.node("c1").grpc.clone();
+    let proxy = Proxy::start(coordinator.parse().unwrap()).await.unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let mut config =
+        AgentConfig::new("host1", vec![proxy.address().to_string()], listener.local_addr().unwrap().to_string());
+    config.heartbeat_interval = lease.heartbeat_interval;
+    config.heartbeat_timeout = lease.heartbeat_timeout;
+    let shutdown = CancellationToken::new();
+    let host = Arc::new(RecordingHost::default());
+    let agent = Agent::new(config, host.clone());
+    let mut events = agent.subscribe();
+    let heartbeats = tokio::spawn(agent.clone().run(shutdown.clone()));
+    let server = tokio::spawn(leasehold_agent::server::serve(agent.clone(), listener, None, shutdown.clone()));
+    next_event(&mut events, Duration::from_secs(10), |event| matches!(event, AgentEvent::Unfenced { .. })).await;
+    assert_eq!(host.resyncs.lock().unwrap().len(), 1, "the first snapshot is a resync");
+
+    phase("two tables, served");
+    let mut catalog = catalog_at(&coordinator);
+    catalog.create_database(create_database("db", "")).await.unwrap();
+    catalog.create_table(create_table("db", "kept", "")).await.unwrap();
+    catalog.create_table(create_table("db", "gone", "")).await.unwrap();
+    let agent_ref = &agent;
+    eventually("the agent serves both tables", Duration::from_secs(5), || async move {
+        (agent_ref.resolve_table("db", "kept").is_ok() && agent_ref.resolve_table("db", "gone").is_ok()).then_some(())
+    })
+    .await;
+
+    phase("cut off and fenced, the agent misses the drop of `gone`");
+    proxy.blackhole();
+    next_event(&mut events, lease.fence + Duration::from_secs(2), |event| *event == AgentEvent::Fenced).await;
+    let dropped = catalog
+        .drop_table(DropTableRequest { database: "db".into(), name: "gone".into(), request_id: String::new() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(dropped.fenced.iter().any(|node| node.starts_with("host1/")), "{dropped:?}");
+    assert!(host.drops.lock().unwrap().is_empty(), "a fenced agent hears no order to drop");
+
+    phase("healed: the resync hands the host a catalog without `gone`");
+    proxy.heal();
+    next_event(&mut events, Duration::from_secs(10), |event| matches!(event, AgentEvent::Unfenced { .. })).await;
+    let resyncs = host.resyncs.lock().unwrap().clone();
+    assert_eq!(resyncs.len(), 2);
+    let latest = resyncs.last().unwrap();
+    assert!(latest.visible_table("db", "kept").is_some());
+    assert!(latest.table("db", "gone").is_none(), "the dropped table is not in the resynced catalog");
+    assert!(agent.resolve_table("db", "kept").is_ok());
+    assert!(matches!(agent.resolve_table("db", "gone"), Err(ResolveError::NotFound { .. })));
 
     shutdown.cancel();
     heartbeats.await.unwrap();

@@ -16,6 +16,7 @@ use leasehold::v1::{
 };
 use leasehold::{Client, ClientOptions};
 use leasehold_chaos::Fault;
+use leasehold_tests::requests::{alter, catalog_at, column, create_database, create_table};
 use leasehold_tests::store::Kind;
 use leasehold_tests::{LeaseSettings, TestAgent, TestCluster, TestStore, eventually, phase, serial};
 use tokio::time::Instant;
@@ -29,54 +30,6 @@ struct Lab {
     cluster: TestCluster,
     agents: Vec<TestAgent>,
     lease: LeaseSettings,
-}
-
-fn catalog_at(address: &str) -> CatalogClient<Channel> {
-    let channel =
-        Endpoint::from_shared(format!("http://{address}")).unwrap().timeout(Duration::from_secs(60)).connect_lazy();
-    CatalogClient::new(channel)
-}
-
-fn column(name: &str, data_type: DataType, category: ColumnCategory) -> ColumnDefinition {
-    ColumnDefinition {
-        name: name.into(),
-        data_type: data_type as i32,
-        category: category as i32,
-        comment: String::new(),
-    }
-}
-
-fn create_table(database: &str, name: &str, request_id: &str) -> CreateTableRequest {
-    CreateTableRequest {
-        database: database.into(),
-        name: name.into(),
-        columns: vec![
-            column("time", DataType::Timestamp, ColumnCategory::Time),
-            column("v", DataType::Double, ColumnCategory::Field),
-        ],
-        ttl_ms: 0,
-        properties: Default::default(),
-        comment: String::new(),
-        request_id: request_id.into(),
-    }
-}
-
-fn create_database(name: &str, request_id: &str) -> CreateDatabaseRequest {
-    CreateDatabaseRequest {
-        name: name.into(),
-        ttl_ms: 3_600_000,
-        properties: Default::default(),
-        request_id: request_id.into(),
-    }
-}
-
-fn alter(database: &str, name: &str, action: Action, request_id: &str) -> AlterTableRequest {
-    AlterTableRequest {
-        database: database.into(),
-        name: name.into(),
-        action: Some(action),
-        request_id: request_id.into(),
-    }
 }
 
 fn names(table: &leasehold::v1::Table) -> Vec<String> {

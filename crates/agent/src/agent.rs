@@ -17,7 +17,7 @@ use leasehold::v1::{
 use leasehold_core::agent_lease::{
     AgentState, HeartbeatTicket, LeaderRef, LeaseManager, PushRefusal, ResponseDecision,
 };
-use leasehold_core::catalog::Table;
+use leasehold_core::catalog::{Catalog, Table};
 use leasehold_core::ddl::DataTarget;
 use leasehold_core::{BootClock, Clock, MonoTime};
 use tokio::sync::{Notify, broadcast};
@@ -60,11 +60,19 @@ pub trait AgentHost: Send + Sync + 'static {
     /// is applied, which the leader sends after every data node acknowledged the pre-delete
     /// marker or has provably fenced; may come more than once for the same target. An error
     /// leaves the order unapplied, so the agent cannot renew its lease and fences. A host that
-    /// was fenced during a drop never hears of it: after its resync it should delete the data
-    /// of objects the catalog no longer has.
+    /// was fenced during a drop never hears of it: see [`AgentHost::resynced`].
     fn drop_data(&self, target: &DataTarget) -> Result<(), String> {
         let _ = target;
         Ok(())
+    }
+
+    /// Called after the agent installed a snapshot (at its first heartbeat, after a fence, or
+    /// after a gap), with the whole catalog it now holds, before it serves from it. Orders to
+    /// drop data that were issued while the agent could not hear them are not replayed: delete
+    /// here the data of every database, table or column this catalog does not have. It runs
+    /// before the lease is renewed: hand slow deletions to a task of your own.
+    fn resynced(&self, catalog: &Catalog) {
+        let _ = catalog;
     }
 }
 
@@ -335,7 +343,11 @@ impl Agent {
         }
         let current = self.inner.view.load_full();
         let applied = match &response.snapshot {
-            Some(snapshot) => Ok(CacheView::from_snapshot(snapshot)),
+            Some(snapshot) => {
+                let installed = CacheView::from_snapshot(snapshot);
+                self.inner.host.resynced(&installed.catalog);
+                Ok(installed)
+            }
             None => current.apply(&response.store_epoch, &response.changes, |change| self.prepare(&current, change)),
         };
         let mut next = match applied {
