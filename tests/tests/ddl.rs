@@ -10,9 +10,9 @@ use leasehold::v1::alter_table_request::Action;
 use leasehold::v1::catalog_client::CatalogClient;
 use leasehold::v1::procedures_client::ProceduresClient;
 use leasehold::v1::{
-    AlterTableRequest, ColumnCategory, ColumnDefinition, CreateDatabaseRequest, CreateTableRequest, CreateViewRequest,
-    DataType, DdlResponse, DropDatabaseRequest, DropTableRequest, DropViewRequest, GetProcedureRequest,
-    GetSnapshotRequest, GetTableRequest, ListDatabasesRequest, ListProceduresRequest, ListTablesRequest,
+    AlterTableRequest, ColumnCategory, CreateTableRequest, CreateViewRequest, DataType, DdlResponse,
+    DropDatabaseRequest, DropTableRequest, DropViewRequest, GetProcedureRequest, GetSnapshotRequest, GetTableRequest,
+    ListDatabasesRequest, ListProceduresRequest, ListTablesRequest,
 };
 use leasehold::{Client, ClientOptions};
 use leasehold_chaos::Fault;
