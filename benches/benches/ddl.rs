@@ -25,11 +25,12 @@ use leasehold::v1::catalog_client::CatalogClient;
 use leasehold::v1::cluster_client::ClusterClient;
 use leasehold::v1::data_nodes_client::DataNodesClient;
 use leasehold::v1::{
-    AlterTableRequest, BarrierRequest, ColumnCategory, ColumnDefinition, CreateDatabaseRequest, CreateTableRequest,
-    DataType, DropTableRequest, GetHaStateRequest,
+    AlterTableRequest, BarrierRequest, ColumnCategory, CreateDatabaseRequest, CreateTableRequest, DataType,
+    DropTableRequest, GetHaStateRequest,
 };
 use leasehold_benches::fleet::{Fleet, MockAgents, blackhole};
 use leasehold_benches::{Samples, millis};
+use leasehold_tests::requests::column;
 use leasehold_tests::store::Kind;
 use leasehold_tests::{LeaseSettings, TestCluster, TestStore};
 use tokio::task::JoinHandle;
@@ -39,15 +40,6 @@ const BIN: &str = env!("CARGO_BIN_EXE_leasehold-bench-node");
 
 fn setting(name: &str, default: u64) -> u64 {
     std::env::var(name).ok().and_then(|value| value.parse().ok()).unwrap_or(default)
-}
-
-fn column(name: &str, data_type: DataType, category: ColumnCategory) -> ColumnDefinition {
-    ColumnDefinition {
-        name: name.into(),
-        data_type: data_type as i32,
-        category: category as i32,
-        comment: String::new(),
-    }
 }
 
 fn create_table(name: &str) -> CreateTableRequest {
