@@ -473,35 +473,41 @@ impl MetadataLeader {
         &self.identity.cluster
     }
 
-    /// The per-node settlements of `version`, and the nodes that must still be pushed to.
-    pub fn pending(&self, version: u64) -> (Vec<Settlement>, Vec<PushTarget>) {
+    /// The per-node settlements of `version`.
+    pub fn settlements(&self, version: u64) -> Vec<Settlement> {
         let now = self.clock.now();
         let mut state = self.state();
         state.tracker.collect_tombstones(now, self.proceed_after);
-        let settlements = state.tracker.settlements(version);
-        let targets = settlements
+        state.tracker.settlements(version)
+    }
+
+    /// What to push to each of `nodes` so that it reaches `version`: the changes after the
+    /// version it acknowledged. A node that is not registered under that incarnation any more
+    /// is left out; one too far behind for the retained changes gets none (it resyncs through
+    /// its heartbeat).
+    pub fn push_targets(&self, version: u64, nodes: &[(NodeKey, u64)]) -> Vec<PushTarget> {
+        let state = self.state();
+        let oldest = state.changes.front().map_or(u64::MAX, |change| change.version);
+        nodes
             .iter()
-            .filter(|settlement| settlement.acked < version)
-            .filter_map(|settlement| {
-                let registered = state.registry.get(&settlement.key.node_id)?;
-                if registered.incarnation != settlement.key.incarnation {
+            .filter_map(|(key, acked)| {
+                let registered = state.registry.get(&key.node_id)?;
+                if registered.incarnation != key.incarnation {
                     return None;
                 }
-                let oldest = state.changes.front().map_or(u64::MAX, |change| change.version);
-                let changes = if settlement.acked + 1 >= oldest {
+                let changes = if acked + 1 >= oldest {
                     state
                         .changes
                         .iter()
-                        .filter(|change| change.version > settlement.acked && change.version <= version)
+                        .filter(|change| change.version > *acked && change.version <= version)
                         .cloned()
                         .collect()
                 } else {
                     Vec::new()
                 };
-                Some(PushTarget { key: settlement.key.clone(), address: registered.address.clone(), changes })
+                Some(PushTarget { key: key.clone(), address: registered.address.clone(), changes })
             })
-            .collect();
-        (settlements, targets)
+            .collect()
     }
 
     /// Records that `key` holds `version`.

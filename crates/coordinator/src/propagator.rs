@@ -139,7 +139,7 @@ impl Propagator {
             let acknowledged = leader.acknowledged();
             tokio::pin!(acknowledged);
             acknowledged.as_mut().enable();
-            let (settlements, targets) = leader.pending(version);
+            let settlements = leader.settlements(version);
             let now = leader.now();
             let verdict = decide(version, &settlements, &refused, now, leader.proceed_after());
             let wake_at = match self.plan.next_step(&verdict, round, started, now) {
@@ -172,10 +172,12 @@ impl Propagator {
                     Verdict::Wait { pending, .. } => pending.iter().collect(),
                     _ => BTreeSet::new(),
                 };
-                let due: Vec<PushTarget> = targets
-                    .into_iter()
-                    .filter(|target| waiting_for.contains(&target.key) && !pushing.contains(&target.key))
+                let due: Vec<(NodeKey, u64)> = settlements
+                    .iter()
+                    .filter(|s| waiting_for.contains(&s.key) && !pushing.contains(&s.key))
+                    .map(|s| (s.key.clone(), s.acked))
                     .collect();
+                let due = leader.push_targets(version, &due);
                 if !due.is_empty() {
                     metrics::broadcast_round();
                 }
@@ -189,23 +191,31 @@ impl Propagator {
             let wait = now.until(wake_at.min(next_push_at));
             tokio::select! {
                 Some(joined) = inflight.join_next(), if !inflight.is_empty() => {
-                    // A push task cannot panic; if one did, forget which are in flight
-                    // rather than never pushing to its node again (a second push is harmless).
-                    let Ok((key, result)) = joined else {
-                        pushing.clear();
-                        continue;
-                    };
-                    pushing.remove(&key);
-                    match result {
-                        PushResult::Applied(applied) => leader.record_ack(&key, applied),
-                        PushResult::CannotApply if mode == Mode::Reversible => {
-                            warn!(version, node = %key, "an agent cannot apply the change: the broadcast fails");
-                            refused.insert(key);
+                    // Take every answer that is in, then judge once.
+                    let mut answers = vec![joined];
+                    while let Some(more) = inflight.try_join_next() {
+                        answers.push(more);
+                    }
+                    for answer in answers {
+                        // A push task cannot panic; if one did, forget which are in flight
+                        // rather than never pushing to its node again (a second push is
+                        // harmless).
+                        let Ok((key, result)) = answer else {
+                            pushing.clear();
+                            continue;
+                        };
+                        pushing.remove(&key);
+                        match result {
+                            PushResult::Applied(applied) => leader.record_ack(&key, applied),
+                            PushResult::CannotApply if mode == Mode::Reversible => {
+                                warn!(version, node = %key, "an agent cannot apply the change: the broadcast fails");
+                                refused.insert(key);
+                            }
+                            PushResult::CannotApply => {
+                                warn!(version, node = %key, "an agent cannot apply a change that only rolls forward; waiting until it has fenced");
+                            }
+                            PushResult::Other => {}
                         }
-                        PushResult::CannotApply => {
-                            warn!(version, node = %key, "an agent cannot apply a change that only rolls forward; waiting until it has fenced");
-                        }
-                        PushResult::Other => {}
                     }
                 }
                 _ = tokio::time::sleep(wait) => {}
