@@ -62,6 +62,13 @@ impl Lab {
             })
             .await;
         }
+        // A new leader answers LEADER_STARTING until it has loaded the catalog.
+        let leader = cluster.leader_address().await;
+        eventually("the leader serves the catalog", Duration::from_secs(15), || {
+            let mut catalog = catalog_at(&leader);
+            async move { catalog.list_databases(ListDatabasesRequest {}).await.ok().map(|_| ()) }
+        })
+        .await;
         Some(Lab { cluster, agents: started, lease })
     }
 
