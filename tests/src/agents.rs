@@ -5,6 +5,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use leasehold::status::{error_reason, reason};
 use leasehold::v1::agent_client::AgentClient;
 use leasehold::v1::data_nodes_client::DataNodesClient;
 use leasehold::v1::{
@@ -156,9 +157,18 @@ pub fn data_nodes(address: &str, lease: &LeaseSettings) -> DataNodesClient<Chann
     DataNodesClient::new(channel)
 }
 
-/// Runs a barrier on `address`.
+/// Runs a barrier on `address`; while a new leader is still loading its state
+/// (`LEADER_STARTING`), asks again for up to 15 s.
 pub async fn barrier(address: &str, lease: &LeaseSettings) -> Result<BarrierResponse, Status> {
-    data_nodes(address, lease).barrier(BarrierRequest {}).await.map(|response| response.into_inner())
+    let deadline = crate::Deadline::new("the leader finishes loading its state", Duration::from_secs(15));
+    loop {
+        match data_nodes(address, lease).barrier(BarrierRequest {}).await {
+            Err(status) if error_reason(&status).as_deref() == Some(reason::LEADER_STARTING) => {
+                deadline.tick().await;
+            }
+            answer => return answer.map(|response| response.into_inner()),
+        }
+    }
 }
 
 /// The fault that cuts a direction.

@@ -10,7 +10,13 @@ pub fn init(format: LogFormat, level: &str) -> anyhow::Result<()> {
         _ => EnvFilter::try_new(level).map_err(|error| anyhow::anyhow!("invalid configuration: log.level: {error}"))?,
     };
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi);
+    // A closed stderr (a log collector that went away) must not take the process down:
+    // reporting a failed log write would itself write to stderr and panic.
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(ansi)
+        .log_internal_errors(false);
     let installed = match format {
         LogFormat::Text => builder.with_target(false).try_init(),
         LogFormat::Json => builder.json().flatten_event(true).with_current_span(false).try_init(),
