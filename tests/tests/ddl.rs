@@ -505,6 +505,19 @@ async fn request_ids_and_races(kind: Kind) {
     let version = client.list_databases(ListDatabasesRequest {}).await.unwrap().into_inner().version;
     assert_eq!(version, table.version, "the retries changed nothing");
 
+    phase("the same request id twice at once: one procedure, one answer for both");
+    let twins: Vec<_> = (0..2)
+        .map(|_| {
+            let mut client = client.clone();
+            tokio::spawn(async move { client.create_table(create_table("db", "twin", "twin-id")).await })
+        })
+        .collect();
+    let mut ids = BTreeSet::new();
+    for twin in twins {
+        ids.insert(twin.await.unwrap().expect("both calls get the first outcome").into_inner().procedure_id);
+    }
+    assert_eq!(ids.len(), 1, "one procedure ran: {ids:?}");
+
     phase("two concurrent drops of one table: one wins, one finds nothing");
     let drops: Vec<_> = (0..2)
         .map(|_| {
@@ -811,4 +824,54 @@ async fn ctl_manages_databases_tables_views_and_procedures() {
     ctl(&["db", "drop", "db1"]).await;
     assert!(ctl(&["db", "list"]).await["databases"].as_array().unwrap().is_empty());
     std::fs::remove_dir_all(&files).ok();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_commit_answer_reloads_the_leader_state_and_the_ddl_finishes_once() {
+    let _serial = serial().await;
+    let once = [("LEASEHOLD_FAILPOINTS", "store::commit-answer-lost=1*return")];
+    let mut lab = Lab::start(Kind::Sqlite, 1, &once, &[("dn1", &[])]).await.unwrap();
+    let sdk = lab.sdk();
+
+    phase("create database: its prepare commits, and the answer is lost");
+    let created = sdk
+        .call_leader(|channel| async move {
+            CatalogClient::new(channel).create_database(create_database("db", "db-once")).await
+        })
+        .await
+        .unwrap_or_else(|error| panic!("the retried request gets the first outcome: {error}"));
+    let c1 = lab.cluster.node("c1");
+    assert_eq!(c1.events("data-node state no longer matches the store; loading it again").len(), 1);
+    assert_eq!(c1.events("resuming a procedure left by the previous leader").len(), 1, "{}", c1.output());
+
+    phase("the reloaded state goes on: one procedure, and the next DDL works");
+    let address = c1.grpc.clone();
+    let mut procedures =
+        ProceduresClient::new(Endpoint::from_shared(format!("http://{address}")).unwrap().connect_lazy());
+    let listed = procedures
+        .list_procedures(ListProceduresRequest { state: String::new(), limit: 10 })
+        .await
+        .unwrap()
+        .into_inner()
+        .procedures;
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    assert_eq!((listed[0].id, listed[0].state.as_str()), (created.procedure_id, "succeeded"));
+    let mut client = lab.leader().await;
+    let table = client.create_table(create_table("db", "t", "")).await.unwrap().into_inner();
+    lab.assert_agents_agree("db", "t", table.version).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_step_that_fails_on_the_store_is_tried_again_from_the_stored_step() {
+    let _serial = serial().await;
+    // The prepare's transaction opens; the commit step's fails once.
+    let second = [("LEASEHOLD_FAILPOINTS", "store::begin-fails=1*off->1*return->off")];
+    let mut lab = Lab::start(Kind::Sqlite, 1, &second, &[("dn1", &[])]).await.unwrap();
+    let mut client = lab.leader().await;
+    let created = client.create_database(create_database("db", "")).await.expect("the DDL still succeeds").into_inner();
+    let c1 = lab.cluster.node("c1");
+    assert_eq!(c1.events("a procedure step failed; trying again from the step the store holds").len(), 1);
+    let databases = client.list_databases(ListDatabasesRequest {}).await.unwrap().into_inner();
+    assert_eq!(databases.databases.len(), 1);
+    lab.assert_agents_hold(created.version).await;
 }

@@ -322,6 +322,37 @@ async fn a_deregistered_agent_behind_a_partition_blocks_until_settled() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deregistered_agent_still_counts_after_a_leader_failover() {
+    let _serial = serial().await;
+    let mut lab = Lab::start(2, &[("dn1", &[]), ("dn2", &[])]).await;
+    let (leader, term) = lab.cluster.leader(ELECTION).await;
+    let address = lab.cluster.node(&leader).grpc.clone();
+    let incarnation = lab.agent("dn2").lease().await.unwrap().incarnation;
+
+    phase("partition dn2, deregister it, then SIGKILL the leader before dn2 has fenced");
+    lab.agent("dn2").partition();
+    let cut_at = Instant::now();
+    data_nodes(&address, &lab.lease)
+        .deregister(DeregisterRequest { node_id: "dn2".into(), incarnation })
+        .await
+        .expect("deregistered");
+    lab.cluster.node_mut(&leader).kill();
+    let (successor, _, _) = lab.cluster.leader_above(term, ELECTION).await;
+    let successor = lab.cluster.node(&successor).grpc.clone();
+    let answer = barrier(&successor, &lab.lease).await.expect("the barrier proceeds at the new leader");
+    let took = cut_at.elapsed();
+    eprintln!("barrier at the new leader with a deregistered, partitioned dn2: {took:?} after the cut");
+    assert!(
+        answer.fenced.iter().any(|node| node.starts_with("dn2/")),
+        "the new leader counted the tombstone: {answer:?}"
+    );
+    assert!(took + lab.lease.heartbeat_interval >= lab.lease.proceed_after(), "proceeded after only {took:?}");
+    let read = lab.agent("dn2").read().await;
+    assert!(matches!(&read, Err(status) if error_reason(status).as_deref() == Some(reason::FENCED)), "{read:?}");
+    lab.assert_nobody_serves_below(answer.version).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restarted_agent_starts_fenced_and_resyncs() {
     let _serial = serial().await;
     let mut lab = Lab::start(1, &[("dn1", &[])]).await;

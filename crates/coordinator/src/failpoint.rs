@@ -16,6 +16,24 @@ pub const DDL_BEFORE_DROP_DATA: &str = "ddl::before-drop-data";
 /// Where a DDL may be held: its commit committed, before its broadcast.
 pub const DDL_AFTER_COMMIT: &str = "ddl::after-commit";
 
+/// Where a change's commit succeeds but its answer is lost (`return`, or `1*return` once).
+pub const COMMIT_ANSWER_LOST: &str = "store::commit-answer-lost";
+
+/// Where opening a change's transaction fails, as a store outage would.
+pub const BEGIN_FAILS: &str = "store::begin-fails";
+
+/// Whether the failpoint `name` fires now.
+#[cfg(feature = "failpoints")]
+pub fn armed(name: &'static str) -> bool {
+    fail::eval(name, |_| ()).is_some()
+}
+
+/// Whether the failpoint `name` fires now.
+#[cfg(not(feature = "failpoints"))]
+pub fn armed(_name: &'static str) -> bool {
+    false
+}
+
 /// Reads `LEASEHOLD_FAILPOINTS` and configures each failpoint it names.
 #[cfg(feature = "failpoints")]
 pub fn init_from_env() -> Result<(), String> {

@@ -49,6 +49,19 @@ impl MetadataKeeper {
         *self.current.write().expect("keeper poisoned") = leader;
     }
 
+    /// The installed state, even if it was given up.
+    fn installed(&self) -> Option<Arc<MetadataLeader>> {
+        self.current.read().expect("keeper poisoned").clone()
+    }
+
+    /// Resolves when the installed state is given up while its term goes on.
+    async fn invalidated(&self) {
+        match self.installed().map(|leader| leader.token().clone()).filter(|token| !token.is_cancelled()) {
+            Some(token) => token.cancelled().await,
+            None => std::future::pending().await,
+        }
+    }
+
     /// Follows `ha` until `shutdown`: loads the state of every term this node leads.
     pub async fn run(
         self,
@@ -75,7 +88,16 @@ impl MetadataKeeper {
                 earlier_grants: Duration::ZERO,
             };
             self.load_until_done(identity, &store, &ha, settings, &runner, &shutdown).await;
-            shutdown.cancelled().await;
+            loop {
+                tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    _ = self.invalidated() => {}
+                }
+                if let Some(given_up) = self.installed().filter(|leader| leader.is_invalidated()) {
+                    given_up.quiesce().await;
+                    self.load_until_done(given_up.reload_identity(), &store, &ha, settings, &runner, &shutdown).await;
+                }
+            }
             self.install(None);
             return;
         }
@@ -83,6 +105,16 @@ impl MetadataKeeper {
         let mut views = ha.subscribe();
         loop {
             match ha.permit() {
+                Ok(permit)
+                    if self
+                        .installed()
+                        .is_some_and(|leader| leader.term() == permit.guard.term && leader.is_invalidated()) =>
+                {
+                    let given_up = self.installed().expect("checked above");
+                    given_up.quiesce().await;
+                    self.load_until_done(given_up.reload_identity(), &store, &ha, settings, &runner, &permit.token)
+                        .await;
+                }
                 Ok(permit) if self.current().is_none_or(|leader| leader.term() != permit.guard.term) => {
                     let identity = LeaderIdentity {
                         cluster: cluster.clone(),
@@ -105,6 +137,7 @@ impl MetadataKeeper {
             }
             tokio::select! {
                 changed = views.changed() => if changed.is_err() { return },
+                _ = self.invalidated() => {}
                 _ = shutdown.cancelled() => { self.install(None); return }
             }
             // A role change may leave the view untouched while the hold ends: check again.
@@ -131,7 +164,8 @@ impl MetadataKeeper {
                 Ok(leader) => {
                     self.install(Some(leader.clone()));
                     info!(term, "serving data-node heartbeats");
-                    tokio::spawn(runner.clone().resume_all(leader));
+                    tokio::spawn(runner.clone().resume_all(leader.clone()));
+                    tokio::spawn(sweep_tombstones(leader));
                     return;
                 }
                 Err(MetadataError::StaleTerm { .. }) => {
@@ -147,6 +181,21 @@ impl MetadataKeeper {
                     pause = (pause * 2).min(Duration::from_secs(1));
                 }
             }
+        }
+    }
+}
+
+/// Forgets tombstones in the store once they have provably fenced, while `leader` holds.
+async fn sweep_tombstones(leader: Arc<MetadataLeader>) {
+    let every = (leader.proceed_after() / 2).max(Duration::from_secs(1));
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = leader.token().cancelled() => return,
+        }
+        crate::metrics::loop_iteration("tombstones");
+        if let Err(error) = leader.sweep_tombstones().await {
+            warn!(%error, "could not forget settled tombstones; trying again later");
         }
     }
 }

@@ -131,6 +131,8 @@ struct State {
     /// Consecutive changes ending at `version`.
     changes: VecDeque<MetadataChange>,
     registry: BTreeMap<String, Registered>,
+    /// Tombstones with a row in the store, deleted once the tracker has let them go.
+    stored_tombstones: BTreeSet<NodeKey>,
 }
 
 /// One node a broadcast still waits for, and what to push to it.
@@ -147,6 +149,9 @@ pub struct PushTarget {
 /// The leader's data-node state for one term.
 pub struct MetadataLeader {
     identity: LeaderIdentity,
+    /// Cancelled when the term ends, or when this state may no longer match the store
+    /// ([`MetadataLeader::invalidate`]); the keeper then loads it again.
+    state_token: CancellationToken,
     store: Store,
     clock: Arc<dyn Clock>,
     store_epoch: String,
@@ -237,12 +242,23 @@ impl MetadataLeader {
             tracker.inherit(NodeKey::new(&node.node_id, &node.incarnation));
             registry.insert(node.node_id, Registered { incarnation: node.incarnation, address: node.address });
         }
+        // Incarnations put to rest by earlier leaders (or earlier in this term) may still hold
+        // a lease: they count until they have provably fenced.
+        let mut stored_tombstones = BTreeSet::new();
+        for (node_id, incarnation) in store.list_tombstones(&cluster).await? {
+            let key = NodeKey::new(&node_id, &incarnation);
+            if registry.get(&node_id).is_none_or(|registered| registered.incarnation != incarnation) {
+                tracker.inherit_tombstone(key.clone());
+            }
+            stored_tombstones.insert(key);
+        }
         let proceed_after = settings.proceed_after(largest_fence);
         info!(
             term = identity.term,
             version,
             catalog_objects = catalog.len(),
             data_nodes = registry.len(),
+            tombstones = stored_tombstones.len(),
             fence_ms = settings.fence.as_millis() as u64,
             largest_fence_ms = largest_fence.as_millis() as u64,
             proceed_after_ms = proceed_after.as_millis() as u64,
@@ -251,13 +267,14 @@ impl MetadataLeader {
         );
         metrics::data_nodes_registered(registry.len());
         Ok(Arc::new(MetadataLeader {
+            state_token: identity.token.child_token(),
             identity,
             store,
             clock,
             store_epoch,
             settings,
             proceed_after,
-            state: Mutex::new(State { tracker, version, catalog, changes, registry }),
+            state: Mutex::new(State { tracker, version, catalog, changes, registry, stored_tombstones }),
             acks: Notify::new(),
             publications: tokio::sync::Mutex::new(()),
             locks: LockTable::default(),
@@ -297,7 +314,41 @@ impl MetadataLeader {
 
     /// Cancelled when the term ends.
     pub fn token(&self) -> &CancellationToken {
-        &self.identity.token
+        &self.state_token
+    }
+
+    /// Gives this state up: it may no longer match the store (a commit whose outcome is
+    /// unknown, or a version counter that moved under it). Heartbeats, broadcasts and
+    /// procedures on it stop at once; the keeper loads the state again for the same term,
+    /// and the new state resumes every unfinished procedure from the store.
+    pub fn invalidate(&self, why: &str) {
+        if self.state_token.is_cancelled() {
+            return;
+        }
+        warn!(term = self.identity.term, why, "data-node state no longer matches the store; loading it again");
+        self.state_token.cancel();
+        // Heartbeats check the token under this lock: after it, none is granted on this state.
+        drop(self.state());
+    }
+
+    /// Waits until no change transaction of this (given up) state is in flight, so that a
+    /// state loaded after it reads everything it committed. New ones are refused.
+    pub async fn quiesce(&self) {
+        drop(self.publications.lock().await);
+    }
+
+    /// The identity for loading this term's state again after [`MetadataLeader::invalidate`]:
+    /// every lease this state granted began before now, and earlier leaders' grants still
+    /// end by the old floor.
+    pub fn reload_identity(&self) -> LeaderIdentity {
+        let now = self.clock.now();
+        let floor = self.state().tracker.floor();
+        LeaderIdentity { promoted_at: now, earlier_grants: floor.saturating_since(now), ..self.identity.clone() }
+    }
+
+    /// Whether the term goes on but this state was given up.
+    pub fn is_invalidated(&self) -> bool {
+        self.state_token.is_cancelled() && !self.identity.token.is_cancelled()
     }
 
     /// `T_proceed` of this term.
@@ -340,7 +391,7 @@ impl MetadataLeader {
                 incarnation: request.incarnation.clone(),
             });
         }
-        if self.identity.token.is_cancelled() || !still_leader() {
+        if self.state_token.is_cancelled() || !still_leader() {
             return Err(MetadataError::TermEnded { term: self.identity.term });
         }
         let now = self.clock.now();
@@ -387,10 +438,22 @@ impl MetadataLeader {
     pub async fn register(&self, node_id: &str, incarnation: &str, address: &str) -> Result<(), MetadataError> {
         let _serial = self.publications.lock().await;
         let cluster = &self.identity.cluster;
+        let earlier = self
+            .state()
+            .registry
+            .get(node_id)
+            .map(|registered| registered.incarnation.clone())
+            .filter(|earlier| earlier != incarnation);
         let mut tx = self.store.begin_guarded(&self.identity.guard).await?;
         tx.upsert_data_node(cluster, node_id, incarnation, address).await?;
+        if let Some(earlier) = &earlier {
+            tx.put_tombstone(cluster, node_id, earlier).await?;
+        }
         tx.commit().await?;
         let mut state = self.state();
+        if let Some(earlier) = earlier {
+            state.stored_tombstones.insert(NodeKey::new(node_id, earlier));
+        }
         let replaced = state
             .registry
             .insert(node_id.to_owned(), Registered { incarnation: incarnation.to_owned(), address: address.to_owned() })
@@ -412,15 +475,47 @@ impl MetadataLeader {
         let cluster = &self.identity.cluster;
         let mut tx = self.store.begin_guarded(&self.identity.guard).await?;
         let removed = tx.delete_data_node(cluster, node_id, incarnation).await?;
+        if removed {
+            tx.put_tombstone(cluster, node_id, incarnation).await?;
+        }
         tx.commit().await?;
         let mut state = self.state();
         if removed {
             state.registry.remove(node_id);
+            state.stored_tombstones.insert(NodeKey::new(node_id, incarnation));
         }
         state.tracker.deregister(&NodeKey::new(node_id, incarnation), self.clock.now());
         metrics::data_nodes_registered(state.registry.len());
         info!(node_id, incarnation, removed, "data node deregistered; it counts until it has fenced");
         Ok(removed)
+    }
+
+    /// Deletes the store rows of tombstones that have provably fenced; returns how many.
+    pub async fn sweep_tombstones(&self) -> Result<usize, MetadataError> {
+        let _serial = self.publications.lock().await;
+        let settled: Vec<NodeKey> = {
+            let now = self.clock.now();
+            let mut state = self.state();
+            state.tracker.collect_tombstones(now, self.proceed_after);
+            let counted: BTreeSet<&NodeKey> =
+                state.tracker.nodes().filter(|(_, tombstone)| *tombstone).map(|(key, _)| key).collect();
+            state.stored_tombstones.iter().filter(|key| !counted.contains(key)).cloned().collect()
+        };
+        if settled.is_empty() {
+            return Ok(0);
+        }
+        let cluster = &self.identity.cluster;
+        let mut tx = self.store.begin_guarded(&self.identity.guard).await?;
+        for key in &settled {
+            tx.delete_tombstone(cluster, &key.node_id, &key.incarnation).await?;
+        }
+        tx.commit().await?;
+        let mut state = self.state();
+        for key in &settled {
+            state.stored_tombstones.remove(key);
+        }
+        info!(tombstones = settled.len(), "settled tombstones forgotten");
+        Ok(settled.len())
     }
 
     /// Commits a barrier change (a version bump) and publishes it; returns its version.
@@ -435,6 +530,12 @@ impl MetadataLeader {
     /// to their publication, so versions are published in commit order.
     pub async fn begin(&self) -> Result<ChangeTx<'_>, MetadataError> {
         let serial = self.publications.lock().await;
+        if self.state_token.is_cancelled() {
+            return Err(MetadataError::TermEnded { term: self.identity.term });
+        }
+        if crate::failpoint::armed(crate::failpoint::BEGIN_FAILS) {
+            return Err(MetadataError::Store(StoreError::Timeout { op: "begin", after: Duration::ZERO }));
+        }
         let tx = self.store.begin_guarded(&self.identity.guard).await?;
         let version = self.state().version + 1;
         Ok(ChangeTx { leader: self, _serial: serial, tx, version })
@@ -522,7 +623,13 @@ impl MetadataLeader {
         self.acks.notified()
     }
 
-    /// Drops the snapshot of `version` once its broadcast is decided.
+    /// A broadcast of `version` begins: its publication snapshot stays until the matching
+    /// [`MetadataLeader::forget`] (one is taken now for a version this leader did not publish).
+    pub fn watch(&self, version: u64) {
+        self.state().tracker.watch(version);
+    }
+
+    /// A broadcast of `version` is decided.
     pub fn forget(&self, version: u64) {
         self.state().tracker.forget(version);
     }
@@ -566,8 +673,8 @@ impl MetadataLeader {
 
     /// Whether a broadcast may go on: the term is still ours.
     pub fn check_term(&self) -> Result<(), MetadataError> {
-        if self.identity.token.is_cancelled() {
-            warn!(term = self.identity.term, "broadcast stopped: the term ended");
+        if self.state_token.is_cancelled() {
+            warn!(term = self.identity.term, "broadcast stopped: the term ended or the state is being reloaded");
             return Err(MetadataError::TermEnded { term: self.identity.term });
         }
         Ok(())
@@ -684,12 +791,22 @@ impl ChangeTx<'_> {
             .await?;
         if version != self.version {
             // Another writer bumped the counter: this leader's view is stale. Roll back.
+            leader.invalidate("the version counter moved under this leader");
             return Err(MetadataError::Store(StoreError::Inconsistent(format!(
                 "metadata version moved to {version} under term {}, expected {}",
                 leader.identity.term, self.version
             ))));
         }
-        self.tx.commit().await?;
+        // From here until the state below is updated, stopping halfway (an error, or the
+        // caller's future dropped mid-commit) leaves this state unsure which version is next.
+        let unsettled = Unsettled { leader, settled: false };
+        if let Err(error) = self.tx.commit().await {
+            return Err(error.into());
+        }
+        if crate::failpoint::armed(crate::failpoint::COMMIT_ANSWER_LOST) {
+            warn!(version, "failpoint: the commit's answer is lost");
+            return Err(MetadataError::Store(StoreError::Timeout { op: "commit", after: Duration::ZERO }));
+        }
         let mut state = leader.state();
         state.version = version;
         if let Some(change) = &catalog {
@@ -700,6 +817,29 @@ impl ChangeTx<'_> {
             state.changes.pop_front();
         }
         state.tracker.publish(version);
+        drop(state);
+        unsettled.settle();
         Ok(version)
+    }
+}
+
+/// Gives the leader's state up unless the change it guards was settled: a commit may have
+/// happened that the state does not show.
+struct Unsettled<'a> {
+    leader: &'a MetadataLeader,
+    settled: bool,
+}
+
+impl Unsettled<'_> {
+    fn settle(mut self) {
+        self.settled = true;
+    }
+}
+
+impl Drop for Unsettled<'_> {
+    fn drop(&mut self) {
+        if !self.settled {
+            self.leader.invalidate("the outcome of a change's commit is unknown");
+        }
     }
 }

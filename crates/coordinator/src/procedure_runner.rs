@@ -160,6 +160,8 @@ struct Running {
     id: u64,
     plan: DdlPlan,
     step: Step,
+    /// Why it rolls back, once it does (kept in the procedure row's error).
+    error: String,
 }
 
 impl ProcedureRunner {
@@ -177,6 +179,20 @@ impl ProcedureRunner {
         request_id: Option<String>,
     ) -> Result<DdlOutcome, DdlFailure> {
         ddl::validate(&request)?;
+        // On a task of its own from the start: a caller that goes away must not stop a
+        // procedure halfway through writing its first step.
+        let runner = self.clone();
+        tokio::spawn(async move { runner.begin_and_drive(leader, request, request_id).await }).await.unwrap_or_else(
+            |error| Err(DdlFailure::Failed { procedure_id: 0, reason: format!("the procedure task ended: {error}") }),
+        )
+    }
+
+    async fn begin_and_drive(
+        self: &Arc<Self>,
+        leader: Arc<MetadataLeader>,
+        request: DdlRequest,
+        request_id: Option<String>,
+    ) -> Result<DdlOutcome, DdlFailure> {
         if let Some(request_id) = &request_id
             && let Some(existing) = leader.store().procedure_by_request(leader.cluster(), request_id).await?
         {
@@ -184,6 +200,14 @@ impl ProcedureRunner {
         }
         let locks = ddl::locks(&request);
         let held = leader.locks().acquire(&locks).await;
+        // A call with the same request id may have run while this one waited for the locks:
+        // its outcome is ours, and planning again would answer for a catalog it changed.
+        if let Some(request_id) = &request_id
+            && let Some(existing) = leader.store().procedure_by_request(leader.cluster(), request_id).await?
+        {
+            drop(held);
+            return self.outcome_of(&leader, existing).await;
+        }
         let plan = leader.with_catalog(|catalog| ddl::plan(catalog, &request))?;
         let mut change = leader.begin().await?;
         let id = change.version();
@@ -213,38 +237,28 @@ impl ProcedureRunner {
         }
         change.publish_catalog(&plan.prepare).await?;
         info!(procedure = id, kind = plan.kind, target = %plan.target, request_id = ?request_id, "DDL prepared");
-        let running = Running { id, plan, step: Step::Prepared };
-        self.spawn(leader, running, held).await
-    }
-
-    /// Drives `running` on a task of its own and waits for its end.
-    async fn spawn(
-        self: &Arc<Self>,
-        leader: Arc<MetadataLeader>,
-        running: Running,
-        held: crate::locks::Held,
-    ) -> Result<DdlOutcome, DdlFailure> {
-        let runner = self.clone();
-        let task = tokio::spawn(async move {
-            let result = runner.drive(&leader, running).await;
-            drop(held);
-            result
-        });
-        task.await.unwrap_or_else(|error| {
-            Err(DdlFailure::Failed { procedure_id: 0, reason: format!("the procedure task ended: {error}") })
-        })
+        let running = Running { id, plan, step: Step::Prepared, error: String::new() };
+        let result = self.drive(&leader, running).await;
+        drop(held);
+        result
     }
 
     /// Resumes every procedure a previous leader left running.
     pub async fn resume_all(self: Arc<Self>, leader: Arc<MetadataLeader>) {
-        let running =
+        let mut pause = Duration::from_millis(100);
+        let running = loop {
             match leader.store().list_procedures(leader.cluster(), Some(State::Running.as_str()), 10_000).await {
-                Ok(running) => running,
+                Ok(running) => break running,
                 Err(error) => {
-                    warn!(%error, "could not list running procedures; they resume at the next leader change");
-                    return;
+                    warn!(%error, retry_in_ms = pause.as_millis() as u64, "could not list running procedures; trying again");
+                    tokio::select! {
+                        _ = tokio::time::sleep(pause) => {}
+                        _ = leader.token().cancelled() => return,
+                    }
+                    pause = (pause * 2).min(Duration::from_secs(5));
                 }
-            };
+            }
+        };
         for row in running.into_iter().rev() {
             let Some((plan, locks)) = StoredPlan::decode(row.request.as_slice()).ok().as_ref().and_then(plan_of) else {
                 warn!(procedure = row.id, "a running procedure has an unreadable plan; leaving it");
@@ -261,7 +275,7 @@ impl ProcedureRunner {
             tokio::spawn(async move {
                 let held = leader.locks().acquire(&locks).await;
                 let id = row.id;
-                let result = runner.drive(&leader, Running { id, plan, step }).await;
+                let result = runner.drive(&leader, Running { id, plan, step, error: row.error }).await;
                 drop(held);
                 if let Err(error) = result {
                     warn!(procedure = id, %error, "resumed procedure did not finish here");
@@ -270,11 +284,51 @@ impl ProcedureRunner {
         }
     }
 
-    /// Carries a procedure from its step to its end, and counts how it ended.
+    /// Carries a procedure from its step to its end, and counts how it ended. A step that
+    /// fails on the store is tried again from the step the store holds, for as long as this
+    /// state leads; a state given up (or a term that ended) leaves it to the next one.
     async fn drive(&self, leader: &MetadataLeader, running: Running) -> Result<DdlOutcome, DdlFailure> {
         let kind = running.plan.kind;
         let started = std::time::Instant::now();
-        let result = self.drive_steps(leader, running).await;
+        let (id, plan) = (running.id, running.plan.clone());
+        let mut pause = Duration::from_millis(100);
+        let mut attempt = self.drive_steps(leader, running).await;
+        let result = loop {
+            let retryable = matches!(
+                &attempt,
+                Err(DdlFailure::Leader(MetadataError::Store(_))
+                    | DdlFailure::Broadcast(BroadcastError::OverBudget { .. }))
+            );
+            if !retryable || leader.token().is_cancelled() {
+                break attempt;
+            }
+            if let Err(error) = &attempt {
+                warn!(procedure = id, %error, retry_in_ms = pause.as_millis() as u64, "a procedure step failed; trying again from the step the store holds");
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(pause) => {}
+                _ = leader.token().cancelled() => break attempt,
+            }
+            pause = (pause * 2).min(Duration::from_secs(5));
+            // A write whose answer was lost may have committed: go on from the stored step.
+            let row = match leader.store().get_procedure(leader.cluster(), id).await {
+                Ok(Some(row)) => row,
+                Ok(None) => {
+                    break Err(DdlFailure::Failed { procedure_id: id, reason: "the procedure disappeared".into() });
+                }
+                Err(error) => {
+                    attempt = Err(error.into());
+                    continue;
+                }
+            };
+            if row.state != State::Running.as_str() {
+                break self.outcome_of(leader, row).await;
+            }
+            let Ok(step) = row.step.parse::<Step>() else {
+                break Err(DdlFailure::Failed { procedure_id: id, reason: format!("unknown step {:?}", row.step) });
+            };
+            attempt = self.drive_steps(leader, Running { id, plan: plan.clone(), step, error: row.error }).await;
+        };
         let outcome = match &result {
             Ok(_) => "succeeded",
             Err(DdlFailure::Aborted { .. }) => "rolled_back",
@@ -290,13 +344,16 @@ impl ProcedureRunner {
         let plan = &running.plan;
         let mut next = resume_from(running.step);
         let mut fenced = Vec::new();
-        let mut rolled_back_because = String::new();
+        let mut rolled_back_because = std::mem::take(&mut running.error);
+        // The version the next broadcast waits for: each step's own change. The prepare's
+        // version is the procedure's id; a step resumed from the store waits for the newest.
+        let mut version = if running.step == Step::Prepared { id } else { leader.version() };
         let mut refused = Vec::new();
         loop {
             match next {
                 Next::AwaitPrepare => {
                     failpoint::pause(failpoint::DDL_AFTER_PREPARE).await;
-                    match self.propagator.broadcast(leader, leader.version(), Mode::Reversible).await {
+                    match self.propagator.broadcast(leader, version, Mode::Reversible).await {
                         Ok(outcome) => {
                             fenced.extend(outcome.fenced);
                             next = after_prepare(true, plan.drop_data.is_some(), plan.commit.is_some());
@@ -321,7 +378,7 @@ impl ProcedureRunner {
                             &rolled_back_because,
                         )
                         .await?;
-                    change.publish_catalog(&plan.rollback).await?;
+                    version = change.publish_catalog(&plan.rollback).await?;
                     running.step = Step::RollingBack;
                     warn!(procedure = id, target = %plan.target, reason = %rolled_back_because, "DDL rolling back");
                     next = Next::AwaitSettled;
@@ -343,10 +400,10 @@ impl ProcedureRunner {
                                 "",
                             )
                             .await?;
-                        change.publish_drop_data(target, id).await?;
+                        version = change.publish_drop_data(target, id).await?;
                         running.step = Step::DroppingData;
                     }
-                    let outcome = self.propagator.broadcast(leader, leader.version(), Mode::Forward).await?;
+                    let outcome = self.propagator.broadcast(leader, version, Mode::Forward).await?;
                     fenced.extend(outcome.fenced);
                     next = if plan.commit.is_some() { Next::Commit } else { Next::AwaitSettled };
                 }
@@ -357,13 +414,12 @@ impl ProcedureRunner {
                         .store()
                         .update_procedure(leader.cluster(), id, Step::Committing.as_str(), State::Running.as_str(), "")
                         .await?;
-                    change.publish_catalog(commit).await?;
+                    version = change.publish_catalog(commit).await?;
                     running.step = Step::Committing;
                     failpoint::pause(failpoint::DDL_AFTER_COMMIT).await;
                     next = Next::AwaitSettled;
                 }
                 Next::AwaitSettled => {
-                    let version = leader.version();
                     let outcome = self.propagator.broadcast(leader, version, Mode::Forward).await?;
                     fenced.extend(outcome.fenced);
                     let rolled_back = running.step == Step::RollingBack;

@@ -124,6 +124,7 @@ impl Propagator {
     ) -> Result<BroadcastOutcome, BroadcastError> {
         // Whatever ends the broadcast (an answer, an error, the caller going away), the
         // publication snapshot is no longer needed.
+        leader.watch(version);
         let _forget = Forget { leader, version };
         let started = leader.now();
         let mut refused = BTreeSet::new();

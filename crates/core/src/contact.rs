@@ -79,12 +79,19 @@ pub enum ContactStatus {
     NeverGranted,
 }
 
+/// The stale bounds of one published version, and how many broadcasts wait on them.
+#[derive(Debug, Clone)]
+struct Publication {
+    bounds: BTreeMap<NodeKey, Option<MonoTime>>,
+    watchers: usize,
+}
+
 /// The leader's contacts, acknowledgements and publication snapshots.
 #[derive(Debug, Clone)]
 pub struct ContactTracker {
     floor: MonoTime,
     nodes: BTreeMap<NodeKey, Tracked>,
-    publications: BTreeMap<u64, BTreeMap<NodeKey, Option<MonoTime>>>,
+    publications: BTreeMap<u64, Publication>,
 }
 
 impl ContactTracker {
@@ -108,6 +115,19 @@ impl ContactTracker {
             acked: 0,
             tombstone_since: None,
         });
+    }
+
+    /// An incarnation an earlier leader put to rest (deregistered, evicted or replaced): it
+    /// may still hold that leader's lease, and it gets no new one.
+    pub fn inherit_tombstone(&mut self, key: NodeKey) {
+        let floor = self.floor;
+        let tracked = self.nodes.entry(key).or_insert(Tracked {
+            last_contact: None,
+            inherited: true,
+            acked: 0,
+            tombstone_since: None,
+        });
+        tracked.tombstone_since.get_or_insert(floor);
     }
 
     /// A node registering with this leader at `now`. Other live incarnations of the same node id
@@ -169,31 +189,56 @@ impl ContactTracker {
 
     /// Snapshots `S(n, version)` of every node, tombstones included. Call it under the lock
     /// that heartbeat handling holds while it records a contact and picks its response.
+    /// Snapshots of older versions that no broadcast waits on are dropped: one taken again
+    /// later is only more cautious.
     pub fn publish(&mut self, version: u64) {
-        let snapshot = self.nodes.iter().map(|(key, tracked)| (key.clone(), self.stale_bound_of(tracked))).collect();
-        self.publications.insert(version, snapshot);
+        self.publications.retain(|published, publication| *published >= version || publication.watchers > 0);
+        let bounds = self.bounds_now();
+        self.publications.insert(version, Publication { bounds, watchers: 0 });
     }
 
-    /// The nodes that count for `version`: those known at its publication.
+    /// Every node's stale bound as of now. Taken after a version's publication it can only be
+    /// later than the snapshot at publication (contacts only move forward), so waiting on it
+    /// is safe, merely slower for nodes heard from since.
+    fn bounds_now(&self) -> BTreeMap<NodeKey, Option<MonoTime>> {
+        self.nodes.iter().map(|(key, tracked)| (key.clone(), self.stale_bound_of(tracked))).collect()
+    }
+
+    /// A broadcast of `version` begins: keeps its snapshot until the matching
+    /// [`ContactTracker::forget`], taking one now if there is none (a version an earlier
+    /// leader published, or one whose snapshot was dropped).
+    pub fn watch(&mut self, version: u64) {
+        if let Some(publication) = self.publications.get_mut(&version) {
+            publication.watchers += 1;
+            return;
+        }
+        let bounds = self.bounds_now();
+        self.publications.insert(version, Publication { bounds, watchers: 1 });
+    }
+
+    /// The nodes that count for `version`: those known at its publication. Without a snapshot
+    /// (nobody watches it), the bounds as of now: never an empty set that would read as
+    /// "everyone settled".
     pub fn settlements(&self, version: u64) -> Vec<Settlement> {
-        self.publications
-            .get(&version)
-            .map(|snapshot| {
-                snapshot
-                    .iter()
-                    .map(|(key, stale_bound)| Settlement {
-                        key: key.clone(),
-                        acked: self.acked(key),
-                        stale_bound: *stale_bound,
-                    })
-                    .collect()
-            })
-            .unwrap_or_default()
+        let settlement = |(key, stale_bound): (&NodeKey, &Option<MonoTime>)| Settlement {
+            key: key.clone(),
+            acked: self.acked(key),
+            stale_bound: *stale_bound,
+        };
+        match self.publications.get(&version) {
+            Some(publication) => publication.bounds.iter().map(settlement).collect(),
+            None => self.bounds_now().iter().map(settlement).collect(),
+        }
     }
 
-    /// Drops the snapshot of `version` once nobody waits for its verdict.
+    /// A broadcast of `version` is decided: its snapshot goes when no other broadcast waits on it.
     pub fn forget(&mut self, version: u64) {
-        self.publications.remove(&version);
+        if let Some(publication) = self.publications.get_mut(&version) {
+            publication.watchers = publication.watchers.saturating_sub(1);
+            if publication.watchers == 0 {
+                self.publications.remove(&version);
+            }
+        }
     }
 
     /// Removes tombstones that can no longer hold a lease at `now`.
@@ -267,6 +312,58 @@ mod tests {
         tracker.record_contact(&key("a", "1"), at(900));
         let settlements = tracker.settlements(7);
         assert_eq!(settlements, vec![Settlement { key: key("a", "1"), acked: 0, stale_bound: Some(at(100)) }]);
+    }
+
+    #[test]
+    fn an_inherited_tombstone_counts_until_the_floor_is_settled_and_gets_no_lease() {
+        let mut tracker = ContactTracker::new(at(5000), GRANTS);
+        tracker.inherit_tombstone(key("a", "old"));
+        assert!(!tracker.record_contact(&key("a", "old"), at(5100)), "its heartbeats are refused");
+        tracker.publish(1);
+        assert_eq!(tracker.settlements(1)[0].stale_bound, Some(at(6020)));
+        tracker.collect_tombstones(at(6020 + 4059), PROCEED);
+        assert_eq!(tracker.nodes().count(), 1, "kept until settled");
+        tracker.collect_tombstones(at(6020 + 4060), PROCEED);
+        assert_eq!(tracker.nodes().count(), 0);
+    }
+
+    #[test]
+    fn a_version_published_by_an_earlier_leader_is_never_settled_by_default() {
+        // A new leader resumes a broadcast of a version it did not publish itself.
+        let mut tracker = ContactTracker::new(at(5000), GRANTS);
+        tracker.inherit(key("a", "1"));
+        let settlements = tracker.settlements(9);
+        assert_eq!(settlements, vec![Settlement { key: key("a", "1"), acked: 0, stale_bound: Some(at(6020)) }]);
+        tracker.watch(9);
+        tracker.record_contact(&key("a", "1"), at(7000));
+        assert_eq!(tracker.settlements(9)[0].stale_bound, Some(at(6020)), "the snapshot taken at watch holds");
+    }
+
+    #[test]
+    fn a_snapshot_lives_while_any_broadcast_of_its_version_waits() {
+        let mut tracker = ContactTracker::new(at(0), Duration::ZERO);
+        tracker.register(key("a", "1"), at(0));
+        tracker.record_contact(&key("a", "1"), at(100));
+        tracker.publish(3);
+        tracker.watch(3);
+        tracker.watch(3);
+        tracker.record_contact(&key("a", "1"), at(900));
+        tracker.forget(3);
+        assert_eq!(tracker.settlements(3)[0].stale_bound, Some(at(100)), "the second broadcast still waits on it");
+        tracker.forget(3);
+        assert_eq!(tracker.settlements(3)[0].stale_bound, Some(at(900)), "gone: judged on the bounds now");
+    }
+
+    #[test]
+    fn unwatched_older_snapshots_go_when_a_newer_version_is_published() {
+        let mut tracker = ContactTracker::new(at(0), Duration::ZERO);
+        tracker.register(key("a", "1"), at(0));
+        tracker.record_contact(&key("a", "1"), at(100));
+        tracker.publish(1);
+        tracker.publish(2);
+        tracker.watch(2);
+        tracker.publish(3);
+        assert_eq!(tracker.publications.keys().copied().collect::<Vec<_>>(), vec![2, 3]);
     }
 
     #[test]

@@ -232,6 +232,13 @@ impl Sim {
                 let overlap = (self.rng.unit() * LEASE_TTL.as_micros() as f64 / (1.0 + RHO)) as u64;
                 self.leaders[old].ends_us = self.now_us + overlap;
                 let version = self.next_version;
+                // The new leader resumes the newest broadcast the old one may have left
+                // undecided (a DDL step), a version it did not publish itself.
+                let mut pending = BTreeSet::new();
+                if version > 0 {
+                    tracker.watch(version);
+                    pending.insert(version);
+                }
                 self.leaders.push(Leader {
                     term: self.leaders[old].term + 1,
                     clock,
@@ -239,7 +246,7 @@ impl Sim {
                     ends_us: u64::MAX,
                     version,
                     tracker,
-                    pending: BTreeSet::new(),
+                    pending,
                 });
             }
             Event::Check => {

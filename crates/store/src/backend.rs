@@ -140,6 +140,9 @@ pub(crate) struct Statements {
     pub data_node_insert: Arc<str>,
     pub data_node_delete: Arc<str>,
     pub data_node_list: Arc<str>,
+    pub tombstone_insert: Arc<str>,
+    pub tombstone_delete: Arc<str>,
+    pub tombstone_list: Arc<str>,
     pub object_update: Arc<str>,
     pub object_insert: Arc<str>,
     pub object_delete: Arc<str>,
@@ -228,6 +231,15 @@ impl Statements {
             data_node_delete: r("DELETE FROM data_nodes WHERE cluster = ? AND node_id = ? AND incarnation = ?"),
             data_node_list: r(
                 "SELECT node_id, incarnation, address, registered_at_ms FROM data_nodes WHERE cluster = ? ORDER BY node_id",
+            ),
+            tombstone_insert: r(
+                "INSERT INTO data_node_tombstones (cluster, node_id, incarnation, created_at_ms) VALUES (?, ?, ?, {now})",
+            ),
+            tombstone_delete: r(
+                "DELETE FROM data_node_tombstones WHERE cluster = ? AND node_id = ? AND incarnation = ?",
+            ),
+            tombstone_list: r(
+                "SELECT node_id, incarnation FROM data_node_tombstones WHERE cluster = ? ORDER BY node_id, incarnation",
             ),
             object_update: r(
                 "UPDATE catalog_objects SET payload = ?, version = ? WHERE cluster = ? AND kind = ? AND database_name = ? AND name = ?",

@@ -141,6 +141,23 @@ impl GuardedTx {
         self.run(|conn| metadata::delete_data_node(conn, store.sql(), cluster, node_id, incarnation)).await
     }
 
+    /// Keeps `node_id` at `incarnation` as a tombstone: it may still hold a lease.
+    pub async fn put_tombstone(&mut self, cluster: &str, node_id: &str, incarnation: &str) -> Result<(), StoreError> {
+        let store = self.store.clone();
+        self.run(|conn| metadata::put_tombstone(conn, store.sql(), cluster, node_id, incarnation)).await
+    }
+
+    /// Forgets a tombstone that has provably fenced; false if there was none.
+    pub async fn delete_tombstone(
+        &mut self,
+        cluster: &str,
+        node_id: &str,
+        incarnation: &str,
+    ) -> Result<bool, StoreError> {
+        let store = self.store.clone();
+        self.run(|conn| metadata::delete_tombstone(conn, store.sql(), cluster, node_id, incarnation)).await
+    }
+
     /// Writes a cluster setting.
     pub async fn write_setting(&mut self, cluster: &str, name: &str, value: &str) -> Result<(), StoreError> {
         let store = self.store.clone();

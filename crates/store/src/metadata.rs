@@ -151,6 +151,50 @@ pub(crate) async fn delete_data_node(
     .await
 }
 
+pub(crate) async fn put_tombstone(
+    conn: &mut AnyConnection,
+    sql: &Statements,
+    cluster: &str,
+    node_id: &str,
+    incarnation: &str,
+) -> Result<(), StoreError> {
+    // Idempotent: an incarnation put to rest twice has one row.
+    delete_tombstone(conn, sql, cluster, node_id, incarnation).await?;
+    sqlx::query(AssertSqlSafe(sql.tombstone_insert.clone()))
+        .bind(cluster)
+        .bind(node_id)
+        .bind(incarnation)
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
+}
+
+pub(crate) async fn delete_tombstone(
+    conn: &mut AnyConnection,
+    sql: &Statements,
+    cluster: &str,
+    node_id: &str,
+    incarnation: &str,
+) -> Result<bool, StoreError> {
+    crate::changes_one(
+        sqlx::query(AssertSqlSafe(sql.tombstone_delete.clone())).bind(cluster).bind(node_id).bind(incarnation),
+        conn,
+    )
+    .await
+}
+
+pub(crate) async fn list_tombstones(
+    conn: &mut AnyConnection,
+    sql: &Statements,
+    cluster: &str,
+) -> Result<Vec<(String, String)>, StoreError> {
+    let rows = sqlx::query(AssertSqlSafe(sql.tombstone_list.clone())).bind(cluster).fetch_all(&mut *conn).await?;
+    rows.iter()
+        .map(|row| Ok((row.try_get(0)?, row.try_get(1)?)))
+        .collect::<Result<_, sqlx::Error>>()
+        .map_err(Into::into)
+}
+
 pub(crate) async fn list_data_nodes(
     conn: &mut AnyConnection,
     sql: &Statements,

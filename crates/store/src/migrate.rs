@@ -51,6 +51,13 @@ const MIGRATIONS: &[Migration] = &[
         postgres: include_str!("../migrations/postgres/0004_catalog.sql"),
         mysql: include_str!("../migrations/mysql/0004_catalog.sql"),
     },
+    Migration {
+        id: "0005_tombstones",
+        ha: false,
+        sqlite: include_str!("../migrations/sqlite/0005_tombstones.sql"),
+        postgres: include_str!("../migrations/postgres/0005_tombstones.sql"),
+        mysql: include_str!("../migrations/mysql/0005_tombstones.sql"),
+    },
 ];
 
 const CREATE_LEDGER: &str = "CREATE TABLE IF NOT EXISTS leasehold_migrations (id VARCHAR(64) NOT NULL PRIMARY KEY, applied_at_ms BIGINT NOT NULL)";

@@ -467,6 +467,22 @@ async fn data_nodes_register_replace_and_deregister(h: Harness) {
     );
 }
 
+async fn tombstones_are_kept_once_and_forgotten(h: Harness) {
+    let guard = WriteGuard::Standalone;
+    let mut tx = h.store.begin_guarded(&guard).await.unwrap();
+    tx.put_tombstone(&h.cluster, "dn1", "i1").await.unwrap();
+    tx.put_tombstone(&h.cluster, "dn1", "i1").await.unwrap();
+    tx.put_tombstone(&h.cluster, "dn1", "i2").await.unwrap();
+    tx.commit().await.unwrap();
+    let listed = h.store.list_tombstones(&h.cluster).await.unwrap();
+    assert_eq!(listed, [("dn1".to_owned(), "i1".to_owned()), ("dn1".to_owned(), "i2".to_owned())]);
+    let mut tx = h.store.begin_guarded(&guard).await.unwrap();
+    assert!(tx.delete_tombstone(&h.cluster, "dn1", "i1").await.unwrap());
+    assert!(!tx.delete_tombstone(&h.cluster, "dn1", "i1").await.unwrap(), "already gone");
+    drop(tx);
+    assert_eq!(h.store.list_tombstones(&h.cluster).await.unwrap().len(), 2, "an uncommitted delete leaves both");
+}
+
 async fn settings_are_written_and_read_back(h: Harness) {
     assert_eq!(h.store.read_setting(&h.cluster, "lease_fence_ms").await.unwrap(), None);
     for value in ["15000", "3000"] {
@@ -591,6 +607,7 @@ every_backend!(
     concurrent_writers_get_distinct_consecutive_versions,
     a_change_under_an_old_term_is_refused,
     data_nodes_register_replace_and_deregister,
+    tombstones_are_kept_once_and_forgotten,
     settings_are_written_and_read_back,
     catalog_objects_are_put_replaced_and_removed,
     procedures_move_on_and_request_ids_are_unique,
