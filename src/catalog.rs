@@ -76,11 +76,12 @@ fn state_value(state: ObjectState) -> i32 {
     }) as i32
 }
 
+/// Fails closed: a state this build does not know (or none) is neither readable nor writable.
 fn state_of(value: i32) -> ObjectState {
     match v1::ObjectState::try_from(value) {
-        Ok(v1::ObjectState::Hidden) => ObjectState::Hidden,
+        Ok(v1::ObjectState::Visible) => ObjectState::Visible,
         Ok(v1::ObjectState::Dropping) => ObjectState::Dropping,
-        _ => ObjectState::Visible,
+        _ => ObjectState::Hidden,
     }
 }
 

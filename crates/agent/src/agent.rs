@@ -343,6 +343,11 @@ impl Agent {
         }
         let current = self.inner.view.load_full();
         let applied = match &response.snapshot {
+            // Pushes may have moved the cache past the snapshot while the answer was on its
+            // way (and it acknowledged them): a resync only ever moves forward.
+            Some(snapshot) if snapshot.store_epoch == current.store_epoch && snapshot.version < current.version => {
+                Ok((*current).clone())
+            }
             Some(snapshot) => {
                 let installed = CacheView::from_snapshot(snapshot);
                 self.inner.host.resynced(&installed.catalog);
@@ -351,7 +356,17 @@ impl Agent {
             None => current.apply(&response.store_epoch, &response.changes, |change| self.prepare(&current, change)),
         };
         let mut next = match applied {
-            Ok(next) => next,
+            // Apply before renew: the cache must hold the answer's version, in its epoch.
+            Ok(next) if next.store_epoch == response.store_epoch && next.version >= response.version => next,
+            Ok(next) => {
+                warn!(
+                    cache_version = next.version,
+                    answer_version = response.version,
+                    "the heartbeat's answer did not bring the cache to its version; the lease is not renewed"
+                );
+                lease.apply_failed();
+                return ("not_applied", false);
+            }
             Err(error) => {
                 // Apply before renew: what cannot be applied does not renew the lease.
                 warn!(%error, "could not apply the heartbeat's changes; the lease is not renewed");
@@ -527,5 +542,93 @@ impl Agent {
                 } => {}
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    use leasehold::v1::{BarrierChange, MetadataSnapshot, metadata_change};
+    use leasehold_core::ManualClock;
+
+    use super::*;
+
+    /// A host that refuses version 6 the first time it sees it.
+    #[derive(Debug, Default)]
+    struct RefusesSixOnce(AtomicBool);
+
+    impl AgentHost for RefusesSixOnce {
+        fn prepare(&self, change: &MetadataChange) -> Result<(), String> {
+            if change.version == 6 && !self.0.swap(true, Ordering::SeqCst) {
+                return Err("not yet".into());
+            }
+            Ok(())
+        }
+    }
+
+    fn barrier(version: u64) -> MetadataChange {
+        MetadataChange { version, kind: Some(metadata_change::Kind::Barrier(BarrierChange {})) }
+    }
+
+    fn snapshot(version: u64) -> Option<MetadataSnapshot> {
+        Some(MetadataSnapshot { store_epoch: "e".into(), version, catalog: Vec::new() })
+    }
+
+    fn answer(version: u64, changes: Vec<MetadataChange>, snapshot: Option<MetadataSnapshot>) -> HeartbeatResponse {
+        HeartbeatResponse {
+            term: 1,
+            leader_node_id: "c1".into(),
+            leader_address: "127.0.0.1:7400".into(),
+            fence_ms: 3000,
+            store_epoch: "e".into(),
+            version,
+            changes,
+            snapshot,
+        }
+    }
+
+    fn push(changes: Vec<MetadataChange>) -> ApplyInvalidationRequest {
+        ApplyInvalidationRequest {
+            term: 1,
+            leader_node_id: "c1".into(),
+            store_epoch: "e".into(),
+            changes,
+            incarnation: String::new(),
+        }
+    }
+
+    /// An agent serving version 5 under a 3 s lease, and its clock.
+    fn agent() -> (Agent, Arc<ManualClock>) {
+        let clock = Arc::new(ManualClock::new(MonoTime::from_duration(Duration::from_secs(10))));
+        let config = AgentConfig::new("dn1", vec!["127.0.0.1:7400".into()], "127.0.0.1:7500");
+        let agent = Agent::with_clock(config, Arc::new(RefusesSixOnce::default()), clock.clone());
+        let (ticket, _) = agent.begin_heartbeat();
+        assert_eq!(agent.on_heartbeat_response(&ticket, answer(5, Vec::new(), snapshot(5))).0, "renewed");
+        (agent, clock)
+    }
+
+    #[test]
+    fn a_resync_snapshot_older_than_pushed_changes_never_moves_the_cache_back() {
+        let (agent, _clock) = agent();
+        let (ticket, _) = agent.begin_heartbeat();
+        assert_eq!(agent.on_heartbeat_response(&ticket, answer(6, vec![barrier(6)], None)).0, "not_applied");
+        // The next heartbeat asks for a resync; before its answer (a snapshot at 6) arrives,
+        // a push brings 6 and 7, which the agent acknowledges.
+        let (ticket, request) = agent.begin_heartbeat();
+        assert!(request.needs_resync);
+        assert_eq!(agent.apply_push(&push(vec![barrier(6), barrier(7)])).unwrap(), 7);
+        assert_eq!(agent.on_heartbeat_response(&ticket, answer(6, Vec::new(), snapshot(6))).0, "renewed");
+        assert_eq!(agent.inner.view.load().version, 7, "a resync only moves forward");
+    }
+
+    #[test]
+    fn an_answer_that_does_not_reach_its_version_renews_nothing() {
+        let (agent, clock) = agent();
+        clock.advance(Duration::from_secs(1));
+        let (ticket, _) = agent.begin_heartbeat();
+        assert_eq!(agent.on_heartbeat_response(&ticket, answer(9, vec![barrier(6)], None)).0, "not_applied");
+        assert_eq!(agent.inner.view.load().version, 5);
+        assert_eq!(agent.lease_state().lease_remaining_ms, 2000, "the lease still ends 3 s after the first send");
     }
 }

@@ -109,7 +109,7 @@ impl CatalogService {
 
     async fn read(&self) -> Result<(Catalog, u64), Status> {
         if let Ok(leader) = self.keeper.active(&self.ha) {
-            return Ok((leader.with_catalog(Clone::clone), leader.version()));
+            return Ok(leader.with_catalog(Clone::clone));
         }
         self.ha.check_reads()?;
         catalog_from_store(&self.store, &self.ha.settings().cluster).await
@@ -283,7 +283,7 @@ impl CatalogRpc for CatalogService {
                 let incremental = (request.store_epoch == leader.store_epoch())
                     .then(|| leader.changes_since(request.since_version))
                     .flatten();
-                if let Some(changes) = incremental {
+                if let Some((changes, version)) = incremental {
                     let changes = changes
                         .into_iter()
                         .map(|change| MetadataChangeRef {
@@ -296,16 +296,16 @@ impl CatalogRpc for CatalogService {
                         .collect();
                     return Ok(Response::new(GetSnapshotResponse {
                         store_epoch: leader.store_epoch().to_owned(),
-                        version: leader.version(),
+                        version,
                         changes,
                         snapshot: Vec::new(),
                         full: false,
                     }));
                 }
-                let snapshot = leader.with_catalog(snapshot_messages);
+                let (snapshot, version) = leader.with_catalog(snapshot_messages);
                 return Ok(Response::new(GetSnapshotResponse {
                     store_epoch: leader.store_epoch().to_owned(),
-                    version: leader.version(),
+                    version,
                     changes: Vec::new(),
                     snapshot,
                     full: true,

@@ -398,9 +398,11 @@ impl MetadataLeader {
         state.tracker.record_contact(&key, now);
         let same_epoch = request.store_epoch == self.store_epoch;
         if same_epoch && !request.needs_resync {
+            // An agent cannot hold a version that was never published: never count more.
+            let applied = request.applied_version.min(state.version);
             let before = state.tracker.acked(&key);
-            state.tracker.record_ack(&key, request.applied_version);
-            if request.applied_version > before {
+            state.tracker.record_ack(&key, applied);
+            if applied > before {
                 self.acks.notify_waiters();
             }
         }
@@ -546,17 +548,19 @@ impl MetadataLeader {
         self.state().version
     }
 
-    /// Reads the catalog.
-    pub fn with_catalog<R>(&self, read: impl FnOnce(&Catalog) -> R) -> R {
-        read(&self.state().catalog)
+    /// Reads the catalog, with the version it is at (read together, under one lock).
+    pub fn with_catalog<R>(&self, read: impl FnOnce(&Catalog) -> R) -> (R, u64) {
+        let state = self.state();
+        (read(&state.catalog), state.version)
     }
 
-    /// The changes after `since`, if they are all still retained.
-    pub fn changes_since(&self, since: u64) -> Option<Vec<MetadataChange>> {
+    /// The changes after `since` up to the newest version, with that version, if they are all
+    /// still retained (read together, under one lock).
+    pub fn changes_since(&self, since: u64) -> Option<(Vec<MetadataChange>, u64)> {
         let state = self.state();
         let oldest = state.changes.front().map_or(state.version + 1, |change| change.version);
-        (since <= state.version && since + 1 >= oldest)
-            .then(|| state.changes.iter().filter(|change| change.version > since).cloned().collect())
+        (since <= state.version && since.saturating_add(1) >= oldest)
+            .then(|| (state.changes.iter().filter(|change| change.version > since).cloned().collect(), state.version))
     }
 
     /// The DDL locks of this term.
@@ -596,7 +600,7 @@ impl MetadataLeader {
                 if registered.incarnation != key.incarnation {
                     return None;
                 }
-                let changes = if acked + 1 >= oldest {
+                let changes = if acked.saturating_add(1) >= oldest {
                     state
                         .changes
                         .iter()
@@ -613,7 +617,10 @@ impl MetadataLeader {
 
     /// Records that `key` holds `version`.
     pub fn record_ack(&self, key: &NodeKey, version: u64) {
-        self.state().tracker.record_ack(key, version);
+        let mut state = self.state();
+        let version = version.min(state.version);
+        state.tracker.record_ack(key, version);
+        drop(state);
         self.acks.notify_waiters();
     }
 

@@ -208,7 +208,8 @@ impl ProcedureRunner {
             drop(held);
             return self.outcome_of(&leader, existing).await;
         }
-        let plan = leader.with_catalog(|catalog| ddl::plan(catalog, &request))?;
+        let (plan, _) = leader.with_catalog(|catalog| ddl::plan(catalog, &request));
+        let plan = plan?;
         let mut change = leader.begin().await?;
         let id = change.version();
         let row = ProcedureRow {
