@@ -102,6 +102,7 @@ pub fn database_message(database: &Database) -> v1::Database {
         properties: database.properties.clone().into_iter().collect(),
         state: state_value(database.state),
         version: database.version,
+        created_version: database.created_version,
     }
 }
 
@@ -119,6 +120,7 @@ pub fn table_message(table: &Table, effective_ttl: Option<Duration>) -> v1::Tabl
                 category: category_value(column.category),
                 comment: column.comment.clone(),
                 state: state_value(column.state),
+                created_version: column.created_version,
             })
             .collect(),
         ttl_ms: ms_of(table.ttl),
@@ -127,6 +129,7 @@ pub fn table_message(table: &Table, effective_ttl: Option<Duration>) -> v1::Tabl
         state: state_value(table.state),
         version: table.version,
         effective_ttl_ms: ms_of(effective_ttl),
+        created_version: table.created_version,
     }
 }
 
@@ -138,6 +141,7 @@ pub fn view_message(view: &View) -> v1::View {
         definition: view.definition.clone(),
         state: state_value(view.state),
         version: view.version,
+        created_version: view.created_version,
     }
 }
 
@@ -148,6 +152,7 @@ fn database_of(message: &v1::Database) -> Database {
         properties: message.properties.clone().into_iter().collect(),
         state: state_of(message.state),
         version: message.version,
+        created_version: message.created_version,
     }
 }
 
@@ -164,6 +169,7 @@ fn table_of(message: &v1::Table) -> Table {
                 category: category(column.category).unwrap_or(Category::Field),
                 comment: column.comment.clone(),
                 state: state_of(column.state),
+                created_version: column.created_version,
             })
             .collect(),
         ttl: ttl_of(message.ttl_ms),
@@ -171,6 +177,7 @@ fn table_of(message: &v1::Table) -> Table {
         comment: message.comment.clone(),
         state: state_of(message.state),
         version: message.version,
+        created_version: message.created_version,
     }
 }
 
@@ -181,6 +188,7 @@ fn view_of(message: &v1::View) -> View {
         definition: message.definition.clone(),
         state: state_of(message.state),
         version: message.version,
+        created_version: message.created_version,
     }
 }
 
@@ -246,12 +254,14 @@ mod tests {
                 category: Category::Time,
                 comment: "c".into(),
                 state: ObjectState::Hidden,
+                created_version: 4,
             }],
             ttl: Some(Duration::from_secs(60)),
             properties: BTreeMap::from([("k".into(), "v".into())]),
             comment: "t".into(),
             state: ObjectState::Dropping,
             version: 9,
+            created_version: 4,
         };
         let changes = [
             CatalogChange::PutDatabase(Database {
@@ -260,6 +270,7 @@ mod tests {
                 properties: BTreeMap::new(),
                 state: ObjectState::Visible,
                 version: 1,
+                created_version: 1,
             }),
             CatalogChange::PutTable(table),
             CatalogChange::RemoveTable { database: "db".into(), name: "t".into() },
@@ -269,6 +280,7 @@ mod tests {
                 definition: "x".into(),
                 state: ObjectState::Hidden,
                 version: 2,
+                created_version: 2,
             }),
             CatalogChange::RemoveView { database: "db".into(), name: "v".into() },
             CatalogChange::RemoveDatabase { name: "db".into() },

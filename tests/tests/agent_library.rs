@@ -5,14 +5,15 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use leasehold::v1::alter_table_request::Action;
 use leasehold::v1::data_nodes_client::DataNodesClient;
-use leasehold::v1::{BarrierRequest, DropTableRequest};
+use leasehold::v1::{BarrierRequest, ColumnCategory, DataType, DropTableRequest, GetTableRequest};
 use leasehold_agent::agent::AcceptAll;
 use leasehold_agent::{Agent, AgentConfig, AgentEvent, AgentHost, ResolveError};
 use leasehold_chaos::Proxy;
 use leasehold_core::catalog::Catalog;
 use leasehold_core::ddl::DataTarget;
-use leasehold_tests::requests::{catalog_at, create_database, create_table};
+use leasehold_tests::requests::{alter, catalog_at, column, create_database, create_table};
 use leasehold_tests::{LeaseSettings, TestCluster, TestStore, eventually, phase, serial};
 use tokio::net::TcpListener;
 use tokio::sync::broadcast;
@@ -92,6 +93,12 @@ async fn an_embedded_agent_tells_its_host_about_changes_fences_and_unfences() {
     server.await.unwrap().unwrap();
 }
 
+/// The table `db.name` as the leader's catalog has it.
+async fn get_table(coordinator: &str, name: &str) -> leasehold::v1::Table {
+    let request = GetTableRequest { database: "db".into(), name: name.into() };
+    catalog_at(coordinator).get_table(request).await.unwrap().into_inner()
+}
+
 /// A host that remembers every order to drop data and every catalog it was resynced to.
 #[derive(Debug, Default)]
 struct RecordingHost {
@@ -111,7 +118,7 @@ impl AgentHost for RecordingHost {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_host_fenced_through_a_drop_learns_of_it_from_the_resync() {
+async fn a_host_fenced_through_drops_and_recreations_has_the_old_data_dropped_at_the_resync() {
     let _serial = serial().await;
     let lease = LeaseSettings::default();
     let mut cluster = TestCluster::new(BIN, TestStore::sqlite());
@@ -134,38 +141,61 @@ async fn a_host_fenced_through_a_drop_learns_of_it_from_the_resync() {
     next_event(&mut events, Duration::from_secs(10), |event| matches!(event, AgentEvent::Unfenced { .. })).await;
     assert_eq!(host.resyncs.lock().unwrap().len(), 1, "the first snapshot is a resync");
 
-    phase("two tables, served");
+    phase("three tables, served");
     let mut catalog = catalog_at(&coordinator);
     catalog.create_database(create_database("db", "")).await.unwrap();
-    catalog.create_table(create_table("db", "kept", "")).await.unwrap();
-    catalog.create_table(create_table("db", "gone", "")).await.unwrap();
+    for name in ["kept", "gone", "recreated"] {
+        catalog.create_table(create_table("db", name, "")).await.unwrap();
+    }
     let agent_ref = &agent;
-    eventually("the agent serves both tables", Duration::from_secs(5), || async move {
-        (agent_ref.resolve_table("db", "kept").is_ok() && agent_ref.resolve_table("db", "gone").is_ok()).then_some(())
+    eventually("the agent serves the tables", Duration::from_secs(5), || async move {
+        ["kept", "gone", "recreated"].iter().all(|name| agent_ref.resolve_table("db", name).is_ok()).then_some(())
     })
     .await;
+    let old_gone = get_table(&coordinator, "gone").await;
+    let old_recreated = get_table(&coordinator, "recreated").await;
+    let old_kept = get_table(&coordinator, "kept").await;
+    let old_v = old_kept.columns.iter().find(|column| column.name == "v").unwrap().created_version;
+    assert!(old_gone.created_version > 0 && old_recreated.created_version > old_gone.created_version);
 
-    phase("cut off and fenced, the agent misses the drop of `gone`");
+    phase("cut off and fenced, the agent misses a drop, a drop and create, a drop and add of a column");
     proxy.blackhole();
     next_event(&mut events, lease.fence + Duration::from_secs(2), |event| *event == AgentEvent::Fenced).await;
-    let dropped = catalog
-        .drop_table(DropTableRequest { database: "db".into(), name: "gone".into(), request_id: String::new() })
-        .await
-        .unwrap()
-        .into_inner();
+    let drop = |name: &str| DropTableRequest { database: "db".into(), name: name.into(), request_id: String::new() };
+    let dropped = catalog.drop_table(drop("gone")).await.unwrap().into_inner();
     assert!(dropped.fenced.iter().any(|node| node.starts_with("host1/")), "{dropped:?}");
+    catalog.drop_table(drop("recreated")).await.unwrap();
+    catalog.create_table(create_table("db", "recreated", "")).await.unwrap();
+    catalog.alter_table(alter("db", "kept", Action::DropColumn("v".into()), "")).await.unwrap();
+    let v = column("v", DataType::Double, ColumnCategory::Field);
+    catalog.alter_table(alter("db", "kept", Action::AddColumn(v), "")).await.unwrap();
     assert!(host.drops.lock().unwrap().is_empty(), "a fenced agent hears no order to drop");
 
-    phase("healed: the resync hands the host a catalog without `gone`");
+    phase("healed: the resync drops the old objects' data, and only theirs");
     proxy.heal();
     next_event(&mut events, Duration::from_secs(10), |event| matches!(event, AgentEvent::Unfenced { .. })).await;
+    let new_recreated = get_table(&coordinator, "recreated").await;
+    let new_v =
+        get_table(&coordinator, "kept").await.columns.iter().find(|column| column.name == "v").unwrap().created_version;
+    assert!(new_recreated.created_version > old_recreated.created_version && new_v > old_v);
+    assert_eq!(
+        *host.drops.lock().unwrap(),
+        [
+            DataTarget::from_parts("db", "gone", "", old_gone.created_version),
+            DataTarget::from_parts("db", "kept", "v", old_v),
+            DataTarget::from_parts("db", "recreated", "", old_recreated.created_version),
+        ]
+    );
     let resyncs = host.resyncs.lock().unwrap().clone();
     assert_eq!(resyncs.len(), 2);
     let latest = resyncs.last().unwrap();
     assert!(latest.visible_table("db", "kept").is_some());
     assert!(latest.table("db", "gone").is_none(), "the dropped table is not in the resynced catalog");
-    assert!(agent.resolve_table("db", "kept").is_ok());
     assert!(matches!(agent.resolve_table("db", "gone"), Err(ResolveError::NotFound { .. })));
+    let served = agent.resolve_table("db", "recreated").unwrap().schema;
+    assert_eq!(served.created_version, new_recreated.created_version, "the new table is served");
+    let served_v = agent.resolve_table("db", "kept").unwrap().schema.columns.iter().find(|c| c.name == "v").cloned();
+    assert_eq!(served_v.unwrap().created_version, new_v);
 
     shutdown.cancel();
     heartbeats.await.unwrap();

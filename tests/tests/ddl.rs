@@ -786,6 +786,10 @@ async fn ctl_manages_databases_tables_views_and_procedures() {
     assert!(last["version"].as_u64() > added["version"].as_u64());
     let t1 = ctl(&["table", "get", "db1", "t1"]).await;
     assert_eq!(column_names(&t1), ["time", "host", "mem"]);
+    let created = |index: usize| t1["columns"][index]["created_version"].as_u64().unwrap();
+    assert_eq!(created(0), t1["created_version"].as_u64().unwrap(), "created with the table");
+    let added_at = added["version"].as_u64().unwrap();
+    assert!(created(0) < created(2) && created(2) < added_at, "created by the add's prepare, before its commit");
     assert_eq!((t1["ttl_ms"].as_u64(), t1["properties"]["tier"].as_str()), (Some(24 * 3600 * 1000), Some("hot")));
     lab.assert_agents_agree("db1", "t1", last["version"].as_u64().unwrap()).await;
 

@@ -18,7 +18,7 @@ use leasehold_core::agent_lease::{
     AgentState, HeartbeatTicket, LeaderRef, LeaseManager, PushRefusal, ResponseDecision,
 };
 use leasehold_core::catalog::{Catalog, Table};
-use leasehold_core::ddl::DataTarget;
+use leasehold_core::ddl::{self, DataTarget};
 use leasehold_core::{BootClock, Clock, MonoTime};
 use tokio::sync::{Notify, broadcast};
 use tokio_util::sync::CancellationToken;
@@ -58,19 +58,25 @@ pub trait AgentHost: Send + Sync + 'static {
 
     /// Deletes the data of a dropped database, table or column. Called when the order to drop
     /// is applied, which the leader sends after every data node acknowledged the pre-delete
-    /// marker or has provably fenced; may come more than once for the same target. An error
-    /// leaves the order unapplied, so the agent cannot renew its lease and fences. A host that
-    /// was fenced during a drop never hears of it: see [`AgentHost::resynced`].
+    /// marker or has provably fenced; may come more than once for the same target. An agent
+    /// that could not hear the order (fenced, or behind a gap) calls it when it resyncs, for
+    /// every object of the cache it held that the new catalog lacks or holds as another
+    /// object created again under the same name. An error leaves the change or the resync
+    /// unapplied, so the agent cannot renew its lease and fences, and asks again. Targets
+    /// name the creation version of the object whose data goes: key data by it and a late
+    /// order can never touch the data of an object created again.
     fn drop_data(&self, target: &DataTarget) -> Result<(), String> {
         let _ = target;
         Ok(())
     }
 
     /// Called after the agent installed a snapshot (at its first heartbeat, after a fence, or
-    /// after a gap), with the whole catalog it now holds, before it serves from it. Orders to
-    /// drop data that were issued while the agent could not hear them are not replayed: delete
-    /// here the data of every database, table or column this catalog does not have. It runs
-    /// before the lease is renewed: hand slow deletions to a task of your own.
+    /// after a gap), with the whole catalog it now holds, before it serves from it, and after
+    /// the [`AgentHost::drop_data`] calls for what it knew was dropped. What the agent cannot
+    /// know is what a host kept from before this process started (or from another store
+    /// epoch): reconcile that here, deleting data whose database, table or column (by name
+    /// and creation version) this catalog does not have. It runs before the lease is renewed:
+    /// hand slow deletions to a task of your own.
     fn resynced(&self, catalog: &Catalog) {
         let _ = catalog;
     }
@@ -150,6 +156,9 @@ struct Inner {
     /// The lease; also serializes every change of the cache.
     lease: Mutex<LeaseManager>,
     view: ArcSwap<CacheView>,
+    /// The cache as it was when the agent last fenced, kept (never served) until a resync
+    /// tells the host what was dropped meanwhile. Changed with the lease locked.
+    before_fence: Mutex<Option<Arc<CacheView>>>,
     events: broadcast::Sender<AgentEvent>,
     renewed: Notify,
 }
@@ -186,6 +195,7 @@ impl Agent {
                 host,
                 lease: Mutex::new(LeaseManager::new()),
                 view: ArcSwap::from_pointee(CacheView::default()),
+                before_fence: Mutex::new(None),
                 events,
                 renewed: Notify::new(),
             }),
@@ -277,29 +287,53 @@ impl Agent {
         }
         self.inner.host.prepare(change)?;
         if let Some(leasehold::v1::metadata_change::Kind::DropData(drop)) = &change.kind {
-            if current.recreated_since(&drop.database, &drop.table, drop.marker_version) {
-                info!(database = %drop.database, table = %drop.table, "the object was created again since the drop; keeping its data");
+            let target = DataTarget::from_parts(&drop.database, &drop.table, &drop.column, drop.created_version);
+            if current.recreated_since(&target, drop.marker_version) {
+                info!(?target, "the object was created again since the drop; keeping the new one's data");
                 return Ok(());
             }
-            let target = match (drop.table.is_empty(), drop.column.is_empty()) {
-                (true, _) => DataTarget::Database(drop.database.clone()),
-                (false, true) => DataTarget::Table { database: drop.database.clone(), table: drop.table.clone() },
-                (false, false) => DataTarget::Column {
-                    database: drop.database.clone(),
-                    table: drop.table.clone(),
-                    column: drop.column.clone(),
-                },
-            };
             self.inner.host.drop_data(&target)?;
             info!(?target, marker = drop.marker_version, "data dropped");
         }
         Ok(())
     }
 
+    /// Tells the host what was dropped while this agent could not hear the orders: every
+    /// object of the cache it held (before a fence, or before a gap) that `installed` lacks or
+    /// holds as another object created again under the same name. On an error nothing is
+    /// forgotten, so the next resync asks again.
+    fn drop_what_the_resync_removed(&self, current: &CacheView, installed: &CacheView) -> Result<(), ApplyError> {
+        let mut before_fence = self.inner.before_fence.lock().expect("agent cache before fence poisoned");
+        let before =
+            if current.store_epoch.is_empty() { before_fence.clone() } else { Some(Arc::new(current.clone())) };
+        let Some(before) = before else { return Ok(()) };
+        if before.store_epoch != installed.store_epoch {
+            warn!(
+                old_epoch = %before.store_epoch,
+                new_epoch = %installed.store_epoch,
+                "the store epoch changed: creation versions cannot be compared, so the host judges its data from the resynced catalog alone"
+            );
+            *before_fence = None;
+            return Ok(());
+        }
+        for target in ddl::dropped_between(&before.catalog, &installed.catalog) {
+            self.inner.host.drop_data(&target).map_err(|reason| ApplyError::CannotApply {
+                version: installed.version,
+                reason: format!("dropping the data of {target:?} after a resync: {reason}"),
+            })?;
+            info!(?target, version = installed.version, "data dropped: the object went while this node could not hear");
+        }
+        *before_fence = None;
+        Ok(())
+    }
+
     /// Fences if the lease ran out: drops the cache first. Call with the lease locked.
     fn fence_if_expired(&self, lease: &mut LeaseManager, now: MonoTime) {
         if lease.fence_if_expired(now) {
-            self.inner.view.store(Arc::new(CacheView::default()));
+            let dropped = self.inner.view.swap(Arc::new(CacheView::default()));
+            if !dropped.store_epoch.is_empty() {
+                *self.inner.before_fence.lock().expect("agent cache before fence poisoned") = Some(dropped);
+            }
             metrics::fenced();
             warn!(
                 node_id = %self.inner.config.node_id,
@@ -350,8 +384,10 @@ impl Agent {
             }
             Some(snapshot) => {
                 let installed = CacheView::from_snapshot(snapshot);
-                self.inner.host.resynced(&installed.catalog);
-                Ok(installed)
+                self.drop_what_the_resync_removed(&current, &installed).map(|()| {
+                    self.inner.host.resynced(&installed.catalog);
+                    installed
+                })
             }
             None => current.apply(&response.store_epoch, &response.changes, |change| self.prepare(&current, change)),
         };
@@ -630,5 +666,90 @@ mod tests {
         assert_eq!(agent.on_heartbeat_response(&ticket, answer(9, vec![barrier(6)], None)).0, "not_applied");
         assert_eq!(agent.inner.view.load().version, 5);
         assert_eq!(agent.lease_state().lease_remaining_ms, 2000, "the lease still ends 3 s after the first send");
+    }
+
+    /// A host that records orders to drop data, refusing the first one.
+    #[derive(Debug, Default)]
+    struct RecordsDrops {
+        refused_once: AtomicBool,
+        drops: Mutex<Vec<DataTarget>>,
+    }
+
+    impl AgentHost for RecordsDrops {
+        fn drop_data(&self, target: &DataTarget) -> Result<(), String> {
+            if !self.refused_once.swap(true, Ordering::SeqCst) {
+                return Err("disk busy".into());
+            }
+            self.drops.lock().unwrap().push(target.clone());
+            Ok(())
+        }
+    }
+
+    /// A snapshot of database `db` (created at 1) with `tables` (name, creation version).
+    fn catalog_snapshot(version: u64, tables: &[(&str, u64)]) -> Option<MetadataSnapshot> {
+        use leasehold_core::catalog::{CatalogChange, Category, Column, DataType, Database, ObjectState, Table};
+        let mut catalog = Catalog::default();
+        catalog.apply(&CatalogChange::PutDatabase(Database {
+            name: "db".into(),
+            ttl: None,
+            properties: Default::default(),
+            state: ObjectState::Visible,
+            version: 1,
+            created_version: 1,
+        }));
+        for &(name, created_version) in tables {
+            catalog.apply(&CatalogChange::PutTable(Table {
+                database: "db".into(),
+                name: name.into(),
+                columns: vec![Column {
+                    name: "time".into(),
+                    data_type: DataType::Timestamp,
+                    category: Category::Time,
+                    comment: String::new(),
+                    state: ObjectState::Visible,
+                    created_version,
+                }],
+                ttl: None,
+                properties: Default::default(),
+                comment: String::new(),
+                state: ObjectState::Visible,
+                version: created_version,
+                created_version,
+            }));
+        }
+        let catalog = leasehold::catalog::snapshot_messages(&catalog);
+        Some(MetadataSnapshot { store_epoch: "e".into(), version, catalog })
+    }
+
+    #[test]
+    fn a_resync_after_a_fence_drops_the_data_of_what_went_meanwhile() {
+        let clock = Arc::new(ManualClock::new(MonoTime::from_duration(Duration::from_secs(10))));
+        let config = AgentConfig::new("dn1", vec!["127.0.0.1:7400".into()], "127.0.0.1:7500");
+        let host = Arc::new(RecordsDrops::default());
+        let agent = Agent::with_clock(config, host.clone(), clock.clone());
+        let (ticket, _) = agent.begin_heartbeat();
+        let before = catalog_snapshot(5, &[("kept", 2), ("recreated", 3), ("dropped", 4)]);
+        assert_eq!(agent.on_heartbeat_response(&ticket, answer(5, Vec::new(), before)).0, "renewed");
+        assert!(host.drops.lock().unwrap().is_empty(), "a first snapshot drops nothing");
+
+        clock.advance(Duration::from_secs(4));
+        let (ticket, request) = agent.begin_heartbeat();
+        assert!(request.needs_resync, "fenced");
+        let after = catalog_snapshot(9, &[("kept", 2), ("recreated", 8)]);
+        assert_eq!(
+            agent.on_heartbeat_response(&ticket, answer(9, Vec::new(), after.clone())).0,
+            "not_applied",
+            "the host could not drop: the resync is not applied and the lease not renewed"
+        );
+        assert_eq!(agent.resolve_table("db", "kept"), Err(ResolveError::Fenced));
+
+        let (ticket, _) = agent.begin_heartbeat();
+        assert_eq!(agent.on_heartbeat_response(&ticket, answer(9, Vec::new(), after)).0, "renewed");
+        assert_eq!(
+            *host.drops.lock().unwrap(),
+            [DataTarget::from_parts("db", "dropped", "", 4), DataTarget::from_parts("db", "recreated", "", 3),],
+            "the old `recreated` is another table: its data goes, asked again after the refusal"
+        );
+        assert_eq!(agent.resolve_table("db", "recreated").unwrap().schema.created_version, 8);
     }
 }

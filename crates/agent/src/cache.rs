@@ -11,6 +11,7 @@ use std::sync::Arc;
 use leasehold::v1::{MetadataChange, MetadataSnapshot, metadata_change};
 use leasehold_core::MonoTime;
 use leasehold_core::catalog::{Catalog, CatalogChange, Table};
+use leasehold_core::ddl::DataTarget;
 
 /// What readers may resolve: database, then table name, to the table as they may see it.
 pub type Servable = BTreeMap<String, BTreeMap<String, Arc<Table>>>;
@@ -125,12 +126,31 @@ impl CacheView {
         Ok(next)
     }
 
-    /// Whether the cache holds an object named by `change` that is newer than `version`
-    /// (it was dropped and created again since).
-    pub fn recreated_since(&self, database: &str, table: &str, version: u64) -> bool {
-        let newer_database = self.catalog.database(database).is_some_and(|db| db.version > version);
-        let newer_table = !table.is_empty() && self.catalog.table(database, table).is_some_and(|t| t.version > version);
-        newer_database || newer_table
+    /// Whether the object an order to drop data names was created again since the order was
+    /// given: the cache holds an object under its name with another creation version. Orders
+    /// from before creation versions were recorded compare the object's last change with the
+    /// pre-delete marker instead.
+    pub fn recreated_since(&self, target: &DataTarget, marker_version: u64) -> bool {
+        let (database, table, column, created_version) = target.parts();
+        if created_version == 0 {
+            let newer_database = self.catalog.database(database).is_some_and(|db| db.version > marker_version);
+            let newer_table =
+                !table.is_empty() && self.catalog.table(database, table).is_some_and(|t| t.version > marker_version);
+            return newer_database || newer_table;
+        }
+        match target {
+            DataTarget::Database { .. } => {
+                self.catalog.database(database).is_some_and(|db| db.created_version != created_version)
+            }
+            DataTarget::Table { .. } => {
+                self.catalog.table(database, table).is_some_and(|t| t.created_version != created_version)
+            }
+            DataTarget::Column { .. } => self
+                .catalog
+                .table(database, table)
+                .and_then(|t| t.columns.iter().find(|c| c.name.eq_ignore_ascii_case(column)))
+                .is_some_and(|c| c.created_version != created_version),
+        }
     }
 
     /// Applies one catalog change outside the change stream (tests).
@@ -173,12 +193,14 @@ mod tests {
                 category: Category::Time,
                 comment: String::new(),
                 state: ObjectState::Visible,
+                created_version: 2,
             }],
             ttl: None,
             properties: Map::new(),
             comment: String::new(),
             state,
             version: 3,
+            created_version: 2,
         }
     }
 
@@ -202,8 +224,14 @@ mod tests {
 
     #[test]
     fn hidden_tables_and_markers_are_not_servable() {
-        let database =
-            Database { name: "db".into(), ttl: None, properties: Map::new(), state: ObjectState::Visible, version: 1 };
+        let database = Database {
+            name: "db".into(),
+            ttl: None,
+            properties: Map::new(),
+            state: ObjectState::Visible,
+            version: 1,
+            created_version: 1,
+        };
         let view = at(0)
             .apply(
                 "e1",
@@ -223,8 +251,13 @@ mod tests {
             .apply("e1", &[catalog_change(4, CatalogChange::PutTable(table(ObjectState::Dropping)))], |_| Ok(()))
             .unwrap();
         assert!(view.table("db", "t").is_none(), "a pre-delete marker hides it at once");
-        assert!(view.recreated_since("db", "t", 2));
-        assert!(!view.recreated_since("db", "t", 3));
+        let legacy_order = DataTarget::from_parts("db", "t", "", 0);
+        assert!(view.recreated_since(&legacy_order, 2));
+        assert!(!view.recreated_since(&legacy_order, 3));
+        assert!(!view.recreated_since(&DataTarget::from_parts("db", "t", "", 2), 4), "the same table");
+        assert!(view.recreated_since(&DataTarget::from_parts("db", "t", "", 1), 4), "another table by that name");
+        assert!(view.recreated_since(&DataTarget::from_parts("db", "t", "time", 1), 4), "another column by that name");
+        assert!(!view.recreated_since(&DataTarget::from_parts("db", "gone", "", 1), 4), "nothing in its place");
     }
 
     #[test]

@@ -198,7 +198,7 @@ pub async fn db(client: &Client, command: DbCommand) -> anyhow::Result<Answer> {
             let databases: Vec<Value> = response
                 .databases
                 .iter()
-                .map(|database| json!({ "name": database.name, "ttl_ms": database.ttl_ms, "properties": database.properties, "version": database.version }))
+                .map(|database| json!({ "name": database.name, "ttl_ms": database.ttl_ms, "properties": database.properties, "version": database.version, "created_version": database.created_version }))
                 .collect();
             Answer {
                 json: json!({ "version": response.version, "databases": databases }),
@@ -212,7 +212,7 @@ fn table_json(table: &v1::Table) -> Value {
     let columns: Vec<Value> = table
         .columns
         .iter()
-        .map(|column| json!({ "name": column.name, "type": type_name(column.data_type), "category": category_name(column.category), "comment": column.comment }))
+        .map(|column| json!({ "name": column.name, "type": type_name(column.data_type), "category": category_name(column.category), "comment": column.comment, "created_version": column.created_version }))
         .collect();
     json!({
         "database": table.database,
@@ -223,6 +223,7 @@ fn table_json(table: &v1::Table) -> Value {
         "properties": table.properties,
         "comment": table.comment,
         "version": table.version,
+        "created_version": table.created_version,
     })
 }
 
@@ -354,11 +355,12 @@ pub async fn table_command(client: &Client, command: TableCommand) -> anyhow::Re
                 })
                 .collect();
             let mut text = format!(
-                "{}.{}  ttl {}  version {}{}\n",
+                "{}.{}  ttl {}  version {} (created at {}){}\n",
                 found.database,
                 found.name,
                 ttl_text(found.effective_ttl_ms),
                 found.version,
+                found.created_version,
                 if found.comment.is_empty() { String::new() } else { format!("  -- {}", found.comment) }
             );
             text.push_str(&table(&["COLUMN", "TYPE", "CATEGORY", "COMMENT"], rows));

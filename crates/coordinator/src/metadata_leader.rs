@@ -16,7 +16,7 @@ use leasehold::v1::{
 };
 use leasehold_core::catalog::{Catalog, CatalogChange};
 use leasehold_core::contact::{ContactStatus, ContactTracker, NodeKey, Settlement};
-use leasehold_core::ddl::{DataTarget, at_version};
+use leasehold_core::ddl::DataTarget;
 use leasehold_core::{Clock, MonoTime};
 use leasehold_store::{GuardedTx, Store, StoreError, StoredObject, WriteGuard};
 use prost::Message;
@@ -728,7 +728,9 @@ impl ChangeTx<'_> {
 
     /// Writes `change` to the catalog rows and the change log, commits, and publishes it.
     pub async fn publish_catalog(mut self, change: &CatalogChange) -> Result<u64, MetadataError> {
-        let change = at_version(change, self.version);
+        // Creation versions come from the catalog this change lands on; the serial guard
+        // held by this transaction keeps it from moving underneath.
+        let (change, _) = self.leader.with_catalog(|catalog| catalog.stamp(change, self.version));
         let cluster = self.leader.identity.cluster.clone();
         let object = |kind: &str, database: &str, name: &str, payload: Vec<u8>, version: u64| StoredObject {
             kind: kind.to_owned(),
@@ -771,18 +773,15 @@ impl ChangeTx<'_> {
 
     /// Publishes the order to delete `target`'s data, marked at `marker_version`.
     pub async fn publish_drop_data(self, target: &DataTarget, marker_version: u64) -> Result<u64, MetadataError> {
-        let (database, table, column) = match target {
-            DataTarget::Database(database) => (database.clone(), String::new(), String::new()),
-            DataTarget::Table { database, table } => (database.clone(), table.clone(), String::new()),
-            DataTarget::Column { database, table, column } => (database.clone(), table.clone(), column.clone()),
-        };
+        let (database, table, column, created_version) = target.parts();
         let message = MetadataChange {
             version: self.version,
             kind: Some(v1::metadata_change::Kind::DropData(v1::DropDataChange {
-                database,
-                table,
-                column,
+                database: database.to_owned(),
+                table: table.to_owned(),
+                column: column.to_owned(),
                 marker_version,
+                created_version,
             })),
         };
         self.publish(message, None).await

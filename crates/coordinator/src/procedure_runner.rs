@@ -90,15 +90,13 @@ fn stored_plan(plan: &DdlPlan, locks: &LockSet) -> StoredPlan {
         prepare: change(&plan.prepare),
         commit: plan.commit.as_ref().and_then(change),
         rollback: change(&plan.rollback),
-        drop_data: plan.drop_data.as_ref().map(|target| match target {
-            DataTarget::Database(database) => {
-                v1::DataTargetMessage { database: database.clone(), ..Default::default() }
-            }
-            DataTarget::Table { database, table } => {
-                v1::DataTargetMessage { database: database.clone(), table: table.clone(), column: String::new() }
-            }
-            DataTarget::Column { database, table, column } => {
-                v1::DataTargetMessage { database: database.clone(), table: table.clone(), column: column.clone() }
+        drop_data: plan.drop_data.as_ref().map(|target| {
+            let (database, table, column, created_version) = target.parts();
+            v1::DataTargetMessage {
+                database: database.to_owned(),
+                table: table.to_owned(),
+                column: column.to_owned(),
+                created_version,
             }
         }),
         lock_database: locks.database.clone(),
@@ -123,15 +121,10 @@ fn plan_of(stored: &StoredPlan) -> Option<(DdlPlan, LockSet)> {
         "drop_view" => "drop_view",
         _ => return None,
     };
-    let drop_data = stored.drop_data.as_ref().map(|target| match (target.table.is_empty(), target.column.is_empty()) {
-        (true, _) => DataTarget::Database(target.database.clone()),
-        (false, true) => DataTarget::Table { database: target.database.clone(), table: target.table.clone() },
-        (false, false) => DataTarget::Column {
-            database: target.database.clone(),
-            table: target.table.clone(),
-            column: target.column.clone(),
-        },
-    });
+    let drop_data = stored
+        .drop_data
+        .as_ref()
+        .map(|target| DataTarget::from_parts(&target.database, &target.table, &target.column, target.created_version));
     let plan = DdlPlan {
         kind,
         target: stored.target.clone(),
@@ -506,12 +499,13 @@ mod tests {
             comment: String::new(),
             state: ObjectState::Dropping,
             version: 0,
+            created_version: 0,
         };
         let plan = DdlPlan {
             kind: "drop_column",
             target: "db.t".into(),
             prepare: CatalogChange::PutTable(table.clone()),
-            drop_data: Some(DataTarget::Column { database: "db".into(), table: "t".into(), column: "c".into() }),
+            drop_data: Some(DataTarget::from_parts("db", "t", "c", 7)),
             commit: Some(CatalogChange::PutTable(Table { state: ObjectState::Visible, ..table.clone() })),
             rollback: CatalogChange::PutTable(table),
         };

@@ -69,6 +69,9 @@ pub struct Column {
     pub comment: String,
     /// Its state (a pre-added column is `Hidden`, a pre-dropped one `Dropping`).
     pub state: ObjectState,
+    /// The version that created it; a column dropped and added again under the same name is
+    /// another column. 0 for columns created before creation versions were recorded.
+    pub created_version: u64,
 }
 
 /// A table.
@@ -90,6 +93,10 @@ pub struct Table {
     pub state: ObjectState,
     /// The version that last changed it.
     pub version: u64,
+    /// The version that created it: an object dropped and created again under the same name
+    /// is another object, whose data is not the old one's. 0 for objects created before
+    /// creation versions were recorded.
+    pub created_version: u64,
 }
 
 /// A database.
@@ -105,6 +112,10 @@ pub struct Database {
     pub state: ObjectState,
     /// The version that last changed it.
     pub version: u64,
+    /// The version that created it: an object dropped and created again under the same name
+    /// is another object, whose data is not the old one's. 0 for objects created before
+    /// creation versions were recorded.
+    pub created_version: u64,
 }
 
 /// A view: a name and its definition text.
@@ -120,6 +131,10 @@ pub struct View {
     pub state: ObjectState,
     /// The version that last changed it.
     pub version: u64,
+    /// The version that created it: an object dropped and created again under the same name
+    /// is another object, whose data is not the old one's. 0 for objects created before
+    /// creation versions were recorded.
+    pub created_version: u64,
 }
 
 /// The effect of one committed change on the catalog. Puts carry the whole object, so
@@ -200,6 +215,36 @@ impl Catalog {
                     entry.views.remove(name);
                 }
             }
+        }
+    }
+
+    /// `change` as it commits at `version` on top of this catalog: every object it puts
+    /// carries `version` as the version that last changed it, and keeps the creation version
+    /// of the object it replaces (column by column for a table), or takes `version` when it is
+    /// new. Creation versions are decided here, by the leader, and never by the planner, so a
+    /// plan's prepare and commit of one new object agree on it whatever they carry.
+    pub fn stamp(&self, change: &CatalogChange, version: u64) -> CatalogChange {
+        match change {
+            CatalogChange::PutDatabase(database) => {
+                let created_version = self.database(&database.name).map_or(version, |old| old.created_version);
+                CatalogChange::PutDatabase(Database { version, created_version, ..database.clone() })
+            }
+            CatalogChange::PutTable(table) => {
+                let old = self.table(&table.database, &table.name);
+                let mut stamped =
+                    Table { version, created_version: old.map_or(version, |old| old.created_version), ..table.clone() };
+                for column in &mut stamped.columns {
+                    column.created_version = old
+                        .and_then(|old| old.columns.iter().find(|kept| kept.name.eq_ignore_ascii_case(&column.name)))
+                        .map_or(version, |kept| kept.created_version);
+                }
+                CatalogChange::PutTable(stamped)
+            }
+            CatalogChange::PutView(view) => {
+                let created_version = self.view(&view.database, &view.name).map_or(version, |old| old.created_version);
+                CatalogChange::PutView(View { version, created_version, ..view.clone() })
+            }
+            other => other.clone(),
         }
     }
 
@@ -306,12 +351,13 @@ pub(crate) mod tests {
             properties: BTreeMap::new(),
             state,
             version: 1,
+            created_version: 1,
         }
     }
 
     pub(crate) fn column(name: &str, category: Category, state: ObjectState) -> Column {
         let data_type = if category == Category::Time { DataType::Timestamp } else { DataType::Double };
-        Column { name: name.into(), data_type, category, comment: String::new(), state }
+        Column { name: name.into(), data_type, category, comment: String::new(), state, created_version: 0 }
     }
 
     pub(crate) fn table(database: &str, name: &str, state: ObjectState) -> Table {
@@ -327,6 +373,7 @@ pub(crate) mod tests {
             comment: String::new(),
             state,
             version: 2,
+            created_version: 2,
         }
     }
 
@@ -380,6 +427,7 @@ pub(crate) mod tests {
             definition: "SELECT 1".into(),
             state: ObjectState::Visible,
             version: 3,
+            created_version: 3,
         }));
         let mut rebuilt = Catalog::default();
         for change in catalog.snapshot() {
@@ -394,5 +442,44 @@ pub(crate) mod tests {
         let mut catalog = Catalog::default();
         catalog.apply(&CatalogChange::PutTable(table("nowhere", "t", ObjectState::Visible)));
         assert!(catalog.is_empty());
+    }
+
+    #[test]
+    fn stamping_keeps_creation_versions_and_gives_new_objects_their_own() {
+        let mut catalog = Catalog::default();
+        let stamp = |catalog: &mut Catalog, change: CatalogChange, version| {
+            let stamped = catalog.stamp(&change, version);
+            catalog.apply(&stamped);
+        };
+        stamp(&mut catalog, CatalogChange::PutDatabase(database("db", ObjectState::Hidden)), 10);
+        stamp(&mut catalog, CatalogChange::PutDatabase(database("db", ObjectState::Visible)), 11);
+        assert_eq!(
+            (catalog.database("db").unwrap().version, catalog.database("db").unwrap().created_version),
+            (11, 10)
+        );
+
+        stamp(&mut catalog, CatalogChange::PutTable(table("db", "t", ObjectState::Hidden)), 12);
+        let mut committed = table("db", "t", ObjectState::Visible);
+        committed.columns.push(column("added", Category::Field, ObjectState::Hidden));
+        stamp(&mut catalog, CatalogChange::PutTable(committed), 13);
+        let t = catalog.table("db", "t").unwrap();
+        assert_eq!((t.version, t.created_version), (13, 12), "the commit of a create keeps the prepare's version");
+        let created: Vec<_> = t.columns.iter().map(|column| column.created_version).collect();
+        assert_eq!(created, [12, 12, 13], "a column added later is created by the change that adds it");
+
+        catalog.apply(&CatalogChange::RemoveTable { database: "db".into(), name: "t".into() });
+        stamp(&mut catalog, CatalogChange::PutTable(table("db", "t", ObjectState::Hidden)), 14);
+        assert_eq!(catalog.table("db", "t").unwrap().created_version, 14, "created again: another object");
+        let view = View {
+            database: "db".into(),
+            name: "v".into(),
+            definition: "SELECT 1".into(),
+            state: ObjectState::Hidden,
+            version: 0,
+            created_version: 0,
+        };
+        stamp(&mut catalog, CatalogChange::PutView(view.clone()), 15);
+        stamp(&mut catalog, CatalogChange::PutView(View { state: ObjectState::Visible, ..view }), 16);
+        assert_eq!(catalog.view("db", "v").unwrap().created_version, 15);
     }
 }

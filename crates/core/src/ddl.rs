@@ -312,17 +312,26 @@ pub fn validate(request: &DdlRequest) -> Result<(), DdlError> {
     }
 }
 
-/// Data an irreversible step deletes on every data node.
+/// Data an irreversible step deletes on every data node. Each target names the creation
+/// version of the object it belongs to, so a host that keys its data by it never deletes the
+/// data of an object created again under the same name.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DataTarget {
     /// Everything of a database.
-    Database(String),
+    Database {
+        /// The database.
+        database: String,
+        /// Its creation version.
+        created_version: u64,
+    },
     /// A table's data.
     Table {
         /// Its database.
         database: String,
         /// The table.
         table: String,
+        /// Its creation version.
+        created_version: u64,
     },
     /// One column's data.
     Column {
@@ -332,7 +341,82 @@ pub enum DataTarget {
         table: String,
         /// The column.
         column: String,
+        /// Its creation version.
+        created_version: u64,
     },
+}
+
+impl DataTarget {
+    /// The target named the way messages name it: an empty table means the whole database,
+    /// an empty column the whole table.
+    pub fn from_parts(database: &str, table: &str, column: &str, created_version: u64) -> DataTarget {
+        let database = database.to_owned();
+        match (table.is_empty(), column.is_empty()) {
+            (true, _) => DataTarget::Database { database, created_version },
+            (false, true) => DataTarget::Table { database, table: table.to_owned(), created_version },
+            (false, false) => {
+                DataTarget::Column { database, table: table.to_owned(), column: column.to_owned(), created_version }
+            }
+        }
+    }
+
+    /// Database, table (empty for a database), column (empty for a table) and creation
+    /// version, the way messages name the target.
+    pub fn parts(&self) -> (&str, &str, &str, u64) {
+        match self {
+            DataTarget::Database { database, created_version } => (database, "", "", *created_version),
+            DataTarget::Table { database, table, created_version } => (database, table, "", *created_version),
+            DataTarget::Column { database, table, column, created_version } => {
+                (database, table, column, *created_version)
+            }
+        }
+    }
+}
+
+/// The data a node that held `before` must delete to hold only what `after` has: every
+/// database, table and column of `before` that `after` lacks, or has under the same name
+/// but with another creation version (dropped and created again), outermost first and
+/// without repeating what an outer target already covers. Views hold no data. Both catalogs
+/// must come from the same store epoch, where creation versions are comparable.
+pub fn dropped_between(before: &Catalog, after: &Catalog) -> Vec<DataTarget> {
+    let mut targets = Vec::new();
+    for database in before.databases() {
+        let same_database =
+            after.database(&database.name).is_some_and(|now| now.created_version == database.created_version);
+        if !same_database {
+            targets.push(DataTarget::Database {
+                database: database.name.clone(),
+                created_version: database.created_version,
+            });
+            continue;
+        }
+        for table in before.tables(&database.name) {
+            let now =
+                after.table(&database.name, &table.name).filter(|now| now.created_version == table.created_version);
+            let Some(now) = now else {
+                targets.push(DataTarget::Table {
+                    database: database.name.clone(),
+                    table: table.name.clone(),
+                    created_version: table.created_version,
+                });
+                continue;
+            };
+            for column in &table.columns {
+                let kept = now.columns.iter().any(|kept| {
+                    kept.name.eq_ignore_ascii_case(&column.name) && kept.created_version == column.created_version
+                });
+                if !kept {
+                    targets.push(DataTarget::Column {
+                        database: database.name.clone(),
+                        table: table.name.clone(),
+                        column: column.name.clone(),
+                        created_version: column.created_version,
+                    });
+                }
+            }
+        }
+    }
+    targets
 }
 
 /// The locks a DDL holds: its database, shared or exclusive, and its object exclusively.
@@ -412,6 +496,7 @@ fn column_of(spec: &ColumnSpec, state: ObjectState) -> Column {
         category: spec.category,
         comment: spec.comment.clone(),
         state,
+        created_version: 0,
     }
 }
 
@@ -429,6 +514,7 @@ pub fn plan(catalog: &Catalog, request: &DdlRequest) -> Result<DdlPlan, DdlError
                 properties: properties.clone(),
                 state: ObjectState::Hidden,
                 version: 0,
+                created_version: 0,
             };
             Ok(DdlPlan {
                 kind: "create_database",
@@ -445,7 +531,10 @@ pub fn plan(catalog: &Catalog, request: &DdlRequest) -> Result<DdlPlan, DdlError
                 kind: "drop_database",
                 target: name.clone(),
                 prepare: CatalogChange::PutDatabase(Database { state: ObjectState::Dropping, ..database.clone() }),
-                drop_data: Some(DataTarget::Database(name.clone())),
+                drop_data: Some(DataTarget::Database {
+                    database: name.clone(),
+                    created_version: database.created_version,
+                }),
                 commit: Some(CatalogChange::RemoveDatabase { name: name.clone() }),
                 rollback: CatalogChange::PutDatabase(database.clone()),
             })
@@ -464,6 +553,7 @@ pub fn plan(catalog: &Catalog, request: &DdlRequest) -> Result<DdlPlan, DdlError
                 comment: comment.clone(),
                 state: ObjectState::Hidden,
                 version: 0,
+                created_version: 0,
             };
             Ok(DdlPlan {
                 kind: "create_table",
@@ -508,6 +598,7 @@ pub fn plan(catalog: &Catalog, request: &DdlRequest) -> Result<DdlPlan, DdlError
                         database: database.clone(),
                         table: name.clone(),
                         column: table.columns[index].name.clone(),
+                        created_version: table.columns[index].created_version,
                     };
                     ("drop_column", Some(data), Some(CatalogChange::PutTable(committed)))
                 }
@@ -541,7 +632,11 @@ pub fn plan(catalog: &Catalog, request: &DdlRequest) -> Result<DdlPlan, DdlError
                 kind: "drop_table",
                 target: format!("{database}.{name}"),
                 prepare: CatalogChange::PutTable(Table { state: ObjectState::Dropping, ..table.clone() }),
-                drop_data: Some(DataTarget::Table { database: database.clone(), table: name.clone() }),
+                drop_data: Some(DataTarget::Table {
+                    database: database.clone(),
+                    table: name.clone(),
+                    created_version: table.created_version,
+                }),
                 commit: Some(CatalogChange::RemoveTable { database: database.clone(), name: name.clone() }),
                 rollback: CatalogChange::PutTable(table.clone()),
             })
@@ -557,6 +652,7 @@ pub fn plan(catalog: &Catalog, request: &DdlRequest) -> Result<DdlPlan, DdlError
                 definition: definition.clone(),
                 state: ObjectState::Hidden,
                 version: 0,
+                created_version: 0,
             };
             Ok(DdlPlan {
                 kind: "create_view",
@@ -588,20 +684,10 @@ pub fn plan(catalog: &Catalog, request: &DdlRequest) -> Result<DdlPlan, DdlError
     }
 }
 
-/// Stamps the version a change commits at into the objects it puts.
-pub fn at_version(change: &CatalogChange, version: u64) -> CatalogChange {
-    match change {
-        CatalogChange::PutDatabase(database) => CatalogChange::PutDatabase(Database { version, ..database.clone() }),
-        CatalogChange::PutTable(table) => CatalogChange::PutTable(Table { version, ..table.clone() }),
-        CatalogChange::PutView(view) => CatalogChange::PutView(View { version, ..view.clone() }),
-        other => other.clone(),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::catalog::tests::{database, table};
+    use crate::catalog::tests::{column, database, table};
 
     fn spec(name: &str, category: Category) -> ColumnSpec {
         let data_type = if category == Category::Time { DataType::Timestamp } else { DataType::Int64 };
@@ -699,7 +785,10 @@ mod tests {
         let plan = plan(&catalog(), &request).unwrap();
         let CatalogChange::PutTable(marked) = &plan.prepare else { panic!() };
         assert_eq!(marked.state, ObjectState::Dropping);
-        assert_eq!(plan.drop_data, Some(DataTarget::Table { database: "db".into(), table: "existing".into() }));
+        assert_eq!(
+            plan.drop_data,
+            Some(DataTarget::Table { database: "db".into(), table: "existing".into(), created_version: 2 })
+        );
         assert_eq!(plan.commit, Some(CatalogChange::RemoveTable { database: "db".into(), name: "existing".into() }));
         let CatalogChange::PutTable(restored) = &plan.rollback else { panic!() };
         assert_eq!(restored.state, ObjectState::Visible);
@@ -770,13 +859,51 @@ mod tests {
         let request = DdlRequest::DropDatabase { name: "db".into() };
         assert_eq!(locks(&request), LockSet { database: "db".into(), database_exclusive: true, object: None });
         let plan = plan(&catalog(), &request).unwrap();
-        assert_eq!(plan.drop_data, Some(DataTarget::Database("db".into())));
+        assert_eq!(plan.drop_data, Some(DataTarget::Database { database: "db".into(), created_version: 1 }));
     }
 
     #[test]
-    fn versions_are_stamped_into_puts() {
-        let change = at_version(&CatalogChange::PutTable(table("db", "t", ObjectState::Visible)), 42);
-        let CatalogChange::PutTable(stamped) = change else { panic!() };
-        assert_eq!(stamped.version, 42);
+    fn what_a_node_must_drop_after_missing_drops_and_recreations() {
+        let stamped = |catalog: &mut Catalog, change: CatalogChange, version: u64| {
+            let change = catalog.stamp(&change, version);
+            catalog.apply(&change);
+        };
+        let mut before = Catalog::default();
+        stamped(&mut before, CatalogChange::PutDatabase(database("db", ObjectState::Visible)), 1);
+        stamped(&mut before, CatalogChange::PutDatabase(database("gone_db", ObjectState::Visible)), 2);
+        stamped(&mut before, CatalogChange::PutTable(table("gone_db", "t", ObjectState::Visible)), 3);
+        for (version, name) in [(4, "kept"), (5, "dropped"), (6, "recreated"), (7, "altered")] {
+            stamped(&mut before, CatalogChange::PutTable(table("db", name, ObjectState::Visible)), version);
+        }
+
+        // What happened while the node could not hear.
+        let mut after = before.clone();
+        after.apply(&CatalogChange::RemoveDatabase { name: "gone_db".into() });
+        after.apply(&CatalogChange::RemoveTable { database: "db".into(), name: "dropped".into() });
+        after.apply(&CatalogChange::RemoveTable { database: "db".into(), name: "recreated".into() });
+        stamped(&mut after, CatalogChange::PutTable(table("db", "recreated", ObjectState::Visible)), 8);
+        let mut altered = after.table("db", "altered").unwrap().clone();
+        altered.columns.retain(|column| column.name != "v");
+        stamped(&mut after, CatalogChange::PutTable(altered.clone()), 9);
+        altered.columns.push(column("v", Category::Field, ObjectState::Visible));
+        altered.columns.push(column("w", Category::Field, ObjectState::Visible));
+        stamped(&mut after, CatalogChange::PutTable(altered), 10);
+
+        let column_data = |name: &str, created_version| DataTarget::Column {
+            database: "db".into(),
+            table: "altered".into(),
+            column: name.into(),
+            created_version,
+        };
+        assert_eq!(
+            dropped_between(&before, &after),
+            [
+                column_data("v", 7), // dropped and added again: another column, so the old data goes
+                DataTarget::Table { database: "db".into(), table: "dropped".into(), created_version: 5 },
+                DataTarget::Table { database: "db".into(), table: "recreated".into(), created_version: 6 },
+                DataTarget::Database { database: "gone_db".into(), created_version: 2 },
+            ]
+        );
+        assert!(dropped_between(&after, &after).is_empty(), "nothing to drop when nothing changed");
     }
 }
