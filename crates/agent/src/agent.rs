@@ -293,6 +293,7 @@ impl Agent {
                 return Ok(());
             }
             self.inner.host.drop_data(&target)?;
+            metrics::data_dropped("order");
             info!(?target, marker = drop.marker_version, "data dropped");
         }
         Ok(())
@@ -316,11 +317,22 @@ impl Agent {
             *before_fence = None;
             return Ok(());
         }
+        if installed.version < before.version {
+            // Committed changes are never taken back, so this snapshot is not the newest
+            // word; what it lacks may be newer than it. Keep the data and judge at the next.
+            warn!(
+                cache_version = before.version,
+                snapshot_version = installed.version,
+                "a resync to a version older than the cache held: no data is dropped on its word"
+            );
+            return Ok(());
+        }
         for target in ddl::dropped_between(&before.catalog, &installed.catalog) {
             self.inner.host.drop_data(&target).map_err(|reason| ApplyError::CannotApply {
                 version: installed.version,
                 reason: format!("dropping the data of {target:?} after a resync: {reason}"),
             })?;
+            metrics::data_dropped("resync");
             info!(?target, version = installed.version, "data dropped: the object went while this node could not hear");
         }
         *before_fence = None;
@@ -751,5 +763,21 @@ mod tests {
             "the old `recreated` is another table: its data goes, asked again after the refusal"
         );
         assert_eq!(agent.resolve_table("db", "recreated").unwrap().schema.created_version, 8);
+    }
+
+    #[test]
+    fn a_resync_to_an_older_version_than_the_cache_held_drops_nothing() {
+        let clock = Arc::new(ManualClock::new(MonoTime::from_duration(Duration::from_secs(10))));
+        let config = AgentConfig::new("dn1", vec!["127.0.0.1:7400".into()], "127.0.0.1:7500");
+        let host = Arc::new(RecordsDrops { refused_once: AtomicBool::new(true), ..RecordsDrops::default() });
+        let agent = Agent::with_clock(config, host.clone(), clock.clone());
+        let (ticket, _) = agent.begin_heartbeat();
+        let newer = catalog_snapshot(7, &[("t", 2), ("u", 6)]);
+        assert_eq!(agent.on_heartbeat_response(&ticket, answer(7, Vec::new(), newer)).0, "renewed");
+        clock.advance(Duration::from_secs(4));
+        let (ticket, _) = agent.begin_heartbeat();
+        let older = catalog_snapshot(5, &[("t", 2)]);
+        assert_eq!(agent.on_heartbeat_response(&ticket, answer(5, Vec::new(), older)).0, "renewed");
+        assert!(host.drops.lock().unwrap().is_empty(), "`u` may be newer than that snapshot: its data stays");
     }
 }

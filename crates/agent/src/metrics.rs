@@ -16,6 +16,9 @@ pub const FENCES: &str = "leasehold_agent_fences_total";
 pub const VERSION: &str = "leasehold_agent_applied_version";
 /// Pushes by result: `applied`, `refused`.
 pub const PUSHES: &str = "leasehold_agent_pushes_total";
+/// Data the host was asked to drop, by why: `order` (a drop order applied), `resync` (gone
+/// while the agent could not hear).
+pub const DATA_DROPS: &str = "leasehold_agent_data_drops_total";
 /// Iterations of the agent's loops, by loop.
 pub const LOOP_ITERATIONS: &str = "leasehold_agent_loop_iterations_total";
 
@@ -27,6 +30,7 @@ pub fn describe() {
     describe_counter!(FENCES, "Times the agent fenced itself");
     describe_gauge!(VERSION, "The applied metadata version");
     describe_counter!(PUSHES, "Pushed changes by result");
+    describe_counter!(DATA_DROPS, "Data the host dropped, by why: order or resync");
     describe_counter!(LOOP_ITERATIONS, "Iterations of the agent's loops");
 }
 
@@ -51,4 +55,8 @@ pub(crate) fn push(result: &'static str) {
 
 pub(crate) fn loop_iteration(name: &'static str) {
     counter!(LOOP_ITERATIONS, "loop" => name).increment(1);
+}
+
+pub(crate) fn data_dropped(why: &'static str) {
+    counter!(DATA_DROPS, "why" => why).increment(1);
 }
