@@ -407,12 +407,14 @@ async fn bad_input_gets_clear_errors_and_changes_nothing() {
     let mut cluster = sqlite_cluster();
 
     phase("bad flags and settings stop the start with one clear line");
-    let cases: [(&[&str], &str); 5] = [
+    let cases: [(&[&str], &str); 6] = [
         (&["--ha-mode", "leader"], "expected one of auto, master"),
         (&["--store", "ftp://user:secret@host/x"], "store.url"),
         (&["--renew-interval", "600ms", "--lease-ttl", "1s"], "ha.renew-interval"),
         (&["--store", "postgres://leasehold:secret@127.0.0.1:1/none"], "cannot reach the postgres store"),
         (&["--node-id", "no spaces"], "node-id"),
+        // A failover this slow would fence every data node: the default 15 s fence is refused.
+        (&["--lease-ttl", "20s"], "metadata.lease-fence: 15s must exceed the coordinator failover time of 28.367s"),
     ];
     for (args, expected) in cases {
         let mut all = vec!["coordinator", "--listen", "127.0.0.1:0", "--metrics-listen", ""];

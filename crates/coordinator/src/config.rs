@@ -342,7 +342,9 @@ impl CoordinatorConfig {
         if self.store.max_connections < 2 {
             return Err(ConfigError::new("store.max-connections", "must be at least 2"));
         }
-        self.ha_timings().validate().map_err(|error| ConfigError::new(error.key, error.message))?;
+        let ha = self.ha_timings();
+        ha.validate().map_err(|error| ConfigError::new(error.key, error.message))?;
+        self.lease_timings().validate(&ha).map_err(|error| ConfigError::new(error.key, error.message))?;
         Ok(())
     }
 }
@@ -372,6 +374,9 @@ mod tests {
             (Box::new(|c| c.ha.renew_interval = Some(Duration::from_secs(5))), "ha.renew-interval"),
             (Box::new(|c| c.ha.margin = Duration::from_secs(10)), "ha.margin"),
             (Box::new(|c| c.metadata.clock_drift = 2.0), "metadata.clock-drift"),
+            (Box::new(|c| c.metadata.heartbeat_timeout = Duration::from_secs(2)), "metadata.heartbeat-timeout"),
+            (Box::new(|c| c.metadata.heartbeat_interval = Duration::from_secs(6)), "metadata.heartbeat-interval"),
+            (Box::new(|c| c.metadata.lease_fence = Duration::from_secs(9)), "metadata.lease-fence"),
         ];
         for (mutate, key) in cases {
             let mut config = CoordinatorConfig::default();
