@@ -18,7 +18,7 @@ use leasehold_core::agent_lease::{
     AgentState, HeartbeatTicket, LeaderRef, LeaseManager, PushRefusal, ResponseDecision,
 };
 use leasehold_core::catalog::{Catalog, Table};
-use leasehold_core::ddl::{self, DataTarget};
+use leasehold_core::ddl::{self, DataTarget, ResyncDrops};
 use leasehold_core::{BootClock, Clock, MonoTime};
 use tokio::sync::{Notify, broadcast};
 use tokio_util::sync::CancellationToken;
@@ -288,7 +288,7 @@ impl Agent {
         self.inner.host.prepare(change)?;
         if let Some(leasehold::v1::metadata_change::Kind::DropData(drop)) = &change.kind {
             let target = DataTarget::from_parts(&drop.database, &drop.table, &drop.column, drop.created_version);
-            if current.recreated_since(&target, drop.marker_version) {
+            if target.recreated_in(&current.catalog, drop.marker_version) {
                 info!(?target, "the object was created again since the drop; keeping the new one's data");
                 return Ok(());
             }
@@ -303,37 +303,40 @@ impl Agent {
     /// object of the cache it held (before a fence, or before a gap) that `installed` lacks or
     /// holds as another object created again under the same name. On an error nothing is
     /// forgotten, so the next resync asks again.
-    fn drop_what_the_resync_removed(&self, current: &CacheView, installed: &CacheView) -> Result<(), ApplyError> {
+    fn drop_what_the_resync_removed(&self, current: &Arc<CacheView>, installed: &CacheView) -> Result<(), ApplyError> {
         let mut before_fence = self.inner.before_fence.lock().expect("agent cache before fence poisoned");
-        let before =
-            if current.store_epoch.is_empty() { before_fence.clone() } else { Some(Arc::new(current.clone())) };
+        let before = if current.store_epoch.is_empty() { before_fence.clone() } else { Some(current.clone()) };
         let Some(before) = before else { return Ok(()) };
-        if before.store_epoch != installed.store_epoch {
-            warn!(
-                old_epoch = %before.store_epoch,
-                new_epoch = %installed.store_epoch,
-                "the store epoch changed: creation versions cannot be compared, so the host judges its data from the resynced catalog alone"
-            );
-            *before_fence = None;
-            return Ok(());
-        }
-        if installed.version < before.version {
-            // Committed changes are never taken back, so this snapshot is not the newest
-            // word; what it lacks may be newer than it. Keep the data and judge at the next.
-            warn!(
-                cache_version = before.version,
-                snapshot_version = installed.version,
-                "a resync to a version older than the cache held: no data is dropped on its word"
-            );
-            return Ok(());
-        }
-        for target in ddl::dropped_between(&before.catalog, &installed.catalog) {
-            self.inner.host.drop_data(&target).map_err(|reason| ApplyError::CannotApply {
-                version: installed.version,
-                reason: format!("dropping the data of {target:?} after a resync: {reason}"),
-            })?;
-            metrics::data_dropped("resync");
-            info!(?target, version = installed.version, "data dropped: the object went while this node could not hear");
+        match ddl::drops_after_resync(before.held(), installed.held()) {
+            ResyncDrops::EpochChanged => {
+                warn!(
+                    old_epoch = %before.store_epoch,
+                    new_epoch = %installed.store_epoch,
+                    "the store epoch changed: creation versions cannot be compared, so the host judges its data from the resynced catalog alone"
+                );
+            }
+            ResyncDrops::OlderSnapshot => {
+                warn!(
+                    cache_version = before.version,
+                    snapshot_version = installed.version,
+                    "a resync to a version older than the cache held: no data is dropped on its word"
+                );
+                return Ok(());
+            }
+            ResyncDrops::Drop(targets) => {
+                for target in targets {
+                    self.inner.host.drop_data(&target).map_err(|reason| ApplyError::CannotApply {
+                        version: installed.version,
+                        reason: format!("dropping the data of {target:?} after a resync: {reason}"),
+                    })?;
+                    metrics::data_dropped("resync");
+                    info!(
+                        ?target,
+                        version = installed.version,
+                        "data dropped: the object went while this node could not hear"
+                    );
+                }
+            }
         }
         *before_fence = None;
         Ok(())
@@ -465,9 +468,8 @@ impl Agent {
             },
         })?;
         let current = self.inner.view.load_full();
-        let mut next =
-            current.apply(&request.store_epoch, &request.changes, |change| self.prepare(&current, change))?;
-        next.valid_until = current.valid_until;
+        // `apply` starts from the current view, so the lease end carries over.
+        let next = current.apply(&request.store_epoch, &request.changes, |change| self.prepare(&current, change))?;
         let version = next.version;
         if version != current.version {
             self.inner.view.store(Arc::new(next));

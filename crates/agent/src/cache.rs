@@ -10,8 +10,8 @@ use std::sync::Arc;
 
 use leasehold::v1::{MetadataChange, MetadataSnapshot, metadata_change};
 use leasehold_core::MonoTime;
-use leasehold_core::catalog::{Catalog, CatalogChange, Table};
-use leasehold_core::ddl::DataTarget;
+use leasehold_core::catalog::{Catalog, Table};
+use leasehold_core::ddl::HeldCatalog;
 
 /// What readers may resolve: database, then table name, to the table as they may see it.
 pub type Servable = BTreeMap<String, BTreeMap<String, Arc<Table>>>;
@@ -82,6 +82,11 @@ impl CacheView {
         }
     }
 
+    /// The catalog with the epoch and version it is at.
+    pub fn held(&self) -> HeldCatalog<'_> {
+        HeldCatalog { store_epoch: &self.store_epoch, version: self.version, catalog: &self.catalog }
+    }
+
     /// The table `database.table` as a reader may see it, if it may.
     pub fn table(&self, database: &str, table: &str) -> Option<&Arc<Table>> {
         self.servable.get(database)?.get(table)
@@ -125,47 +130,13 @@ impl CacheView {
         }
         Ok(next)
     }
-
-    /// Whether the object an order to drop data names was created again since the order was
-    /// given: the cache holds an object under its name with another creation version. Orders
-    /// from before creation versions were recorded compare the object's last change with the
-    /// pre-delete marker instead.
-    pub fn recreated_since(&self, target: &DataTarget, marker_version: u64) -> bool {
-        let (database, table, column, created_version) = target.parts();
-        if created_version == 0 {
-            let newer_database = self.catalog.database(database).is_some_and(|db| db.version > marker_version);
-            let newer_table =
-                !table.is_empty() && self.catalog.table(database, table).is_some_and(|t| t.version > marker_version);
-            return newer_database || newer_table;
-        }
-        match target {
-            DataTarget::Database { .. } => {
-                self.catalog.database(database).is_some_and(|db| db.created_version != created_version)
-            }
-            DataTarget::Table { .. } => {
-                self.catalog.table(database, table).is_some_and(|t| t.created_version != created_version)
-            }
-            DataTarget::Column { .. } => self
-                .catalog
-                .table(database, table)
-                .and_then(|t| t.columns.iter().find(|c| c.name.eq_ignore_ascii_case(column)))
-                .is_some_and(|c| c.created_version != created_version),
-        }
-    }
-
-    /// Applies one catalog change outside the change stream (tests).
-    pub fn with_change(&self, change: &CatalogChange) -> CacheView {
-        let mut catalog = (*self.catalog).clone();
-        catalog.apply(change);
-        CacheView { servable: Arc::new(servable(&catalog)), catalog: Arc::new(catalog), ..self.clone() }
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use leasehold::v1::BarrierChange;
-    use leasehold_core::catalog::{Category, Column, DataType, Database, ObjectState};
+    use leasehold_core::catalog::{CatalogChange, Category, Column, DataType, Database, ObjectState};
     use std::collections::BTreeMap as Map;
 
     fn barrier(version: u64) -> MetadataChange {
@@ -251,13 +222,6 @@ mod tests {
             .apply("e1", &[catalog_change(4, CatalogChange::PutTable(table(ObjectState::Dropping)))], |_| Ok(()))
             .unwrap();
         assert!(view.table("db", "t").is_none(), "a pre-delete marker hides it at once");
-        let legacy_order = DataTarget::from_parts("db", "t", "", 0);
-        assert!(view.recreated_since(&legacy_order, 2));
-        assert!(!view.recreated_since(&legacy_order, 3));
-        assert!(!view.recreated_since(&DataTarget::from_parts("db", "t", "", 2), 4), "the same table");
-        assert!(view.recreated_since(&DataTarget::from_parts("db", "t", "", 1), 4), "another table by that name");
-        assert!(view.recreated_since(&DataTarget::from_parts("db", "t", "time", 1), 4), "another column by that name");
-        assert!(!view.recreated_since(&DataTarget::from_parts("db", "gone", "", 1), 4), "nothing in its place");
     }
 
     #[test]

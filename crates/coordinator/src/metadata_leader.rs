@@ -17,6 +17,7 @@ use leasehold::v1::{
 use leasehold_core::catalog::{Catalog, CatalogChange};
 use leasehold_core::contact::{ContactStatus, ContactTracker, NodeKey, Settlement};
 use leasehold_core::ddl::DataTarget;
+use leasehold_core::lease_timing::LeaseTimings;
 use leasehold_core::{Clock, MonoTime};
 use leasehold_store::{GuardedTx, Store, StoreError, StoredObject, WriteGuard};
 use prost::Message;
@@ -56,22 +57,10 @@ pub struct LeaderIdentity {
 /// What a leader needs to know about the lease protocol's settings.
 #[derive(Debug, Clone, Copy)]
 pub struct LeaseSettings {
-    /// `T_fence` granted to agents.
-    pub fence: Duration,
+    /// The data-node lease timings: the fence granted to agents, and what makes `T_proceed`.
+    pub timings: LeaseTimings,
     /// How many changes to keep.
     pub retention: u64,
-    /// `T_proceed` as a function of the largest fence (see [`Self::proceed_after`]).
-    pub clock_drift: f64,
-    /// `metadata.proceed-margin`.
-    pub proceed_margin: Duration,
-}
-
-impl LeaseSettings {
-    /// `T_proceed` for the largest fence ever granted.
-    pub fn proceed_after(&self, largest_fence: Duration) -> Duration {
-        let rho = self.clock_drift;
-        largest_fence.mul_f64((1.0 + rho) / (1.0 - rho)) + self.proceed_margin
-    }
 }
 
 /// Why the leader refused or failed a data-node call.
@@ -224,7 +213,7 @@ impl MetadataLeader {
         let cluster = identity.cluster.clone();
         let store_epoch = store.store_epoch(&cluster).await?;
         store.ensure_metadata_rows(&cluster).await?;
-        let largest_fence = Self::record_fence(&store, &identity.guard, &cluster, settings.fence).await?;
+        let largest_fence = Self::record_fence(&store, &identity.guard, &cluster, settings.timings.fence).await?;
         let version = store.current_version(&cluster).await?;
         let first = version.saturating_sub(settings.retention);
         let mut changes = VecDeque::new();
@@ -252,14 +241,14 @@ impl MetadataLeader {
             }
             stored_tombstones.insert(key);
         }
-        let proceed_after = settings.proceed_after(largest_fence);
+        let proceed_after = settings.timings.proceed_after(largest_fence);
         info!(
             term = identity.term,
             version,
             catalog_objects = catalog.len(),
             data_nodes = registry.len(),
             tombstones = stored_tombstones.len(),
-            fence_ms = settings.fence.as_millis() as u64,
+            fence_ms = settings.timings.fence.as_millis() as u64,
             largest_fence_ms = largest_fence.as_millis() as u64,
             proceed_after_ms = proceed_after.as_millis() as u64,
             earlier_grants_ms = identity.earlier_grants.as_millis() as u64,
@@ -358,7 +347,7 @@ impl MetadataLeader {
 
     /// The fence granted to agents.
     pub fn fence(&self) -> Duration {
-        self.settings.fence
+        self.settings.timings.fence
     }
 
     /// The store epoch versions are issued under.
@@ -416,7 +405,7 @@ impl MetadataLeader {
             term: self.identity.term,
             leader_node_id: self.identity.node_id.clone(),
             leader_address: self.identity.address.clone(),
-            fence_ms: self.settings.fence.as_millis() as u64,
+            fence_ms: self.settings.timings.fence.as_millis() as u64,
             store_epoch: self.store_epoch.clone(),
             version,
             changes: Vec::new(),

@@ -123,12 +123,7 @@ pub async fn run(config: CoordinatorConfig, listeners: Listeners, shutdown: Canc
     ha.register().await?;
 
     let lease = config.lease_timings();
-    let lease_settings = LeaseSettings {
-        fence: lease.fence,
-        retention: config.catalog.change_retention,
-        clock_drift: lease.clock_drift,
-        proceed_margin: lease.proceed_margin,
-    };
+    let lease_settings = LeaseSettings { timings: lease, retention: config.catalog.change_retention };
     // The plan's budget assumes the configured fence is the largest; the verdict itself uses
     // the largest fence ever recorded in the store.
     let plan = config.propagation_plan(lease.fence);

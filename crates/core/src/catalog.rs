@@ -99,6 +99,13 @@ pub struct Table {
     pub created_version: u64,
 }
 
+impl Table {
+    /// The column named `name`, in whatever state (column names compare case-insensitively).
+    pub fn column(&self, name: &str) -> Option<&Column> {
+        self.columns.iter().find(|column| column.name.eq_ignore_ascii_case(name))
+    }
+}
+
 /// A database.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Database {
@@ -234,9 +241,8 @@ impl Catalog {
                 let mut stamped =
                     Table { version, created_version: old.map_or(version, |old| old.created_version), ..table.clone() };
                 for column in &mut stamped.columns {
-                    column.created_version = old
-                        .and_then(|old| old.columns.iter().find(|kept| kept.name.eq_ignore_ascii_case(&column.name)))
-                        .map_or(version, |kept| kept.created_version);
+                    column.created_version =
+                        old.and_then(|old| old.column(&column.name)).map_or(version, |kept| kept.created_version);
                 }
                 CatalogChange::PutTable(stamped)
             }

@@ -373,6 +373,67 @@ impl DataTarget {
     }
 }
 
+impl DataTarget {
+    /// Whether the object this order to drop data names was created again since the order
+    /// was given: `catalog` holds an object under its name with another creation version.
+    /// Orders from before creation versions were recorded (0) compare the object's last
+    /// change with the pre-delete marker instead.
+    pub fn recreated_in(&self, catalog: &Catalog, marker_version: u64) -> bool {
+        let (database, table, column, created_version) = self.parts();
+        if created_version == 0 {
+            let newer_database = catalog.database(database).is_some_and(|db| db.version > marker_version);
+            let newer_table =
+                !table.is_empty() && catalog.table(database, table).is_some_and(|t| t.version > marker_version);
+            return newer_database || newer_table;
+        }
+        let other = |created: u64| created != created_version;
+        match self {
+            DataTarget::Database { .. } => catalog.database(database).is_some_and(|db| other(db.created_version)),
+            DataTarget::Table { .. } => catalog.table(database, table).is_some_and(|t| other(t.created_version)),
+            DataTarget::Column { .. } => {
+                catalog.table(database, table).and_then(|t| t.column(column)).is_some_and(|c| other(c.created_version))
+            }
+        }
+    }
+}
+
+/// A catalog as a data node holds it: with its store epoch and version.
+#[derive(Debug, Clone, Copy)]
+pub struct HeldCatalog<'a> {
+    /// The store epoch its versions belong to.
+    pub store_epoch: &'a str,
+    /// Its version.
+    pub version: u64,
+    /// The catalog.
+    pub catalog: &'a Catalog,
+}
+
+/// What a data node does about the data of the catalog it held when it installs a snapshot.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ResyncDrops {
+    /// The snapshot is of another store epoch: creation versions cannot be compared, so
+    /// nothing is dropped on its word (the host judges from the catalog alone).
+    EpochChanged,
+    /// The snapshot is older than what the node held. Committed changes are never taken
+    /// back, so it is not the newest word, and what it lacks may be newer than it: keep the
+    /// data and judge at the next resync.
+    OlderSnapshot,
+    /// Delete these (possibly none).
+    Drop(Vec<DataTarget>),
+}
+
+/// What a node that held `before` and installs the snapshot `after` must drop: see
+/// [`ResyncDrops`] and [`dropped_between`].
+pub fn drops_after_resync(before: HeldCatalog<'_>, after: HeldCatalog<'_>) -> ResyncDrops {
+    if before.store_epoch != after.store_epoch {
+        ResyncDrops::EpochChanged
+    } else if after.version < before.version {
+        ResyncDrops::OlderSnapshot
+    } else {
+        ResyncDrops::Drop(dropped_between(before.catalog, after.catalog))
+    }
+}
+
 /// The data a node that held `before` must delete to hold only what `after` has: every
 /// database, table and column of `before` that `after` lacks, or has under the same name
 /// but with another creation version (dropped and created again), outermost first and
@@ -402,9 +463,7 @@ pub fn dropped_between(before: &Catalog, after: &Catalog) -> Vec<DataTarget> {
                 continue;
             };
             for column in &table.columns {
-                let kept = now.columns.iter().any(|kept| {
-                    kept.name.eq_ignore_ascii_case(&column.name) && kept.created_version == column.created_version
-                });
+                let kept = now.column(&column.name).is_some_and(|kept| kept.created_version == column.created_version);
                 if !kept {
                     targets.push(DataTarget::Column {
                         database: database.name.clone(),
@@ -571,7 +630,7 @@ pub fn plan(catalog: &Catalog, request: &DdlRequest) -> Result<DdlPlan, DdlError
             let mut changed = table.clone();
             let (kind, drop_data, commit) = match action {
                 AlterAction::AddColumn(spec) => {
-                    if table.columns.iter().any(|column| column.name.eq_ignore_ascii_case(&spec.name)) {
+                    if table.column(&spec.name).is_some() {
                         return Err(DdlError::AlreadyExists { what: format!("column {target}.{}", spec.name) });
                     }
                     if table.columns.len() >= MAX_COLUMNS {
@@ -905,5 +964,33 @@ mod tests {
             ]
         );
         assert!(dropped_between(&after, &after).is_empty(), "nothing to drop when nothing changed");
+    }
+
+    #[test]
+    fn an_order_is_skipped_only_when_another_object_holds_its_name() {
+        let mut catalog = catalog();
+        let marked = Table { state: ObjectState::Dropping, version: 3, ..table("db", "t", ObjectState::Visible) };
+        catalog.apply(&CatalogChange::PutTable(marked));
+        let legacy_order = DataTarget::from_parts("db", "t", "", 0);
+        assert!(legacy_order.recreated_in(&catalog, 2));
+        assert!(!legacy_order.recreated_in(&catalog, 3));
+        assert!(!DataTarget::from_parts("db", "t", "", 2).recreated_in(&catalog, 4), "the same table");
+        assert!(DataTarget::from_parts("db", "t", "", 1).recreated_in(&catalog, 4), "another table by that name");
+        assert!(DataTarget::from_parts("db", "t", "time", 1).recreated_in(&catalog, 4), "another column by that name");
+        assert!(!DataTarget::from_parts("db", "gone", "", 1).recreated_in(&catalog, 4), "nothing in its place");
+    }
+
+    #[test]
+    fn a_resync_drops_only_against_a_newer_snapshot_of_the_same_epoch() {
+        let before = catalog();
+        let mut after = before.clone();
+        after.apply(&CatalogChange::RemoveTable { database: "db".into(), name: "existing".into() });
+        let held = |store_epoch, version, catalog| HeldCatalog { store_epoch, version, catalog };
+        assert_eq!(drops_after_resync(held("e1", 5, &before), held("e2", 9, &after)), ResyncDrops::EpochChanged);
+        assert_eq!(drops_after_resync(held("e1", 5, &before), held("e1", 4, &after)), ResyncDrops::OlderSnapshot);
+        assert_eq!(
+            drops_after_resync(held("e1", 5, &before), held("e1", 9, &after)),
+            ResyncDrops::Drop(vec![DataTarget::from_parts("db", "existing", "", 2)])
+        );
     }
 }

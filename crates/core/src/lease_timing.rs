@@ -3,10 +3,10 @@
 
 use std::time::Duration;
 
-use crate::timing::{HaTimings, TimingError, human};
+use crate::timing::{HaTimings, TimingError, human, stretched_by_drift};
 
 /// The data-node lease settings of a coordinator.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct LeaseTimings {
     /// `metadata.lease-fence` (`T_fence`): how long an agent serves after the send time of its
     /// last successful heartbeat.
@@ -38,8 +38,7 @@ impl LeaseTimings {
     /// `fence · (1+ρ)/(1−ρ) + proceed-margin`. After that long on the leader's clock since a
     /// node's stale bound, the node has fenced whatever its clock and the network did.
     pub fn proceed_after(&self, largest_fence: Duration) -> Duration {
-        let rho = self.clock_drift;
-        largest_fence.mul_f64((1.0 + rho) / (1.0 - rho)) + self.proceed_margin
+        stretched_by_drift(largest_fence, self.clock_drift) + self.proceed_margin
     }
 
     /// The longest a cluster goes without a leader answering heartbeats after the leader
@@ -52,7 +51,7 @@ impl LeaseTimings {
 
     /// Checks the relations the lease protocol relies on, naming the key to change.
     pub fn validate(&self, ha: &HaTimings) -> Result<(), TimingError> {
-        let error = |key, message: String| Err(TimingError { key, message });
+        let error = |key, message: String| Err(TimingError::new(key, message));
         if self.heartbeat_interval.is_zero() || self.heartbeat_timeout.is_zero() {
             return error(
                 "metadata.heartbeat-interval",

@@ -55,7 +55,7 @@ pub struct TimingError {
 }
 
 impl TimingError {
-    fn new(key: &'static str, message: impl Into<String>) -> Self {
+    pub(crate) fn new(key: &'static str, message: impl Into<String>) -> Self {
         Self { key, message: message.into() }
     }
 }
@@ -74,13 +74,23 @@ const MIN_LEASE_TTL: Duration = Duration::from_millis(100);
 const MAX_LEASE_TTL: Duration = Duration::from_secs(3600);
 const MAX_CLOCK_DRIFT: f64 = 0.1;
 
+/// The longest `duration` of one clock may last on another when each drifts by up to `rho`:
+/// `duration · (1+ρ)/(1−ρ)`.
+pub fn stretched_by_drift(duration: Duration, rho: f64) -> Duration {
+    duration.mul_f64((1.0 + rho) / (1.0 - rho))
+}
+
+/// The shortest `duration` of one clock may last on another when each drifts by up to `rho`:
+/// `duration · (1−ρ)/(1+ρ)`.
+pub fn shrunk_by_drift(duration: Duration, rho: f64) -> Duration {
+    duration.mul_f64((1.0 - rho) / (1.0 + rho))
+}
+
 impl HaTimings {
     /// How long after sending a successful renewal the leader may act as leader, or `None`
     /// when the margin eats the whole lease.
     pub fn local_hold(&self) -> Option<Duration> {
-        let rho = self.clock_drift;
-        let shrunk = self.lease_ttl.mul_f64((1.0 - rho) / (1.0 + rho));
-        shrunk.checked_sub(self.margin).filter(|hold| !hold.is_zero())
+        shrunk_by_drift(self.lease_ttl, self.clock_drift).checked_sub(self.margin).filter(|hold| !hold.is_zero())
     }
 
     /// The end of the local hold for a renewal (or acquire) sent at `sent`.
@@ -91,8 +101,7 @@ impl HaTimings {
     /// How long a lease granted by a leader may outlast that leader's own view of it, measured
     /// on another node's clock: `ttl · (1+ρ)/(1−ρ)`.
     pub fn lease_upper_bound(&self) -> Duration {
-        let rho = self.clock_drift;
-        self.lease_ttl.mul_f64((1.0 + rho) / (1.0 - rho))
+        stretched_by_drift(self.lease_ttl, self.clock_drift)
     }
 
     /// Checks every relation the HA loop relies on, naming the key that breaks one.
@@ -130,7 +139,7 @@ impl HaTimings {
                     "{} leaves the leader no local hold: ha.lease-ttl ({}) shrunk by the clock drift is {}",
                     human(self.margin),
                     human(self.lease_ttl),
-                    human(self.lease_ttl.mul_f64((1.0 - self.clock_drift) / (1.0 + self.clock_drift))),
+                    human(shrunk_by_drift(self.lease_ttl, self.clock_drift)),
                 ),
             ));
         };

@@ -16,6 +16,8 @@ use std::time::Duration;
 use leasehold_core::MonoTime;
 use leasehold_core::agent_lease::{HeartbeatTicket, LeaderRef, LeaseManager, ResponseDecision};
 use leasehold_core::contact::{ContactTracker, NodeKey};
+use leasehold_core::lease_timing::LeaseTimings;
+use leasehold_core::timing::HaTimings;
 use leasehold_core::verdict::{Verdict, decide};
 use proptest::prelude::*;
 
@@ -125,8 +127,15 @@ struct Sim {
     checks: u64,
 }
 
+/// `T_proceed` as the coordinator computes it.
 fn proceed_after() -> Duration {
-    FENCE.mul_f64((1.0 + RHO) / (1.0 - RHO)) + PROCEED_MARGIN
+    let timings = LeaseTimings { fence: FENCE, proceed_margin: PROCEED_MARGIN, clock_drift: RHO, ..Default::default() };
+    timings.proceed_after(FENCE)
+}
+
+/// How long grants of an earlier leader may last, as a promoted coordinator computes it.
+fn earlier_grants() -> Duration {
+    HaTimings { lease_ttl: LEASE_TTL, clock_drift: RHO, ..Default::default() }.lease_upper_bound()
 }
 
 fn key(agent: usize) -> NodeKey {
@@ -223,7 +232,7 @@ impl Sim {
                 let old = self.leaders.len() - 1;
                 let clock = SimClock { rate: 1.0 + RHO * (self.rng.unit() * 2.0 - 1.0), base_us: 7_000_000 };
                 let promoted_at = clock.local(self.now_us);
-                let mut tracker = ContactTracker::new(promoted_at, LEASE_TTL.mul_f64((1.0 + RHO) / (1.0 - RHO)));
+                let mut tracker = ContactTracker::new(promoted_at, earlier_grants());
                 for a in 0..self.agents.len() {
                     tracker.inherit(key(a));
                 }
