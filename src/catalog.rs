@@ -10,7 +10,8 @@ use leasehold_core::ddl::ColumnSpec;
 
 use crate::v1;
 
-fn ttl_of(ms: u64) -> Option<Duration> {
+/// A TTL from its message form: milliseconds, 0 for none.
+pub fn ttl_of(ms: u64) -> Option<Duration> {
     (ms > 0).then(|| Duration::from_millis(ms))
 }
 

@@ -6,6 +6,7 @@ use leasehold::v1::{
     ApplyInvalidationRequest, ApplyInvalidationResponse, GetLeaseStateRequest, LeaseState, ResolveTableRequest,
     ResolveTableResponse,
 };
+use leasehold_core::ddl::MAX_NAME_LEN;
 use tonic::{Code, Request, Response, Status};
 
 use crate::agent::{Agent, PushError, ResolveError};
@@ -13,7 +14,6 @@ use crate::cache::ApplyError;
 use crate::metrics;
 
 /// The longest database or table name a read may ask for.
-const MAX_NAME_LEN: usize = 64;
 /// The most changes one push may carry.
 const MAX_CHANGES_PER_PUSH: usize = 100_000;
 

@@ -6,9 +6,8 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::Duration;
 
-use leasehold::catalog::{column_spec, database_message, snapshot_messages, table_message};
+use leasehold::catalog::{column_spec, database_message, snapshot_messages, table_message, ttl_of};
 use leasehold::status::{error_status, reason};
 use leasehold::v1::catalog_server::Catalog as CatalogRpc;
 use leasehold::v1::procedures_server::Procedures as ProceduresRpc;
@@ -21,11 +20,11 @@ use leasehold::v1::{
 use leasehold_core::catalog::Catalog;
 use leasehold_core::ddl::{AlterAction, DdlRequest, validate_name};
 use leasehold_store::{ProcedureRow, Store};
-use prost::Message;
 use tonic::{Code, Request, Response, Status};
 
 use crate::ha::Ha;
 use crate::metadata_keeper::MetadataKeeper;
+use crate::metadata_leader::load_catalog;
 use crate::metrics;
 use crate::procedure_runner::{MAX_REQUEST_ID_LEN, ProcedureRunner};
 use crate::status::{ddl_error, invalid_argument};
@@ -37,15 +36,6 @@ pub struct CatalogService {
     keeper: MetadataKeeper,
     runner: Arc<ProcedureRunner>,
     store: Store,
-}
-
-fn record<T>(method: &'static str, result: Result<T, Status>) -> Result<T, Status> {
-    metrics::grpc_request(method, result.as_ref().map_or_else(Status::code, |_| Code::Ok));
-    result
-}
-
-fn ttl_of(ms: u64) -> Option<Duration> {
-    (ms > 0).then(|| Duration::from_millis(ms))
 }
 
 fn request_id(value: String) -> Result<Option<String>, Status> {
@@ -71,22 +61,8 @@ async fn catalog_from_store(store: &Store, cluster: &str) -> Result<(Catalog, u6
         error_status(Code::Unavailable, reason::STORE_UNAVAILABLE, error.to_string(), [])
     };
     let version = store.current_version(cluster).await.map_err(unavailable)?;
-    let mut catalog = Catalog::default();
-    for object in store.list_objects(cluster).await.map_err(unavailable)? {
-        let kind = match object.kind.as_str() {
-            "database" => {
-                v1::Database::decode(object.payload.as_slice()).ok().map(v1::catalog_change::Kind::PutDatabase)
-            }
-            "table" => v1::Table::decode(object.payload.as_slice()).ok().map(v1::catalog_change::Kind::PutTable),
-            "view" => v1::View::decode(object.payload.as_slice()).ok().map(v1::catalog_change::Kind::PutView),
-            _ => None,
-        };
-        if let Some(change) =
-            kind.and_then(|kind| leasehold::catalog::change_of(&v1::CatalogChange { kind: Some(kind) }))
-        {
-            catalog.apply(&change);
-        }
-    }
+    let objects = store.list_objects(cluster).await.map_err(unavailable)?;
+    let catalog = load_catalog(&objects).map_err(|error| Status::internal(error.to_string()))?;
     Ok((catalog, version))
 }
 
@@ -107,12 +83,15 @@ impl CatalogService {
         }))
     }
 
-    async fn read(&self) -> Result<(Catalog, u64), Status> {
+    /// Reads the catalog with `read`, with the version it is at: on the leader in place
+    /// (nothing is copied under the lock heartbeats take), on a hot follower from the store.
+    async fn read<R>(&self, read: impl FnOnce(&Catalog) -> R) -> Result<(R, u64), Status> {
         if let Ok(leader) = self.keeper.active(&self.ha) {
-            return Ok(leader.with_catalog(Clone::clone));
+            return Ok(leader.with_catalog(read));
         }
         self.ha.check_reads()?;
-        catalog_from_store(&self.store, &self.ha.settings().cluster).await
+        let (catalog, version) = catalog_from_store(&self.store, &self.ha.settings().cluster).await?;
+        Ok((read(&catalog), version))
     }
 }
 
@@ -125,12 +104,15 @@ impl CatalogRpc for CatalogService {
             ttl: ttl_of(request.ttl_ms),
             properties: request.properties.into_iter().collect(),
         };
-        record("CreateDatabase", self.ddl(ddl, request.request_id).await)
+        metrics::record("CreateDatabase", self.ddl(ddl, request.request_id).await)
     }
 
     async fn drop_database(&self, request: Request<DropDatabaseRequest>) -> Result<Response<DdlResponse>, Status> {
         let request = request.into_inner();
-        record("DropDatabase", self.ddl(DdlRequest::DropDatabase { name: request.name }, request.request_id).await)
+        metrics::record(
+            "DropDatabase",
+            self.ddl(DdlRequest::DropDatabase { name: request.name }, request.request_id).await,
+        )
     }
 
     async fn list_databases(
@@ -138,12 +120,12 @@ impl CatalogRpc for CatalogService {
         _request: Request<ListDatabasesRequest>,
     ) -> Result<Response<ListDatabasesResponse>, Status> {
         let result = async {
-            let (catalog, version) = self.read().await?;
-            let databases = catalog.visible_databases().into_iter().map(database_message).collect();
+            let (databases, version) =
+                self.read(|catalog| catalog.visible_databases().into_iter().map(database_message).collect()).await?;
             Ok(Response::new(ListDatabasesResponse { databases, version }))
         }
         .await;
-        record("ListDatabases", result)
+        metrics::record("ListDatabases", result)
     }
 
     async fn create_table(&self, request: Request<CreateTableRequest>) -> Result<Response<DdlResponse>, Status> {
@@ -174,7 +156,7 @@ impl CatalogRpc for CatalogService {
             self.ddl(ddl, request.request_id).await
         }
         .await;
-        record("CreateTable", result)
+        metrics::record("CreateTable", result)
     }
 
     async fn alter_table(&self, request: Request<AlterTableRequest>) -> Result<Response<DdlResponse>, Status> {
@@ -210,13 +192,13 @@ impl CatalogRpc for CatalogService {
             self.ddl(ddl, request.request_id).await
         }
         .await;
-        record("AlterTable", result)
+        metrics::record("AlterTable", result)
     }
 
     async fn drop_table(&self, request: Request<DropTableRequest>) -> Result<Response<DdlResponse>, Status> {
         let request = request.into_inner();
         let ddl = DdlRequest::DropTable { database: request.database, name: request.name };
-        record("DropTable", self.ddl(ddl, request.request_id).await)
+        metrics::record("DropTable", self.ddl(ddl, request.request_id).await)
     }
 
     async fn get_table(&self, request: Request<GetTableRequest>) -> Result<Response<v1::Table>, Status> {
@@ -224,8 +206,8 @@ impl CatalogRpc for CatalogService {
             let request = request.into_inner();
             name("database", &request.database)?;
             name("name", &request.name)?;
-            let (catalog, _) = self.read().await?;
-            let table = catalog.visible_table(&request.database, &request.name).ok_or_else(|| {
+            let (table, _) = self.read(|catalog| catalog.visible_table(&request.database, &request.name)).await?;
+            let table = table.ok_or_else(|| {
                 error_status(
                     Code::NotFound,
                     reason::NOT_FOUND,
@@ -236,41 +218,45 @@ impl CatalogRpc for CatalogService {
             Ok(Response::new(table_message(&table, table.ttl)))
         }
         .await;
-        record("GetTable", result)
+        metrics::record("GetTable", result)
     }
 
     async fn list_tables(&self, request: Request<ListTablesRequest>) -> Result<Response<ListTablesResponse>, Status> {
         let result = async {
             let request = request.into_inner();
             name("database", &request.database)?;
-            let (catalog, version) = self.read().await?;
-            if !catalog.database_visible(&request.database) {
+            let (tables, version) = self
+                .read(|catalog| {
+                    catalog.database_visible(&request.database).then(|| {
+                        catalog.visible_tables(&request.database).iter().map(|t| table_message(t, t.ttl)).collect()
+                    })
+                })
+                .await?;
+            let Some(tables) = tables else {
                 return Err(error_status(
                     Code::NotFound,
                     reason::NOT_FOUND,
                     format!("database {} does not exist", request.database),
                     [],
                 ));
-            }
-            let tables =
-                catalog.visible_tables(&request.database).iter().map(|table| table_message(table, table.ttl)).collect();
+            };
             Ok(Response::new(ListTablesResponse { tables, version }))
         }
         .await;
-        record("ListTables", result)
+        metrics::record("ListTables", result)
     }
 
     async fn create_view(&self, request: Request<CreateViewRequest>) -> Result<Response<DdlResponse>, Status> {
         let request = request.into_inner();
         let ddl =
             DdlRequest::CreateView { database: request.database, name: request.name, definition: request.definition };
-        record("CreateView", self.ddl(ddl, request.request_id).await)
+        metrics::record("CreateView", self.ddl(ddl, request.request_id).await)
     }
 
     async fn drop_view(&self, request: Request<DropViewRequest>) -> Result<Response<DdlResponse>, Status> {
         let request = request.into_inner();
         let ddl = DdlRequest::DropView { database: request.database, name: request.name };
-        record("DropView", self.ddl(ddl, request.request_id).await)
+        metrics::record("DropView", self.ddl(ddl, request.request_id).await)
     }
 
     async fn get_snapshot(
@@ -327,7 +313,7 @@ impl CatalogRpc for CatalogService {
             }))
         }
         .await;
-        record("GetSnapshot", result)
+        metrics::record("GetSnapshot", result)
     }
 }
 
@@ -375,7 +361,7 @@ impl ProceduresRpc for ProceduresService {
                 .ok_or_else(|| error_status(Code::NotFound, reason::NOT_FOUND, format!("no procedure {id}"), []))
         }
         .await;
-        record("GetProcedure", result)
+        metrics::record("GetProcedure", result)
     }
 
     async fn list_procedures(
@@ -395,6 +381,6 @@ impl ProceduresRpc for ProceduresService {
             Ok(Response::new(ListProceduresResponse { procedures: rows.into_iter().map(procedure_message).collect() }))
         }
         .await;
-        record("ListProcedures", result)
+        metrics::record("ListProcedures", result)
     }
 }

@@ -103,18 +103,13 @@ impl ClusterService {
     }
 }
 
-fn record<T>(method: &'static str, result: Result<T, Status>) -> Result<T, Status> {
-    metrics::grpc_request(method, result.as_ref().map_or_else(Status::code, |_| Code::Ok));
-    result
-}
-
 type LeaderStream = Pin<Box<dyn Stream<Item = Result<LeaderInfo, Status>> + Send>>;
 
 #[tonic::async_trait]
 impl Cluster for ClusterService {
     async fn get_leader(&self, _request: Request<GetLeaderRequest>) -> Result<Response<GetLeaderResponse>, Status> {
         let leader = self.leader_info(&self.ha.view());
-        record(
+        metrics::record(
             "GetLeader",
             Ok(Response::new(GetLeaderResponse {
                 leader: Some(leader),
@@ -150,11 +145,11 @@ impl Cluster for ClusterService {
                 }
             }
         });
-        record("WatchLeader", Ok(Response::new(Box::pin(ReceiverStream::new(receiver)) as LeaderStream)))
+        metrics::record("WatchLeader", Ok(Response::new(Box::pin(ReceiverStream::new(receiver)) as LeaderStream)))
     }
 
     async fn get_ha_state(&self, _request: Request<GetHaStateRequest>) -> Result<Response<HaState>, Status> {
-        record("GetHaState", Ok(Response::new(self.ha_state(&self.ha.view()))))
+        metrics::record("GetHaState", Ok(Response::new(self.ha_state(&self.ha.view()))))
     }
 
     async fn set_ha_state(&self, request: Request<SetHaStateRequest>) -> Result<Response<SetHaStateResponse>, Status> {
@@ -176,7 +171,7 @@ impl Cluster for ClusterService {
             }))
         }
         .await;
-        record("SetHaState", result)
+        metrics::record("SetHaState", result)
     }
 
     async fn list_ha_states(
@@ -248,14 +243,14 @@ impl Cluster for ClusterService {
             Ok(Response::new(ListHaStatesResponse { nodes, term: lease.map_or(0, |lease| lease.term) }))
         }
         .await;
-        record("ListHaStates", result)
+        metrics::record("ListHaStates", result)
     }
 
     async fn get_priority(
         &self,
         _request: Request<GetPriorityRequest>,
     ) -> Result<Response<GetPriorityResponse>, Status> {
-        record("GetPriority", Ok(Response::new(GetPriorityResponse { priority: self.ha.view().priority })))
+        metrics::record("GetPriority", Ok(Response::new(GetPriorityResponse { priority: self.ha.view().priority })))
     }
 
     async fn set_priority(
@@ -268,6 +263,6 @@ impl Cluster for ClusterService {
             Ok(Response::new(SetPriorityResponse { previous_priority: previous }))
         }
         .await;
-        record("SetPriority", result)
+        metrics::record("SetPriority", result)
     }
 }

@@ -8,7 +8,7 @@ use leasehold::v1::{
     ListDataNodesRequest, ListDataNodesResponse, RegisterRequest, RegisterResponse,
 };
 use leasehold_core::name::validate_id;
-use tonic::{Code, Request, Response, Status};
+use tonic::{Request, Response, Status};
 
 use crate::ha::Ha;
 use crate::metadata_keeper::MetadataKeeper;
@@ -54,11 +54,6 @@ impl DataNodesService {
     }
 }
 
-fn record<T>(method: &'static str, result: Result<T, Status>) -> Result<T, Status> {
-    metrics::grpc_request(method, result.as_ref().map_or_else(Status::code, |_| Code::Ok));
-    result
-}
-
 #[tonic::async_trait]
 impl DataNodes for DataNodesService {
     async fn register(&self, request: Request<RegisterRequest>) -> Result<Response<RegisterResponse>, Status> {
@@ -80,7 +75,7 @@ impl DataNodes for DataNodesService {
             }))
         }
         .await;
-        record("Register", result)
+        metrics::record("Register", result)
     }
 
     async fn heartbeat(&self, request: Request<HeartbeatRequest>) -> Result<Response<HeartbeatResponse>, Status> {
@@ -92,7 +87,7 @@ impl DataNodes for DataNodesService {
             Ok(Response::new(leader.heartbeat(request, self.still_leader())?))
         })();
         metrics::heartbeat(result.as_ref().map_or("refused", |_| "granted"), started.elapsed());
-        record("Heartbeat", result)
+        metrics::record("Heartbeat", result)
     }
 
     async fn deregister(&self, request: Request<DeregisterRequest>) -> Result<Response<DeregisterResponse>, Status> {
@@ -104,7 +99,7 @@ impl DataNodes for DataNodesService {
             Ok(Response::new(DeregisterResponse {}))
         }
         .await;
-        record("Deregister", result)
+        metrics::record("Deregister", result)
     }
 
     async fn list_data_nodes(
@@ -121,7 +116,7 @@ impl DataNodes for DataNodesService {
                 proceed_after_ms: leader.proceed_after().as_millis() as u64,
             }))
         })();
-        record("ListDataNodes", result)
+        metrics::record("ListDataNodes", result)
     }
 
     async fn barrier(&self, _request: Request<BarrierRequest>) -> Result<Response<BarrierResponse>, Status> {
@@ -137,6 +132,6 @@ impl DataNodes for DataNodesService {
             }))
         }
         .await;
-        record("Barrier", result)
+        metrics::record("Barrier", result)
     }
 }

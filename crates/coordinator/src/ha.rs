@@ -288,11 +288,6 @@ impl Ha {
         &self.inner.settings
     }
 
-    /// This process's incarnation.
-    pub fn incarnation(&self) -> &str {
-        &self.inner.incarnation
-    }
-
     /// The clock every lease decision uses.
     pub fn clock(&self) -> &Arc<dyn Clock> {
         &self.inner.clock

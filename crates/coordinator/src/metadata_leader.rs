@@ -124,6 +124,22 @@ struct State {
     stored_tombstones: BTreeSet<NodeKey>,
 }
 
+impl State {
+    /// The retained changes after `since` up to `upto`, oldest first, or `None` when the
+    /// change right after `since` is no longer retained (or `since` is ahead). The log holds
+    /// consecutive versions, so the first one is found by its position, not by a scan: this
+    /// runs for every heartbeat under the lock.
+    fn changes_between(&self, since: u64, upto: u64) -> Option<Vec<MetadataChange>> {
+        let oldest = self.changes.front().map_or(self.version + 1, |change| change.version);
+        if since > self.version || since.saturating_add(1) < oldest {
+            return None;
+        }
+        let first = (since + 1 - oldest) as usize;
+        let last = (upto.min(self.version) + 1).saturating_sub(oldest) as usize;
+        Some(self.changes.range(first..last.max(first)).cloned().collect())
+    }
+}
+
 /// One node a broadcast still waits for, and what to push to it.
 #[derive(Debug, Clone)]
 pub struct PushTarget {
@@ -175,8 +191,9 @@ fn change_kind(change: &MetadataChange) -> &'static str {
     }
 }
 
-/// The catalog as the store keeps it: one row per object.
-fn load_catalog(objects: &[StoredObject]) -> Result<Catalog, MetadataError> {
+/// The catalog as the store keeps it: one row per object. An unreadable row is an error,
+/// never skipped: a catalog with an object missing would serve as if it were dropped.
+pub(crate) fn load_catalog(objects: &[StoredObject]) -> Result<Catalog, MetadataError> {
     let mut catalog = Catalog::default();
     for object in objects {
         let corrupt = |reason: String| MetadataError::Corrupt { version: object.version, reason };
@@ -396,11 +413,9 @@ impl MetadataLeader {
             }
         }
         let version = state.version;
-        let oldest = state.changes.front().map_or(version + 1, |change| change.version);
-        let incremental = same_epoch
-            && !request.needs_resync
-            && request.applied_version <= version
-            && request.applied_version + 1 >= oldest;
+        let incremental = (same_epoch && !request.needs_resync)
+            .then(|| state.changes_between(request.applied_version, version))
+            .flatten();
         let mut response = HeartbeatResponse {
             term: self.identity.term,
             leader_node_id: self.identity.node_id.clone(),
@@ -411,9 +426,8 @@ impl MetadataLeader {
             changes: Vec::new(),
             snapshot: None,
         };
-        if incremental {
-            response.changes =
-                state.changes.iter().filter(|change| change.version > request.applied_version).cloned().collect();
+        if let Some(changes) = incremental {
+            response.changes = changes;
         } else {
             response.snapshot = Some(MetadataSnapshot {
                 store_epoch: self.store_epoch.clone(),
@@ -547,9 +561,7 @@ impl MetadataLeader {
     /// still retained (read together, under one lock).
     pub fn changes_since(&self, since: u64) -> Option<(Vec<MetadataChange>, u64)> {
         let state = self.state();
-        let oldest = state.changes.front().map_or(state.version + 1, |change| change.version);
-        (since <= state.version && since.saturating_add(1) >= oldest)
-            .then(|| (state.changes.iter().filter(|change| change.version > since).cloned().collect(), state.version))
+        Some((state.changes_between(since, state.version)?, state.version))
     }
 
     /// The DDL locks of this term.
@@ -581,7 +593,6 @@ impl MetadataLeader {
     /// its heartbeat).
     pub fn push_targets(&self, version: u64, nodes: &[(NodeKey, u64)]) -> Vec<PushTarget> {
         let state = self.state();
-        let oldest = state.changes.front().map_or(u64::MAX, |change| change.version);
         nodes
             .iter()
             .filter_map(|(key, acked)| {
@@ -589,16 +600,7 @@ impl MetadataLeader {
                 if registered.incarnation != key.incarnation {
                     return None;
                 }
-                let changes = if acked.saturating_add(1) >= oldest {
-                    state
-                        .changes
-                        .iter()
-                        .filter(|change| change.version > *acked && change.version <= version)
-                        .cloned()
-                        .collect()
-                } else {
-                    Vec::new()
-                };
+                let changes = state.changes_between(*acked, version).unwrap_or_default();
                 Some(PushTarget { key: key.clone(), address: registered.address.clone(), changes })
             })
             .collect()
@@ -674,11 +676,6 @@ impl MetadataLeader {
             return Err(MetadataError::TermEnded { term: self.identity.term });
         }
         Ok(())
-    }
-
-    /// The nodes of `keys`, as `node_id/incarnation` strings.
-    pub fn names(keys: &BTreeSet<NodeKey>) -> Vec<String> {
-        keys.iter().map(ToString::to_string).collect()
     }
 }
 

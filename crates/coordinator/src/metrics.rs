@@ -105,6 +105,12 @@ pub(crate) fn grpc_request(method: &'static str, code: tonic::Code) {
     counter!(GRPC_REQUESTS, "method" => method, "code" => format!("{code:?}")).increment(1);
 }
 
+/// Counts a gRPC call by its outcome and passes the outcome through.
+pub(crate) fn record<T>(method: &'static str, result: Result<T, tonic::Status>) -> Result<T, tonic::Status> {
+    grpc_request(method, result.as_ref().map_or_else(tonic::Status::code, |_| tonic::Code::Ok));
+    result
+}
+
 pub(crate) fn data_nodes_registered(count: usize) {
     gauge!(DATA_NODES).set(count as f64);
 }

@@ -107,20 +107,7 @@ fn stored_plan(plan: &DdlPlan, locks: &LockSet) -> StoredPlan {
 
 fn plan_of(stored: &StoredPlan) -> Option<(DdlPlan, LockSet)> {
     let change = |message: &Option<v1::CatalogChange>| message.as_ref().and_then(leasehold::catalog::change_of);
-    let kind: &'static str = match stored.kind.as_str() {
-        "create_database" => "create_database",
-        "drop_database" => "drop_database",
-        "create_table" => "create_table",
-        "drop_table" => "drop_table",
-        "add_column" => "add_column",
-        "drop_column" => "drop_column",
-        "set_ttl" => "set_ttl",
-        "set_properties" => "set_properties",
-        "set_comment" => "set_comment",
-        "create_view" => "create_view",
-        "drop_view" => "drop_view",
-        _ => return None,
-    };
+    let kind = ddl::KINDS.iter().copied().find(|kind| *kind == stored.kind)?;
     let drop_data = stored
         .drop_data
         .as_ref()

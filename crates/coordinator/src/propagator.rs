@@ -155,7 +155,10 @@ impl Propagator {
                     break Ok(BroadcastOutcome { version, acknowledged: acked, fenced, waited: now - started });
                 }
                 NextStep::Fail => {
-                    break Err(BroadcastError::Failed { version, refused: MetadataLeader::names(&refused) });
+                    break Err(BroadcastError::Failed {
+                        version,
+                        refused: refused.iter().map(ToString::to_string).collect(),
+                    });
                 }
                 NextStep::OverBudget => {
                     let pending = match &verdict {

@@ -559,6 +559,22 @@ fn column_of(spec: &ColumnSpec, state: ObjectState) -> Column {
     }
 }
 
+/// Every kind a plan may have ([`DdlPlan::kind`]): a stored plan of another kind cannot be
+/// resumed.
+pub const KINDS: [&str; 11] = [
+    "create_database",
+    "drop_database",
+    "create_table",
+    "drop_table",
+    "add_column",
+    "drop_column",
+    "set_ttl",
+    "set_properties",
+    "set_comment",
+    "create_view",
+    "drop_view",
+];
+
 /// Plans `request` against `catalog`. Call [`validate`] first; call this while holding the
 /// request's [`locks`], so that the catalog cannot change underneath.
 pub fn plan(catalog: &Catalog, request: &DdlRequest) -> Result<DdlPlan, DdlError> {
@@ -992,5 +1008,34 @@ mod tests {
             drops_after_resync(held("e1", 5, &before), held("e1", 9, &after)),
             ResyncDrops::Drop(vec![DataTarget::from_parts("db", "existing", "", 2)])
         );
+    }
+
+    #[test]
+    fn every_plan_has_a_kind_a_new_leader_can_resume() {
+        let mut catalog = catalog();
+        catalog.apply(&CatalogChange::PutView(View {
+            database: "db".into(),
+            name: "v".into(),
+            definition: "SELECT 1".into(),
+            state: ObjectState::Visible,
+            version: 3,
+            created_version: 3,
+        }));
+        let alter = |action| DdlRequest::AlterTable { database: "db".into(), name: "existing".into(), action };
+        let requests = [
+            DdlRequest::CreateDatabase { name: "db2".into(), ttl: None, properties: BTreeMap::new() },
+            DdlRequest::DropDatabase { name: "db".into() },
+            create_table(vec![spec("time", Category::Time)]),
+            DdlRequest::DropTable { database: "db".into(), name: "existing".into() },
+            alter(AlterAction::AddColumn(spec("w", Category::Field))),
+            alter(AlterAction::DropColumn("v".into())),
+            alter(AlterAction::SetTtl(None)),
+            alter(AlterAction::SetProperties { set: BTreeMap::new(), unset: Vec::new() }),
+            alter(AlterAction::SetComment(String::new())),
+            DdlRequest::CreateView { database: "db".into(), name: "v2".into(), definition: "SELECT 1".into() },
+            DdlRequest::DropView { database: "db".into(), name: "v".into() },
+        ];
+        let kinds: BTreeSet<&str> = requests.iter().map(|request| plan(&catalog, request).unwrap().kind).collect();
+        assert_eq!(kinds, KINDS.into_iter().collect(), "every kind planned, and only those");
     }
 }

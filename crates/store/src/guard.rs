@@ -87,11 +87,6 @@ impl GuardedTx {
         }
     }
 
-    /// The term this transaction writes under.
-    pub fn term(&self) -> u64 {
-        self.term
-    }
-
     /// Records a node's mode and priority inside the guarded transaction.
     pub async fn update_node_settings(
         &mut self,

@@ -253,11 +253,6 @@ impl Store {
         &self.inner.redacted_url
     }
 
-    /// The options the store was opened with.
-    pub fn options(&self) -> &StoreOptions {
-        &self.inner.options
-    }
-
     /// The limit on each call made through this handle.
     pub fn call_timeout(&self) -> Duration {
         self.call_timeout
