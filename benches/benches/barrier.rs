@@ -26,13 +26,7 @@ async fn run(size: usize, barriers: usize) {
     let address = cluster.node("c1").grpc.clone();
     let mock = MockAgents::default().serve().await;
     let fleet = Fleet::new(&address, size, 4);
-    fleet.register_all(&mock, 8).await;
-    let heartbeats = tokio::spawn({
-        let fleet = fleet.clone();
-        async move { fleet.heartbeat(Duration::from_secs(1), Duration::from_secs(3600)).await }
-    });
-    // Let every agent hold a lease first.
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    let heartbeats = fleet.start_leased(&mock).await;
 
     let channel = Endpoint::from_shared(format!("http://{address}"))
         .expect("address")

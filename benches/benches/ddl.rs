@@ -28,7 +28,7 @@ use leasehold::v1::{
     AlterTableRequest, BarrierRequest, ColumnCategory, CreateDatabaseRequest, CreateTableRequest, DataType,
     DropTableRequest, GetHaStateRequest,
 };
-use leasehold_benches::fleet::{Fleet, MockAgents, blackhole};
+use leasehold_benches::fleet::{Fleet, HeartbeatRun, MockAgents, blackhole};
 use leasehold_benches::{Samples, millis};
 use leasehold_tests::requests::column;
 use leasehold_tests::store::Kind;
@@ -77,7 +77,7 @@ struct Lab {
     cluster: TestCluster,
     channel: Channel,
     address: String,
-    heartbeats: JoinHandle<()>,
+    heartbeats: JoinHandle<HeartbeatRun>,
 }
 
 impl Lab {
@@ -89,12 +89,7 @@ impl Lab {
         let address = cluster.node("c1").grpc.clone();
         let mock = MockAgents::default().serve().await;
         let fleet = Fleet::new(&address, size, 4);
-        fleet.register_all(&mock, 8).await;
-        let heartbeats = tokio::spawn(async move {
-            fleet.heartbeat(Duration::from_secs(1), Duration::from_secs(3600)).await;
-        });
-        // Let every agent hold a lease first.
-        tokio::time::sleep(Duration::from_secs(2)).await;
+        let heartbeats = fleet.start_leased(&mock).await;
         let channel = Endpoint::from_shared(format!("http://{address}"))
             .expect("address")
             .timeout(Duration::from_secs(60))

@@ -3,7 +3,7 @@
 //! pushes for every simulated node.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -29,6 +29,8 @@ pub struct SimNode {
     pub incarnation: String,
     /// The version its (imaginary) cache holds.
     pub applied: AtomicU64,
+    /// Whether a heartbeat was answered: it holds a lease.
+    pub leased: AtomicBool,
 }
 
 /// The simulated agents and their connections to the coordinator.
@@ -75,6 +77,7 @@ impl Fleet {
                 node_id: format!("{prefix}-{index:05}"),
                 incarnation: format!("{prefix}-inc-{index:05}"),
                 applied: AtomicU64::new(0),
+                leased: AtomicBool::new(false),
             })
             .collect();
         Fleet { nodes: Arc::new(nodes), channels, store_epoch: Arc::new(Mutex::new(String::new())) }
@@ -130,11 +133,27 @@ impl Fleet {
         };
         let response = self.client(index).heartbeat(request).await?.into_inner();
         node.applied.fetch_max(response.version, Ordering::Relaxed);
+        node.leased.store(true, Ordering::Relaxed);
         let mut epoch = self.store_epoch.lock().expect("epoch");
         if *epoch != response.store_epoch {
             *epoch = response.store_epoch;
         }
         Ok(())
+    }
+
+    /// Registers every node with push address `address`, heartbeats each once a second in
+    /// the background (abort the task when done), and returns once every node holds a lease.
+    pub async fn start_leased(&self, address: &str) -> tokio::task::JoinHandle<HeartbeatRun> {
+        self.register_all(address, 8).await;
+        let fleet = self.clone();
+        let heartbeats =
+            tokio::spawn(async move { fleet.heartbeat(Duration::from_secs(1), Duration::from_secs(3600)).await });
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !self.nodes.iter().all(|node| node.leased.load(Ordering::Relaxed)) {
+            assert!(Instant::now() < deadline, "not every simulated agent holds a lease after 60 s");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        heartbeats
     }
 
     /// Heartbeats every node once per `interval` for `duration`, spread evenly over time.

@@ -14,6 +14,7 @@
 
 pub mod agents;
 pub mod cluster;
+pub mod lab;
 pub mod observer;
 pub mod poll;
 pub mod process;
@@ -22,6 +23,7 @@ pub mod store;
 
 pub use agents::TestAgent;
 pub use cluster::{LeaseSettings, TestCluster, Timings};
+pub use lab::AgentLab;
 pub use observer::LeaderObserver;
 pub use poll::{Deadline, eventually, never};
 pub use process::Node;

@@ -83,6 +83,14 @@ impl LeaderObserver {
     }
 }
 
+impl LeaderObserver {
+    /// The invariant, checked over a run that sampled answers: one acting leader per term.
+    pub fn assert_one_leader_per_term(&self) {
+        let (_, samples) = self.check();
+        assert!(samples > 0, "the observer sampled no answer, so it checked nothing");
+    }
+}
+
 impl Drop for LeaderObserver {
     fn drop(&mut self) {
         for task in self.tasks.lock().expect("tasks poisoned").drain(..) {

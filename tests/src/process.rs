@@ -198,6 +198,18 @@ impl Node {
             .collect()
     }
 
+    /// The events logged with `message`, once there are at least `count` of them. A line
+    /// reaches this buffer through a pipe and a reader thread, so an event the process logged
+    /// before answering a call may still be on its way when the answer arrives.
+    pub async fn wait_events(&self, message: &str, count: usize, timeout: Duration) -> Vec<Value> {
+        let what = format!("{count} event(s) {message:?} from {}", self.node_id);
+        crate::poll::eventually(&what, timeout, || async {
+            let events = self.events(message);
+            (events.len() >= count).then_some(events)
+        })
+        .await
+    }
+
     /// Everything the process wrote so far.
     pub fn output(&self) -> String {
         self.logs.lock().expect("log buffer poisoned").join("\n")

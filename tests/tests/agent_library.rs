@@ -40,57 +40,100 @@ async fn next_event(
     .expect("the expected event within the timeout")
 }
 
+/// A coordinator and an agent embedded in this process that reaches it through a proxy.
+struct Embedded {
+    _cluster: TestCluster,
+    coordinator: String,
+    proxy: Proxy,
+    agent: Agent,
+    events: broadcast::Receiver<AgentEvent>,
+    shutdown: CancellationToken,
+    listener: Option<TcpListener>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Embedded {
+    /// Starts the coordinator and builds the agent `host1` with `host`, subscribed, not yet
+    /// running.
+    async fn new(lease: LeaseSettings, host: Arc<dyn AgentHost>) -> Embedded {
+        let mut cluster = TestCluster::new(BIN, TestStore::sqlite());
+        cluster.timings.lease = Some(lease);
+        cluster.start("c1", &[], &[]).await;
+        cluster.leader(Duration::from_secs(15)).await;
+        let coordinator = cluster.node("c1").grpc.clone();
+        let proxy = Proxy::start(coordinator.parse().unwrap()).await.unwrap();
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let mut config =
+            AgentConfig::new("host1", vec![proxy.address().to_string()], listener.local_addr().unwrap().to_string());
+        config.heartbeat_interval = lease.heartbeat_interval;
+        config.heartbeat_timeout = lease.heartbeat_timeout;
+        let agent = Agent::new(config, host);
+        let events = agent.subscribe();
+        let shutdown = CancellationToken::new();
+        Embedded {
+            _cluster: cluster,
+            coordinator,
+            proxy,
+            agent,
+            events,
+            shutdown,
+            listener: Some(listener),
+            tasks: Vec::new(),
+        }
+    }
+
+    /// Starts the agent's heartbeats and its server.
+    fn run(&mut self) {
+        let listener = self.listener.take().expect("run once");
+        self.tasks.push(tokio::spawn(self.agent.clone().run(self.shutdown.clone())));
+        let server = leasehold_agent::server::serve(self.agent.clone(), listener, None, self.shutdown.clone());
+        self.tasks.push(tokio::spawn(async move { server.await.unwrap() }));
+    }
+
+    /// Stops the agent; both tasks end cleanly.
+    async fn stop(self) {
+        self.shutdown.cancel();
+        for task in self.tasks {
+            task.await.unwrap();
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_embedded_agent_tells_its_host_about_changes_fences_and_unfences() {
     let _serial = serial().await;
     let lease = LeaseSettings::default();
-    let mut cluster = TestCluster::new(BIN, TestStore::sqlite());
-    cluster.timings.lease = Some(lease);
-    cluster.start("c1", &[], &[]).await;
-    cluster.leader(Duration::from_secs(15)).await;
-    let coordinator = cluster.node("c1").grpc.clone();
-    let proxy = Proxy::start(coordinator.parse().unwrap()).await.unwrap();
-
     phase("embed an agent and subscribe before it starts");
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let mut config =
-        AgentConfig::new("host1", vec![proxy.address().to_string()], listener.local_addr().unwrap().to_string());
-    config.heartbeat_interval = lease.heartbeat_interval;
-    config.heartbeat_timeout = lease.heartbeat_timeout;
-    let shutdown = CancellationToken::new();
-    let agent = Agent::new(config, Arc::new(AcceptAll));
-    let mut events = agent.subscribe();
+    let mut lab = Embedded::new(lease, Arc::new(AcceptAll)).await;
+    let agent = lab.agent.clone();
     assert_eq!(agent.resolve_table("db", "t"), Err(ResolveError::Fenced), "a new agent starts fenced");
-    let heartbeats = tokio::spawn(agent.clone().run(shutdown.clone()));
-    let server = tokio::spawn(leasehold_agent::server::serve(agent.clone(), listener, None, shutdown.clone()));
+    lab.run();
+    let (proxy, coordinator, events) = (&lab.proxy, lab.coordinator.clone(), &mut lab.events);
 
     let unfenced =
-        next_event(&mut events, Duration::from_secs(10), |event| matches!(event, AgentEvent::Unfenced { .. })).await;
+        next_event(events, Duration::from_secs(10), |event| matches!(event, AgentEvent::Unfenced { .. })).await;
     assert_eq!(unfenced, AgentEvent::Unfenced { version: 0 });
     assert!(matches!(agent.resolve_table("db", "t"), Err(ResolveError::NotFound { version: 0, .. })));
 
     phase("a barrier reaches the host as an invalidation");
     let mut client = DataNodesClient::new(leasehold_tests::process::channel(&coordinator));
     let version = client.barrier(BarrierRequest {}).await.unwrap().into_inner().version;
-    let applied =
-        next_event(&mut events, Duration::from_secs(5), |event| matches!(event, AgentEvent::Applied { .. })).await;
+    let applied = next_event(events, Duration::from_secs(5), |event| matches!(event, AgentEvent::Applied { .. })).await;
     assert_eq!(applied, AgentEvent::Applied { version });
     assert!(matches!(agent.resolve_table("db", "t"), Err(ResolveError::NotFound { version: v, .. }) if v == version));
 
     phase("cut the agent off: the host hears of the fence when it happens");
     proxy.blackhole();
-    next_event(&mut events, lease.fence + Duration::from_secs(2), |event| *event == AgentEvent::Fenced).await;
+    next_event(events, lease.fence + Duration::from_secs(2), |event| *event == AgentEvent::Fenced).await;
     assert_eq!(agent.resolve_table("db", "t"), Err(ResolveError::Fenced));
 
     phase("heal: it resyncs, and the host hears that it serves again");
     proxy.heal();
     let unfenced =
-        next_event(&mut events, Duration::from_secs(10), |event| matches!(event, AgentEvent::Unfenced { .. })).await;
+        next_event(events, Duration::from_secs(10), |event| matches!(event, AgentEvent::Unfenced { .. })).await;
     assert_eq!(unfenced, AgentEvent::Unfenced { version });
 
-    shutdown.cancel();
-    heartbeats.await.unwrap();
-    server.await.unwrap().unwrap();
+    lab.stop().await;
 }
 
 /// The table `db.name` as the leader's catalog has it.
@@ -121,24 +164,11 @@ impl AgentHost for RecordingHost {
 async fn a_host_fenced_through_drops_and_recreations_has_the_old_data_dropped_at_the_resync() {
     let _serial = serial().await;
     let lease = LeaseSettings::default();
-    let mut cluster = TestCluster::new(BIN, TestStore::sqlite());
-    cluster.timings.lease = Some(lease);
-    cluster.start("c1", &[], &[]).await;
-    cluster.leader(Duration::from_secs(15)).await;
-    let coordinator = cluster.node("c1").grpc.clone();
-    let proxy = Proxy::start(coordinator.parse().unwrap()).await.unwrap();
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let mut config =
-        AgentConfig::new("host1", vec![proxy.address().to_string()], listener.local_addr().unwrap().to_string());
-    config.heartbeat_interval = lease.heartbeat_interval;
-    config.heartbeat_timeout = lease.heartbeat_timeout;
-    let shutdown = CancellationToken::new();
     let host = Arc::new(RecordingHost::default());
-    let agent = Agent::new(config, host.clone());
-    let mut events = agent.subscribe();
-    let heartbeats = tokio::spawn(agent.clone().run(shutdown.clone()));
-    let server = tokio::spawn(leasehold_agent::server::serve(agent.clone(), listener, None, shutdown.clone()));
-    next_event(&mut events, Duration::from_secs(10), |event| matches!(event, AgentEvent::Unfenced { .. })).await;
+    let mut lab = Embedded::new(lease, host.clone()).await;
+    lab.run();
+    let (agent, proxy, coordinator, events) = (lab.agent.clone(), &lab.proxy, lab.coordinator.clone(), &mut lab.events);
+    next_event(events, Duration::from_secs(10), |event| matches!(event, AgentEvent::Unfenced { .. })).await;
     assert_eq!(host.resyncs.lock().unwrap().len(), 1, "the first snapshot is a resync");
 
     phase("three tables, served");
@@ -160,7 +190,7 @@ async fn a_host_fenced_through_drops_and_recreations_has_the_old_data_dropped_at
 
     phase("cut off and fenced, the agent misses a drop, a drop and create, a drop and add of a column");
     proxy.blackhole();
-    next_event(&mut events, lease.fence + Duration::from_secs(2), |event| *event == AgentEvent::Fenced).await;
+    next_event(events, lease.fence + Duration::from_secs(2), |event| *event == AgentEvent::Fenced).await;
     let drop = |name: &str| DropTableRequest { database: "db".into(), name: name.into(), request_id: String::new() };
     let dropped = catalog.drop_table(drop("gone")).await.unwrap().into_inner();
     assert!(dropped.fenced.iter().any(|node| node.starts_with("host1/")), "{dropped:?}");
@@ -173,7 +203,7 @@ async fn a_host_fenced_through_drops_and_recreations_has_the_old_data_dropped_at
 
     phase("healed: the resync drops the old objects' data, and only theirs");
     proxy.heal();
-    next_event(&mut events, Duration::from_secs(10), |event| matches!(event, AgentEvent::Unfenced { .. })).await;
+    next_event(events, Duration::from_secs(10), |event| matches!(event, AgentEvent::Unfenced { .. })).await;
     let new_recreated = get_table(&coordinator, "recreated").await;
     let new_v =
         get_table(&coordinator, "kept").await.columns.iter().find(|column| column.name == "v").unwrap().created_version;
@@ -197,7 +227,5 @@ async fn a_host_fenced_through_drops_and_recreations_has_the_old_data_dropped_at
     let served_v = agent.resolve_table("db", "kept").unwrap().schema.columns.iter().find(|c| c.name == "v").cloned();
     assert_eq!(served_v.unwrap().created_version, new_v);
 
-    shutdown.cancel();
-    heartbeats.await.unwrap();
-    server.await.unwrap().unwrap();
+    lab.stop().await;
 }

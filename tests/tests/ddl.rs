@@ -5,6 +5,7 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
+use leasehold::Client;
 use leasehold::status::{error_reason, reason};
 use leasehold::v1::alter_table_request::Action;
 use leasehold::v1::catalog_client::CatalogClient;
@@ -14,148 +15,28 @@ use leasehold::v1::{
     DropDatabaseRequest, DropTableRequest, DropViewRequest, GetProcedureRequest, GetSnapshotRequest, GetTableRequest,
     ListDatabasesRequest, ListProceduresRequest, ListTablesRequest,
 };
-use leasehold::{Client, ClientOptions};
 use leasehold_chaos::Fault;
+use leasehold_tests::lab::ELECTION;
 use leasehold_tests::requests::{alter, catalog_at, column, create_database, create_table};
 use leasehold_tests::store::Kind;
-use leasehold_tests::{LeaseSettings, TestAgent, TestCluster, TestStore, eventually, phase, serial};
+use leasehold_tests::{AgentLab as Lab, TestCluster, TestStore, eventually, phase, serial};
 use tokio::time::Instant;
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Status};
 
 const BIN: &str = env!("CARGO_BIN_EXE_leasehold-test-node");
-const ELECTION: Duration = Duration::from_secs(15);
 
-struct Lab {
-    cluster: TestCluster,
-    agents: Vec<TestAgent>,
-    lease: LeaseSettings,
-}
+/// How long a test waits for a log line the process wrote before it answered.
+const WAIT_LOG: Duration = Duration::from_secs(5);
 
 fn names(table: &leasehold::v1::Table) -> Vec<String> {
     table.columns.iter().map(|column| column.name.clone()).collect()
 }
 
-impl Lab {
-    async fn start(
-        kind: Kind,
-        coordinators: usize,
-        env: &[(&str, &str)],
-        agents: &[(&str, &[(&str, &str)])],
-    ) -> Option<Lab> {
-        let store = TestStore::of(kind)?;
-        let mut cluster = TestCluster::new(BIN, store);
-        let lease = LeaseSettings::default();
-        cluster.timings.lease = Some(lease);
-        phase(&format!("start {coordinators} coordinator(s) on {kind:?} and {} agent(s)", agents.len()));
-        for index in 1..=coordinators {
-            cluster.start(&format!("c{index}"), &[], env).await;
-        }
-        cluster.leader(ELECTION).await;
-        let mut started = Vec::new();
-        for (node_id, env) in agents {
-            started.push(TestAgent::start(&mut cluster, node_id, env).await);
-        }
-        for agent in &started {
-            eventually(&format!("{} holds a lease", agent.node.node_id), Duration::from_secs(15), || async move {
-                agent.is(leasehold::v1::AgentLeaseState::Normal).await.then_some(())
-            })
-            .await;
-        }
-        // A new leader answers LEADER_STARTING until it has loaded the catalog.
-        let leader = cluster.leader_address().await;
-        eventually("the leader serves the catalog", Duration::from_secs(15), || {
-            let mut catalog = catalog_at(&leader);
-            async move { catalog.list_databases(ListDatabasesRequest {}).await.ok().map(|_| ()) }
-        })
-        .await;
-        Some(Lab { cluster, agents: started, lease })
-    }
-
-    async fn leader(&mut self) -> CatalogClient<Channel> {
-        let (leader, _) = self.cluster.leader(ELECTION).await;
-        catalog_at(&self.cluster.node(&leader).grpc)
-    }
-
-    /// A client that finds the leader and retries while it moves.
-    fn sdk(&mut self) -> Client {
-        let endpoints: Vec<String> = self.cluster.endpoints().into_iter().map(|(_, address)| address).collect();
-        Client::new(
-            endpoints,
-            ClientOptions {
-                request_timeout: Duration::from_secs(60),
-                retry_deadline: Duration::from_secs(60),
-                ..ClientOptions::default()
-            },
-        )
-        .unwrap()
-    }
-
-    /// The promise: every agent refuses (FENCED) or serves the table exactly as the catalog
-    /// has it now (or its absence).
-    async fn assert_agents_agree(&mut self, database: &str, table: &str, version: u64) {
-        let mut client = self.leader().await;
-        let expected = client
-            .get_table(GetTableRequest { database: database.into(), name: table.into() })
-            .await
-            .map(|response| response.into_inner())
-            .ok();
-        for agent in &self.agents {
-            match agent.resolve(database, table).await {
-                Ok((served, schema)) => {
-                    assert!(
-                        served >= version,
-                        "{} serves version {served} after {version} returned",
-                        agent.node.node_id
-                    );
-                    match (&schema, &expected) {
-                        (Some(schema), Some(expected)) => {
-                            assert_eq!(names(schema), names(expected), "{} serves other columns", agent.node.node_id);
-                            assert_eq!(
-                                schema.effective_ttl_ms, expected.effective_ttl_ms,
-                                "{} serves another TTL",
-                                agent.node.node_id
-                            );
-                        }
-                        (None, None) => {}
-                        (schema, expected) => panic!(
-                            "{} serves {:?} while the catalog has {:?}",
-                            agent.node.node_id,
-                            schema.as_ref().map(names),
-                            expected.as_ref().map(names)
-                        ),
-                    }
-                }
-                Err(status) => assert_eq!(
-                    error_reason(&status).as_deref(),
-                    Some(reason::FENCED),
-                    "{}: {status:?}",
-                    agent.node.node_id
-                ),
-            }
-        }
-    }
-
-    /// Every agent that serves has at least `version` (for views, which agents do not resolve).
-    async fn assert_agents_hold(&self, version: u64) {
-        for agent in &self.agents {
-            let lease = agent.lease().await.unwrap();
-            if lease.state == leasehold::v1::AgentLeaseState::Normal as i32 {
-                assert!(
-                    lease.applied_version >= version,
-                    "{} serves version {} after {version}",
-                    agent.node.node_id,
-                    lease.applied_version
-                );
-            }
-        }
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_promise_holds_for_every_ddl_with_healthy_blackholed_and_push_dropping_agents() {
     let _serial = serial().await;
-    let mut lab = Lab::start(Kind::Sqlite, 1, &[], &[("dn1", &[]), ("dn2", &[]), ("dn3", &[])]).await.unwrap();
+    let mut lab = Lab::start(BIN, Kind::Sqlite, 1, &[], &[("dn1", &[]), ("dn2", &[]), ("dn3", &[])]).await.unwrap();
     lab.agents[1].partition();
     lab.agents[2].pushes(Fault::Drop);
     let mut client = lab.leader().await;
@@ -238,6 +119,7 @@ async fn the_promise_holds_for_every_ddl_with_healthy_blackholed_and_push_droppi
     assert!(client.list_databases(ListDatabasesRequest {}).await.unwrap().into_inner().databases.is_empty());
 }
 
+#[derive(Clone)]
 enum DdlCall {
     CreateTable(CreateTableRequest),
     Alter(AlterTableRequest),
@@ -248,14 +130,17 @@ enum DdlCall {
 
 impl DdlCall {
     async fn send(self, client: &mut CatalogClient<Channel>) -> Result<DdlResponse, Status> {
-        let response = match self {
+        self.call(client).await.map(tonic::Response::into_inner)
+    }
+
+    async fn call(self, client: &mut CatalogClient<Channel>) -> Result<tonic::Response<DdlResponse>, Status> {
+        match self {
             DdlCall::CreateTable(request) => client.create_table(request).await,
             DdlCall::Alter(request) => client.alter_table(request).await,
             DdlCall::CreateView(request) => client.create_view(request).await,
             DdlCall::DropView(request) => client.drop_view(request).await,
             DdlCall::DropTable(request) => client.drop_table(request).await,
-        };
-        response.map(|response| response.into_inner())
+        }
     }
 }
 
@@ -263,7 +148,7 @@ impl DdlCall {
 async fn hidden_objects_and_markers_are_unreadable_until_commit() {
     let _serial = serial().await;
     let hold = [("LEASEHOLD_FAILPOINTS", "ddl::after-prepare=return(1500)")];
-    let mut lab = Lab::start(Kind::Sqlite, 1, &hold, &[("dn1", &[])]).await.unwrap();
+    let mut lab = Lab::start(BIN, Kind::Sqlite, 1, &hold, &[("dn1", &[])]).await.unwrap();
     let mut client = lab.leader().await;
     client.create_database(create_database("db", "")).await.unwrap();
     let version = client.list_databases(ListDatabasesRequest {}).await.unwrap().into_inner().version;
@@ -297,14 +182,15 @@ async fn hidden_objects_and_markers_are_unreadable_until_commit() {
     .await;
     assert_eq!(dn1.resolve("db", "t").await.unwrap().1, None, "under a pre-delete marker");
     dropping.await.unwrap().unwrap();
-    assert!(dn1.node.events("data dropped").len() == 1, "the host dropped the data once");
+    let dropped = dn1.node.wait_events("data dropped", 1, Duration::from_secs(5)).await;
+    assert!(dropped.len() == 1, "the host dropped the data once");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_prepare_an_agent_cannot_apply_is_rolled_back_and_changes_nothing() {
     let _serial = serial().await;
     let refuse: &[(&str, &str)] = &[("LEASEHOLD_FAILPOINTS", "agent::cannot-apply=return")];
-    let mut lab = Lab::start(Kind::Sqlite, 1, &[], &[("dn1", &[]), ("dn2", refuse)]).await.unwrap();
+    let mut lab = Lab::start(BIN, Kind::Sqlite, 1, &[], &[("dn1", &[]), ("dn2", refuse)]).await.unwrap();
     let mut client = lab.leader().await;
     // dn2 refuses every change: creating the database is refused as a whole.
     let refused = client.create_database(create_database("db", "")).await.unwrap_err();
@@ -339,48 +225,12 @@ async fn a_prepare_an_agent_cannot_apply_is_rolled_back_and_changes_nothing() {
 
 /// Runs `request` through the SDK (which follows the leader) until it gives a final answer.
 async fn ddl_through_failover(client: &Client, call: DdlCall) -> Result<DdlResponse, Status> {
-    let result = match call {
-        DdlCall::CreateTable(request) => {
-            client
-                .call_leader(|channel| {
-                    let request = request.clone();
-                    async move { CatalogClient::new(channel).create_table(request).await }
-                })
-                .await
-        }
-        DdlCall::Alter(request) => {
-            client
-                .call_leader(|channel| {
-                    let request = request.clone();
-                    async move { CatalogClient::new(channel).alter_table(request).await }
-                })
-                .await
-        }
-        DdlCall::DropTable(request) => {
-            client
-                .call_leader(|channel| {
-                    let request = request.clone();
-                    async move { CatalogClient::new(channel).drop_table(request).await }
-                })
-                .await
-        }
-        DdlCall::CreateView(request) => {
-            client
-                .call_leader(|channel| {
-                    let request = request.clone();
-                    async move { CatalogClient::new(channel).create_view(request).await }
-                })
-                .await
-        }
-        DdlCall::DropView(request) => {
-            client
-                .call_leader(|channel| {
-                    let request = request.clone();
-                    async move { CatalogClient::new(channel).drop_view(request).await }
-                })
-                .await
-        }
-    };
+    let result = client
+        .call_leader(|channel| {
+            let call = call.clone();
+            async move { call.call(&mut CatalogClient::new(channel)).await }
+        })
+        .await;
     result.map_err(|error| error.status().cloned().unwrap_or_else(|| Status::unknown(error.to_string())))
 }
 
@@ -390,7 +240,7 @@ async fn kill_the_leader_at(kind: Kind, failpoint: &str, steps: &[&str]) {
     let _serial = serial().await;
     let spec = format!("{failpoint}=return(2000)");
     let env = [("LEASEHOLD_FAILPOINTS", spec.as_str())];
-    let Some(mut lab) = Lab::start(kind, 3, &env, &[("dn1", &[]), ("dn2", &[])]).await else { return };
+    let Some(mut lab) = Lab::start(BIN, kind, 3, &env, &[("dn1", &[]), ("dn2", &[])]).await else { return };
     let sdk = lab.sdk();
     sdk.call_leader(
         |channel| async move { CatalogClient::new(channel).create_database(create_database("db", "db")).await },
@@ -426,10 +276,7 @@ async fn kill_the_leader_at(kind: Kind, failpoint: &str, steps: &[&str]) {
         };
         let node = lab.cluster.node(&leader);
         let already = node.events("failpoint reached: pausing").len();
-        eventually(&format!("{leader} reaches {failpoint}"), Duration::from_secs(20), || async move {
-            (node.events("failpoint reached: pausing").len() > already).then_some(())
-        })
-        .await;
+        node.wait_events("failpoint reached: pausing", already + 1, Duration::from_secs(20)).await;
         lab.cluster.node_mut(&leader).kill();
         lab.cluster.leader_above(term, ELECTION).await;
         let answer = running.await.unwrap().unwrap_or_else(|status| panic!("{step} after the failover: {status:?}"));
@@ -490,7 +337,7 @@ failover_matrix! {
 
 async fn request_ids_and_races(kind: Kind) {
     let _serial = serial().await;
-    let Some(mut lab) = Lab::start(kind, 1, &[], &[("dn1", &[])]).await else { return };
+    let Some(mut lab) = Lab::start(BIN, kind, 1, &[], &[("dn1", &[])]).await else { return };
     let mut client = lab.leader().await;
 
     phase("a retried request id returns the first outcome and applies nothing twice");
@@ -579,7 +426,7 @@ async fn request_ids_and_races_mysql() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_input_is_refused_naming_the_field_and_changes_nothing() {
     let _serial = serial().await;
-    let mut lab = Lab::start(Kind::Sqlite, 1, &[], &[]).await.unwrap();
+    let mut lab = Lab::start(BIN, Kind::Sqlite, 1, &[], &[]).await.unwrap();
     let mut client = lab.leader().await;
     client.create_database(create_database("db", "")).await.unwrap();
     let before = client.list_databases(ListDatabasesRequest {}).await.unwrap().into_inner().version;
@@ -714,7 +561,7 @@ fn column_names(table: &serde_json::Value) -> Vec<&str> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ctl_manages_databases_tables_views_and_procedures() {
     let _serial = serial().await;
-    let mut lab = Lab::start(Kind::Sqlite, 1, &[], &[("dn1", &[])]).await.unwrap();
+    let mut lab = Lab::start(BIN, Kind::Sqlite, 1, &[], &[("dn1", &[])]).await.unwrap();
     let endpoints = lab.cluster.endpoints().into_iter().map(|(_, address)| address).collect::<Vec<_>>().join(",");
     let ctl = |args: &'static [&'static str]| {
         let endpoints = endpoints.clone();
@@ -834,7 +681,7 @@ async fn ctl_manages_databases_tables_views_and_procedures() {
 async fn a_lost_commit_answer_reloads_the_leader_state_and_the_ddl_finishes_once() {
     let _serial = serial().await;
     let once = [("LEASEHOLD_FAILPOINTS", "store::commit-answer-lost=1*return")];
-    let mut lab = Lab::start(Kind::Sqlite, 1, &once, &[("dn1", &[])]).await.unwrap();
+    let mut lab = Lab::start(BIN, Kind::Sqlite, 1, &once, &[("dn1", &[])]).await.unwrap();
     let sdk = lab.sdk();
 
     phase("create database: its prepare commits, and the answer is lost");
@@ -845,8 +692,10 @@ async fn a_lost_commit_answer_reloads_the_leader_state_and_the_ddl_finishes_once
         .await
         .unwrap_or_else(|error| panic!("the retried request gets the first outcome: {error}"));
     let c1 = lab.cluster.node("c1");
-    assert_eq!(c1.events("data-node state no longer matches the store; loading it again").len(), 1);
-    assert_eq!(c1.events("resuming a procedure left by the previous leader").len(), 1, "{}", c1.output());
+    let reloads = c1.wait_events("data-node state no longer matches the store; loading it again", 1, WAIT_LOG).await;
+    assert_eq!(reloads.len(), 1);
+    let resumed = c1.wait_events("resuming a procedure left by the previous leader", 1, WAIT_LOG).await;
+    assert_eq!(resumed.len(), 1, "{}", c1.output());
 
     phase("the reloaded state goes on: one procedure, and the next DDL works");
     let address = c1.grpc.clone();
@@ -870,11 +719,13 @@ async fn a_step_that_fails_on_the_store_is_tried_again_from_the_stored_step() {
     let _serial = serial().await;
     // The prepare's transaction opens; the commit step's fails once.
     let second = [("LEASEHOLD_FAILPOINTS", "store::begin-fails=1*off->1*return->off")];
-    let mut lab = Lab::start(Kind::Sqlite, 1, &second, &[("dn1", &[])]).await.unwrap();
+    let mut lab = Lab::start(BIN, Kind::Sqlite, 1, &second, &[("dn1", &[])]).await.unwrap();
     let mut client = lab.leader().await;
     let created = client.create_database(create_database("db", "")).await.expect("the DDL still succeeds").into_inner();
     let c1 = lab.cluster.node("c1");
-    assert_eq!(c1.events("a procedure step failed; trying again from the step the store holds").len(), 1);
+    let retried =
+        c1.wait_events("a procedure step failed; trying again from the step the store holds", 1, WAIT_LOG).await;
+    assert_eq!(retried.len(), 1);
     let databases = client.list_databases(ListDatabasesRequest {}).await.unwrap().into_inner();
     assert_eq!(databases.databases.len(), 1);
     lab.assert_agents_hold(created.version).await;

@@ -64,7 +64,8 @@ async fn failover_after_sigkill_and_sigterm(kind: Kind) {
     assert!(handover <= Duration::from_secs(1), "{third} took over after {handover:?}");
     let status = cluster.node_mut(&second).wait_exit(Duration::from_secs(10)).await.expect("exits after SIGTERM");
     assert!(status.success(), "graceful stop exits 0, got {status}");
-    assert!(!cluster.node(&second).events("released the lease so that a successor can take over at once").is_empty());
+    let released = "released the lease so that a successor can take over at once";
+    cluster.node(&second).wait_events(released, 1, Duration::from_secs(5)).await;
 
     phase("check one leader per term");
     assert_eq!(observer.leader_of(third_term, Duration::from_secs(5)).await, third);
@@ -96,14 +97,11 @@ async fn a_paused_leader_reports_follower_after_resuming(kind: Kind) {
         eventually("the resumed node answers", Duration::from_secs(10), || async move { node.state().await.ok() })
             .await;
     assert_eq!(state.role, HaRole::Follower as i32, "the resumed node reported {state:?}");
-    eventually("the resumed node steps down in its logs", Duration::from_secs(10), || async move {
-        (!node.events("stepped down").is_empty()).then_some(())
-    })
-    .await;
+    node.wait_events("stepped down", 1, Duration::from_secs(10)).await;
 
     phase("check one leader per term");
     assert_eq!(observer.leader_of(successor_term, Duration::from_secs(5)).await, successor);
-    observer.check();
+    observer.assert_one_leader_per_term();
     cluster.terms_from_logs();
 }
 
@@ -121,10 +119,7 @@ async fn a_deposed_leader_is_refused_by_the_store_guard(kind: Kind) {
     let mut client = patient_client(&cluster.node(&leader).grpc);
     let write = tokio::spawn(async move { client.set_priority(SetPriorityRequest { priority: 42 }).await });
     let node = cluster.node(&leader);
-    eventually("the leader reaches the failpoint", Duration::from_secs(10), || async move {
-        (!node.events("failpoint reached: pausing").is_empty()).then_some(())
-    })
-    .await;
+    node.wait_events("failpoint reached: pausing", 1, Duration::from_secs(10)).await;
 
     phase("freeze it until a successor has taken over, then let it write");
     cluster.node(&leader).pause();
@@ -144,7 +139,7 @@ async fn a_deposed_leader_is_refused_by_the_store_guard(kind: Kind) {
         .into_inner();
     let row = listed.nodes.iter().find(|node| node.node_id == leader).expect("the old leader's row");
     assert_eq!(row.priority, 0, "the refused priority reached the store");
-    observer.check();
+    observer.assert_one_leader_per_term();
 }
 
 async fn a_leader_frozen_holding_the_row_lock_does_not_stall_the_election(kind: Kind) {
@@ -165,10 +160,7 @@ async fn a_leader_frozen_holding_the_row_lock_does_not_stall_the_election(kind: 
     let mut client = patient_client(&cluster.node(&leader).grpc);
     let write = tokio::spawn(async move { client.set_priority(SetPriorityRequest { priority: 7 }).await });
     let node = cluster.node(&leader);
-    eventually("the leader holds the row lock", Duration::from_secs(10), || async move {
-        (!node.events("failpoint reached: pausing").is_empty()).then_some(())
-    })
-    .await;
+    node.wait_events("failpoint reached: pausing", 1, Duration::from_secs(10)).await; // it holds the row lock
     let frozen_at = Instant::now();
     cluster.node(&leader).pause();
 
@@ -181,7 +173,7 @@ async fn a_leader_frozen_holding_the_row_lock_does_not_stall_the_election(kind: 
     cluster.node(&leader).resume();
     let answer = write.await.unwrap();
     assert!(answer.is_err(), "the frozen leader's write must not succeed: {answer:?}");
-    observer.check();
+    observer.assert_one_leader_per_term();
 }
 
 /// Locks the store the way a stuck store would look to the coordinators, and returns the
@@ -248,7 +240,7 @@ async fn an_unresponsive_store_makes_the_leader_step_down_before_its_lease_expir
     phase("unlock: the cluster elects again");
     conn.close().await.expect("closing the lock");
     cluster.leader_above(term, ELECTION).await;
-    observer.check();
+    observer.assert_one_leader_per_term();
     cluster.terms_from_logs();
 }
 

@@ -275,7 +275,7 @@ async fn ha_state_changes_follow_the_brooklyn_rules() {
     assert_eq!(json["nodes"].as_array().unwrap().iter().filter(|node| node["holds_lease"] == true).count(), 1);
     let table = ctl(&["--endpoints", &endpoints, "ha", "leader"]).await;
     assert!(table.starts_with("LEADER") && table.contains(&successor), "{table}");
-    observer.check();
+    observer.assert_one_leader_per_term();
 }
 
 async fn ctl(args: &[&str]) -> String {

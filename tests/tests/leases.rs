@@ -8,79 +8,20 @@ use leasehold::status::{error_reason, reason};
 use leasehold::v1::{AgentLeaseState, DeregisterRequest, ListDataNodesRequest};
 use leasehold_chaos::Fault;
 use leasehold_tests::agents::{barrier, data_nodes};
-use leasehold_tests::{Deadline, LeaseSettings, TestAgent, TestCluster, TestStore, eventually, phase, serial};
+use leasehold_tests::lab::ELECTION;
+use leasehold_tests::store::Kind;
+use leasehold_tests::{AgentLab as Lab, Deadline, TestAgent, eventually, phase, serial};
 use tokio::time::Instant;
 use tonic::Code;
 
 const BIN: &str = env!("CARGO_BIN_EXE_leasehold-test-node");
-const ELECTION: Duration = Duration::from_secs(15);
-
-struct Lab {
-    cluster: TestCluster,
-    agents: Vec<TestAgent>,
-    lease: LeaseSettings,
-}
-
-impl Lab {
-    /// `coordinators` coordinators on a SQLite file and `agents` agents, all of them serving.
-    async fn start(coordinators: usize, agents: &[(&str, &[(&str, &str)])]) -> Lab {
-        let mut cluster = TestCluster::new(BIN, TestStore::sqlite());
-        let lease = LeaseSettings::default();
-        cluster.timings.lease = Some(lease);
-        phase(&format!("start {coordinators} coordinator(s) and {} agent(s)", agents.len()));
-        for index in 1..=coordinators {
-            cluster.start(&format!("c{index}"), &[], &[]).await;
-        }
-        cluster.leader(ELECTION).await;
-        let mut started = Vec::new();
-        for (node_id, env) in agents {
-            started.push(TestAgent::start(&mut cluster, node_id, env).await);
-        }
-        let lab = Lab { cluster, agents: started, lease };
-        for agent in &lab.agents {
-            eventually(&format!("{} holds a lease", agent.node.node_id), Duration::from_secs(15), || async move {
-                agent.is(AgentLeaseState::Normal).await.then_some(())
-            })
-            .await;
-        }
-        lab
-    }
-
-    fn agent(&self, node_id: &str) -> &TestAgent {
-        self.agents.iter().find(|agent| agent.node.node_id == node_id).expect("an agent")
-    }
-
-    async fn leader_address(&mut self) -> String {
-        let (leader, _) = self.cluster.leader(ELECTION).await;
-        self.cluster.node(&leader).grpc.clone()
-    }
-
-    /// The promise: every agent either refuses reads or serves at least `version`.
-    async fn assert_nobody_serves_below(&self, version: u64) {
-        for agent in &self.agents {
-            match agent.read().await {
-                Ok(served) => assert!(
-                    served >= version,
-                    "{} serves version {served} after {version} returned",
-                    agent.node.node_id
-                ),
-                Err(status) => assert_eq!(
-                    error_reason(&status).as_deref(),
-                    Some(reason::FENCED),
-                    "{}: {status:?}",
-                    agent.node.node_id
-                ),
-            }
-        }
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_barrier_over_five_healthy_agents_returns_after_their_acks() {
     let _serial = serial().await;
     let names = ["dn1", "dn2", "dn3", "dn4", "dn5"];
     let agents: Vec<(&str, &[(&str, &str)])> = names.iter().map(|name| (*name, &[][..])).collect();
-    let mut lab = Lab::start(1, &agents).await;
+    let mut lab = Lab::start(BIN, Kind::Sqlite, 1, &[], &agents).await.unwrap();
     let leader = lab.leader_address().await;
     let answer = barrier(&leader, &lab.lease).await.expect("the barrier returns");
     eprintln!("barrier over 5 healthy agents: {} ms", answer.waited_ms);
@@ -96,7 +37,7 @@ async fn a_barrier_over_five_healthy_agents_returns_after_their_acks() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_blackholed_agent_fences_and_the_barrier_waits_it_out() {
     let _serial = serial().await;
-    let mut lab = Lab::start(1, &[("dn1", &[]), ("dn2", &[]), ("dn3", &[])]).await;
+    let mut lab = Lab::start(BIN, Kind::Sqlite, 1, &[], &[("dn1", &[]), ("dn2", &[]), ("dn3", &[])]).await.unwrap();
     let leader = lab.leader_address().await;
 
     phase("blackhole dn3: heartbeats and pushes vanish, connections stay open");
@@ -137,7 +78,7 @@ async fn a_blackholed_agent_fences_and_the_barrier_waits_it_out() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_pushes_dropped_an_agent_converges_through_heartbeats_without_fencing() {
     let _serial = serial().await;
-    let mut lab = Lab::start(1, &[("dn1", &[]), ("dn2", &[])]).await;
+    let mut lab = Lab::start(BIN, Kind::Sqlite, 1, &[], &[("dn1", &[]), ("dn2", &[])]).await.unwrap();
     let leader = lab.leader_address().await;
     lab.agent("dn2").pushes(Fault::Drop);
     let answer = barrier(&leader, &lab.lease).await.expect("the barrier returns");
@@ -155,7 +96,7 @@ async fn with_pushes_dropped_an_agent_converges_through_heartbeats_without_fenci
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_heartbeat_answers_dropped_an_agent_fences_and_the_barrier_proceeds_t_proceed_after_publication() {
     let _serial = serial().await;
-    let mut lab = Lab::start(1, &[("dn1", &[]), ("dn2", &[])]).await;
+    let mut lab = Lab::start(BIN, Kind::Sqlite, 1, &[], &[("dn1", &[]), ("dn2", &[])]).await.unwrap();
     let leader = lab.leader_address().await;
 
     phase("dn2's heartbeats still arrive, but no answer and no push gets through");
@@ -184,7 +125,7 @@ async fn with_heartbeat_answers_dropped_an_agent_fences_and_the_barrier_proceeds
 async fn an_agent_that_cannot_apply_fails_the_barrier_at_once() {
     let _serial = serial().await;
     let refuse: &[(&str, &str)] = &[("LEASEHOLD_FAILPOINTS", "agent::cannot-apply=return")];
-    let mut lab = Lab::start(1, &[("dn1", &[]), ("dn2", refuse)]).await;
+    let mut lab = Lab::start(BIN, Kind::Sqlite, 1, &[], &[("dn1", &[]), ("dn2", refuse)]).await.unwrap();
     let leader = lab.leader_address().await;
     let started = Instant::now();
     let refused = barrier(&leader, &lab.lease).await.expect_err("the barrier fails");
@@ -199,7 +140,7 @@ async fn an_agent_that_cannot_apply_fails_the_barrier_at_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_frozen_agent_refuses_its_first_read_then_resyncs() {
     let _serial = serial().await;
-    let lab = Lab::start(1, &[("dn1", &[])]).await;
+    let lab = Lab::start(BIN, Kind::Sqlite, 1, &[], &[("dn1", &[])]).await.unwrap();
     let dn1 = lab.agent("dn1");
 
     phase("SIGSTOP dn1 until the leader has not heard from it for longer than the fence");
@@ -237,7 +178,7 @@ async fn a_frozen_agent_refuses_its_first_read_then_resyncs() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_leader_failover_keeps_every_agent_lease() {
     let _serial = serial().await;
-    let mut lab = Lab::start(3, &[("dn1", &[]), ("dn2", &[]), ("dn3", &[])]).await;
+    let mut lab = Lab::start(BIN, Kind::Sqlite, 3, &[], &[("dn1", &[]), ("dn2", &[]), ("dn3", &[])]).await.unwrap();
     let (old, term) = lab.cluster.leader(ELECTION).await;
 
     phase(&format!("SIGKILL the leader {old}"));
@@ -265,7 +206,7 @@ async fn a_leader_failover_keeps_every_agent_lease() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn after_a_failover_an_unreachable_agent_is_waited_out_in_t_proceed_plus_one_lease() {
     let _serial = serial().await;
-    let mut lab = Lab::start(3, &[("dn1", &[]), ("dn2", &[])]).await;
+    let mut lab = Lab::start(BIN, Kind::Sqlite, 3, &[], &[("dn1", &[]), ("dn2", &[])]).await.unwrap();
     let (old, term) = lab.cluster.leader(ELECTION).await;
 
     phase("partition dn2, then SIGKILL the leader");
@@ -295,7 +236,7 @@ async fn after_a_failover_an_unreachable_agent_is_waited_out_in_t_proceed_plus_o
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_deregistered_agent_behind_a_partition_blocks_until_settled() {
     let _serial = serial().await;
-    let mut lab = Lab::start(1, &[("dn1", &[]), ("dn2", &[])]).await;
+    let mut lab = Lab::start(BIN, Kind::Sqlite, 1, &[], &[("dn1", &[]), ("dn2", &[])]).await.unwrap();
     let leader = lab.leader_address().await;
     let dn2 = lab.agent("dn2");
     let incarnation = dn2.lease().await.unwrap().incarnation;
@@ -324,7 +265,7 @@ async fn a_deregistered_agent_behind_a_partition_blocks_until_settled() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_deregistered_agent_still_counts_after_a_leader_failover() {
     let _serial = serial().await;
-    let mut lab = Lab::start(2, &[("dn1", &[]), ("dn2", &[])]).await;
+    let mut lab = Lab::start(BIN, Kind::Sqlite, 2, &[], &[("dn1", &[]), ("dn2", &[])]).await.unwrap();
     let (leader, term) = lab.cluster.leader(ELECTION).await;
     let address = lab.cluster.node(&leader).grpc.clone();
     let incarnation = lab.agent("dn2").lease().await.unwrap().incarnation;
@@ -355,7 +296,7 @@ async fn a_deregistered_agent_still_counts_after_a_leader_failover() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restarted_agent_starts_fenced_and_resyncs() {
     let _serial = serial().await;
-    let mut lab = Lab::start(1, &[("dn1", &[])]).await;
+    let mut lab = Lab::start(BIN, Kind::Sqlite, 1, &[], &[("dn1", &[])]).await.unwrap();
     let leader = lab.leader_address().await;
     let first = barrier(&leader, &lab.lease).await.expect("a first barrier");
     let old_incarnation = lab.agents[0].lease().await.unwrap().incarnation;
@@ -377,7 +318,8 @@ async fn a_restarted_agent_starts_fenced_and_resyncs() {
     })
     .await;
     assert_eq!(restarted.lease().await.unwrap().applied_version, first.version);
-    let events = restarted.node.events("lease valid: serving again after a resync");
+    let events =
+        restarted.node.wait_events("lease valid: serving again after a resync", 1, Duration::from_secs(5)).await;
     assert_eq!(events.len(), 1, "the first lease came with a resync");
 
     let listed = data_nodes(&leader, &lab.lease).list_data_nodes(ListDataNodesRequest {}).await.unwrap().into_inner();
