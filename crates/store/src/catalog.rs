@@ -49,13 +49,9 @@ pub struct ProcedureRow {
     pub updated_at_ms: i64,
 }
 
-fn u64_of(value: i64) -> u64 {
-    u64::try_from(value).unwrap_or(0)
-}
-
 fn procedure_of(row: &AnyRow) -> Result<ProcedureRow, sqlx::Error> {
     Ok(ProcedureRow {
-        id: u64_of(row.try_get(0)?),
+        id: crate::from_sql(row.try_get(0)?),
         kind: row.try_get(1)?,
         target: row.try_get(2)?,
         step: row.try_get(3)?,
@@ -63,7 +59,7 @@ fn procedure_of(row: &AnyRow) -> Result<ProcedureRow, sqlx::Error> {
         error: row.try_get(5)?,
         request_id: row.try_get(6)?,
         request: row.try_get(7)?,
-        term: u64_of(row.try_get(8)?),
+        term: crate::from_sql(row.try_get(8)?),
         created_at_ms: row.try_get(9)?,
         updated_at_ms: row.try_get(10)?,
     })
@@ -145,11 +141,27 @@ pub(crate) async fn list_objects(
                 database: row.try_get(1)?,
                 name: row.try_get(2)?,
                 payload: row.try_get(3)?,
-                version: u64_of(row.try_get(4)?),
+                version: crate::from_sql(row.try_get(4)?),
             })
         })
         .collect::<Result<_, sqlx::Error>>()
         .map_err(Into::into)
+}
+
+/// The longest procedure error kept, in bytes: the MySQL column holds 2048 characters, and an
+/// error naming many nodes may be longer. Every backend keeps the same prefix, cut at a
+/// character boundary, so a long error can never fail the write that records it.
+pub const MAX_PROCEDURE_ERROR_LEN: usize = 2048;
+
+fn bounded_error(error: &str) -> &str {
+    if error.len() <= MAX_PROCEDURE_ERROR_LEN {
+        return error;
+    }
+    let mut end = MAX_PROCEDURE_ERROR_LEN;
+    while !error.is_char_boundary(end) {
+        end -= 1;
+    }
+    &error[..end]
 }
 
 pub(crate) async fn insert_procedure(
@@ -165,7 +177,7 @@ pub(crate) async fn insert_procedure(
         .bind(procedure.target.as_str())
         .bind(procedure.step.as_str())
         .bind(procedure.state.as_str())
-        .bind(procedure.error.as_str())
+        .bind(bounded_error(&procedure.error))
         .bind(procedure.request_id.clone())
         .bind(procedure.request.clone())
         .bind(procedure.term as i64)
@@ -189,7 +201,7 @@ pub(crate) async fn update_procedure(
         sqlx::query(AssertSqlSafe(sql.procedure_update.clone()))
             .bind(step)
             .bind(state)
-            .bind(error)
+            .bind(bounded_error(error))
             .bind(term as i64)
             .bind(cluster)
             .bind(id as i64),

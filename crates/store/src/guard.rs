@@ -11,7 +11,7 @@
 use sqlx::AnyConnection;
 use tokio::time::timeout_at;
 
-use crate::backend::Backend;
+use crate::backend::{Backend, Statements};
 use crate::catalog::{self, ProcedureRow, StoredObject};
 use crate::error::StoreError;
 use crate::lease;
@@ -96,8 +96,7 @@ impl GuardedTx {
         mode: &str,
         priority: i32,
     ) -> Result<bool, StoreError> {
-        let store = self.store.clone();
-        self.run(|conn| nodes::update_settings(conn, store.sql(), cluster, node_id, incarnation, mode, priority)).await
+        self.run(|conn, sql| nodes::update_settings(conn, sql, cluster, node_id, incarnation, mode, priority)).await
     }
 
     /// Appends a change at the next metadata version and returns that version; changes older
@@ -109,8 +108,7 @@ impl GuardedTx {
         payload: &[u8],
         retention: u64,
     ) -> Result<u64, StoreError> {
-        let store = self.store.clone();
-        self.run(|conn| metadata::append_change(conn, store.sql(), cluster, kind, payload, retention)).await
+        self.run(|conn, sql| metadata::append_change(conn, sql, cluster, kind, payload, retention)).await
     }
 
     /// Registers `node_id` at `incarnation`, replacing any earlier incarnation.
@@ -121,8 +119,7 @@ impl GuardedTx {
         incarnation: &str,
         address: &str,
     ) -> Result<(), StoreError> {
-        let store = self.store.clone();
-        self.run(|conn| metadata::upsert_data_node(conn, store.sql(), cluster, node_id, incarnation, address)).await
+        self.run(|conn, sql| metadata::upsert_data_node(conn, sql, cluster, node_id, incarnation, address)).await
     }
 
     /// Removes `node_id` if it is still at `incarnation`.
@@ -132,14 +129,12 @@ impl GuardedTx {
         node_id: &str,
         incarnation: &str,
     ) -> Result<bool, StoreError> {
-        let store = self.store.clone();
-        self.run(|conn| metadata::delete_data_node(conn, store.sql(), cluster, node_id, incarnation)).await
+        self.run(|conn, sql| metadata::delete_data_node(conn, sql, cluster, node_id, incarnation)).await
     }
 
     /// Keeps `node_id` at `incarnation` as a tombstone: it may still hold a lease.
     pub async fn put_tombstone(&mut self, cluster: &str, node_id: &str, incarnation: &str) -> Result<(), StoreError> {
-        let store = self.store.clone();
-        self.run(|conn| metadata::put_tombstone(conn, store.sql(), cluster, node_id, incarnation)).await
+        self.run(|conn, sql| metadata::put_tombstone(conn, sql, cluster, node_id, incarnation)).await
     }
 
     /// Forgets a tombstone that has provably fenced; false if there was none.
@@ -149,26 +144,22 @@ impl GuardedTx {
         node_id: &str,
         incarnation: &str,
     ) -> Result<bool, StoreError> {
-        let store = self.store.clone();
-        self.run(|conn| metadata::delete_tombstone(conn, store.sql(), cluster, node_id, incarnation)).await
+        self.run(|conn, sql| metadata::delete_tombstone(conn, sql, cluster, node_id, incarnation)).await
     }
 
     /// Writes a cluster setting.
     pub async fn write_setting(&mut self, cluster: &str, name: &str, value: &str) -> Result<(), StoreError> {
-        let store = self.store.clone();
-        self.run(|conn| metadata::write_setting(conn, store.sql(), cluster, name, value)).await
+        self.run(|conn, sql| metadata::write_setting(conn, sql, cluster, name, value)).await
     }
 
     /// Reads a cluster setting inside the transaction.
     pub async fn read_setting(&mut self, cluster: &str, name: &str) -> Result<Option<String>, StoreError> {
-        let store = self.store.clone();
-        self.run(|conn| metadata::read_setting(conn, store.sql(), cluster, name)).await
+        self.run(|conn, sql| metadata::read_setting(conn, sql, cluster, name)).await
     }
 
     /// Writes a catalog object (insert or replace).
     pub async fn put_object(&mut self, cluster: &str, object: &StoredObject) -> Result<(), StoreError> {
-        let store = self.store.clone();
-        self.run(|conn| catalog::put_object(conn, store.sql(), cluster, object)).await
+        self.run(|conn, sql| catalog::put_object(conn, sql, cluster, object)).await
     }
 
     /// Removes a catalog object.
@@ -179,20 +170,17 @@ impl GuardedTx {
         database: &str,
         name: &str,
     ) -> Result<(), StoreError> {
-        let store = self.store.clone();
-        self.run(|conn| catalog::remove_object(conn, store.sql(), cluster, kind, database, name)).await
+        self.run(|conn, sql| catalog::remove_object(conn, sql, cluster, kind, database, name)).await
     }
 
     /// Removes a database's row and every object in it.
     pub async fn remove_database_objects(&mut self, cluster: &str, database: &str) -> Result<(), StoreError> {
-        let store = self.store.clone();
-        self.run(|conn| catalog::remove_database_objects(conn, store.sql(), cluster, database)).await
+        self.run(|conn, sql| catalog::remove_database_objects(conn, sql, cluster, database)).await
     }
 
     /// Records a new procedure. Fails on a duplicate request id.
     pub async fn insert_procedure(&mut self, cluster: &str, procedure: &ProcedureRow) -> Result<(), StoreError> {
-        let store = self.store.clone();
-        self.run(|conn| catalog::insert_procedure(conn, store.sql(), cluster, procedure)).await
+        self.run(|conn, sql| catalog::insert_procedure(conn, sql, cluster, procedure)).await
     }
 
     /// Moves a procedure to `step` and `state`.
@@ -204,14 +192,13 @@ impl GuardedTx {
         state: &str,
         error: &str,
     ) -> Result<bool, StoreError> {
-        let store = self.store.clone();
         let term = self.term;
-        self.run(|conn| catalog::update_procedure(conn, store.sql(), cluster, id, step, state, error, term)).await
+        self.run(|conn, sql| catalog::update_procedure(conn, sql, cluster, id, step, state, error, term)).await
     }
 
     /// Commits the write. The guard's row lock is released only now.
     pub async fn commit(mut self) -> Result<(), StoreError> {
-        self.run(|conn| async move {
+        self.run(|conn, _| async move {
             sqlx::raw_sql("COMMIT").execute(conn).await?;
             Ok(())
         })
@@ -221,14 +208,17 @@ impl GuardedTx {
         Ok(())
     }
 
+    /// Runs `work` on the transaction's connection, with the store's statements, before the
+    /// transaction's deadline.
     async fn run<'a, T, F, Fut>(&'a mut self, work: F) -> Result<T, StoreError>
     where
-        F: FnOnce(&'a mut AnyConnection) -> Fut,
+        F: FnOnce(&'a mut AnyConnection, &'a Statements) -> Fut,
         Fut: std::future::Future<Output = Result<T, StoreError>> + 'a,
     {
         let after = self.store.call_timeout();
+        let sql = self.store.sql();
         let checkout = self.checkout.as_mut().expect("guarded transaction already finished");
-        match timeout_at(checkout.deadline, work(&mut checkout.conn)).await {
+        match timeout_at(checkout.deadline, work(&mut checkout.conn, sql)).await {
             Ok(result) => result.map_err(|error| error.in_op("guarded write")),
             Err(_) => Err(StoreError::Timeout { op: "guarded write", after }),
         }

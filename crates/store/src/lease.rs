@@ -58,10 +58,6 @@ fn ttl_ms(ttl: Duration) -> i64 {
     i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX)
 }
 
-fn term_param(term: u64) -> i64 {
-    i64::try_from(term).unwrap_or(i64::MAX)
-}
-
 pub(crate) async fn ensure_row(conn: &mut AnyConnection, sql: &Statements, cluster: &str) -> Result<(), StoreError> {
     sqlx::query(AssertSqlSafe(sql.lease_insert_if_absent.clone())).bind(cluster).execute(&mut *conn).await?;
     Ok(())
@@ -83,7 +79,7 @@ pub(crate) async fn read(conn: &mut AnyConnection, sql: &Statements, cluster: &s
         _ => None,
     };
     Ok(LeaseView {
-        term: u64::try_from(row.try_get::<i64, _>(0)?).unwrap_or(0),
+        term: crate::from_sql(row.try_get::<i64, _>(0)?),
         holder,
         expires_at_ms: row.try_get(4)?,
         version: row.try_get(5)?,
@@ -125,7 +121,7 @@ pub(crate) async fn renew(
         sqlx::query(AssertSqlSafe(sql.lease_renew.clone()))
             .bind(ttl_ms(ttl))
             .bind(guard.cluster.as_str())
-            .bind(term_param(guard.term))
+            .bind(crate::to_sql(guard.term))
             .bind(guard.incarnation.as_str()),
         conn,
     )
@@ -136,7 +132,7 @@ pub(crate) async fn release(conn: &mut AnyConnection, sql: &Statements, guard: &
     crate::changes_one(
         sqlx::query(AssertSqlSafe(sql.lease_release.clone()))
             .bind(guard.cluster.as_str())
-            .bind(term_param(guard.term))
+            .bind(crate::to_sql(guard.term))
             .bind(guard.incarnation.as_str()),
         conn,
     )
@@ -151,7 +147,7 @@ pub(crate) async fn check_guard(
     if crate::changes_one(
         sqlx::query(AssertSqlSafe(sql.lease_guard.clone()))
             .bind(guard.cluster.as_str())
-            .bind(term_param(guard.term))
+            .bind(crate::to_sql(guard.term))
             .bind(guard.incarnation.as_str()),
         conn,
     )

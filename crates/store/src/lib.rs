@@ -40,6 +40,16 @@ pub use store::{Store, StoreOptions, new_incarnation};
 
 /// Runs a conditional update and says whether it changed exactly one row: the answer every
 /// fencing, claim and refresh statement needs.
+/// A count or version as the stores keep it (a signed 64-bit integer), capped at `i64::MAX`.
+pub(crate) fn to_sql(value: u64) -> i64 {
+    i64::try_from(value).unwrap_or(i64::MAX)
+}
+
+/// A count or version read from a store; a negative value (never written) reads as 0.
+pub(crate) fn from_sql(value: i64) -> u64 {
+    u64::try_from(value).unwrap_or(0)
+}
+
 pub(crate) async fn changes_one(
     query: sqlx::query::Query<'_, sqlx::Any, sqlx::any::AnyArguments>,
     conn: &mut sqlx::AnyConnection,

@@ -30,10 +30,6 @@ pub struct DataNodeRow {
     pub registered_at_ms: i64,
 }
 
-fn version_of(value: i64) -> u64 {
-    u64::try_from(value).unwrap_or(0)
-}
-
 pub(crate) async fn ensure_version_row(
     conn: &mut AnyConnection,
     sql: &Statements,
@@ -53,7 +49,7 @@ pub(crate) async fn current_version(
         .fetch_optional(&mut *conn)
         .await?
         .ok_or_else(|| StoreError::Inconsistent(format!("cluster {cluster:?} has no metadata version row")))?;
-    Ok(version_of(row.try_get(0)?))
+    Ok(crate::from_sql(row.try_get(0)?))
 }
 
 /// Bumps the counter and records the change at the new version, trimming what falls out of
@@ -97,12 +93,16 @@ pub(crate) async fn changes_since(
     let rows = sqlx::query(AssertSqlSafe(sql.changes_since.clone()))
         .bind(cluster)
         .bind(after as i64)
-        .bind(limit.min(i64::MAX as u64) as i64)
+        .bind(crate::to_sql(limit))
         .fetch_all(&mut *conn)
         .await?;
     rows.iter()
         .map(|row| {
-            Ok(StoredChange { version: version_of(row.try_get(0)?), kind: row.try_get(1)?, payload: row.try_get(2)? })
+            Ok(StoredChange {
+                version: crate::from_sql(row.try_get(0)?),
+                kind: row.try_get(1)?,
+                payload: row.try_get(2)?,
+            })
         })
         .collect::<Result<_, sqlx::Error>>()
         .map_err(Into::into)

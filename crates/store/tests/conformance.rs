@@ -566,6 +566,30 @@ async fn procedures_move_on_and_request_ids_are_unique(h: Harness) {
     assert_eq!(h.store.get_procedure(&h.cluster, 2).await.unwrap().unwrap().request_id, None);
 }
 
+async fn a_procedure_error_longer_than_any_column_is_kept_cut(h: Harness) {
+    // An error naming many nodes, with a multi-byte character across the cut.
+    let long = format!("{}é{}", "n".repeat(leasehold_store::catalog::MAX_PROCEDURE_ERROR_LEN - 1), "x".repeat(5000));
+    let row = ProcedureRow {
+        id: 1,
+        kind: "drop_table".into(),
+        target: "db.t".into(),
+        step: "prepared".into(),
+        state: "running".into(),
+        error: long.clone(),
+        request_id: None,
+        request: Vec::new(),
+        term: 1,
+        created_at_ms: 0,
+        updated_at_ms: 0,
+    };
+    let mut tx = h.store.begin_guarded(&WriteGuard::Standalone).await.unwrap();
+    tx.insert_procedure(&h.cluster, &row).await.expect("a long error does not fail the insert");
+    assert!(tx.update_procedure(&h.cluster, 1, "done", "rolled_back", &long).await.expect("nor the update"));
+    tx.commit().await.unwrap();
+    let stored = h.store.get_procedure(&h.cluster, 1).await.unwrap().unwrap().error;
+    assert_eq!(stored, "n".repeat(leasehold_store::catalog::MAX_PROCEDURE_ERROR_LEN - 1), "cut before the character");
+}
+
 macro_rules! conformance {
     ($backend:ident: $($test:ident),* $(,)?) => {
         mod $backend {
@@ -611,4 +635,5 @@ every_backend!(
     settings_are_written_and_read_back,
     catalog_objects_are_put_replaced_and_removed,
     procedures_move_on_and_request_ids_are_unique,
+    a_procedure_error_longer_than_any_column_is_kept_cut,
 );
