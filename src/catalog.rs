@@ -104,6 +104,7 @@ pub fn database_message(database: &Database) -> v1::Database {
         state: state_value(database.state),
         version: database.version,
         created_version: database.created_version,
+        drop_ordered_version: database.drop_ordered_version,
     }
 }
 
@@ -122,6 +123,7 @@ pub fn table_message(table: &Table, effective_ttl: Option<Duration>) -> v1::Tabl
                 comment: column.comment.clone(),
                 state: state_value(column.state),
                 created_version: column.created_version,
+                drop_ordered_version: column.drop_ordered_version,
             })
             .collect(),
         ttl_ms: ms_of(table.ttl),
@@ -131,6 +133,7 @@ pub fn table_message(table: &Table, effective_ttl: Option<Duration>) -> v1::Tabl
         version: table.version,
         effective_ttl_ms: ms_of(effective_ttl),
         created_version: table.created_version,
+        drop_ordered_version: table.drop_ordered_version,
     }
 }
 
@@ -154,6 +157,7 @@ fn database_of(message: &v1::Database) -> Database {
         state: state_of(message.state),
         version: message.version,
         created_version: message.created_version,
+        drop_ordered_version: message.drop_ordered_version,
     }
 }
 
@@ -171,6 +175,7 @@ fn table_of(message: &v1::Table) -> Table {
                 comment: column.comment.clone(),
                 state: state_of(column.state),
                 created_version: column.created_version,
+                drop_ordered_version: column.drop_ordered_version,
             })
             .collect(),
         ttl: ttl_of(message.ttl_ms),
@@ -179,6 +184,7 @@ fn table_of(message: &v1::Table) -> Table {
         state: state_of(message.state),
         version: message.version,
         created_version: message.created_version,
+        drop_ordered_version: message.drop_ordered_version,
     }
 }
 
@@ -250,6 +256,7 @@ mod tests {
             database: "db".into(),
             name: "t".into(),
             columns: vec![Column {
+                drop_ordered_version: 0,
                 name: "time".into(),
                 data_type: DataType::Timestamp,
                 category: Category::Time,
@@ -263,6 +270,7 @@ mod tests {
             state: ObjectState::Dropping,
             version: 9,
             created_version: 4,
+            drop_ordered_version: 0,
         };
         let changes = [
             CatalogChange::PutDatabase(Database {
@@ -272,6 +280,7 @@ mod tests {
                 state: ObjectState::Visible,
                 version: 1,
                 created_version: 1,
+                drop_ordered_version: 0,
             }),
             CatalogChange::PutTable(table),
             CatalogChange::RemoveTable { database: "db".into(), name: "t".into() },

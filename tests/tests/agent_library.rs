@@ -229,3 +229,58 @@ async fn a_host_fenced_through_drops_and_recreations_has_the_old_data_dropped_at
 
     lab.stop().await;
 }
+
+/// A host whose first deletion of data fails, as a busy disk would.
+#[derive(Debug, Default)]
+struct FailsFirstDrop {
+    attempts: Mutex<u32>,
+    drops: Mutex<Vec<DataTarget>>,
+}
+
+impl AgentHost for FailsFirstDrop {
+    fn drop_data(&self, target: &DataTarget) -> Result<(), String> {
+        let mut attempts = self.attempts.lock().unwrap();
+        *attempts += 1;
+        if *attempts == 1 {
+            return Err("disk busy".into());
+        }
+        self.drops.lock().unwrap().push(target.clone());
+        Ok(())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_data_delete_is_retried_before_the_drop_is_acknowledged() {
+    let _serial = serial().await;
+    let lease = LeaseSettings::default();
+    let host = Arc::new(FailsFirstDrop::default());
+    phase("an agent the leader cannot push to: every change reaches it in heartbeat answers");
+    let mut lab = Embedded::new(lease, host.clone()).await;
+    drop(lab.listener.take());
+    lab.tasks.push(tokio::spawn(lab.agent.clone().run(lab.shutdown.clone())));
+    let (agent, coordinator, events) = (lab.agent.clone(), lab.coordinator.clone(), &mut lab.events);
+    next_event(events, Duration::from_secs(10), |event| matches!(event, AgentEvent::Unfenced { .. })).await;
+
+    let mut catalog = catalog_at(&coordinator);
+    catalog.create_database(create_database("db", "")).await.unwrap();
+    catalog.create_table(create_table("db", "t", "")).await.unwrap();
+    let agent_ref = &agent;
+    eventually("the agent serves t", Duration::from_secs(5), || async move {
+        agent_ref.resolve_table("db", "t").is_ok().then_some(())
+    })
+    .await;
+    let created_version = get_table(&coordinator, "t").await.created_version;
+
+    phase("drop t: the host fails the first delete, the agent resyncs onto a snapshot that still holds the marker");
+    let request = DropTableRequest { database: "db".into(), name: "t".into(), request_id: String::new() };
+    let dropped = catalog.drop_table(request).await.unwrap().into_inner();
+    assert!(dropped.fenced.is_empty(), "the agent never fenced: {dropped:?}");
+    assert_eq!(*host.attempts.lock().unwrap(), 2, "asked again after the refusal");
+    assert_eq!(
+        *host.drops.lock().unwrap(),
+        [DataTarget::from_parts("db", "t", "", created_version)],
+        "the DDL returned OK only once the data was deleted"
+    );
+    assert!(matches!(agent.resolve_table("db", "t"), Err(ResolveError::NotFound { .. })));
+    lab.stop().await;
+}

@@ -6,6 +6,7 @@
 //! renewal counts; a fence drops the cache before anything else happens. Reads take no lock:
 //! they load the current cache value and check its lease against the boot clock on every call.
 
+use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -159,6 +160,9 @@ struct Inner {
     /// The cache as it was when the agent last fenced, kept (never served) until a resync
     /// tells the host what was dropped meanwhile. Changed with the lease locked.
     before_fence: Mutex<Option<Arc<CacheView>>>,
+    /// The orders to drop data carried out by this process, while their objects are still
+    /// under a marker: a snapshot that carries such an order does not repeat it.
+    dropped: Mutex<BTreeSet<DataTarget>>,
     events: broadcast::Sender<AgentEvent>,
     renewed: Notify,
 }
@@ -196,6 +200,7 @@ impl Agent {
                 lease: Mutex::new(LeaseManager::new()),
                 view: ArcSwap::from_pointee(CacheView::default()),
                 before_fence: Mutex::new(None),
+                dropped: Mutex::new(BTreeSet::new()),
                 events,
                 renewed: Notify::new(),
             }),
@@ -295,51 +300,66 @@ impl Agent {
             self.inner.host.drop_data(&target)?;
             metrics::data_dropped("order");
             info!(?target, marker = drop.marker_version, "data dropped");
+            self.dropped().insert(target);
         }
         Ok(())
     }
 
     /// Tells the host what was dropped while this agent could not hear the orders: every
     /// object of the cache it held (before a fence, or before a gap) that `installed` lacks or
-    /// holds as another object created again under the same name. On an error nothing is
-    /// forgotten, so the next resync asks again.
-    fn drop_what_the_resync_removed(&self, current: &Arc<CacheView>, installed: &CacheView) -> Result<(), ApplyError> {
+    /// holds as another object created again under the same name; and every object that
+    /// `installed` holds under a marker whose order to drop was given, which this process has
+    /// not dropped yet (the order may have been refused, or given while it could not hear, or
+    /// before it started). Only then may the resync count. On an error nothing is forgotten,
+    /// so the next resync asks again.
+    fn drop_before_resync(&self, current: &Arc<CacheView>, installed: &CacheView) -> Result<(), ApplyError> {
         let mut before_fence = self.inner.before_fence.lock().expect("agent cache before fence poisoned");
         let before = if current.store_epoch.is_empty() { before_fence.clone() } else { Some(current.clone()) };
-        let Some(before) = before else { return Ok(()) };
-        match ddl::drops_after_resync(before.held(), installed.held()) {
-            ResyncDrops::EpochChanged => {
+        let removed = match before
+            .as_ref()
+            .map(|before| (before, ddl::drops_after_resync(before.held(), installed.held())))
+        {
+            None => Vec::new(),
+            Some((before, ResyncDrops::EpochChanged)) => {
                 warn!(
                     old_epoch = %before.store_epoch,
                     new_epoch = %installed.store_epoch,
                     "the store epoch changed: creation versions cannot be compared, so the host judges its data from the resynced catalog alone"
                 );
+                Vec::new()
             }
-            ResyncDrops::OlderSnapshot => {
+            Some((before, ResyncDrops::OlderSnapshot)) => {
                 warn!(
                     cache_version = before.version,
                     snapshot_version = installed.version,
                     "a resync to a version older than the cache held: no data is dropped on its word"
                 );
-                return Ok(());
+                Vec::new()
             }
-            ResyncDrops::Drop(targets) => {
-                for target in targets {
-                    self.inner.host.drop_data(&target).map_err(|reason| ApplyError::CannotApply {
-                        version: installed.version,
-                        reason: format!("dropping the data of {target:?} after a resync: {reason}"),
-                    })?;
-                    metrics::data_dropped("resync");
-                    info!(
-                        ?target,
-                        version = installed.version,
-                        "data dropped: the object went while this node could not hear"
-                    );
-                }
-            }
+            Some((_, ResyncDrops::Drop(targets))) => targets,
+        };
+        let mut dropped = self.dropped();
+        let ordered = ddl::ordered_drops(&installed.catalog);
+        let pending: Vec<&DataTarget> = ordered.iter().filter(|target| !dropped.contains(*target)).collect();
+        let removed = removed.iter().map(|target| (target, "resync"));
+        for (target, why) in removed.chain(pending.into_iter().map(|target| (target, "ordered"))) {
+            self.inner.host.drop_data(target).map_err(|reason| ApplyError::CannotApply {
+                version: installed.version,
+                reason: format!("dropping the data of {target:?} before a resync counts: {reason}"),
+            })?;
+            metrics::data_dropped(why);
+            info!(?target, version = installed.version, why, "data dropped before the resync counts");
+            dropped.insert(target.clone());
         }
+        // Only orders still under their marker need remembering.
+        dropped.retain(|target| ordered.contains(target));
         *before_fence = None;
         Ok(())
+    }
+
+    /// The orders to drop data this process carried out, of objects still under their marker.
+    fn dropped(&self) -> std::sync::MutexGuard<'_, BTreeSet<DataTarget>> {
+        self.inner.dropped.lock().expect("agent drop record poisoned")
     }
 
     /// Fences if the lease ran out: drops the cache first. Call with the lease locked.
@@ -399,7 +419,7 @@ impl Agent {
             }
             Some(snapshot) => {
                 let installed = CacheView::from_snapshot(snapshot);
-                self.drop_what_the_resync_removed(&current, &installed).map(|()| {
+                self.drop_before_resync(&current, &installed).map(|()| {
                     self.inner.host.resynced(&installed.catalog);
                     installed
                 })
@@ -710,12 +730,14 @@ mod tests {
             state: ObjectState::Visible,
             version: 1,
             created_version: 1,
+            drop_ordered_version: 0,
         }));
         for &(name, created_version) in tables {
             catalog.apply(&CatalogChange::PutTable(Table {
                 database: "db".into(),
                 name: name.into(),
                 columns: vec![Column {
+                    drop_ordered_version: 0,
                     name: "time".into(),
                     data_type: DataType::Timestamp,
                     category: Category::Time,
@@ -729,6 +751,7 @@ mod tests {
                 state: ObjectState::Visible,
                 version: created_version,
                 created_version,
+                drop_ordered_version: 0,
             }));
         }
         let catalog = leasehold::catalog::snapshot_messages(&catalog);
@@ -781,5 +804,121 @@ mod tests {
         let older = catalog_snapshot(5, &[("t", 2)]);
         assert_eq!(agent.on_heartbeat_response(&ticket, answer(5, Vec::new(), older)).0, "renewed");
         assert!(host.drops.lock().unwrap().is_empty(), "`u` may be newer than that snapshot: its data stays");
+    }
+
+    /// Version `version` of table `db.t` (created at 2) in `state`, with its drop order.
+    fn table_t(state: leasehold_core::catalog::ObjectState, drop_ordered_version: u64) -> Table {
+        use leasehold_core::catalog::{Category, Column, DataType};
+        Table {
+            database: "db".into(),
+            name: "t".into(),
+            columns: vec![Column {
+                name: "time".into(),
+                data_type: DataType::Timestamp,
+                category: Category::Time,
+                comment: String::new(),
+                state: leasehold_core::catalog::ObjectState::Visible,
+                created_version: 2,
+                drop_ordered_version: 0,
+            }],
+            ttl: None,
+            properties: Default::default(),
+            comment: String::new(),
+            state,
+            version: 2,
+            created_version: 2,
+            drop_ordered_version,
+        }
+    }
+
+    fn catalog_message(version: u64, change: leasehold_core::catalog::CatalogChange) -> MetadataChange {
+        MetadataChange {
+            version,
+            kind: Some(metadata_change::Kind::Catalog(leasehold::catalog::change_message(&change))),
+        }
+    }
+
+    #[test]
+    fn a_refused_drop_order_is_never_acknowledged_by_a_resync_that_still_holds_the_marker() {
+        use leasehold_core::catalog::{CatalogChange, ObjectState};
+        let clock = Arc::new(ManualClock::new(MonoTime::from_duration(Duration::from_secs(10))));
+        let config = AgentConfig::new("dn1", vec!["127.0.0.1:7400".into()], "127.0.0.1:7500");
+        let host = Arc::new(RecordsDrops::default());
+        let agent = Agent::with_clock(config, host.clone(), clock.clone());
+        let (ticket, _) = agent.begin_heartbeat();
+        assert_eq!(
+            agent.on_heartbeat_response(&ticket, answer(5, Vec::new(), catalog_snapshot(5, &[("t", 2)]))).0,
+            "renewed"
+        );
+
+        // v6: the pre-delete marker; v7: the order to drop, which the host refuses once.
+        let marker = catalog_message(6, CatalogChange::PutTable(table_t(ObjectState::Dropping, 0)));
+        let order = MetadataChange {
+            version: 7,
+            kind: Some(metadata_change::Kind::DropData(leasehold::v1::DropDataChange {
+                database: "db".into(),
+                table: "t".into(),
+                column: String::new(),
+                marker_version: 6,
+                created_version: 2,
+            })),
+        };
+        let (ticket, _) = agent.begin_heartbeat();
+        assert_eq!(agent.on_heartbeat_response(&ticket, answer(7, vec![marker, order], None)).0, "not_applied");
+        let (ticket, request) = agent.begin_heartbeat();
+        assert!(request.needs_resync && request.applied_version < 7, "the refused order is not acknowledged");
+        assert!(host.drops.lock().unwrap().is_empty());
+
+        // The resync's snapshot was taken before the commit: t is still under its marker, and
+        // carries the order's version.
+        let mut catalog = Catalog::default();
+        for change in leasehold::catalog::catalog_of(&catalog_snapshot(7, &[]).unwrap().catalog).snapshot() {
+            catalog.apply(&change);
+        }
+        catalog.apply(&CatalogChange::PutTable(table_t(ObjectState::Dropping, 7)));
+        let snapshot = MetadataSnapshot {
+            store_epoch: "e".into(),
+            version: 7,
+            catalog: leasehold::catalog::snapshot_messages(&catalog),
+        };
+        assert_eq!(agent.on_heartbeat_response(&ticket, answer(7, Vec::new(), Some(snapshot))).0, "renewed");
+        let (_, request) = agent.begin_heartbeat();
+        assert_eq!(request.applied_version, 7);
+        assert_eq!(
+            *host.drops.lock().unwrap(),
+            [DataTarget::from_parts("db", "t", "", 2)],
+            "the data went before version 7 was reported"
+        );
+
+        // v8: the commit arrives as an ordinary change and repeats nothing.
+        let commit = catalog_message(8, CatalogChange::RemoveTable { database: "db".into(), name: "t".into() });
+        let (ticket, _) = agent.begin_heartbeat();
+        assert_eq!(agent.on_heartbeat_response(&ticket, answer(8, vec![commit], None)).0, "renewed");
+        assert_eq!(host.drops.lock().unwrap().len(), 1, "the host saw drop_data(t) exactly once");
+    }
+
+    #[test]
+    fn a_restarted_agent_deletes_the_data_of_an_ordered_drop_before_it_counts_the_snapshot() {
+        use leasehold_core::catalog::{CatalogChange, ObjectState};
+        let clock = Arc::new(ManualClock::new(MonoTime::from_duration(Duration::from_secs(10))));
+        let config = AgentConfig::new("dn1", vec!["127.0.0.1:7400".into()], "127.0.0.1:7500");
+        let host = Arc::new(RecordsDrops::default());
+        let agent = Agent::with_clock(config, host.clone(), clock.clone());
+        let mut catalog = leasehold::catalog::catalog_of(&catalog_snapshot(7, &[]).unwrap().catalog);
+        catalog.apply(&CatalogChange::PutTable(table_t(ObjectState::Dropping, 7)));
+        let snapshot = MetadataSnapshot {
+            store_epoch: "e".into(),
+            version: 7,
+            catalog: leasehold::catalog::snapshot_messages(&catalog),
+        };
+        let (ticket, _) = agent.begin_heartbeat();
+        assert_eq!(
+            agent.on_heartbeat_response(&ticket, answer(7, Vec::new(), Some(snapshot.clone()))).0,
+            "not_applied",
+            "the host refused: the first snapshot does not count"
+        );
+        let (ticket, _) = agent.begin_heartbeat();
+        assert_eq!(agent.on_heartbeat_response(&ticket, answer(7, Vec::new(), Some(snapshot))).0, "renewed");
+        assert_eq!(*host.drops.lock().unwrap(), [DataTarget::from_parts("db", "t", "", 2)]);
     }
 }

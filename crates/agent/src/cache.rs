@@ -11,7 +11,7 @@ use std::sync::Arc;
 use leasehold::v1::{MetadataChange, MetadataSnapshot, metadata_change};
 use leasehold_core::MonoTime;
 use leasehold_core::catalog::{Catalog, Table};
-use leasehold_core::ddl::HeldCatalog;
+use leasehold_core::ddl::{self, DataTarget, HeldCatalog};
 
 /// What readers may resolve: database, then table name, to the table as they may see it.
 pub type Servable = BTreeMap<String, BTreeMap<String, Arc<Table>>>;
@@ -120,7 +120,17 @@ impl CacheView {
                         catalog.get_or_insert_with(|| (*self.catalog).clone()).apply(&catalog_change);
                     }
                 }
-                Some(metadata_change::Kind::Barrier(_) | metadata_change::Kind::DropData(_)) | None => {}
+                Some(metadata_change::Kind::DropData(drop)) => {
+                    // The cache records the order on the marked object, as the leader's
+                    // catalog does, so it matches the snapshots of the same version.
+                    let target =
+                        DataTarget::from_parts(&drop.database, &drop.table, &drop.column, drop.created_version);
+                    let current = catalog.as_ref().unwrap_or(&self.catalog);
+                    if let Some(ordered) = ddl::drop_order(current, &target, change.version) {
+                        catalog.get_or_insert_with(|| (*self.catalog).clone()).apply(&ordered);
+                    }
+                }
+                Some(metadata_change::Kind::Barrier(_)) | None => {}
             }
             next.version = change.version;
         }
@@ -159,6 +169,7 @@ mod tests {
             database: "db".into(),
             name: "t".into(),
             columns: vec![Column {
+                drop_ordered_version: 0,
                 name: "time".into(),
                 data_type: DataType::Timestamp,
                 category: Category::Time,
@@ -172,6 +183,7 @@ mod tests {
             state,
             version: 3,
             created_version: 2,
+            drop_ordered_version: 0,
         }
     }
 
@@ -202,6 +214,7 @@ mod tests {
             state: ObjectState::Visible,
             version: 1,
             created_version: 1,
+            drop_ordered_version: 0,
         };
         let view = at(0)
             .apply(

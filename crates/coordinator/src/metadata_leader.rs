@@ -16,7 +16,7 @@ use leasehold::v1::{
 };
 use leasehold_core::catalog::{Catalog, CatalogChange};
 use leasehold_core::contact::{ContactStatus, ContactTracker, NodeKey, Settlement};
-use leasehold_core::ddl::DataTarget;
+use leasehold_core::ddl::{self, DataTarget};
 use leasehold_core::lease_timing::LeaseTimings;
 use leasehold_core::{Clock, MonoTime};
 use leasehold_store::{GuardedTx, Store, StoreError, StoredObject, WriteGuard};
@@ -717,6 +717,16 @@ impl ChangeTx<'_> {
         // Creation versions come from the catalog this change lands on; the serial guard
         // held by this transaction keeps it from moving underneath.
         let (change, _) = self.leader.with_catalog(|catalog| catalog.stamp(change, self.version));
+        self.write_object(&change).await?;
+        let message = MetadataChange {
+            version: self.version,
+            kind: Some(v1::metadata_change::Kind::Catalog(leasehold::catalog::change_message(&change))),
+        };
+        self.publish(message, Some(change)).await
+    }
+
+    /// Writes the catalog rows `change` makes, at this change's version.
+    async fn write_object(&mut self, change: &CatalogChange) -> Result<(), MetadataError> {
         let cluster = self.leader.identity.cluster.clone();
         let object = |kind: &str, database: &str, name: &str, payload: Vec<u8>, version: u64| StoredObject {
             kind: kind.to_owned(),
@@ -725,7 +735,7 @@ impl ChangeTx<'_> {
             payload,
             version,
         };
-        match &change {
+        match change {
             CatalogChange::PutDatabase(database) => {
                 let payload = leasehold::catalog::database_message(database).encode_to_vec();
                 self.tx.put_object(&cluster, &object("database", &database.name, "", payload, self.version)).await?;
@@ -750,15 +760,20 @@ impl ChangeTx<'_> {
                 self.tx.remove_object(&cluster, "view", database, name).await?
             }
         }
-        let message = MetadataChange {
-            version: self.version,
-            kind: Some(v1::metadata_change::Kind::Catalog(leasehold::catalog::change_message(&change))),
-        };
-        self.publish(message, Some(change)).await
+        Ok(())
     }
 
-    /// Publishes the order to delete `target`'s data, marked at `marker_version`.
-    pub async fn publish_drop_data(self, target: &DataTarget, marker_version: u64) -> Result<u64, MetadataError> {
+    /// Publishes the order to delete `target`'s data, marked at `marker_version`. The marked
+    /// object records the order's version in the same transaction, so snapshots carry it: a
+    /// data node that learns of the order only from a snapshot still deletes the data before
+    /// it acknowledges the order's version.
+    pub async fn publish_drop_data(mut self, target: &DataTarget, marker_version: u64) -> Result<u64, MetadataError> {
+        let (ordered, _) = self.leader.with_catalog(|catalog| ddl::drop_order(catalog, target, self.version));
+        if let Some(ordered) = &ordered {
+            self.write_object(ordered).await?;
+        } else {
+            warn!(?target, "no marked object for this order to drop data; it travels as a change alone");
+        }
         let (database, table, column, created_version) = target.parts();
         let message = MetadataChange {
             version: self.version,
@@ -770,7 +785,7 @@ impl ChangeTx<'_> {
                 created_version,
             })),
         };
-        self.publish(message, None).await
+        self.publish(message, ordered).await
     }
 
     /// Appends `message` to the change log, commits, and publishes it.

@@ -487,6 +487,7 @@ mod tests {
             state: ObjectState::Dropping,
             version: 0,
             created_version: 0,
+            drop_ordered_version: 0,
         };
         let plan = DdlPlan {
             kind: "drop_column",

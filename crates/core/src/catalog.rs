@@ -72,6 +72,10 @@ pub struct Column {
     /// The version that created it; a column dropped and added again under the same name is
     /// another column. 0 for columns created before creation versions were recorded.
     pub created_version: u64,
+    /// Under a pre-delete marker, the version of the order to delete its data; 0 while no
+    /// order was given. A data node that holds this at or past that version must have deleted
+    /// the data (see [`Catalog::ordered_drops`]).
+    pub drop_ordered_version: u64,
 }
 
 /// A table.
@@ -97,6 +101,10 @@ pub struct Table {
     /// is another object, whose data is not the old one's. 0 for objects created before
     /// creation versions were recorded.
     pub created_version: u64,
+    /// Under a pre-delete marker, the version of the order to delete its data; 0 while no
+    /// order was given. A data node that holds this at or past that version must have deleted
+    /// the data (see [`Catalog::ordered_drops`]).
+    pub drop_ordered_version: u64,
 }
 
 impl Table {
@@ -123,6 +131,10 @@ pub struct Database {
     /// is another object, whose data is not the old one's. 0 for objects created before
     /// creation versions were recorded.
     pub created_version: u64,
+    /// Under a pre-delete marker, the version of the order to delete its data; 0 while no
+    /// order was given. A data node that holds this at or past that version must have deleted
+    /// the data (see [`Catalog::ordered_drops`]).
+    pub drop_ordered_version: u64,
 }
 
 /// A view: a name and its definition text.
@@ -188,6 +200,16 @@ pub struct Catalog {
     databases: BTreeMap<String, Entry>,
 }
 
+/// The drop order a put keeps from the object it replaces: an order, once given, stays with
+/// the object for as long as it is under its marker, whatever a later put of it carries (a
+/// plan is made before its order is given); an object out of its marker has none.
+fn kept_drop_order(state: ObjectState, old: Option<u64>) -> u64 {
+    match state {
+        ObjectState::Dropping => old.unwrap_or(0),
+        ObjectState::Visible | ObjectState::Hidden => 0,
+    }
+}
+
 impl Catalog {
     /// Applies one committed change.
     pub fn apply(&mut self, change: &CatalogChange) {
@@ -233,16 +255,27 @@ impl Catalog {
     pub fn stamp(&self, change: &CatalogChange, version: u64) -> CatalogChange {
         match change {
             CatalogChange::PutDatabase(database) => {
-                let created_version = self.database(&database.name).map_or(version, |old| old.created_version);
-                CatalogChange::PutDatabase(Database { version, created_version, ..database.clone() })
+                let old = self.database(&database.name);
+                CatalogChange::PutDatabase(Database {
+                    version,
+                    created_version: old.map_or(version, |old| old.created_version),
+                    drop_ordered_version: kept_drop_order(database.state, old.map(|old| old.drop_ordered_version)),
+                    ..database.clone()
+                })
             }
             CatalogChange::PutTable(table) => {
                 let old = self.table(&table.database, &table.name);
-                let mut stamped =
-                    Table { version, created_version: old.map_or(version, |old| old.created_version), ..table.clone() };
+                let mut stamped = Table {
+                    version,
+                    created_version: old.map_or(version, |old| old.created_version),
+                    drop_ordered_version: kept_drop_order(table.state, old.map(|old| old.drop_ordered_version)),
+                    ..table.clone()
+                };
                 for column in &mut stamped.columns {
-                    column.created_version =
-                        old.and_then(|old| old.column(&column.name)).map_or(version, |kept| kept.created_version);
+                    let kept = old.and_then(|old| old.column(&column.name));
+                    column.created_version = kept.map_or(version, |kept| kept.created_version);
+                    column.drop_ordered_version =
+                        kept_drop_order(column.state, kept.map(|kept| kept.drop_ordered_version));
                 }
                 CatalogChange::PutTable(stamped)
             }
@@ -358,12 +391,21 @@ pub(crate) mod tests {
             state,
             version: 1,
             created_version: 1,
+            drop_ordered_version: 0,
         }
     }
 
     pub(crate) fn column(name: &str, category: Category, state: ObjectState) -> Column {
         let data_type = if category == Category::Time { DataType::Timestamp } else { DataType::Double };
-        Column { name: name.into(), data_type, category, comment: String::new(), state, created_version: 0 }
+        Column {
+            name: name.into(),
+            data_type,
+            category,
+            comment: String::new(),
+            state,
+            created_version: 0,
+            drop_ordered_version: 0,
+        }
     }
 
     pub(crate) fn table(database: &str, name: &str, state: ObjectState) -> Table {
@@ -380,6 +422,7 @@ pub(crate) mod tests {
             state,
             version: 2,
             created_version: 2,
+            drop_ordered_version: 0,
         }
     }
 

@@ -315,7 +315,7 @@ pub fn validate(request: &DdlRequest) -> Result<(), DdlError> {
 /// Data an irreversible step deletes on every data node. Each target names the creation
 /// version of the object it belongs to, so a host that keys its data by it never deletes the
 /// data of an object created again under the same name.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum DataTarget {
     /// Everything of a database.
     Database {
@@ -478,6 +478,70 @@ pub fn dropped_between(before: &Catalog, after: &Catalog) -> Vec<DataTarget> {
     targets
 }
 
+/// The order to delete `target`'s data, given at `version`, as the put that records it on
+/// the object it names: the object under its pre-delete marker (by name, and by creation
+/// version when the order names one) carries `drop_ordered_version = version` from then on,
+/// in the store and in every snapshot, so a data node that learns of the order only from a
+/// snapshot (it fenced, fell behind a gap, or restarted) still deletes the data before it
+/// counts that version. `None` when no such marked object is there.
+pub fn drop_order(catalog: &Catalog, target: &DataTarget, version: u64) -> Option<CatalogChange> {
+    let (database, table, column, created_version) = target.parts();
+    let same = |created: u64| created_version == 0 || created == created_version;
+    match target {
+        DataTarget::Database { .. } => {
+            let marked = catalog
+                .database(database)
+                .filter(|db| db.state == ObjectState::Dropping && same(db.created_version))?;
+            Some(CatalogChange::PutDatabase(Database { drop_ordered_version: version, ..marked.clone() }))
+        }
+        DataTarget::Table { .. } => {
+            let marked = catalog
+                .table(database, table)
+                .filter(|t| t.state == ObjectState::Dropping && same(t.created_version))?;
+            Some(CatalogChange::PutTable(Table { drop_ordered_version: version, ..marked.clone() }))
+        }
+        DataTarget::Column { .. } => {
+            let mut owner = catalog.table(database, table)?.clone();
+            let marked = owner.columns.iter_mut().find(|c| {
+                c.name.eq_ignore_ascii_case(column) && c.state == ObjectState::Dropping && same(c.created_version)
+            })?;
+            marked.drop_ordered_version = version;
+            Some(CatalogChange::PutTable(owner))
+        }
+    }
+}
+
+/// The data a node holding `catalog` must have deleted before it counts the catalog's
+/// version: every database, table and column under a pre-delete marker whose order to drop
+/// was given (outermost first, nothing an outer target covers repeated).
+pub fn ordered_drops(catalog: &Catalog) -> Vec<DataTarget> {
+    let ordered = |state: ObjectState, order: u64| state == ObjectState::Dropping && order > 0;
+    let mut targets = Vec::new();
+    for database in catalog.databases() {
+        let name = &database.name;
+        if ordered(database.state, database.drop_ordered_version) {
+            targets.push(DataTarget::Database { database: name.clone(), created_version: database.created_version });
+            continue;
+        }
+        for table in catalog.tables(name) {
+            if ordered(table.state, table.drop_ordered_version) {
+                let created_version = table.created_version;
+                targets.push(DataTarget::Table { database: name.clone(), table: table.name.clone(), created_version });
+                continue;
+            }
+            for column in table.columns.iter().filter(|c| ordered(c.state, c.drop_ordered_version)) {
+                targets.push(DataTarget::Column {
+                    database: name.clone(),
+                    table: table.name.clone(),
+                    column: column.name.clone(),
+                    created_version: column.created_version,
+                });
+            }
+        }
+    }
+    targets
+}
+
 /// The locks a DDL holds: its database, shared or exclusive, and its object exclusively.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LockSet {
@@ -556,6 +620,7 @@ fn column_of(spec: &ColumnSpec, state: ObjectState) -> Column {
         comment: spec.comment.clone(),
         state,
         created_version: 0,
+        drop_ordered_version: 0,
     }
 }
 
@@ -590,6 +655,7 @@ pub fn plan(catalog: &Catalog, request: &DdlRequest) -> Result<DdlPlan, DdlError
                 state: ObjectState::Hidden,
                 version: 0,
                 created_version: 0,
+                drop_ordered_version: 0,
             };
             Ok(DdlPlan {
                 kind: "create_database",
@@ -629,6 +695,7 @@ pub fn plan(catalog: &Catalog, request: &DdlRequest) -> Result<DdlPlan, DdlError
                 state: ObjectState::Hidden,
                 version: 0,
                 created_version: 0,
+                drop_ordered_version: 0,
             };
             Ok(DdlPlan {
                 kind: "create_table",
@@ -867,6 +934,44 @@ mod tests {
         assert_eq!(plan.commit, Some(CatalogChange::RemoveTable { database: "db".into(), name: "existing".into() }));
         let CatalogChange::PutTable(restored) = &plan.rollback else { panic!() };
         assert_eq!(restored.state, ObjectState::Visible);
+    }
+
+    #[test]
+    fn a_drop_order_is_recorded_on_its_marked_object_and_kept_until_the_object_goes() {
+        let mut catalog = catalog();
+        let request = DdlRequest::DropTable { database: "db".into(), name: "existing".into() };
+        let plan = plan(&catalog, &request).unwrap();
+        let target = plan.drop_data.clone().unwrap();
+        assert_eq!(drop_order(&catalog, &target, 9), None, "not under its marker yet");
+        catalog.apply(&catalog.stamp(&plan.prepare, 8));
+        assert!(ordered_drops(&catalog).is_empty(), "a marker alone orders nothing");
+        let ordered = drop_order(&catalog, &target, 9).unwrap();
+        catalog.apply(&ordered);
+        assert_eq!(catalog.table("db", "existing").unwrap().drop_ordered_version, 9);
+        assert_eq!(ordered_drops(&catalog), [target.clone()]);
+        // A later put of the marked object (a plan made before the order) keeps the order.
+        catalog.apply(&catalog.stamp(&plan.prepare, 10));
+        assert_eq!(ordered_drops(&catalog), [target.clone()]);
+        let recreated = DataTarget::Table { database: "db".into(), table: "existing".into(), created_version: 99 };
+        assert_eq!(drop_order(&catalog, &recreated, 11), None, "another object by that name");
+        catalog.apply(plan.commit.as_ref().unwrap());
+        assert!(ordered_drops(&catalog).is_empty());
+    }
+
+    #[test]
+    fn a_drop_order_on_a_database_covers_its_tables_and_on_a_column_only_the_column() {
+        let mut catalog = catalog();
+        let mut marked = table("db", "existing", ObjectState::Visible);
+        marked.columns[1].state = ObjectState::Dropping;
+        let column_name = marked.columns[1].name.clone();
+        catalog.apply(&CatalogChange::PutTable(marked.clone()));
+        let column_target = DataTarget::from_parts("db", "existing", &column_name, marked.columns[1].created_version);
+        catalog.apply(&drop_order(&catalog, &column_target, 5).unwrap());
+        assert_eq!(ordered_drops(&catalog), [column_target]);
+        catalog.apply(&CatalogChange::PutDatabase(database("db", ObjectState::Dropping)));
+        let database_target = DataTarget::Database { database: "db".into(), created_version: 1 };
+        catalog.apply(&drop_order(&catalog, &database_target, 6).unwrap());
+        assert_eq!(ordered_drops(&catalog), [database_target], "the database covers what is in it");
     }
 
     #[test]
