@@ -101,7 +101,7 @@ async fn the_promise_holds_for_every_ddl_with_healthy_blackholed_and_push_droppi
     for (what, call) in steps {
         phase(what);
         let started = Instant::now();
-        let answer = call().send(&mut client).await.unwrap_or_else(|status| panic!("{what}: {status:?}"));
+        let answer = call().send_retrying(&mut lab, &format!("promise-{}", what.replace(' ', "-"))).await;
         eprintln!("{what}: {:?}", started.elapsed());
         lab.assert_agents_agree("db", "t", answer.version).await;
         lab.assert_agents_hold(answer.version).await;
@@ -129,6 +129,39 @@ enum DdlCall {
 }
 
 impl DdlCall {
+    /// The call as a user makes it safe to retry: with `request_id`.
+    fn with_request_id(mut self, id: &str) -> DdlCall {
+        let field = match &mut self {
+            DdlCall::CreateTable(request) => &mut request.request_id,
+            DdlCall::Alter(request) => &mut request.request_id,
+            DdlCall::CreateView(request) => &mut request.request_id,
+            DdlCall::DropView(request) => &mut request.request_id,
+            DdlCall::DropTable(request) => &mut request.request_id,
+        };
+        *field = id.to_owned();
+        self
+    }
+
+    /// Sends the call as a careful user does: a retryable answer (`UNAVAILABLE`, such as a
+    /// store that was busy under load) is retried with the same request id at the leader,
+    /// so it is applied once; any other error fails the test.
+    async fn send_retrying(self, lab: &mut Lab, request_id: &str) -> DdlResponse {
+        let call = self.with_request_id(request_id);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let mut client = lab.leader().await;
+            match call.clone().send(&mut client).await {
+                Ok(answer) => return answer,
+                Err(status) if status.code() == Code::Unavailable && Instant::now() < deadline => {
+                    eprintln!("{request_id}: retrying after {status:?}");
+                    // A pause between attempts, as a client's backoff; nothing waits on it.
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                Err(status) => panic!("{request_id}: {status:?}"),
+            }
+        }
+    }
+
     async fn send(self, client: &mut CatalogClient<Channel>) -> Result<DdlResponse, Status> {
         self.call(client).await.map(tonic::Response::into_inner)
     }

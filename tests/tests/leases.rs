@@ -332,3 +332,43 @@ async fn a_restarted_agent_starts_fenced_and_resyncs() {
     let second = barrier(&leader, &lab.lease).await.expect("a second barrier");
     lab.assert_nobody_serves_below(second.version).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_the_fence_is_lowered_a_broadcast_to_a_node_whose_answers_are_lost_still_settles() {
+    let _serial = serial().await;
+    let mut cluster = leasehold_tests::TestCluster::new(BIN, leasehold_tests::TestStore::sqlite());
+    let large = leasehold_tests::LeaseSettings { fence: Duration::from_secs(12), ..Default::default() };
+    cluster.timings.lease = Some(large);
+    phase("a coordinator grants a 12 s fence; dn1 holds a lease under it");
+    cluster.start("c1", &[], &[]).await;
+    cluster.leader(ELECTION).await;
+    let dn1 = TestAgent::start(&mut cluster, "dn1", &[]).await;
+    let dn1_ref = &dn1;
+    eventually("dn1 holds a lease", Duration::from_secs(15), || async move {
+        dn1_ref.is(AgentLeaseState::Normal).await.then_some(())
+    })
+    .await;
+
+    phase("dn1's heartbeats still arrive, but no answer and no push gets through");
+    dn1.heartbeat_responses(Fault::Drop);
+    dn1.pushes(Fault::Drop);
+
+    phase("the coordinator restarts with the fence lowered to 3 s");
+    cluster.node_mut("c1").kill();
+    let small = leasehold_tests::LeaseSettings { fence: Duration::from_secs(3), ..large };
+    cluster.timings.lease = Some(small);
+    cluster.start("c1", &[], &[]).await;
+    let leader = cluster.leader_address().await;
+    dn1.heartbeat_proxies[0].retarget(leader.parse().unwrap());
+
+    // T_proceed follows the largest fence ever granted (12 s), more than the default budget
+    // computed from the configured 3 s fence: the broadcast must not run over budget.
+    let answer = barrier(&leader, &large).await.expect("the barrier proceeds");
+    let waited = Duration::from_millis(answer.waited_ms);
+    let floor = Duration::from_millis(cluster.timings.lease_ttl.as_millis() as u64).mul_f64(1.01 / 0.99);
+    let bound = floor + large.proceed_after() + large.heartbeat_interval;
+    eprintln!("barrier after the fence was lowered: waited {waited:?}, bound {bound:?}");
+    assert!(answer.fenced.iter().any(|node| node.starts_with("dn1/")), "{answer:?}");
+    assert!(waited + large.heartbeat_interval >= large.proceed_after(), "proceeded after only {waited:?}");
+    assert!(waited <= bound, "proceeded only after {waited:?}");
+}

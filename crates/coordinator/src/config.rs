@@ -345,6 +345,21 @@ impl CoordinatorConfig {
         let ha = self.ha_timings();
         ha.validate().map_err(|error| ConfigError::new(error.key, error.message))?;
         self.lease_timings().validate(&ha).map_err(|error| ConfigError::new(error.key, error.message))?;
+        if let Some(budget) = self.broadcast.budget {
+            // A verdict can need T_proceed after a publication, plus the promotion floor after a
+            // failover: a smaller budget fails broadcasts that would have settled.
+            let proceed_after = self.lease_timings().proceed_after(self.metadata.lease_fence);
+            let needed = proceed_after + ha.lease_upper_bound();
+            if budget < needed {
+                return Err(ConfigError::new(
+                    "broadcast.budget",
+                    format!(
+                        "{budget:?} is below what a broadcast's verdict can need: T_proceed {proceed_after:?} + the promotion floor {:?} = {needed:?}",
+                        ha.lease_upper_bound()
+                    ),
+                ));
+            }
+        }
         Ok(())
     }
 }
@@ -377,6 +392,7 @@ mod tests {
             (Box::new(|c| c.metadata.heartbeat_timeout = Duration::from_secs(2)), "metadata.heartbeat-timeout"),
             (Box::new(|c| c.metadata.heartbeat_interval = Duration::from_secs(6)), "metadata.heartbeat-interval"),
             (Box::new(|c| c.metadata.lease_fence = Duration::from_secs(9)), "metadata.lease-fence"),
+            (Box::new(|c| c.broadcast.budget = Some(Duration::from_secs(5))), "broadcast.budget"),
         ];
         for (mutate, key) in cases {
             let mut config = CoordinatorConfig::default();

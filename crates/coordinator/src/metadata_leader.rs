@@ -362,6 +362,12 @@ impl MetadataLeader {
         self.proceed_after
     }
 
+    /// How long earlier leaders may have kept granting leases after this one was promoted
+    /// (the promotion floor).
+    pub fn earlier_grants(&self) -> Duration {
+        self.identity.earlier_grants
+    }
+
     /// The fence granted to agents.
     pub fn fence(&self) -> Duration {
         self.settings.timings.fence

@@ -126,6 +126,7 @@ impl Propagator {
         // publication snapshot is no longer needed.
         leader.watch(version);
         let _forget = Forget { leader, version };
+        let plan = self.plan.covering(leader.proceed_after() + leader.earlier_grants());
         let started = leader.now();
         let mut refused = BTreeSet::new();
         let mut round = 0u32;
@@ -143,7 +144,7 @@ impl Propagator {
             let settlements = leader.settlements(version);
             let now = leader.now();
             let verdict = decide(version, &settlements, &refused, now, leader.proceed_after());
-            let wake_at = match self.plan.next_step(&verdict, round, started, now) {
+            let wake_at = match plan.next_step(&verdict, round, started, now) {
                 NextStep::Proceed => {
                     let acked: Vec<String> =
                         settlements.iter().filter(|s| s.acked >= version).map(|s| s.key.to_string()).collect();
@@ -165,7 +166,7 @@ impl Propagator {
                         Verdict::Wait { pending, .. } => pending.iter().map(ToString::to_string).collect(),
                         _ => Vec::new(),
                     };
-                    break Err(BroadcastError::OverBudget { version, budget: self.plan.budget, pending });
+                    break Err(BroadcastError::OverBudget { version, budget: plan.budget, pending });
                 }
                 NextStep::RetryAt(at) => at,
             };
@@ -189,7 +190,7 @@ impl Propagator {
                     pushing.insert(key);
                     inflight.spawn(push);
                 }
-                next_push_at = now + self.plan.pause_after(round);
+                next_push_at = now + plan.pause_after(round);
                 round += 1;
             }
             let wait = now.until(wake_at.min(next_push_at));

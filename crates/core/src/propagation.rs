@@ -38,6 +38,16 @@ impl PropagationPlan {
         (self.retry_interval * factor).min(self.max_retry_interval.max(self.retry_interval))
     }
 
+    /// This plan for a term whose verdict can need up to `needed` after a publication (its
+    /// `T_proceed`, from the largest fence that term loaded, plus the promotion floor): the
+    /// budget is never below that. The fence may have been lowered since the largest one was
+    /// granted, or raised by another coordinator, so the budget is judged per term and never
+    /// once at start: a budget the verdict can outrun would make a broadcast to a node whose
+    /// answers are lost fail, and its procedure retry, forever.
+    pub fn covering(&self, needed: Duration) -> PropagationPlan {
+        PropagationPlan { budget: self.budget.max(needed + self.max_retry_interval), ..self.clone() }
+    }
+
     /// The step after round `round` of a broadcast that started at `started`.
     pub fn next_step(&self, verdict: &Verdict, round: u32, started: MonoTime, now: MonoTime) -> NextStep {
         match verdict {
@@ -86,5 +96,17 @@ mod tests {
         assert_eq!(plan().next_step(&wait, 3, at(0), at(10_000)), NextStep::OverBudget);
         assert_eq!(plan().next_step(&Verdict::Proceed, 0, at(0), at(0)), NextStep::Proceed);
         assert_eq!(plan().next_step(&Verdict::Fail { refused: vec![] }, 0, at(0), at(0)), NextStep::Fail);
+    }
+
+    #[test]
+    fn a_term_that_loaded_a_larger_fence_gets_a_budget_its_verdict_cannot_outrun() {
+        let plan = PropagationPlan {
+            retry_interval: Duration::from_millis(500),
+            max_retry_interval: Duration::from_secs(2),
+            budget: Duration::from_secs(10),
+        };
+        assert_eq!(plan.covering(Duration::from_secs(4)).budget, Duration::from_secs(10), "already enough");
+        assert_eq!(plan.covering(Duration::from_secs(13)).budget, Duration::from_secs(15), "need plus one round");
+        assert_eq!(plan.covering(Duration::from_secs(13)).retry_interval, plan.retry_interval);
     }
 }

@@ -27,7 +27,7 @@ pub struct StoreOptions {
     /// The limit on one store call (connection checkout included).
     pub call_timeout: Duration,
     /// How long a statement waits for a row lock before it fails (PostgreSQL `lock_timeout`,
-    /// InnoDB `innodb_lock_wait_timeout`, SQLite `busy_timeout`).
+    /// InnoDB `innodb_lock_wait_timeout`; SQLite's `busy_timeout` is at least the call timeout).
     pub lock_timeout: Duration,
     /// How long the server lets a session sit idle inside a transaction before it ends it, so
     /// that a paused process cannot hold a lock forever (PostgreSQL
@@ -127,8 +127,10 @@ async fn prepare_session(
     let lock_ms = options.lock_timeout.as_millis().max(1);
     let idle_ms = options.idle_transaction_timeout.as_millis().max(1);
     let statements: Vec<String> = match backend {
+        // A busy SQLite file makes a write wait for the lock, for as long as the call itself
+        // may take: failing at once with SQLITE_BUSY would turn load into spurious errors.
         Backend::Sqlite => vec![
-            format!("PRAGMA busy_timeout = {lock_ms}"),
+            format!("PRAGMA busy_timeout = {}", lock_ms.max(options.call_timeout.as_millis())),
             "PRAGMA journal_mode = WAL".to_owned(),
             "PRAGMA synchronous = FULL".to_owned(),
         ],
