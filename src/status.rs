@@ -57,6 +57,8 @@ pub mod reason {
     pub const OBJECT_BUSY: &str = "OBJECT_BUSY";
     /// A DDL procedure failed for good (see Procedures.GetProcedure).
     pub const PROCEDURE_FAILED: &str = "PROCEDURE_FAILED";
+    /// A DDL's request id was used before for another request: nothing was changed.
+    pub const REQUEST_ID_REUSED: &str = "REQUEST_ID_REUSED";
 }
 
 /// Builds a status whose details carry an `ErrorInfo` with our domain and `reason`.

@@ -323,6 +323,7 @@ async fn kill_the_leader_at(kind: Kind, failpoint: &str, steps: &[&str]) {
             ("succeeded", request_id.as_str()),
             "{procedure:?}"
         );
+        assert_eq!(procedure.version, answer.version, "the answer and the procedure agree on its version");
         lab.assert_agents_agree("db", "t", answer.version).await;
         let mut client = lab.leader().await;
         let table =
@@ -385,6 +386,15 @@ async fn request_ids_and_races(kind: Kind) {
     let version = client.list_databases(ListDatabasesRequest {}).await.unwrap().into_inner().version;
     assert_eq!(version, table.version, "the retries changed nothing");
 
+    phase("a request id reused for another request is refused, and the new request changes nothing");
+    let reused = client.create_table(create_table("db", "other", "make-t")).await.unwrap_err();
+    assert_eq!(reused.code(), Code::InvalidArgument, "{reused:?}");
+    assert_eq!(error_reason(&reused).as_deref(), Some(reason::REQUEST_ID_REUSED));
+    let missing = client.get_table(GetTableRequest { database: "db".into(), name: "other".into() }).await;
+    assert_eq!(missing.unwrap_err().code(), Code::NotFound);
+    let version = client.list_databases(ListDatabasesRequest {}).await.unwrap().into_inner().version;
+    assert_eq!(version, table.version, "the refused reuse changed nothing");
+
     phase("the same request id twice at once: one procedure, one answer for both");
     let twins: Vec<_> = (0..2)
         .map(|_| {
@@ -397,6 +407,12 @@ async fn request_ids_and_races(kind: Kind) {
         ids.insert(twin.await.unwrap().expect("both calls get the first outcome").into_inner().procedure_id);
     }
     assert_eq!(ids.len(), 1, "one procedure ran: {ids:?}");
+
+    phase("a retry after other DDL reports its own procedure's version, not the newest");
+    let newest = client.list_databases(ListDatabasesRequest {}).await.unwrap().into_inner().version;
+    assert!(newest > table.version, "the twin moved the catalog on");
+    let later = client.create_table(create_table("db", "t", "make-t")).await.unwrap().into_inner();
+    assert_eq!((later.procedure_id, later.version), (table.procedure_id, table.version));
 
     phase("two concurrent drops of one table: one wins, one finds nothing");
     let drops: Vec<_> = (0..2)

@@ -343,6 +343,7 @@ fn procedure_message(row: ProcedureRow) -> Procedure {
         term: row.term,
         created_at_ms: row.created_at_ms,
         updated_at_ms: row.updated_at_ms,
+        version: row.result_version,
     }
 }
 

@@ -57,6 +57,16 @@ pub enum DdlFailure {
     /// A broadcast ran past its budget.
     #[error(transparent)]
     Broadcast(BroadcastError),
+    /// The request id was used before for another request; nothing was changed.
+    #[error(
+        "request id {request_id:?} was used for another request (procedure {procedure_id}); use a new id for a new request"
+    )]
+    RequestIdReused {
+        /// The request id.
+        request_id: String,
+        /// The procedure that holds it.
+        procedure_id: u64,
+    },
     /// The procedure failed for good.
     #[error("procedure {procedure_id} failed: {reason}")]
     Failed {
@@ -82,7 +92,34 @@ impl From<StoreError> for DdlFailure {
     }
 }
 
-fn stored_plan(plan: &DdlPlan, locks: &LockSet) -> StoredPlan {
+/// The digest a request id is bound to. The request's debug form is canonical within a build
+/// (maps are sorted, lists keep their order); a retry that spans an upgrade which changed that
+/// form is refused as a reuse, never applied as another request: the safe direction.
+fn request_digest(request: &DdlRequest) -> Vec<u8> {
+    use sha2::Digest;
+    sha2::Sha256::digest(format!("{request:?}").as_bytes()).to_vec()
+}
+
+/// The version a finished procedure answers with, as its row holds it (the newest published
+/// one for procedures finished before that was recorded).
+async fn finished_version(leader: &MetadataLeader, id: u64) -> Result<u64, DdlFailure> {
+    let row = leader.store().get_procedure(leader.cluster(), id).await?;
+    Ok(row.map(|row| row.result_version).filter(|version| *version > 0).unwrap_or_else(|| leader.version()))
+}
+
+/// Refuses `existing` as the outcome of a request with `digest` when it was made for another.
+fn same_request(existing: &ProcedureRow, digest: &[u8]) -> Result<(), DdlFailure> {
+    let stored = StoredPlan::decode(existing.request.as_slice()).map(|plan| plan.request_digest).unwrap_or_default();
+    if stored.is_empty() || stored == digest {
+        return Ok(());
+    }
+    Err(DdlFailure::RequestIdReused {
+        request_id: existing.request_id.clone().unwrap_or_default(),
+        procedure_id: existing.id,
+    })
+}
+
+fn stored_plan(plan: &DdlPlan, locks: &LockSet, request_digest: Vec<u8>) -> StoredPlan {
     let change = |change| Some(leasehold::catalog::change_message(change));
     StoredPlan {
         kind: plan.kind.to_owned(),
@@ -102,6 +139,7 @@ fn stored_plan(plan: &DdlPlan, locks: &LockSet) -> StoredPlan {
         lock_database: locks.database.clone(),
         lock_database_exclusive: locks.database_exclusive,
         lock_object: locks.object.clone().unwrap_or_default(),
+        request_digest,
     }
 }
 
@@ -173,9 +211,11 @@ impl ProcedureRunner {
         request: DdlRequest,
         request_id: Option<String>,
     ) -> Result<DdlOutcome, DdlFailure> {
+        let digest = request_digest(&request);
         if let Some(request_id) = &request_id
             && let Some(existing) = leader.store().procedure_by_request(leader.cluster(), request_id).await?
         {
+            same_request(&existing, &digest)?;
             return self.outcome_of(&leader, existing).await;
         }
         let locks = ddl::locks(&request);
@@ -186,6 +226,7 @@ impl ProcedureRunner {
             && let Some(existing) = leader.store().procedure_by_request(leader.cluster(), request_id).await?
         {
             drop(held);
+            same_request(&existing, &digest)?;
             return self.outcome_of(&leader, existing).await;
         }
         let (plan, _) = leader.with_catalog(|catalog| ddl::plan(catalog, &request));
@@ -200,10 +241,11 @@ impl ProcedureRunner {
             state: State::Running.as_str().to_owned(),
             error: String::new(),
             request_id: request_id.clone(),
-            request: stored_plan(&plan, &locks).encode_to_vec(),
+            request: stored_plan(&plan, &locks, digest.clone()).encode_to_vec(),
             term: leader.term(),
             created_at_ms: 0,
             updated_at_ms: 0,
+            result_version: 0,
         };
         if let Err(error) = change.store().insert_procedure(leader.cluster(), &row).await {
             drop(change);
@@ -212,6 +254,7 @@ impl ProcedureRunner {
             if let Some(request_id) = &request_id
                 && let Some(existing) = leader.store().procedure_by_request(leader.cluster(), request_id).await?
             {
+                same_request(&existing, &digest)?;
                 return self.outcome_of(&leader, existing).await;
             }
             return Err(error.into());
@@ -409,7 +452,7 @@ impl ProcedureRunner {
                     let reason = if rolled_back { rolled_back_because.as_str() } else { "" };
                     change
                         .store()
-                        .update_procedure(leader.cluster(), id, Step::Done.as_str(), state.as_str(), reason)
+                        .finish_procedure(leader.cluster(), id, Step::Done.as_str(), state.as_str(), reason, version)
                         .await?;
                     change.commit().await?;
                     info!(procedure = id, kind = plan.kind, target = %plan.target, %state, version, "DDL settled everywhere");
@@ -427,7 +470,7 @@ impl ProcedureRunner {
                     };
                 }
                 Next::Finished => {
-                    return Ok(DdlOutcome { procedure_id: id, version: leader.version(), fenced });
+                    return Ok(DdlOutcome { procedure_id: id, version: finished_version(leader, id).await?, fenced });
                 }
             }
         }
@@ -441,7 +484,11 @@ impl ProcedureRunner {
         loop {
             match row.state.parse::<State>() {
                 Ok(State::Succeeded) => {
-                    return Ok(DdlOutcome { procedure_id: id, version: leader.version(), fenced: Vec::new() });
+                    let version = if row.result_version > 0 { row.result_version } else { leader.version() };
+                    // The row was read in this term; an answer from a node whose term ended
+                    // since would speak for a leader that no longer is one.
+                    leader.check_term()?;
+                    return Ok(DdlOutcome { procedure_id: id, version, fenced: Vec::new() });
                 }
                 Ok(State::RolledBack) => {
                     return Err(DdlFailure::Aborted { procedure_id: id, reason: row.error, nodes: Vec::new() });
@@ -498,7 +545,7 @@ mod tests {
             rollback: CatalogChange::PutTable(table),
         };
         let locks = LockSet { database: "db".into(), database_exclusive: false, object: Some("table:t".into()) };
-        let decoded = StoredPlan::decode(stored_plan(&plan, &locks).encode_to_vec().as_slice()).unwrap();
+        let decoded = StoredPlan::decode(stored_plan(&plan, &locks, vec![7]).encode_to_vec().as_slice()).unwrap();
         assert_eq!(plan_of(&decoded), Some((plan, locks)));
     }
 }

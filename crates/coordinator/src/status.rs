@@ -115,6 +115,16 @@ impl From<DdlFailure> for Status {
             ),
             DdlFailure::Leader(error) => error.into(),
             DdlFailure::Broadcast(error) => error.into(),
+            DdlFailure::RequestIdReused { request_id, procedure_id } => error_status(
+                Code::InvalidArgument,
+                reason::REQUEST_ID_REUSED,
+                message,
+                [
+                    ("field", "request_id".to_owned()),
+                    ("request_id", request_id),
+                    ("procedure", procedure_id.to_string()),
+                ],
+            ),
             DdlFailure::Failed { procedure_id, .. } => error_status(
                 Code::Internal,
                 reason::PROCEDURE_FAILED,

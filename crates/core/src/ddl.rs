@@ -948,10 +948,10 @@ mod tests {
         let ordered = drop_order(&catalog, &target, 9).unwrap();
         catalog.apply(&ordered);
         assert_eq!(catalog.table("db", "existing").unwrap().drop_ordered_version, 9);
-        assert_eq!(ordered_drops(&catalog), [target.clone()]);
+        assert_eq!(ordered_drops(&catalog), vec![target.clone()]);
         // A later put of the marked object (a plan made before the order) keeps the order.
         catalog.apply(&catalog.stamp(&plan.prepare, 10));
-        assert_eq!(ordered_drops(&catalog), [target.clone()]);
+        assert_eq!(ordered_drops(&catalog), vec![target.clone()]);
         let recreated = DataTarget::Table { database: "db".into(), table: "existing".into(), created_version: 99 };
         assert_eq!(drop_order(&catalog, &recreated, 11), None, "another object by that name");
         catalog.apply(plan.commit.as_ref().unwrap());

@@ -259,19 +259,19 @@ impl Statements {
                  VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, {now}, {now})",
             ),
             procedure_update: r(
-                "UPDATE procedures SET step = ?, state = ?, error = ?, term = ?, updated_at_ms = {now} WHERE cluster = ? AND id = ?",
+                "UPDATE procedures SET step = ?, state = ?, error = ?, result_version = ?, term = ?, updated_at_ms = {now} WHERE cluster = ? AND id = ?",
             ),
             procedure_get: r(
-                "SELECT id, kind, target, step, state, error, request_id, request, term, created_at_ms, updated_at_ms FROM procedures WHERE cluster = ? AND id = ?",
+                "SELECT id, kind, target, step, state, error, request_id, request, term, created_at_ms, updated_at_ms, result_version FROM procedures WHERE cluster = ? AND id = ?",
             ),
             procedure_by_request: r(
-                "SELECT id, kind, target, step, state, error, request_id, request, term, created_at_ms, updated_at_ms FROM procedures WHERE cluster = ? AND request_id = ?",
+                "SELECT id, kind, target, step, state, error, request_id, request, term, created_at_ms, updated_at_ms, result_version FROM procedures WHERE cluster = ? AND request_id = ?",
             ),
             procedures_list: r(
-                "SELECT id, kind, target, step, state, error, request_id, request, term, created_at_ms, updated_at_ms FROM procedures WHERE cluster = ? ORDER BY id DESC LIMIT ?",
+                "SELECT id, kind, target, step, state, error, request_id, request, term, created_at_ms, updated_at_ms, result_version FROM procedures WHERE cluster = ? ORDER BY id DESC LIMIT ?",
             ),
             procedures_by_state: r(
-                "SELECT id, kind, target, step, state, error, request_id, request, term, created_at_ms, updated_at_ms FROM procedures WHERE cluster = ? AND state = ? ORDER BY id DESC LIMIT ?",
+                "SELECT id, kind, target, step, state, error, request_id, request, term, created_at_ms, updated_at_ms, result_version FROM procedures WHERE cluster = ? AND state = ? ORDER BY id DESC LIMIT ?",
             ),
         }
     }

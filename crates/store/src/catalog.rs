@@ -47,6 +47,8 @@ pub struct ProcedureRow {
     pub created_at_ms: i64,
     /// When it last moved (store clock, ms).
     pub updated_at_ms: i64,
+    /// The version it finished at (its commit, or its rollback); 0 while it runs.
+    pub result_version: u64,
 }
 
 fn procedure_of(row: &AnyRow) -> Result<ProcedureRow, sqlx::Error> {
@@ -62,6 +64,7 @@ fn procedure_of(row: &AnyRow) -> Result<ProcedureRow, sqlx::Error> {
         term: crate::from_sql(row.try_get(8)?),
         created_at_ms: row.try_get(9)?,
         updated_at_ms: row.try_get(10)?,
+        result_version: crate::from_sql(row.try_get(11)?),
     })
 }
 
@@ -195,6 +198,7 @@ pub(crate) async fn update_procedure(
     step: &str,
     state: &str,
     error: &str,
+    result_version: u64,
     term: u64,
 ) -> Result<bool, StoreError> {
     crate::changes_one(
@@ -202,6 +206,7 @@ pub(crate) async fn update_procedure(
             .bind(step)
             .bind(state)
             .bind(bounded_error(error))
+            .bind(crate::to_sql(result_version))
             .bind(term as i64)
             .bind(cluster)
             .bind(id as i64),

@@ -193,7 +193,25 @@ impl GuardedTx {
         error: &str,
     ) -> Result<bool, StoreError> {
         let term = self.term;
-        self.run(|conn, sql| catalog::update_procedure(conn, sql, cluster, id, step, state, error, term)).await
+        self.run(|conn, sql| catalog::update_procedure(conn, sql, cluster, id, step, state, error, 0, term)).await
+    }
+
+    /// Moves a procedure to its last `step` and `state`, recording the version every answer
+    /// for it reports from now on.
+    pub async fn finish_procedure(
+        &mut self,
+        cluster: &str,
+        id: u64,
+        step: &str,
+        state: &str,
+        error: &str,
+        result_version: u64,
+    ) -> Result<bool, StoreError> {
+        let term = self.term;
+        self.run(|conn, sql| {
+            catalog::update_procedure(conn, sql, cluster, id, step, state, error, result_version, term)
+        })
+        .await
     }
 
     /// Commits the write. The guard's row lock is released only now.

@@ -58,6 +58,13 @@ const MIGRATIONS: &[Migration] = &[
         postgres: include_str!("../migrations/postgres/0005_tombstones.sql"),
         mysql: include_str!("../migrations/mysql/0005_tombstones.sql"),
     },
+    Migration {
+        id: "0006_procedure_version",
+        ha: false,
+        sqlite: include_str!("../migrations/sqlite/0006_procedure_version.sql"),
+        postgres: include_str!("../migrations/postgres/0006_procedure_version.sql"),
+        mysql: include_str!("../migrations/mysql/0006_procedure_version.sql"),
+    },
 ];
 
 const CREATE_LEDGER: &str = "CREATE TABLE IF NOT EXISTS leasehold_migrations (id VARCHAR(64) NOT NULL PRIMARY KEY, applied_at_ms BIGINT NOT NULL)";

@@ -539,6 +539,7 @@ async fn procedures_move_on_and_request_ids_are_unique(h: Harness) {
         term: 1,
         created_at_ms: 0,
         updated_at_ms: 0,
+        result_version: 0,
     };
     let mut tx = h.store.begin_guarded(&WriteGuard::Standalone).await.unwrap();
     tx.insert_procedure(&h.cluster, &procedure(1, Some("r1"))).await.unwrap();
@@ -581,6 +582,7 @@ async fn a_procedure_error_longer_than_any_column_is_kept_cut(h: Harness) {
         term: 1,
         created_at_ms: 0,
         updated_at_ms: 0,
+        result_version: 0,
     };
     let mut tx = h.store.begin_guarded(&WriteGuard::Standalone).await.unwrap();
     tx.insert_procedure(&h.cluster, &row).await.expect("a long error does not fail the insert");
@@ -588,6 +590,32 @@ async fn a_procedure_error_longer_than_any_column_is_kept_cut(h: Harness) {
     tx.commit().await.unwrap();
     let stored = h.store.get_procedure(&h.cluster, 1).await.unwrap().unwrap().error;
     assert_eq!(stored, "n".repeat(leasehold_store::catalog::MAX_PROCEDURE_ERROR_LEN - 1), "cut before the character");
+}
+
+async fn a_finished_procedure_keeps_the_version_it_finished_at(h: Harness) {
+    let row = ProcedureRow {
+        id: 4,
+        kind: "create_table".into(),
+        target: "db.t".into(),
+        step: "prepared".into(),
+        state: "running".into(),
+        error: String::new(),
+        request_id: Some("r".into()),
+        request: Vec::new(),
+        term: 1,
+        created_at_ms: 0,
+        updated_at_ms: 0,
+        result_version: 0,
+    };
+    let mut tx = h.store.begin_guarded(&WriteGuard::Standalone).await.unwrap();
+    tx.insert_procedure(&h.cluster, &row).await.unwrap();
+    tx.commit().await.unwrap();
+    assert_eq!(h.store.get_procedure(&h.cluster, 4).await.unwrap().unwrap().result_version, 0, "running");
+    let mut tx = h.store.begin_guarded(&WriteGuard::Standalone).await.unwrap();
+    assert!(tx.finish_procedure(&h.cluster, 4, "done", "succeeded", "", 6).await.unwrap());
+    tx.commit().await.unwrap();
+    let finished = h.store.procedure_by_request(&h.cluster, "r").await.unwrap().unwrap();
+    assert_eq!((finished.state.as_str(), finished.result_version), ("succeeded", 6));
 }
 
 macro_rules! conformance {
@@ -614,6 +642,7 @@ macro_rules! every_backend {
 }
 
 every_backend!(
+    a_finished_procedure_keeps_the_version_it_finished_at,
     acquire_when_free,
     no_acquire_while_held,
     takeover_after_expiry_increments_the_term,
