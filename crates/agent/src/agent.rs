@@ -668,11 +668,16 @@ mod tests {
         }
     }
 
-    /// An agent serving version 5 under a 3 s lease, and its clock.
-    fn agent() -> (Agent, Arc<ManualClock>) {
+    /// A new agent of `host` on a manual clock, and the clock.
+    fn agent_of(host: Arc<dyn AgentHost>) -> (Agent, Arc<ManualClock>) {
         let clock = Arc::new(ManualClock::new(MonoTime::from_duration(Duration::from_secs(10))));
         let config = AgentConfig::new("dn1", vec!["127.0.0.1:7400".into()], "127.0.0.1:7500");
-        let agent = Agent::with_clock(config, Arc::new(RefusesSixOnce::default()), clock.clone());
+        (Agent::with_clock(config, host, clock.clone()), clock)
+    }
+
+    /// An agent serving version 5 under a 3 s lease, and its clock.
+    fn agent() -> (Agent, Arc<ManualClock>) {
+        let (agent, clock) = agent_of(Arc::new(RefusesSixOnce::default()));
         let (ticket, _) = agent.begin_heartbeat();
         assert_eq!(agent.on_heartbeat_response(&ticket, answer(5, Vec::new(), snapshot(5))).0, "renewed");
         (agent, clock)
@@ -760,10 +765,8 @@ mod tests {
 
     #[test]
     fn a_resync_after_a_fence_drops_the_data_of_what_went_meanwhile() {
-        let clock = Arc::new(ManualClock::new(MonoTime::from_duration(Duration::from_secs(10))));
-        let config = AgentConfig::new("dn1", vec!["127.0.0.1:7400".into()], "127.0.0.1:7500");
         let host = Arc::new(RecordsDrops::default());
-        let agent = Agent::with_clock(config, host.clone(), clock.clone());
+        let (agent, clock) = agent_of(host.clone());
         let (ticket, _) = agent.begin_heartbeat();
         let before = catalog_snapshot(5, &[("kept", 2), ("recreated", 3), ("dropped", 4)]);
         assert_eq!(agent.on_heartbeat_response(&ticket, answer(5, Vec::new(), before)).0, "renewed");
@@ -792,10 +795,8 @@ mod tests {
 
     #[test]
     fn a_resync_to_an_older_version_than_the_cache_held_drops_nothing() {
-        let clock = Arc::new(ManualClock::new(MonoTime::from_duration(Duration::from_secs(10))));
-        let config = AgentConfig::new("dn1", vec!["127.0.0.1:7400".into()], "127.0.0.1:7500");
         let host = Arc::new(RecordsDrops { refused_once: AtomicBool::new(true), ..RecordsDrops::default() });
-        let agent = Agent::with_clock(config, host.clone(), clock.clone());
+        let (agent, clock) = agent_of(host.clone());
         let (ticket, _) = agent.begin_heartbeat();
         let newer = catalog_snapshot(7, &[("t", 2), ("u", 6)]);
         assert_eq!(agent.on_heartbeat_response(&ticket, answer(7, Vec::new(), newer)).0, "renewed");
@@ -841,10 +842,8 @@ mod tests {
     #[test]
     fn a_refused_drop_order_is_never_acknowledged_by_a_resync_that_still_holds_the_marker() {
         use leasehold_core::catalog::{CatalogChange, ObjectState};
-        let clock = Arc::new(ManualClock::new(MonoTime::from_duration(Duration::from_secs(10))));
-        let config = AgentConfig::new("dn1", vec!["127.0.0.1:7400".into()], "127.0.0.1:7500");
         let host = Arc::new(RecordsDrops::default());
-        let agent = Agent::with_clock(config, host.clone(), clock.clone());
+        let (agent, _clock) = agent_of(host.clone());
         let (ticket, _) = agent.begin_heartbeat();
         assert_eq!(
             agent.on_heartbeat_response(&ticket, answer(5, Vec::new(), catalog_snapshot(5, &[("t", 2)]))).0,
@@ -900,10 +899,8 @@ mod tests {
     #[test]
     fn a_restarted_agent_deletes_the_data_of_an_ordered_drop_before_it_counts_the_snapshot() {
         use leasehold_core::catalog::{CatalogChange, ObjectState};
-        let clock = Arc::new(ManualClock::new(MonoTime::from_duration(Duration::from_secs(10))));
-        let config = AgentConfig::new("dn1", vec!["127.0.0.1:7400".into()], "127.0.0.1:7500");
         let host = Arc::new(RecordsDrops::default());
-        let agent = Agent::with_clock(config, host.clone(), clock.clone());
+        let (agent, _clock) = agent_of(host.clone());
         let mut catalog = leasehold::catalog::catalog_of(&catalog_snapshot(7, &[]).unwrap().catalog);
         catalog.apply(&CatalogChange::PutTable(table_t(ObjectState::Dropping, 7)));
         let snapshot = MetadataSnapshot {

@@ -192,8 +192,8 @@ impl GuardedTx {
         state: &str,
         error: &str,
     ) -> Result<bool, StoreError> {
-        let term = self.term;
-        self.run(|conn, sql| catalog::update_procedure(conn, sql, cluster, id, step, state, error, 0, term)).await
+        // A procedure that moves on has not finished: it has no result version yet.
+        self.finish_procedure(cluster, id, step, state, error, 0).await
     }
 
     /// Moves a procedure to its last `step` and `state`, recording the version every answer

@@ -526,8 +526,9 @@ async fn catalog_objects_are_put_replaced_and_removed(h: Harness) {
     assert_eq!(left, ["other"]);
 }
 
-async fn procedures_move_on_and_request_ids_are_unique(h: Harness) {
-    let procedure = |id: u64, request_id: Option<&str>| ProcedureRow {
+/// A running procedure row, as a leader first writes it.
+fn procedure(id: u64, request_id: Option<&str>) -> ProcedureRow {
+    ProcedureRow {
         id,
         kind: "create_table".into(),
         target: "db.t".into(),
@@ -540,7 +541,10 @@ async fn procedures_move_on_and_request_ids_are_unique(h: Harness) {
         created_at_ms: 0,
         updated_at_ms: 0,
         result_version: 0,
-    };
+    }
+}
+
+async fn procedures_move_on_and_request_ids_are_unique(h: Harness) {
     let mut tx = h.store.begin_guarded(&WriteGuard::Standalone).await.unwrap();
     tx.insert_procedure(&h.cluster, &procedure(1, Some("r1"))).await.unwrap();
     tx.insert_procedure(&h.cluster, &procedure(2, None)).await.unwrap();
@@ -570,20 +574,7 @@ async fn procedures_move_on_and_request_ids_are_unique(h: Harness) {
 async fn a_procedure_error_longer_than_any_column_is_kept_cut(h: Harness) {
     // An error naming many nodes, with a multi-byte character across the cut.
     let long = format!("{}é{}", "n".repeat(leasehold_store::catalog::MAX_PROCEDURE_ERROR_LEN - 1), "x".repeat(5000));
-    let row = ProcedureRow {
-        id: 1,
-        kind: "drop_table".into(),
-        target: "db.t".into(),
-        step: "prepared".into(),
-        state: "running".into(),
-        error: long.clone(),
-        request_id: None,
-        request: Vec::new(),
-        term: 1,
-        created_at_ms: 0,
-        updated_at_ms: 0,
-        result_version: 0,
-    };
+    let row = ProcedureRow { kind: "drop_table".into(), error: long.clone(), ..procedure(1, None) };
     let mut tx = h.store.begin_guarded(&WriteGuard::Standalone).await.unwrap();
     tx.insert_procedure(&h.cluster, &row).await.expect("a long error does not fail the insert");
     assert!(tx.update_procedure(&h.cluster, 1, "done", "rolled_back", &long).await.expect("nor the update"));
@@ -593,20 +584,7 @@ async fn a_procedure_error_longer_than_any_column_is_kept_cut(h: Harness) {
 }
 
 async fn a_finished_procedure_keeps_the_version_it_finished_at(h: Harness) {
-    let row = ProcedureRow {
-        id: 4,
-        kind: "create_table".into(),
-        target: "db.t".into(),
-        step: "prepared".into(),
-        state: "running".into(),
-        error: String::new(),
-        request_id: Some("r".into()),
-        request: Vec::new(),
-        term: 1,
-        created_at_ms: 0,
-        updated_at_ms: 0,
-        result_version: 0,
-    };
+    let row = procedure(4, Some("r"));
     let mut tx = h.store.begin_guarded(&WriteGuard::Standalone).await.unwrap();
     tx.insert_procedure(&h.cluster, &row).await.unwrap();
     tx.commit().await.unwrap();
