@@ -60,8 +60,9 @@ async fn catalog_from_store(store: &Store, cluster: &str) -> Result<(Catalog, u6
     let unavailable = |error: leasehold_store::StoreError| {
         error_status(Code::Unavailable, reason::STORE_UNAVAILABLE, error.to_string(), [])
     };
-    let version = store.current_version(cluster).await.map_err(unavailable)?;
-    let objects = store.list_objects(cluster).await.map_err(unavailable)?;
+    // One snapshot: a change committing between two reads would pair rows with a version
+    // they are not at.
+    let (version, objects) = store.versioned_objects(cluster).await.map_err(unavailable)?;
     let catalog = load_catalog(&objects).map_err(|error| Status::internal(error.to_string()))?;
     Ok((catalog, version))
 }

@@ -4,7 +4,7 @@
 use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, AssertSqlSafe, Row};
 
-use crate::backend::Statements;
+use crate::backend::{Backend, Statements};
 use crate::error::StoreError;
 
 /// One catalog object as stored.
@@ -129,6 +129,28 @@ pub(crate) async fn remove_database_objects(
         .execute(&mut *conn)
         .await?;
     Ok(())
+}
+
+/// The newest version with the catalog rows at that version, read in one transaction that
+/// sees one snapshot of the store (PostgreSQL needs REPEATABLE READ for that; InnoDB and
+/// SQLite read from one snapshot inside a transaction), so the rows match their version.
+pub(crate) async fn versioned_objects(
+    conn: &mut AnyConnection,
+    sql: &Statements,
+    backend: Backend,
+    cluster: &str,
+) -> Result<(u64, Vec<StoredObject>), StoreError> {
+    let begin = match backend {
+        Backend::Postgres => "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY",
+        Backend::MySql => "START TRANSACTION WITH CONSISTENT SNAPSHOT",
+        Backend::Sqlite => "BEGIN",
+    };
+    sqlx::raw_sql(begin).execute(&mut *conn).await?;
+    let version = crate::metadata::current_version(&mut *conn, sql, cluster).await?;
+    let objects = list_objects(&mut *conn, sql, cluster).await?;
+    // A failure before here closes the connection, which ends the transaction.
+    sqlx::raw_sql("COMMIT").execute(&mut *conn).await?;
+    Ok((version, objects))
 }
 
 pub(crate) async fn list_objects(

@@ -399,6 +399,12 @@ impl Store {
         on_pool!(self, "list catalog", |conn| catalog::list_objects(conn, self.sql(), cluster))
     }
 
+    /// The newest version and every catalog row at exactly that version (one snapshot).
+    pub async fn versioned_objects(&self, cluster: &str) -> Result<(u64, Vec<StoredObject>), StoreError> {
+        let backend = self.inner.backend;
+        on_pool!(self, "read versioned catalog", |conn| catalog::versioned_objects(conn, self.sql(), backend, cluster))
+    }
+
     /// One procedure.
     pub async fn get_procedure(&self, cluster: &str, id: u64) -> Result<Option<ProcedureRow>, StoreError> {
         on_pool!(self, "read procedure", |conn| catalog::get_procedure(conn, self.sql(), cluster, id))

@@ -494,6 +494,23 @@ async fn settings_are_written_and_read_back(h: Harness) {
     }
 }
 
+async fn the_catalog_is_read_with_the_version_it_is_at(h: Harness) {
+    h.store.ensure_metadata_rows(&h.cluster).await.unwrap();
+    let mut tx = h.store.begin_guarded(&WriteGuard::Standalone).await.unwrap();
+    let version = tx.append_change(&h.cluster, "catalog", &[1], 10).await.unwrap();
+    let database =
+        StoredObject { kind: "database".into(), database: "db".into(), name: String::new(), payload: vec![1], version };
+    tx.put_object(&h.cluster, &database).await.unwrap();
+    tx.commit().await.unwrap();
+    let (read_version, objects) = h.store.versioned_objects(&h.cluster).await.unwrap();
+    assert_eq!((read_version, objects.len()), (version, 1));
+    // The connection went back to the pool with its read transaction ended: a write follows.
+    let mut tx = h.store.begin_guarded(&WriteGuard::Standalone).await.unwrap();
+    let next = tx.append_change(&h.cluster, "catalog", &[2], 10).await.unwrap();
+    tx.commit().await.unwrap();
+    assert_eq!(h.store.versioned_objects(&h.cluster).await.unwrap().0, next);
+}
+
 async fn catalog_objects_are_put_replaced_and_removed(h: Harness) {
     let object = |kind: &str, database: &str, name: &str, payload: u8, version: u64| StoredObject {
         kind: kind.into(),
@@ -621,6 +638,7 @@ macro_rules! every_backend {
 
 every_backend!(
     a_finished_procedure_keeps_the_version_it_finished_at,
+    the_catalog_is_read_with_the_version_it_is_at,
     acquire_when_free,
     no_acquire_while_held,
     takeover_after_expiry_increments_the_term,
