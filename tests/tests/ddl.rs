@@ -19,7 +19,7 @@ use leasehold_chaos::Fault;
 use leasehold_tests::lab::ELECTION;
 use leasehold_tests::requests::{alter, catalog_at, column, create_database, create_table};
 use leasehold_tests::store::Kind;
-use leasehold_tests::{AgentLab as Lab, TestCluster, TestStore, eventually, phase, serial};
+use leasehold_tests::{AgentLab as Lab, Deadline, TestCluster, TestStore, eventually, phase, serial};
 use tokio::time::Instant;
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Status};
@@ -147,15 +147,14 @@ impl DdlCall {
     /// so it is applied once; any other error fails the test.
     async fn send_retrying(self, lab: &mut Lab, request_id: &str) -> DdlResponse {
         let call = self.with_request_id(request_id);
-        let deadline = Instant::now() + Duration::from_secs(60);
+        let deadline = Deadline::new(&format!("{request_id} is answered"), Duration::from_secs(60));
         loop {
             let mut client = lab.leader().await;
             match call.clone().send(&mut client).await {
                 Ok(answer) => return answer,
-                Err(status) if status.code() == Code::Unavailable && Instant::now() < deadline => {
+                Err(status) if status.code() == Code::Unavailable => {
                     eprintln!("{request_id}: retrying after {status:?}");
-                    // A pause between attempts, as a client's backoff; nothing waits on it.
-                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    deadline.tick().await;
                 }
                 Err(status) => panic!("{request_id}: {status:?}"),
             }

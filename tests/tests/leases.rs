@@ -365,7 +365,7 @@ async fn after_the_fence_is_lowered_a_broadcast_to_a_node_whose_answers_are_lost
     // computed from the configured 3 s fence: the broadcast must not run over budget.
     let answer = barrier(&leader, &large).await.expect("the barrier proceeds");
     let waited = Duration::from_millis(answer.waited_ms);
-    let floor = Duration::from_millis(cluster.timings.lease_ttl.as_millis() as u64).mul_f64(1.01 / 0.99);
+    let floor = cluster.timings.lease_ttl.mul_f64(1.01 / 0.99);
     let bound = floor + large.proceed_after() + large.heartbeat_interval;
     eprintln!("barrier after the fence was lowered: waited {waited:?}, bound {bound:?}");
     assert!(answer.fenced.iter().any(|node| node.starts_with("dn1/")), "{answer:?}");

@@ -83,6 +83,12 @@ pub trait AgentHost: Send + Sync + 'static {
     }
 }
 
+/// Keeps in `dropped` only the targets still `ordered`: only orders still under their marker
+/// can be asked for again.
+fn keep_pending(dropped: &mut BTreeSet<DataTarget>, ordered: &[DataTarget]) {
+    dropped.retain(|target| ordered.contains(target));
+}
+
 /// A host that accepts every change.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct AcceptAll;
@@ -351,10 +357,18 @@ impl Agent {
             info!(?target, version = installed.version, why, "data dropped before the resync counts");
             dropped.insert(target.clone());
         }
-        // Only orders still under their marker need remembering.
-        dropped.retain(|target| ordered.contains(target));
+        keep_pending(&mut dropped, &ordered);
         *before_fence = None;
         Ok(())
+    }
+
+    /// Forgets the drops carried out for objects that `catalog` no longer holds under an
+    /// ordered marker (committed or gone), so the record stays as small as the pending drops.
+    fn forget_finished_drops(&self, catalog: &Catalog) {
+        let mut dropped = self.dropped();
+        if !dropped.is_empty() {
+            keep_pending(&mut dropped, &ddl::ordered_drops(catalog));
+        }
     }
 
     /// The orders to drop data this process carried out, of objects still under their marker.
@@ -454,6 +468,7 @@ impl Agent {
         next.valid_until = lease.valid_until(now);
         let version = next.version;
         let advanced = version != current.version || next.store_epoch != current.store_epoch;
+        self.forget_finished_drops(&next.catalog);
         self.inner.view.store(Arc::new(next));
         drop(lease);
         self.inner.renewed.notify_one();
@@ -492,6 +507,7 @@ impl Agent {
         let next = current.apply(&request.store_epoch, &request.changes, |change| self.prepare(&current, change))?;
         let version = next.version;
         if version != current.version {
+            self.forget_finished_drops(&next.catalog);
             self.inner.view.store(Arc::new(next));
             metrics::lease(true, version);
             let _ = self.inner.events.send(AgentEvent::Applied { version });
@@ -807,7 +823,20 @@ mod tests {
         assert!(host.drops.lock().unwrap().is_empty(), "`u` may be newer than that snapshot: its data stays");
     }
 
-    /// Version `version` of table `db.t` (created at 2) in `state`, with its drop order.
+    /// A snapshot at 7 taken before a drop's commit: `db.t` under its marker, its drop ordered
+    /// at 7.
+    fn t_drop_ordered_at_7() -> MetadataSnapshot {
+        use leasehold_core::catalog::{CatalogChange, ObjectState};
+        let mut catalog = leasehold::catalog::catalog_of(&catalog_snapshot(7, &[]).unwrap().catalog);
+        catalog.apply(&CatalogChange::PutTable(table_t(ObjectState::Dropping, 7)));
+        MetadataSnapshot {
+            store_epoch: "e".into(),
+            version: 7,
+            catalog: leasehold::catalog::snapshot_messages(&catalog),
+        }
+    }
+
+    /// Table `db.t` (created at 2) in `state`, with the version of its drop order (0 for none).
     fn table_t(state: leasehold_core::catalog::ObjectState, drop_ordered_version: u64) -> Table {
         use leasehold_core::catalog::{Category, Column, DataType};
         Table {
@@ -870,17 +899,10 @@ mod tests {
 
         // The resync's snapshot was taken before the commit: t is still under its marker, and
         // carries the order's version.
-        let mut catalog = Catalog::default();
-        for change in leasehold::catalog::catalog_of(&catalog_snapshot(7, &[]).unwrap().catalog).snapshot() {
-            catalog.apply(&change);
-        }
-        catalog.apply(&CatalogChange::PutTable(table_t(ObjectState::Dropping, 7)));
-        let snapshot = MetadataSnapshot {
-            store_epoch: "e".into(),
-            version: 7,
-            catalog: leasehold::catalog::snapshot_messages(&catalog),
-        };
-        assert_eq!(agent.on_heartbeat_response(&ticket, answer(7, Vec::new(), Some(snapshot))).0, "renewed");
+        assert_eq!(
+            agent.on_heartbeat_response(&ticket, answer(7, Vec::new(), Some(t_drop_ordered_at_7()))).0,
+            "renewed"
+        );
         let (_, request) = agent.begin_heartbeat();
         assert_eq!(request.applied_version, 7);
         assert_eq!(
@@ -898,16 +920,9 @@ mod tests {
 
     #[test]
     fn a_restarted_agent_deletes_the_data_of_an_ordered_drop_before_it_counts_the_snapshot() {
-        use leasehold_core::catalog::{CatalogChange, ObjectState};
         let host = Arc::new(RecordsDrops::default());
         let (agent, _clock) = agent_of(host.clone());
-        let mut catalog = leasehold::catalog::catalog_of(&catalog_snapshot(7, &[]).unwrap().catalog);
-        catalog.apply(&CatalogChange::PutTable(table_t(ObjectState::Dropping, 7)));
-        let snapshot = MetadataSnapshot {
-            store_epoch: "e".into(),
-            version: 7,
-            catalog: leasehold::catalog::snapshot_messages(&catalog),
-        };
+        let snapshot = t_drop_ordered_at_7();
         let (ticket, _) = agent.begin_heartbeat();
         assert_eq!(
             agent.on_heartbeat_response(&ticket, answer(7, Vec::new(), Some(snapshot.clone()))).0,

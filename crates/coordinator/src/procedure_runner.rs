@@ -100,11 +100,10 @@ fn request_digest(request: &DdlRequest) -> Vec<u8> {
     sha2::Sha256::digest(format!("{request:?}").as_bytes()).to_vec()
 }
 
-/// The version a finished procedure answers with, as its row holds it (the newest published
-/// one for procedures finished before that was recorded).
-async fn finished_version(leader: &MetadataLeader, id: u64) -> Result<u64, DdlFailure> {
-    let row = leader.store().get_procedure(leader.cluster(), id).await?;
-    Ok(row.map(|row| row.result_version).filter(|version| *version > 0).unwrap_or_else(|| leader.version()))
+/// The version a finished procedure answers with: the one its row holds, or the newest
+/// published one for procedures finished before that was recorded.
+fn answer_version(row: Option<&ProcedureRow>, leader: &MetadataLeader) -> u64 {
+    row.map(|row| row.result_version).filter(|version| *version > 0).unwrap_or_else(|| leader.version())
 }
 
 /// Refuses `existing` as the outcome of a request with `digest` when it was made for another.
@@ -470,7 +469,8 @@ impl ProcedureRunner {
                     };
                 }
                 Next::Finished => {
-                    return Ok(DdlOutcome { procedure_id: id, version: finished_version(leader, id).await?, fenced });
+                    let row = leader.store().get_procedure(leader.cluster(), id).await?;
+                    return Ok(DdlOutcome { procedure_id: id, version: answer_version(row.as_ref(), leader), fenced });
                 }
             }
         }
@@ -484,7 +484,7 @@ impl ProcedureRunner {
         loop {
             match row.state.parse::<State>() {
                 Ok(State::Succeeded) => {
-                    let version = if row.result_version > 0 { row.result_version } else { leader.version() };
+                    let version = answer_version(Some(&row), leader);
                     // The row was read in this term; an answer from a node whose term ended
                     // since would speak for a leader that no longer is one.
                     leader.check_term()?;
