@@ -236,13 +236,10 @@ pub fn snapshot_messages(catalog: &core::Catalog) -> Vec<v1::CatalogChange> {
     catalog.snapshot().iter().map(change_message).collect()
 }
 
-/// A catalog rebuilt from snapshot messages.
-pub fn catalog_of(snapshot: &[v1::CatalogChange]) -> core::Catalog {
-    let mut catalog = core::Catalog::default();
-    for change in snapshot.iter().filter_map(change_of) {
-        catalog.apply(&change);
-    }
-    catalog
+/// The catalog a snapshot describes, with the objects it could not hold (an orphaned table
+/// or view) set aside rather than failing the whole snapshot.
+pub fn catalog_of(snapshot: &[v1::CatalogChange]) -> (core::Catalog, Vec<core::Orphaned>) {
+    core::Catalog::quarantining(snapshot.iter().filter_map(change_of))
 }
 
 #[cfg(test)]

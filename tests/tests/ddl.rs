@@ -368,6 +368,75 @@ failover_matrix! {
     sigkill_after_commit_mysql: Kind::MySql, "ddl::after-commit", ["create table", "add column", "drop table"];
 }
 
+/// A new leader accepts no DDL before the procedures it resumes hold their locks. Without
+/// that, a DROP DATABASE sent while the new leader had not yet resumed a CREATE TABLE in it
+/// dropped the database first; the resumed CREATE TABLE then wrote a table row with no
+/// database, and once the database was created again and a leader loaded the store, the
+/// table was back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drop_database_never_overtakes_a_create_table_the_new_leader_resumes() {
+    let _serial = serial().await;
+    let env = [("LEASEHOLD_FAILPOINTS", "ddl::after-prepare=return(2000);ddl::before-resume=return(3000)")];
+    let Some(mut lab) = Lab::start(BIN, Kind::Sqlite, 3, &env, &[("dn1", &[]), ("dn2", &[])]).await else { return };
+    let sdk = lab.sdk();
+    let on_leader = |sdk: &Client, name: &'static str, request_id: &'static str| {
+        let sdk = sdk.clone();
+        async move {
+            sdk.call_leader(|channel| async move {
+                let mut client = CatalogClient::new(channel);
+                match name {
+                    "create" => client.create_database(create_database("db", request_id)).await,
+                    _ => {
+                        client
+                            .drop_database(DropDatabaseRequest { name: "db".into(), request_id: request_id.into() })
+                            .await
+                    }
+                }
+            })
+            .await
+        }
+    };
+    on_leader(&sdk, "create", "make-db").await.unwrap();
+
+    phase("a create table held after its prepare; SIGKILL its leader");
+    let (first, term) = lab.cluster.leader(ELECTION).await;
+    let held = lab.cluster.node(&first).events("failpoint reached: pausing").len();
+    let create_table_call = {
+        let sdk = sdk.clone();
+        tokio::spawn(async move {
+            ddl_through_failover(&sdk, DdlCall::CreateTable(create_table("db", "t", "make-t"))).await
+        })
+    };
+    lab.cluster.node(&first).wait_events("failpoint reached: pausing", held + 1, Duration::from_secs(20)).await;
+    lab.cluster.node_mut(&first).kill();
+
+    phase("a drop database reaches the new leader while it is held before resuming the create table");
+    let (second, term, _) = lab.cluster.leader_above(term, ELECTION).await;
+    lab.cluster.node(&second).wait_events("failpoint reached: pausing", 1, Duration::from_secs(20)).await;
+    let dropped = on_leader(&sdk, "drop", "drop-db").await.expect("the drop runs once the create table is done");
+    let created = create_table_call.await.unwrap().expect("the resumed create table finishes");
+    assert!(created.version < dropped.version, "the create table ({created:?}) finished before the drop ({dropped:?})");
+
+    phase("the database is created again, and another leader loads the store");
+    on_leader(&sdk, "create", "make-db-again").await.unwrap();
+    lab.cluster.start(&first, &[], &env).await;
+    lab.cluster.node_mut(&second).kill();
+    lab.cluster.leader_above(term, ELECTION).await;
+    let mut client = lab.leader().await;
+    let table = client.get_table(GetTableRequest { database: "db".into(), name: "t".into() }).await;
+    assert_eq!(table.map(|table| names(&table.into_inner())).unwrap_err().code(), Code::NotFound);
+    let version = client.list_databases(ListDatabasesRequest {}).await.unwrap().into_inner().version;
+    lab.assert_agents_agree("db", "t", version).await;
+    for agent in &lab.agents {
+        let what = format!("{} serving version {version} or later", agent.node.node_id);
+        let schema = eventually(&what, Duration::from_secs(20), || async {
+            agent.resolve("db", "t").await.ok().filter(|(served, _)| *served >= version).map(|(_, schema)| schema)
+        })
+        .await;
+        assert!(schema.is_none(), "{} serves db.t: {schema:?}", agent.node.node_id);
+    }
+}
+
 async fn request_ids_and_races(kind: Kind) {
     let _serial = serial().await;
     let Some(mut lab) = Lab::start(BIN, kind, 1, &[], &[("dn1", &[])]).await else { return };

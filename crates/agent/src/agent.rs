@@ -744,36 +744,40 @@ mod tests {
     fn catalog_snapshot(version: u64, tables: &[(&str, u64)]) -> Option<MetadataSnapshot> {
         use leasehold_core::catalog::{CatalogChange, Category, Column, DataType, Database, ObjectState, Table};
         let mut catalog = Catalog::default();
-        catalog.apply(&CatalogChange::PutDatabase(Database {
-            name: "db".into(),
-            ttl: None,
-            properties: Default::default(),
-            state: ObjectState::Visible,
-            version: 1,
-            created_version: 1,
-            drop_ordered_version: 0,
-        }));
-        for &(name, created_version) in tables {
-            catalog.apply(&CatalogChange::PutTable(Table {
-                database: "db".into(),
-                name: name.into(),
-                columns: vec![Column {
-                    drop_ordered_version: 0,
-                    name: "time".into(),
-                    data_type: DataType::Timestamp,
-                    category: Category::Time,
-                    comment: String::new(),
-                    state: ObjectState::Visible,
-                    created_version,
-                }],
+        catalog
+            .apply(&CatalogChange::PutDatabase(Database {
+                name: "db".into(),
                 ttl: None,
                 properties: Default::default(),
-                comment: String::new(),
                 state: ObjectState::Visible,
-                version: created_version,
-                created_version,
+                version: 1,
+                created_version: 1,
                 drop_ordered_version: 0,
-            }));
+            }))
+            .unwrap();
+        for &(name, created_version) in tables {
+            catalog
+                .apply(&CatalogChange::PutTable(Table {
+                    database: "db".into(),
+                    name: name.into(),
+                    columns: vec![Column {
+                        drop_ordered_version: 0,
+                        name: "time".into(),
+                        data_type: DataType::Timestamp,
+                        category: Category::Time,
+                        comment: String::new(),
+                        state: ObjectState::Visible,
+                        created_version,
+                    }],
+                    ttl: None,
+                    properties: Default::default(),
+                    comment: String::new(),
+                    state: ObjectState::Visible,
+                    version: created_version,
+                    created_version,
+                    drop_ordered_version: 0,
+                }))
+                .unwrap();
         }
         let catalog = leasehold::catalog::snapshot_messages(&catalog);
         Some(MetadataSnapshot { store_epoch: "e".into(), version, catalog })
@@ -827,8 +831,8 @@ mod tests {
     /// at 7.
     fn t_drop_ordered_at_7() -> MetadataSnapshot {
         use leasehold_core::catalog::{CatalogChange, ObjectState};
-        let mut catalog = leasehold::catalog::catalog_of(&catalog_snapshot(7, &[]).unwrap().catalog);
-        catalog.apply(&CatalogChange::PutTable(table_t(ObjectState::Dropping, 7)));
+        let (mut catalog, _) = leasehold::catalog::catalog_of(&catalog_snapshot(7, &[]).unwrap().catalog);
+        catalog.apply(&CatalogChange::PutTable(table_t(ObjectState::Dropping, 7))).unwrap();
         MetadataSnapshot {
             store_epoch: "e".into(),
             version: 7,

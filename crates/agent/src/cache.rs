@@ -44,6 +44,15 @@ pub enum ApplyError {
         /// The first change that does not fit.
         next: u64,
     },
+    /// A change puts an object into a database the cache does not hold: the cache and the
+    /// leader disagree, and only a resync can settle it.
+    #[error("version {version} cannot be applied to the cache: {orphaned}")]
+    Orphaned {
+        /// The version.
+        version: u64,
+        /// What could not be put.
+        orphaned: leasehold_core::catalog::Orphaned,
+    },
     /// The host refused a change.
     #[error("the host cannot apply version {version}: {reason}")]
     CannotApply {
@@ -70,9 +79,13 @@ fn servable(catalog: &Catalog) -> Servable {
 }
 
 impl CacheView {
-    /// The cache a snapshot describes.
+    /// The cache a snapshot describes. An orphaned object in it (a leader never sends one)
+    /// is left out and logged.
     pub fn from_snapshot(snapshot: &MetadataSnapshot) -> CacheView {
-        let catalog = leasehold::catalog::catalog_of(&snapshot.catalog);
+        let (catalog, orphans) = leasehold::catalog::catalog_of(&snapshot.catalog);
+        for orphaned in orphans {
+            tracing::warn!(version = snapshot.version, %orphaned, "the snapshot holds an orphaned object; it is left out");
+        }
         CacheView {
             store_epoch: snapshot.store_epoch.clone(),
             version: snapshot.version,
@@ -117,7 +130,10 @@ impl CacheView {
             match &change.kind {
                 Some(metadata_change::Kind::Catalog(message)) => {
                     if let Some(catalog_change) = leasehold::catalog::change_of(message) {
-                        catalog.get_or_insert_with(|| (*self.catalog).clone()).apply(&catalog_change);
+                        catalog
+                            .get_or_insert_with(|| (*self.catalog).clone())
+                            .apply(&catalog_change)
+                            .map_err(|orphaned| ApplyError::Orphaned { version: change.version, orphaned })?;
                     }
                 }
                 Some(metadata_change::Kind::DropData(drop)) => {
@@ -127,7 +143,10 @@ impl CacheView {
                         DataTarget::from_parts(&drop.database, &drop.table, &drop.column, drop.created_version);
                     let current = catalog.as_ref().unwrap_or(&self.catalog);
                     if let Some(ordered) = ddl::drop_order(current, &target, change.version) {
-                        catalog.get_or_insert_with(|| (*self.catalog).clone()).apply(&ordered);
+                        catalog
+                            .get_or_insert_with(|| (*self.catalog).clone())
+                            .apply(&ordered)
+                            .map_err(|orphaned| ApplyError::Orphaned { version: change.version, orphaned })?;
                     }
                 }
                 Some(metadata_change::Kind::Barrier(_)) | None => {}

@@ -43,7 +43,7 @@ fn push_status(error: PushError) -> Status {
         PushError::WrongIncarnation { .. } => {
             error_status(Code::FailedPrecondition, reason::NOT_REGISTERED, message, [])
         }
-        PushError::Apply(ApplyError::Gap { .. }) => {
+        PushError::Apply(ApplyError::Gap { .. } | ApplyError::Orphaned { .. }) => {
             error_status(Code::FailedPrecondition, reason::VERSION_GAP, message, [])
         }
         PushError::Apply(ApplyError::CannotApply { .. }) => {

@@ -63,7 +63,7 @@ async fn catalog_from_store(store: &Store, cluster: &str) -> Result<(Catalog, u6
     // One snapshot: a change committing between two reads would pair rows with a version
     // they are not at.
     let (version, objects) = store.versioned_objects(cluster).await.map_err(unavailable)?;
-    let catalog = load_catalog(&objects).map_err(|error| Status::internal(error.to_string()))?;
+    let (catalog, _orphans) = load_catalog(&objects).map_err(|error| Status::internal(error.to_string()))?;
     Ok((catalog, version))
 }
 

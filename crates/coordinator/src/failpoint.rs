@@ -16,6 +16,9 @@ pub const DDL_BEFORE_DROP_DATA: &str = "ddl::before-drop-data";
 /// Where a DDL may be held: its commit committed, before its broadcast.
 pub const DDL_AFTER_COMMIT: &str = "ddl::after-commit";
 
+/// Where a new leader may be held: it found procedures to resume and has not taken their locks.
+pub const DDL_BEFORE_RESUME: &str = "ddl::before-resume";
+
 /// Where a change's commit succeeds but its answer is lost (`return`, or `1*return` once).
 pub const COMMIT_ANSWER_LOST: &str = "store::commit-answer-lost";
 

@@ -14,7 +14,7 @@ use leasehold::v1::{
     self, BarrierChange, DataNodeLeaseStatus, DataNodeStatus, HeartbeatRequest, HeartbeatResponse, MetadataChange,
     MetadataSnapshot,
 };
-use leasehold_core::catalog::{Catalog, CatalogChange};
+use leasehold_core::catalog::{Catalog, CatalogChange, Orphaned};
 use leasehold_core::contact::{ContactStatus, ContactTracker, NodeKey, Settlement};
 use leasehold_core::ddl::{self, DataTarget};
 use leasehold_core::lease_timing::LeaseTimings;
@@ -89,6 +89,9 @@ pub enum MetadataError {
     /// The store failed.
     #[error(transparent)]
     Store(StoreError),
+    /// A change would put an object into a database that is not there; nothing was written.
+    #[error(transparent)]
+    Orphaned(leasehold_core::catalog::Orphaned),
     /// A stored change could not be decoded.
     #[error("stored change at version {version} is unreadable: {reason}")]
     Corrupt {
@@ -166,6 +169,9 @@ pub struct MetadataLeader {
     acks: Notify,
     publications: tokio::sync::Mutex<()>,
     locks: LockTable,
+    /// Set once every procedure an earlier leader left running holds its locks again: until
+    /// then a new DDL could take a lock ahead of one of them (see [`Self::accepts_ddl`]).
+    resumed: std::sync::atomic::AtomicBool,
 }
 
 impl std::fmt::Debug for MetadataLeader {
@@ -192,9 +198,11 @@ fn change_kind(change: &MetadataChange) -> &'static str {
 }
 
 /// The catalog as the store keeps it: one row per object. An unreadable row is an error,
-/// never skipped: a catalog with an object missing would serve as if it were dropped.
-pub(crate) fn load_catalog(objects: &[StoredObject]) -> Result<Catalog, MetadataError> {
-    let mut catalog = Catalog::default();
+/// never skipped: a catalog with an object missing would serve as if it were dropped. A row
+/// that reads but has no database to go into (orphaned) is set aside and returned: it is in
+/// no catalog any leader served, so leaving it out changes nothing anyone saw.
+pub(crate) fn load_catalog(objects: &[StoredObject]) -> Result<(Catalog, Vec<Orphaned>), MetadataError> {
+    let mut changes = Vec::with_capacity(objects.len());
     for object in objects {
         let corrupt = |reason: String| MetadataError::Corrupt { version: object.version, reason };
         let change = match object.kind.as_str() {
@@ -209,11 +217,9 @@ pub(crate) fn load_catalog(objects: &[StoredObject]) -> Result<Catalog, Metadata
             ),
             other => return Err(corrupt(format!("unknown catalog object kind {other:?}"))),
         };
-        if let Some(change) = leasehold::catalog::change_of(&v1::CatalogChange { kind: Some(change) }) {
-            catalog.apply(&change);
-        }
+        changes.extend(leasehold::catalog::change_of(&v1::CatalogChange { kind: Some(change) }));
     }
-    Ok(catalog)
+    Ok(Catalog::quarantining(changes))
 }
 
 impl MetadataLeader {
@@ -241,7 +247,11 @@ impl MetadataLeader {
         while changes.front().is_some_and(|front| front.version + changes.len() as u64 != version + 1) {
             changes.pop_front();
         }
-        let catalog = load_catalog(&store.list_objects(&cluster).await?)?;
+        let (catalog, orphans) = load_catalog(&store.list_objects(&cluster).await?)?;
+        for orphaned in &orphans {
+            warn!(term = identity.term, %orphaned, "a catalog row has no database to go into; it is quarantined, left in the store and out of the catalog");
+        }
+        crate::metrics::catalog_quarantined(orphans.len());
         let mut tracker = ContactTracker::new(identity.promoted_at, identity.earlier_grants);
         let mut registry = BTreeMap::new();
         for node in store.list_data_nodes(&cluster).await? {
@@ -284,6 +294,7 @@ impl MetadataLeader {
             acks: Notify::new(),
             publications: tokio::sync::Mutex::new(()),
             locks: LockTable::default(),
+            resumed: std::sync::atomic::AtomicBool::new(false),
         }))
     }
 
@@ -575,6 +586,17 @@ impl MetadataLeader {
         &self.locks
     }
 
+    /// Whether new DDL may start: only once every procedure this state resumes holds its
+    /// locks, so none of them is overtaken by a DDL planned against the catalog it is changing.
+    pub fn accepts_ddl(&self) -> bool {
+        self.resumed.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Opens this state to new DDL (the resumed procedures hold their locks).
+    pub fn mark_resumed(&self) {
+        self.resumed.store(true, std::sync::atomic::Ordering::Release);
+    }
+
     /// The store this leader writes to.
     pub fn store(&self) -> &Store {
         &self.store
@@ -722,7 +744,13 @@ impl ChangeTx<'_> {
     pub async fn publish_catalog(mut self, change: &CatalogChange) -> Result<u64, MetadataError> {
         // Creation versions come from the catalog this change lands on; the serial guard
         // held by this transaction keeps it from moving underneath.
-        let (change, _) = self.leader.with_catalog(|catalog| catalog.stamp(change, self.version));
+        let (stamped, _) = self.leader.with_catalog(|catalog| {
+            let stamped = catalog.stamp(change, self.version);
+            catalog.admits(&stamped).map(|()| stamped)
+        });
+        // An orphaned put would write a row no catalog shows until its database is created
+        // again: refused before anything is written.
+        let change = stamped.map_err(MetadataError::Orphaned)?;
         self.write_object(&change).await?;
         let message = MetadataChange {
             version: self.version,
@@ -823,7 +851,7 @@ impl ChangeTx<'_> {
         let mut state = leader.state();
         state.version = version;
         if let Some(change) = &catalog {
-            state.catalog.apply(change);
+            state.catalog.apply(change).expect("admitted before it was written, under the serial guard");
         }
         state.changes.push_back(message);
         while state.changes.len() as u64 > retention {
@@ -854,5 +882,68 @@ impl Drop for Unsettled<'_> {
         if !self.settled {
             self.leader.invalidate("the outcome of a change's commit is unknown");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use leasehold_core::catalog::{Database, ObjectState, Table};
+
+    fn row(change: &CatalogChange, version: u64) -> StoredObject {
+        let (kind, database, name, payload) = match change {
+            CatalogChange::PutDatabase(database) => (
+                "database",
+                database.name.clone(),
+                String::new(),
+                leasehold::catalog::database_message(database).encode_to_vec(),
+            ),
+            CatalogChange::PutTable(table) => (
+                "table",
+                table.database.clone(),
+                table.name.clone(),
+                leasehold::catalog::table_message(table, None).encode_to_vec(),
+            ),
+            other => panic!("no row for {other:?}"),
+        };
+        StoredObject { kind: kind.into(), database, name, payload, version }
+    }
+
+    #[test]
+    fn orphaned_rows_are_quarantined_and_the_rest_of_the_catalog_loads() {
+        let database = Database {
+            name: "db".into(),
+            ttl: None,
+            properties: Default::default(),
+            state: ObjectState::Visible,
+            version: 9,
+            created_version: 9,
+            drop_ordered_version: 0,
+        };
+        let table = |database: &str, name: &str, created_version| Table {
+            database: database.into(),
+            name: name.into(),
+            columns: vec![],
+            ttl: None,
+            properties: Default::default(),
+            comment: String::new(),
+            state: ObjectState::Visible,
+            version: created_version,
+            created_version,
+            drop_ordered_version: 0,
+        };
+        let rows = [
+            row(&CatalogChange::PutDatabase(database), 9),
+            row(&CatalogChange::PutTable(table("db", "from_before_the_drop", 4)), 4),
+            row(&CatalogChange::PutTable(table("db", "kept", 10)), 10),
+            row(&CatalogChange::PutTable(table("gone", "t", 5)), 5),
+        ];
+        let (catalog, orphans) = load_catalog(&rows).expect("orphans do not fail the load");
+        let mut quarantined: Vec<_> =
+            orphans.iter().map(|orphan| format!("{}.{}", orphan.database, orphan.name)).collect();
+        quarantined.sort();
+        assert_eq!(quarantined, ["db.from_before_the_drop", "gone.t"]);
+        assert!(catalog.visible_table("db", "kept").is_some());
+        assert!(catalog.table("db", "from_before_the_drop").is_none());
     }
 }

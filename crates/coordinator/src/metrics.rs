@@ -44,6 +44,9 @@ pub const PROCEDURES: &str = "leasehold_ddl_procedures_total";
 pub const PROCEDURE_SECONDS: &str = "leasehold_ddl_procedure_duration_seconds";
 /// Procedures a new leader found running and resumed.
 pub const PROCEDURES_RESUMED: &str = "leasehold_ddl_procedures_resumed_total";
+/// Catalog rows the leader's last load set aside as orphaned (a table or view whose database
+/// is gone or was created after it); anything above 0 wants an operator's look.
+pub const CATALOG_QUARANTINED: &str = "leasehold_catalog_quarantined_objects";
 /// gRPC requests handled, by method and code.
 pub const GRPC_REQUESTS: &str = "leasehold_grpc_requests_total";
 
@@ -69,6 +72,7 @@ pub fn describe() {
     describe_counter!(PROCEDURES, "DDL procedures ended by kind and outcome");
     describe_histogram!(PROCEDURE_SECONDS, Unit::Seconds, "DDL procedure duration on this leader by kind");
     describe_counter!(PROCEDURES_RESUMED, "DDL procedures resumed after a leader change");
+    describe_gauge!(CATALOG_QUARANTINED, "Orphaned catalog rows the leader's last load set aside");
 }
 
 pub(crate) fn set_leader(is_leader: bool, term: u64) {
@@ -140,4 +144,8 @@ pub(crate) fn procedure(kind: &'static str, outcome: &'static str, took: Duratio
 
 pub(crate) fn procedure_resumed() {
     counter!(PROCEDURES_RESUMED).increment(1);
+}
+
+pub(crate) fn catalog_quarantined(count: usize) {
+    gauge!(CATALOG_QUARANTINED).set(count as f64);
 }

@@ -67,6 +67,9 @@ pub enum DdlFailure {
         /// The procedure that holds it.
         procedure_id: u64,
     },
+    /// The leader is still resuming the procedures an earlier leader left running.
+    #[error("the leader is still resuming the procedures its predecessor left running; retry shortly")]
+    Starting,
     /// The procedure failed for good.
     #[error("procedure {procedure_id} failed: {reason}")]
     Failed {
@@ -196,6 +199,9 @@ impl ProcedureRunner {
         request_id: Option<String>,
     ) -> Result<DdlOutcome, DdlFailure> {
         ddl::validate(&request)?;
+        if !leader.accepts_ddl() {
+            return Err(DdlFailure::Starting);
+        }
         // On a task of its own from the start: a caller that goes away must not stop a
         // procedure halfway through writing its first step.
         let runner = self.clone();
@@ -266,7 +272,11 @@ impl ProcedureRunner {
         result
     }
 
-    /// Resumes every procedure a previous leader left running.
+    /// Resumes every procedure a previous leader left running, then opens `leader` to new
+    /// DDL. Each one takes its locks before the next is looked at, and the leader accepts no
+    /// DDL until all hold theirs: a DDL accepted earlier could lock ahead of a procedure that
+    /// is halfway through changing what it plans against (a drop database ahead of a resumed
+    /// create table in it would leave a table row with no database).
     pub async fn resume_all(self: Arc<Self>, leader: Arc<MetadataLeader>) {
         let mut pause = Duration::from_millis(100);
         let running = loop {
@@ -282,6 +292,11 @@ impl ProcedureRunner {
                 }
             }
         };
+        if !running.is_empty() {
+            failpoint::pause(failpoint::DDL_BEFORE_RESUME).await;
+        }
+        let count = running.len();
+        // Oldest first: the order they took their locks in.
         for row in running.into_iter().rev() {
             let Some((plan, locks)) = StoredPlan::decode(row.request.as_slice()).ok().as_ref().and_then(plan_of) else {
                 warn!(procedure = row.id, "a running procedure has an unreadable plan; leaving it");
@@ -293,10 +308,15 @@ impl ProcedureRunner {
             };
             info!(procedure = row.id, kind = plan.kind, target = %plan.target, %step, "resuming a procedure left by the previous leader");
             metrics::procedure_resumed();
+            // Procedures that ran at once held their locks at once: none waits here on
+            // another, except behind one spawned before it, which goes on meanwhile.
+            let held = tokio::select! {
+                held = leader.locks().acquire(&locks) => held,
+                _ = leader.token().cancelled() => return,
+            };
             let runner = self.clone();
             let leader = leader.clone();
             tokio::spawn(async move {
-                let held = leader.locks().acquire(&locks).await;
                 let id = row.id;
                 let result = runner.drive(&leader, Running { id, plan, step, error: row.error }).await;
                 drop(held);
@@ -305,6 +325,8 @@ impl ProcedureRunner {
                 }
             });
         }
+        leader.mark_resumed();
+        info!(term = leader.term(), resumed = count, "accepting DDL");
     }
 
     /// Carries a procedure from its step to its end, and counts how it ended. A step that
@@ -352,6 +374,14 @@ impl ProcedureRunner {
             };
             attempt = self.drive_steps(leader, Running { id, plan: plan.clone(), step, error: row.error }).await;
         };
+        // A step that would orphan an object can never be carried out: the procedure fails
+        // for good rather than stay running with nobody to drive it.
+        let result = match result {
+            Err(DdlFailure::Leader(MetadataError::Orphaned(orphaned))) => {
+                Err(self.fail(leader, id, orphaned.to_string()).await)
+            }
+            other => other,
+        };
         let outcome = match &result {
             Ok(_) => "succeeded",
             Err(DdlFailure::Aborted { .. }) => "rolled_back",
@@ -360,6 +390,23 @@ impl ProcedureRunner {
         };
         metrics::procedure(kind, outcome, started.elapsed());
         result
+    }
+
+    /// Records that procedure `id` failed for good, and answers so.
+    async fn fail(&self, leader: &MetadataLeader, id: u64, reason: String) -> DdlFailure {
+        warn!(procedure = id, %reason, "DDL failed for good");
+        let recorded = async {
+            let mut change = leader.begin().await?;
+            change
+                .store()
+                .update_procedure(leader.cluster(), id, Step::Done.as_str(), State::Failed.as_str(), &reason)
+                .await?;
+            change.commit().await
+        };
+        match recorded.await {
+            Ok(_) => DdlFailure::Failed { procedure_id: id, reason },
+            Err(error) => DdlFailure::Leader(error),
+        }
     }
 
     async fn drive_steps(&self, leader: &MetadataLeader, mut running: Running) -> Result<DdlOutcome, DdlFailure> {

@@ -68,6 +68,7 @@ impl From<MetadataError> for Status {
             }
             MetadataError::Store(_) => error_status(Code::Unavailable, reason::STORE_UNAVAILABLE, message, []),
             MetadataError::Corrupt { .. } => Status::internal(message),
+            MetadataError::Orphaned(_) => Status::internal(message),
         }
     }
 }
@@ -125,6 +126,7 @@ impl From<DdlFailure> for Status {
                     ("procedure", procedure_id.to_string()),
                 ],
             ),
+            DdlFailure::Starting => error_status(Code::Unavailable, reason::LEADER_STARTING, message, []),
             DdlFailure::Failed { procedure_id, .. } => error_status(
                 Code::Internal,
                 reason::PROCEDURE_FAILED,

@@ -194,6 +194,20 @@ struct Entry {
     views: BTreeMap<String, View>,
 }
 
+/// A put that has no database to go into.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{kind} {database}.{name} is orphaned: {reason}")]
+pub struct Orphaned {
+    /// `table` or `view`.
+    pub kind: &'static str,
+    /// The database it names.
+    pub database: String,
+    /// Its name.
+    pub name: String,
+    /// Why it has no parent.
+    pub reason: &'static str,
+}
+
 /// The whole catalog.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Catalog {
@@ -211,8 +225,11 @@ fn kept_drop_order(state: ObjectState, old: Option<u64>) -> u64 {
 }
 
 impl Catalog {
-    /// Applies one committed change.
-    pub fn apply(&mut self, change: &CatalogChange) {
+    /// Applies one committed change. A put of a table or view whose database this catalog
+    /// does not hold (or holds as a database created after the object) is refused and changes
+    /// nothing: applied, it would be invisible here and reappear wherever the database is
+    /// created again and the object loaded from its row.
+    pub fn apply(&mut self, change: &CatalogChange) -> Result<(), Orphaned> {
         match change {
             CatalogChange::PutDatabase(database) => match self.databases.get_mut(&database.name) {
                 Some(entry) => entry.database = database.clone(),
@@ -225,9 +242,9 @@ impl Catalog {
                 self.databases.remove(name);
             }
             CatalogChange::PutTable(table) => {
-                if let Some(entry) = self.databases.get_mut(&table.database) {
-                    entry.tables.insert(table.name.clone(), table.clone());
-                }
+                self.admits(change)?;
+                let entry = self.databases.get_mut(&table.database).expect("admitted: its database exists");
+                entry.tables.insert(table.name.clone(), table.clone());
             }
             CatalogChange::RemoveTable { database, name } => {
                 if let Some(entry) = self.databases.get_mut(database) {
@@ -235,9 +252,9 @@ impl Catalog {
                 }
             }
             CatalogChange::PutView(view) => {
-                if let Some(entry) = self.databases.get_mut(&view.database) {
-                    entry.views.insert(view.name.clone(), view.clone());
-                }
+                self.admits(change)?;
+                let entry = self.databases.get_mut(&view.database).expect("admitted: its database exists");
+                entry.views.insert(view.name.clone(), view.clone());
             }
             CatalogChange::RemoveView { database, name } => {
                 if let Some(entry) = self.databases.get_mut(database) {
@@ -245,6 +262,32 @@ impl Catalog {
                 }
             }
         }
+        Ok(())
+    }
+
+    /// The catalog `changes` build, applied in order, with the ones that could not be applied
+    /// set aside: a store or snapshot holding an orphaned object still loads, without it.
+    pub fn quarantining(changes: impl IntoIterator<Item = CatalogChange>) -> (Catalog, Vec<Orphaned>) {
+        let mut catalog = Catalog::default();
+        let orphans = changes.into_iter().filter_map(|change| catalog.apply(&change).err()).collect();
+        (catalog, orphans)
+    }
+
+    /// Whether `change` can be applied: a put of a table or view needs its database, created
+    /// no later than the object itself.
+    pub fn admits(&self, change: &CatalogChange) -> Result<(), Orphaned> {
+        let (kind, database, name, created_version) = match change {
+            CatalogChange::PutTable(table) => ("table", &table.database, &table.name, table.created_version),
+            CatalogChange::PutView(view) => ("view", &view.database, &view.name, view.created_version),
+            _ => return Ok(()),
+        };
+        let orphaned = |reason: &'static str| Orphaned { kind, database: database.clone(), name: name.clone(), reason };
+        let parent = self.database(database).ok_or_else(|| orphaned("its database does not exist"))?;
+        // 0 is "not recorded" (objects from before creation versions were kept).
+        if created_version != 0 && parent.created_version != 0 && created_version < parent.created_version {
+            return Err(orphaned("it is older than its database, which was dropped and created again"));
+        }
+        Ok(())
     }
 
     /// `change` as it commits at `version` on top of this catalog: every object it puts
@@ -427,12 +470,46 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn a_put_into_a_missing_database_is_refused_and_changes_nothing() {
+        let mut catalog = Catalog::default();
+        let refused = catalog.apply(&CatalogChange::PutTable(table("gone", "t", ObjectState::Visible))).unwrap_err();
+        assert_eq!((refused.kind, refused.database.as_str(), refused.name.as_str()), ("table", "gone", "t"));
+        let view = View {
+            database: "gone".into(),
+            name: "v".into(),
+            definition: "SELECT 1".into(),
+            state: ObjectState::Visible,
+            version: 2,
+            created_version: 2,
+        };
+        assert!(catalog.apply(&CatalogChange::PutView(view)).is_err());
+        assert!(catalog.is_empty(), "nothing was put: {catalog:?}");
+    }
+
+    #[test]
+    fn an_object_older_than_its_database_is_quarantined_and_the_rest_loads() {
+        // A table row written for a database that was dropped and created again later.
+        let recreated = Database { created_version: 9, version: 9, ..database("db", ObjectState::Visible) };
+        let stale = table("db", "t", ObjectState::Visible);
+        let fresh = Table { name: "u".into(), created_version: 10, version: 10, ..stale.clone() };
+        let (catalog, orphans) = Catalog::quarantining([
+            CatalogChange::PutDatabase(recreated),
+            CatalogChange::PutTable(stale),
+            CatalogChange::PutTable(fresh),
+        ]);
+        assert_eq!(orphans.len(), 1, "{orphans:?}");
+        assert_eq!(orphans[0].name, "t");
+        assert!(catalog.table("db", "t").is_none());
+        assert!(catalog.visible_table("db", "u").is_some());
+    }
+
+    #[test]
     fn hidden_and_dropping_objects_are_invisible() {
         let mut catalog = Catalog::default();
-        catalog.apply(&CatalogChange::PutDatabase(database("db", ObjectState::Visible)));
-        catalog.apply(&CatalogChange::PutTable(table("db", "pre", ObjectState::Hidden)));
-        catalog.apply(&CatalogChange::PutTable(table("db", "going", ObjectState::Dropping)));
-        catalog.apply(&CatalogChange::PutTable(table("db", "t", ObjectState::Visible)));
+        catalog.apply(&CatalogChange::PutDatabase(database("db", ObjectState::Visible))).unwrap();
+        catalog.apply(&CatalogChange::PutTable(table("db", "pre", ObjectState::Hidden))).unwrap();
+        catalog.apply(&CatalogChange::PutTable(table("db", "going", ObjectState::Dropping))).unwrap();
+        catalog.apply(&CatalogChange::PutTable(table("db", "t", ObjectState::Visible))).unwrap();
         assert!(catalog.visible_table("db", "pre").is_none());
         assert!(catalog.visible_table("db", "going").is_none());
         let visible = catalog.visible_table("db", "t").unwrap();
@@ -444,23 +521,23 @@ pub(crate) mod tests {
     #[test]
     fn a_pre_delete_marker_on_the_database_hides_everything_in_it() {
         let mut catalog = Catalog::default();
-        catalog.apply(&CatalogChange::PutDatabase(database("db", ObjectState::Visible)));
-        catalog.apply(&CatalogChange::PutTable(table("db", "t", ObjectState::Visible)));
-        catalog.apply(&CatalogChange::PutDatabase(database("db", ObjectState::Dropping)));
+        catalog.apply(&CatalogChange::PutDatabase(database("db", ObjectState::Visible))).unwrap();
+        catalog.apply(&CatalogChange::PutTable(table("db", "t", ObjectState::Visible))).unwrap();
+        catalog.apply(&CatalogChange::PutDatabase(database("db", ObjectState::Dropping))).unwrap();
         assert!(catalog.visible_table("db", "t").is_none());
         assert!(catalog.table("db", "t").is_some(), "still held, under the marker");
-        catalog.apply(&CatalogChange::RemoveDatabase { name: "db".into() });
+        catalog.apply(&CatalogChange::RemoveDatabase { name: "db".into() }).unwrap();
         assert!(catalog.is_empty());
     }
 
     #[test]
     fn hidden_and_dropping_columns_are_filtered() {
         let mut catalog = Catalog::default();
-        catalog.apply(&CatalogChange::PutDatabase(database("db", ObjectState::Visible)));
+        catalog.apply(&CatalogChange::PutDatabase(database("db", ObjectState::Visible))).unwrap();
         let mut altered = table("db", "t", ObjectState::Visible);
         altered.columns.push(column("new", Category::Field, ObjectState::Hidden));
         altered.columns[1].state = ObjectState::Dropping;
-        catalog.apply(&CatalogChange::PutTable(altered));
+        catalog.apply(&CatalogChange::PutTable(altered)).unwrap();
         let names: Vec<_> = catalog.visible_table("db", "t").unwrap().columns.into_iter().map(|c| c.name).collect();
         assert_eq!(names, ["time"]);
     }
@@ -468,29 +545,24 @@ pub(crate) mod tests {
     #[test]
     fn the_snapshot_rebuilds_the_same_catalog_and_puts_are_idempotent() {
         let mut catalog = Catalog::default();
-        catalog.apply(&CatalogChange::PutDatabase(database("db", ObjectState::Visible)));
-        catalog.apply(&CatalogChange::PutTable(table("db", "t", ObjectState::Hidden)));
-        catalog.apply(&CatalogChange::PutView(View {
-            database: "db".into(),
-            name: "v".into(),
-            definition: "SELECT 1".into(),
-            state: ObjectState::Visible,
-            version: 3,
-            created_version: 3,
-        }));
+        catalog.apply(&CatalogChange::PutDatabase(database("db", ObjectState::Visible))).unwrap();
+        catalog.apply(&CatalogChange::PutTable(table("db", "t", ObjectState::Hidden))).unwrap();
+        catalog
+            .apply(&CatalogChange::PutView(View {
+                database: "db".into(),
+                name: "v".into(),
+                definition: "SELECT 1".into(),
+                state: ObjectState::Visible,
+                version: 3,
+                created_version: 3,
+            }))
+            .unwrap();
         let mut rebuilt = Catalog::default();
         for change in catalog.snapshot() {
-            rebuilt.apply(&change);
-            rebuilt.apply(&change);
+            rebuilt.apply(&change).unwrap();
+            rebuilt.apply(&change).unwrap();
         }
         assert_eq!(rebuilt, catalog);
-    }
-
-    #[test]
-    fn objects_of_a_missing_database_are_ignored() {
-        let mut catalog = Catalog::default();
-        catalog.apply(&CatalogChange::PutTable(table("nowhere", "t", ObjectState::Visible)));
-        assert!(catalog.is_empty());
     }
 
     #[test]
@@ -498,7 +570,7 @@ pub(crate) mod tests {
         let mut catalog = Catalog::default();
         let stamp = |catalog: &mut Catalog, change: CatalogChange, version| {
             let stamped = catalog.stamp(&change, version);
-            catalog.apply(&stamped);
+            catalog.apply(&stamped).unwrap();
         };
         stamp(&mut catalog, CatalogChange::PutDatabase(database("db", ObjectState::Hidden)), 10);
         stamp(&mut catalog, CatalogChange::PutDatabase(database("db", ObjectState::Visible)), 11);
@@ -516,7 +588,7 @@ pub(crate) mod tests {
         let created: Vec<_> = t.columns.iter().map(|column| column.created_version).collect();
         assert_eq!(created, [12, 12, 13], "a column added later is created by the change that adds it");
 
-        catalog.apply(&CatalogChange::RemoveTable { database: "db".into(), name: "t".into() });
+        catalog.apply(&CatalogChange::RemoveTable { database: "db".into(), name: "t".into() }).unwrap();
         stamp(&mut catalog, CatalogChange::PutTable(table("db", "t", ObjectState::Hidden)), 14);
         assert_eq!(catalog.table("db", "t").unwrap().created_version, 14, "created again: another object");
         let view = View {

@@ -668,6 +668,22 @@ pub fn plan(catalog: &Catalog, request: &DdlRequest) -> Result<DdlPlan, DdlError
         }
         DdlRequest::DropDatabase { name } => {
             let database = visible_database(catalog, name)?;
+            // A pre-created or marked object is another procedure's, halfway: dropped from
+            // under it, that procedure would write into a database that is gone.
+            let in_flight = catalog
+                .tables(name)
+                .filter(|table| table.state != ObjectState::Visible)
+                .map(|table| format!("table {name}.{}", table.name))
+                .chain(
+                    catalog
+                        .views(name)
+                        .filter(|view| view.state != ObjectState::Visible)
+                        .map(|view| format!("view {name}.{}", view.name)),
+                )
+                .next();
+            if let Some(what) = in_flight {
+                return Err(DdlError::Busy { what });
+            }
             Ok(DdlPlan {
                 kind: "drop_database",
                 target: name.clone(),
@@ -849,8 +865,8 @@ mod tests {
 
     fn catalog() -> Catalog {
         let mut catalog = Catalog::default();
-        catalog.apply(&CatalogChange::PutDatabase(database("db", ObjectState::Visible)));
-        catalog.apply(&CatalogChange::PutTable(table("db", "existing", ObjectState::Visible)));
+        catalog.apply(&CatalogChange::PutDatabase(database("db", ObjectState::Visible))).unwrap();
+        catalog.apply(&CatalogChange::PutTable(table("db", "existing", ObjectState::Visible))).unwrap();
         catalog
     }
 
@@ -859,6 +875,16 @@ mod tests {
             DdlError::Invalid { field, .. } => field,
             other => panic!("not an invalid-argument error: {other}"),
         }
+    }
+
+    #[test]
+    fn a_database_holding_another_procedures_hidden_table_is_not_dropped() {
+        let mut catalog = catalog();
+        catalog.apply(&CatalogChange::PutTable(table("db", "pre", ObjectState::Hidden))).unwrap();
+        let drop = DdlRequest::DropDatabase { name: "db".into() };
+        assert!(matches!(plan(&catalog, &drop), Err(DdlError::Busy { what }) if what == "table db.pre"));
+        catalog.apply(&CatalogChange::RemoveTable { database: "db".into(), name: "pre".into() }).unwrap();
+        assert!(plan(&catalog, &drop).is_ok(), "with only visible objects it drops");
     }
 
     #[test]
@@ -943,18 +969,18 @@ mod tests {
         let plan = plan(&catalog, &request).unwrap();
         let target = plan.drop_data.clone().unwrap();
         assert_eq!(drop_order(&catalog, &target, 9), None, "not under its marker yet");
-        catalog.apply(&catalog.stamp(&plan.prepare, 8));
+        catalog.apply(&catalog.stamp(&plan.prepare, 8)).unwrap();
         assert!(ordered_drops(&catalog).is_empty(), "a marker alone orders nothing");
         let ordered = drop_order(&catalog, &target, 9).unwrap();
-        catalog.apply(&ordered);
+        catalog.apply(&ordered).unwrap();
         assert_eq!(catalog.table("db", "existing").unwrap().drop_ordered_version, 9);
         assert_eq!(ordered_drops(&catalog), vec![target.clone()]);
         // A later put of the marked object (a plan made before the order) keeps the order.
-        catalog.apply(&catalog.stamp(&plan.prepare, 10));
+        catalog.apply(&catalog.stamp(&plan.prepare, 10)).unwrap();
         assert_eq!(ordered_drops(&catalog), vec![target.clone()]);
         let recreated = DataTarget::Table { database: "db".into(), table: "existing".into(), created_version: 99 };
         assert_eq!(drop_order(&catalog, &recreated, 11), None, "another object by that name");
-        catalog.apply(plan.commit.as_ref().unwrap());
+        catalog.apply(plan.commit.as_ref().unwrap()).unwrap();
         assert!(ordered_drops(&catalog).is_empty());
     }
 
@@ -964,13 +990,13 @@ mod tests {
         let mut marked = table("db", "existing", ObjectState::Visible);
         marked.columns[1].state = ObjectState::Dropping;
         let column_name = marked.columns[1].name.clone();
-        catalog.apply(&CatalogChange::PutTable(marked.clone()));
+        catalog.apply(&CatalogChange::PutTable(marked.clone())).unwrap();
         let column_target = DataTarget::from_parts("db", "existing", &column_name, marked.columns[1].created_version);
-        catalog.apply(&drop_order(&catalog, &column_target, 5).unwrap());
+        catalog.apply(&drop_order(&catalog, &column_target, 5).unwrap()).unwrap();
         assert_eq!(ordered_drops(&catalog), [column_target]);
-        catalog.apply(&CatalogChange::PutDatabase(database("db", ObjectState::Dropping)));
+        catalog.apply(&CatalogChange::PutDatabase(database("db", ObjectState::Dropping))).unwrap();
         let database_target = DataTarget::Database { database: "db".into(), created_version: 1 };
-        catalog.apply(&drop_order(&catalog, &database_target, 6).unwrap());
+        catalog.apply(&drop_order(&catalog, &database_target, 6).unwrap()).unwrap();
         assert_eq!(ordered_drops(&catalog), [database_target], "the database covers what is in it");
     }
 
@@ -1018,7 +1044,7 @@ mod tests {
     #[test]
     fn conflicts_are_named() {
         let mut busy = catalog();
-        busy.apply(&CatalogChange::PutTable(table("db", "going", ObjectState::Dropping)));
+        busy.apply(&CatalogChange::PutTable(table("db", "going", ObjectState::Dropping))).unwrap();
         let cases = [
             (DdlRequest::DropTable { database: "db".into(), name: "missing".into() }, "does not exist"),
             (DdlRequest::DropTable { database: "nodb".into(), name: "t".into() }, "database nodb does not exist"),
@@ -1046,7 +1072,7 @@ mod tests {
     fn what_a_node_must_drop_after_missing_drops_and_recreations() {
         let stamped = |catalog: &mut Catalog, change: CatalogChange, version: u64| {
             let change = catalog.stamp(&change, version);
-            catalog.apply(&change);
+            catalog.apply(&change).unwrap();
         };
         let mut before = Catalog::default();
         stamped(&mut before, CatalogChange::PutDatabase(database("db", ObjectState::Visible)), 1);
@@ -1058,9 +1084,9 @@ mod tests {
 
         // What happened while the node could not hear.
         let mut after = before.clone();
-        after.apply(&CatalogChange::RemoveDatabase { name: "gone_db".into() });
-        after.apply(&CatalogChange::RemoveTable { database: "db".into(), name: "dropped".into() });
-        after.apply(&CatalogChange::RemoveTable { database: "db".into(), name: "recreated".into() });
+        after.apply(&CatalogChange::RemoveDatabase { name: "gone_db".into() }).unwrap();
+        after.apply(&CatalogChange::RemoveTable { database: "db".into(), name: "dropped".into() }).unwrap();
+        after.apply(&CatalogChange::RemoveTable { database: "db".into(), name: "recreated".into() }).unwrap();
         stamped(&mut after, CatalogChange::PutTable(table("db", "recreated", ObjectState::Visible)), 8);
         let mut altered = after.table("db", "altered").unwrap().clone();
         altered.columns.retain(|column| column.name != "v");
@@ -1091,7 +1117,7 @@ mod tests {
     fn an_order_is_skipped_only_when_another_object_holds_its_name() {
         let mut catalog = catalog();
         let marked = Table { state: ObjectState::Dropping, version: 3, ..table("db", "t", ObjectState::Visible) };
-        catalog.apply(&CatalogChange::PutTable(marked));
+        catalog.apply(&CatalogChange::PutTable(marked)).unwrap();
         let legacy_order = DataTarget::from_parts("db", "t", "", 0);
         assert!(legacy_order.recreated_in(&catalog, 2));
         assert!(!legacy_order.recreated_in(&catalog, 3));
@@ -1105,7 +1131,7 @@ mod tests {
     fn a_resync_drops_only_against_a_newer_snapshot_of_the_same_epoch() {
         let before = catalog();
         let mut after = before.clone();
-        after.apply(&CatalogChange::RemoveTable { database: "db".into(), name: "existing".into() });
+        after.apply(&CatalogChange::RemoveTable { database: "db".into(), name: "existing".into() }).unwrap();
         let held = |store_epoch, version, catalog| HeldCatalog { store_epoch, version, catalog };
         assert_eq!(drops_after_resync(held("e1", 5, &before), held("e2", 9, &after)), ResyncDrops::EpochChanged);
         assert_eq!(drops_after_resync(held("e1", 5, &before), held("e1", 4, &after)), ResyncDrops::OlderSnapshot);
@@ -1118,14 +1144,16 @@ mod tests {
     #[test]
     fn every_plan_has_a_kind_a_new_leader_can_resume() {
         let mut catalog = catalog();
-        catalog.apply(&CatalogChange::PutView(View {
-            database: "db".into(),
-            name: "v".into(),
-            definition: "SELECT 1".into(),
-            state: ObjectState::Visible,
-            version: 3,
-            created_version: 3,
-        }));
+        catalog
+            .apply(&CatalogChange::PutView(View {
+                database: "db".into(),
+                name: "v".into(),
+                definition: "SELECT 1".into(),
+                state: ObjectState::Visible,
+                version: 3,
+                created_version: 3,
+            }))
+            .unwrap();
         let alter = |action| DdlRequest::AlterTable { database: "db".into(), name: "existing".into(), action };
         let requests = [
             DdlRequest::CreateDatabase { name: "db2".into(), ttl: None, properties: BTreeMap::new() },
