@@ -437,6 +437,61 @@ async fn a_drop_database_never_overtakes_a_create_table_the_new_leader_resumes()
     }
 }
 
+/// Every DDL answer is checked against the leader's term after the reads it rests on. A leader
+/// paused past its lease while a DDL and a retry of it waited on it answers neither once it
+/// resumes (before, the retry could read the row the successor finished and answer for a
+/// term that was no longer its own); the successor finishes the DDL and answers for it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_paused_past_its_lease_answers_no_ddl_that_waited_on_it() {
+    let _serial = serial().await;
+    let env = [("LEASEHOLD_FAILPOINTS", "ddl::after-prepare=return(3000)")];
+    let Some(mut lab) = Lab::start(BIN, Kind::Sqlite, 2, &env, &[("dn1", &[])]).await else { return };
+    let sdk = lab.sdk();
+    sdk.call_leader(
+        |channel| async move { CatalogClient::new(channel).create_database(create_database("db", "db")).await },
+    )
+    .await
+    .unwrap();
+
+    phase("a create table held after its prepare, and a retry of it waiting, on the leader");
+    let (paused, term) = lab.cluster.leader(ELECTION).await;
+    // No client timeout: the calls are to wait through the pause.
+    let address = format!("http://{}", lab.cluster.node(&paused).grpc);
+    let pinned = CatalogClient::new(Endpoint::from_shared(address).unwrap().connect_lazy());
+    let held = lab.cluster.node(&paused).events("failpoint reached: pausing").len();
+    let first = {
+        let mut pinned = pinned.clone();
+        tokio::spawn(async move { pinned.create_table(create_table("db", "t", "make-t")).await })
+    };
+    lab.cluster.node(&paused).wait_events("failpoint reached: pausing", held + 1, Duration::from_secs(20)).await;
+    let retry = {
+        let mut pinned = pinned.clone();
+        tokio::spawn(async move { pinned.create_table(create_table("db", "t", "make-t")).await })
+    };
+    let waiting = "a retried DDL waits for the outcome of its procedure";
+    lab.cluster.node(&paused).wait_events(waiting, 1, WAIT_LOG).await;
+
+    phase("SIGSTOP the leader; the successor finishes the DDL");
+    lab.cluster.node(&paused).pause();
+    lab.cluster.leader_above(term, ELECTION).await;
+    let finished = DdlCall::CreateTable(create_table("db", "t", "")).send_retrying(&mut lab, "make-t").await;
+
+    phase("SIGCONT the old leader: it answers neither call");
+    lab.cluster.node(&paused).resume();
+    for (call, answer) in [("the first call", first), ("the retry", retry)] {
+        match answer.await.unwrap() {
+            Ok(answer) => {
+                panic!("{call} was answered by a leader whose term ended: {answer:?} (the successor: {finished:?})")
+            }
+            Err(status) => {
+                assert_eq!(status.code(), Code::Unavailable, "{call}: {status:?}");
+                assert_eq!(error_reason(&status).as_deref(), Some(reason::NOT_LEADER), "{call}: {status:?}");
+            }
+        }
+    }
+    lab.assert_agents_agree("db", "t", finished.version).await;
+}
+
 async fn request_ids_and_races(kind: Kind) {
     let _serial = serial().await;
     let Some(mut lab) = Lab::start(BIN, kind, 1, &[], &[("dn1", &[])]).await else { return };

@@ -24,7 +24,7 @@ use tonic::{Code, Request, Response, Status};
 
 use crate::ha::Ha;
 use crate::metadata_keeper::MetadataKeeper;
-use crate::metadata_leader::load_catalog;
+use crate::metadata_leader::{MetadataError, load_catalog};
 use crate::metrics;
 use crate::procedure_runner::{MAX_REQUEST_ID_LEN, ProcedureRunner};
 use crate::status::{ddl_error, invalid_argument};
@@ -76,7 +76,15 @@ impl CatalogService {
     async fn ddl(&self, request: DdlRequest, id: String) -> Result<Response<DdlResponse>, Status> {
         let id = request_id(id)?;
         let leader = self.keeper.active(&self.ha)?;
-        let outcome = self.runner.run(leader, request, id).await?;
+        let term = leader.term();
+        let outcome = self.runner.run(leader, request, id).await;
+        // Every answer rests on reads made in `term`; checked again now, after them, so a
+        // node whose term ended meanwhile (paused past its lease, say) speaks for no one and
+        // answers NOT_LEADER: the retry goes to the leader that holds the procedure now.
+        if self.keeper.active(&self.ha)?.term() != term {
+            return Err(MetadataError::TermEnded { term }.into());
+        }
+        let outcome = outcome?;
         Ok(Response::new(DdlResponse {
             procedure_id: outcome.procedure_id,
             version: outcome.version,

@@ -527,6 +527,9 @@ impl ProcedureRunner {
     async fn outcome_of(&self, leader: &MetadataLeader, row: ProcedureRow) -> Result<DdlOutcome, DdlFailure> {
         let id = row.id;
         let deadline = leader.now() + self.wait_limit;
+        if row.state == State::Running.as_str() {
+            info!(procedure = id, request_id = ?row.request_id, "a retried DDL waits for the outcome of its procedure");
+        }
         let mut row = row;
         loop {
             match row.state.parse::<State>() {
