@@ -492,6 +492,37 @@ async fn a_leader_paused_past_its_lease_answers_no_ddl_that_waited_on_it() {
     lab.assert_agents_agree("db", "t", finished.version).await;
 }
 
+/// A write guard the store refuses while the leader's local hold is valid (the store's clock
+/// ran ahead of the leader's) makes the leader renew at once and carry on in the same term.
+/// Before, a refusal during the load left every heartbeat answered LEADER_STARTING for the
+/// whole term, so no agent ever got a lease, and one during a procedure's commit left the
+/// procedure running with nobody to drive it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_guard_refused_while_the_hold_is_valid_makes_the_leader_renew_and_carry_on() {
+    let _serial = serial().await;
+    let env = [("LEASEHOLD_FAILPOINTS", "store::load-guard-refused=1*return;store::commit-guard-refused=1*return")];
+    let Some(mut lab) = Lab::start(BIN, Kind::Sqlite, 1, &env, &[("dn1", &[])]).await else { return };
+    let (leader, term) = lab.cluster.leader(ELECTION).await;
+
+    phase("a create database whose commit's guard is refused once");
+    let mut client = lab.leader().await;
+    let created = client.create_database(create_database("db", "make-db")).await.expect("the commit is tried again");
+    let created = created.into_inner();
+    let refused = "the store refused this term's write guard while the local hold is valid (is the store's clock ahead?); renewing now";
+    lab.cluster.node(&leader).wait_events(refused, 1, WAIT_LOG).await;
+    let mut procedures = ProceduresClient::new(
+        Endpoint::from_shared(format!("http://{}", lab.cluster.node(&leader).grpc)).unwrap().connect_lazy(),
+    );
+    let procedure =
+        procedures.get_procedure(GetProcedureRequest { id: created.procedure_id }).await.unwrap().into_inner();
+    assert_eq!((procedure.state.as_str(), procedure.version), ("succeeded", created.version), "{procedure:?}");
+    assert_eq!(lab.cluster.leader(ELECTION).await, (leader, term), "the same term carried on");
+
+    phase("the agent was never fenced");
+    let lease = lab.agents[0].lease().await.expect("the agent answers");
+    assert_eq!((lease.fences, lease.term), (0, term), "{lease:?}");
+}
+
 async fn request_ids_and_races(kind: Kind) {
     let _serial = serial().await;
     let Some(mut lab) = Lab::start(BIN, kind, 1, &[], &[("dn1", &[])]).await else { return };

@@ -19,6 +19,13 @@ pub const DDL_AFTER_COMMIT: &str = "ddl::after-commit";
 /// Where a new leader may be held: it found procedures to resume and has not taken their locks.
 pub const DDL_BEFORE_RESUME: &str = "ddl::before-resume";
 
+/// Where the store refuses the write guard of a new term's load (`1*return`: once), as it
+/// does when its clock runs ahead of the leader's.
+pub const LOAD_GUARD_REFUSED: &str = "store::load-guard-refused";
+
+/// Where the store refuses the write guard of a procedure's commit step (`1*return`: once).
+pub const COMMIT_GUARD_REFUSED: &str = "store::commit-guard-refused";
+
 /// Where a change's commit succeeds but its answer is lost (`return`, or `1*return` once).
 pub const COMMIT_ANSWER_LOST: &str = "store::commit-answer-lost";
 

@@ -213,6 +213,9 @@ struct Control {
     priority: i32,
     leadership: Option<Leadership>,
     demote_requested: bool,
+    /// Renew at once: the store refused this term's write guard although the local hold
+    /// says it is ours (the store's clock ran ahead of this node's).
+    renew_requested: bool,
     /// Take the lease at once, without the priority back-off (a switch to master).
     contend_now: bool,
     /// After a demotion the node sits out until then, so that a successor takes over.
@@ -264,6 +267,7 @@ impl Ha {
             priority: settings.priority,
             leadership: None,
             demote_requested: false,
+            renew_requested: false,
             contend_now: false,
             sit_out_until: None,
         };
@@ -321,6 +325,18 @@ impl Ha {
                 promoted_at: leadership.promoted_at,
             }),
             _ => Err(HaError::NotLeader { leader: self.known_leader_address() }),
+        }
+    }
+
+    /// Asks the leader loop to renew now rather than at its next interval. A guarded write
+    /// the store refused while this node's hold is valid means the lease expired on the
+    /// store's clock before it did on ours (a clock stepped forward): the renewal, which
+    /// matches the term and not the expiry, makes the lease live again on the store's clock,
+    /// or finds the term gone and steps down.
+    pub fn renew_now(&self) {
+        if self.permit().is_ok() {
+            self.control().renew_requested = true;
+            self.inner.wake.notify_one();
         }
     }
 
@@ -643,10 +659,13 @@ impl Ha {
                 _ = id_lost.cancelled() => break StepDown::NodeIdLost,
                 _ = tokio::time::sleep(now.until(hold_until)) => break StepDown::HoldExpired,
                 _ = self.inner.wake.notified() => {
-                    if std::mem::take(&mut self.control().demote_requested) {
+                    let mut control = self.control();
+                    if std::mem::take(&mut control.demote_requested) {
                         break StepDown::Demoted;
                     }
-                    continue;
+                    if !std::mem::take(&mut control.renew_requested) {
+                        continue;
+                    }
                 }
                 _ = tokio::time::sleep(now.until(next_renew)) => {}
             }

@@ -86,6 +86,7 @@ impl MetadataKeeper {
                 token: shutdown.clone(),
                 promoted_at: ha.clock().now(),
                 earlier_grants: Duration::ZERO,
+                ha: None,
             };
             self.load_until_done(identity, &store, &ha, settings, &runner, &shutdown).await;
             loop {
@@ -125,6 +126,7 @@ impl MetadataKeeper {
                         token: permit.token.clone(),
                         promoted_at: permit.promoted_at,
                         earlier_grants,
+                        ha: Some(ha.clone()),
                     };
                     self.load_until_done(identity, &store, &ha, settings, &runner, &permit.token).await;
                 }
@@ -168,11 +170,16 @@ impl MetadataKeeper {
                     tokio::spawn(sweep_tombstones(leader));
                     return;
                 }
-                Err(MetadataError::StaleTerm { .. }) => {
+                Err(MetadataError::StaleTerm { .. }) if !ha.is_leader_now() => {
                     warn!(term, "the term was taken over while loading the data-node state");
                     return;
                 }
                 Err(error) => {
+                    if let MetadataError::StaleTerm { .. } = error {
+                        // The local hold is valid: the lease ran out on the store's clock
+                        // first. A renewal revives it (or ends the term), then load again.
+                        ha.renew_now();
+                    }
                     warn!(term, %error, "could not load the data-node state; retrying");
                     tokio::select! {
                         _ = tokio::time::sleep(pause) => {}

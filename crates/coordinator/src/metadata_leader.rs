@@ -52,6 +52,9 @@ pub struct LeaderIdentity {
     pub promoted_at: MonoTime,
     /// How long earlier leaders may have kept granting leases after `promoted_at`.
     pub earlier_grants: Duration,
+    /// The HA container of the term, asked to renew when the store refuses the term's guard;
+    /// `None` for a stand-alone coordinator, whose writes have no guard to refuse.
+    pub ha: Option<crate::ha::Ha>,
 }
 
 /// What a leader needs to know about the lease protocol's settings.
@@ -311,6 +314,11 @@ impl MetadataLeader {
         let largest = parse(store.read_setting(cluster, LARGEST_FENCE_SETTING).await?);
         let new_largest = largest.map_or(fence, |largest| largest.max(fence));
         if stored != Some(fence) || largest != Some(new_largest) {
+            if let WriteGuard::Term(guard) = guard
+                && crate::failpoint::armed(crate::failpoint::LOAD_GUARD_REFUSED)
+            {
+                return Err(MetadataError::StaleTerm { term: guard.term });
+            }
             let mut tx = store.begin_guarded(guard).await?;
             tx.write_setting(cluster, LARGEST_FENCE_SETTING, &new_largest.as_millis().to_string()).await?;
             tx.write_setting(cluster, FENCE_SETTING, &fence.as_millis().to_string()).await?;
@@ -558,9 +566,29 @@ impl MetadataLeader {
         if crate::failpoint::armed(crate::failpoint::BEGIN_FAILS) {
             return Err(MetadataError::Store(StoreError::Timeout { op: "begin", after: Duration::ZERO }));
         }
-        let tx = self.store.begin_guarded(&self.identity.guard).await?;
+        let tx = match self.store.begin_guarded(&self.identity.guard).await {
+            Ok(tx) => tx,
+            Err(StoreError::StaleTerm { .. }) => return Err(self.guard_refused()),
+            Err(error) => return Err(error.into()),
+        };
         let version = self.state().version + 1;
         Ok(ChangeTx { leader: self, _serial: serial, tx, version })
+    }
+
+    /// What a write the store refused for this term means, and what is done about it. While
+    /// the term's local hold is valid the refusal says only that the store's clock ran ahead:
+    /// the leader renews at once and the caller tries again; a term that really ended steps
+    /// down and its successor resumes whatever the write was for.
+    pub fn guard_refused(&self) -> MetadataError {
+        let term = self.identity.term;
+        if let Some(ha) = self.identity.ha.as_ref().filter(|ha| ha.is_leader_now()) {
+            warn!(
+                term,
+                "the store refused this term's write guard while the local hold is valid (is the store's clock ahead?); renewing now"
+            );
+            ha.renew_now();
+        }
+        MetadataError::StaleTerm { term }
     }
 
     /// The newest published version.

@@ -339,9 +339,12 @@ impl ProcedureRunner {
         let mut pause = Duration::from_millis(100);
         let mut attempt = self.drive_steps(leader, running).await;
         let result = loop {
+            // A refused guard is retried too: while the term lasts it means only that the
+            // store's clock ran ahead, and the renewal it asked for makes the next try pass;
+            // a term that really ended cancels the token and the next leader resumes.
             let retryable = matches!(
                 &attempt,
-                Err(DdlFailure::Leader(MetadataError::Store(_))
+                Err(DdlFailure::Leader(MetadataError::Store(_) | MetadataError::StaleTerm { .. })
                     | DdlFailure::Broadcast(BroadcastError::OverBudget { .. }))
             );
             if !retryable || leader.token().is_cancelled() {
@@ -479,6 +482,9 @@ impl ProcedureRunner {
                 }
                 Next::Commit => {
                     let commit = plan.commit.as_ref().expect("a commit step has a change");
+                    if failpoint::armed(failpoint::COMMIT_GUARD_REFUSED) {
+                        return Err(leader.guard_refused().into());
+                    }
                     let mut change = leader.begin().await?;
                     change
                         .store()
