@@ -372,3 +372,57 @@ async fn after_the_fence_is_lowered_a_broadcast_to_a_node_whose_answers_are_lost
     assert!(waited + large.heartbeat_interval >= large.proceed_after(), "proceeded after only {waited:?}");
     assert!(waited <= bound, "proceeded only after {waited:?}");
 }
+
+/// A broadcast a procedure retries (its first try ran over budget) waits on the stale bounds
+/// of the version's first publication. Taken again at the retry, the bound of a node whose
+/// heartbeats arrive but whose answers are lost had moved with every heartbeat, so each try
+/// waited a whole T_proceed afresh: after a fence was lowered, a DDL retried for ever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retried_broadcast_keeps_the_stale_bounds_of_its_first_publication() {
+    let _serial = serial().await;
+    let mut cluster = leasehold_tests::TestCluster::new(BIN, leasehold_tests::TestStore::sqlite());
+    let lease = leasehold_tests::LeaseSettings::default();
+    cluster.timings.lease = Some(lease);
+    // The first try gives up after 2.5 s, before the node it waits for is settled (T_proceed
+    // after its last contact before the publication, at most one heartbeat earlier).
+    let cut = Duration::from_millis(2500);
+    assert!(cut + lease.heartbeat_interval < lease.proceed_after());
+    let spec = format!("broadcast::budget-cut=1*return({})", cut.as_millis());
+    phase("one coordinator whose first broadcast runs over a cut budget; dn1 holds a lease");
+    cluster.start("c1", &[], &[("LEASEHOLD_FAILPOINTS", spec.as_str())]).await;
+    cluster.leader(ELECTION).await;
+    let dn1 = TestAgent::start(&mut cluster, "dn1", &[]).await;
+    let dn1_ref = &dn1;
+    eventually("dn1 holds a lease", Duration::from_secs(15), || async move {
+        dn1_ref.is(AgentLeaseState::Normal).await.then_some(())
+    })
+    .await;
+
+    phase("dn1's heartbeats still arrive, but no answer and no push gets through");
+    dn1.heartbeat_responses(Fault::Drop);
+    dn1.pushes(Fault::Drop);
+
+    phase("a create database: its prepare's broadcast runs over, and the procedure retries it");
+    let leader = cluster.leader_address().await;
+    let mut catalog = leasehold_tests::requests::catalog_at(&leader);
+    let created = catalog.create_database(leasehold_tests::requests::create_database("db", "make-db")).await;
+    let prepare = created.expect("the create database proceeds").into_inner().procedure_id;
+    let node = cluster.node("c1");
+    let waited_ms = |message: &str| -> Vec<u64> {
+        node.events(message)
+            .iter()
+            .filter(|event| event["version"].as_u64() == Some(prepare))
+            .filter_map(|event| event["waited_ms"].as_u64())
+            .collect()
+    };
+    let (over, settled) = (waited_ms("broadcast failed"), waited_ms("broadcast settled: proceed"));
+    assert_eq!((over.len(), settled.len()), (1, 1), "one try over budget, one that settled");
+    // Both tries together wait one T_proceed from the publication (plus the retry's pause
+    // and some scheduling), not one T_proceed per try, which would be at least cut + 2.5 s.
+    let both = Duration::from_millis(over[0] + settled[0]);
+    eprintln!(
+        "the prepare's broadcast: {over:?} over budget, then {settled:?} to settle; T_proceed {:?}",
+        lease.proceed_after()
+    );
+    assert!(both <= lease.proceed_after() + Duration::from_millis(700), "the retry waited afresh: {both:?}");
+}

@@ -26,6 +26,10 @@ pub const LOAD_GUARD_REFUSED: &str = "store::load-guard-refused";
 /// Where the store refuses the write guard of a procedure's commit step (`1*return`: once).
 pub const COMMIT_GUARD_REFUSED: &str = "store::commit-guard-refused";
 
+/// Where a broadcast's budget may be cut to `return(MS)` milliseconds, so that it runs over
+/// and its procedure retries it.
+pub const BROADCAST_BUDGET_CUT: &str = "broadcast::budget-cut";
+
 /// Where a change's commit succeeds but its answer is lost (`return`, or `1*return` once).
 pub const COMMIT_ANSWER_LOST: &str = "store::commit-answer-lost";
 
@@ -68,18 +72,24 @@ pub fn init_from_env() -> Result<(), String> {
     Ok(())
 }
 
+/// The milliseconds a `return(MS)` action at `name` gives, when it fires now.
+#[cfg(feature = "failpoints")]
+pub fn millis(name: &'static str) -> Option<u64> {
+    fail::eval(name, |argument| argument.and_then(|value| value.trim().parse::<u64>().ok())).flatten()
+}
+
+/// The milliseconds a `return(MS)` action at `name` gives, when it fires now.
+#[cfg(not(feature = "failpoints"))]
+pub fn millis(_name: &'static str) -> Option<u64> {
+    None
+}
+
 /// Pauses for the number of milliseconds a `return(MS)` action gives, without blocking the
 /// runtime's thread (the `fail` crate's own `sleep` would).
-#[cfg(feature = "failpoints")]
 pub async fn pause(name: &'static str) {
-    let millis = fail::eval(name, |argument| argument.and_then(|value| value.trim().parse::<u64>().ok())).flatten();
-    if let Some(millis) = millis {
+    if let Some(millis) = millis(name) {
         tracing::warn!(failpoint = name, pause_ms = millis, "failpoint reached: pausing");
         tokio::time::sleep(std::time::Duration::from_millis(millis)).await;
         tracing::warn!(failpoint = name, "failpoint released");
     }
 }
-
-/// Pauses for the number of milliseconds a `return(MS)` action gives.
-#[cfg(not(feature = "failpoints"))]
-pub async fn pause(_name: &'static str) {}

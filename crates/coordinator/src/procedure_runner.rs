@@ -5,6 +5,7 @@
 //! says how far a procedure got. The runner drives it on a task of its own (a caller that goes
 //! away does not stop it); a new leader resumes every running procedure from its step.
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -182,6 +183,38 @@ struct Running {
     step: Step,
     /// Why it rolls back, once it does (kept in the procedure row's error).
     error: String,
+    /// The version the step broadcasts, when an earlier try of it ran over budget: the
+    /// retry waits on that version's publication, not on a newer one.
+    broadcasting: Option<u64>,
+}
+
+/// Keeps the publication snapshot of every version a procedure broadcast until the procedure
+/// stops here. A retried broadcast then waits on the stale bounds of the first publication:
+/// taken again, they would move with every heartbeat whose answer is lost, and a node that
+/// keeps sending heartbeats but never hears back would never be settled.
+struct Publications<'a> {
+    leader: &'a MetadataLeader,
+    held: BTreeSet<u64>,
+}
+
+impl<'a> Publications<'a> {
+    fn new(leader: &'a MetadataLeader) -> Self {
+        Self { leader, held: BTreeSet::new() }
+    }
+
+    fn hold(&mut self, version: u64) {
+        if self.held.insert(version) {
+            self.leader.watch(version);
+        }
+    }
+}
+
+impl Drop for Publications<'_> {
+    fn drop(&mut self) {
+        for version in &self.held {
+            self.leader.forget(*version);
+        }
+    }
 }
 
 impl ProcedureRunner {
@@ -266,7 +299,7 @@ impl ProcedureRunner {
         }
         change.publish_catalog(&plan.prepare).await?;
         info!(procedure = id, kind = plan.kind, target = %plan.target, request_id = ?request_id, "DDL prepared");
-        let running = Running { id, plan, step: Step::Prepared, error: String::new() };
+        let running = Running { id, plan, step: Step::Prepared, error: String::new(), broadcasting: None };
         let result = self.drive(&leader, running).await;
         drop(held);
         result
@@ -318,7 +351,8 @@ impl ProcedureRunner {
             let leader = leader.clone();
             tokio::spawn(async move {
                 let id = row.id;
-                let result = runner.drive(&leader, Running { id, plan, step, error: row.error }).await;
+                let result =
+                    runner.drive(&leader, Running { id, plan, step, error: row.error, broadcasting: None }).await;
                 drop(held);
                 if let Err(error) = result {
                     warn!(procedure = id, %error, "resumed procedure did not finish here");
@@ -337,7 +371,8 @@ impl ProcedureRunner {
         let started = std::time::Instant::now();
         let (id, plan) = (running.id, running.plan.clone());
         let mut pause = Duration::from_millis(100);
-        let mut attempt = self.drive_steps(leader, running).await;
+        let mut publications = Publications::new(leader);
+        let mut attempt = self.drive_steps(leader, running, &mut publications).await;
         let result = loop {
             // A refused guard is retried too: while the term lasts it means only that the
             // store's clock ran ahead, and the renewal it asked for makes the next try pass;
@@ -375,7 +410,13 @@ impl ProcedureRunner {
             let Ok(step) = row.step.parse::<Step>() else {
                 break Err(DdlFailure::Failed { procedure_id: id, reason: format!("unknown step {:?}", row.step) });
             };
-            attempt = self.drive_steps(leader, Running { id, plan: plan.clone(), step, error: row.error }).await;
+            // A broadcast over budget wrote nothing: the stored step is the one it was for.
+            let broadcasting = match &attempt {
+                Err(DdlFailure::Broadcast(BroadcastError::OverBudget { version, .. })) => Some(*version),
+                _ => None,
+            };
+            let running = Running { id, plan: plan.clone(), step, error: row.error, broadcasting };
+            attempt = self.drive_steps(leader, running, &mut publications).await;
         };
         // A step that would orphan an object can never be carried out: the procedure fails
         // for good rather than stay running with nobody to drive it.
@@ -412,7 +453,12 @@ impl ProcedureRunner {
         }
     }
 
-    async fn drive_steps(&self, leader: &MetadataLeader, mut running: Running) -> Result<DdlOutcome, DdlFailure> {
+    async fn drive_steps(
+        &self,
+        leader: &MetadataLeader,
+        mut running: Running,
+        publications: &mut Publications<'_>,
+    ) -> Result<DdlOutcome, DdlFailure> {
         let id = running.id;
         let plan = &running.plan;
         let mut next = resume_from(running.step);
@@ -420,12 +466,17 @@ impl ProcedureRunner {
         let mut rolled_back_because = std::mem::take(&mut running.error);
         // The version the next broadcast waits for: each step's own change. The prepare's
         // version is the procedure's id; a step resumed from the store waits for the newest.
-        let mut version = if running.step == Step::Prepared { id } else { leader.version() };
+        let mut version = match running.broadcasting {
+            Some(version) => version,
+            None if running.step == Step::Prepared => id,
+            None => leader.version(),
+        };
         let mut refused = Vec::new();
         loop {
             match next {
                 Next::AwaitPrepare => {
                     failpoint::pause(failpoint::DDL_AFTER_PREPARE).await;
+                    publications.hold(version);
                     match self.propagator.broadcast(leader, version, Mode::Reversible).await {
                         Ok(outcome) => {
                             fenced.extend(outcome.fenced);
@@ -476,6 +527,7 @@ impl ProcedureRunner {
                         version = change.publish_drop_data(target, id).await?;
                         running.step = Step::DroppingData;
                     }
+                    publications.hold(version);
                     let outcome = self.propagator.broadcast(leader, version, Mode::Forward).await?;
                     fenced.extend(outcome.fenced);
                     next = if plan.commit.is_some() { Next::Commit } else { Next::AwaitSettled };
@@ -496,6 +548,7 @@ impl ProcedureRunner {
                     next = Next::AwaitSettled;
                 }
                 Next::AwaitSettled => {
+                    publications.hold(version);
                     let outcome = self.propagator.broadcast(leader, version, Mode::Forward).await?;
                     fenced.extend(outcome.fenced);
                     let rolled_back = running.step == Step::RollingBack;

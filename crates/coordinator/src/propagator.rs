@@ -126,7 +126,11 @@ impl Propagator {
         // publication snapshot is no longer needed.
         leader.watch(version);
         let _forget = Forget { leader, version };
-        let plan = self.plan.covering(leader.proceed_after() + leader.earlier_grants());
+        let mut plan = self.plan.covering(leader.proceed_after() + leader.earlier_grants());
+        if let Some(cut) = crate::failpoint::millis(crate::failpoint::BROADCAST_BUDGET_CUT) {
+            warn!(version, budget_ms = cut, "failpoint: the broadcast's budget is cut");
+            plan.budget = Duration::from_millis(cut);
+        }
         let started = leader.now();
         let mut refused = BTreeSet::new();
         let mut round = 0u32;
