@@ -426,3 +426,53 @@ async fn a_retried_broadcast_keeps_the_stale_bounds_of_its_first_publication() {
     );
     assert!(both <= lease.proceed_after() + Duration::from_millis(700), "the retry waited afresh: {both:?}");
 }
+
+/// A new leader's promotion floor is the longest any earlier leader's grants may outlast its
+/// coordinator lease, as recorded in the store, not its own: a leader with a 1 s TTL taking
+/// over from one with a 3 s TTL waits the 3 s one out before it counts a silent node settled.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_leader_waits_out_the_longest_ttl_any_earlier_leader_used() {
+    let _serial = serial().await;
+    let mut cluster = leasehold_tests::TestCluster::new(BIN, leasehold_tests::TestStore::sqlite());
+    // The fence must outlast a failover of the longer lease.
+    let lease = leasehold_tests::LeaseSettings { fence: Duration::from_secs(6), ..Default::default() };
+    cluster.timings.lease = Some(lease);
+    let (long, short) = (Duration::from_secs(3), cluster.timings.lease_ttl);
+    cluster.timings.lease_ttl = long;
+    phase("c1 leads with a 3 s coordinator lease; dn1 holds a lease from it");
+    cluster.start("c1", &[], &[]).await;
+    let (_, term) = cluster.leader(ELECTION).await;
+    let dn1 = TestAgent::start(&mut cluster, "dn1", &[]).await;
+    let dn1_ref = &dn1;
+    eventually("dn1 holds a lease", Duration::from_secs(15), || async move {
+        dn1_ref.is(AgentLeaseState::Normal).await.then_some(())
+    })
+    .await;
+
+    phase("c1 is killed; c2, with a 1 s lease, takes over once c1's lease expired");
+    cluster.node_mut("c1").kill();
+    cluster.timings.lease_ttl = short;
+    cluster.start("c2", &[], &[]).await;
+    let (leader, _, seen) = cluster.leader_above(term, ELECTION + long).await;
+    assert_eq!(leader, "c2");
+    let address = cluster.node("c2").grpc.clone();
+    dn1.heartbeat_proxies[0].retarget(address.parse().unwrap());
+    dn1.heartbeat_responses(Fault::Drop);
+    dn1.pushes(Fault::Drop);
+
+    let stretched = |ttl: Duration| ttl.mul_f64(1.01 / 0.99);
+    let loaded = cluster.node("c2").wait_events("data-node leases: leader state loaded", 1, ELECTION).await;
+    let floor = Duration::from_millis(loaded[0]["earlier_grants_ms"].as_u64().expect("the floor is logged"));
+    assert!(floor >= stretched(long), "c2 uses a floor of {floor:?}, below c1's {:?}", stretched(long));
+
+    phase("a barrier on c2 waits for dn1 until c1's longest grant has provably ended");
+    let started = Instant::now();
+    let answer = barrier(&address, &lease).await.expect("the barrier proceeds");
+    let waited = Duration::from_millis(answer.waited_ms) + (started - seen);
+    eprintln!("c2's floor {floor:?}; the barrier waited {:?} ({waited:?} since c2 was seen leading)", answer.waited_ms);
+    assert!(answer.fenced.iter().any(|node| node.starts_with("dn1/")), "{answer:?}");
+    // From c2's promotion: its floor plus T_proceed. With c2's own TTL as the floor it would
+    // be two seconds less.
+    let midway = stretched(short) + (stretched(long) - stretched(short)) / 2 + lease.proceed_after();
+    assert!(waited >= midway, "the barrier proceeded {waited:?} after c2's promotion, before {midway:?}");
+}

@@ -86,6 +86,7 @@ impl MetadataKeeper {
                 token: shutdown.clone(),
                 promoted_at: ha.clock().now(),
                 earlier_grants: Duration::ZERO,
+                new_term: true,
                 ha: None,
             };
             self.load_until_done(identity, &store, &ha, settings, &runner, &shutdown).await;
@@ -126,6 +127,7 @@ impl MetadataKeeper {
                         token: permit.token.clone(),
                         promoted_at: permit.promoted_at,
                         earlier_grants,
+                        new_term: true,
                         ha: Some(ha.clone()),
                     };
                     self.load_until_done(identity, &store, &ha, settings, &runner, &permit.token).await;

@@ -32,6 +32,9 @@ use crate::metrics;
 pub const FENCE_SETTING: &str = "lease_fence_ms";
 /// The cluster setting holding the largest fence any leader ever granted (ms).
 pub const LARGEST_FENCE_SETTING: &str = "largest_lease_fence_ms";
+/// The cluster setting holding the longest any leader's grants may outlast its coordinator
+/// lease, `ttl·(1+ρ)/(1−ρ)` with that leader's TTL and drift (ms): the promotion floor.
+pub const LARGEST_GRANT_BOUND_SETTING: &str = "largest_grant_bound_ms";
 
 /// Who this leader is, and what it grants.
 #[derive(Debug, Clone)]
@@ -50,8 +53,12 @@ pub struct LeaderIdentity {
     pub token: CancellationToken,
     /// When it was promoted, on its clock.
     pub promoted_at: MonoTime,
-    /// How long earlier leaders may have kept granting leases after `promoted_at`.
+    /// How long earlier leaders may have kept granting leases after `promoted_at`. On a new
+    /// term this is the node's own `ttl·(1+ρ)/(1−ρ)`, which the load records for the leaders
+    /// after it and raises to the largest any earlier leader recorded.
     pub earlier_grants: Duration,
+    /// Whether this is the term's first load (a reload within the term keeps its floor).
+    pub new_term: bool,
     /// The HA container of the term, asked to renew when the store refuses the term's guard;
     /// `None` for a stand-alone coordinator, whose writes have no guard to refuse.
     pub ha: Option<crate::ha::Ha>,
@@ -240,6 +247,12 @@ impl MetadataLeader {
         let store_epoch = store.store_epoch(&cluster).await?;
         store.ensure_metadata_rows(&cluster).await?;
         let largest_fence = Self::record_fence(&store, &identity.guard, &cluster, settings.timings.fence).await?;
+        let mut identity = identity;
+        if identity.new_term && matches!(identity.guard, WriteGuard::Term(_)) {
+            // An earlier leader's grants are bounded by its own TTL and drift, not ours.
+            identity.earlier_grants =
+                Self::record_grant_bound(&store, &identity.guard, &cluster, identity.earlier_grants).await?;
+        }
         let version = store.current_version(&cluster).await?;
         let first = version.saturating_sub(settings.retention);
         let mut changes = VecDeque::new();
@@ -332,6 +345,31 @@ impl MetadataLeader {
         Ok(new_largest)
     }
 
+    /// Records `own`, this leader's grant bound, unless a larger one is recorded; returns the
+    /// largest. Written before this leader grants anything, so a successor always finds it.
+    async fn record_grant_bound(
+        store: &Store,
+        guard: &WriteGuard,
+        cluster: &str,
+        own: Duration,
+    ) -> Result<Duration, MetadataError> {
+        let stored = store
+            .read_setting(cluster, LARGEST_GRANT_BOUND_SETTING)
+            .await?
+            .and_then(|value| value.parse::<u64>().ok())
+            .map(Duration::from_millis);
+        if let Some(stored) = stored.filter(|stored| *stored >= own) {
+            return Ok(stored);
+        }
+        // Rounded up, so the recorded bound is never below the one it stands for.
+        let own_ms = own.as_micros().div_ceil(1000).to_string();
+        let mut tx = store.begin_guarded(guard).await?;
+        tx.write_setting(cluster, LARGEST_GRANT_BOUND_SETTING, &own_ms).await?;
+        tx.commit().await?;
+        info!(grant_bound_ms = %own_ms, "promotion floor recorded for the leaders after this one");
+        Ok(own)
+    }
+
     /// The term this state belongs to.
     pub fn term(&self) -> u64 {
         self.identity.term
@@ -368,7 +406,12 @@ impl MetadataLeader {
     pub fn reload_identity(&self) -> LeaderIdentity {
         let now = self.clock.now();
         let floor = self.state().tracker.floor();
-        LeaderIdentity { promoted_at: now, earlier_grants: floor.saturating_since(now), ..self.identity.clone() }
+        LeaderIdentity {
+            promoted_at: now,
+            earlier_grants: floor.saturating_since(now),
+            new_term: false,
+            ..self.identity.clone()
+        }
     }
 
     /// Whether the term goes on but this state was given up.
