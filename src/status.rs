@@ -37,6 +37,9 @@ pub mod reason {
     pub const LEADER_STARTING: &str = "LEADER_STARTING";
     /// A data node's incarnation is not registered with the leader; register again.
     pub const NOT_REGISTERED: &str = "NOT_REGISTERED";
+    /// The data node's incarnation was retired (deregistered, evicted or replaced): start a
+    /// new one.
+    pub const INCARNATION_RETIRED: &str = "INCARNATION_RETIRED";
     /// A data-node agent has no valid lease: it serves nothing until it resyncs.
     pub const FENCED: &str = "FENCED";
     /// The pusher is not the leader the agent follows.

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use leasehold::status::{error_reason, reason};
-use leasehold::v1::{AgentLeaseState, DeregisterRequest, ListDataNodesRequest};
+use leasehold::v1::{AgentLeaseState, DeregisterRequest, ListDataNodesRequest, RegisterRequest};
 use leasehold_chaos::Fault;
 use leasehold_tests::agents::{barrier, data_nodes};
 use leasehold_tests::lab::ELECTION;
@@ -475,4 +475,60 @@ async fn a_new_leader_waits_out_the_longest_ttl_any_earlier_leader_used() {
     // be two seconds less.
     let midway = stretched(short) + (stretched(long) - stretched(short)) / 2 + lease.proceed_after();
     assert!(waited >= midway, "the barrier proceeded {waited:?} after c2's promotion, before {midway:?}");
+}
+
+/// An incarnation silent for `datanodes.evict-after` is evicted: a broadcast after a failover
+/// no longer waits the promotion floor and T_proceed for it, and when the agent comes back
+/// it is told its incarnation was retired and starts a new one instead of looping. A
+/// registration that arrives after its incarnation's deregistration is refused the same way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_incarnation_is_evicted_and_comes_back_as_a_new_one() {
+    let _serial = serial().await;
+    let env = [("LEASEHOLD_DATANODES__EVICT_AFTER", "5s")];
+    let Some(mut lab) = Lab::start(BIN, Kind::Sqlite, 2, &env, &[("dn1", &[]), ("dn2", &[])]).await else { return };
+    let (leader, term) = lab.cluster.leader(ELECTION).await;
+    let retired = lab.agents[1].lease().await.expect("dn2 answers").incarnation;
+
+    phase("SIGSTOP dn2 until the leader evicts it and forgets its settled tombstone");
+    lab.agents[1].node.pause();
+    let node = lab.cluster.node(&leader);
+    let evicted =
+        "data node evicted: silent past datanodes.evict-after; it is told to start a new incarnation if it comes back";
+    let events = node.wait_events(evicted, 1, Duration::from_secs(15)).await;
+    assert!(events[0]["node"].as_str().is_some_and(|node| node.starts_with("dn2/")), "{events:?}");
+    // No other incarnation was ever retired here: the first sweep is the one that forgets it.
+    node.wait_events("settled tombstones forgotten", 1, Duration::from_secs(10)).await;
+
+    phase("after a failover, a barrier does not wait for the evicted incarnation");
+    lab.cluster.node_mut(&leader).kill();
+    let (successor, _, _) = lab.cluster.leader_above(term, ELECTION).await;
+    let address = lab.cluster.node(&successor).grpc.clone();
+    let answer = barrier(&address, &lab.lease).await.expect("the barrier proceeds");
+    assert!(answer.fenced.is_empty() && answer.acknowledged.iter().all(|node| node.starts_with("dn1/")), "{answer:?}");
+    let floor = lab.cluster.timings.lease_ttl.mul_f64(1.01 / 0.99);
+    assert!(Duration::from_millis(answer.waited_ms) < floor + lab.lease.proceed_after(), "{answer:?}");
+
+    phase("SIGCONT dn2: told its incarnation was retired, it registers as a new one");
+    lab.agents[1].node.resume();
+    let dn2 = &lab.agents[1];
+    let lease = eventually("dn2 holds a lease again", Duration::from_secs(20), || async move {
+        dn2.lease().await.ok().filter(|lease| lease.state == AgentLeaseState::Normal as i32)
+    })
+    .await;
+    assert_ne!(lease.incarnation, retired, "dn2 came back under a new incarnation");
+    let events = lab.agents[1].node.events("the leader retired this incarnation; registering as a new one");
+    assert_eq!(events.len(), 1, "one new incarnation, no loop: {events:?}");
+
+    phase("a registration delayed past its deregistration does not revive the incarnation");
+    let mut client = data_nodes(&address, &lab.lease);
+    let register =
+        RegisterRequest { node_id: "late".into(), address: "127.0.0.1:9".into(), incarnation: "i-late".into() };
+    client.register(register.clone()).await.expect("registered");
+    client
+        .deregister(DeregisterRequest { node_id: "late".into(), incarnation: "i-late".into() })
+        .await
+        .expect("deregistered");
+    let refused = client.register(register).await.expect_err("the retired incarnation is refused");
+    assert_eq!(refused.code(), Code::FailedPrecondition, "{refused:?}");
+    assert_eq!(error_reason(&refused).as_deref(), Some(reason::INCARNATION_RETIRED));
 }

@@ -157,7 +157,8 @@ pub struct Agent {
 
 struct Inner {
     config: AgentConfig,
-    incarnation: String,
+    /// This process's current incarnation: new at start, and again if the leader retires it.
+    incarnation: ArcSwap<String>,
     clock: Arc<dyn Clock>,
     host: Arc<dyn AgentHost>,
     /// The lease; also serializes every change of the cache.
@@ -177,7 +178,7 @@ impl std::fmt::Debug for Agent {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Agent")
             .field("node_id", &self.inner.config.node_id)
-            .field("incarnation", &self.inner.incarnation)
+            .field("incarnation", &self.inner.incarnation.load())
             .finish()
     }
 }
@@ -200,7 +201,7 @@ impl Agent {
         Agent {
             inner: Arc::new(Inner {
                 config,
-                incarnation: new_incarnation(),
+                incarnation: ArcSwap::from_pointee(new_incarnation()),
                 clock,
                 host,
                 lease: Mutex::new(LeaseManager::new()),
@@ -225,9 +226,17 @@ impl Agent {
         (agent, task)
     }
 
-    /// This process's incarnation.
-    pub fn incarnation(&self) -> &str {
-        &self.inner.incarnation
+    /// This process's current incarnation.
+    pub fn incarnation(&self) -> String {
+        self.inner.incarnation.load().as_ref().clone()
+    }
+
+    /// Starts a new incarnation: the leader retired this one (it was evicted after a long
+    /// silence, so its lease has long run out) and will never take it back.
+    fn start_new_incarnation(&self) {
+        let retired = self.incarnation();
+        self.inner.incarnation.store(Arc::new(new_incarnation()));
+        warn!(node_id = %self.inner.config.node_id, %retired, incarnation = %self.incarnation(), "the leader retired this incarnation; registering as a new one");
     }
 
     /// The agent's settings.
@@ -274,7 +283,7 @@ impl Agent {
         };
         LeaseState {
             node_id: self.inner.config.node_id.clone(),
-            incarnation: self.inner.incarnation.clone(),
+            incarnation: self.incarnation(),
             state: state as i32,
             lease_remaining_ms: lease.valid_until(now).map_or(0, |until| now.until(until).as_millis() as i64),
             fence_ms: lease.fence().map_or(0, |fence| fence.as_millis() as u64),
@@ -402,7 +411,7 @@ impl Agent {
         let view = self.inner.view.load();
         let request = HeartbeatRequest {
             node_id: self.inner.config.node_id.clone(),
-            incarnation: self.inner.incarnation.clone(),
+            incarnation: self.incarnation(),
             store_epoch: view.store_epoch.clone(),
             applied_version: view.version,
             needs_resync: ticket.needs_resync,
@@ -487,11 +496,8 @@ impl Agent {
         let now = self.inner.clock.now();
         let mut lease = self.lease();
         self.fence_if_expired(&mut lease, now);
-        if !request.incarnation.is_empty() && request.incarnation != self.inner.incarnation {
-            return Err(PushError::WrongIncarnation {
-                meant: request.incarnation.clone(),
-                actual: self.inner.incarnation.clone(),
-            });
+        if !request.incarnation.is_empty() && request.incarnation != self.incarnation() {
+            return Err(PushError::WrongIncarnation { meant: request.incarnation.clone(), actual: self.incarnation() });
         }
         lease.check_push(&request.leader_node_id, request.term, now).map_err(|refusal| match refusal {
             PushRefusal::Fenced => PushError::Fenced,
@@ -556,6 +562,11 @@ impl Agent {
                     registered = false;
                     "failed"
                 }
+                Err(LinkError::IncarnationRetired) => {
+                    self.start_new_incarnation();
+                    registered = false;
+                    "failed"
+                }
                 Err(error) => {
                     debug!(%error, "heartbeat failed");
                     "failed"
@@ -564,10 +575,7 @@ impl Agent {
             metrics::heartbeat(result, self.inner.clock.now() - started);
         }
         fence_watch.abort();
-        let request = DeregisterRequest {
-            node_id: self.inner.config.node_id.clone(),
-            incarnation: self.inner.incarnation.clone(),
-        };
+        let request = DeregisterRequest { node_id: self.inner.config.node_id.clone(), incarnation: self.incarnation() };
         match link
             .call(|mut client| {
                 let request = request.clone();
@@ -586,7 +594,7 @@ impl Agent {
         let request = RegisterRequest {
             node_id: self.inner.config.node_id.clone(),
             address: self.inner.config.advertise_address.clone(),
-            incarnation: self.inner.incarnation.clone(),
+            incarnation: self.incarnation(),
         };
         match link
             .call(|mut client| {
@@ -598,6 +606,10 @@ impl Agent {
             Ok(response) => {
                 info!(node_id = %request.node_id, incarnation = %request.incarnation, leader = %response.leader_node_id, term = response.term, "registered with the leader");
                 true
+            }
+            Err(LinkError::IncarnationRetired) => {
+                self.start_new_incarnation();
+                false
             }
             Err(error) => {
                 debug!(%error, "registration failed; retrying");

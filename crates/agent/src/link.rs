@@ -24,6 +24,9 @@ pub enum LinkError {
     /// The leader does not know this incarnation: register again.
     #[error("not registered with the leader")]
     NotRegistered,
+    /// The leader retired this incarnation (evicted after a long silence): start a new one.
+    #[error("the leader retired this incarnation")]
+    IncarnationRetired,
     /// No endpoint answered in time, or every one refused.
     #[error("no coordinator answered: {0}")]
     Unreachable(String),
@@ -81,8 +84,10 @@ impl CoordinatorLink {
             match timeout_at(deadline, call(client)).await {
                 Ok(Ok(response)) => return Ok(response.into_inner()),
                 Ok(Err(status)) => {
-                    if error_reason(&status).as_deref() == Some(reason::NOT_REGISTERED) {
-                        return Err(LinkError::NotRegistered);
+                    match error_reason(&status).as_deref() {
+                        Some(reason::NOT_REGISTERED) => return Err(LinkError::NotRegistered),
+                        Some(reason::INCARNATION_RETIRED) => return Err(LinkError::IncarnationRetired),
+                        _ => {}
                     }
                     if !matches!(
                         status.code(),

@@ -20,6 +20,7 @@ const TOP_LEVEL_KEYS: &[&str] = &[
     "store",
     "ha",
     "metadata",
+    "datanodes",
     "catalog",
     "broadcast",
     "log",

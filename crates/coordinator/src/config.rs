@@ -35,6 +35,8 @@ pub struct CoordinatorConfig {
     pub ha: HaConfig,
     /// Data-node metadata leases.
     pub metadata: MetadataConfig,
+    /// The data-node registry.
+    pub datanodes: DataNodesConfig,
     /// The metadata change log.
     pub catalog: CatalogConfig,
     /// Broadcasts of changes to data nodes.
@@ -54,6 +56,7 @@ impl Default for CoordinatorConfig {
             store: StoreConfig::default(),
             ha: HaConfig::default(),
             metadata: MetadataConfig::default(),
+            datanodes: DataNodesConfig::default(),
             catalog: CatalogConfig::default(),
             broadcast: BroadcastConfig::default(),
             log: LogConfig::default(),
@@ -170,6 +173,23 @@ impl Default for MetadataConfig {
             heartbeat_timeout: lease.heartbeat_timeout,
             proceed_margin: lease.proceed_margin,
         }
+    }
+}
+
+/// `[datanodes]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub struct DataNodesConfig {
+    /// An incarnation not heard from for this long is evicted: it no longer counts for
+    /// broadcasts (it has long fenced), and when it comes back it is told to start a new
+    /// incarnation. At least `T_proceed`.
+    #[serde(with = "humantime_serde")]
+    pub evict_after: Duration,
+}
+
+impl Default for DataNodesConfig {
+    fn default() -> Self {
+        Self { evict_after: Duration::from_secs(600) }
     }
 }
 
@@ -345,6 +365,16 @@ impl CoordinatorConfig {
         let ha = self.ha_timings();
         ha.validate().map_err(|error| ConfigError::new(error.key, error.message))?;
         self.lease_timings().validate(&ha).map_err(|error| ConfigError::new(error.key, error.message))?;
+        let proceed_after = self.lease_timings().proceed_after(self.metadata.lease_fence);
+        if self.datanodes.evict_after < proceed_after {
+            return Err(ConfigError::new(
+                "datanodes.evict-after",
+                format!(
+                    "{:?} is below T_proceed {proceed_after:?}: a node evicted sooner might still hold a lease",
+                    self.datanodes.evict_after
+                ),
+            ));
+        }
         if let Some(budget) = self.broadcast.budget {
             // A verdict can need T_proceed after a publication, plus the promotion floor after a
             // failover: a smaller budget fails broadcasts that would have settled.
@@ -393,6 +423,7 @@ mod tests {
             (Box::new(|c| c.metadata.heartbeat_interval = Duration::from_secs(6)), "metadata.heartbeat-interval"),
             (Box::new(|c| c.metadata.lease_fence = Duration::from_secs(9)), "metadata.lease-fence"),
             (Box::new(|c| c.broadcast.budget = Some(Duration::from_secs(5))), "broadcast.budget"),
+            (Box::new(|c| c.datanodes.evict_after = Duration::from_secs(5)), "datanodes.evict-after"),
         ];
         for (mutate, key) in cases {
             let mut config = CoordinatorConfig::default();

@@ -203,6 +203,9 @@ async fn sweep_tombstones(leader: Arc<MetadataLeader>) {
             _ = leader.token().cancelled() => return,
         }
         crate::metrics::loop_iteration("tombstones");
+        if let Err(error) = leader.evict_silent().await {
+            warn!(%error, "could not evict silent data nodes; trying again later");
+        }
         if let Err(error) = leader.sweep_tombstones().await {
             warn!(%error, "could not forget settled tombstones; trying again later");
         }

@@ -71,6 +71,8 @@ pub struct LeaseSettings {
     pub timings: LeaseTimings,
     /// How many changes to keep.
     pub retention: u64,
+    /// `datanodes.evict-after`: how long a registered incarnation may stay silent.
+    pub evict_after: Duration,
 }
 
 /// Why the leader refused or failed a data-node call.
@@ -85,6 +87,15 @@ pub enum MetadataError {
     /// The heartbeat's incarnation is not registered.
     #[error("data node {node_id} incarnation {incarnation} is not registered with the leader; register again")]
     NotRegistered {
+        /// The node.
+        node_id: String,
+        /// Its incarnation.
+        incarnation: String,
+    },
+    /// The incarnation was put to rest (deregistered, evicted or replaced) and may not come
+    /// back: the agent starts a new one.
+    #[error("data node {node_id} incarnation {incarnation} was retired; start a new incarnation")]
+    IncarnationRetired {
         /// The node.
         node_id: String,
         /// Its incarnation.
@@ -135,9 +146,18 @@ struct State {
     registry: BTreeMap<String, Registered>,
     /// Tombstones with a row in the store, deleted once the tracker has let them go.
     stored_tombstones: BTreeSet<NodeKey>,
+    /// Deregistered and evicted incarnations, remembered (like their store rows) until their
+    /// node registers again: they are never taken back.
+    retired: BTreeSet<NodeKey>,
 }
 
 impl State {
+    /// Whether `key` was put to rest: a tombstone still counted or still stored, or an
+    /// incarnation deregistered or evicted whose node has not registered since.
+    fn is_retired(&self, key: &NodeKey) -> bool {
+        self.tracker.is_tombstone(key) || self.stored_tombstones.contains(key) || self.retired.contains(key)
+    }
+
     /// The retained changes after `since` up to `upto`, oldest first, or `None` when the
     /// change right after `since` is no longer retained (or `since` is ahead). The log holds
     /// consecutive versions, so the first one is found by its position, not by a scan: this
@@ -284,6 +304,12 @@ impl MetadataLeader {
             }
             stored_tombstones.insert(key);
         }
+        let retired: BTreeSet<NodeKey> = store
+            .list_retired_data_nodes(&cluster)
+            .await?
+            .into_iter()
+            .map(|(node_id, incarnation)| NodeKey::new(node_id, incarnation))
+            .collect();
         let proceed_after = settings.timings.proceed_after(largest_fence);
         info!(
             term = identity.term,
@@ -306,7 +332,7 @@ impl MetadataLeader {
             store_epoch,
             settings,
             proceed_after,
-            state: Mutex::new(State { tracker, version, catalog, changes, registry, stored_tombstones }),
+            state: Mutex::new(State { tracker, version, catalog, changes, registry, stored_tombstones, retired }),
             acks: Notify::new(),
             publications: tokio::sync::Mutex::new(()),
             locks: LockTable::default(),
@@ -459,6 +485,12 @@ impl MetadataLeader {
     ) -> Result<HeartbeatResponse, MetadataError> {
         let key = NodeKey::new(&request.node_id, &request.incarnation);
         let mut state = self.state();
+        if state.is_retired(&key) {
+            return Err(MetadataError::IncarnationRetired {
+                node_id: request.node_id.clone(),
+                incarnation: request.incarnation.clone(),
+            });
+        }
         if !state.tracker.is_registered(&key) {
             return Err(MetadataError::NotRegistered {
                 node_id: request.node_id.clone(),
@@ -508,16 +540,27 @@ impl MetadataLeader {
 
     /// Registers `node_id` at `incarnation` (a term-guarded write); an earlier incarnation
     /// becomes a tombstone that still counts for broadcasts.
+    /// A retired incarnation is refused: a registration delayed past its own deregistration
+    /// (or an evicted agent coming back) must not revive it.
     pub async fn register(&self, node_id: &str, incarnation: &str, address: &str) -> Result<(), MetadataError> {
         let _serial = self.publications.lock().await;
         let cluster = &self.identity.cluster;
-        let earlier = self
-            .state()
-            .registry
-            .get(node_id)
-            .map(|registered| registered.incarnation.clone())
-            .filter(|earlier| earlier != incarnation);
-        let mut tx = self.store.begin_guarded(&self.identity.guard).await?;
+        let earlier = {
+            let state = self.state();
+            let key = NodeKey::new(node_id, incarnation);
+            if state.is_retired(&key) {
+                return Err(MetadataError::IncarnationRetired {
+                    node_id: node_id.to_owned(),
+                    incarnation: incarnation.to_owned(),
+                });
+            }
+            state
+                .registry
+                .get(node_id)
+                .map(|registered| registered.incarnation.clone())
+                .filter(|earlier| earlier != incarnation)
+        };
+        let mut tx = self.begin_guarded().await?;
         tx.upsert_data_node(cluster, node_id, incarnation, address).await?;
         if let Some(earlier) = &earlier {
             tx.put_tombstone(cluster, node_id, earlier).await?;
@@ -527,6 +570,8 @@ impl MetadataLeader {
         if let Some(earlier) = earlier {
             state.stored_tombstones.insert(NodeKey::new(node_id, earlier));
         }
+        // The store forgot the node's retired incarnation with this registration.
+        state.retired.retain(|retired| retired.node_id != node_id);
         let replaced = state
             .registry
             .insert(node_id.to_owned(), Registered { incarnation: incarnation.to_owned(), address: address.to_owned() })
@@ -545,22 +590,70 @@ impl MetadataLeader {
     /// Removes `node_id` at `incarnation`; it still counts for broadcasts until it has fenced.
     pub async fn deregister(&self, node_id: &str, incarnation: &str) -> Result<bool, MetadataError> {
         let _serial = self.publications.lock().await;
+        let key = NodeKey::new(node_id, incarnation);
+        let removed = self.retire(std::slice::from_ref(&key)).await?;
+        info!(
+            node_id,
+            incarnation,
+            removed = !removed.is_empty(),
+            "data node deregistered; it counts until it has fenced"
+        );
+        Ok(!removed.is_empty())
+    }
+
+    /// Evicts every registered incarnation not heard from for `datanodes.evict-after` (never
+    /// less than `T_proceed`, so each has provably fenced); returns how many.
+    pub async fn evict_silent(&self) -> Result<usize, MetadataError> {
+        let _serial = self.publications.lock().await;
+        let evict_after = self.settings.evict_after.max(self.proceed_after);
+        let silent = self.state().tracker.silent_for_at_least(self.clock.now(), evict_after);
+        if silent.is_empty() {
+            return Ok(0);
+        }
+        let evicted = self.retire(&silent).await?;
+        for key in &evicted {
+            warn!(node = %key, silent_for_s = evict_after.as_secs(), "data node evicted: silent past datanodes.evict-after; it is told to start a new incarnation if it comes back");
+        }
+        metrics::data_nodes_evicted(evicted.len());
+        Ok(evicted.len())
+    }
+
+    /// Removes the registrations of `keys` and keeps them as tombstones, in the store and
+    /// here, in one guarded transaction; returns the ones that were registered. Call it under
+    /// the publication lock.
+    async fn retire(&self, keys: &[NodeKey]) -> Result<Vec<NodeKey>, MetadataError> {
         let cluster = &self.identity.cluster;
-        let mut tx = self.store.begin_guarded(&self.identity.guard).await?;
-        let removed = tx.delete_data_node(cluster, node_id, incarnation).await?;
-        if removed {
-            tx.put_tombstone(cluster, node_id, incarnation).await?;
+        let mut tx = self.begin_guarded().await?;
+        let mut removed = Vec::new();
+        for key in keys {
+            if tx.retire_data_node(cluster, &key.node_id, &key.incarnation).await? {
+                tx.put_tombstone(cluster, &key.node_id, &key.incarnation).await?;
+                removed.push(key.clone());
+            }
         }
         tx.commit().await?;
+        let now = self.clock.now();
         let mut state = self.state();
-        if removed {
-            state.registry.remove(node_id);
-            state.stored_tombstones.insert(NodeKey::new(node_id, incarnation));
+        for key in keys {
+            if removed.contains(key) {
+                state.registry.remove(&key.node_id);
+                state.stored_tombstones.insert(key.clone());
+                state.retired.insert(key.clone());
+            }
+            state.tracker.deregister(key, now);
         }
-        state.tracker.deregister(&NodeKey::new(node_id, incarnation), self.clock.now());
         metrics::data_nodes_registered(state.registry.len());
-        info!(node_id, incarnation, removed, "data node deregistered; it counts until it has fenced");
         Ok(removed)
+    }
+
+    /// A term-guarded transaction outside the change log; a refused guard is handled as
+    /// [`Self::guard_refused`] says.
+    async fn begin_guarded(&self) -> Result<GuardedTx, MetadataError> {
+        match self.store.begin_guarded(&self.identity.guard).await {
+            Ok(tx) => Ok(tx),
+            Err(StoreError::StaleTerm { .. }) => Err(self.guard_refused()),
+            Err(error) => Err(error.into()),
+        }
     }
 
     /// Deletes the store rows of tombstones that have provably fenced; returns how many.
@@ -578,7 +671,7 @@ impl MetadataLeader {
             return Ok(0);
         }
         let cluster = &self.identity.cluster;
-        let mut tx = self.store.begin_guarded(&self.identity.guard).await?;
+        let mut tx = self.begin_guarded().await?;
         for key in &settled {
             tx.delete_tombstone(cluster, &key.node_id, &key.incarnation).await?;
         }
@@ -609,11 +702,7 @@ impl MetadataLeader {
         if crate::failpoint::armed(crate::failpoint::BEGIN_FAILS) {
             return Err(MetadataError::Store(StoreError::Timeout { op: "begin", after: Duration::ZERO }));
         }
-        let tx = match self.store.begin_guarded(&self.identity.guard).await {
-            Ok(tx) => tx,
-            Err(StoreError::StaleTerm { .. }) => return Err(self.guard_refused()),
-            Err(error) => return Err(error.into()),
-        };
+        let tx = self.begin_guarded().await?;
         let version = self.state().version + 1;
         Ok(ChangeTx { leader: self, _serial: serial, tx, version })
     }

@@ -25,6 +25,8 @@ pub const HA_STORE_ERRORS: &str = "leasehold_ha_store_errors_total";
 pub const HA_REFRESH_SECONDS: &str = "leasehold_ha_registry_refresh_duration_seconds";
 /// Registered data nodes (the leader's view).
 pub const DATA_NODES: &str = "leasehold_datanodes_registered";
+/// Data-node incarnations evicted for silence.
+pub const DATA_NODES_EVICTED: &str = "leasehold_datanodes_evicted_total";
 /// Heartbeats handled by the leader, by result: `granted`, `refused`.
 pub const HEARTBEATS: &str = "leasehold_datanodes_heartbeats_total";
 /// Heartbeat handling latency on the leader.
@@ -63,6 +65,7 @@ pub fn describe() {
     describe_histogram!(HA_REFRESH_SECONDS, Unit::Seconds, "Registry refresh latency");
     describe_counter!(GRPC_REQUESTS, "gRPC requests handled by method and code");
     describe_gauge!(DATA_NODES, "Data nodes registered with this leader");
+    describe_counter!(DATA_NODES_EVICTED, "Data-node incarnations evicted after datanodes.evict-after of silence");
     describe_counter!(HEARTBEATS, "Data-node heartbeats handled by result (granted, refused)");
     describe_histogram!(HEARTBEAT_SECONDS, Unit::Seconds, "Heartbeat handling latency on the leader");
     describe_counter!(BROADCAST_ROUNDS, "Rounds of pushes made by broadcasts");
@@ -117,6 +120,10 @@ pub(crate) fn record<T>(method: &'static str, result: Result<T, tonic::Status>) 
 
 pub(crate) fn data_nodes_registered(count: usize) {
     gauge!(DATA_NODES).set(count as f64);
+}
+
+pub(crate) fn data_nodes_evicted(count: usize) {
+    counter!(DATA_NODES_EVICTED).increment(count as u64);
 }
 
 pub(crate) fn heartbeat(result: &'static str, took: Duration) {

@@ -123,7 +123,11 @@ pub async fn run(config: CoordinatorConfig, listeners: Listeners, shutdown: Canc
     ha.register().await?;
 
     let lease = config.lease_timings();
-    let lease_settings = LeaseSettings { timings: lease, retention: config.catalog.change_retention };
+    let lease_settings = LeaseSettings {
+        timings: lease,
+        retention: config.catalog.change_retention,
+        evict_after: config.datanodes.evict_after,
+    };
     // The plan's budget assumes the configured fence is the largest; the verdict itself uses
     // the largest fence ever recorded in the store.
     let plan = config.propagation_plan(lease.fence);

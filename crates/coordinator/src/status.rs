@@ -63,6 +63,9 @@ impl From<MetadataError> for Status {
             MetadataError::NotRegistered { .. } => {
                 error_status(Code::FailedPrecondition, reason::NOT_REGISTERED, message, [])
             }
+            MetadataError::IncarnationRetired { .. } => {
+                error_status(Code::FailedPrecondition, reason::INCARNATION_RETIRED, message, [])
+            }
             MetadataError::StaleTerm { term } => {
                 error_status(Code::Unavailable, reason::STALE_TERM, message, [("term", term.to_string())])
             }

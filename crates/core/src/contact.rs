@@ -42,6 +42,8 @@ impl std::fmt::Display for NodeKey {
 
 #[derive(Debug, Clone)]
 struct Tracked {
+    /// When this leader began to count it: its registration here, or the promotion floor.
+    known_since: MonoTime,
     last_contact: Option<MonoTime>,
     /// An earlier leader may have granted this incarnation a lease.
     inherited: bool,
@@ -109,7 +111,9 @@ impl ContactTracker {
 
     /// A node that was registered before this leader took over.
     pub fn inherit(&mut self, key: NodeKey) {
+        let floor = self.floor;
         self.nodes.entry(key).or_insert(Tracked {
+            known_since: floor,
             last_contact: None,
             inherited: true,
             acked: 0,
@@ -122,6 +126,7 @@ impl ContactTracker {
     pub fn inherit_tombstone(&mut self, key: NodeKey) {
         let floor = self.floor;
         let tracked = self.nodes.entry(key).or_insert(Tracked {
+            known_since: floor,
             last_contact: None,
             inherited: true,
             acked: 0,
@@ -139,6 +144,7 @@ impl ContactTracker {
             }
         }
         let tracked = self.nodes.entry(key).or_insert(Tracked {
+            known_since: now,
             last_contact: None,
             inherited: false,
             acked: 0,
@@ -157,6 +163,26 @@ impl ContactTracker {
     /// Whether `key` is registered (and not a tombstone).
     pub fn is_registered(&self, key: &NodeKey) -> bool {
         self.nodes.get(key).is_some_and(|tracked| tracked.tombstone_since.is_none())
+    }
+
+    /// Whether `key` was put to rest (deregistered, evicted or replaced) and is still counted:
+    /// it must not be registered again, or a delayed registration would revive it.
+    pub fn is_tombstone(&self, key: &NodeKey) -> bool {
+        self.nodes.get(key).is_some_and(|tracked| tracked.tombstone_since.is_some())
+    }
+
+    /// The registered nodes not heard from for `evict_after` at `now` (counted from their
+    /// last contact, else from their registration here or the promotion floor). `evict_after`
+    /// is at least `T_proceed`, so each has provably fenced and its tombstone is settled.
+    pub fn silent_for_at_least(&self, now: MonoTime, evict_after: Duration) -> Vec<NodeKey> {
+        self.nodes
+            .iter()
+            .filter(|(_, tracked)| tracked.tombstone_since.is_none())
+            .filter(|(_, tracked)| {
+                now.saturating_since(tracked.last_contact.unwrap_or(tracked.known_since)) >= evict_after
+            })
+            .map(|(key, _)| key.clone())
+            .collect()
     }
 
     /// Records a grant to `key` at `now`; false (and nothing recorded) when `key` is not
@@ -414,6 +440,27 @@ mod tests {
         tracker.record_ack(&key("a", "1"), 3);
         assert_eq!(tracker.acked(&key("a", "1")), 5);
         assert!(!tracker.record_contact(&key("z", "1"), at(1)));
+    }
+
+    #[test]
+    fn nodes_silent_for_the_eviction_time_are_found_and_their_tombstones_refuse_registration() {
+        let evict_after = Duration::from_secs(60);
+        let mut tracker = ContactTracker::new(at(0), GRANTS);
+        tracker.inherit(key("inherited", "i"));
+        tracker.register(key("talks", "t"), at(1_000));
+        tracker.register(key("never", "n"), at(3_000));
+        tracker.record_contact(&key("talks", "t"), at(50_000));
+        // The inherited node counts from the floor, the silent one from its registration.
+        assert_eq!(tracker.silent_for_at_least(at(62_000), evict_after), [key("inherited", "i")]);
+        assert_eq!(tracker.silent_for_at_least(at(63_000), evict_after), [key("inherited", "i"), key("never", "n")]);
+        tracker.deregister(&key("never", "n"), at(63_000));
+        assert!(tracker.is_tombstone(&key("never", "n")) && !tracker.is_registered(&key("never", "n")));
+        assert_eq!(
+            tracker.silent_for_at_least(at(62_000), evict_after),
+            [key("inherited", "i")],
+            "tombstones are not evicted twice"
+        );
+        assert!(!tracker.is_tombstone(&key("talks", "t")));
     }
 
     #[test]

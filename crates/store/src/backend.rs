@@ -138,8 +138,9 @@ pub(crate) struct Statements {
     pub changes_since: Arc<str>,
     pub data_node_update: Arc<str>,
     pub data_node_insert: Arc<str>,
-    pub data_node_delete: Arc<str>,
+    pub data_node_retire: Arc<str>,
     pub data_node_list: Arc<str>,
+    pub data_node_list_retired: Arc<str>,
     pub tombstone_insert: Arc<str>,
     pub tombstone_delete: Arc<str>,
     pub tombstone_list: Arc<str>,
@@ -223,14 +224,18 @@ impl Statements {
                 "SELECT version, kind, payload FROM metadata_changes WHERE cluster = ? AND version > ? ORDER BY version LIMIT ?",
             ),
             data_node_update: r(
-                "UPDATE data_nodes SET incarnation = ?, address = ?, registered_at_ms = {now} WHERE cluster = ? AND node_id = ?",
+                "UPDATE data_nodes SET incarnation = ?, address = ?, registered_at_ms = {now}, retired_at_ms = NULL \
+                 WHERE cluster = ? AND node_id = ?",
             ),
             data_node_insert: r(
                 "INSERT INTO data_nodes (cluster, node_id, incarnation, address, registered_at_ms) VALUES (?, ?, ?, ?, {now})",
             ),
-            data_node_delete: r("DELETE FROM data_nodes WHERE cluster = ? AND node_id = ? AND incarnation = ?"),
-            data_node_list: r(
-                "SELECT node_id, incarnation, address, registered_at_ms FROM data_nodes WHERE cluster = ? ORDER BY node_id",
+            data_node_retire: r("UPDATE data_nodes SET retired_at_ms = {now} \
+                 WHERE cluster = ? AND node_id = ? AND incarnation = ? AND retired_at_ms IS NULL"),
+            data_node_list: r("SELECT node_id, incarnation, address, registered_at_ms FROM data_nodes \
+                 WHERE cluster = ? AND retired_at_ms IS NULL ORDER BY node_id"),
+            data_node_list_retired: r(
+                "SELECT node_id, incarnation FROM data_nodes WHERE cluster = ? AND retired_at_ms IS NOT NULL ORDER BY node_id",
             ),
             tombstone_insert: r(
                 "INSERT INTO data_node_tombstones (cluster, node_id, incarnation, created_at_ms) VALUES (?, ?, ?, {now})",

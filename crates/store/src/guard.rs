@@ -122,14 +122,16 @@ impl GuardedTx {
         self.run(|conn, sql| metadata::upsert_data_node(conn, sql, cluster, node_id, incarnation, address)).await
     }
 
-    /// Removes `node_id` if it is still at `incarnation`.
-    pub async fn delete_data_node(
+    /// Retires `node_id` if it is still registered at `incarnation`: it is no longer
+    /// registered, and the incarnation is remembered as retired until the node registers
+    /// again; false if it was not registered at that incarnation.
+    pub async fn retire_data_node(
         &mut self,
         cluster: &str,
         node_id: &str,
         incarnation: &str,
     ) -> Result<bool, StoreError> {
-        self.run(|conn, sql| metadata::delete_data_node(conn, sql, cluster, node_id, incarnation)).await
+        self.run(|conn, sql| metadata::retire_data_node(conn, sql, cluster, node_id, incarnation)).await
     }
 
     /// Keeps `node_id` at `incarnation` as a tombstone: it may still hold a lease.

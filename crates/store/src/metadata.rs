@@ -137,7 +137,7 @@ pub(crate) async fn upsert_data_node(
     Ok(())
 }
 
-pub(crate) async fn delete_data_node(
+pub(crate) async fn retire_data_node(
     conn: &mut AnyConnection,
     sql: &Statements,
     cluster: &str,
@@ -145,7 +145,7 @@ pub(crate) async fn delete_data_node(
     incarnation: &str,
 ) -> Result<bool, StoreError> {
     crate::changes_one(
-        sqlx::query(AssertSqlSafe(sql.data_node_delete.clone())).bind(cluster).bind(node_id).bind(incarnation),
+        sqlx::query(AssertSqlSafe(sql.data_node_retire.clone())).bind(cluster).bind(node_id).bind(incarnation),
         conn,
     )
     .await
@@ -189,6 +189,19 @@ pub(crate) async fn list_tombstones(
     cluster: &str,
 ) -> Result<Vec<(String, String)>, StoreError> {
     let rows = sqlx::query(AssertSqlSafe(sql.tombstone_list.clone())).bind(cluster).fetch_all(&mut *conn).await?;
+    rows.iter()
+        .map(|row| Ok((row.try_get(0)?, row.try_get(1)?)))
+        .collect::<Result<_, sqlx::Error>>()
+        .map_err(Into::into)
+}
+
+pub(crate) async fn list_retired_data_nodes(
+    conn: &mut AnyConnection,
+    sql: &Statements,
+    cluster: &str,
+) -> Result<Vec<(String, String)>, StoreError> {
+    let rows =
+        sqlx::query(AssertSqlSafe(sql.data_node_list_retired.clone())).bind(cluster).fetch_all(&mut *conn).await?;
     rows.iter()
         .map(|row| Ok((row.try_get(0)?, row.try_get(1)?)))
         .collect::<Result<_, sqlx::Error>>()

@@ -65,6 +65,13 @@ const MIGRATIONS: &[Migration] = &[
         postgres: include_str!("../migrations/postgres/0006_procedure_version.sql"),
         mysql: include_str!("../migrations/mysql/0006_procedure_version.sql"),
     },
+    Migration {
+        id: "0007_retired_incarnations",
+        ha: false,
+        sqlite: include_str!("../migrations/sqlite/0007_retired_incarnations.sql"),
+        postgres: include_str!("../migrations/postgres/0007_retired_incarnations.sql"),
+        mysql: include_str!("../migrations/mysql/0007_retired_incarnations.sql"),
+    },
 ];
 
 const CREATE_LEDGER: &str = "CREATE TABLE IF NOT EXISTS leasehold_migrations (id VARCHAR(64) NOT NULL PRIMARY KEY, applied_at_ms BIGINT NOT NULL)";

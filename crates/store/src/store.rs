@@ -384,6 +384,12 @@ impl Store {
         on_pool!(self, "list data nodes", |conn| metadata::list_data_nodes(conn, self.sql(), cluster))
     }
 
+    /// Every retired incarnation still remembered (its node has not registered again), as
+    /// (node id, incarnation).
+    pub async fn list_retired_data_nodes(&self, cluster: &str) -> Result<Vec<(String, String)>, StoreError> {
+        on_pool!(self, "list retired data nodes", |conn| metadata::list_retired_data_nodes(conn, self.sql(), cluster))
+    }
+
     /// Every data-node tombstone, as (node id, incarnation).
     pub async fn list_tombstones(&self, cluster: &str) -> Result<Vec<(String, String)>, StoreError> {
         on_pool!(self, "list tombstones", |conn| metadata::list_tombstones(conn, self.sql(), cluster))

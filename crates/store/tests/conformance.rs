@@ -456,8 +456,9 @@ async fn data_nodes_register_replace_and_deregister(h: Harness) {
     tx.commit().await.unwrap();
     let mut tx = h.store.begin_guarded(&guard).await.unwrap();
     tx.upsert_data_node(&h.cluster, "dn1", "i2", "127.0.0.1:7511").await.unwrap();
-    assert!(!tx.delete_data_node(&h.cluster, "dn2", "other").await.unwrap(), "only the named incarnation");
-    assert!(tx.delete_data_node(&h.cluster, "dn2", "i1").await.unwrap());
+    assert!(!tx.retire_data_node(&h.cluster, "dn2", "other").await.unwrap(), "only the named incarnation");
+    assert!(tx.retire_data_node(&h.cluster, "dn2", "i1").await.unwrap());
+    assert!(!tx.retire_data_node(&h.cluster, "dn2", "i1").await.unwrap(), "retired once");
     tx.commit().await.unwrap();
     let nodes = h.store.list_data_nodes(&h.cluster).await.unwrap();
     assert_eq!(nodes.len(), 1);
@@ -465,6 +466,14 @@ async fn data_nodes_register_replace_and_deregister(h: Harness) {
         (nodes[0].node_id.as_str(), nodes[0].incarnation.as_str(), nodes[0].address.as_str()),
         ("dn1", "i2", "127.0.0.1:7511")
     );
+    let retired = h.store.list_retired_data_nodes(&h.cluster).await.unwrap();
+    assert_eq!(retired, [("dn2".to_owned(), "i1".to_owned())], "a retired incarnation is remembered");
+    // Registering again, under a new incarnation, forgets the retired one.
+    let mut tx = h.store.begin_guarded(&guard).await.unwrap();
+    tx.upsert_data_node(&h.cluster, "dn2", "i2", "127.0.0.1:7502").await.unwrap();
+    tx.commit().await.unwrap();
+    assert!(h.store.list_retired_data_nodes(&h.cluster).await.unwrap().is_empty());
+    assert_eq!(h.store.list_data_nodes(&h.cluster).await.unwrap().len(), 2);
 }
 
 async fn tombstones_are_kept_once_and_forgotten(h: Harness) {
