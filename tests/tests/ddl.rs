@@ -255,6 +255,72 @@ async fn a_prepare_an_agent_cannot_apply_is_rolled_back_and_changes_nothing() {
     );
 }
 
+/// An alter, a drop column, a drop table and a create table that one agent cannot apply are
+/// each rolled back: the marker (or the hidden object) is removed and every agent serves the
+/// old schema again, and nothing the refused change would have made visible ever was.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_alters_and_drops_are_rolled_back_and_the_old_schema_is_served_again() {
+    let _serial = serial().await;
+    let mut lab = Lab::start(BIN, Kind::Sqlite, 1, &[], &[("dn1", &[]), ("dn2", &[])]).await.unwrap();
+    let mut client = lab.leader().await;
+    client.create_database(create_database("db", "")).await.unwrap();
+    client.create_table(create_table("db", "t", "")).await.unwrap();
+
+    phase("dn2 restarts as a host that refuses every change");
+    lab.agents[1].node.kill();
+    let refuse: &[(&str, &str)] = &[("LEASEHOLD_FAILPOINTS", "agent::cannot-apply=return")];
+    lab.agents[1] = leasehold_tests::TestAgent::start(&mut lab.cluster, "dn2", refuse).await;
+    let dn2 = &lab.agents[1];
+    eventually("the new dn2 holds a lease", Duration::from_secs(20), || async move {
+        dn2.is(leasehold::v1::AgentLeaseState::Normal).await.then_some(())
+    })
+    .await;
+
+    let refused_calls = [
+        (
+            "add column",
+            DdlCall::Alter(alter(
+                "db",
+                "t",
+                Action::AddColumn(column("w", DataType::Int64, ColumnCategory::Field)),
+                "",
+            )),
+        ),
+        ("drop column", DdlCall::Alter(alter("db", "t", Action::DropColumn("v".into()), ""))),
+        (
+            "drop table",
+            DdlCall::DropTable(DropTableRequest { database: "db".into(), name: "t".into(), request_id: String::new() }),
+        ),
+        ("create table", DdlCall::CreateTable(create_table("db", "u", ""))),
+    ];
+    for (what, call) in refused_calls {
+        phase(&format!("{what}, refused by dn2, is rolled back"));
+        let refused = call.send(&mut client).await.unwrap_err();
+        assert_eq!(refused.code(), Code::Aborted, "{what}: {refused:?}");
+        assert_eq!(error_reason(&refused).as_deref(), Some(reason::BROADCAST_FAILED), "{what}");
+        let table = client.get_table(GetTableRequest { database: "db".into(), name: "t".into() }).await;
+        assert_eq!(names(&table.expect("t is still there").into_inner()), ["time", "v"], "{what}");
+        let missing = client.get_table(GetTableRequest { database: "db".into(), name: "u".into() }).await;
+        assert_eq!(missing.unwrap_err().code(), Code::NotFound, "{what}");
+        let snapshot = client
+            .get_snapshot(GetSnapshotRequest { since_version: 0, store_epoch: String::new() })
+            .await
+            .unwrap()
+            .into_inner();
+        let catalog = leasehold::catalog::catalog_of(&snapshot.snapshot).0;
+        let t = catalog.table("db", "t").expect("t in the snapshot");
+        assert!(
+            t.state == leasehold_core::catalog::ObjectState::Visible
+                && t.columns.iter().all(|column| column.state == leasehold_core::catalog::ObjectState::Visible),
+            "{what}: a marker or a hidden column is left: {t:?}"
+        );
+        assert!(catalog.table("db", "u").is_none(), "{what}: the hidden table is left");
+        // Every agent serves the old schema at the rollback's version, and nothing of u.
+        lab.assert_agents_agree("db", "t", snapshot.version).await;
+        lab.assert_agents_agree("db", "u", snapshot.version).await;
+    }
+}
+
 /// Runs `request` through the SDK (which follows the leader) until it gives a final answer.
 async fn ddl_through_failover(client: &Client, call: DdlCall) -> Result<DdlResponse, Status> {
     let result = client
@@ -722,21 +788,44 @@ async fn hot_followers_serve_catalog_reads_and_standbys_redirect() {
     assert_eq!(leader, "c1");
     cluster.start("c2", &["--ha-mode", "hot-standby"], &[]).await;
     cluster.start("c3", &["--ha-mode", "standby"], &[]).await;
+    cluster.start("c4", &["--ha-mode", "hot-backup"], &[]).await;
     let mut client = catalog_at(&cluster.node("c1").grpc);
     client.create_database(create_database("db", "")).await.unwrap();
-    client.create_table(create_table("db", "t", "")).await.unwrap();
+    let created = client.create_table(create_table("db", "t", "")).await.unwrap().into_inner();
 
-    let mut hot = catalog_at(&cluster.node("c2").grpc);
-    let tables = hot.list_tables(ListTablesRequest { database: "db".into() }).await.unwrap().into_inner();
-    assert_eq!(tables.tables.iter().map(|t| t.name.as_str()).collect::<Vec<_>>(), ["t"]);
-    let table = hot.get_table(GetTableRequest { database: "db".into(), name: "t".into() }).await.unwrap().into_inner();
-    assert_eq!(names(&table), ["time", "v"]);
-    let refused = hot.create_table(create_table("db", "u", "")).await.unwrap_err();
-    assert_eq!(
-        (refused.code(), error_reason(&refused).as_deref()),
-        (Code::Unavailable, Some(reason::NOT_LEADER)),
-        "DDL only on the leader"
-    );
+    for follower in ["c2", "c4"] {
+        let mut hot = catalog_at(&cluster.node(follower).grpc);
+        let tables = hot.list_tables(ListTablesRequest { database: "db".into() }).await.unwrap().into_inner();
+        assert_eq!(tables.tables.iter().map(|t| t.name.as_str()).collect::<Vec<_>>(), ["t"], "{follower}");
+        let table =
+            hot.get_table(GetTableRequest { database: "db".into(), name: "t".into() }).await.unwrap().into_inner();
+        assert_eq!(names(&table), ["time", "v"], "{follower}");
+        let refused = hot.create_table(create_table("db", "u", "")).await.unwrap_err();
+        assert_eq!(
+            (refused.code(), error_reason(&refused).as_deref()),
+            (Code::Unavailable, Some(reason::NOT_LEADER)),
+            "DDL only on the leader, not on {follower}"
+        );
+    }
+
+    phase("GetSnapshot since a version: the changes after it, in order, not the whole catalog");
+    let full = client
+        .get_snapshot(GetSnapshotRequest { since_version: 0, store_epoch: String::new() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(full.full && full.changes.is_empty() && full.snapshot.len() == 2, "{full:?}");
+    let since = created.procedure_id - 1;
+    let answer = client
+        .get_snapshot(GetSnapshotRequest { since_version: since, store_epoch: full.store_epoch.clone() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(!answer.full && answer.snapshot.is_empty(), "{answer:?}");
+    let versions: Vec<u64> = answer.changes.iter().map(|change| change.version).collect();
+    assert_eq!(versions, (since + 1..=answer.version).collect::<Vec<_>>(), "{answer:?}");
+    assert_eq!((answer.version, answer.store_epoch.as_str()), (created.version, full.store_epoch.as_str()));
+    assert!(answer.changes.iter().all(|change| change.change.is_some()), "every change here is a catalog change");
 
     let mut standby = catalog_at(&cluster.node("c3").grpc);
     let refused = standby.list_databases(ListDatabasesRequest {}).await.unwrap_err();
