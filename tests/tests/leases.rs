@@ -532,3 +532,123 @@ async fn a_silent_incarnation_is_evicted_and_comes_back_as_a_new_one() {
     assert_eq!(refused.code(), Code::FailedPrecondition, "{refused:?}");
     assert_eq!(error_reason(&refused).as_deref(), Some(reason::INCARNATION_RETIRED));
 }
+
+/// `leasehold ctl ARGS…`: its exit status, stdout and stderr.
+async fn ctl_run(args: &[&str]) -> (std::process::ExitStatus, String, String) {
+    let mut all = vec!["ctl"];
+    all.extend_from_slice(args);
+    let output = tokio::process::Command::new(BIN).args(&all).output().await.expect("running ctl");
+    (
+        output.status,
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+/// `leasehold ctl --endpoints ENDPOINTS --output json ARGS…`, which must succeed: its JSON.
+async fn ctl_json(endpoints: &str, args: &[&str]) -> serde_json::Value {
+    let mut all = vec!["--endpoints", endpoints, "--output", "json"];
+    all.extend_from_slice(args);
+    let (status, stdout, stderr) = ctl_run(&all).await;
+    assert!(status.success(), "ctl {args:?} failed: {stderr}");
+    serde_json::from_str(&stdout).unwrap_or_else(|error| panic!("ctl {args:?} printed no JSON ({error}): {stdout}"))
+}
+
+/// Every operator command of `ctl` (`ha leader|state|states|priority|set-priority|set-state`,
+/// `datanodes list|barrier`, `agent lease`) against a real cluster, in JSON and as tables, and
+/// the exit status and one-line error of a refused or unreachable call.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ctl_operator_commands_work_end_to_end() {
+    let _serial = serial().await;
+    let Some(mut lab) = Lab::start(BIN, Kind::Sqlite, 2, &[], &[("dn1", &[])]).await else { return };
+    let (leader, term) = lab.cluster.leader(ELECTION).await;
+    let follower = if leader == "c1" { "c2" } else { "c1" };
+    let (leader_address, follower_address) =
+        (lab.cluster.node(&leader).grpc.clone(), lab.cluster.node(follower).grpc.clone());
+    let endpoints = format!("{leader_address},{follower_address}");
+    let agent = lab.agents[0].node.grpc.clone();
+
+    phase("ha leader, state and states");
+    let answer = ctl_json(&endpoints, &["ha", "leader"]).await;
+    assert_eq!((answer["node_id"].as_str(), answer["term"].as_u64()), (Some(leader.as_str()), Some(term)), "{answer}");
+    let states = ctl_json(&endpoints, &["ha", "state"]).await;
+    let roles: Vec<&str> = states.as_array().unwrap().iter().filter_map(|s| s["state"]["role"].as_str()).collect();
+    assert_eq!(roles.len(), 2, "{states}");
+    let registry = ctl_json(&endpoints, &["ha", "states"]).await;
+    assert_eq!(registry["nodes"].as_array().map(Vec::len), Some(2), "{registry}");
+
+    phase("ha priority and set-priority: a follower is changed only when asked to");
+    let (status, _, stderr) =
+        ctl_run(&["--endpoints", &endpoints, "ha", "set-priority", "7", "--node", &follower_address]).await;
+    assert!(!status.success() && stderr.starts_with("error:"), "{status:?}: {stderr}");
+    assert_eq!(stderr.lines().count(), 1, "one line: {stderr}");
+    let changed =
+        ctl_json(&endpoints, &["ha", "set-priority", "7", "--node", &follower_address, "--allow-non-leader"]).await;
+    assert_eq!((changed["previous_priority"].as_i64(), changed["priority"].as_i64()), (Some(0), Some(7)), "{changed}");
+    let priority = ctl_json(&endpoints, &["ha", "priority", "--node", &follower_address]).await;
+    assert_eq!(priority["priority"].as_i64(), Some(7), "{priority}");
+
+    phase("ha set-state: the follower becomes a hot standby");
+    let changed =
+        ctl_json(&endpoints, &["ha", "set-state", "hot-standby", "--node", &follower_address, "--allow-non-leader"])
+            .await;
+    assert_eq!(
+        (changed["previous_mode"].as_str(), changed["state"]["mode"].as_str()),
+        (Some("auto"), Some("hot-standby")),
+        "{changed}"
+    );
+    let (status, _, stderr) = ctl_run(&["--endpoints", &endpoints, "ha", "set-state", "leader"]).await;
+    assert_eq!(status.code(), Some(2), "a bad mode is a usage error: {stderr}");
+
+    phase("datanodes list and barrier, agent lease");
+    let listed = ctl_json(&endpoints, &["datanodes", "list"]).await;
+    let nodes = listed["nodes"].as_array().unwrap();
+    assert!(nodes.iter().any(|node| node["node_id"] == "dn1" && node["registered"] == true), "{listed}");
+    let barrier = ctl_json(&endpoints, &["datanodes", "barrier"]).await;
+    let acknowledged = barrier["acknowledged"].as_array().unwrap();
+    assert!(acknowledged.iter().any(|node| node.as_str().is_some_and(|node| node.starts_with("dn1/"))), "{barrier}");
+    let lease = ctl_json(&endpoints, &["agent", "lease", "--agent", &agent]).await;
+    assert_eq!((lease["node_id"].as_str(), lease["state"].as_str()), (Some("dn1"), Some("NORMAL")), "{lease}");
+    assert!(lease["applied_version"].as_u64() >= barrier["version"].as_u64(), "{lease} after {barrier}");
+    let (status, table, _) = ctl_run(&["--endpoints", &endpoints, "datanodes", "list"]).await;
+    assert!(status.success() && table.starts_with("NODE") && table.contains("dn1"), "{table}");
+
+    phase("an unreachable cluster: a failure exit and one error line");
+    let (status, _, stderr) = ctl_run(&["--endpoints", "127.0.0.1:1", "--timeout", "1s", "ha", "leader"]).await;
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert!(stderr.starts_with("error:") && stderr.lines().count() == 1, "{stderr}");
+}
+
+/// T_proceed follows the largest fence any leader ever granted, not the fence of the leader
+/// in office: after a leader granting 6 s fences, a successor configured with 3 s still waits
+/// out a silent node for the 6 s one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_successor_with_a_smaller_fence_waits_for_the_largest_fence_ever_granted() {
+    let _serial = serial().await;
+    let mut cluster = leasehold_tests::TestCluster::new(BIN, leasehold_tests::TestStore::sqlite());
+    let large = leasehold_tests::LeaseSettings { fence: Duration::from_secs(6), ..Default::default() };
+    let small = leasehold_tests::LeaseSettings { fence: Duration::from_secs(3), ..large };
+    phase("c1 grants 6 s fences");
+    cluster.timings.lease = Some(large);
+    cluster.start("c1", &[], &[]).await;
+    let (_, term) = cluster.leader(ELECTION).await;
+    phase("c2, configured with 3 s, takes over");
+    cluster.timings.lease = Some(small);
+    cluster.start("c2", &[], &[]).await;
+    cluster.node_mut("c1").kill();
+    let (leader, _, _) = cluster.leader_above(term, ELECTION).await;
+    assert_eq!(leader, "c2");
+    let address = cluster.node("c2").grpc.clone();
+    let listed = eventually("c2 serves the data-node state", Duration::from_secs(15), || {
+        let mut client = data_nodes(&address, &small);
+        async move { client.list_data_nodes(ListDataNodesRequest {}).await.ok().map(|answer| answer.into_inner()) }
+    })
+    .await;
+    assert_eq!(listed.fence_ms, 3000, "c2 grants its own fence");
+    let expected = large.proceed_after();
+    let proceed_after = Duration::from_millis(listed.proceed_after_ms);
+    assert!(
+        proceed_after + Duration::from_millis(1) >= expected && proceed_after <= expected + Duration::from_millis(1),
+        "T_proceed {proceed_after:?}, expected the 6 s fence's {expected:?}"
+    );
+}
