@@ -126,6 +126,7 @@ enum DdlCall {
     CreateView(CreateViewRequest),
     DropView(DropViewRequest),
     DropTable(DropTableRequest),
+    DropDatabase(DropDatabaseRequest),
 }
 
 impl DdlCall {
@@ -137,6 +138,7 @@ impl DdlCall {
             DdlCall::CreateView(request) => &mut request.request_id,
             DdlCall::DropView(request) => &mut request.request_id,
             DdlCall::DropTable(request) => &mut request.request_id,
+            DdlCall::DropDatabase(request) => &mut request.request_id,
         };
         *field = id.to_owned();
         self
@@ -172,6 +174,7 @@ impl DdlCall {
             DdlCall::CreateView(request) => client.create_view(request).await,
             DdlCall::DropView(request) => client.drop_view(request).await,
             DdlCall::DropTable(request) => client.drop_table(request).await,
+            DdlCall::DropDatabase(request) => client.drop_database(request).await,
         }
     }
 }
@@ -332,9 +335,87 @@ async fn ddl_through_failover(client: &Client, call: DdlCall) -> Result<DdlRespo
     result.map_err(|error| error.status().cloned().unwrap_or_else(|| Status::unknown(error.to_string())))
 }
 
-/// Kills the leader while it is held at `failpoint` in each of `steps`, and checks that the
-/// new leader finishes each procedure and that the catalog and the agents agree afterwards.
-async fn kill_the_leader_at(kind: Kind, failpoint: &str, steps: &[&str]) {
+/// One DDL of the failover matrix on `db`: the call, with `request_id`.
+fn matrix_call(step: &str, request_id: &str) -> DdlCall {
+    let call = match step {
+        "create table" => DdlCall::CreateTable(create_table("db", "t", "")),
+        "add column" => {
+            DdlCall::Alter(alter("db", "t", Action::AddColumn(column("w", DataType::Int64, ColumnCategory::Field)), ""))
+        }
+        "drop column" => DdlCall::Alter(alter("db", "t", Action::DropColumn("v".into()), "")),
+        "set ttl" => DdlCall::Alter(alter("db", "t", Action::SetTtlMs(7_200_000), "")),
+        "create view" => DdlCall::CreateView(CreateViewRequest {
+            database: "db".into(),
+            name: "vw".into(),
+            definition: "SELECT time FROM t".into(),
+            request_id: String::new(),
+        }),
+        "drop view" => {
+            DdlCall::DropView(DropViewRequest { database: "db".into(), name: "vw".into(), request_id: String::new() })
+        }
+        "drop table" => {
+            DdlCall::DropTable(DropTableRequest { database: "db".into(), name: "t".into(), request_id: String::new() })
+        }
+        "drop database" => DdlCall::DropDatabase(DropDatabaseRequest { name: "db".into(), request_id: String::new() }),
+        other => panic!("unknown step {other}"),
+    };
+    call.with_request_id(request_id)
+}
+
+/// What the catalog holds after `step`, given the steps before it: t's columns and TTL (or
+/// no t), whether the view and the database exist.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct MatrixState {
+    table: Option<(Vec<String>, u64)>,
+    view: bool,
+    database: bool,
+}
+
+impl MatrixState {
+    fn after(&self, step: &str) -> MatrixState {
+        let mut next = self.clone();
+        match step {
+            // `create_table` gives every table a one-hour TTL of its own.
+            "create table" => next.table = Some((vec!["time".into(), "v".into()], 3_600_000)),
+            "add column" => next.table.as_mut().expect("t exists").0.push("w".into()),
+            "drop column" => next.table.as_mut().expect("t exists").0.retain(|name| name != "v"),
+            "set ttl" => next.table.as_mut().expect("t exists").1 = 7_200_000,
+            "create view" => next.view = true,
+            "drop view" => next.view = false,
+            "drop table" => next.table = None,
+            "drop database" => next = MatrixState { table: None, view: false, database: false },
+            other => panic!("unknown step {other}"),
+        }
+        next
+    }
+
+    /// Reads it back from the leader's catalog.
+    async fn read(client: &mut CatalogClient<Channel>) -> MatrixState {
+        let snapshot = client
+            .get_snapshot(GetSnapshotRequest { since_version: 0, store_epoch: String::new() })
+            .await
+            .unwrap()
+            .into_inner();
+        let catalog = leasehold::catalog::catalog_of(&snapshot.snapshot).0;
+        let table = client.get_table(GetTableRequest { database: "db".into(), name: "t".into() }).await.ok();
+        MatrixState {
+            table: table.map(|table| {
+                let table = table.into_inner();
+                (names(&table), table.ttl_ms)
+            }),
+            view: catalog.visible_view("db", "vw").is_some(),
+            database: catalog.database_visible("db"),
+        }
+    }
+}
+
+/// Kills the leader while it is held at `failpoint` in each of `steps` (run in order, each on
+/// what the ones before it left), and checks that the new leader finishes each procedure,
+/// that its answer and its procedure agree on the version, and that the catalog and every
+/// agent agree afterwards. With `refuse`, the second agent refuses every change from the
+/// first step on, so every step is rolled back (by the new leader, or by the killed one
+/// before the kill) and answers ABORTED with nothing changed.
+async fn kill_the_leader_at(kind: Kind, failpoint: &str, steps: &[&str], refuse: bool) {
     let _serial = serial().await;
     let spec = format!("{failpoint}=return(2000)");
     let env = [("LEASEHOLD_FAILPOINTS", spec.as_str())];
@@ -345,61 +426,75 @@ async fn kill_the_leader_at(kind: Kind, failpoint: &str, steps: &[&str]) {
     )
     .await
     .unwrap();
-    if !steps.contains(&"create table") {
+    let mut expected = MatrixState { table: None, view: false, database: true };
+    if steps.first() != Some(&"create table") {
         ddl_through_failover(&sdk, DdlCall::CreateTable(create_table("db", "t", "setup-t"))).await.unwrap();
+        expected = expected.after("create table");
+    }
+    if refuse {
+        phase("dn2 restarts as a host that refuses every change");
+        lab.agents[1].node.kill();
+        let refusing: &[(&str, &str)] = &[("LEASEHOLD_FAILPOINTS", "agent::cannot-apply=return")];
+        lab.agents[1] = leasehold_tests::TestAgent::start(&mut lab.cluster, "dn2", refusing).await;
+        let dn2 = &lab.agents[1];
+        eventually("the new dn2 holds a lease", Duration::from_secs(20), || async move {
+            dn2.is(leasehold::v1::AgentLeaseState::Normal).await.then_some(())
+        })
+        .await;
     }
     for (index, step) in steps.iter().enumerate() {
         phase(&format!("{step}: hold the leader at {failpoint}, then SIGKILL it"));
-        let request_id = format!("{}-{index}", step.replace(" ", "-"));
-        let call = match *step {
-            "create table" => DdlCall::CreateTable(create_table("db", "t", &request_id)),
-            "add column" => DdlCall::Alter(alter(
-                "db",
-                "t",
-                Action::AddColumn(column("w", DataType::Int64, ColumnCategory::Field)),
-                &request_id,
-            )),
-            "drop column" => DdlCall::Alter(alter("db", "t", Action::DropColumn("v".into()), &request_id)),
-            "drop table" => DdlCall::DropTable(DropTableRequest {
-                database: "db".into(),
-                name: "t".into(),
-                request_id: request_id.clone(),
-            }),
-            other => panic!("unknown step {other}"),
-        };
+        let request_id = format!("{}-{index}", step.replace(' ', "-"));
+        let call = matrix_call(step, &request_id);
         let (leader, term) = lab.cluster.leader(ELECTION).await;
+        let node = lab.cluster.node(&leader);
+        let already = node.events("failpoint reached: pausing").len();
         let running = {
             let sdk = sdk.clone();
             tokio::spawn(async move { ddl_through_failover(&sdk, call).await })
         };
-        let node = lab.cluster.node(&leader);
-        let already = node.events("failpoint reached: pausing").len();
-        node.wait_events("failpoint reached: pausing", already + 1, Duration::from_secs(20)).await;
+        lab.cluster.node(&leader).wait_events("failpoint reached: pausing", already + 1, Duration::from_secs(20)).await;
         lab.cluster.node_mut(&leader).kill();
         lab.cluster.leader_above(term, ELECTION).await;
-        let answer = running.await.unwrap().unwrap_or_else(|status| panic!("{step} after the failover: {status:?}"));
+        let answer = running.await.unwrap();
         let mut procedures = ProceduresClient::new(
             Endpoint::from_shared(format!("http://{}", lab.cluster.leader_address().await)).unwrap().connect_lazy(),
         );
-        let procedure =
-            procedures.get_procedure(GetProcedureRequest { id: answer.procedure_id }).await.unwrap().into_inner();
-        assert_eq!(
-            (procedure.state.as_str(), procedure.request_id.as_str()),
-            ("succeeded", request_id.as_str()),
-            "{procedure:?}"
-        );
-        assert_eq!(procedure.version, answer.version, "the answer and the procedure agree on its version");
-        lab.assert_agents_agree("db", "t", answer.version).await;
+        let version = match (&answer, refuse) {
+            (Ok(answer), false) => {
+                let procedure = procedures
+                    .get_procedure(GetProcedureRequest { id: answer.procedure_id })
+                    .await
+                    .unwrap()
+                    .into_inner();
+                assert_eq!(
+                    (procedure.state.as_str(), procedure.request_id.as_str()),
+                    ("succeeded", request_id.as_str()),
+                    "{procedure:?}"
+                );
+                assert_eq!(procedure.version, answer.version, "the answer and the procedure agree on its version");
+                expected = expected.after(step);
+                answer.version
+            }
+            (Err(status), true) => {
+                assert_eq!(status.code(), Code::Aborted, "{step} after the failover: {status:?}");
+                let listed = procedures
+                    .list_procedures(ListProceduresRequest { state: "rolled_back".into(), limit: 100 })
+                    .await
+                    .unwrap()
+                    .into_inner();
+                let procedure = listed
+                    .procedures
+                    .iter()
+                    .find(|procedure| procedure.request_id == request_id)
+                    .unwrap_or_else(|| panic!("no rolled-back procedure for {request_id}: {listed:?}"));
+                procedure.version
+            }
+            (answer, _) => panic!("{step} after the failover: {answer:?}"),
+        };
         let mut client = lab.leader().await;
-        let table =
-            client.get_table(GetTableRequest { database: "db".into(), name: "t".into() }).await.map(|t| t.into_inner());
-        match *step {
-            "create table" => assert_eq!(names(&table.unwrap()), ["time", "v"]),
-            "add column" => assert_eq!(names(&table.unwrap()), ["time", "v", "w"]),
-            "drop column" => assert_eq!(names(&table.unwrap()), ["time"]),
-            "drop table" => assert_eq!(table.unwrap_err().code(), Code::NotFound),
-            _ => unreachable!(),
-        }
+        assert_eq!(MatrixState::read(&mut client).await, expected, "after {step}");
+        lab.assert_agents_agree("db", "t", version).await;
         // The killed node comes back (its id is free after one lease TTL).
         lab.cluster.start(&leader, &[], &env).await;
     }
@@ -416,22 +511,40 @@ async fn kill_the_leader_at(kind: Kind, failpoint: &str, steps: &[&str]) {
 }
 
 macro_rules! failover_matrix {
-    ($($name:ident: $kind:expr, $failpoint:literal, [$($step:literal),*];)*) => {
+    ($($name:ident: $kind:expr, $failpoint:literal, [$($step:literal),*] $(, $refuse:ident)?;)*) => {
         $(
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn $name() {
-                kill_the_leader_at($kind, $failpoint, &[$($step),*]).await;
+                let refuse = matches!(stringify!($($refuse)?), "rolled_back");
+                kill_the_leader_at($kind, $failpoint, &[$($step),*], refuse).await;
             }
         )*
     };
 }
 
+// Every step under every failpoint on SQLite; on PostgreSQL and MySQL/MariaDB every
+// failpoint with some of the steps that reach it. `rolled_back`: the killed leader was
+// rolling back (an agent refused the prepare) and the new one finishes the rollback. A
+// rollback decided by the new leader is not in the matrix: an agent that refuses a change
+// also stops renewing (a refused heartbeat answer renews nothing), so by the time a new
+// leader pushes the prepare again it has fenced and is waited out, and the DDL proceeds.
 failover_matrix! {
-    sigkill_after_prepare_sqlite: Kind::Sqlite, "ddl::after-prepare", ["create table", "add column", "drop table"];
-    sigkill_before_drop_data_sqlite: Kind::Sqlite, "ddl::before-drop-data", ["drop column", "drop table"];
-    sigkill_after_commit_sqlite: Kind::Sqlite, "ddl::after-commit", ["create table", "add column", "drop table"];
-    sigkill_after_prepare_postgres: Kind::Postgres, "ddl::after-prepare", ["create table", "drop column", "drop table"];
+    sigkill_after_prepare_sqlite: Kind::Sqlite, "ddl::after-prepare",
+        ["create table", "add column", "set ttl", "create view", "drop view", "drop column", "drop table", "drop database"];
+    sigkill_before_drop_data_sqlite: Kind::Sqlite, "ddl::before-drop-data", ["drop column", "drop table", "drop database"];
+    sigkill_after_drop_order_sqlite: Kind::Sqlite, "ddl::after-drop-order", ["drop column", "drop table", "drop database"];
+    // A TTL change is one step (its prepare is its change): no commit to be held after.
+    sigkill_after_commit_sqlite: Kind::Sqlite, "ddl::after-commit",
+        ["create table", "add column", "create view", "drop view", "drop column", "drop table", "drop database"];
+    sigkill_inside_a_rollback_sqlite: Kind::Sqlite, "ddl::after-rollback", ["add column", "drop table"], rolled_back;
+    sigkill_after_prepare_postgres: Kind::Postgres, "ddl::after-prepare", ["create table", "set ttl", "drop column", "drop database"];
+    sigkill_after_drop_order_postgres: Kind::Postgres, "ddl::after-drop-order", ["drop table", "drop database"];
+    sigkill_after_commit_postgres: Kind::Postgres, "ddl::after-commit", ["create view", "drop view", "drop table"];
+    sigkill_inside_a_rollback_postgres: Kind::Postgres, "ddl::after-rollback", ["add column"], rolled_back;
+    sigkill_after_prepare_mysql: Kind::MySql, "ddl::after-prepare", ["create view", "drop column", "drop database"];
+    sigkill_before_drop_data_mysql: Kind::MySql, "ddl::before-drop-data", ["drop table"];
     sigkill_after_commit_mysql: Kind::MySql, "ddl::after-commit", ["create table", "add column", "drop table"];
+    sigkill_inside_a_rollback_mysql: Kind::MySql, "ddl::after-rollback", ["drop column"], rolled_back;
 }
 
 /// A new leader accepts no DDL before the procedures it resumes hold their locks. Without

@@ -13,6 +13,10 @@ pub const INSIDE_GUARDED_WRITE: &str = "ha::inside-guarded-write";
 pub const DDL_AFTER_PREPARE: &str = "ddl::after-prepare";
 /// Where a DDL may be held: its prepare proceeded, before the data is dropped.
 pub const DDL_BEFORE_DROP_DATA: &str = "ddl::before-drop-data";
+/// Where a DDL may be held: its order to drop data committed, before its broadcast.
+pub const DDL_AFTER_DROP_ORDER: &str = "ddl::after-drop-order";
+/// Where a DDL may be held: its rollback committed, before its broadcast.
+pub const DDL_AFTER_ROLLBACK: &str = "ddl::after-rollback";
 /// Where a DDL may be held: its commit committed, before its broadcast.
 pub const DDL_AFTER_COMMIT: &str = "ddl::after-commit";
 

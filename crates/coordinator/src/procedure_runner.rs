@@ -505,6 +505,7 @@ impl ProcedureRunner {
                     version = change.publish_catalog(&plan.rollback).await?;
                     running.step = Step::RollingBack;
                     warn!(procedure = id, target = %plan.target, reason = %rolled_back_because, "DDL rolling back");
+                    failpoint::pause(failpoint::DDL_AFTER_ROLLBACK).await;
                     next = Next::AwaitSettled;
                 }
                 Next::DropData => {
@@ -526,6 +527,7 @@ impl ProcedureRunner {
                             .await?;
                         version = change.publish_drop_data(target, id).await?;
                         running.step = Step::DroppingData;
+                        failpoint::pause(failpoint::DDL_AFTER_DROP_ORDER).await;
                     }
                     publications.hold(version);
                     let outcome = self.propagator.broadcast(leader, version, Mode::Forward).await?;
