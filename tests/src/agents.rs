@@ -76,6 +76,17 @@ impl TestAgent {
         TestAgent { node, heartbeat_proxies, push_proxy }
     }
 
+    /// Starts `node_id` as [`TestAgent::start`] does, and waits until it holds a lease.
+    pub async fn start_leased(cluster: &mut TestCluster, node_id: &str, env: &[(&str, &str)]) -> TestAgent {
+        let agent = TestAgent::start(cluster, node_id, env).await;
+        let leased = &agent;
+        crate::poll::eventually(&format!("{node_id} holds a lease"), Duration::from_secs(20), || async move {
+            leased.is(AgentLeaseState::Normal).await.then_some(())
+        })
+        .await;
+        agent
+    }
+
     /// A client of the agent itself, not through any proxy.
     pub fn client(&self) -> AgentClient<Channel> {
         AgentClient::new(channel(&self.node.grpc))

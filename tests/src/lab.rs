@@ -122,6 +122,15 @@ impl AgentLab {
         }
     }
 
+    /// Restarts agent `index` (SIGKILL, then a new process of the same node id) with `env`,
+    /// once it holds a lease again.
+    pub async fn restart_agent(&mut self, index: usize, env: &[(&str, &str)]) {
+        let node_id = self.agents[index].node.node_id.clone();
+        phase(&format!("{node_id} restarts with {env:?}"));
+        self.agents[index].node.kill();
+        self.agents[index] = TestAgent::start_leased(&mut self.cluster, &node_id, env).await;
+    }
+
     /// The promise: every agent refuses (FENCED) or serves the table exactly as the catalog
     /// has it now (or its absence).
     pub async fn assert_agents_agree(&mut self, database: &str, table: &str, version: u64) {

@@ -26,6 +26,9 @@ use tonic::{Code, Status};
 
 const BIN: &str = env!("CARGO_BIN_EXE_leasehold-test-node");
 
+/// The environment of an agent whose host refuses every change.
+const REFUSE_EVERY_CHANGE: (&str, &str) = ("LEASEHOLD_FAILPOINTS", "agent::cannot-apply=return");
+
 /// How long a test waits for a log line the process wrote before it answered.
 const WAIT_LOG: Duration = Duration::from_secs(5);
 
@@ -35,8 +38,21 @@ fn names(table: &leasehold::v1::Table) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_promise_holds_for_every_ddl_with_healthy_blackholed_and_push_dropping_agents() {
+    the_promise_holds_for_every_ddl(Kind::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_promise_holds_for_every_ddl_on_postgres() {
+    the_promise_holds_for_every_ddl(Kind::Postgres).await;
+}
+
+/// Every kind of DDL with one agent healthy, one blackholed (waited out for T_proceed while
+/// it may still hold a lease) and one whose pushes are lost (reached through heartbeats).
+async fn the_promise_holds_for_every_ddl(kind: Kind) {
     let _serial = serial().await;
-    let mut lab = Lab::start(BIN, Kind::Sqlite, 1, &[], &[("dn1", &[]), ("dn2", &[]), ("dn3", &[])]).await.unwrap();
+    let Some(mut lab) = Lab::start(BIN, kind, 1, &[], &[("dn1", &[]), ("dn2", &[]), ("dn3", &[])]).await else {
+        return;
+    };
     lab.agents[1].partition();
     lab.agents[2].pushes(Fault::Drop);
     let mut client = lab.leader().await;
@@ -224,7 +240,7 @@ async fn hidden_objects_and_markers_are_unreadable_until_commit() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_prepare_an_agent_cannot_apply_is_rolled_back_and_changes_nothing() {
     let _serial = serial().await;
-    let refuse: &[(&str, &str)] = &[("LEASEHOLD_FAILPOINTS", "agent::cannot-apply=return")];
+    let refuse: &[(&str, &str)] = &[REFUSE_EVERY_CHANGE];
     let mut lab = Lab::start(BIN, Kind::Sqlite, 1, &[], &[("dn1", &[]), ("dn2", refuse)]).await.unwrap();
     let mut client = lab.leader().await;
     // dn2 refuses every change: creating the database is refused as a whole.
@@ -269,15 +285,7 @@ async fn refused_alters_and_drops_are_rolled_back_and_the_old_schema_is_served_a
     client.create_database(create_database("db", "")).await.unwrap();
     client.create_table(create_table("db", "t", "")).await.unwrap();
 
-    phase("dn2 restarts as a host that refuses every change");
-    lab.agents[1].node.kill();
-    let refuse: &[(&str, &str)] = &[("LEASEHOLD_FAILPOINTS", "agent::cannot-apply=return")];
-    lab.agents[1] = leasehold_tests::TestAgent::start(&mut lab.cluster, "dn2", refuse).await;
-    let dn2 = &lab.agents[1];
-    eventually("the new dn2 holds a lease", Duration::from_secs(20), || async move {
-        dn2.is(leasehold::v1::AgentLeaseState::Normal).await.then_some(())
-    })
-    .await;
+    lab.restart_agent(1, &[REFUSE_EVERY_CHANGE]).await;
 
     let refused_calls = [
         (
@@ -432,15 +440,7 @@ async fn kill_the_leader_at(kind: Kind, failpoint: &str, steps: &[&str], refuse:
         expected = expected.after("create table");
     }
     if refuse {
-        phase("dn2 restarts as a host that refuses every change");
-        lab.agents[1].node.kill();
-        let refusing: &[(&str, &str)] = &[("LEASEHOLD_FAILPOINTS", "agent::cannot-apply=return")];
-        lab.agents[1] = leasehold_tests::TestAgent::start(&mut lab.cluster, "dn2", refusing).await;
-        let dn2 = &lab.agents[1];
-        eventually("the new dn2 holds a lease", Duration::from_secs(20), || async move {
-            dn2.is(leasehold::v1::AgentLeaseState::Normal).await.then_some(())
-        })
-        .await;
+        lab.restart_agent(1, &[REFUSE_EVERY_CHANGE]).await;
     }
     for (index, step) in steps.iter().enumerate() {
         phase(&format!("{step}: hold the leader at {failpoint}, then SIGKILL it"));

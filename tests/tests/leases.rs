@@ -342,12 +342,7 @@ async fn after_the_fence_is_lowered_a_broadcast_to_a_node_whose_answers_are_lost
     phase("a coordinator grants a 12 s fence; dn1 holds a lease under it");
     cluster.start("c1", &[], &[]).await;
     cluster.leader(ELECTION).await;
-    let dn1 = TestAgent::start(&mut cluster, "dn1", &[]).await;
-    let dn1_ref = &dn1;
-    eventually("dn1 holds a lease", Duration::from_secs(15), || async move {
-        dn1_ref.is(AgentLeaseState::Normal).await.then_some(())
-    })
-    .await;
+    let dn1 = TestAgent::start_leased(&mut cluster, "dn1", &[]).await;
 
     phase("dn1's heartbeats still arrive, but no answer and no push gets through");
     dn1.heartbeat_responses(Fault::Drop);
@@ -391,12 +386,7 @@ async fn a_retried_broadcast_keeps_the_stale_bounds_of_its_first_publication() {
     phase("one coordinator whose first broadcast runs over a cut budget; dn1 holds a lease");
     cluster.start("c1", &[], &[("LEASEHOLD_FAILPOINTS", spec.as_str())]).await;
     cluster.leader(ELECTION).await;
-    let dn1 = TestAgent::start(&mut cluster, "dn1", &[]).await;
-    let dn1_ref = &dn1;
-    eventually("dn1 holds a lease", Duration::from_secs(15), || async move {
-        dn1_ref.is(AgentLeaseState::Normal).await.then_some(())
-    })
-    .await;
+    let dn1 = TestAgent::start_leased(&mut cluster, "dn1", &[]).await;
 
     phase("dn1's heartbeats still arrive, but no answer and no push gets through");
     dn1.heartbeat_responses(Fault::Drop);
@@ -442,12 +432,7 @@ async fn a_new_leader_waits_out_the_longest_ttl_any_earlier_leader_used() {
     phase("c1 leads with a 3 s coordinator lease; dn1 holds a lease from it");
     cluster.start("c1", &[], &[]).await;
     let (_, term) = cluster.leader(ELECTION).await;
-    let dn1 = TestAgent::start(&mut cluster, "dn1", &[]).await;
-    let dn1_ref = &dn1;
-    eventually("dn1 holds a lease", Duration::from_secs(15), || async move {
-        dn1_ref.is(AgentLeaseState::Normal).await.then_some(())
-    })
-    .await;
+    let dn1 = TestAgent::start_leased(&mut cluster, "dn1", &[]).await;
 
     phase("c1 is killed; c2, with a 1 s lease, takes over once c1's lease expired");
     cluster.node_mut("c1").kill();

@@ -164,11 +164,21 @@ impl MetadataKeeper {
         let term = identity.term;
         let mut pause = Duration::from_millis(50);
         while !token.is_cancelled() {
-            match MetadataLeader::load(identity.clone(), store.clone(), ha.clock().clone(), settings).await {
-                Ok(leader) => {
+            let loaded = match MetadataLeader::load(identity.clone(), store.clone(), ha.clock().clone(), settings).await
+            {
+                // The state is installed (and DDL accepted) only once the procedures it
+                // resumes hold their locks.
+                Ok(leader) => match runner.claim_running(&leader).await {
+                    Ok(claimed) => Ok((leader, claimed)),
+                    Err(error) => Err(MetadataError::from(error)),
+                },
+                Err(error) => Err(error),
+            };
+            match loaded {
+                Ok((leader, claimed)) => {
                     self.install(Some(leader.clone()));
                     info!(term, "serving data-node heartbeats");
-                    tokio::spawn(runner.clone().resume_all(leader.clone()));
+                    runner.clone().resume(leader.clone(), claimed);
                     tokio::spawn(sweep_tombstones(leader));
                     return;
                 }

@@ -177,6 +177,7 @@ pub struct ProcedureRunner {
     wait_limit: Duration,
 }
 
+#[derive(Debug)]
 struct Running {
     id: u64,
     plan: DdlPlan,
@@ -186,6 +187,13 @@ struct Running {
     /// The version the step broadcasts, when an earlier try of it ran over budget: the
     /// retry waits on that version's publication, not on a newer one.
     broadcasting: Option<u64>,
+}
+
+/// A procedure found running, holding its locks again, ready to be driven.
+#[derive(Debug)]
+pub struct Resumed {
+    running: Running,
+    held: crate::locks::Held,
 }
 
 /// Keeps the publication snapshot of every version a procedure broadcast until the procedure
@@ -305,31 +313,18 @@ impl ProcedureRunner {
         result
     }
 
-    /// Resumes every procedure a previous leader left running, then opens `leader` to new
-    /// DDL. Each one takes its locks before the next is looked at, and the leader accepts no
-    /// DDL until all hold theirs: a DDL accepted earlier could lock ahead of a procedure that
-    /// is halfway through changing what it plans against (a drop database ahead of a resumed
-    /// create table in it would leave a table row with no database).
-    pub async fn resume_all(self: Arc<Self>, leader: Arc<MetadataLeader>) {
-        let mut pause = Duration::from_millis(100);
-        let running = loop {
-            match leader.store().list_procedures(leader.cluster(), Some(State::Running.as_str()), 10_000).await {
-                Ok(running) => break running,
-                Err(error) => {
-                    warn!(%error, retry_in_ms = pause.as_millis() as u64, "could not list running procedures; trying again");
-                    tokio::select! {
-                        _ = tokio::time::sleep(pause) => {}
-                        _ = leader.token().cancelled() => return,
-                    }
-                    pause = (pause * 2).min(Duration::from_secs(5));
-                }
-            }
-        };
+    /// Takes the locks of every procedure an earlier leader (or an earlier state of this
+    /// term) left running, oldest first, before `leader` is installed: a new DDL accepted
+    /// before they hold their locks again could be planned against what one of them is
+    /// halfway through changing (a drop database ahead of a resumed create table in it would
+    /// leave a table row with no database). Procedures that ran at once held their locks at
+    /// once, so none waits here on another.
+    pub async fn claim_running(&self, leader: &MetadataLeader) -> Result<Vec<Resumed>, StoreError> {
+        let running = leader.store().list_procedures(leader.cluster(), Some(State::Running.as_str()), 10_000).await?;
         if !running.is_empty() {
             failpoint::pause(failpoint::DDL_BEFORE_RESUME).await;
         }
-        let count = running.len();
-        // Oldest first: the order they took their locks in.
+        let mut claimed = Vec::with_capacity(running.len());
         for row in running.into_iter().rev() {
             let Some((plan, locks)) = StoredPlan::decode(row.request.as_slice()).ok().as_ref().and_then(plan_of) else {
                 warn!(procedure = row.id, "a running procedure has an unreadable plan; leaving it");
@@ -339,20 +334,26 @@ impl ProcedureRunner {
                 warn!(procedure = row.id, step = %row.step, "a running procedure is at an unknown step; leaving it");
                 continue;
             };
-            info!(procedure = row.id, kind = plan.kind, target = %plan.target, %step, "resuming a procedure left by the previous leader");
+            let held = leader.locks().acquire(&locks).await;
+            claimed.push(Resumed {
+                running: Running { id: row.id, plan, step, error: row.error, broadcasting: None },
+                held,
+            });
+        }
+        Ok(claimed)
+    }
+
+    /// Drives every claimed procedure on a task of its own, and opens `leader` to new DDL.
+    pub fn resume(self: Arc<Self>, leader: Arc<MetadataLeader>, claimed: Vec<Resumed>) {
+        let count = claimed.len();
+        for Resumed { running, held } in claimed {
+            let (id, kind, target, step) = (running.id, running.plan.kind, running.plan.target.clone(), running.step);
+            info!(procedure = id, kind, %target, %step, "resuming a procedure left by the previous leader");
             metrics::procedure_resumed();
-            // Procedures that ran at once held their locks at once: none waits here on
-            // another, except behind one spawned before it, which goes on meanwhile.
-            let held = tokio::select! {
-                held = leader.locks().acquire(&locks) => held,
-                _ = leader.token().cancelled() => return,
-            };
             let runner = self.clone();
             let leader = leader.clone();
             tokio::spawn(async move {
-                let id = row.id;
-                let result =
-                    runner.drive(&leader, Running { id, plan, step, error: row.error, broadcasting: None }).await;
+                let result = runner.drive(&leader, running).await;
                 drop(held);
                 if let Err(error) = result {
                     warn!(procedure = id, %error, "resumed procedure did not finish here");
