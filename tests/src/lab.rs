@@ -63,11 +63,17 @@ impl AgentLab {
             })
             .await;
         }
-        // A new leader answers LEADER_STARTING until it has loaded the catalog.
+        // A new leader answers LEADER_STARTING until it has loaded its state (catalog reads
+        // may already be served from the store meanwhile): wait for a call only the loaded
+        // state answers, so that the first DDL of a test is accepted.
         let leader = cluster.leader_address().await;
-        eventually("the leader serves the catalog", Duration::from_secs(15), || {
+        eventually("the leader has loaded its state", Duration::from_secs(15), || {
             let mut catalog = catalog_at(&leader);
-            async move { catalog.list_databases(ListDatabasesRequest {}).await.ok().map(|_| ()) }
+            let mut nodes = crate::agents::data_nodes(&leader, &lease);
+            async move {
+                catalog.list_databases(ListDatabasesRequest {}).await.ok()?;
+                nodes.list_data_nodes(leasehold::v1::ListDataNodesRequest {}).await.ok().map(|_| ())
+            }
         })
         .await;
         Some(AgentLab { cluster, agents: started, lease })
