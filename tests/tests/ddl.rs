@@ -313,12 +313,7 @@ async fn refused_alters_and_drops_are_rolled_back_and_the_old_schema_is_served_a
         assert_eq!(names(&table.expect("t is still there").into_inner()), ["time", "v"], "{what}");
         let missing = client.get_table(GetTableRequest { database: "db".into(), name: "u".into() }).await;
         assert_eq!(missing.unwrap_err().code(), Code::NotFound, "{what}");
-        let snapshot = client
-            .get_snapshot(GetSnapshotRequest { since_version: 0, store_epoch: String::new() })
-            .await
-            .unwrap()
-            .into_inner();
-        let catalog = leasehold::catalog::catalog_of(&snapshot.snapshot).0;
+        let (catalog, version) = leader_catalog(&mut client).await;
         let t = catalog.table("db", "t").expect("t in the snapshot");
         assert!(
             t.state == leasehold_core::catalog::ObjectState::Visible
@@ -327,9 +322,19 @@ async fn refused_alters_and_drops_are_rolled_back_and_the_old_schema_is_served_a
         );
         assert!(catalog.table("db", "u").is_none(), "{what}: the hidden table is left");
         // Every agent serves the old schema at the rollback's version, and nothing of u.
-        lab.assert_agents_agree("db", "t", snapshot.version).await;
-        lab.assert_agents_agree("db", "u", snapshot.version).await;
+        lab.assert_agents_agree("db", "t", version).await;
+        lab.assert_agents_agree("db", "u", version).await;
     }
+}
+
+/// The leader's whole catalog, every state included, with its version.
+async fn leader_catalog(client: &mut CatalogClient<Channel>) -> (leasehold_core::catalog::Catalog, u64) {
+    let snapshot = client
+        .get_snapshot(GetSnapshotRequest { since_version: 0, store_epoch: String::new() })
+        .await
+        .unwrap()
+        .into_inner();
+    (leasehold::catalog::catalog_of(&snapshot.snapshot).0, snapshot.version)
 }
 
 /// Runs `request` through the SDK (which follows the leader) until it gives a final answer.
@@ -399,12 +404,7 @@ impl MatrixState {
 
     /// Reads it back from the leader's catalog.
     async fn read(client: &mut CatalogClient<Channel>) -> MatrixState {
-        let snapshot = client
-            .get_snapshot(GetSnapshotRequest { since_version: 0, store_epoch: String::new() })
-            .await
-            .unwrap()
-            .into_inner();
-        let catalog = leasehold::catalog::catalog_of(&snapshot.snapshot).0;
+        let (catalog, _) = leader_catalog(client).await;
         let table = client.get_table(GetTableRequest { database: "db".into(), name: "t".into() }).await.ok();
         MatrixState {
             table: table.map(|table| {

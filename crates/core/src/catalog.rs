@@ -451,6 +451,17 @@ pub(crate) mod tests {
         }
     }
 
+    pub(crate) fn view(database: &str, name: &str, state: ObjectState, version: u64) -> View {
+        View {
+            database: database.into(),
+            name: name.into(),
+            definition: "SELECT 1".into(),
+            state,
+            version,
+            created_version: version,
+        }
+    }
+
     pub(crate) fn table(database: &str, name: &str, state: ObjectState) -> Table {
         Table {
             database: database.into(),
@@ -474,15 +485,7 @@ pub(crate) mod tests {
         let mut catalog = Catalog::default();
         let refused = catalog.apply(&CatalogChange::PutTable(table("gone", "t", ObjectState::Visible))).unwrap_err();
         assert_eq!((refused.kind, refused.database.as_str(), refused.name.as_str()), ("table", "gone", "t"));
-        let view = View {
-            database: "gone".into(),
-            name: "v".into(),
-            definition: "SELECT 1".into(),
-            state: ObjectState::Visible,
-            version: 2,
-            created_version: 2,
-        };
-        assert!(catalog.apply(&CatalogChange::PutView(view)).is_err());
+        assert!(catalog.apply(&CatalogChange::PutView(view("gone", "v", ObjectState::Visible, 2))).is_err());
         assert!(catalog.is_empty(), "nothing was put: {catalog:?}");
     }
 
@@ -547,16 +550,7 @@ pub(crate) mod tests {
         let mut catalog = Catalog::default();
         catalog.apply(&CatalogChange::PutDatabase(database("db", ObjectState::Visible))).unwrap();
         catalog.apply(&CatalogChange::PutTable(table("db", "t", ObjectState::Hidden))).unwrap();
-        catalog
-            .apply(&CatalogChange::PutView(View {
-                database: "db".into(),
-                name: "v".into(),
-                definition: "SELECT 1".into(),
-                state: ObjectState::Visible,
-                version: 3,
-                created_version: 3,
-            }))
-            .unwrap();
+        catalog.apply(&CatalogChange::PutView(view("db", "v", ObjectState::Visible, 3))).unwrap();
         let mut rebuilt = Catalog::default();
         for change in catalog.snapshot() {
             rebuilt.apply(&change).unwrap();
@@ -591,14 +585,7 @@ pub(crate) mod tests {
         catalog.apply(&CatalogChange::RemoveTable { database: "db".into(), name: "t".into() }).unwrap();
         stamp(&mut catalog, CatalogChange::PutTable(table("db", "t", ObjectState::Hidden)), 14);
         assert_eq!(catalog.table("db", "t").unwrap().created_version, 14, "created again: another object");
-        let view = View {
-            database: "db".into(),
-            name: "v".into(),
-            definition: "SELECT 1".into(),
-            state: ObjectState::Hidden,
-            version: 0,
-            created_version: 0,
-        };
+        let view = view("db", "v", ObjectState::Hidden, 0);
         stamp(&mut catalog, CatalogChange::PutView(view.clone()), 15);
         stamp(&mut catalog, CatalogChange::PutView(View { state: ObjectState::Visible, ..view }), 16);
         assert_eq!(catalog.view("db", "v").unwrap().created_version, 15);

@@ -845,7 +845,7 @@ pub fn plan(catalog: &Catalog, request: &DdlRequest) -> Result<DdlPlan, DdlError
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::catalog::tests::{column, database, table};
+    use crate::catalog::tests::{column, database, table, view};
 
     fn spec(name: &str, category: Category) -> ColumnSpec {
         let data_type = if category == Category::Time { DataType::Timestamp } else { DataType::Int64 };
@@ -1144,16 +1144,7 @@ mod tests {
     #[test]
     fn every_plan_has_a_kind_a_new_leader_can_resume() {
         let mut catalog = catalog();
-        catalog
-            .apply(&CatalogChange::PutView(View {
-                database: "db".into(),
-                name: "v".into(),
-                definition: "SELECT 1".into(),
-                state: ObjectState::Visible,
-                version: 3,
-                created_version: 3,
-            }))
-            .unwrap();
+        catalog.apply(&CatalogChange::PutView(view("db", "v", ObjectState::Visible, 3))).unwrap();
         let alter = |action| DdlRequest::AlterTable { database: "db".into(), name: "existing".into(), action };
         let requests = [
             DdlRequest::CreateDatabase { name: "db2".into(), ttl: None, properties: BTreeMap::new() },
