@@ -48,10 +48,6 @@ impl DataNodesService {
     fn leader(&self) -> Result<Arc<MetadataLeader>, Status> {
         self.keeper.active(&self.ha)
     }
-
-    fn still_leader(&self) -> impl Fn() -> bool + '_ {
-        move || !self.ha.settings().mode.uses_lease() || self.ha.is_leader_now()
-    }
 }
 
 #[tonic::async_trait]
@@ -84,7 +80,7 @@ impl DataNodes for DataNodesService {
             let request = request.get_ref();
             validate_node(&request.node_id, &request.incarnation)?;
             let leader = self.leader()?;
-            Ok(Response::new(leader.heartbeat(request, self.still_leader())?))
+            Ok(Response::new(leader.heartbeat(request, || self.ha.grants_until())?))
         })();
         metrics::heartbeat(result.as_ref().map_or("refused", |_| "granted"), started.elapsed());
         metrics::record("Heartbeat", result)

@@ -313,6 +313,16 @@ impl Ha {
         self.permit().is_ok()
     }
 
+    /// The instant from which this node may grant no data-node lease: its local hold on the
+    /// coordinator lease (`MonoTime::ZERO` when it holds none); `None` in a mode without a
+    /// coordinator lease, whose grants no lease bounds.
+    pub fn grants_until(&self) -> Option<MonoTime> {
+        if !self.settings().mode.uses_lease() {
+            return None;
+        }
+        Some(self.hold_until().unwrap_or(MonoTime::ZERO))
+    }
+
     /// A permit to act as leader, checked now; `NotLeader` otherwise. A `disabled` node is
     /// never a leader in this sense: it has no lease and writes unguarded.
     pub fn permit(&self) -> Result<LeaderPermit, HaError> {

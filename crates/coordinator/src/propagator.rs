@@ -12,7 +12,7 @@ use leasehold::v1::ApplyInvalidationRequest;
 use leasehold::v1::agent_client::AgentClient;
 use leasehold_core::contact::NodeKey;
 use leasehold_core::propagation::{NextStep, PropagationPlan};
-use leasehold_core::verdict::{Verdict, decide};
+use leasehold_core::verdict::Verdict;
 use tonic::transport::{Channel, Endpoint};
 use tracing::{debug, info, warn};
 
@@ -145,19 +145,20 @@ impl Propagator {
             let acknowledged = leader.acknowledged();
             tokio::pin!(acknowledged);
             acknowledged.as_mut().enable();
-            let settlements = leader.settlements(version);
-            let now = leader.now();
-            let verdict = decide(version, &settlements, &refused, now, leader.proceed_after());
-            let wake_at = match plan.next_step(&verdict, round, started, now) {
+            // Pushes are due once per pause, and only to nodes not pushed to already: the
+            // ledger plans them for the nodes the verdict still waits for (one settled by time
+            // has provably fenced, and a push would only time out).
+            let pushes_due = (leader.now() >= next_push_at).then_some(&pushing);
+            let (step, now) = leader.broadcast_step(version, &refused, pushes_due);
+            let wake_at = match plan.next_step(&step.verdict, round, started, now) {
                 NextStep::Proceed => {
-                    let acked: Vec<String> =
-                        settlements.iter().filter(|s| s.acked >= version).map(|s| s.key.to_string()).collect();
-                    let fenced: Vec<String> = settlements
-                        .iter()
-                        .filter(|s| s.acked < version && s.stale_bound.is_some())
-                        .map(|s| s.key.to_string())
-                        .collect();
-                    break Ok(BroadcastOutcome { version, acknowledged: acked, fenced, waited: now - started });
+                    let names = |keys: &[NodeKey]| keys.iter().map(ToString::to_string).collect();
+                    break Ok(BroadcastOutcome {
+                        version,
+                        acknowledged: names(&step.acknowledged),
+                        fenced: names(&step.fenced),
+                        waited: now - started,
+                    });
                 }
                 NextStep::Fail => {
                     break Err(BroadcastError::Failed {
@@ -166,7 +167,7 @@ impl Propagator {
                     });
                 }
                 NextStep::OverBudget => {
-                    let pending = match &verdict {
+                    let pending = match &step.verdict {
                         Verdict::Wait { pending, .. } => pending.iter().map(ToString::to_string).collect(),
                         _ => Vec::new(),
                     };
@@ -174,23 +175,11 @@ impl Propagator {
                 }
                 NextStep::RetryAt(at) => at,
             };
-            if now >= next_push_at {
-                // Only nodes the verdict still waits for: one already settled by time (it has
-                // provably fenced) is not worth a push that would only time out.
-                let waiting_for: BTreeSet<&NodeKey> = match &verdict {
-                    Verdict::Wait { pending, .. } => pending.iter().collect(),
-                    _ => BTreeSet::new(),
-                };
-                let due: Vec<(NodeKey, u64)> = settlements
-                    .iter()
-                    .filter(|s| waiting_for.contains(&s.key) && !pushing.contains(&s.key))
-                    .map(|s| (s.key.clone(), s.acked))
-                    .collect();
-                let due = leader.push_targets(version, &due);
-                if !due.is_empty() {
+            if pushes_due.is_some() {
+                if !step.targets.is_empty() {
                     metrics::broadcast_round();
                 }
-                for (key, push) in self.pushes(leader, due) {
+                for (key, push) in self.pushes(leader, step.targets) {
                     pushing.insert(key);
                     inflight.spawn(push);
                 }

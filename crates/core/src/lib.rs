@@ -13,6 +13,7 @@
 //! - [`lease_timing`]: `T_fence`, `T_proceed` and the lease budget.
 //! - [`agent_lease`]: the agent's lease: anchored at send, apply before renew, fence.
 //! - [`contact`]: the leader's contacts and the stale bound `S(n, V)` of every publication.
+//! - [`ledger`]: the leader's per-term state: grants, publications, registry, broadcast rounds.
 //! - [`verdict`]: Proceed, Wait or Fail for one version.
 //! - [`propagation`]: rounds, backoff and budget of a broadcast.
 //! - [`catalog`]: databases, tables and views with their states; what a reader may see.
@@ -26,6 +27,7 @@ pub mod contact;
 pub mod ddl;
 pub mod election;
 pub mod lease_timing;
+pub mod ledger;
 pub mod mode;
 pub mod name;
 pub mod node_claim;

@@ -6,6 +6,9 @@
 //! on. A second leader may be promoted while the first still answers heartbeats (its hold
 //! may outlast the promotion by up to one lease TTL, as when the store's clock jumps).
 //!
+//! Each leader is the coordinator's own [`Ledger`]: heartbeats, publications,
+//! acknowledgements and verdicts go through the calls the coordinator makes.
+//!
 //! The property: whenever a leader's verdict says `Proceed` for version `V`, no agent, at
 //! that moment or any later one, holds a valid lease over a cache older than `V`.
 
@@ -15,10 +18,11 @@ use std::time::Duration;
 
 use leasehold_core::MonoTime;
 use leasehold_core::agent_lease::{HeartbeatTicket, LeaderRef, LeaseManager, ResponseDecision};
-use leasehold_core::contact::{ContactTracker, NodeKey};
+use leasehold_core::contact::NodeKey;
 use leasehold_core::lease_timing::LeaseTimings;
+use leasehold_core::ledger::{Beat, Inherited, Ledger, TermStart};
 use leasehold_core::timing::HaTimings;
-use leasehold_core::verdict::{Verdict, decide};
+use leasehold_core::verdict::Verdict;
 use proptest::prelude::*;
 
 const RHO: f64 = 0.01;
@@ -86,8 +90,8 @@ struct Leader {
     starts_us: u64,
     /// It answers heartbeats until then (its hold may outlast a successor's promotion).
     ends_us: u64,
-    version: u64,
-    tracker: ContactTracker,
+    /// The change payload is the version itself.
+    ledger: Ledger<u64>,
     pending: BTreeSet<u64>,
 }
 
@@ -140,6 +144,20 @@ fn earlier_grants() -> Duration {
 
 fn key(agent: usize) -> NodeKey {
     NodeKey::new(format!("a{agent}"), "1")
+}
+
+const STORE_EPOCH: &str = "e";
+
+/// The ledger of a term promoted at `promoted_at` that inherits `inherited`.
+fn ledger(promoted_at: MonoTime, earlier_grants: Duration, inherited: Inherited<u64>) -> Ledger<u64> {
+    let start = TermStart {
+        promoted_at,
+        earlier_grants,
+        proceed_after: proceed_after(),
+        retention: 64,
+        store_epoch: STORE_EPOCH.into(),
+    };
+    Ledger::new(start, inherited)
 }
 
 impl Sim {
@@ -220,8 +238,8 @@ impl Sim {
                 self.next_version += 1;
                 let version = self.next_version;
                 let leader = &mut self.leaders[l];
-                leader.version = version;
-                leader.tracker.publish(version);
+                let now = leader.clock.local(self.now_us);
+                leader.ledger.publish(version, version, None, now).expect("no catalog change");
                 leader.pending.insert(version);
                 let term = leader.term;
                 for a in 0..self.agents.len() {
@@ -232,20 +250,22 @@ impl Sim {
                 let old = self.leaders.len() - 1;
                 let clock = SimClock { rate: 1.0 + RHO * (self.rng.unit() * 2.0 - 1.0), base_us: 7_000_000 };
                 let promoted_at = clock.local(self.now_us);
-                let mut tracker = ContactTracker::new(promoted_at, earlier_grants());
-                for a in 0..self.agents.len() {
-                    tracker.inherit(key(a));
-                }
+                let version = self.next_version;
+                let inherited = Inherited {
+                    version,
+                    registered: (0..self.agents.len()).map(|a| (key(a), format!("a{a}:1"))).collect(),
+                    ..Inherited::default()
+                };
+                let mut ledger = ledger(promoted_at, earlier_grants(), inherited);
                 // The old leader may keep answering heartbeats until its own hold ends: at most
                 // one TTL of its clock after its last renewal, which preceded this promotion.
                 let overlap = (self.rng.unit() * LEASE_TTL.as_micros() as f64 / (1.0 + RHO)) as u64;
                 self.leaders[old].ends_us = self.now_us + overlap;
-                let version = self.next_version;
                 // The new leader resumes the newest broadcast the old one may have left
                 // undecided (a DDL step), a version it did not publish itself.
                 let mut pending = BTreeSet::new();
                 if version > 0 {
-                    tracker.watch(version);
+                    ledger.watch(version, promoted_at);
                     pending.insert(version);
                 }
                 self.leaders.push(Leader {
@@ -253,8 +273,7 @@ impl Sim {
                     clock,
                     starts_us: self.now_us,
                     ends_us: u64::MAX,
-                    version,
-                    tracker,
+                    ledger,
                     pending,
                 });
             }
@@ -265,10 +284,10 @@ impl Sim {
                     }
                     let now = self.leaders[l].clock.local(self.now_us);
                     for version in self.leaders[l].pending.clone() {
-                        let settlements = self.leaders[l].tracker.settlements(version);
-                        if decide(version, &settlements, &BTreeSet::new(), now, proceed_after()) == Verdict::Proceed {
+                        let step = self.leaders[l].ledger.broadcast_step(version, &BTreeSet::new(), None, now);
+                        if step.verdict == Verdict::Proceed {
                             self.leaders[l].pending.remove(&version);
-                            self.leaders[l].tracker.forget(version);
+                            self.leaders[l].ledger.forget(version);
                             if self.proceeded.is_none_or(|(v, _)| version > v) {
                                 self.proceeded = Some((version, self.now_us));
                             }
@@ -289,16 +308,19 @@ impl Sim {
         match message {
             Message::Heartbeat { agent, leader: l, ticket, applied, needs_resync } => {
                 let leader = &mut self.leaders[l];
-                if self.now_us < leader.starts_us || self.now_us >= leader.ends_us {
+                if self.now_us < leader.starts_us {
                     return;
                 }
                 let now = leader.clock.local(self.now_us);
-                // Recording the contact and choosing the response's version happen together.
-                if !leader.tracker.record_contact(&key(agent), now) {
+                // The leader grants nothing from the end of its hold on (never, for the newest).
+                let hold_until = (leader.ends_us != u64::MAX).then(|| leader.clock.local(leader.ends_us));
+                let node = key(agent);
+                let beat = Beat { key: &node, applied, store_epoch: STORE_EPOCH, needs_resync };
+                // Recording the contact and choosing the response's version are one call.
+                let Ok(grant) = leader.ledger.heartbeat(beat, hold_until, now) else {
                     return;
-                }
-                leader.tracker.record_ack(&key(agent), applied);
-                let (term, version) = (leader.term, leader.version);
+                };
+                let (term, version) = (leader.term, grant.version);
                 self.send(Message::Response { agent, ticket, leader: l, term, version, resync: needs_resync });
             }
             Message::Response { agent, ticket, leader, term, version, resync } => {
@@ -344,7 +366,7 @@ impl Sim {
                 }
             }
             Message::Ack { agent, leader, version } => {
-                self.leaders[leader].tracker.record_ack(&key(agent), version);
+                self.leaders[leader].ledger.record_ack(&key(agent), version);
             }
         }
     }
@@ -401,10 +423,10 @@ fn simulate(scenario: &Scenario) -> (Option<(u64, u64)>, u64) {
     let mut rng = Rng(scenario.seed);
     let mut rate = || 1.0 + RHO * (rng.unit() * 2.0 - 1.0);
     let first = SimClock { rate: rate(), base_us: 1_000_000 };
-    let mut tracker = ContactTracker::new(first.local(0), Duration::ZERO);
+    let mut first_ledger = ledger(first.local(0), Duration::ZERO, Inherited::default());
     let agents: Vec<Agent> = (0..scenario.agents)
         .map(|a| {
-            tracker.register(key(a), first.local(0));
+            first_ledger.register(&key(a).node_id, "1", &format!("a{a}:1"), None, first.local(0));
             let pauses = scenario
                 .pauses
                 .iter()
@@ -437,8 +459,7 @@ fn simulate(scenario: &Scenario) -> (Option<(u64, u64)>, u64) {
             clock: first,
             starts_us: 0,
             ends_us: u64::MAX,
-            version: 0,
-            tracker,
+            ledger: first_ledger,
             pending: BTreeSet::new(),
         }],
         agents,

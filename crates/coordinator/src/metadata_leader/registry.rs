@@ -1,0 +1,105 @@
+//! The registry's store writes: registering, deregistering and evicting incarnations, and
+//! forgetting tombstones that have provably fenced. Each is term-guarded and serialized with
+//! the publications; the ledger decides, the store records.
+
+use super::*;
+
+impl MetadataLeader {
+    /// Registers `node_id` at `incarnation` (a term-guarded write); an earlier incarnation
+    /// becomes a tombstone that still counts for broadcasts.
+    /// A retired incarnation is refused: a registration delayed past its own deregistration
+    /// (or an evicted agent coming back) must not revive it.
+    pub async fn register(&self, node_id: &str, incarnation: &str, address: &str) -> Result<(), MetadataError> {
+        let _serial = self.publications.lock().await;
+        let cluster = &self.identity.cluster;
+        let earlier = self.state().check_registration(node_id, incarnation).map_err(|_| {
+            MetadataError::IncarnationRetired { node_id: node_id.to_owned(), incarnation: incarnation.to_owned() }
+        })?;
+        let mut tx = self.begin_guarded().await?;
+        tx.upsert_data_node(cluster, node_id, incarnation, address).await?;
+        if let Some(earlier) = &earlier {
+            tx.put_tombstone(cluster, node_id, earlier).await?;
+        }
+        tx.commit().await?;
+        let mut state = self.state();
+        let replaced = state.register(node_id, incarnation, address, earlier, self.clock.now());
+        metrics::data_nodes_registered(state.registered_count());
+        drop(state);
+        match replaced {
+            Some(previous) => {
+                info!(node_id, incarnation, replaced = %previous, %address, "data node re-registered; the old incarnation counts until it has fenced")
+            }
+            None => info!(node_id, incarnation, %address, "data node registered"),
+        }
+        Ok(())
+    }
+
+    /// Removes `node_id` at `incarnation`; it still counts for broadcasts until it has fenced.
+    pub async fn deregister(&self, node_id: &str, incarnation: &str) -> Result<bool, MetadataError> {
+        let _serial = self.publications.lock().await;
+        let key = NodeKey::new(node_id, incarnation);
+        let removed = self.retire(std::slice::from_ref(&key)).await?;
+        info!(
+            node_id,
+            incarnation,
+            removed = !removed.is_empty(),
+            "data node deregistered; it counts until it has fenced"
+        );
+        Ok(!removed.is_empty())
+    }
+
+    /// Evicts every registered incarnation not heard from for `datanodes.evict-after` (never
+    /// less than `T_proceed`, so each has provably fenced); returns how many.
+    pub async fn evict_silent(&self) -> Result<usize, MetadataError> {
+        let _serial = self.publications.lock().await;
+        let evict_after = self.settings.evict_after.max(self.proceed_after);
+        let silent = self.state().silent(self.clock.now(), evict_after);
+        if silent.is_empty() {
+            return Ok(0);
+        }
+        let evicted = self.retire(&silent).await?;
+        for key in &evicted {
+            warn!(node = %key, silent_for_s = evict_after.as_secs(), "data node evicted: silent past datanodes.evict-after; it is told to start a new incarnation if it comes back");
+        }
+        metrics::data_nodes_evicted(evicted.len());
+        Ok(evicted.len())
+    }
+
+    /// Removes the registrations of `keys` and keeps them as tombstones, in the store and
+    /// here, in one guarded transaction; returns the ones that were registered. Call it under
+    /// the publication lock.
+    async fn retire(&self, keys: &[NodeKey]) -> Result<Vec<NodeKey>, MetadataError> {
+        let cluster = &self.identity.cluster;
+        let mut tx = self.begin_guarded().await?;
+        let mut removed = Vec::new();
+        for key in keys {
+            if tx.retire_data_node(cluster, &key.node_id, &key.incarnation).await? {
+                tx.put_tombstone(cluster, &key.node_id, &key.incarnation).await?;
+                removed.push(key.clone());
+            }
+        }
+        tx.commit().await?;
+        let mut state = self.state();
+        state.retire(keys, &removed, self.clock.now());
+        metrics::data_nodes_registered(state.registered_count());
+        Ok(removed)
+    }
+
+    /// Deletes the store rows of tombstones that have provably fenced; returns how many.
+    pub async fn sweep_tombstones(&self) -> Result<usize, MetadataError> {
+        let _serial = self.publications.lock().await;
+        let settled = self.state().settle_tombstones(self.clock.now());
+        if settled.is_empty() {
+            return Ok(0);
+        }
+        let cluster = &self.identity.cluster;
+        let mut tx = self.begin_guarded().await?;
+        for key in &settled {
+            tx.delete_tombstone(cluster, &key.node_id, &key.incarnation).await?;
+        }
+        tx.commit().await?;
+        self.state().tombstones_deleted(&settled);
+        info!(tombstones = settled.len(), "settled tombstones forgotten");
+        Ok(settled.len())
+    }
+}

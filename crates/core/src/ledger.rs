@@ -1,0 +1,773 @@
+//! The leader's data-node state for one term, as a plain value (DESIGN §4; docs/PROTOCOL.md).
+//!
+//! The ledger holds what the lease protocol decides on: the contact tracker, the newest
+//! published version with the changes retained up to it, the catalog at that version, the
+//! registry with its tombstones and retired incarnations, and every node's acknowledgement.
+//! Its methods take `now` and return decisions; the coordinator holds it under one lock, does
+//! the store writes around it and encodes what it returns.
+//!
+//! The step the promise rests on is [`Ledger::heartbeat`]: it checks that the leader may
+//! still grant, records the contact and chooses the answer's version in one call, and
+//! [`Ledger::publish`] snapshots every node's stale bound in one call. Under one lock, every
+//! answer chosen after a publication carries the new version and every earlier grant is in
+//! the snapshot.
+//!
+//! Generic over the change payload `C`, so that core never sees the wire format. Reads
+//! (`&self`) never change anything.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::time::Duration;
+
+use crate::catalog::{Catalog, CatalogChange, Orphaned};
+use crate::clock::MonoTime;
+use crate::contact::{ContactStatus, ContactTracker, NodeKey, Settlement};
+use crate::verdict::{Verdict, decide};
+
+/// What a new term starts from, as the store holds it.
+#[derive(Debug, Clone)]
+pub struct Inherited<C> {
+    /// The newest committed version.
+    pub version: u64,
+    /// Retained changes by version, oldest first; only the run that ends at `version` with
+    /// no holes is kept.
+    pub changes: Vec<(u64, C)>,
+    /// The catalog at `version`.
+    pub catalog: Catalog,
+    /// Every registered incarnation with its address: each may hold an earlier leader's lease.
+    pub registered: Vec<(NodeKey, String)>,
+    /// Incarnations put to rest that still have a tombstone row: they count until fenced.
+    pub tombstones: Vec<NodeKey>,
+    /// Incarnations deregistered or evicted whose node has not registered since.
+    pub retired: Vec<NodeKey>,
+}
+
+impl<C> Default for Inherited<C> {
+    fn default() -> Self {
+        Self {
+            version: 0,
+            changes: Vec::new(),
+            catalog: Catalog::default(),
+            registered: Vec::new(),
+            tombstones: Vec::new(),
+            retired: Vec::new(),
+        }
+    }
+}
+
+/// The term's fixed terms: when it began and what it grants.
+#[derive(Debug, Clone)]
+pub struct TermStart {
+    /// When the leader was promoted (or its state loaded again), on its clock.
+    pub promoted_at: MonoTime,
+    /// How long earlier leaders may have kept granting leases after `promoted_at`.
+    pub earlier_grants: Duration,
+    /// `T_proceed`: how long after a node's stale bound it has provably fenced.
+    pub proceed_after: Duration,
+    /// How many changes to retain for incremental answers and pushes.
+    pub retention: u64,
+    /// The store epoch versions are issued under.
+    pub store_epoch: String,
+}
+
+/// A registered incarnation's address.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Registered {
+    incarnation: String,
+    address: String,
+}
+
+/// One heartbeat, as the ledger needs it.
+#[derive(Debug, Clone, Copy)]
+pub struct Beat<'a> {
+    /// Who sends it.
+    pub key: &'a NodeKey,
+    /// The version its cache holds.
+    pub applied: u64,
+    /// The store epoch its cache came from.
+    pub store_epoch: &'a str,
+    /// Whether it asks for a snapshot.
+    pub needs_resync: bool,
+}
+
+/// A granted heartbeat: the lease was recorded, and this is the answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Grant<C> {
+    /// The version the answer carries: the newest published.
+    pub version: u64,
+    /// What brings the agent to `version`.
+    pub answer: Answer<C>,
+    /// Whether the heartbeat acknowledged a version above what the node had acknowledged
+    /// (a broadcast waiting on it may decide now).
+    pub acknowledged_more: bool,
+}
+
+/// What brings an agent to the answer's version.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Answer<C> {
+    /// The changes after the version it holds, oldest first (none when it is up to date).
+    Changes(Vec<C>),
+    /// The whole catalog ([`Ledger::catalog`]): its epoch differs, it asked for one, or the
+    /// changes it lacks are no longer retained.
+    Snapshot,
+}
+
+/// Why a heartbeat or a registration was refused; nothing was recorded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// The incarnation was put to rest (deregistered, evicted or replaced); it starts anew.
+    Retired,
+    /// The incarnation is not registered with this leader.
+    NotRegistered,
+    /// The leader's hold ended (or the state was given up): it grants nothing more.
+    NotLeading,
+}
+
+/// One node a broadcast still waits for, and what to push to it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PushTarget<C> {
+    /// The node's incarnation.
+    pub key: NodeKey,
+    /// Its address.
+    pub address: String,
+    /// The changes it lacks, oldest first (empty when it is too far behind for a push: it
+    /// resyncs through its heartbeat).
+    pub changes: Vec<C>,
+}
+
+/// One round of a broadcast: the verdict, and what to do about it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BroadcastStep<C> {
+    /// The verdict on the version.
+    pub verdict: Verdict,
+    /// On `Proceed`: the nodes that acknowledged the version.
+    pub acknowledged: Vec<NodeKey>,
+    /// On `Proceed`: the nodes waited out until they had provably fenced.
+    pub fenced: Vec<NodeKey>,
+    /// On `Wait`, when pushes are due: the pending nodes not already being pushed to.
+    pub targets: Vec<PushTarget<C>>,
+}
+
+/// How one tracked incarnation looks now, for `ListDataNodes`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeStatus {
+    /// The incarnation.
+    pub key: NodeKey,
+    /// The address its node id is registered at now (empty when none is).
+    pub address: String,
+    /// Registered, as opposed to a tombstone that still counts.
+    pub registered: bool,
+    /// Its lease as the leader sees it.
+    pub contact: ContactStatus,
+    /// The highest version it acknowledged.
+    pub acked: u64,
+}
+
+/// The leader's data-node state for one term.
+#[derive(Debug, Clone)]
+pub struct Ledger<C> {
+    tracker: ContactTracker,
+    proceed_after: Duration,
+    retention: u64,
+    store_epoch: String,
+    version: u64,
+    /// Consecutive changes ending at `version`.
+    changes: VecDeque<C>,
+    catalog: Catalog,
+    registry: BTreeMap<String, Registered>,
+    /// Tombstones with a row in the store, deleted once the tracker has let them go.
+    stored_tombstones: BTreeSet<NodeKey>,
+    /// Deregistered and evicted incarnations, remembered (like their store rows) until their
+    /// node registers again: they are never taken back.
+    retired: BTreeSet<NodeKey>,
+}
+
+impl<C: Clone> Ledger<C> {
+    /// The state of a term that begins at `start` from what the store holds.
+    pub fn new(start: TermStart, inherited: Inherited<C>) -> Self {
+        let mut tracker = ContactTracker::new(start.promoted_at, start.earlier_grants);
+        let mut registry = BTreeMap::new();
+        for (key, address) in inherited.registered {
+            tracker.inherit(key.clone());
+            registry.insert(key.node_id, Registered { incarnation: key.incarnation, address });
+        }
+        let mut stored_tombstones = BTreeSet::new();
+        for key in inherited.tombstones {
+            if registry.get(&key.node_id).is_none_or(|registered| registered.incarnation != key.incarnation) {
+                tracker.inherit_tombstone(key.clone());
+            }
+            stored_tombstones.insert(key);
+        }
+        let version = inherited.version;
+        let mut changes: VecDeque<(u64, C)> = inherited.changes.into_iter().collect();
+        // Keep only the run that ends at `version` with no holes.
+        while changes.front().is_some_and(|(front, _)| front + changes.len() as u64 != version + 1) {
+            changes.pop_front();
+        }
+        Self {
+            tracker,
+            proceed_after: start.proceed_after,
+            retention: start.retention,
+            store_epoch: start.store_epoch,
+            version,
+            changes: changes.into_iter().map(|(_, change)| change).collect(),
+            catalog: inherited.catalog,
+            registry,
+            stored_tombstones,
+            retired: inherited.retired.into_iter().collect(),
+        }
+    }
+
+    /// Handles a heartbeat at `now`: grants a lease (records the contact), counts what the
+    /// agent acknowledged, and chooses the answer. `hold_until` is the instant from which
+    /// this leader may grant nothing (its local hold on the coordinator lease); `None` for a
+    /// leader without a coordinator lease.
+    pub fn heartbeat(
+        &mut self,
+        beat: Beat<'_>,
+        hold_until: Option<MonoTime>,
+        now: MonoTime,
+    ) -> Result<Grant<C>, Refusal> {
+        if self.is_retired(beat.key) {
+            return Err(Refusal::Retired);
+        }
+        if !self.tracker.is_registered(beat.key) {
+            return Err(Refusal::NotRegistered);
+        }
+        if hold_until.is_some_and(|until| now >= until) {
+            return Err(Refusal::NotLeading);
+        }
+        self.tracker.record_contact(beat.key, now);
+        let current = beat.store_epoch == self.store_epoch && !beat.needs_resync;
+        let acknowledged_more = current && self.record_ack(beat.key, beat.applied);
+        let answer = current
+            .then(|| self.changes_between(beat.applied, self.version))
+            .flatten()
+            .map_or(Answer::Snapshot, Answer::Changes);
+        Ok(Grant { version: self.version, answer, acknowledged_more })
+    }
+
+    /// Records that `key` holds `version` (never more than was published); whether that is
+    /// more than it had acknowledged.
+    pub fn record_ack(&mut self, key: &NodeKey, version: u64) -> bool {
+        let version = version.min(self.version);
+        let before = self.tracker.acked(key);
+        self.tracker.record_ack(key, version);
+        version > before
+    }
+
+    /// Publishes the change committed at `version` (the next one): every later answer carries
+    /// it, and every node's stale bound is snapshotted for its broadcast. A catalog change is
+    /// applied to the catalog; one the catalog does not admit is refused with nothing changed.
+    pub fn publish(
+        &mut self,
+        version: u64,
+        change: C,
+        catalog: Option<&CatalogChange>,
+        now: MonoTime,
+    ) -> Result<(), Orphaned> {
+        if let Some(catalog_change) = catalog {
+            self.catalog.admits(catalog_change)?;
+            self.catalog.apply(catalog_change)?;
+        }
+        self.version = version;
+        self.changes.push_back(change);
+        while self.changes.len() as u64 > self.retention {
+            self.changes.pop_front();
+        }
+        self.tracker.collect_tombstones(now, self.proceed_after);
+        self.tracker.publish(version);
+        Ok(())
+    }
+
+    /// A broadcast of `version` begins: its publication snapshot stays until the matching
+    /// [`Ledger::forget`] (one is taken at `now` for a version this leader did not publish).
+    pub fn watch(&mut self, version: u64, now: MonoTime) {
+        self.tracker.collect_tombstones(now, self.proceed_after);
+        self.tracker.watch(version);
+    }
+
+    /// A broadcast of `version` is decided.
+    pub fn forget(&mut self, version: u64) {
+        self.tracker.forget(version);
+    }
+
+    /// One round of the broadcast of `version` at `now`: the verdict given the agents that
+    /// refused it, and when `pushes_due` says which nodes are being pushed to already, what to
+    /// push to each other pending node.
+    pub fn broadcast_step(
+        &self,
+        version: u64,
+        refused: &BTreeSet<NodeKey>,
+        pushes_due: Option<&BTreeSet<NodeKey>>,
+        now: MonoTime,
+    ) -> BroadcastStep<C> {
+        let settlements = self.tracker.settlements(version);
+        let verdict = decide(version, &settlements, refused, now, self.proceed_after);
+        let mut step = BroadcastStep { verdict, acknowledged: Vec::new(), fenced: Vec::new(), targets: Vec::new() };
+        match &step.verdict {
+            Verdict::Proceed => {
+                let (acknowledged, fenced): (Vec<&Settlement>, Vec<&Settlement>) = settlements
+                    .iter()
+                    .filter(|settlement| settlement.acked >= version || settlement.stale_bound.is_some())
+                    .partition(|settlement| settlement.acked >= version);
+                step.acknowledged = acknowledged.into_iter().map(|settlement| settlement.key.clone()).collect();
+                step.fenced = fenced.into_iter().map(|settlement| settlement.key.clone()).collect();
+            }
+            Verdict::Wait { pending, .. } => {
+                if let Some(in_flight) = pushes_due {
+                    let acked: BTreeMap<&NodeKey, u64> =
+                        settlements.iter().map(|settlement| (&settlement.key, settlement.acked)).collect();
+                    step.targets = pending
+                        .iter()
+                        .filter(|key| !in_flight.contains(*key))
+                        .filter_map(|key| self.push_target(key, acked.get(key).copied().unwrap_or(0), version))
+                        .collect();
+                }
+            }
+            Verdict::Fail { .. } => {}
+        }
+        step
+    }
+
+    /// What to push to `key` so that it reaches `version`, given the version it acknowledged;
+    /// `None` when that incarnation is not registered any more.
+    fn push_target(&self, key: &NodeKey, acked: u64, version: u64) -> Option<PushTarget<C>> {
+        let registered =
+            self.registry.get(&key.node_id).filter(|registered| registered.incarnation == key.incarnation)?;
+        let changes = self.changes_between(acked, version).unwrap_or_default();
+        Some(PushTarget { key: key.clone(), address: registered.address.clone(), changes })
+    }
+
+    /// Whether `node_id` may register at `incarnation`; the incarnation it replaces, if any,
+    /// which becomes a tombstone in the same store write.
+    pub fn check_registration(&self, node_id: &str, incarnation: &str) -> Result<Option<String>, Refusal> {
+        if self.is_retired(&NodeKey::new(node_id, incarnation)) {
+            return Err(Refusal::Retired);
+        }
+        Ok(self
+            .registry
+            .get(node_id)
+            .map(|registered| registered.incarnation.clone())
+            .filter(|earlier| earlier != incarnation))
+    }
+
+    /// `node_id` registered at `incarnation` and `address` at `now` (the store write done),
+    /// with `replaced` made a tombstone; returns the incarnation registered before, if it was
+    /// another one.
+    pub fn register(
+        &mut self,
+        node_id: &str,
+        incarnation: &str,
+        address: &str,
+        replaced: Option<String>,
+        now: MonoTime,
+    ) -> Option<String> {
+        if let Some(replaced) = replaced {
+            self.stored_tombstones.insert(NodeKey::new(node_id, replaced));
+        }
+        // The store forgot the node's retired incarnation with this registration.
+        self.retired.retain(|retired| retired.node_id != node_id);
+        let before = self
+            .registry
+            .insert(node_id.to_owned(), Registered { incarnation: incarnation.to_owned(), address: address.to_owned() })
+            .filter(|before| before.incarnation != incarnation);
+        self.tracker.register(NodeKey::new(node_id, incarnation), now);
+        before.map(|before| before.incarnation)
+    }
+
+    /// `keys` were put to rest at `now`; `removed` are those whose registration the store
+    /// write removed (the rest were not registered). Each stays a tombstone until it has
+    /// provably fenced, and is never taken back.
+    pub fn retire(&mut self, keys: &[NodeKey], removed: &[NodeKey], now: MonoTime) {
+        for key in keys {
+            if removed.contains(key) {
+                self.registry.remove(&key.node_id);
+                self.stored_tombstones.insert(key.clone());
+                self.retired.insert(key.clone());
+            }
+            self.tracker.deregister(key, now);
+        }
+    }
+
+    /// The registered incarnations silent at `now` for `evict_after`, never less than
+    /// `T_proceed` (so each has provably fenced).
+    pub fn silent(&self, now: MonoTime, evict_after: Duration) -> Vec<NodeKey> {
+        self.tracker.silent_for_at_least(now, evict_after.max(self.proceed_after))
+    }
+
+    /// Lets go of tombstones that have provably fenced at `now`; returns the stored ones whose
+    /// rows may go ([`Ledger::tombstones_deleted`] once they have).
+    pub fn settle_tombstones(&mut self, now: MonoTime) -> Vec<NodeKey> {
+        self.tracker.collect_tombstones(now, self.proceed_after);
+        let counted: BTreeSet<&NodeKey> =
+            self.tracker.nodes().filter(|(_, tombstone)| *tombstone).map(|(key, _)| key).collect();
+        self.stored_tombstones.iter().filter(|key| !counted.contains(key)).cloned().collect()
+    }
+
+    /// The store rows of `keys` were deleted.
+    pub fn tombstones_deleted(&mut self, keys: &[NodeKey]) {
+        for key in keys {
+            self.stored_tombstones.remove(key);
+        }
+    }
+
+    /// Every incarnation that still counts, with its lease status at `now`. A tombstone that
+    /// has provably fenced by `now` is left out.
+    pub fn statuses(&self, now: MonoTime) -> Vec<NodeStatus> {
+        self.tracker
+            .nodes()
+            .filter_map(|(key, tombstone)| {
+                let contact = self.tracker.status(key, now, self.proceed_after)?;
+                let settled = matches!(contact, ContactStatus::FencedByNow { .. } | ContactStatus::NeverGranted);
+                if tombstone && settled {
+                    return None;
+                }
+                let address =
+                    self.registry.get(&key.node_id).map(|registered| registered.address.clone()).unwrap_or_default();
+                Some(NodeStatus {
+                    key: key.clone(),
+                    address,
+                    registered: !tombstone,
+                    contact,
+                    acked: self.tracker.acked(key),
+                })
+            })
+            .collect()
+    }
+
+    /// The newest published version.
+    pub fn version(&self) -> u64 {
+        self.version
+    }
+
+    /// The catalog at [`Ledger::version`].
+    pub fn catalog(&self) -> &Catalog {
+        &self.catalog
+    }
+
+    /// The changes after `since` up to the newest version, with that version, if they are all
+    /// still retained.
+    pub fn changes_since(&self, since: u64) -> Option<(Vec<C>, u64)> {
+        Some((self.changes_between(since, self.version)?, self.version))
+    }
+
+    /// How many incarnations are registered.
+    pub fn registered_count(&self) -> usize {
+        self.registry.len()
+    }
+
+    /// How many tombstones have a store row.
+    pub fn stored_tombstone_count(&self) -> usize {
+        self.stored_tombstones.len()
+    }
+
+    /// The instant until which earlier leaders may have granted leases.
+    pub fn floor(&self) -> MonoTime {
+        self.tracker.floor()
+    }
+
+    /// `T_proceed`.
+    pub fn proceed_after(&self) -> Duration {
+        self.proceed_after
+    }
+
+    /// Whether `key` was put to rest: a tombstone still counted or still stored, or an
+    /// incarnation deregistered or evicted whose node has not registered since.
+    fn is_retired(&self, key: &NodeKey) -> bool {
+        self.tracker.is_tombstone(key) || self.stored_tombstones.contains(key) || self.retired.contains(key)
+    }
+
+    /// The retained changes after `since` up to `upto`, oldest first, or `None` when the
+    /// change right after `since` is no longer retained (or `since` is ahead). The log holds
+    /// consecutive versions, so the first one is found by its position, not by a scan: this
+    /// runs for every heartbeat.
+    fn changes_between(&self, since: u64, upto: u64) -> Option<Vec<C>> {
+        let oldest = self.version + 1 - self.changes.len() as u64;
+        if since > self.version || since.saturating_add(1) < oldest {
+            return None;
+        }
+        let first = (since + 1 - oldest) as usize;
+        let last = (upto.min(self.version) + 1).saturating_sub(oldest) as usize;
+        Some(self.changes.range(first..last.max(first)).cloned().collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PROCEED: Duration = Duration::from_millis(4060);
+    const GRANTS: Duration = Duration::from_millis(1020);
+
+    fn at(ms: u64) -> MonoTime {
+        MonoTime::from_duration(Duration::from_millis(ms))
+    }
+
+    fn key(node: &str, incarnation: &str) -> NodeKey {
+        NodeKey::new(node, incarnation)
+    }
+
+    fn start(promoted_at: u64, earlier_grants: Duration) -> TermStart {
+        TermStart {
+            promoted_at: at(promoted_at),
+            earlier_grants,
+            proceed_after: PROCEED,
+            retention: 3,
+            store_epoch: "e".into(),
+        }
+    }
+
+    /// A fresh term at 0 with nothing inherited, and `nodes` registered at 0.
+    fn ledger(nodes: &[&str]) -> Ledger<&'static str> {
+        let mut ledger = Ledger::new(start(0, Duration::ZERO), Inherited::default());
+        for node in nodes {
+            ledger.register(node, "1", &format!("{node}:1"), None, at(0));
+        }
+        ledger
+    }
+
+    fn beat(key: &NodeKey, applied: u64) -> Beat<'_> {
+        Beat { key, applied, store_epoch: "e", needs_resync: false }
+    }
+
+    fn publish(ledger: &mut Ledger<&'static str>, change: &'static str, now: u64) -> u64 {
+        let version = ledger.version() + 1;
+        ledger.publish(version, change, None, at(now)).unwrap();
+        version
+    }
+
+    #[test]
+    fn a_heartbeat_is_answered_with_the_changes_after_what_the_agent_holds() {
+        let mut ledger = ledger(&["a"]);
+        publish(&mut ledger, "v1", 10);
+        publish(&mut ledger, "v2", 20);
+        let grant = ledger.heartbeat(beat(&key("a", "1"), 1), Some(at(1000)), at(30));
+        assert_eq!(grant, Ok(Grant { version: 2, answer: Answer::Changes(vec!["v2"]), acknowledged_more: true }));
+    }
+
+    #[test]
+    fn an_agent_up_to_date_gets_no_changes_and_acknowledges_nothing_new() {
+        let mut ledger = ledger(&["a"]);
+        publish(&mut ledger, "v1", 10);
+        ledger.heartbeat(beat(&key("a", "1"), 1), None, at(20)).unwrap();
+        let grant = ledger.heartbeat(beat(&key("a", "1"), 1), None, at(30));
+        assert_eq!(grant, Ok(Grant { version: 1, answer: Answer::Changes(vec![]), acknowledged_more: false }));
+    }
+
+    #[test]
+    fn an_agent_behind_the_retained_changes_gets_a_snapshot() {
+        let mut ledger = ledger(&["a"]);
+        for change in ["v1", "v2", "v3", "v4"] {
+            publish(&mut ledger, change, 10);
+        }
+        assert_eq!(ledger.changes_since(0), None, "three are retained");
+        let grant = ledger.heartbeat(beat(&key("a", "1"), 0), None, at(20)).unwrap();
+        assert_eq!(grant.answer, Answer::Snapshot);
+        assert_eq!(ledger.changes_since(1), Some((vec!["v2", "v3", "v4"], 4)));
+    }
+
+    #[test]
+    fn a_resync_or_another_store_epoch_gets_a_snapshot_and_counts_no_acknowledgement() {
+        let mut ledger = ledger(&["a"]);
+        publish(&mut ledger, "v1", 10);
+        let a = key("a", "1");
+        let resync = Beat { needs_resync: true, ..beat(&a, 1) };
+        assert_eq!(
+            ledger.heartbeat(resync, None, at(20)),
+            Ok(Grant { version: 1, answer: Answer::Snapshot, acknowledged_more: false })
+        );
+        let other_epoch = Beat { store_epoch: "other", ..beat(&a, 1) };
+        assert_eq!(ledger.heartbeat(other_epoch, None, at(30)).unwrap().answer, Answer::Snapshot);
+        assert_eq!(ledger.statuses(at(30))[0].acked, 0);
+    }
+
+    #[test]
+    fn a_heartbeat_at_or_past_the_hold_is_refused_and_records_no_contact() {
+        let mut ledger = ledger(&["a"]);
+        let a = key("a", "1");
+        assert_eq!(ledger.heartbeat(beat(&a, 0), Some(at(500)), at(500)), Err(Refusal::NotLeading));
+        assert_eq!(ledger.statuses(at(600))[0].contact, ContactStatus::NeverGranted, "no lease was granted");
+        assert!(ledger.heartbeat(beat(&a, 0), Some(at(501)), at(500)).is_ok());
+    }
+
+    #[test]
+    fn an_unregistered_incarnation_is_refused_before_the_hold_is_looked_at() {
+        let mut ledger = ledger(&["a"]);
+        assert_eq!(ledger.heartbeat(beat(&key("a", "2"), 0), Some(at(0)), at(10)), Err(Refusal::NotRegistered));
+    }
+
+    #[test]
+    fn an_acknowledgement_never_counts_past_the_published_version() {
+        let mut ledger = ledger(&["a"]);
+        publish(&mut ledger, "v1", 10);
+        ledger.heartbeat(beat(&key("a", "1"), 9), None, at(20)).unwrap();
+        assert_eq!(ledger.statuses(at(20))[0].acked, 1);
+        assert!(!ledger.record_ack(&key("a", "1"), 1), "nothing new");
+    }
+
+    #[test]
+    fn a_broadcast_waits_for_a_node_heard_before_the_publication_and_pushes_it_the_changes() {
+        let mut ledger = ledger(&["a", "b"]);
+        ledger.heartbeat(beat(&key("a", "1"), 0), None, at(100)).unwrap();
+        ledger.heartbeat(beat(&key("b", "1"), 0), None, at(100)).unwrap();
+        let version = publish(&mut ledger, "v1", 200);
+        ledger.watch(version, at(200));
+        ledger.heartbeat(beat(&key("a", "1"), 1), None, at(300)).unwrap();
+        let step = ledger.broadcast_step(version, &BTreeSet::new(), Some(&BTreeSet::new()), at(300));
+        assert_eq!(
+            step,
+            BroadcastStep {
+                verdict: Verdict::Wait { pending: vec![key("b", "1")], next_settlement: Some(at(100) + PROCEED) },
+                acknowledged: vec![],
+                fenced: vec![],
+                targets: vec![PushTarget { key: key("b", "1"), address: "b:1".into(), changes: vec!["v1"] }],
+            }
+        );
+    }
+
+    #[test]
+    fn no_push_is_planned_when_none_is_due_or_the_node_is_being_pushed_to() {
+        let mut ledger = ledger(&["b"]);
+        ledger.heartbeat(beat(&key("b", "1"), 0), None, at(100)).unwrap();
+        let version = publish(&mut ledger, "v1", 200);
+        assert!(ledger.broadcast_step(version, &BTreeSet::new(), None, at(300)).targets.is_empty());
+        let in_flight = BTreeSet::from([key("b", "1")]);
+        assert!(ledger.broadcast_step(version, &BTreeSet::new(), Some(&in_flight), at(300)).targets.is_empty());
+    }
+
+    #[test]
+    fn a_broadcast_proceeds_naming_who_acknowledged_and_who_was_waited_out() {
+        let mut ledger = ledger(&["a", "b", "c"]);
+        ledger.heartbeat(beat(&key("a", "1"), 0), None, at(100)).unwrap();
+        ledger.heartbeat(beat(&key("b", "1"), 0), None, at(100)).unwrap();
+        let version = publish(&mut ledger, "v1", 200);
+        ledger.watch(version, at(200));
+        ledger.record_ack(&key("a", "1"), 1);
+        let step = ledger.broadcast_step(version, &BTreeSet::new(), Some(&BTreeSet::new()), at(100) + PROCEED);
+        assert_eq!(
+            step,
+            BroadcastStep {
+                verdict: Verdict::Proceed,
+                acknowledged: vec![key("a", "1")],
+                // c was never granted a lease: it neither acknowledged nor was waited out.
+                fenced: vec![key("b", "1")],
+                targets: vec![],
+            }
+        );
+    }
+
+    #[test]
+    fn a_refused_change_fails_its_broadcast_with_no_pushes() {
+        let mut ledger = ledger(&["a"]);
+        ledger.heartbeat(beat(&key("a", "1"), 0), None, at(100)).unwrap();
+        let version = publish(&mut ledger, "v1", 200);
+        let refused = BTreeSet::from([key("a", "1")]);
+        let step = ledger.broadcast_step(version, &refused, Some(&BTreeSet::new()), at(300));
+        assert_eq!(step.verdict, Verdict::Fail { refused: vec![key("a", "1")] });
+        assert!(step.targets.is_empty());
+    }
+
+    #[test]
+    fn an_inherited_node_is_waited_for_until_the_promotion_floor_is_settled() {
+        let inherited =
+            Inherited::<&str> { version: 4, registered: vec![(key("a", "1"), "a:1".into())], ..Default::default() };
+        let mut ledger = Ledger::new(start(5000, GRANTS), inherited);
+        ledger.watch(4, at(5000));
+        let just_before = (at(5000) + GRANTS + PROCEED).saturating_sub(Duration::from_millis(1));
+        assert!(matches!(ledger.broadcast_step(4, &BTreeSet::new(), None, just_before).verdict, Verdict::Wait { .. }));
+        assert_eq!(
+            ledger.broadcast_step(4, &BTreeSet::new(), None, at(5000) + GRANTS + PROCEED).verdict,
+            Verdict::Proceed
+        );
+    }
+
+    #[test]
+    fn inherited_changes_keep_only_the_run_that_ends_at_the_version() {
+        let inherited =
+            Inherited { version: 7, changes: vec![(3, "v3"), (5, "v5"), (6, "v6"), (7, "v7")], ..Default::default() };
+        let ledger = Ledger::new(start(0, Duration::ZERO), inherited);
+        assert_eq!(ledger.changes_since(4), Some((vec!["v5", "v6", "v7"], 7)));
+        assert_eq!(ledger.changes_since(3), None, "the hole after 3 is not bridged");
+    }
+
+    #[test]
+    fn an_inherited_tombstone_of_the_registered_incarnation_is_only_a_stored_row() {
+        let inherited = Inherited::<&str> {
+            registered: vec![(key("a", "2"), "a:2".into())],
+            tombstones: vec![key("a", "1"), key("a", "2")],
+            ..Default::default()
+        };
+        let ledger = Ledger::new(start(0, GRANTS), inherited);
+        let statuses: Vec<(NodeKey, bool)> =
+            ledger.statuses(at(10)).into_iter().map(|status| (status.key, status.registered)).collect();
+        assert_eq!(statuses, [(key("a", "1"), false), (key("a", "2"), true)]);
+        assert_eq!(ledger.stored_tombstone_count(), 2);
+    }
+
+    #[test]
+    fn a_new_incarnation_replaces_the_old_one_which_is_refused_from_then_on() {
+        let mut ledger = ledger(&["a"]);
+        assert_eq!(ledger.check_registration("a", "2"), Ok(Some("1".into())));
+        assert_eq!(ledger.register("a", "2", "a:2", Some("1".into()), at(50)), Some("1".into()));
+        assert_eq!(ledger.heartbeat(beat(&key("a", "1"), 0), None, at(60)), Err(Refusal::Retired));
+        assert_eq!(ledger.check_registration("a", "1"), Err(Refusal::Retired));
+        assert_eq!(ledger.check_registration("a", "2"), Ok(None), "registering again changes nothing");
+        assert_eq!(ledger.registered_count(), 1);
+    }
+
+    #[test]
+    fn a_retired_incarnation_is_refused_until_its_node_registers_anew() {
+        let mut ledger = ledger(&["a"]);
+        ledger.retire(&[key("a", "1")], &[key("a", "1")], at(10));
+        assert_eq!(ledger.registered_count(), 0);
+        // Settled and swept, it is still remembered as retired.
+        let settled = ledger.settle_tombstones(at(10) + PROCEED);
+        assert_eq!(settled, [key("a", "1")]);
+        ledger.tombstones_deleted(&settled);
+        assert_eq!(ledger.check_registration("a", "1"), Err(Refusal::Retired));
+        ledger.register("a", "2", "a:2", None, at(20_000));
+        assert_eq!(ledger.check_registration("a", "1"), Ok(Some("2".into())), "the store forgot it too");
+    }
+
+    #[test]
+    fn a_tombstone_is_listed_until_it_has_provably_fenced_and_never_collected_by_a_read() {
+        let mut ledger = ledger(&["a"]);
+        ledger.heartbeat(beat(&key("a", "1"), 0), None, at(1000)).unwrap();
+        ledger.retire(&[key("a", "1")], &[key("a", "1")], at(2000));
+        let listed = |ledger: &Ledger<&str>, now| ledger.statuses(now).len();
+        assert_eq!(listed(&ledger, (at(1000) + PROCEED).saturating_sub(Duration::from_millis(1))), 1);
+        assert_eq!(listed(&ledger, at(1000) + PROCEED), 0);
+        assert_eq!(ledger.settle_tombstones((at(1000) + PROCEED).saturating_sub(Duration::from_millis(1))), []);
+        assert_eq!(ledger.settle_tombstones(at(1000) + PROCEED), [key("a", "1")]);
+    }
+
+    #[test]
+    fn silent_nodes_are_found_after_at_least_t_proceed() {
+        let mut ledger = ledger(&["a", "b"]);
+        ledger.heartbeat(beat(&key("b", "1"), 0), None, at(3000)).unwrap();
+        // Asked for less than T_proceed, the ledger still waits T_proceed.
+        assert_eq!(ledger.silent(at(4059), Duration::from_millis(10)), []);
+        assert_eq!(ledger.silent(at(4060), Duration::from_millis(10)), [key("a", "1")]);
+    }
+
+    #[test]
+    fn an_orphaned_catalog_change_is_refused_with_nothing_published() {
+        let mut ledger = ledger(&[]);
+        let table = crate::catalog::Table {
+            database: "missing".into(),
+            name: "t".into(),
+            columns: vec![],
+            ttl: None,
+            properties: Default::default(),
+            comment: String::new(),
+            state: crate::catalog::ObjectState::Visible,
+            version: 1,
+            created_version: 1,
+            drop_ordered_version: 0,
+        };
+        let put = CatalogChange::PutTable(table);
+        assert!(ledger.publish(1, "v1", Some(&put), at(10)).is_err());
+        assert_eq!(ledger.version(), 0);
+        assert_eq!(ledger.changes_since(0), Some((vec![], 0)));
+    }
+}
