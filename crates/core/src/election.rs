@@ -1,4 +1,4 @@
-//! Who should take an expired lease first.
+//! Who should take an expired lease first, and what a follower does after reading the lease.
 //!
 //! After an expiry, every live candidate ranks itself among the others (priority first, higher
 //! wins; then node id, smaller wins) and the candidate ranked `k` waits `k · ha.priority-step`
@@ -6,7 +6,11 @@
 //! only about *who* wins, never about safety: two candidates with the same rank still produce
 //! exactly one winner per term.
 
+use std::str::FromStr;
 use std::time::Duration;
+
+use crate::clock::MonoTime;
+use crate::mode::HaMode;
 
 /// A live candidate as the registry shows it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -38,6 +42,93 @@ pub fn rank<'a>(me: Candidate<'_>, others: impl IntoIterator<Item = Candidate<'a
 pub fn acquire_delay(expired_for: Duration, rank: usize, step: Duration, poll_interval: Duration) -> Duration {
     let after_expiry = step * rank as u32;
     if expired_for > poll_interval { after_expiry } else { after_expiry.saturating_sub(expired_for) }
+}
+
+/// A coordinator as the registry shows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RegistryEntry<'a> {
+    /// Its stable node id.
+    pub node_id: &'a str,
+    /// Its stored mode name.
+    pub mode: &'a str,
+    /// Its priority.
+    pub priority: i32,
+    /// Whether a process runs under it (it has an incarnation: it was not stopped).
+    pub running: bool,
+    /// When it last refreshed its row, on the store's clock (ms).
+    pub last_seen_ms: i64,
+}
+
+/// The candidates among `entries` that count for ranking at `store_now_ms`: refreshed within
+/// one `ttl`, running, in a candidate mode, and not the holder whose lease just expired.
+pub fn live_candidates<'a>(
+    entries: impl IntoIterator<Item = RegistryEntry<'a>>,
+    store_now_ms: i64,
+    ttl: Duration,
+    expired_holder: Option<&'a str>,
+) -> impl Iterator<Item = Candidate<'a>> {
+    let window_ms = ttl.as_millis() as i64;
+    entries
+        .into_iter()
+        .filter(move |entry| {
+            entry.running
+                && store_now_ms - entry.last_seen_ms < window_ms
+                && Some(entry.node_id) != expired_holder
+                && HaMode::from_str(entry.mode).is_ok_and(HaMode::is_candidate)
+        })
+        .map(|entry| Candidate { node_id: entry.node_id, priority: entry.priority })
+}
+
+/// The lease row as a follower read it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LeaseSeen {
+    /// Whether it had expired on the store's clock.
+    pub expired: bool,
+    /// How far its expiry was from the store's clock, either way.
+    pub from_expiry: Duration,
+}
+
+/// What a follower's settings say about contending.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FollowerState {
+    /// Its mode now.
+    pub mode: HaMode,
+    /// Take the lease at once, without the priority back-off (a switch to master).
+    pub contend_now: bool,
+    /// After a demotion it sits out until then, so that a successor takes over.
+    pub sit_out_until: Option<MonoTime>,
+}
+
+/// What a follower does after reading the lease.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FollowStep {
+    /// Read again after this long (sooner when a setting changes).
+    ReadAgainAfter(Duration),
+    /// Try to acquire now.
+    AcquireNow,
+    /// Rank itself among the live candidates and try after [`acquire_delay`] for an expiry
+    /// this long ago.
+    AcquireAfterBackOff {
+        /// How long ago the lease expired.
+        expired_for: Duration,
+    },
+}
+
+/// The follower's choice at `now`, given the lease it read and its settings.
+pub fn follow_step(lease: LeaseSeen, state: FollowerState, now: MonoTime, poll_interval: Duration) -> FollowStep {
+    if !lease.expired {
+        return FollowStep::ReadAgainAfter(lease.from_expiry.min(poll_interval));
+    }
+    if !state.mode.is_candidate() {
+        return FollowStep::ReadAgainAfter(poll_interval);
+    }
+    if let Some(until) = state.sit_out_until.filter(|until| now < *until) {
+        return FollowStep::ReadAgainAfter(now.until(until).min(poll_interval));
+    }
+    if state.contend_now {
+        return FollowStep::AcquireNow;
+    }
+    FollowStep::AcquireAfterBackOff { expired_for: lease.from_expiry }
 }
 
 #[cfg(test)]
@@ -78,5 +169,91 @@ mod tests {
         let poll = Duration::from_millis(200);
         assert_eq!(acquire_delay(Duration::from_secs(3600), 2, step, poll), Duration::from_millis(400));
         assert_eq!(acquire_delay(Duration::from_secs(3600), 0, step, poll), Duration::ZERO);
+    }
+
+    fn entry<'a>(
+        node_id: &'a str,
+        mode: &'a str,
+        priority: i32,
+        running: bool,
+        last_seen_ms: i64,
+    ) -> RegistryEntry<'a> {
+        RegistryEntry { node_id, mode, priority, running, last_seen_ms }
+    }
+
+    #[test]
+    fn only_live_candidates_other_than_the_expired_holder_rank() {
+        let entries = [
+            entry("a", "auto", 5, true, 9_500),
+            entry("b", "hot-backup", 9, true, 9_500),
+            entry("c", "standby", 7, true, 2_000),
+            entry("d", "auto", 8, false, 9_900),
+            entry("e", "hot-standby", 1, true, 9_000),
+            entry("old", "auto", 100, true, 9_999),
+        ];
+        let ids: Vec<_> =
+            live_candidates(entries, 10_000, Duration::from_secs(6), Some("old")).map(|c| c.node_id).collect();
+        assert_eq!(ids, ["a", "e"]);
+    }
+
+    const POLL: Duration = Duration::from_millis(200);
+
+    fn at(ms: u64) -> MonoTime {
+        MonoTime::from_duration(Duration::from_millis(ms))
+    }
+
+    fn auto() -> FollowerState {
+        FollowerState { mode: HaMode::Auto, contend_now: false, sit_out_until: None }
+    }
+
+    fn expired(ms: u64) -> LeaseSeen {
+        LeaseSeen { expired: true, from_expiry: Duration::from_millis(ms) }
+    }
+
+    #[test]
+    fn a_live_lease_is_read_again_at_its_expiry_or_the_poll_interval() {
+        let live = |ms| LeaseSeen { expired: false, from_expiry: Duration::from_millis(ms) };
+        assert_eq!(follow_step(live(50), auto(), at(0), POLL), FollowStep::ReadAgainAfter(Duration::from_millis(50)));
+        assert_eq!(follow_step(live(5000), auto(), at(0), POLL), FollowStep::ReadAgainAfter(POLL));
+    }
+
+    #[test]
+    fn an_expired_lease_is_contended_after_the_back_off() {
+        assert_eq!(
+            follow_step(expired(30), auto(), at(0), POLL),
+            FollowStep::AcquireAfterBackOff { expired_for: Duration::from_millis(30) }
+        );
+    }
+
+    #[test]
+    fn a_switch_to_master_contends_at_once() {
+        let state = FollowerState { mode: HaMode::Master, contend_now: true, sit_out_until: None };
+        assert_eq!(follow_step(expired(30), state, at(0), POLL), FollowStep::AcquireNow);
+    }
+
+    #[test]
+    fn a_hot_backup_only_watches_while_standbys_contend() {
+        let backup = FollowerState { mode: HaMode::HotBackup, ..auto() };
+        assert_eq!(follow_step(expired(30), backup, at(0), POLL), FollowStep::ReadAgainAfter(POLL));
+        for mode in [HaMode::Standby, HaMode::HotStandby] {
+            let state = FollowerState { mode, ..auto() };
+            assert!(
+                matches!(follow_step(expired(30), state, at(0), POLL), FollowStep::AcquireAfterBackOff { .. }),
+                "{mode:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_demoted_node_sits_out_until_its_time_is_up() {
+        let state = FollowerState { sit_out_until: Some(at(1000)), ..auto() };
+        assert_eq!(
+            follow_step(expired(0), state, at(900), POLL),
+            FollowStep::ReadAgainAfter(Duration::from_millis(100))
+        );
+        assert_eq!(
+            follow_step(expired(0), state, at(1000), POLL),
+            FollowStep::AcquireAfterBackOff { expired_for: Duration::ZERO }
+        );
     }
 }

@@ -7,7 +7,8 @@
 //! - [`clock`]: the suspend-aware monotonic clock (`CLOCK_BOOTTIME`) and a manual clock.
 //! - [`mode`]: the HA modes and roles, and what each mode may do.
 //! - [`timing`]: the HA timing settings, the leader's local hold, and their validation.
-//! - [`election`]: candidate ranking and the priority back-off after an expiry.
+//! - [`election`]: candidate ranking, the priority back-off, and the follower's choice.
+//! - [`leadership`]: the leader's renewal and step-down choices.
 //! - [`node_claim`]: whether a starting node may take its node id from the registry.
 //! - [`name`]: validation of node ids and cluster names.
 //! - [`lease_timing`]: `T_fence`, `T_proceed` and the lease budget.
@@ -26,6 +27,7 @@ pub mod clock;
 pub mod contact;
 pub mod ddl;
 pub mod election;
+pub mod leadership;
 pub mod lease_timing;
 pub mod ledger;
 pub mod mode;

@@ -1,0 +1,332 @@
+//! The election loop: the follower reads the lease and contends once it has expired, the
+//! leader renews and steps down. Every choice is a pure function in core
+//! ([`follow_step`], [`after_renewal`]); this is their runtime.
+
+use super::*;
+
+struct Acquired {
+    term: u64,
+    sent: MonoTime,
+    view: LeaseView,
+}
+
+impl Ha {
+    /// Runs the election until `shutdown`; on the way out a leader steps down, then releases
+    /// the lease so that a successor takes over at once, and the registry row is marked
+    /// stopped. Returns an error when this node cannot go on (its id was taken, or `master`
+    /// found a live leader).
+    pub async fn run(&self, shutdown: CancellationToken) -> Result<(), HaError> {
+        if !self.inner.settings.mode.uses_lease() {
+            info!(node_id = %self.inner.settings.node_id, "ha.mode is disabled: serving stand-alone, without a lease");
+            metrics::set_leader(false, 0);
+            shutdown.cancelled().await;
+            return Ok(());
+        }
+        let mut session = self.inner.ha_store.lease_session(self.inner.settings.timings.store_timeout);
+        let id_lost = CancellationToken::new();
+        let refresher = tokio::spawn(self.clone().refresh_registry(shutdown.clone(), id_lost.clone()));
+        self.set_role(HaRole::Follower, "registered");
+
+        let mut result = Ok(());
+        let mut first = None;
+        if self.inner.settings.mode == HaMode::Master {
+            match self.master_start(&mut session).await {
+                Ok(acquired) => first = Some(acquired),
+                Err(error) => result = Err(error),
+            }
+        }
+        if result.is_ok() {
+            loop {
+                let acquired = match first.take() {
+                    Some(acquired) => Some(acquired),
+                    None => self.follow(&mut session, &shutdown, &id_lost).await,
+                };
+                let Some(acquired) = acquired else { break };
+                self.lead(&mut session, acquired, &shutdown, &id_lost).await;
+            }
+            if id_lost.is_cancelled() {
+                result = Err(HaError::NodeIdLost { node_id: self.inner.settings.node_id.clone() });
+            }
+        }
+
+        refresher.abort();
+        let _ = refresher.await;
+        if !id_lost.is_cancelled() {
+            let settings = &self.inner.settings;
+            match self.inner.ha_store.stop_node(&settings.cluster, &settings.node_id, &self.inner.incarnation).await {
+                Ok(_) => {
+                    info!(node_id = %settings.node_id, "marked stopped in the coordinator registry")
+                }
+                Err(error) => {
+                    warn!(%error, "could not mark this node stopped; a restart waits one lease TTL for its id")
+                }
+            }
+        }
+        self.set_role(HaRole::Stopped, "shutdown");
+        result
+    }
+
+    /// `master` at start: take the lease now, or fail at once when a live leader exists.
+    async fn master_start(&self, session: &mut LeaseSession) -> Result<Acquired, HaError> {
+        let settings = &self.inner.settings;
+        for _ in 0..3 {
+            let read_at = self.inner.clock.now();
+            let view = session.read_lease(&settings.cluster).await?;
+            self.observe_lease(&view, read_at);
+            if let Some(holder) = view.live_holder() {
+                return Err(HaError::LiveLeaderAtStart {
+                    node_id: holder.node_id.clone(),
+                    address: holder.address.clone(),
+                    term: view.term,
+                    remaining_ms: view.remaining_ms(),
+                });
+            }
+            let sent = self.inner.clock.now();
+            if let Some(term) =
+                session.try_acquire(&settings.cluster, &view, &self.holder(), settings.timings.lease_ttl).await?
+            {
+                metrics::acquire("won");
+                return Ok(Acquired { term, sent, view });
+            }
+            metrics::acquire("lost");
+        }
+        let view = session.read_lease(&settings.cluster).await?;
+        let holder = view.holder.clone().unwrap_or(LeaseHolder {
+            node_id: "another node".into(),
+            incarnation: String::new(),
+            address: String::new(),
+        });
+        Err(HaError::LiveLeaderAtStart {
+            node_id: holder.node_id,
+            address: holder.address,
+            term: view.term,
+            remaining_ms: view.remaining_ms(),
+        })
+    }
+
+    /// The follower loop: returns once this node acquired the lease, or `None` at shutdown.
+    async fn follow(
+        &self,
+        session: &mut LeaseSession,
+        shutdown: &CancellationToken,
+        id_lost: &CancellationToken,
+    ) -> Option<Acquired> {
+        let settings = &self.inner.settings;
+        let timings = &settings.timings;
+        loop {
+            metrics::loop_iteration("follower");
+            if shutdown.is_cancelled() || id_lost.is_cancelled() {
+                return None;
+            }
+            let read_at = self.inner.clock.now();
+            let view = match session.read_lease(&settings.cluster).await {
+                Ok(view) => view,
+                Err(error) => {
+                    metrics::store_error("read lease");
+                    warn!(%error, "could not read the lease; retrying");
+                    self.pause(timings.poll_interval, shutdown, id_lost, true).await;
+                    continue;
+                }
+            };
+            self.observe_lease(&view, read_at);
+            let lease = LeaseSeen {
+                expired: view.is_expired(),
+                from_expiry: Duration::from_millis(view.remaining_ms().unsigned_abs()),
+            };
+            let state = {
+                let control = self.control();
+                FollowerState {
+                    mode: control.mode,
+                    contend_now: control.contend_now,
+                    sit_out_until: control.sit_out_until,
+                }
+            };
+            let delay = match follow_step(lease, state, self.inner.clock.now(), timings.poll_interval) {
+                FollowStep::ReadAgainAfter(pause) => {
+                    self.pause(pause, shutdown, id_lost, true).await;
+                    continue;
+                }
+                FollowStep::AcquireNow => Duration::ZERO,
+                FollowStep::AcquireAfterBackOff { expired_for } => {
+                    let my_rank = self.rank(&view).await;
+                    acquire_delay(expired_for, my_rank, timings.priority_step, timings.poll_interval)
+                }
+            };
+            if !delay.is_zero() {
+                // Not woken by setting changes: the back-off is what makes priority hold.
+                self.pause(delay, shutdown, id_lost, false).await;
+                if shutdown.is_cancelled() || id_lost.is_cancelled() || !self.control().mode.is_candidate() {
+                    continue;
+                }
+            }
+            let sent = self.inner.clock.now();
+            match session.try_acquire(&settings.cluster, &view, &self.holder(), timings.lease_ttl).await {
+                Ok(Some(term)) => {
+                    metrics::acquire("won");
+                    return Some(Acquired { term, sent, view });
+                }
+                Ok(None) => metrics::acquire("lost"),
+                Err(error) => {
+                    metrics::acquire("error");
+                    warn!(%error, "lease acquire failed; retrying");
+                    self.pause(timings.poll_interval, shutdown, id_lost, true).await;
+                }
+            }
+        }
+    }
+
+    /// The leader loop: renews until shutdown, demotion, loss of the lease, or the end of the
+    /// local hold, then steps down (and releases the lease when leaving on purpose).
+    async fn lead(
+        &self,
+        session: &mut LeaseSession,
+        acquired: Acquired,
+        shutdown: &CancellationToken,
+        id_lost: &CancellationToken,
+    ) {
+        let settings = &self.inner.settings;
+        let timings = &settings.timings;
+        let clock = &self.inner.clock;
+        let term = acquired.term;
+        let guard = self.guard(term);
+        let promoted_at = clock.now();
+        {
+            let mut control = self.control();
+            control.leadership = Some(Leadership {
+                term,
+                hold_until: timings.hold_until(acquired.sent),
+                token: shutdown.child_token(),
+                promoted_at,
+            });
+            control.demote_requested = false;
+            control.contend_now = false;
+            control.sit_out_until = None;
+        }
+        let previous = acquired.view.holder.as_ref().map(|holder| holder.node_id.clone()).unwrap_or_default();
+        info!(
+            term,
+            node_id = %settings.node_id,
+            previous_term = acquired.view.term,
+            previous_holder = %previous,
+            reason = if acquired.view.holder.is_some() { "the previous lease expired or was released" } else { "the lease was free" },
+            "became leader"
+        );
+        self.publish_self_as_leader(term, acquired.sent);
+        metrics::set_leader(true, term);
+        metrics::transition("leader", "acquired");
+
+        let mut retry_pause = first_retry_pause(timings);
+        let mut next_renew = acquired.sent + timings.renew_interval;
+        let reason = loop {
+            metrics::loop_iteration("leader");
+            let hold_until = self.hold_until().unwrap_or(MonoTime::ZERO);
+            let now = clock.now();
+            if let Some(reason) = hold_ended(hold_until, now) {
+                break reason;
+            }
+            tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => break StepDown::Shutdown,
+                _ = id_lost.cancelled() => break StepDown::NodeIdLost,
+                _ = tokio::time::sleep(now.until(hold_until)) => break StepDown::HoldExpired,
+                _ = self.inner.wake.notified() => {
+                    let mut control = self.control();
+                    if std::mem::take(&mut control.demote_requested) {
+                        break StepDown::Demoted;
+                    }
+                    if !std::mem::take(&mut control.renew_requested) {
+                        continue;
+                    }
+                }
+                _ = tokio::time::sleep(now.until(next_renew)) => {}
+            }
+            let sent = clock.now();
+            // The renewal races the end of the hold: a store call that hangs cannot keep this
+            // node acting as leader, whatever its own timeout does.
+            let outcome = tokio::select! {
+                result = session.renew(&guard, timings.lease_ttl) => Some(result),
+                _ = tokio::time::sleep(sent.until(hold_until)) => None,
+            };
+            let took = clock.now() - sent;
+            let renewal = match outcome {
+                None => Renewal::Unanswered,
+                Some(Ok(true)) => {
+                    metrics::renewal("ok", took);
+                    Renewal::Renewed
+                }
+                Some(Ok(false)) => {
+                    metrics::renewal("lost", took);
+                    Renewal::Lost
+                }
+                Some(Err(error)) => {
+                    metrics::renewal("error", took);
+                    warn!(term, %error, retry_in_ms = retry_pause.as_millis() as u64, hold_left_ms = clock.now().until(hold_until).as_millis() as u64, "lease renewal failed; retrying until the local hold ends");
+                    Renewal::Failed
+                }
+            };
+            match after_renewal(renewal, sent, clock.now(), retry_pause, timings) {
+                LeadStep::Hold { hold_until, renew_at } => {
+                    self.extend_hold(hold_until);
+                    self.publish_self_as_leader(term, sent);
+                    next_renew = renew_at;
+                    retry_pause = first_retry_pause(timings);
+                }
+                LeadStep::Retry { at, next_pause } => {
+                    next_renew = at;
+                    retry_pause = next_pause;
+                }
+                LeadStep::StepDown(reason) => break reason,
+            }
+        };
+        self.step_down(term, reason);
+        if reason.releases_lease() {
+            match session.release(&guard).await {
+                Ok(true) => info!(term, "released the lease so that a successor can take over at once"),
+                Ok(false) => info!(term, "the lease had already expired or moved on; nothing to release"),
+                Err(error) => {
+                    warn!(term, %error, "could not release the lease; a successor waits for it to expire")
+                }
+            }
+        }
+        if let Some(until) = reason.sit_out_until(clock.now(), timings) {
+            self.control().sit_out_until = Some(until);
+        }
+    }
+
+    fn step_down(&self, term: u64, reason: StepDown) {
+        if let Some(leadership) = self.control().leadership.take() {
+            leadership.token.cancel();
+        }
+        self.inner.view.send_modify(|view| {
+            view.role = HaRole::Follower;
+            view.leader = None;
+        });
+        metrics::set_leader(false, term);
+        metrics::transition("follower", reason.label());
+        match reason {
+            StepDown::Shutdown | StepDown::Demoted => {
+                info!(term, node_id = %self.inner.settings.node_id, reason = reason.reason(), "stepped down")
+            }
+            _ => {
+                warn!(term, node_id = %self.inner.settings.node_id, reason = reason.reason(), "stepped down")
+            }
+        }
+    }
+
+    /// Sleeps for `duration`, or less when shutting down (or, if `wakeable`, when a setting
+    /// changes).
+    async fn pause(
+        &self,
+        duration: Duration,
+        shutdown: &CancellationToken,
+        id_lost: &CancellationToken,
+        wakeable: bool,
+    ) {
+        tokio::select! {
+            _ = tokio::time::sleep(duration) => {}
+            _ = shutdown.cancelled() => {}
+            _ = id_lost.cancelled() => {}
+            _ = self.inner.wake.notified(), if wakeable => {}
+        }
+    }
+}

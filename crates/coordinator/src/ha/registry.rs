@@ -1,0 +1,149 @@
+//! The coordinator registry: claiming this node's id at start (a second live process with
+//! the same id is refused), refreshing its row while it runs, and ranking the live
+//! candidates for an election.
+
+use super::*;
+
+impl Ha {
+    /// Claims this node's id in the registry (DESIGN §3: a second live process with the same
+    /// id is refused). A row refreshed recently by another incarnation is watched for one
+    /// liveness window (the lease TTL): if it moves, the id is in use; if not, its process is
+    /// gone and the row is taken over.
+    pub async fn register(&self) -> Result<(), HaError> {
+        if !self.inner.settings.mode.uses_lease() {
+            return Ok(());
+        }
+        let settings = &self.inner.settings;
+        let registration = NodeRegistration {
+            cluster: settings.cluster.clone(),
+            node_id: settings.node_id.clone(),
+            incarnation: self.inner.incarnation.clone(),
+            address: settings.address.clone(),
+            mode: settings.mode.as_str().to_owned(),
+            priority: settings.priority,
+            role: HaRole::Starting.as_str().to_owned(),
+        };
+        let window = settings.timings.lease_ttl;
+        let mut watched = None;
+        loop {
+            let snapshot = self.inner.store.read_node(&settings.cluster, &settings.node_id).await?;
+            if let (Some(first), Some(current)) = (&watched, &snapshot.row)
+                && current != first
+            {
+                match &current.incarnation {
+                    // It stopped cleanly while we watched: the id is free.
+                    None => watched = None,
+                    Some(incarnation) => {
+                        let address = self.address_of(&settings.node_id).await.unwrap_or_default();
+                        return Err(HaError::DuplicateNodeId {
+                            node_id: settings.node_id.clone(),
+                            incarnation: incarnation.clone(),
+                            address,
+                        });
+                    }
+                }
+            }
+            match judge_claim(snapshot.row.as_ref(), &self.inner.incarnation, snapshot.store_now_ms, window) {
+                ClaimDecision::Register => {
+                    if self.inner.store.insert_node(&registration).await? {
+                        break;
+                    }
+                }
+                ClaimDecision::TakeOver => {
+                    let row = snapshot.row.expect("a takeover is judged on an existing row");
+                    if self
+                        .inner
+                        .store
+                        .take_over_node(&registration, row.incarnation.as_deref(), row.last_seen_ms)
+                        .await?
+                    {
+                        break;
+                    }
+                    watched = None;
+                }
+                ClaimDecision::Watch { stale_at_ms } => {
+                    if watched.is_none() {
+                        info!(
+                            node_id = %settings.node_id,
+                            wait_ms = stale_at_ms - snapshot.store_now_ms,
+                            "another incarnation refreshed this node id recently; watching it to tell a crashed predecessor from a live duplicate"
+                        );
+                        watched = snapshot.row.clone();
+                    }
+                    tokio::time::sleep(settings.timings.poll_interval).await;
+                }
+            }
+        }
+        info!(node_id = %settings.node_id, incarnation = %self.inner.incarnation, mode = %settings.mode, "registered in the coordinator registry");
+        Ok(())
+    }
+
+    pub(super) async fn address_of(&self, node_id: &str) -> Option<String> {
+        let list = self.inner.store.list_nodes(&self.inner.settings.cluster).await.ok()?;
+        list.nodes.into_iter().find(|node| node.node_id == node_id).map(|node| node.address)
+    }
+
+    /// Refreshes this node's registry row every renew interval, so that others rank it as a
+    /// live candidate and a duplicate start is refused.
+    pub(super) async fn refresh_registry(self, shutdown: CancellationToken, id_lost: CancellationToken) {
+        let settings = &self.inner.settings;
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(settings.timings.renew_interval) => {}
+            }
+            metrics::loop_iteration("registry");
+            let role = self.view().role;
+            let started = self.inner.clock.now();
+            match self
+                .inner
+                .ha_store
+                .refresh_node(&settings.cluster, &settings.node_id, &self.inner.incarnation, role.as_str())
+                .await
+            {
+                Ok(true) => metrics::refresh(self.inner.clock.now() - started),
+                Ok(false) => {
+                    error!(node_id = %settings.node_id, "another process took over this node id; stopping");
+                    id_lost.cancel();
+                    self.inner.wake.notify_one();
+                    return;
+                }
+                Err(error) => {
+                    metrics::store_error("refresh node");
+                    warn!(%error, "could not refresh this node's registry row");
+                }
+            }
+        }
+    }
+
+    /// The registry and the lease row, for `ListHaStates`.
+    pub async fn registry(&self) -> Result<(NodeList, Option<LeaseView>), HaError> {
+        let cluster = &self.inner.settings.cluster;
+        let list = self.inner.store.list_nodes(cluster).await?;
+        let lease = self.inner.store.read_lease(cluster).await?;
+        Ok((list, Some(lease)))
+    }
+
+    /// This node's rank among the live candidates of the registry.
+    pub(super) async fn rank(&self, lease: &LeaseView) -> usize {
+        let settings = &self.inner.settings;
+        let list = match self.inner.ha_store.list_nodes(&settings.cluster).await {
+            Ok(list) => list,
+            Err(error) => {
+                metrics::store_error("list nodes");
+                warn!(%error, "could not read the registry to rank candidates; trying as rank 0");
+                return 0;
+            }
+        };
+        let me = Candidate { node_id: &settings.node_id, priority: self.control().priority };
+        let expired_holder = lease.holder.as_ref().map(|holder| holder.node_id.as_str());
+        let entries = list.nodes.iter().map(|node| RegistryEntry {
+            node_id: &node.node_id,
+            mode: &node.mode,
+            priority: node.priority,
+            running: node.incarnation.is_some(),
+            last_seen_ms: node.last_seen_ms,
+        });
+        rank(me, live_candidates(entries, list.store_now_ms, settings.timings.lease_ttl, expired_holder))
+    }
+}
