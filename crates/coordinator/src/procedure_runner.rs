@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use leasehold::v1::{self, StoredPlan};
-use leasehold_core::ddl::{self, DataTarget, DdlError, DdlPlan, DdlRequest, LockSet};
+use leasehold_core::ddl::{self, DataTarget, DdlError, DdlKind, DdlPlan, DdlRequest, LockSet};
 use leasehold_core::procedure::{Next, State, Step, after_prepare, resume_from};
 use leasehold_store::{ProcedureRow, StoreError};
 use prost::Message;
@@ -125,7 +125,7 @@ fn same_request(existing: &ProcedureRow, digest: &[u8]) -> Result<(), DdlFailure
 fn stored_plan(plan: &DdlPlan, locks: &LockSet, request_digest: Vec<u8>) -> StoredPlan {
     let change = |change| Some(leasehold::catalog::change_message(change));
     StoredPlan {
-        kind: plan.kind.to_owned(),
+        kind: plan.kind.as_str().to_owned(),
         target: plan.target.clone(),
         prepare: change(&plan.prepare),
         commit: plan.commit.as_ref().and_then(change),
@@ -148,7 +148,7 @@ fn stored_plan(plan: &DdlPlan, locks: &LockSet, request_digest: Vec<u8>) -> Stor
 
 fn plan_of(stored: &StoredPlan) -> Option<(DdlPlan, LockSet)> {
     let change = |message: &Option<v1::CatalogChange>| message.as_ref().and_then(leasehold::catalog::change_of);
-    let kind = ddl::KINDS.iter().copied().find(|kind| *kind == stored.kind)?;
+    let kind = DdlKind::from_stored(&stored.kind)?;
     let drop_data = stored
         .drop_data
         .as_ref()
@@ -281,7 +281,7 @@ impl ProcedureRunner {
         let id = change.version();
         let row = ProcedureRow {
             id,
-            kind: plan.kind.to_owned(),
+            kind: plan.kind.as_str().to_owned(),
             target: plan.target.clone(),
             step: Step::Prepared.as_str().to_owned(),
             state: State::Running.as_str().to_owned(),
@@ -306,7 +306,7 @@ impl ProcedureRunner {
             return Err(error.into());
         }
         change.publish_catalog(&plan.prepare).await?;
-        info!(procedure = id, kind = plan.kind, target = %plan.target, request_id = ?request_id, "DDL prepared");
+        info!(procedure = id, kind = %plan.kind, target = %plan.target, request_id = ?request_id, "DDL prepared");
         let running = Running { id, plan, step: Step::Prepared, error: String::new(), broadcasting: None };
         let result = self.drive(&leader, running).await;
         drop(held);
@@ -348,7 +348,7 @@ impl ProcedureRunner {
         let count = claimed.len();
         for Resumed { running, held } in claimed {
             let (id, kind, target, step) = (running.id, running.plan.kind, running.plan.target.clone(), running.step);
-            info!(procedure = id, kind, %target, %step, "resuming a procedure left by the previous leader");
+            info!(procedure = id, %kind, %target, %step, "resuming a procedure left by the previous leader");
             metrics::procedure_resumed();
             let runner = self.clone();
             let leader = leader.clone();
@@ -433,7 +433,7 @@ impl ProcedureRunner {
             Err(DdlFailure::Leader(_) | DdlFailure::Broadcast(_)) => "interrupted",
             Err(_) => "failed",
         };
-        metrics::procedure(kind, outcome, started.elapsed());
+        metrics::procedure(kind.as_str(), outcome, started.elapsed());
         result
     }
 
@@ -563,7 +563,7 @@ impl ProcedureRunner {
                         .finish_procedure(leader.cluster(), id, Step::Done.as_str(), state.as_str(), reason, version)
                         .await?;
                     change.commit().await?;
-                    info!(procedure = id, kind = plan.kind, target = %plan.target, %state, version, "DDL settled everywhere");
+                    info!(procedure = id, kind = %plan.kind, target = %plan.target, %state, version, "DDL settled everywhere");
                     fenced.sort();
                     fenced.dedup();
                     return if rolled_back {
@@ -649,7 +649,7 @@ mod tests {
             drop_ordered_version: 0,
         };
         let plan = DdlPlan {
-            kind: "drop_column",
+            kind: DdlKind::DropColumn,
             target: "db.t".into(),
             prepare: CatalogChange::PutTable(table.clone()),
             drop_data: Some(DataTarget::from_parts("db", "t", "c", 7)),

@@ -1,0 +1,317 @@
+//! The DDL planner's tests: validation, plans per kind, drop orders and resync drops.
+
+use super::*;
+use crate::catalog::tests::{column, database, table, view};
+
+fn spec(name: &str, category: Category) -> ColumnSpec {
+    let data_type = if category == Category::Time { DataType::Timestamp } else { DataType::Int64 };
+    ColumnSpec { name: name.into(), data_type, category, comment: String::new() }
+}
+
+fn create_table(columns: Vec<ColumnSpec>) -> DdlRequest {
+    DdlRequest::CreateTable {
+        database: "db".into(),
+        name: "t".into(),
+        columns,
+        ttl: None,
+        properties: BTreeMap::new(),
+        comment: String::new(),
+    }
+}
+
+fn catalog() -> Catalog {
+    let mut catalog = Catalog::default();
+    catalog.apply(&CatalogChange::PutDatabase(database("db", ObjectState::Visible))).unwrap();
+    catalog.apply(&CatalogChange::PutTable(table("db", "existing", ObjectState::Visible))).unwrap();
+    catalog
+}
+
+fn field_of(error: DdlError) -> String {
+    match error {
+        DdlError::Invalid { field, .. } => field,
+        other => panic!("not an invalid-argument error: {other}"),
+    }
+}
+
+#[test]
+fn a_database_holding_another_procedures_hidden_table_is_not_dropped() {
+    let mut catalog = catalog();
+    catalog.apply(&CatalogChange::PutTable(table("db", "pre", ObjectState::Hidden))).unwrap();
+    let drop = DdlRequest::DropDatabase { name: "db".into() };
+    assert!(matches!(plan(&catalog, &drop), Err(DdlError::Busy { what }) if what == "table db.pre"));
+    catalog.apply(&CatalogChange::RemoveTable { database: "db".into(), name: "pre".into() }).unwrap();
+    assert!(plan(&catalog, &drop).is_ok(), "with only visible objects it drops");
+}
+
+#[test]
+fn names_follow_the_pattern_and_avoid_reserved_words() {
+    for good in ["t", "_x", "Table_1", &"a".repeat(64)] {
+        validate_name("name", good).unwrap();
+    }
+    for bad in ["", "1abc", "a-b", "a b", "é", "select", "TABLE", &"a".repeat(65)] {
+        assert!(validate_name("name", bad).is_err(), "{bad:?}");
+    }
+}
+
+#[test]
+fn every_malformed_table_names_its_field() {
+    let cases = [
+        (create_table(vec![spec("v", Category::Field)]), "columns"),
+        (create_table(vec![spec("time", Category::Time), spec("t2", Category::Time)]), "columns"),
+        (
+            create_table(vec![spec("time", Category::Time), spec("v", Category::Field), spec("V", Category::Tag)]),
+            "columns[2].name",
+        ),
+        (create_table(vec![spec("time", Category::Time), spec("from", Category::Field)]), "columns[1].name"),
+        (create_table(vec![]), "columns"),
+        (
+            create_table(vec![ColumnSpec { data_type: DataType::Int64, ..spec("time", Category::Time) }]),
+            "columns[0].data_type",
+        ),
+    ];
+    for (request, field) in cases {
+        assert_eq!(field_of(validate(&request).unwrap_err()), field, "{request:?}");
+    }
+    let too_many = (0..=MAX_COLUMNS)
+        .map(|i| spec(&format!("c{i}"), if i == 0 { Category::Time } else { Category::Field }))
+        .collect();
+    assert_eq!(field_of(validate(&create_table(too_many)).unwrap_err()), "columns");
+    let properties: BTreeMap<_, _> = (0..=MAX_PROPERTIES).map(|i| (format!("k{i}"), String::new())).collect();
+    let request = DdlRequest::CreateDatabase { name: "d".into(), ttl: None, properties };
+    assert_eq!(field_of(validate(&request).unwrap_err()), "properties");
+    let request = DdlRequest::CreateView { database: "db".into(), name: "v".into(), definition: " ".into() };
+    assert_eq!(field_of(validate(&request).unwrap_err()), "definition");
+    let request =
+        DdlRequest::CreateDatabase { name: "d".into(), ttl: Some(Duration::ZERO), properties: BTreeMap::new() };
+    assert_eq!(field_of(validate(&request).unwrap_err()), "ttl");
+}
+
+#[test]
+fn create_table_is_hidden_until_commit_and_rolls_back_by_removal() {
+    let request = create_table(vec![spec("time", Category::Time), spec("v", Category::Field)]);
+    validate(&request).unwrap();
+    let plan = plan(&catalog(), &request).unwrap();
+    let CatalogChange::PutTable(prepared) = &plan.prepare else { panic!() };
+    assert_eq!(prepared.state, ObjectState::Hidden);
+    let Some(CatalogChange::PutTable(committed)) = &plan.commit else { panic!() };
+    assert_eq!(committed.state, ObjectState::Visible);
+    assert_eq!(plan.rollback, CatalogChange::RemoveTable { database: "db".into(), name: "t".into() });
+    assert_eq!(plan.drop_data, None);
+    assert_eq!(
+        locks(&request),
+        LockSet { database: "db".into(), database_exclusive: false, object: Some("table:t".into()) }
+    );
+}
+
+#[test]
+fn drop_table_marks_then_drops_data_then_removes() {
+    let request = DdlRequest::DropTable { database: "db".into(), name: "existing".into() };
+    let plan = plan(&catalog(), &request).unwrap();
+    let CatalogChange::PutTable(marked) = &plan.prepare else { panic!() };
+    assert_eq!(marked.state, ObjectState::Dropping);
+    assert_eq!(
+        plan.drop_data,
+        Some(DataTarget::Table { database: "db".into(), table: "existing".into(), created_version: 2 })
+    );
+    assert_eq!(plan.commit, Some(CatalogChange::RemoveTable { database: "db".into(), name: "existing".into() }));
+    let CatalogChange::PutTable(restored) = &plan.rollback else { panic!() };
+    assert_eq!(restored.state, ObjectState::Visible);
+}
+
+#[test]
+fn a_drop_order_is_recorded_on_its_marked_object_and_kept_until_the_object_goes() {
+    let mut catalog = catalog();
+    let request = DdlRequest::DropTable { database: "db".into(), name: "existing".into() };
+    let plan = plan(&catalog, &request).unwrap();
+    let target = plan.drop_data.clone().unwrap();
+    assert_eq!(drop_order(&catalog, &target, 9), None, "not under its marker yet");
+    catalog.apply(&catalog.stamp(&plan.prepare, 8)).unwrap();
+    assert!(ordered_drops(&catalog).is_empty(), "a marker alone orders nothing");
+    let ordered = drop_order(&catalog, &target, 9).unwrap();
+    catalog.apply(&ordered).unwrap();
+    assert_eq!(catalog.table("db", "existing").unwrap().drop_ordered_version, 9);
+    assert_eq!(ordered_drops(&catalog), vec![target.clone()]);
+    // A later put of the marked object (a plan made before the order) keeps the order.
+    catalog.apply(&catalog.stamp(&plan.prepare, 10)).unwrap();
+    assert_eq!(ordered_drops(&catalog), vec![target.clone()]);
+    let recreated = DataTarget::Table { database: "db".into(), table: "existing".into(), created_version: 99 };
+    assert_eq!(drop_order(&catalog, &recreated, 11), None, "another object by that name");
+    catalog.apply(plan.commit.as_ref().unwrap()).unwrap();
+    assert!(ordered_drops(&catalog).is_empty());
+}
+
+#[test]
+fn a_drop_order_on_a_database_covers_its_tables_and_on_a_column_only_the_column() {
+    let mut catalog = catalog();
+    let mut marked = table("db", "existing", ObjectState::Visible);
+    marked.columns[1].state = ObjectState::Dropping;
+    let column_name = marked.columns[1].name.clone();
+    catalog.apply(&CatalogChange::PutTable(marked.clone())).unwrap();
+    let column_target = DataTarget::from_parts("db", "existing", &column_name, marked.columns[1].created_version);
+    catalog.apply(&drop_order(&catalog, &column_target, 5).unwrap()).unwrap();
+    assert_eq!(ordered_drops(&catalog), [column_target]);
+    catalog.apply(&CatalogChange::PutDatabase(database("db", ObjectState::Dropping))).unwrap();
+    let database_target = DataTarget::Database { database: "db".into(), created_version: 1 };
+    catalog.apply(&drop_order(&catalog, &database_target, 6).unwrap()).unwrap();
+    assert_eq!(ordered_drops(&catalog), [database_target], "the database covers what is in it");
+}
+
+#[test]
+fn add_and_drop_column_go_through_hidden_and_marked_columns() {
+    let add = DdlRequest::AlterTable {
+        database: "db".into(),
+        name: "existing".into(),
+        action: AlterAction::AddColumn(spec("w", Category::Field)),
+    };
+    let added = plan(&catalog(), &add).unwrap();
+    let CatalogChange::PutTable(prepared) = &added.prepare else { panic!() };
+    assert_eq!(prepared.columns.last().unwrap().state, ObjectState::Hidden);
+    let drop = DdlRequest::AlterTable {
+        database: "db".into(),
+        name: "existing".into(),
+        action: AlterAction::DropColumn("V".into()),
+    };
+    let dropped = plan(&catalog(), &drop).unwrap();
+    let CatalogChange::PutTable(marked) = &dropped.prepare else { panic!() };
+    assert_eq!(marked.columns[1].state, ObjectState::Dropping);
+    let Some(CatalogChange::PutTable(committed)) = &dropped.commit else { panic!() };
+    assert_eq!(committed.columns.len(), 1);
+    let time = DdlRequest::AlterTable {
+        database: "db".into(),
+        name: "existing".into(),
+        action: AlterAction::DropColumn("time".into()),
+    };
+    assert!(matches!(plan(&catalog(), &time), Err(DdlError::Invalid { .. })));
+}
+
+#[test]
+fn settings_change_in_one_phase() {
+    let request = DdlRequest::AlterTable {
+        database: "db".into(),
+        name: "existing".into(),
+        action: AlterAction::SetTtl(Some(Duration::from_secs(60))),
+    };
+    let plan = plan(&catalog(), &request).unwrap();
+    assert_eq!(plan.commit, None);
+    let CatalogChange::PutTable(changed) = &plan.prepare else { panic!() };
+    assert_eq!(changed.ttl, Some(Duration::from_secs(60)));
+}
+
+#[test]
+fn conflicts_are_named() {
+    let mut busy = catalog();
+    busy.apply(&CatalogChange::PutTable(table("db", "going", ObjectState::Dropping))).unwrap();
+    let cases = [
+        (DdlRequest::DropTable { database: "db".into(), name: "missing".into() }, "does not exist"),
+        (DdlRequest::DropTable { database: "nodb".into(), name: "t".into() }, "database nodb does not exist"),
+        (DdlRequest::DropTable { database: "db".into(), name: "going".into() }, "being changed"),
+        (DdlRequest::CreateDatabase { name: "db".into(), ttl: None, properties: BTreeMap::new() }, "already exists"),
+    ];
+    for (request, message) in cases {
+        let error = plan(&busy, &request).unwrap_err().to_string();
+        assert!(error.contains(message), "{request:?}: {error}");
+    }
+}
+
+#[test]
+fn drop_database_takes_the_database_exclusively() {
+    let request = DdlRequest::DropDatabase { name: "db".into() };
+    assert_eq!(locks(&request), LockSet { database: "db".into(), database_exclusive: true, object: None });
+    let plan = plan(&catalog(), &request).unwrap();
+    assert_eq!(plan.drop_data, Some(DataTarget::Database { database: "db".into(), created_version: 1 }));
+}
+
+#[test]
+fn what_a_node_must_drop_after_missing_drops_and_recreations() {
+    let stamped = |catalog: &mut Catalog, change: CatalogChange, version: u64| {
+        let change = catalog.stamp(&change, version);
+        catalog.apply(&change).unwrap();
+    };
+    let mut before = Catalog::default();
+    stamped(&mut before, CatalogChange::PutDatabase(database("db", ObjectState::Visible)), 1);
+    stamped(&mut before, CatalogChange::PutDatabase(database("gone_db", ObjectState::Visible)), 2);
+    stamped(&mut before, CatalogChange::PutTable(table("gone_db", "t", ObjectState::Visible)), 3);
+    for (version, name) in [(4, "kept"), (5, "dropped"), (6, "recreated"), (7, "altered")] {
+        stamped(&mut before, CatalogChange::PutTable(table("db", name, ObjectState::Visible)), version);
+    }
+
+    // What happened while the node could not hear.
+    let mut after = before.clone();
+    after.apply(&CatalogChange::RemoveDatabase { name: "gone_db".into() }).unwrap();
+    after.apply(&CatalogChange::RemoveTable { database: "db".into(), name: "dropped".into() }).unwrap();
+    after.apply(&CatalogChange::RemoveTable { database: "db".into(), name: "recreated".into() }).unwrap();
+    stamped(&mut after, CatalogChange::PutTable(table("db", "recreated", ObjectState::Visible)), 8);
+    let mut altered = after.table("db", "altered").unwrap().clone();
+    altered.columns.retain(|column| column.name != "v");
+    stamped(&mut after, CatalogChange::PutTable(altered.clone()), 9);
+    altered.columns.push(column("v", Category::Field, ObjectState::Visible));
+    altered.columns.push(column("w", Category::Field, ObjectState::Visible));
+    stamped(&mut after, CatalogChange::PutTable(altered), 10);
+
+    let column_data = |name: &str, created_version| DataTarget::Column {
+        database: "db".into(),
+        table: "altered".into(),
+        column: name.into(),
+        created_version,
+    };
+    assert_eq!(
+        dropped_between(&before, &after),
+        [
+            column_data("v", 7), // dropped and added again: another column, so the old data goes
+            DataTarget::Table { database: "db".into(), table: "dropped".into(), created_version: 5 },
+            DataTarget::Table { database: "db".into(), table: "recreated".into(), created_version: 6 },
+            DataTarget::Database { database: "gone_db".into(), created_version: 2 },
+        ]
+    );
+    assert!(dropped_between(&after, &after).is_empty(), "nothing to drop when nothing changed");
+}
+
+#[test]
+fn an_order_is_skipped_only_when_another_object_holds_its_name() {
+    let mut catalog = catalog();
+    let marked = Table { state: ObjectState::Dropping, version: 3, ..table("db", "t", ObjectState::Visible) };
+    catalog.apply(&CatalogChange::PutTable(marked)).unwrap();
+    let legacy_order = DataTarget::from_parts("db", "t", "", 0);
+    assert!(legacy_order.recreated_in(&catalog, 2));
+    assert!(!legacy_order.recreated_in(&catalog, 3));
+    assert!(!DataTarget::from_parts("db", "t", "", 2).recreated_in(&catalog, 4), "the same table");
+    assert!(DataTarget::from_parts("db", "t", "", 1).recreated_in(&catalog, 4), "another table by that name");
+    assert!(DataTarget::from_parts("db", "t", "time", 1).recreated_in(&catalog, 4), "another column by that name");
+    assert!(!DataTarget::from_parts("db", "gone", "", 1).recreated_in(&catalog, 4), "nothing in its place");
+}
+
+#[test]
+fn a_resync_drops_only_against_a_newer_snapshot_of_the_same_epoch() {
+    let before = catalog();
+    let mut after = before.clone();
+    after.apply(&CatalogChange::RemoveTable { database: "db".into(), name: "existing".into() }).unwrap();
+    let held = |store_epoch, version, catalog| HeldCatalog { store_epoch, version, catalog };
+    assert_eq!(drops_after_resync(held("e1", 5, &before), held("e2", 9, &after)), ResyncDrops::EpochChanged);
+    assert_eq!(drops_after_resync(held("e1", 5, &before), held("e1", 4, &after)), ResyncDrops::OlderSnapshot);
+    assert_eq!(
+        drops_after_resync(held("e1", 5, &before), held("e1", 9, &after)),
+        ResyncDrops::Drop(vec![DataTarget::from_parts("db", "existing", "", 2)])
+    );
+}
+
+#[test]
+fn every_plan_has_a_kind_a_new_leader_can_resume() {
+    let mut catalog = catalog();
+    catalog.apply(&CatalogChange::PutView(view("db", "v", ObjectState::Visible, 3))).unwrap();
+    let alter = |action| DdlRequest::AlterTable { database: "db".into(), name: "existing".into(), action };
+    let requests = [
+        DdlRequest::CreateDatabase { name: "db2".into(), ttl: None, properties: BTreeMap::new() },
+        DdlRequest::DropDatabase { name: "db".into() },
+        create_table(vec![spec("time", Category::Time)]),
+        DdlRequest::DropTable { database: "db".into(), name: "existing".into() },
+        alter(AlterAction::AddColumn(spec("w", Category::Field))),
+        alter(AlterAction::DropColumn("v".into())),
+        alter(AlterAction::SetTtl(None)),
+        alter(AlterAction::SetProperties { set: BTreeMap::new(), unset: Vec::new() }),
+        alter(AlterAction::SetComment(String::new())),
+        DdlRequest::CreateView { database: "db".into(), name: "v2".into(), definition: "SELECT 1".into() },
+        DdlRequest::DropView { database: "db".into(), name: "v".into() },
+    ];
+    let kinds: BTreeSet<DdlKind> = requests.iter().map(|request| plan(&catalog, request).unwrap().kind).collect();
+    assert_eq!(kinds, DdlKind::ALL.into_iter().collect(), "every kind planned, and only those");
+}
