@@ -75,6 +75,77 @@ pub fn error_status(
     Status::with_error_details(code, message, ErrorDetails::with_error_info(reason, ERROR_DOMAIN, metadata))
 }
 
+/// What an error says about itself on the wire. Every error a Leasehold service returns
+/// implements it, and [`status_of`] is the one mapping from an error to a `Status`: its code,
+/// its stable `ErrorInfo` reason and metadata, and the leader to retry at.
+pub trait ServiceError: std::fmt::Display {
+    /// The gRPC code.
+    fn code(&self) -> Code;
+    /// The stable `ErrorInfo` reason; `None` for an internal error, which has none.
+    fn reason(&self) -> Option<&'static str>;
+    /// The `ErrorInfo` metadata, such as the field a request got wrong.
+    fn metadata(&self) -> Vec<(&'static str, String)> {
+        Vec::new()
+    }
+    /// The leader a client should send the request to instead, when it is known.
+    fn leader(&self) -> Option<String> {
+        None
+    }
+    /// Whether sending the same request again (with the same request id) may succeed: the
+    /// service was unavailable, or ran out of time, and nothing was refused for good.
+    fn is_retryable(&self) -> bool {
+        matches!(self.code(), Code::Unavailable | Code::DeadlineExceeded)
+    }
+}
+
+/// The status `error` answers with; the leader's address, when known, also goes into the
+/// trailing metadata that clients follow.
+pub fn status_of(error: &(impl ServiceError + ?Sized)) -> Status {
+    let message = error.to_string();
+    let mut status = match error.reason() {
+        Some(reason) => error_status(error.code(), reason, message, error.metadata()),
+        None => Status::new(error.code(), message),
+    };
+    if let Some(value) = error.leader().and_then(|address| address.parse().ok()) {
+        status.metadata_mut().insert(LEADER_METADATA_KEY, value);
+    }
+    status
+}
+
+/// A request field that is missing, unknown or out of range.
+pub fn invalid_argument(field: &'static str, message: impl Into<String>) -> Status {
+    error_status(Code::InvalidArgument, reason::INVALID_ARGUMENT, message, [("field", field.to_owned())])
+}
+
+impl ServiceError for leasehold_core::ddl::DdlError {
+    fn code(&self) -> Code {
+        use leasehold_core::ddl::DdlError;
+        match self {
+            DdlError::Invalid { .. } => Code::InvalidArgument,
+            DdlError::NotFound { .. } => Code::NotFound,
+            DdlError::AlreadyExists { .. } => Code::AlreadyExists,
+            DdlError::Busy { .. } => Code::FailedPrecondition,
+        }
+    }
+
+    fn reason(&self) -> Option<&'static str> {
+        use leasehold_core::ddl::DdlError;
+        Some(match self {
+            DdlError::Invalid { .. } => reason::INVALID_ARGUMENT,
+            DdlError::NotFound { .. } => reason::NOT_FOUND,
+            DdlError::AlreadyExists { .. } => reason::ALREADY_EXISTS,
+            DdlError::Busy { .. } => reason::OBJECT_BUSY,
+        })
+    }
+
+    fn metadata(&self) -> Vec<(&'static str, String)> {
+        match self {
+            leasehold_core::ddl::DdlError::Invalid { field, .. } => vec![("field", field.clone())],
+            _ => Vec::new(),
+        }
+    }
+}
+
 /// The Leasehold reason of `status`, when it carries one.
 pub fn error_reason(status: &Status) -> Option<String> {
     status.get_details_error_info().filter(|info| info.domain == ERROR_DOMAIN).map(|info| info.reason)

@@ -1,6 +1,6 @@
 //! `leasehold.v1.Agent`: validate, call the agent, map the answer.
 
-use leasehold::status::{error_status, reason};
+use leasehold::status::{ServiceError, invalid_argument, reason, status_of};
 use leasehold::v1::agent_server::Agent as AgentRpc;
 use leasehold::v1::{
     ApplyInvalidationRequest, ApplyInvalidationResponse, GetLeaseStateRequest, LeaseState, ResolveTableRequest,
@@ -30,36 +30,51 @@ impl AgentService {
     }
 }
 
-/// The status a fenced agent answers with.
-pub fn fenced_status(message: impl Into<String>) -> Status {
-    error_status(Code::FailedPrecondition, reason::FENCED, message, [])
+impl ServiceError for PushError {
+    fn code(&self) -> Code {
+        match self {
+            PushError::Apply(ApplyError::CannotApply { .. }) => Code::Aborted,
+            _ => Code::FailedPrecondition,
+        }
+    }
+
+    fn reason(&self) -> Option<&'static str> {
+        Some(match self {
+            PushError::Fenced => reason::FENCED,
+            PushError::NotMyLeader { .. } => reason::NOT_MY_LEADER,
+            PushError::WrongIncarnation { .. } => reason::NOT_REGISTERED,
+            PushError::Apply(ApplyError::Gap { .. } | ApplyError::Orphaned { .. }) => reason::VERSION_GAP,
+            PushError::Apply(ApplyError::CannotApply { .. }) => reason::CANNOT_APPLY,
+        })
+    }
 }
 
-fn push_status(error: PushError) -> Status {
-    let message = error.to_string();
-    match error {
-        PushError::Fenced => fenced_status(message),
-        PushError::NotMyLeader { .. } => error_status(Code::FailedPrecondition, reason::NOT_MY_LEADER, message, []),
-        PushError::WrongIncarnation { .. } => {
-            error_status(Code::FailedPrecondition, reason::NOT_REGISTERED, message, [])
+impl ServiceError for ResolveError {
+    fn code(&self) -> Code {
+        match self {
+            ResolveError::Fenced => Code::FailedPrecondition,
+            ResolveError::NotFound { .. } => Code::NotFound,
         }
-        PushError::Apply(ApplyError::Gap { .. } | ApplyError::Orphaned { .. }) => {
-            error_status(Code::FailedPrecondition, reason::VERSION_GAP, message, [])
-        }
-        PushError::Apply(ApplyError::CannotApply { .. }) => {
-            error_status(Code::Aborted, reason::CANNOT_APPLY, message, [])
+    }
+
+    fn reason(&self) -> Option<&'static str> {
+        Some(match self {
+            ResolveError::Fenced => reason::FENCED,
+            ResolveError::NotFound { .. } => reason::NOT_FOUND,
+        })
+    }
+
+    fn metadata(&self) -> Vec<(&'static str, String)> {
+        match self {
+            ResolveError::NotFound { version, .. } => vec![("version", version.to_string())],
+            ResolveError::Fenced => Vec::new(),
         }
     }
 }
 
 fn check_name(field: &'static str, value: &str) -> Result<(), Status> {
     if value.is_empty() || value.len() > MAX_NAME_LEN {
-        return Err(error_status(
-            Code::InvalidArgument,
-            reason::INVALID_ARGUMENT,
-            format!("{field} must be 1 to {MAX_NAME_LEN} characters"),
-            [("field", field.to_owned())],
-        ));
+        return Err(invalid_argument(field, format!("{field} must be 1 to {MAX_NAME_LEN} characters")));
     }
     Ok(())
 }
@@ -72,16 +87,13 @@ impl AgentRpc for AgentService {
     ) -> Result<Response<ApplyInvalidationResponse>, Status> {
         let request = request.into_inner();
         if request.changes.len() > MAX_CHANGES_PER_PUSH {
-            return Err(error_status(
-                Code::InvalidArgument,
-                reason::INVALID_ARGUMENT,
-                "too many changes in one push",
-                [("field", "changes".to_owned())],
-            ));
+            return Err(invalid_argument("changes", "too many changes in one push"));
         }
         let result = self.agent.apply_push(&request);
         metrics::push(if result.is_ok() { "applied" } else { "refused" });
-        result.map(|applied_version| Response::new(ApplyInvalidationResponse { applied_version })).map_err(push_status)
+        result
+            .map(|applied_version| Response::new(ApplyInvalidationResponse { applied_version }))
+            .map_err(|error| status_of(&error))
     }
 
     async fn get_lease_state(&self, _request: Request<GetLeaseStateRequest>) -> Result<Response<LeaseState>, Status> {
@@ -103,13 +115,7 @@ impl AgentRpc for AgentService {
                 version: resolved.version,
                 valid_for_ms: self.agent.valid_for(resolved.valid_until).as_millis() as i64,
             })),
-            Err(ResolveError::Fenced) => Err(fenced_status("fenced: this data node holds no valid metadata lease")),
-            Err(error @ ResolveError::NotFound { version, .. }) => Err(error_status(
-                Code::NotFound,
-                reason::NOT_FOUND,
-                error.to_string(),
-                [("version", version.to_string())],
-            )),
+            Err(error) => Err(status_of(&error)),
         }
     }
 }

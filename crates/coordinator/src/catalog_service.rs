@@ -8,7 +8,6 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use leasehold::catalog::{column_spec, database_message, snapshot_messages, table_message, ttl_of};
-use leasehold::status::{error_status, reason};
 use leasehold::v1::catalog_server::Catalog as CatalogRpc;
 use leasehold::v1::procedures_server::Procedures as ProceduresRpc;
 use leasehold::v1::{
@@ -18,16 +17,16 @@ use leasehold::v1::{
     ListProceduresResponse, ListTablesRequest, ListTablesResponse, MetadataChangeRef, Procedure,
 };
 use leasehold_core::catalog::Catalog;
-use leasehold_core::ddl::{AlterAction, DdlRequest, validate_name};
+use leasehold_core::ddl::{AlterAction, DdlError, DdlRequest, validate_name};
 use leasehold_store::{ProcedureRow, Store};
-use tonic::{Code, Request, Response, Status};
+use tonic::{Request, Response, Status};
 
 use crate::ha::Ha;
 use crate::metadata_keeper::MetadataKeeper;
 use crate::metadata_leader::{MetadataError, load_catalog};
 use crate::metrics;
 use crate::procedure_runner::{MAX_REQUEST_ID_LEN, ProcedureRunner};
-use crate::status::{ddl_error, invalid_argument};
+use crate::status::{Refusal, ddl_error, invalid_argument};
 
 /// The `Catalog` service.
 #[derive(Debug, Clone)]
@@ -57,13 +56,10 @@ fn name(field: &'static str, value: &str) -> Result<(), Status> {
 
 /// A catalog read's source: the leader's memory or, on a hot follower, the store.
 async fn catalog_from_store(store: &Store, cluster: &str) -> Result<(Catalog, u64), Status> {
-    let unavailable = |error: leasehold_store::StoreError| {
-        error_status(Code::Unavailable, reason::STORE_UNAVAILABLE, error.to_string(), [])
-    };
     // One snapshot: a change committing between two reads would pair rows with a version
     // they are not at.
-    let (version, objects) = store.versioned_objects(cluster).await.map_err(unavailable)?;
-    let (catalog, _orphans) = load_catalog(&objects).map_err(|error| Status::internal(error.to_string()))?;
+    let (version, objects) = store.versioned_objects(cluster).await.map_err(MetadataError::from)?;
+    let (catalog, _orphans) = load_catalog(&objects)?;
     Ok((catalog, version))
 }
 
@@ -146,14 +142,7 @@ impl CatalogRpc for CatalogService {
                 .enumerate()
                 .map(|(index, column)| column_spec(&format!("columns[{index}]"), column))
                 .collect::<Result<Vec<_>, _>>()
-                .map_err(|(field, message)| {
-                    error_status(
-                        Code::InvalidArgument,
-                        reason::INVALID_ARGUMENT,
-                        format!("{field}: {message}"),
-                        [("field", field)],
-                    )
-                })?;
+                .map_err(|(field, message)| ddl_error(DdlError::Invalid { field, message }))?;
             let ddl = DdlRequest::CreateTable {
                 database: request.database,
                 name: request.name,
@@ -173,16 +162,10 @@ impl CatalogRpc for CatalogService {
             let request = request.into_inner();
             use v1::alter_table_request::Action;
             let action = match request.action {
-                Some(Action::AddColumn(column)) => {
-                    AlterAction::AddColumn(column_spec("add_column", &column).map_err(|(field, message)| {
-                        error_status(
-                            Code::InvalidArgument,
-                            reason::INVALID_ARGUMENT,
-                            format!("{field}: {message}"),
-                            [("field", field)],
-                        )
-                    })?)
-                }
+                Some(Action::AddColumn(column)) => AlterAction::AddColumn(
+                    column_spec("add_column", &column)
+                        .map_err(|(field, message)| ddl_error(DdlError::Invalid { field, message }))?,
+                ),
                 Some(Action::DropColumn(column)) => AlterAction::DropColumn(column),
                 Some(Action::SetTtlMs(ms)) => AlterAction::SetTtl(ttl_of(ms)),
                 Some(Action::SetProperties(properties)) => AlterAction::SetProperties {
@@ -217,12 +200,7 @@ impl CatalogRpc for CatalogService {
             name("name", &request.name)?;
             let (table, _) = self.read(|catalog| catalog.visible_table(&request.database, &request.name)).await?;
             let table = table.ok_or_else(|| {
-                error_status(
-                    Code::NotFound,
-                    reason::NOT_FOUND,
-                    format!("table {}.{} does not exist", request.database, request.name),
-                    [],
-                )
+                ddl_error(DdlError::NotFound { what: format!("table {}.{}", request.database, request.name) })
             })?;
             Ok(Response::new(table_message(&table, table.ttl)))
         }
@@ -242,12 +220,7 @@ impl CatalogRpc for CatalogService {
                 })
                 .await?;
             let Some(tables) = tables else {
-                return Err(error_status(
-                    Code::NotFound,
-                    reason::NOT_FOUND,
-                    format!("database {} does not exist", request.database),
-                    [],
-                ));
+                return Err(ddl_error(DdlError::NotFound { what: format!("database {}", request.database) }));
             };
             Ok(Response::new(ListTablesResponse { tables, version }))
         }
@@ -309,10 +282,7 @@ impl CatalogRpc for CatalogService {
             self.ha.check_reads()?;
             let cluster = &self.ha.settings().cluster;
             let (catalog, version) = catalog_from_store(&self.store, cluster).await?;
-            let store_epoch =
-                self.store.store_epoch(cluster).await.map_err(|error| {
-                    error_status(Code::Unavailable, reason::STORE_UNAVAILABLE, error.to_string(), [])
-                })?;
+            let store_epoch = self.store.store_epoch(cluster).await.map_err(MetadataError::from)?;
             Ok(Response::new(GetSnapshotResponse {
                 store_epoch,
                 version,
@@ -356,19 +326,14 @@ fn procedure_message(row: ProcedureRow) -> Procedure {
     }
 }
 
-fn store_error(error: leasehold_store::StoreError) -> Status {
-    error_status(Code::Unavailable, reason::STORE_UNAVAILABLE, error.to_string(), [])
-}
-
 #[tonic::async_trait]
 impl ProceduresRpc for ProceduresService {
     async fn get_procedure(&self, request: Request<GetProcedureRequest>) -> Result<Response<Procedure>, Status> {
         let result = async {
             self.ha.check_reads()?;
             let id = request.into_inner().id;
-            let row = self.store.get_procedure(&self.ha.settings().cluster, id).await.map_err(store_error)?;
-            row.map(|row| Response::new(procedure_message(row)))
-                .ok_or_else(|| error_status(Code::NotFound, reason::NOT_FOUND, format!("no procedure {id}"), []))
+            let row = self.store.get_procedure(&self.ha.settings().cluster, id).await.map_err(MetadataError::from)?;
+            row.map(|row| Response::new(procedure_message(row))).ok_or_else(|| Refusal::ProcedureNotFound { id }.into())
         }
         .await;
         metrics::record("GetProcedure", result)
@@ -386,8 +351,11 @@ impl ProceduresRpc for ProceduresService {
                 state.parse::<leasehold_core::procedure::State>().map_err(|error| invalid_argument("state", error))?;
             }
             let limit = if request.limit == 0 { 100 } else { request.limit.min(10_000) };
-            let rows =
-                self.store.list_procedures(&self.ha.settings().cluster, state, limit).await.map_err(store_error)?;
+            let rows = self
+                .store
+                .list_procedures(&self.ha.settings().cluster, state, limit)
+                .await
+                .map_err(MetadataError::from)?;
             Ok(Response::new(ListProceduresResponse { procedures: rows.into_iter().map(procedure_message).collect() }))
         }
         .await;

@@ -2,7 +2,7 @@
 
 use std::pin::Pin;
 
-use leasehold::status::{ALLOW_NON_LEADER_HEADER, error_status, reason};
+use leasehold::status::ALLOW_NON_LEADER_HEADER;
 use leasehold::v1::cluster_server::Cluster;
 use leasehold::v1::{
     GetHaStateRequest, GetLeaderRequest, GetLeaderResponse, GetPriorityRequest, GetPriorityResponse, HaNodeState,
@@ -14,12 +14,12 @@ use tokio::sync::mpsc;
 use tokio_stream::Stream;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
-use tonic::{Code, Request, Response, Status};
+use tonic::{Request, Response, Status};
 
 use crate::convert::{mode_from_proto, mode_to_proto, role_to_proto};
 use crate::ha::{Ha, HaView};
 use crate::metrics;
-use crate::status::{invalid_argument, not_leader};
+use crate::status::{Refusal, invalid_argument};
 
 /// The `Cluster` service of one coordinator.
 #[derive(Debug, Clone)]
@@ -90,15 +90,11 @@ impl ClusterService {
         if allowed {
             Ok(())
         } else {
-            Err(error_status(
-                Code::PermissionDenied,
-                reason::NON_LEADER_CHANGE,
-                format!(
-                    "{} is not the leader; to change it anyway, send the header `{ALLOW_NON_LEADER_HEADER}: true`",
-                    self.ha.settings().node_id
-                ),
-                [],
-            ))
+            Err(Refusal::NonLeaderChange {
+                node_id: self.ha.settings().node_id.clone(),
+                header: ALLOW_NON_LEADER_HEADER,
+            }
+            .into())
         }
     }
 }
@@ -198,14 +194,12 @@ impl Cluster for ClusterService {
                 }));
             }
             if !self.ha.is_leader_now() && !view.mode.serves_reads_as_follower() {
-                return Err(not_leader(
-                    self.ha.known_leader_address(),
-                    format!(
-                        "{} is a {} node and serves no reads; ask the leader",
-                        self.ha.settings().node_id,
-                        view.mode
-                    ),
-                ));
+                return Err(Refusal::ServesNoReads {
+                    node_id: self.ha.settings().node_id.clone(),
+                    mode: view.mode,
+                    leader: self.ha.known_leader_address(),
+                }
+                .into());
             }
             let (list, lease) = self.ha.registry().await?;
             let ttl_ms = self.ha.settings().timings.lease_ttl.as_millis() as i64;

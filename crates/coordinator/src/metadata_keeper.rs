@@ -14,12 +14,7 @@ use crate::metadata_leader::{LeaderIdentity, LeaseSettings, MetadataError, Metad
 use crate::procedure_runner::ProcedureRunner;
 
 fn starting() -> tonic::Status {
-    leasehold::status::error_status(
-        tonic::Code::Unavailable,
-        leasehold::status::reason::LEADER_STARTING,
-        "the leader is still loading its state; retry shortly",
-        [],
-    )
+    crate::status::Refusal::LeaderStarting.into()
 }
 
 /// The current term's data-node state, if this coordinator leads and has loaded it.

@@ -9,6 +9,7 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
+use leasehold::status::ServiceError;
 use leasehold::v1::{self, StoredPlan};
 use leasehold_core::ddl::{self, DataTarget, DdlError, DdlKind, DdlPlan, DdlRequest, LockSet};
 use leasehold_core::procedure::{Next, State, Step, after_prepare, resume_from};
@@ -375,14 +376,11 @@ impl ProcedureRunner {
         let mut publications = Publications::new(leader);
         let mut attempt = self.drive_steps(leader, running, &mut publications).await;
         let result = loop {
-            // A refused guard is retried too: while the term lasts it means only that the
-            // store's clock ran ahead, and the renewal it asked for makes the next try pass;
-            // a term that really ended cancels the token and the next leader resumes.
-            let retryable = matches!(
-                &attempt,
-                Err(DdlFailure::Leader(MetadataError::Store(_) | MetadataError::StaleTerm { .. })
-                    | DdlFailure::Broadcast(BroadcastError::OverBudget { .. }))
-            );
+            // The error says whether a retry may succeed. A refused guard is retried too:
+            // while the term lasts it means only that the store's clock ran ahead, and the
+            // renewal it asked for makes the next try pass; a term that really ended cancels
+            // the token and the next leader resumes.
+            let retryable = attempt.as_ref().is_err_and(|failure| failure.is_retryable());
             if !retryable || leader.token().is_cancelled() {
                 break attempt;
             }

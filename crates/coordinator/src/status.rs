@@ -1,6 +1,8 @@
-//! The one place where errors become gRPC statuses with a stable `ErrorInfo` reason.
+//! The one place where the coordinator's errors say their gRPC code, their stable
+//! `ErrorInfo` reason and whether a retry may succeed ([`ServiceError`]); services only use `?`.
 
-use leasehold::status::{LEADER_METADATA_KEY, error_status, reason};
+use leasehold::status::{ServiceError, reason, status_of};
+use leasehold_core::ddl::DdlError;
 use leasehold_core::mode::ModeChangeError;
 use tonic::{Code, Status};
 
@@ -8,136 +10,232 @@ use crate::ha::HaError;
 use crate::metadata_leader::MetadataError;
 use crate::procedure_runner::DdlFailure;
 use crate::propagator::BroadcastError;
-use leasehold_core::ddl::DdlError;
 
-/// A follower's answer to a call only the leader (or a hot node) serves: `UNAVAILABLE`, the
-/// reason `NOT_LEADER`, and the leader's address in trailing metadata when it is known.
-pub fn not_leader(leader: Option<String>, message: impl Into<String>) -> Status {
-    let mut status =
-        error_status(Code::Unavailable, reason::NOT_LEADER, message, leader.clone().map(|address| ("leader", address)));
-    with_leader(&mut status, leader);
-    status
+pub use leasehold::status::invalid_argument;
+
+/// Refusals a service makes itself, outside any component's error.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    /// A node whose mode serves no reads was asked for one.
+    #[error("{node_id} is a {mode} node and serves no reads; ask the leader")]
+    ServesNoReads {
+        /// This node.
+        node_id: String,
+        /// Its mode.
+        mode: leasehold_core::HaMode,
+        /// The leader it knows.
+        leader: Option<String>,
+    },
+    /// The leader has not loaded its state yet.
+    #[error("the leader is still loading its state; retry shortly")]
+    LeaderStarting,
+    /// An HA change sent to a node that does not lead, without the override header.
+    #[error("{node_id} is not the leader; to change it anyway, send the header `{header}: true`")]
+    NonLeaderChange {
+        /// This node.
+        node_id: String,
+        /// The override header.
+        header: &'static str,
+    },
+    /// No procedure has the id.
+    #[error("no procedure {id}")]
+    ProcedureNotFound {
+        /// The id asked for.
+        id: u64,
+    },
 }
 
-/// A request field that is missing, unknown or out of range.
-pub fn invalid_argument(field: &'static str, message: impl Into<String>) -> Status {
-    error_status(Code::InvalidArgument, reason::INVALID_ARGUMENT, message, [("field", field.to_owned())])
-}
+impl ServiceError for Refusal {
+    fn code(&self) -> Code {
+        match self {
+            Refusal::ServesNoReads { .. } | Refusal::LeaderStarting => Code::Unavailable,
+            Refusal::NonLeaderChange { .. } => Code::PermissionDenied,
+            Refusal::ProcedureNotFound { .. } => Code::NotFound,
+        }
+    }
 
-fn with_leader(status: &mut Status, leader: Option<String>) {
-    if let Some(value) = leader.and_then(|address| address.parse().ok()) {
-        status.metadata_mut().insert(LEADER_METADATA_KEY, value);
+    fn reason(&self) -> Option<&'static str> {
+        Some(match self {
+            Refusal::ServesNoReads { .. } => reason::NOT_LEADER,
+            Refusal::LeaderStarting => reason::LEADER_STARTING,
+            Refusal::NonLeaderChange { .. } => reason::NON_LEADER_CHANGE,
+            Refusal::ProcedureNotFound { .. } => reason::NOT_FOUND,
+        })
+    }
+
+    fn metadata(&self) -> Vec<(&'static str, String)> {
+        match self {
+            Refusal::ServesNoReads { leader: Some(leader), .. } => vec![("leader", leader.clone())],
+            _ => Vec::new(),
+        }
+    }
+
+    fn leader(&self) -> Option<String> {
+        match self {
+            Refusal::ServesNoReads { leader, .. } => leader.clone(),
+            _ => None,
+        }
     }
 }
 
-impl From<HaError> for Status {
-    fn from(error: HaError) -> Status {
-        let message = error.to_string();
-        match error {
-            HaError::NotLeader { leader } => not_leader(leader, message),
-            HaError::StaleTerm { term, leader } => {
-                let mut status =
-                    error_status(Code::Unavailable, reason::STALE_TERM, message, [("term", term.to_string())]);
-                with_leader(&mut status, leader);
-                status
-            }
-            HaError::ModeChange(ModeChangeError::Fixed { .. }) => {
-                error_status(Code::FailedPrecondition, reason::MODE_FIXED, message, [])
-            }
-            HaError::ModeChange(ModeChangeError::LiveLeader { leader }) => {
-                error_status(Code::FailedPrecondition, reason::LIVE_LEADER, message, [("leader", leader)])
-            }
-            HaError::Store(_) => error_status(Code::Unavailable, reason::STORE_UNAVAILABLE, message, []),
+impl ServiceError for HaError {
+    fn code(&self) -> Code {
+        match self {
+            HaError::NotLeader { .. } | HaError::StaleTerm { .. } | HaError::Store(_) => Code::Unavailable,
+            HaError::ModeChange(_) => Code::FailedPrecondition,
             HaError::DuplicateNodeId { .. } | HaError::LiveLeaderAtStart { .. } | HaError::NodeIdLost { .. } => {
-                Status::internal(message)
+                Code::Internal
             }
+        }
+    }
+
+    fn reason(&self) -> Option<&'static str> {
+        match self {
+            HaError::NotLeader { .. } => Some(reason::NOT_LEADER),
+            HaError::StaleTerm { .. } => Some(reason::STALE_TERM),
+            HaError::ModeChange(ModeChangeError::Fixed { .. }) => Some(reason::MODE_FIXED),
+            HaError::ModeChange(ModeChangeError::LiveLeader { .. }) => Some(reason::LIVE_LEADER),
+            HaError::Store(_) => Some(reason::STORE_UNAVAILABLE),
+            HaError::DuplicateNodeId { .. } | HaError::LiveLeaderAtStart { .. } | HaError::NodeIdLost { .. } => None,
+        }
+    }
+
+    fn metadata(&self) -> Vec<(&'static str, String)> {
+        match self {
+            HaError::NotLeader { leader: Some(leader) } => vec![("leader", leader.clone())],
+            HaError::StaleTerm { term, .. } => vec![("term", term.to_string())],
+            HaError::ModeChange(ModeChangeError::LiveLeader { leader }) => vec![("leader", leader.clone())],
+            _ => Vec::new(),
+        }
+    }
+
+    fn leader(&self) -> Option<String> {
+        match self {
+            HaError::NotLeader { leader } | HaError::StaleTerm { leader, .. } => leader.clone(),
+            _ => None,
         }
     }
 }
 
-impl From<MetadataError> for Status {
-    fn from(error: MetadataError) -> Status {
-        let message = error.to_string();
-        match error {
-            MetadataError::TermEnded { .. } => not_leader(None, message),
-            MetadataError::NotRegistered { .. } => {
-                error_status(Code::FailedPrecondition, reason::NOT_REGISTERED, message, [])
+impl ServiceError for MetadataError {
+    fn code(&self) -> Code {
+        match self {
+            MetadataError::TermEnded { .. } | MetadataError::StaleTerm { .. } | MetadataError::Store(_) => {
+                Code::Unavailable
             }
-            MetadataError::IncarnationRetired { .. } => {
-                error_status(Code::FailedPrecondition, reason::INCARNATION_RETIRED, message, [])
-            }
-            MetadataError::StaleTerm { term } => {
-                error_status(Code::Unavailable, reason::STALE_TERM, message, [("term", term.to_string())])
-            }
-            MetadataError::Store(_) => error_status(Code::Unavailable, reason::STORE_UNAVAILABLE, message, []),
-            MetadataError::Corrupt { .. } => Status::internal(message),
-            MetadataError::Orphaned(_) => Status::internal(message),
+            MetadataError::NotRegistered { .. } | MetadataError::IncarnationRetired { .. } => Code::FailedPrecondition,
+            MetadataError::Corrupt { .. } | MetadataError::Orphaned(_) => Code::Internal,
+        }
+    }
+
+    fn reason(&self) -> Option<&'static str> {
+        match self {
+            MetadataError::TermEnded { .. } => Some(reason::NOT_LEADER),
+            MetadataError::NotRegistered { .. } => Some(reason::NOT_REGISTERED),
+            MetadataError::IncarnationRetired { .. } => Some(reason::INCARNATION_RETIRED),
+            MetadataError::StaleTerm { .. } => Some(reason::STALE_TERM),
+            MetadataError::Store(_) => Some(reason::STORE_UNAVAILABLE),
+            MetadataError::Corrupt { .. } | MetadataError::Orphaned(_) => None,
+        }
+    }
+
+    fn metadata(&self) -> Vec<(&'static str, String)> {
+        match self {
+            MetadataError::StaleTerm { term } => vec![("term", term.to_string())],
+            _ => Vec::new(),
         }
     }
 }
 
-impl From<BroadcastError> for Status {
-    fn from(error: BroadcastError) -> Status {
-        let message = error.to_string();
-        match error {
-            BroadcastError::Failed { refused, .. } => {
-                error_status(Code::Aborted, reason::BROADCAST_FAILED, message, [("nodes", refused.join(","))])
+impl ServiceError for BroadcastError {
+    fn code(&self) -> Code {
+        match self {
+            BroadcastError::Failed { .. } => Code::Aborted,
+            BroadcastError::OverBudget { .. } => Code::DeadlineExceeded,
+            BroadcastError::Leader(error) => error.code(),
+        }
+    }
+
+    fn reason(&self) -> Option<&'static str> {
+        match self {
+            BroadcastError::Failed { .. } => Some(reason::BROADCAST_FAILED),
+            BroadcastError::OverBudget { .. } => Some(reason::BROADCAST_BUDGET),
+            BroadcastError::Leader(error) => error.reason(),
+        }
+    }
+
+    fn metadata(&self) -> Vec<(&'static str, String)> {
+        match self {
+            BroadcastError::Failed { refused: nodes, .. } | BroadcastError::OverBudget { pending: nodes, .. } => {
+                vec![("nodes", nodes.join(","))]
             }
-            BroadcastError::OverBudget { pending, .. } => {
-                error_status(Code::DeadlineExceeded, reason::BROADCAST_BUDGET, message, [("nodes", pending.join(","))])
-            }
-            BroadcastError::Leader(error) => error.into(),
+            BroadcastError::Leader(error) => error.metadata(),
         }
     }
 }
 
-/// A refused DDL request.
+impl ServiceError for DdlFailure {
+    fn code(&self) -> Code {
+        match self {
+            DdlFailure::Refused(error) => error.code(),
+            DdlFailure::Aborted { .. } => Code::Aborted,
+            DdlFailure::Leader(error) => error.code(),
+            DdlFailure::Broadcast(error) => error.code(),
+            DdlFailure::RequestIdReused { .. } => Code::InvalidArgument,
+            DdlFailure::Starting => Code::Unavailable,
+            DdlFailure::Failed { .. } => Code::Internal,
+        }
+    }
+
+    fn reason(&self) -> Option<&'static str> {
+        match self {
+            DdlFailure::Refused(error) => error.reason(),
+            DdlFailure::Aborted { .. } => Some(reason::BROADCAST_FAILED),
+            DdlFailure::Leader(error) => error.reason(),
+            DdlFailure::Broadcast(error) => error.reason(),
+            DdlFailure::RequestIdReused { .. } => Some(reason::REQUEST_ID_REUSED),
+            DdlFailure::Starting => Some(reason::LEADER_STARTING),
+            DdlFailure::Failed { .. } => Some(reason::PROCEDURE_FAILED),
+        }
+    }
+
+    fn metadata(&self) -> Vec<(&'static str, String)> {
+        match self {
+            DdlFailure::Refused(error) => error.metadata(),
+            DdlFailure::Aborted { procedure_id, nodes, .. } => {
+                vec![("nodes", nodes.join(",")), ("procedure", procedure_id.to_string())]
+            }
+            DdlFailure::Leader(error) => error.metadata(),
+            DdlFailure::Broadcast(error) => error.metadata(),
+            DdlFailure::RequestIdReused { request_id, procedure_id } => vec![
+                ("field", "request_id".to_owned()),
+                ("request_id", request_id.clone()),
+                ("procedure", procedure_id.to_string()),
+            ],
+            DdlFailure::Starting => Vec::new(),
+            DdlFailure::Failed { procedure_id, .. } => vec![("procedure", procedure_id.to_string())],
+        }
+    }
+}
+
+/// `?` turns each of these into its status.
+macro_rules! into_status {
+    ($($error:ty),*) => {
+        $(
+            impl From<$error> for Status {
+                fn from(error: $error) -> Status {
+                    status_of(&error)
+                }
+            }
+        )*
+    };
+}
+
+into_status!(Refusal, HaError, MetadataError, BroadcastError, DdlFailure);
+
+/// A refused DDL request (`DdlError` lives in core, so it has no `From` here).
 pub fn ddl_error(error: DdlError) -> Status {
-    let message = error.to_string();
-    {
-        match error {
-            DdlError::Invalid { field, .. } => {
-                error_status(Code::InvalidArgument, reason::INVALID_ARGUMENT, message, [("field", field)])
-            }
-            DdlError::NotFound { .. } => error_status(Code::NotFound, reason::NOT_FOUND, message, []),
-            DdlError::AlreadyExists { .. } => error_status(Code::AlreadyExists, reason::ALREADY_EXISTS, message, []),
-            DdlError::Busy { .. } => error_status(Code::FailedPrecondition, reason::OBJECT_BUSY, message, []),
-        }
-    }
-}
-
-impl From<DdlFailure> for Status {
-    fn from(failure: DdlFailure) -> Status {
-        let message = failure.to_string();
-        match failure {
-            DdlFailure::Refused(error) => ddl_error(error),
-            DdlFailure::Aborted { procedure_id, nodes, .. } => error_status(
-                Code::Aborted,
-                reason::BROADCAST_FAILED,
-                message,
-                [("nodes", nodes.join(",")), ("procedure", procedure_id.to_string())],
-            ),
-            DdlFailure::Leader(error) => error.into(),
-            DdlFailure::Broadcast(error) => error.into(),
-            DdlFailure::RequestIdReused { request_id, procedure_id } => error_status(
-                Code::InvalidArgument,
-                reason::REQUEST_ID_REUSED,
-                message,
-                [
-                    ("field", "request_id".to_owned()),
-                    ("request_id", request_id),
-                    ("procedure", procedure_id.to_string()),
-                ],
-            ),
-            DdlFailure::Starting => error_status(Code::Unavailable, reason::LEADER_STARTING, message, []),
-            DdlFailure::Failed { procedure_id, .. } => error_status(
-                Code::Internal,
-                reason::PROCEDURE_FAILED,
-                message,
-                [("procedure", procedure_id.to_string())],
-            ),
-        }
-    }
+    status_of(&error)
 }
 
 #[cfg(test)]
@@ -169,5 +267,62 @@ mod tests {
             (status.code(), error_reason(&status).as_deref()),
             (Code::FailedPrecondition, Some(reason::LIVE_LEADER))
         );
+    }
+
+    #[test]
+    fn an_error_says_whether_the_same_request_may_succeed_again() {
+        let store =
+            || MetadataError::Store(leasehold_store::StoreError::Timeout { op: "commit", after: Default::default() });
+        let retryable = [
+            DdlFailure::Leader(store()),
+            DdlFailure::Leader(MetadataError::StaleTerm { term: 3 }),
+            DdlFailure::Leader(MetadataError::TermEnded { term: 3 }),
+            DdlFailure::Broadcast(BroadcastError::OverBudget {
+                version: 9,
+                budget: Default::default(),
+                pending: vec![],
+            }),
+            DdlFailure::Starting,
+        ];
+        for failure in &retryable {
+            assert!(failure.is_retryable(), "{failure}");
+        }
+        let final_answers = [
+            DdlFailure::Refused(DdlError::Busy { what: "table db.t".into() }),
+            DdlFailure::Aborted { procedure_id: 1, reason: "refused".into(), nodes: vec!["dn1".into()] },
+            DdlFailure::Failed { procedure_id: 1, reason: "orphaned".into() },
+            DdlFailure::RequestIdReused { request_id: "r".into(), procedure_id: 1 },
+            DdlFailure::Broadcast(BroadcastError::Failed { version: 9, refused: vec!["dn1".into()] }),
+        ];
+        for failure in &final_answers {
+            assert!(!failure.is_retryable(), "{failure}");
+        }
+    }
+
+    #[test]
+    fn a_wrapped_error_keeps_its_code_reason_and_metadata() {
+        let status: Status =
+            DdlFailure::Refused(DdlError::Invalid { field: "columns[1].name".into(), message: "bad".into() }).into();
+        assert_eq!(
+            (status.code(), error_reason(&status).as_deref()),
+            (Code::InvalidArgument, Some(reason::INVALID_ARGUMENT))
+        );
+        assert_eq!(status.message(), "columns[1].name: bad");
+        let status: Status = DdlFailure::Broadcast(BroadcastError::Leader(MetadataError::StaleTerm { term: 7 })).into();
+        assert_eq!((status.code(), error_reason(&status).as_deref()), (Code::Unavailable, Some(reason::STALE_TERM)));
+        let status: Status = MetadataError::Corrupt { version: 3, reason: "truncated".into() }.into();
+        assert_eq!((status.code(), error_reason(&status)), (Code::Internal, None));
+    }
+
+    #[test]
+    fn a_node_that_serves_no_reads_points_at_the_leader() {
+        let refusal = Refusal::ServesNoReads {
+            node_id: "c2".into(),
+            mode: leasehold_core::HaMode::Standby,
+            leader: Some("127.0.0.1:7401".into()),
+        };
+        let status: Status = refusal.into();
+        assert_eq!(status.message(), "c2 is a standby node and serves no reads; ask the leader");
+        assert_eq!(redirect_target(&status).as_deref(), Some("127.0.0.1:7401"));
     }
 }
