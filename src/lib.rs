@@ -12,9 +12,14 @@
 //! - [`catalog`]: conversions between the catalog's messages and its values.
 //! - [`client`]: connect to a list of coordinators, find the leader, follow redirects, retry
 //!   with backoff under a deadline, and watch leader changes.
+//! - `serving` (feature `server`): health and reflection, set up once for every server.
+//! - [`failpoint`]: the fault-injection helpers both servers use (feature `failpoints`).
 
 pub mod catalog;
 pub mod client;
+pub mod failpoint;
+#[cfg(feature = "server")]
+pub mod serving;
 pub mod status;
 
 /// The generated `leasehold.v1` API.

@@ -5,14 +5,4 @@
 /// The agent's host refuses every change.
 pub const CANNOT_APPLY: &str = "agent::cannot-apply";
 
-/// Whether the failpoint `name` is armed (with any `return` action).
-#[cfg(feature = "failpoints")]
-pub fn armed(name: &'static str) -> bool {
-    fail::eval(name, |_| ()).is_some()
-}
-
-/// Whether the failpoint `name` is armed.
-#[cfg(not(feature = "failpoints"))]
-pub fn armed(_name: &'static str) -> bool {
-    false
-}
+pub use leasehold::failpoint::armed;

@@ -2,10 +2,11 @@
 
 use std::sync::Arc;
 
-use leasehold::v1::FILE_DESCRIPTOR_SET;
+use leasehold::serving::with_health_and_reflection;
 use leasehold::v1::agent_server::AgentServer;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+use tonic::server::NamedService;
 use tonic::transport::Server;
 use tonic::transport::server::TcpIncoming;
 use tracing::info;
@@ -28,7 +29,7 @@ pub enum AgentRunError {
     Serve(#[from] tonic::transport::Error),
     /// Reflection could not load the descriptors.
     #[error("gRPC reflection: {0}")]
-    Reflection(#[from] tonic_reflection::server::Error),
+    Reflection(#[from] leasehold::serving::ReflectionError),
     /// A listener failed.
     #[error("listener: {0}")]
     Io(#[from] std::io::Error),
@@ -65,16 +66,6 @@ pub async fn serve(
     shutdown: CancellationToken,
 ) -> Result<(), AgentRunError> {
     let bound = grpc.local_addr()?;
-    let (health, health_service) = tonic_health::server::health_reporter();
-    health.set_serving::<AgentServer<AgentService>>().await;
-    let reflection_v1 = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1()?;
-    let reflection_v1alpha = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1alpha()?;
     let config = agent.config().clone();
     info!(
         node_id = %config.node_id,
@@ -85,10 +76,9 @@ pub async fn serve(
         coordinators = %config.coordinators.join(","),
         "agent serving"
     );
-    Server::builder()
-        .add_service(health_service)
-        .add_service(reflection_v1)
-        .add_service(reflection_v1alpha)
+    let serving = [<AgentServer<AgentService> as NamedService>::NAME];
+    with_health_and_reflection(&mut Server::builder(), &serving)
+        .await?
         .add_service(
             AgentServer::new(AgentService::new(agent))
                 .max_decoding_message_size(MAX_MESSAGE_BYTES)

@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use leasehold::v1::FILE_DESCRIPTOR_SET;
+use leasehold::serving::with_health_and_reflection;
 use leasehold::v1::catalog_server::CatalogServer;
 use leasehold::v1::cluster_server::ClusterServer;
 use leasehold::v1::data_nodes_server::DataNodesServer;
@@ -14,6 +14,7 @@ use leasehold_core::BootClock;
 use leasehold_store::{MigrationSet, Store, StoreError, new_incarnation};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+use tonic::server::NamedService;
 use tonic::transport::Server;
 use tonic::transport::server::TcpIncoming;
 use tracing::{info, warn};
@@ -70,7 +71,7 @@ pub enum RunError {
     Serve(#[from] tonic::transport::Error),
     /// Reflection could not load the descriptors.
     #[error("gRPC reflection: {0}")]
-    Reflection(#[from] tonic_reflection::server::Error),
+    Reflection(#[from] leasehold::serving::ReflectionError),
     /// A listener failed.
     #[error("listener: {0}")]
     Io(#[from] std::io::Error),
@@ -145,29 +146,21 @@ pub async fn run(config: CoordinatorConfig, listeners: Listeners, shutdown: Canc
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_SNAPSHOT_BYTES);
 
-    let (health, health_service) = tonic_health::server::health_reporter();
-    health.set_serving::<ClusterServer<ClusterService>>().await;
-    health.set_serving::<DataNodesServer<DataNodesService>>().await;
-    health.set_serving::<CatalogServer<CatalogService>>().await;
-    health.set_serving::<ProceduresServer<ProceduresService>>().await;
-    let reflection_v1 = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1()?;
-    let reflection_v1alpha = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1alpha()?;
     let cluster = ClusterServer::new(ClusterService::new(ha.clone(), shutdown.clone()))
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
-    let grpc = Server::builder()
+    let mut server = Server::builder()
         .timeout(REQUEST_TIMEOUT)
         .concurrency_limit_per_connection(CONCURRENCY_PER_CONNECTION)
-        .tcp_nodelay(true)
-        .add_service(health_service)
-        .add_service(reflection_v1)
-        .add_service(reflection_v1alpha)
+        .tcp_nodelay(true);
+    let serving = [
+        <ClusterServer<ClusterService> as NamedService>::NAME,
+        <DataNodesServer<DataNodesService> as NamedService>::NAME,
+        <CatalogServer<CatalogService> as NamedService>::NAME,
+        <ProceduresServer<ProceduresService> as NamedService>::NAME,
+    ];
+    let grpc = with_health_and_reflection(&mut server, &serving)
+        .await?
         .add_service(cluster)
         .add_service(data_nodes)
         .add_service(catalog)
