@@ -13,10 +13,7 @@ pub use tonic_reflection::server::Error as ReflectionError;
 
 /// `server` with health and reflection added; `serving` names the services to report as
 /// serving (each one's `NamedService::NAME`).
-pub async fn with_health_and_reflection(
-    server: &mut Server,
-    serving: &[&str],
-) -> Result<Router, ReflectionError> {
+pub async fn with_health_and_reflection(server: &mut Server, serving: &[&str]) -> Result<Router, ReflectionError> {
     let (health, health_service) = tonic_health::server::health_reporter();
     for name in serving {
         health.set_service_status(*name, ServingStatus::Serving).await;

@@ -19,7 +19,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::args::{DbCommand, ProcedureCommand, TableCommand, ViewCommand};
-use crate::ctl::{Answer, table};
+use crate::output::{Answer, table};
 
 const TYPES: [(&str, v1::DataType); 8] = [
     ("BOOLEAN", v1::DataType::Boolean),

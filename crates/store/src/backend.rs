@@ -157,6 +157,18 @@ pub(crate) struct Statements {
     pub procedures_by_state: Arc<str>,
 }
 
+/// The columns a procedure row is read with: the one list for `procedures`.
+pub(crate) const PROCEDURE_COLUMNS: &str =
+    "id, kind, target, step, state, error, request_id, request, term, created_at_ms, updated_at_ms, result_version";
+/// The columns a catalog object is read with.
+pub(crate) const OBJECT_COLUMNS: &str = "kind, database_name, name, payload, version";
+/// The columns a stored change is read with.
+pub(crate) const CHANGE_COLUMNS: &str = "version, kind, payload";
+/// The columns a registered data node is read with.
+pub(crate) const DATA_NODE_COLUMNS: &str = "node_id, incarnation, address, registered_at_ms";
+/// The columns a coordinator registry row is read with.
+pub(crate) const NODE_COLUMNS: &str = "node_id, incarnation, address, mode, priority, role, last_seen_ms";
+
 impl Statements {
     pub fn new(backend: Backend) -> Self {
         let r = |template: &str| backend.render(template);
@@ -167,10 +179,8 @@ impl Statements {
                 "{insert_ignore} ha_lease (cluster, term, expires_at_ms, version, write_seq, updated_at_ms) \
                  VALUES (?, 0, 0, 0, 0, {now}) {on_conflict_ignore}",
             ),
-            lease_read: r(
-                "SELECT term, holder_node_id, holder_incarnation, holder_address, expires_at_ms, version, {now} \
-                 FROM ha_lease WHERE cluster = ?",
-            ),
+            lease_read: r("SELECT term, holder_node_id, holder_incarnation, holder_address, expires_at_ms, version, \
+                 {now} AS store_now_ms FROM ha_lease WHERE cluster = ?"),
             // Succeeds only against the version that was read and only once the lease has
             // expired on the store's clock; every acquire starts a new term.
             lease_acquire: r(
@@ -190,7 +200,9 @@ impl Statements {
             // unexpired, and the row lock it takes lasts until the write's commit.
             lease_guard: r("UPDATE ha_lease SET write_seq = write_seq + 1 \
                  WHERE cluster = ? AND term = ? AND holder_incarnation = ? AND expires_at_ms > {now}"),
-            node_read: r("SELECT incarnation, last_seen_ms, {now} FROM ha_nodes WHERE cluster = ? AND node_id = ?"),
+            node_read: r(
+                "SELECT incarnation, last_seen_ms, {now} AS store_now_ms FROM ha_nodes WHERE cluster = ? AND node_id = ?",
+            ),
             node_insert: r(
                 "{insert_ignore} ha_nodes (cluster, node_id, incarnation, address, mode, priority, role, last_seen_ms, started_at_ms) \
                  VALUES (?, ?, ?, ?, ?, ?, ?, {now}, {now}) {on_conflict_ignore}",
@@ -204,8 +216,9 @@ impl Statements {
                  WHERE cluster = ? AND node_id = ? AND incarnation = ?"),
             node_stop: r("UPDATE ha_nodes SET incarnation = NULL, role = 'stopped', last_seen_ms = {now} \
                  WHERE cluster = ? AND node_id = ? AND incarnation = ?"),
-            node_list: r("SELECT node_id, incarnation, address, mode, priority, role, last_seen_ms, {now} \
-                 FROM ha_nodes WHERE cluster = ? ORDER BY node_id"),
+            node_list: r(&format!(
+                "SELECT {NODE_COLUMNS}, {{now}} AS store_now_ms FROM ha_nodes WHERE cluster = ? ORDER BY node_id"
+            )),
             meta_insert_if_absent: r(
                 "{insert_ignore} cluster_meta (cluster, name, value, updated_at_ms) VALUES (?, ?, ?, {now}) {on_conflict_ignore}",
             ),
@@ -220,9 +233,9 @@ impl Statements {
                 "INSERT INTO metadata_changes (cluster, version, kind, payload, created_at_ms) VALUES (?, ?, ?, ?, {now})",
             ),
             change_trim: r("DELETE FROM metadata_changes WHERE cluster = ? AND version <= ?"),
-            changes_since: r(
-                "SELECT version, kind, payload FROM metadata_changes WHERE cluster = ? AND version > ? ORDER BY version LIMIT ?",
-            ),
+            changes_since: r(&format!(
+                "SELECT {CHANGE_COLUMNS} FROM metadata_changes WHERE cluster = ? AND version > ? ORDER BY version LIMIT ?",
+            )),
             data_node_update: r(
                 "UPDATE data_nodes SET incarnation = ?, address = ?, registered_at_ms = {now}, retired_at_ms = NULL \
                  WHERE cluster = ? AND node_id = ?",
@@ -232,8 +245,9 @@ impl Statements {
             ),
             data_node_retire: r("UPDATE data_nodes SET retired_at_ms = {now} \
                  WHERE cluster = ? AND node_id = ? AND incarnation = ? AND retired_at_ms IS NULL"),
-            data_node_list: r("SELECT node_id, incarnation, address, registered_at_ms FROM data_nodes \
-                 WHERE cluster = ? AND retired_at_ms IS NULL ORDER BY node_id"),
+            data_node_list: r(&format!(
+                "SELECT {DATA_NODE_COLUMNS} FROM data_nodes WHERE cluster = ? AND retired_at_ms IS NULL ORDER BY node_id"
+            )),
             data_node_list_retired: r(
                 "SELECT node_id, incarnation FROM data_nodes WHERE cluster = ? AND retired_at_ms IS NOT NULL ORDER BY node_id",
             ),
@@ -256,9 +270,9 @@ impl Statements {
                 "DELETE FROM catalog_objects WHERE cluster = ? AND kind = ? AND database_name = ? AND name = ?",
             ),
             objects_delete_database: r("DELETE FROM catalog_objects WHERE cluster = ? AND database_name = ?"),
-            objects_list: r(
-                "SELECT kind, database_name, name, payload, version FROM catalog_objects WHERE cluster = ? ORDER BY kind, database_name, name",
-            ),
+            objects_list: r(&format!(
+                "SELECT {OBJECT_COLUMNS} FROM catalog_objects WHERE cluster = ? ORDER BY kind, database_name, name",
+            )),
             procedure_insert: r(
                 "INSERT INTO procedures (cluster, id, kind, target, step, state, error, request_id, request, term, created_at_ms, updated_at_ms) \
                  VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, {now}, {now})",
@@ -266,18 +280,16 @@ impl Statements {
             procedure_update: r(
                 "UPDATE procedures SET step = ?, state = ?, error = ?, result_version = ?, term = ?, updated_at_ms = {now} WHERE cluster = ? AND id = ?",
             ),
-            procedure_get: r(
-                "SELECT id, kind, target, step, state, error, request_id, request, term, created_at_ms, updated_at_ms, result_version FROM procedures WHERE cluster = ? AND id = ?",
-            ),
-            procedure_by_request: r(
-                "SELECT id, kind, target, step, state, error, request_id, request, term, created_at_ms, updated_at_ms, result_version FROM procedures WHERE cluster = ? AND request_id = ?",
-            ),
-            procedures_list: r(
-                "SELECT id, kind, target, step, state, error, request_id, request, term, created_at_ms, updated_at_ms, result_version FROM procedures WHERE cluster = ? ORDER BY id DESC LIMIT ?",
-            ),
-            procedures_by_state: r(
-                "SELECT id, kind, target, step, state, error, request_id, request, term, created_at_ms, updated_at_ms, result_version FROM procedures WHERE cluster = ? AND state = ? ORDER BY id DESC LIMIT ?",
-            ),
+            procedure_get: r(&format!("SELECT {PROCEDURE_COLUMNS} FROM procedures WHERE cluster = ? AND id = ?",)),
+            procedure_by_request: r(&format!(
+                "SELECT {PROCEDURE_COLUMNS} FROM procedures WHERE cluster = ? AND request_id = ?",
+            )),
+            procedures_list: r(&format!(
+                "SELECT {PROCEDURE_COLUMNS} FROM procedures WHERE cluster = ? ORDER BY id DESC LIMIT ?",
+            )),
+            procedures_by_state: r(&format!(
+                "SELECT {PROCEDURE_COLUMNS} FROM procedures WHERE cluster = ? AND state = ? ORDER BY id DESC LIMIT ?",
+            )),
         }
     }
 }

@@ -2,7 +2,7 @@
 //! Writes run inside a guarded transaction; reads on the pool.
 
 use sqlx::any::AnyRow;
-use sqlx::{AnyConnection, AssertSqlSafe, Row};
+use sqlx::{AnyConnection, AssertSqlSafe, FromRow, Row};
 
 use crate::backend::{Backend, Statements};
 use crate::error::StoreError;
@@ -51,21 +51,37 @@ pub struct ProcedureRow {
     pub result_version: u64,
 }
 
-fn procedure_of(row: &AnyRow) -> Result<ProcedureRow, sqlx::Error> {
-    Ok(ProcedureRow {
-        id: crate::from_sql(row.try_get(0)?),
-        kind: row.try_get(1)?,
-        target: row.try_get(2)?,
-        step: row.try_get(3)?,
-        state: row.try_get(4)?,
-        error: row.try_get(5)?,
-        request_id: row.try_get(6)?,
-        request: row.try_get(7)?,
-        term: crate::from_sql(row.try_get(8)?),
-        created_at_ms: row.try_get(9)?,
-        updated_at_ms: row.try_get(10)?,
-        result_version: crate::from_sql(row.try_get(11)?),
-    })
+impl FromRow<'_, AnyRow> for ProcedureRow {
+    /// Read by name, with the columns of [`crate::backend::PROCEDURE_COLUMNS`].
+    fn from_row(row: &AnyRow) -> Result<Self, sqlx::Error> {
+        Ok(ProcedureRow {
+            id: crate::from_sql(row.try_get("id")?),
+            kind: row.try_get("kind")?,
+            target: row.try_get("target")?,
+            step: row.try_get("step")?,
+            state: row.try_get("state")?,
+            error: row.try_get("error")?,
+            request_id: row.try_get("request_id")?,
+            request: row.try_get("request")?,
+            term: crate::from_sql(row.try_get("term")?),
+            created_at_ms: row.try_get("created_at_ms")?,
+            updated_at_ms: row.try_get("updated_at_ms")?,
+            result_version: crate::from_sql(row.try_get("result_version")?),
+        })
+    }
+}
+
+impl FromRow<'_, AnyRow> for StoredObject {
+    /// Read by name, with the columns of [`crate::backend::OBJECT_COLUMNS`].
+    fn from_row(row: &AnyRow) -> Result<Self, sqlx::Error> {
+        Ok(StoredObject {
+            kind: row.try_get("kind")?,
+            database: row.try_get("database_name")?,
+            name: row.try_get("name")?,
+            payload: row.try_get("payload")?,
+            version: crate::from_sql(row.try_get("version")?),
+        })
+    }
 }
 
 pub(crate) async fn put_object(
@@ -159,18 +175,7 @@ pub(crate) async fn list_objects(
     cluster: &str,
 ) -> Result<Vec<StoredObject>, StoreError> {
     let rows = sqlx::query(AssertSqlSafe(sql.objects_list.clone())).bind(cluster).fetch_all(&mut *conn).await?;
-    rows.iter()
-        .map(|row| {
-            Ok(StoredObject {
-                kind: row.try_get(0)?,
-                database: row.try_get(1)?,
-                name: row.try_get(2)?,
-                payload: row.try_get(3)?,
-                version: crate::from_sql(row.try_get(4)?),
-            })
-        })
-        .collect::<Result<_, sqlx::Error>>()
-        .map_err(Into::into)
+    Ok(rows.iter().map(StoredObject::from_row).collect::<Result<_, sqlx::Error>>()?)
 }
 
 /// The longest procedure error kept, in bytes: the MySQL column holds 2048 characters, and an
@@ -248,7 +253,7 @@ pub(crate) async fn get_procedure(
         .bind(id as i64)
         .fetch_optional(&mut *conn)
         .await?;
-    Ok(row.as_ref().map(procedure_of).transpose()?)
+    Ok(row.as_ref().map(ProcedureRow::from_row).transpose()?)
 }
 
 pub(crate) async fn procedure_by_request(
@@ -262,7 +267,7 @@ pub(crate) async fn procedure_by_request(
         .bind(request_id)
         .fetch_optional(&mut *conn)
         .await?;
-    Ok(row.as_ref().map(procedure_of).transpose()?)
+    Ok(row.as_ref().map(ProcedureRow::from_row).transpose()?)
 }
 
 pub(crate) async fn list_procedures(
@@ -289,5 +294,5 @@ pub(crate) async fn list_procedures(
                 .await?
         }
     };
-    rows.iter().map(procedure_of).collect::<Result<_, sqlx::Error>>().map_err(Into::into)
+    rows.iter().map(ProcedureRow::from_row).collect::<Result<_, sqlx::Error>>().map_err(Into::into)
 }

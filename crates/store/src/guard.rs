@@ -18,26 +18,7 @@ use crate::lease;
 use crate::metadata;
 use crate::nodes;
 use crate::store::{Checkout, Store};
-
-/// What a metadata write is guarded by.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum WriteGuard {
-    /// The writer's term: the write commits only while that term holds the unexpired lease.
-    Term(TermGuard),
-    /// A stand-alone coordinator (`ha.mode = disabled`): there is no lease to check.
-    Standalone,
-}
-
-/// The term a leader writes under.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TermGuard {
-    /// The cluster whose lease row guards the write.
-    pub cluster: String,
-    /// The term the writer acquired.
-    pub term: u64,
-    /// The writer process's incarnation.
-    pub incarnation: String,
-}
+use crate::types::WriteGuard;
 
 /// An open term-guarded transaction. Dropping it without [`GuardedTx::commit`] closes its
 /// connection, which rolls the transaction back on the server.
@@ -50,6 +31,16 @@ pub struct GuardedTx {
 impl std::fmt::Debug for GuardedTx {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("GuardedTx").field("term", &self.term).finish()
+    }
+}
+
+impl Store {
+    /// Opens a term-guarded write transaction: the lease row is locked and checked to be
+    /// `guard`'s unexpired term before anything else happens. Fails with
+    /// [`StoreError::StaleTerm`] otherwise.
+    pub async fn begin_guarded(&self, guard: &WriteGuard) -> Result<GuardedTx, StoreError> {
+        let checkout = self.checkout("guarded write").await?;
+        GuardedTx::begin(checkout, self.backend(), self.clone(), guard).await
     }
 }
 

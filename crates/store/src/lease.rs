@@ -9,50 +9,7 @@ use sqlx::{AnyConnection, AssertSqlSafe, Row};
 
 use crate::backend::Statements;
 use crate::error::StoreError;
-use crate::guard::TermGuard;
-
-/// Who holds (or wants) the lease.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LeaseHolder {
-    /// The holder's stable node id.
-    pub node_id: String,
-    /// The holder process's incarnation: random, new at every start.
-    pub incarnation: String,
-    /// The holder's gRPC endpoint, for discovery.
-    pub address: String,
-}
-
-/// The lease row as read, with the store's clock at the moment of the read.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LeaseView {
-    /// The fencing token of the last acquire (0: never acquired).
-    pub term: u64,
-    /// The last holder; it holds the lease only while it is unexpired.
-    pub holder: Option<LeaseHolder>,
-    /// The expiry on the store's clock (ms since the Unix epoch).
-    pub expires_at_ms: i64,
-    /// Optimistic-concurrency counter, +1 on every write of the row.
-    pub version: i64,
-    /// The store's clock when the row was read (ms since the Unix epoch).
-    pub store_now_ms: i64,
-}
-
-impl LeaseView {
-    /// Milliseconds the lease had left when read; negative once expired.
-    pub fn remaining_ms(&self) -> i64 {
-        self.expires_at_ms - self.store_now_ms
-    }
-
-    /// Whether the lease had expired when read.
-    pub fn is_expired(&self) -> bool {
-        self.remaining_ms() <= 0
-    }
-
-    /// The holder of an unexpired lease.
-    pub fn live_holder(&self) -> Option<&LeaseHolder> {
-        self.holder.as_ref().filter(|_| !self.is_expired())
-    }
-}
+use crate::types::{LeaseHolder, LeaseView, TermGuard};
 
 fn ttl_ms(ttl: Duration) -> i64 {
     i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX)
@@ -69,9 +26,9 @@ pub(crate) async fn read(conn: &mut AnyConnection, sql: &Statements, cluster: &s
         .fetch_optional(&mut *conn)
         .await?
         .ok_or_else(|| StoreError::Inconsistent(format!("cluster {cluster:?} has no lease row")))?;
-    let node_id: Option<String> = row.try_get(1)?;
-    let incarnation: Option<String> = row.try_get(2)?;
-    let address: Option<String> = row.try_get(3)?;
+    let node_id: Option<String> = row.try_get("holder_node_id")?;
+    let incarnation: Option<String> = row.try_get("holder_incarnation")?;
+    let address: Option<String> = row.try_get("holder_address")?;
     let holder = match (node_id, incarnation) {
         (Some(node_id), Some(incarnation)) => {
             Some(LeaseHolder { node_id, incarnation, address: address.unwrap_or_default() })
@@ -79,11 +36,11 @@ pub(crate) async fn read(conn: &mut AnyConnection, sql: &Statements, cluster: &s
         _ => None,
     };
     Ok(LeaseView {
-        term: crate::from_sql(row.try_get::<i64, _>(0)?),
+        term: crate::from_sql(row.try_get::<i64, _>("term")?),
         holder,
-        expires_at_ms: row.try_get(4)?,
-        version: row.try_get(5)?,
-        store_now_ms: row.try_get(6)?,
+        expires_at_ms: row.try_get("expires_at_ms")?,
+        version: row.try_get("version")?,
+        store_now_ms: row.try_get("store_now_ms")?,
     })
 }
 

@@ -26,17 +26,18 @@ pub mod migrate;
 pub mod nodes;
 pub mod session;
 mod store;
+pub mod types;
 
 pub use backend::Backend;
 pub use catalog::{ProcedureRow, StoredObject};
 pub use error::{StoreError, redact_url};
-pub use guard::{GuardedTx, TermGuard, WriteGuard};
-pub use lease::{LeaseHolder, LeaseView};
+pub use guard::GuardedTx;
 pub use metadata::{DataNodeRow, StoredChange};
 pub use migrate::MigrationSet;
 pub use nodes::{NodeList, NodeRegistration, NodeRow, NodeSnapshot};
 pub use session::LeaseSession;
 pub use store::{Store, StoreOptions, new_incarnation};
+pub use types::{LeaseHolder, LeaseView, TermGuard, WriteGuard};
 
 /// Runs a conditional update and says whether it changed exactly one row: the answer every
 /// fencing, claim and refresh statement needs.

@@ -1,7 +1,8 @@
 //! The metadata change log, its version counter, the data-node registry, and cluster
 //! settings. Writes run inside a guarded transaction ([`crate::GuardedTx`]); reads on the pool.
 
-use sqlx::{AnyConnection, AssertSqlSafe, Row};
+use sqlx::any::AnyRow;
+use sqlx::{AnyConnection, AssertSqlSafe, FromRow, Row};
 
 use crate::backend::Statements;
 use crate::error::StoreError;
@@ -30,6 +31,29 @@ pub struct DataNodeRow {
     pub registered_at_ms: i64,
 }
 
+impl FromRow<'_, AnyRow> for StoredChange {
+    /// Read by name, with the columns of [`crate::backend::CHANGE_COLUMNS`].
+    fn from_row(row: &AnyRow) -> Result<Self, sqlx::Error> {
+        Ok(StoredChange {
+            version: crate::from_sql(row.try_get("version")?),
+            kind: row.try_get("kind")?,
+            payload: row.try_get("payload")?,
+        })
+    }
+}
+
+impl FromRow<'_, AnyRow> for DataNodeRow {
+    /// Read by name, with the columns of [`crate::backend::DATA_NODE_COLUMNS`].
+    fn from_row(row: &AnyRow) -> Result<Self, sqlx::Error> {
+        Ok(DataNodeRow {
+            node_id: row.try_get("node_id")?,
+            incarnation: row.try_get("incarnation")?,
+            address: row.try_get("address")?,
+            registered_at_ms: row.try_get("registered_at_ms")?,
+        })
+    }
+}
+
 pub(crate) async fn ensure_version_row(
     conn: &mut AnyConnection,
     sql: &Statements,
@@ -49,7 +73,7 @@ pub(crate) async fn current_version(
         .fetch_optional(&mut *conn)
         .await?
         .ok_or_else(|| StoreError::Inconsistent(format!("cluster {cluster:?} has no metadata version row")))?;
-    Ok(crate::from_sql(row.try_get(0)?))
+    Ok(crate::from_sql(row.try_get("version")?))
 }
 
 /// Bumps the counter and records the change at the new version, trimming what falls out of
@@ -96,16 +120,7 @@ pub(crate) async fn changes_since(
         .bind(crate::to_sql(limit))
         .fetch_all(&mut *conn)
         .await?;
-    rows.iter()
-        .map(|row| {
-            Ok(StoredChange {
-                version: crate::from_sql(row.try_get(0)?),
-                kind: row.try_get(1)?,
-                payload: row.try_get(2)?,
-            })
-        })
-        .collect::<Result<_, sqlx::Error>>()
-        .map_err(Into::into)
+    Ok(rows.iter().map(StoredChange::from_row).collect::<Result<_, sqlx::Error>>()?)
 }
 
 pub(crate) async fn upsert_data_node(
@@ -190,7 +205,7 @@ pub(crate) async fn list_tombstones(
 ) -> Result<Vec<(String, String)>, StoreError> {
     let rows = sqlx::query(AssertSqlSafe(sql.tombstone_list.clone())).bind(cluster).fetch_all(&mut *conn).await?;
     rows.iter()
-        .map(|row| Ok((row.try_get(0)?, row.try_get(1)?)))
+        .map(|row| Ok((row.try_get("node_id")?, row.try_get("incarnation")?)))
         .collect::<Result<_, sqlx::Error>>()
         .map_err(Into::into)
 }
@@ -203,7 +218,7 @@ pub(crate) async fn list_retired_data_nodes(
     let rows =
         sqlx::query(AssertSqlSafe(sql.data_node_list_retired.clone())).bind(cluster).fetch_all(&mut *conn).await?;
     rows.iter()
-        .map(|row| Ok((row.try_get(0)?, row.try_get(1)?)))
+        .map(|row| Ok((row.try_get("node_id")?, row.try_get("incarnation")?)))
         .collect::<Result<_, sqlx::Error>>()
         .map_err(Into::into)
 }
@@ -214,17 +229,7 @@ pub(crate) async fn list_data_nodes(
     cluster: &str,
 ) -> Result<Vec<DataNodeRow>, StoreError> {
     let rows = sqlx::query(AssertSqlSafe(sql.data_node_list.clone())).bind(cluster).fetch_all(&mut *conn).await?;
-    rows.iter()
-        .map(|row| {
-            Ok(DataNodeRow {
-                node_id: row.try_get(0)?,
-                incarnation: row.try_get(1)?,
-                address: row.try_get(2)?,
-                registered_at_ms: row.try_get(3)?,
-            })
-        })
-        .collect::<Result<_, sqlx::Error>>()
-        .map_err(Into::into)
+    Ok(rows.iter().map(DataNodeRow::from_row).collect::<Result<_, sqlx::Error>>()?)
 }
 
 pub(crate) async fn read_setting(
@@ -235,7 +240,7 @@ pub(crate) async fn read_setting(
 ) -> Result<Option<String>, StoreError> {
     let row =
         sqlx::query(AssertSqlSafe(sql.meta_read.clone())).bind(cluster).bind(name).fetch_optional(&mut *conn).await?;
-    Ok(row.map(|row| row.try_get(0)).transpose()?)
+    Ok(row.map(|row| row.try_get("value")).transpose()?)
 }
 
 pub(crate) async fn write_setting(

@@ -1,6 +1,7 @@
 //! The coordinator registry (`ha_nodes`): one row per stable node id.
 
-use sqlx::{AnyConnection, AssertSqlSafe, Row};
+use sqlx::any::AnyRow;
+use sqlx::{AnyConnection, AssertSqlSafe, FromRow, Row};
 
 use crate::backend::Statements;
 use crate::error::StoreError;
@@ -65,6 +66,21 @@ fn priority_of(value: i64) -> i32 {
     i32::try_from(value).unwrap_or(if value < 0 { i32::MIN } else { i32::MAX })
 }
 
+impl FromRow<'_, AnyRow> for NodeRow {
+    /// Read by name, with the columns of [`crate::backend::NODE_COLUMNS`].
+    fn from_row(row: &AnyRow) -> Result<Self, sqlx::Error> {
+        Ok(NodeRow {
+            node_id: row.try_get("node_id")?,
+            incarnation: row.try_get("incarnation")?,
+            address: row.try_get("address")?,
+            mode: row.try_get("mode")?,
+            priority: priority_of(row.try_get("priority")?),
+            role: row.try_get("role")?,
+            last_seen_ms: row.try_get("last_seen_ms")?,
+        })
+    }
+}
+
 pub(crate) async fn read(
     conn: &mut AnyConnection,
     sql: &Statements,
@@ -79,10 +95,10 @@ pub(crate) async fn read(
     match row {
         Some(row) => Ok(NodeSnapshot {
             row: Some(leasehold_core::node_claim::RegisteredNode {
-                incarnation: row.try_get(0)?,
-                last_seen_ms: row.try_get(1)?,
+                incarnation: row.try_get("incarnation")?,
+                last_seen_ms: row.try_get("last_seen_ms")?,
             }),
-            store_now_ms: row.try_get(2)?,
+            store_now_ms: row.try_get("store_now_ms")?,
         }),
         None => {
             let now = sqlx::query(AssertSqlSafe(sql.now.clone())).fetch_one(&mut *conn).await?;
@@ -186,22 +202,9 @@ pub(crate) async fn stop(
 pub(crate) async fn list(conn: &mut AnyConnection, sql: &Statements, cluster: &str) -> Result<NodeList, StoreError> {
     let rows = sqlx::query(AssertSqlSafe(sql.node_list.clone())).bind(cluster).fetch_all(&mut *conn).await?;
     let store_now_ms = match rows.first() {
-        Some(row) => row.try_get(7)?,
+        Some(row) => row.try_get("store_now_ms")?,
         None => sqlx::query(AssertSqlSafe(sql.now.clone())).fetch_one(&mut *conn).await?.try_get(0)?,
     };
-    let nodes = rows
-        .iter()
-        .map(|row| {
-            Ok(NodeRow {
-                node_id: row.try_get(0)?,
-                incarnation: row.try_get(1)?,
-                address: row.try_get(2)?,
-                mode: row.try_get(3)?,
-                priority: priority_of(row.try_get(4)?),
-                role: row.try_get(5)?,
-                last_seen_ms: row.try_get(6)?,
-            })
-        })
-        .collect::<Result<Vec<_>, sqlx::Error>>()?;
+    let nodes = rows.iter().map(NodeRow::from_row).collect::<Result<Vec<_>, sqlx::Error>>()?;
     Ok(NodeList { nodes, store_now_ms })
 }

@@ -10,9 +10,9 @@ use sqlx::AnyConnection;
 use tokio::time::{Instant, timeout_at};
 
 use crate::error::StoreError;
-use crate::guard::TermGuard;
-use crate::lease::{self, LeaseHolder, LeaseView};
+use crate::lease;
 use crate::store::Store;
+use crate::types::{LeaseHolder, LeaseView, TermGuard};
 
 /// Runs `$body` on the session's connection (opened if needed) under the call's deadline,
 /// with `$conn: &mut AnyConnection` and `$sql` the store's statements.
@@ -39,6 +39,14 @@ pub struct LeaseSession {
 impl std::fmt::Debug for LeaseSession {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("LeaseSession").field("connected", &self.conn.is_some()).finish()
+    }
+}
+
+impl Store {
+    /// A connection of its own for the HA loop, so that renewals never queue behind other
+    /// work on the pool.
+    pub fn lease_session(&self, call_timeout: Duration) -> LeaseSession {
+        LeaseSession::new(self.clone(), call_timeout)
     }
 }
 

@@ -12,12 +12,11 @@ use tokio::time::{Instant, timeout_at};
 use crate::backend::{Backend, Statements};
 use crate::catalog::{self, ProcedureRow, StoredObject};
 use crate::error::{StoreError, redact_url};
-use crate::guard::{GuardedTx, TermGuard, WriteGuard};
-use crate::lease::{self, LeaseHolder, LeaseView};
+use crate::lease;
 use crate::metadata::{self, DataNodeRow, StoredChange};
 use crate::migrate::{self, MigrationSet};
 use crate::nodes::{self, NodeList, NodeRegistration, NodeSnapshot};
-use crate::session::LeaseSession;
+use crate::types::{LeaseHolder, LeaseView, TermGuard};
 
 /// How to reach the store and how long to wait for it.
 #[derive(Debug, Clone)]
@@ -356,14 +355,6 @@ impl Store {
         on_pool!(self, "release lease", |conn| lease::release(conn, self.sql(), guard))
     }
 
-    /// Opens a term-guarded write transaction: the lease row is locked and checked to be
-    /// `guard`'s unexpired term before anything else happens. Fails with
-    /// [`StoreError::StaleTerm`] otherwise.
-    pub async fn begin_guarded(&self, guard: &WriteGuard) -> Result<GuardedTx, StoreError> {
-        let checkout = self.checkout("guarded write").await?;
-        GuardedTx::begin(checkout, self.inner.backend, self.clone(), guard).await
-    }
-
     /// Creates the cluster's metadata version counter (at 0) unless it exists.
     pub async fn ensure_metadata_rows(&self, cluster: &str) -> Result<(), StoreError> {
         on_pool!(self, "create version row", |conn| metadata::ensure_version_row(conn, self.sql(), cluster))
@@ -433,12 +424,6 @@ impl Store {
         limit: u32,
     ) -> Result<Vec<ProcedureRow>, StoreError> {
         on_pool!(self, "list procedures", |conn| catalog::list_procedures(conn, self.sql(), cluster, state, limit))
-    }
-
-    /// A connection of its own for the HA loop, so that renewals never queue behind other
-    /// work on the pool.
-    pub fn lease_session(&self, call_timeout: Duration) -> LeaseSession {
-        LeaseSession::new(self.clone(), call_timeout)
     }
 
     /// This node's registry row, with the store's clock.
