@@ -22,6 +22,14 @@ use crate::metadata_leader::{MetadataError, MetadataLeader};
 use crate::metrics;
 use crate::propagator::{BroadcastError, Mode, Propagator};
 
+mod failure;
+mod steps;
+mod stored;
+
+pub use failure::DdlFailure;
+use steps::Publications;
+use stored::{answer_version, plan_of, request_digest, same_request, stored_plan};
+
 /// The longest request id a client may give.
 pub const MAX_REQUEST_ID_LEN: usize = 128;
 
@@ -34,140 +42,6 @@ pub struct DdlOutcome {
     pub version: u64,
     /// Data nodes waited out until they had provably fenced.
     pub fenced: Vec<String>,
-}
-
-/// A DDL that did not return OK.
-#[derive(Debug, thiserror::Error)]
-pub enum DdlFailure {
-    /// Refused before anything was written.
-    #[error(transparent)]
-    Refused(#[from] DdlError),
-    /// Rolled back: a data node could not apply the prepare. Nothing changed.
-    #[error("procedure {procedure_id} was rolled back: {reason}")]
-    Aborted {
-        /// The procedure.
-        procedure_id: u64,
-        /// Why.
-        reason: String,
-        /// The data nodes that refused.
-        nodes: Vec<String>,
-    },
-    /// This coordinator stopped leading (retry with the same request id at the new leader), or
-    /// the store failed.
-    #[error(transparent)]
-    Leader(#[from] MetadataError),
-    /// A broadcast ran past its budget.
-    #[error(transparent)]
-    Broadcast(BroadcastError),
-    /// The request id was used before for another request; nothing was changed.
-    #[error(
-        "request id {request_id:?} was used for another request (procedure {procedure_id}); use a new id for a new request"
-    )]
-    RequestIdReused {
-        /// The request id.
-        request_id: String,
-        /// The procedure that holds it.
-        procedure_id: u64,
-    },
-    /// The leader is still resuming the procedures an earlier leader left running.
-    #[error("the leader is still resuming the procedures its predecessor left running; retry shortly")]
-    Starting,
-    /// The procedure failed for good.
-    #[error("procedure {procedure_id} failed: {reason}")]
-    Failed {
-        /// The procedure.
-        procedure_id: u64,
-        /// Why.
-        reason: String,
-    },
-}
-
-impl From<BroadcastError> for DdlFailure {
-    fn from(error: BroadcastError) -> Self {
-        match error {
-            BroadcastError::Leader(error) => DdlFailure::Leader(error),
-            other => DdlFailure::Broadcast(other),
-        }
-    }
-}
-
-impl From<StoreError> for DdlFailure {
-    fn from(error: StoreError) -> Self {
-        DdlFailure::Leader(error.into())
-    }
-}
-
-/// The digest a request id is bound to. The request's debug form is canonical within a build
-/// (maps are sorted, lists keep their order); a retry that spans an upgrade which changed that
-/// form is refused as a reuse, never applied as another request: the safe direction.
-fn request_digest(request: &DdlRequest) -> Vec<u8> {
-    use sha2::Digest;
-    sha2::Sha256::digest(format!("{request:?}").as_bytes()).to_vec()
-}
-
-/// The version a finished procedure answers with: the one its row holds, or the newest
-/// published one for procedures finished before that was recorded.
-fn answer_version(row: Option<&ProcedureRow>, leader: &MetadataLeader) -> u64 {
-    row.map(|row| row.result_version).filter(|version| *version > 0).unwrap_or_else(|| leader.version())
-}
-
-/// Refuses `existing` as the outcome of a request with `digest` when it was made for another.
-fn same_request(existing: &ProcedureRow, digest: &[u8]) -> Result<(), DdlFailure> {
-    let stored = StoredPlan::decode(existing.request.as_slice()).map(|plan| plan.request_digest).unwrap_or_default();
-    if stored.is_empty() || stored == digest {
-        return Ok(());
-    }
-    Err(DdlFailure::RequestIdReused {
-        request_id: existing.request_id.clone().unwrap_or_default(),
-        procedure_id: existing.id,
-    })
-}
-
-fn stored_plan(plan: &DdlPlan, locks: &LockSet, request_digest: Vec<u8>) -> StoredPlan {
-    let change = |change| Some(leasehold::catalog::change_message(change));
-    StoredPlan {
-        kind: plan.kind.as_str().to_owned(),
-        target: plan.target.clone(),
-        prepare: change(&plan.prepare),
-        commit: plan.commit.as_ref().and_then(change),
-        rollback: change(&plan.rollback),
-        drop_data: plan.drop_data.as_ref().map(|target| {
-            let (database, table, column, created_version) = target.parts();
-            v1::DataTargetMessage {
-                database: database.to_owned(),
-                table: table.to_owned(),
-                column: column.to_owned(),
-                created_version,
-            }
-        }),
-        lock_database: locks.database.clone(),
-        lock_database_exclusive: locks.database_exclusive,
-        lock_object: locks.object.clone().unwrap_or_default(),
-        request_digest,
-    }
-}
-
-fn plan_of(stored: &StoredPlan) -> Option<(DdlPlan, LockSet)> {
-    let change = |message: &Option<v1::CatalogChange>| message.as_ref().and_then(leasehold::catalog::change_of);
-    let kind = DdlKind::from_stored(&stored.kind)?;
-    let drop_data = stored
-        .drop_data
-        .as_ref()
-        .map(|target| DataTarget::from_parts(&target.database, &target.table, &target.column, target.created_version));
-    let plan = DdlPlan {
-        kind,
-        target: stored.target.clone(),
-        prepare: change(&stored.prepare)?,
-        drop_data,
-        commit: change(&stored.commit),
-        rollback: change(&stored.rollback)?,
-    };
-    let locks = LockSet {
-        database: stored.lock_database.clone(),
-        database_exclusive: stored.lock_database_exclusive,
-        object: (!stored.lock_object.is_empty()).then(|| stored.lock_object.clone()),
-    };
-    Some((plan, locks))
 }
 
 /// Runs and resumes DDL procedures.
@@ -195,35 +69,6 @@ struct Running {
 pub struct Resumed {
     running: Running,
     held: crate::locks::Held,
-}
-
-/// Keeps the publication snapshot of every version a procedure broadcast until the procedure
-/// stops here. A retried broadcast then waits on the stale bounds of the first publication:
-/// taken again, they would move with every heartbeat whose answer is lost, and a node that
-/// keeps sending heartbeats but never hears back would never be settled.
-struct Publications<'a> {
-    leader: &'a MetadataLeader,
-    held: BTreeSet<u64>,
-}
-
-impl<'a> Publications<'a> {
-    fn new(leader: &'a MetadataLeader) -> Self {
-        Self { leader, held: BTreeSet::new() }
-    }
-
-    fn hold(&mut self, version: u64) {
-        if self.held.insert(version) {
-            self.leader.watch(version);
-        }
-    }
-}
-
-impl Drop for Publications<'_> {
-    fn drop(&mut self) {
-        for version in &self.held {
-            self.leader.forget(*version);
-        }
-    }
 }
 
 impl ProcedureRunner {
@@ -452,137 +297,6 @@ impl ProcedureRunner {
         }
     }
 
-    async fn drive_steps(
-        &self,
-        leader: &MetadataLeader,
-        mut running: Running,
-        publications: &mut Publications<'_>,
-    ) -> Result<DdlOutcome, DdlFailure> {
-        let id = running.id;
-        let plan = &running.plan;
-        let mut next = resume_from(running.step);
-        let mut fenced = Vec::new();
-        let mut rolled_back_because = std::mem::take(&mut running.error);
-        // The version the next broadcast waits for: each step's own change. The prepare's
-        // version is the procedure's id; a step resumed from the store waits for the newest.
-        let mut version = match running.broadcasting {
-            Some(version) => version,
-            None if running.step == Step::Prepared => id,
-            None => leader.version(),
-        };
-        let mut refused = Vec::new();
-        loop {
-            match next {
-                Next::AwaitPrepare => {
-                    failpoint::pause(failpoint::DDL_AFTER_PREPARE).await;
-                    publications.hold(version);
-                    match self.propagator.broadcast(leader, version, Mode::Reversible).await {
-                        Ok(outcome) => {
-                            fenced.extend(outcome.fenced);
-                            next = after_prepare(true, plan.drop_data.is_some(), plan.commit.is_some());
-                        }
-                        Err(BroadcastError::Failed { refused: nodes, .. }) => {
-                            rolled_back_because = format!("{} cannot apply the prepare", nodes.join(", "));
-                            refused = nodes;
-                            next = after_prepare(false, false, false);
-                        }
-                        Err(error) => return Err(error.into()),
-                    }
-                }
-                Next::RollBack => {
-                    let mut change = leader.begin().await?;
-                    change
-                        .store()
-                        .update_procedure(
-                            leader.cluster(),
-                            id,
-                            Step::RollingBack.as_str(),
-                            State::Running.as_str(),
-                            &rolled_back_because,
-                        )
-                        .await?;
-                    version = change.publish_catalog(&plan.rollback).await?;
-                    running.step = Step::RollingBack;
-                    warn!(procedure = id, target = %plan.target, reason = %rolled_back_because, "DDL rolling back");
-                    failpoint::pause(failpoint::DDL_AFTER_ROLLBACK).await;
-                    next = Next::AwaitSettled;
-                }
-                Next::DropData => {
-                    let target = plan.drop_data.as_ref().expect("a drop step has a target");
-                    if running.step != Step::DroppingData {
-                        failpoint::pause(failpoint::DDL_BEFORE_DROP_DATA).await;
-                        // The order to drop travels like any change: pushed, and carried by
-                        // heartbeat answers to agents that pushes do not reach.
-                        let mut change = leader.begin().await?;
-                        change
-                            .store()
-                            .update_procedure(
-                                leader.cluster(),
-                                id,
-                                Step::DroppingData.as_str(),
-                                State::Running.as_str(),
-                                "",
-                            )
-                            .await?;
-                        version = change.publish_drop_data(target, id).await?;
-                        running.step = Step::DroppingData;
-                        failpoint::pause(failpoint::DDL_AFTER_DROP_ORDER).await;
-                    }
-                    publications.hold(version);
-                    let outcome = self.propagator.broadcast(leader, version, Mode::Forward).await?;
-                    fenced.extend(outcome.fenced);
-                    next = if plan.commit.is_some() { Next::Commit } else { Next::AwaitSettled };
-                }
-                Next::Commit => {
-                    let commit = plan.commit.as_ref().expect("a commit step has a change");
-                    if failpoint::armed(failpoint::COMMIT_GUARD_REFUSED) {
-                        return Err(leader.guard_refused().into());
-                    }
-                    let mut change = leader.begin().await?;
-                    change
-                        .store()
-                        .update_procedure(leader.cluster(), id, Step::Committing.as_str(), State::Running.as_str(), "")
-                        .await?;
-                    version = change.publish_catalog(commit).await?;
-                    running.step = Step::Committing;
-                    failpoint::pause(failpoint::DDL_AFTER_COMMIT).await;
-                    next = Next::AwaitSettled;
-                }
-                Next::AwaitSettled => {
-                    publications.hold(version);
-                    let outcome = self.propagator.broadcast(leader, version, Mode::Forward).await?;
-                    fenced.extend(outcome.fenced);
-                    let rolled_back = running.step == Step::RollingBack;
-                    let state = if rolled_back { State::RolledBack } else { State::Succeeded };
-                    let mut change = leader.begin().await?;
-                    let reason = if rolled_back { rolled_back_because.as_str() } else { "" };
-                    change
-                        .store()
-                        .finish_procedure(leader.cluster(), id, Step::Done.as_str(), state.as_str(), reason, version)
-                        .await?;
-                    change.commit().await?;
-                    info!(procedure = id, kind = %plan.kind, target = %plan.target, %state, version, "DDL settled everywhere");
-                    fenced.sort();
-                    fenced.dedup();
-                    return if rolled_back {
-                        let reason = if rolled_back_because.is_empty() {
-                            "a data node could not apply the prepare".to_owned()
-                        } else {
-                            rolled_back_because
-                        };
-                        Err(DdlFailure::Aborted { procedure_id: id, reason, nodes: refused })
-                    } else {
-                        Ok(DdlOutcome { procedure_id: id, version, fenced })
-                    };
-                }
-                Next::Finished => {
-                    let row = leader.store().get_procedure(leader.cluster(), id).await?;
-                    return Ok(DdlOutcome { procedure_id: id, version: answer_version(row.as_ref(), leader), fenced });
-                }
-            }
-        }
-    }
-
     /// The outcome of a procedure that already exists, waiting while it runs.
     async fn outcome_of(&self, leader: &MetadataLeader, row: ProcedureRow) -> Result<DdlOutcome, DdlFailure> {
         let id = row.id;
@@ -623,39 +337,5 @@ impl ProcedureRunner {
                 }
             };
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use leasehold_core::catalog::{CatalogChange, ObjectState, Table};
-    use std::collections::BTreeMap;
-
-    #[test]
-    fn stored_plans_round_trip() {
-        let table = Table {
-            database: "db".into(),
-            name: "t".into(),
-            columns: vec![],
-            ttl: None,
-            properties: BTreeMap::new(),
-            comment: String::new(),
-            state: ObjectState::Dropping,
-            version: 0,
-            created_version: 0,
-            drop_ordered_version: 0,
-        };
-        let plan = DdlPlan {
-            kind: DdlKind::DropColumn,
-            target: "db.t".into(),
-            prepare: CatalogChange::PutTable(table.clone()),
-            drop_data: Some(DataTarget::from_parts("db", "t", "c", 7)),
-            commit: Some(CatalogChange::PutTable(Table { state: ObjectState::Visible, ..table.clone() })),
-            rollback: CatalogChange::PutTable(table),
-        };
-        let locks = LockSet { database: "db".into(), database_exclusive: false, object: Some("table:t".into()) };
-        let decoded = StoredPlan::decode(stored_plan(&plan, &locks, vec![7]).encode_to_vec().as_slice()).unwrap();
-        assert_eq!(plan_of(&decoded), Some((plan, locks)));
     }
 }
