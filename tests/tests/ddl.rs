@@ -511,40 +511,41 @@ async fn kill_the_leader_at(kind: Kind, failpoint: &str, steps: &[&str], refuse:
 }
 
 macro_rules! failover_matrix {
-    ($($name:ident: $kind:expr, $failpoint:literal, [$($step:literal),*] $(, $refuse:ident)?;)*) => {
+    ($($name:ident: $failpoint:literal, [$($step:literal),*] $(, $refuse:ident)?;)*) => {
         $(
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $name() {
-                let refuse = matches!(stringify!($($refuse)?), "rolled_back");
-                kill_the_leader_at($kind, $failpoint, &[$($step),*], refuse).await;
+            mod $name {
+                use super::*;
+
+                async fn on(kind: Kind) {
+                    let refuse = matches!(stringify!($($refuse)?), "rolled_back");
+                    kill_the_leader_at(kind, $failpoint, &[$($step),*], refuse).await;
+                }
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn sqlite() { on(Kind::Sqlite).await }
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn postgres() { on(Kind::Postgres).await }
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn mysql() { on(Kind::MySql).await }
             }
         )*
     };
 }
 
-// Every step under every failpoint on SQLite; on PostgreSQL and MySQL/MariaDB every
-// failpoint with some of the steps that reach it. `rolled_back`: the killed leader was
-// rolling back (an agent refused the prepare) and the new one finishes the rollback. A
-// rollback decided by the new leader is not in the matrix: an agent that refuses a change
-// also stops renewing (a refused heartbeat answer renews nothing), so by the time a new
-// leader pushes the prepare again it has fenced and is waited out, and the DDL proceeds.
+// Every step under every failpoint, on SQLite, PostgreSQL and MySQL/MariaDB. `rolled_back`:
+// the killed leader was rolling back (an agent refused the prepare) and the new one finishes
+// the rollback. A rollback decided by the new leader is not in the matrix: an agent that
+// refuses a change also stops renewing (a refused heartbeat answer renews nothing), so by the
+// time a new leader pushes the prepare again it has fenced and is waited out, and the DDL
+// proceeds.
 failover_matrix! {
-    sigkill_after_prepare_sqlite: Kind::Sqlite, "ddl::after-prepare",
+    sigkill_after_prepare: "ddl::after-prepare",
         ["create table", "add column", "set ttl", "create view", "drop view", "drop column", "drop table", "drop database"];
-    sigkill_before_drop_data_sqlite: Kind::Sqlite, "ddl::before-drop-data", ["drop column", "drop table", "drop database"];
-    sigkill_after_drop_order_sqlite: Kind::Sqlite, "ddl::after-drop-order", ["drop column", "drop table", "drop database"];
+    sigkill_before_drop_data: "ddl::before-drop-data", ["drop column", "drop table", "drop database"];
+    sigkill_after_drop_order: "ddl::after-drop-order", ["drop column", "drop table", "drop database"];
     // A TTL change is one step (its prepare is its change): no commit to be held after.
-    sigkill_after_commit_sqlite: Kind::Sqlite, "ddl::after-commit",
+    sigkill_after_commit: "ddl::after-commit",
         ["create table", "add column", "create view", "drop view", "drop column", "drop table", "drop database"];
-    sigkill_inside_a_rollback_sqlite: Kind::Sqlite, "ddl::after-rollback", ["add column", "drop table"], rolled_back;
-    sigkill_after_prepare_postgres: Kind::Postgres, "ddl::after-prepare", ["create table", "set ttl", "drop column", "drop database"];
-    sigkill_after_drop_order_postgres: Kind::Postgres, "ddl::after-drop-order", ["drop table", "drop database"];
-    sigkill_after_commit_postgres: Kind::Postgres, "ddl::after-commit", ["create view", "drop view", "drop table"];
-    sigkill_inside_a_rollback_postgres: Kind::Postgres, "ddl::after-rollback", ["add column"], rolled_back;
-    sigkill_after_prepare_mysql: Kind::MySql, "ddl::after-prepare", ["create view", "drop column", "drop database"];
-    sigkill_before_drop_data_mysql: Kind::MySql, "ddl::before-drop-data", ["drop table"];
-    sigkill_after_commit_mysql: Kind::MySql, "ddl::after-commit", ["create table", "add column", "drop table"];
-    sigkill_inside_a_rollback_mysql: Kind::MySql, "ddl::after-rollback", ["drop column"], rolled_back;
+    sigkill_inside_a_rollback: "ddl::after-rollback", ["add column", "drop table"], rolled_back;
 }
 
 /// A new leader accepts no DDL before the procedures it resumes hold their locks. Without
