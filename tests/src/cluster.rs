@@ -93,6 +93,8 @@ pub struct TestCluster {
     /// The timings every node starts with.
     pub timings: Timings,
     nodes: BTreeMap<String, Node>,
+    /// Store URLs of nodes that reach the store another way (through a proxy).
+    store_routes: BTreeMap<String, String>,
 }
 
 impl std::fmt::Debug for TestCluster {
@@ -110,11 +112,19 @@ impl TestCluster {
             cluster: format!("c{}", &new_incarnation()[..10]),
             timings: Timings::default(),
             nodes: BTreeMap::new(),
+            store_routes: BTreeMap::new(),
         }
+    }
+
+    /// Makes `node_id` reach the store at `url` (the same database, another way: a proxy)
+    /// from its next start on.
+    pub fn route_store(&mut self, node_id: &str, url: String) {
+        self.store_routes.insert(node_id.to_owned(), url);
     }
 
     /// The command line of a coordinator of this cluster, plus `extra`.
     pub fn coordinator_args(&self, node_id: &str, extra: &[&str]) -> Vec<String> {
+        let store = self.store_routes.get(node_id).unwrap_or(&self.store.url);
         let mut args: Vec<String> = [
             "--log-format",
             "json",
@@ -126,7 +136,7 @@ impl TestCluster {
             "--metrics-listen",
             "127.0.0.1:0",
             "--store",
-            &self.store.url,
+            store,
             "--cluster",
             &self.cluster,
         ]

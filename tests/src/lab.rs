@@ -1,7 +1,10 @@
 //! A lab for data-node scenarios: coordinators on one store and agents that all hold leases,
 //! with the checks of the promise the scenarios share.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
+
+use leasehold_chaos::Proxy;
 
 use leasehold::status::{error_reason, reason};
 use leasehold::v1::catalog_client::CatalogClient;
@@ -27,6 +30,8 @@ pub struct AgentLab {
     pub agents: Vec<TestAgent>,
     /// The lease settings every coordinator and agent runs with.
     pub lease: LeaseSettings,
+    /// Each coordinator's proxy to the store, when the lab was started behind them.
+    pub store_proxies: BTreeMap<String, Proxy>,
 }
 
 fn column_names(table: &leasehold::v1::Table) -> Vec<String> {
@@ -44,8 +49,43 @@ impl AgentLab {
         env: &[(&str, &str)],
         agents: &[(&str, &[(&str, &str)])],
     ) -> Option<AgentLab> {
+        Self::start_with(binary, kind, coordinators, env, agents, false).await
+    }
+
+    /// As [`AgentLab::start`], with every coordinator reaching the (PostgreSQL or
+    /// MySQL/MariaDB) store through a proxy of its own, so that a test can cut one coordinator
+    /// from the store while agents and clients still reach it; `None` on SQLite.
+    pub async fn start_behind_store_proxies(
+        binary: &'static str,
+        kind: Kind,
+        coordinators: usize,
+        env: &[(&str, &str)],
+        agents: &[(&str, &[(&str, &str)])],
+    ) -> Option<AgentLab> {
+        Self::start_with(binary, kind, coordinators, env, agents, true).await
+    }
+
+    async fn start_with(
+        binary: &'static str,
+        kind: Kind,
+        coordinators: usize,
+        env: &[(&str, &str)],
+        agents: &[(&str, &[(&str, &str)])],
+        proxied: bool,
+    ) -> Option<AgentLab> {
         let store = TestStore::of(kind)?;
+        let mut store_proxies = BTreeMap::new();
         let mut cluster = TestCluster::new(binary, store);
+        if proxied {
+            for index in 1..=coordinators {
+                let node_id = format!("c{index}");
+                let (server, _) = cluster.store.routed_through(([127, 0, 0, 1], 1).into())?;
+                let proxy = Proxy::start(server).await.expect("a store proxy");
+                let (_, url) = cluster.store.routed_through(proxy.address())?;
+                cluster.route_store(&node_id, url);
+                store_proxies.insert(node_id, proxy);
+            }
+        }
         let lease = LeaseSettings::default();
         cluster.timings.lease = Some(lease);
         phase(&format!("start {coordinators} coordinator(s) on {kind:?} and {} agent(s)", agents.len()));
@@ -76,7 +116,7 @@ impl AgentLab {
             }
         })
         .await;
-        Some(AgentLab { cluster, agents: started, lease })
+        Some(AgentLab { cluster, agents: started, lease, store_proxies })
     }
 
     /// The agent `node_id`.

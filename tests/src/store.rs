@@ -27,6 +27,17 @@ pub struct TestStore {
 }
 
 impl TestStore {
+    /// The server's `host:port` and `url` with it replaced by `through`, for a server store
+    /// (`None` for SQLite, which has no connection to cut).
+    pub fn routed_through(&self, through: std::net::SocketAddr) -> Option<(std::net::SocketAddr, String)> {
+        let (scheme, rest) = self.url.split_once("://")?;
+        let authority_start = rest.find('@').map_or(0, |at| at + 1);
+        let authority_end = rest[authority_start..].find('/').map_or(rest.len(), |slash| authority_start + slash);
+        let server = rest[authority_start..authority_end].parse().ok()?;
+        let url = format!("{scheme}://{}{through}{}", &rest[..authority_start], &rest[authority_end..]);
+        Some((server, url))
+    }
+
     /// A SQLite file in a directory of its own.
     pub fn sqlite() -> TestStore {
         let dir = std::env::temp_dir().join("leasehold-tests").join(new_incarnation());

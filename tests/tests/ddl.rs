@@ -672,6 +672,63 @@ async fn a_leader_paused_past_its_lease_answers_no_ddl_that_waited_on_it() {
     lab.assert_agents_agree("db", "t", finished.version).await;
 }
 
+/// A leader cut from its store while a DDL is in its hands (agents and clients still reach
+/// it) steps down when its hold ends; its successor finishes the DDL, and the old leader
+/// answers the call it held with NOT_LEADER, never OK, although nothing it could see had
+/// told it the outcome.
+async fn a_leader_cut_from_its_store_answers_no_ddl_it_held(kind: Kind) {
+    let _serial = serial().await;
+    let env = [("LEASEHOLD_FAILPOINTS", "ddl::after-prepare=return(3000)")];
+    let Some(mut lab) = Lab::start_behind_store_proxies(BIN, kind, 2, &env, &[("dn1", &[])]).await else { return };
+    let sdk = lab.sdk();
+    sdk.call_leader(
+        |channel| async move { CatalogClient::new(channel).create_database(create_database("db", "db")).await },
+    )
+    .await
+    .unwrap();
+
+    phase("a create table held after its prepare on the leader");
+    let (cut, term) = lab.cluster.leader(ELECTION).await;
+    let address = format!("http://{}", lab.cluster.node(&cut).grpc);
+    let mut pinned = CatalogClient::new(Endpoint::from_shared(address).unwrap().connect_lazy());
+    let held = lab.cluster.node(&cut).events("failpoint reached: pausing").len();
+    let call = tokio::spawn(async move { pinned.create_table(create_table("db", "t", "make-t")).await });
+    lab.cluster.node(&cut).wait_events("failpoint reached: pausing", held + 1, Duration::from_secs(20)).await;
+
+    phase("cut the leader from its store; the successor finishes the DDL");
+    lab.store_proxies[&cut].blackhole();
+    lab.cluster.leader_above(term, ELECTION).await;
+    let finished = DdlCall::CreateTable(create_table("db", "t", "")).send_retrying(&mut lab, "make-t").await;
+
+    phase("the old leader answers the call it held, and not with OK");
+    let answer = tokio::time::timeout(Duration::from_secs(60), call)
+        .await
+        .expect("the cut leader answers within its store timeouts")
+        .unwrap();
+    match answer {
+        Ok(answer) => panic!("a leader cut from its store answered OK: {answer:?} (the successor: {finished:?})"),
+        Err(status) => {
+            assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+            assert_eq!(error_reason(&status).as_deref(), Some(reason::NOT_LEADER), "{status:?}");
+        }
+    }
+    lab.assert_agents_agree("db", "t", finished.version).await;
+}
+
+mod a_leader_cut_from_its_store_answers_no_ddl_it_held {
+    use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn postgres() {
+        a_leader_cut_from_its_store_answers_no_ddl_it_held(Kind::Postgres).await
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn mysql() {
+        a_leader_cut_from_its_store_answers_no_ddl_it_held(Kind::MySql).await
+    }
+}
+
 /// A write guard the store refuses while the leader's local hold is valid (the store's clock
 /// ran ahead of the leader's) makes the leader renew at once and carry on in the same term.
 /// Before, a refusal during the load left every heartbeat answered LEADER_STARTING for the
