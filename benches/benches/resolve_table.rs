@@ -17,7 +17,7 @@ use criterion::{Criterion, criterion_group, criterion_main};
 use leasehold_agent::agent::AcceptAll;
 use leasehold_agent::{Agent, AgentConfig, AgentEvent};
 use leasehold_tests::requests::{catalog_at, create_database, create_table};
-use leasehold_tests::{TestCluster, TestStore};
+use leasehold_tests::{TestCluster, TestStore, eventually};
 use tokio_util::sync::CancellationToken;
 
 const BIN: &str = env!("CARGO_BIN_EXE_leasehold-bench-node");
@@ -40,7 +40,13 @@ fn setup() -> Setup {
         let address = cluster.node("c1").grpc.clone();
         // The valid case reads a table the cache holds: the path a serving node takes.
         let mut catalog = catalog_at(&address);
-        catalog.create_database(create_database("db", "")).await.expect("create database");
+        // A new leader answers LEADER_STARTING until it has loaded its state: retry (with a
+        // request id, so that a retry is the same request) until it accepts the DDL.
+        eventually("the leader accepts DDL", Duration::from_secs(20), || {
+            let mut catalog = catalog.clone();
+            async move { catalog.create_database(create_database("db", "bench-db")).await.ok() }
+        })
+        .await;
         catalog.create_table(create_table("db", "t", "")).await.expect("create table");
         let config = AgentConfig::new("bench1", vec![address], "127.0.0.1:9");
         let agent = Agent::new(config, Arc::new(AcceptAll));
