@@ -296,11 +296,6 @@ impl ContactTracker {
     pub fn nodes(&self) -> impl Iterator<Item = (&NodeKey, bool)> {
         self.nodes.iter().map(|(key, tracked)| (key, tracked.tombstone_since.is_some()))
     }
-
-    /// The last contact with `key`, if any.
-    pub fn last_contact(&self, key: &NodeKey) -> Option<MonoTime> {
-        self.nodes.get(key).and_then(|tracked| tracked.last_contact)
-    }
 }
 
 /// `S(n, ·)` of a node now: its last grant here, never earlier than the promotion floor when

@@ -77,18 +77,10 @@ impl MetadataLeader {
             .collect();
         // Incarnations put to rest by earlier leaders (or earlier in this term) may still hold
         // a lease: they count until they have provably fenced.
-        let tombstones = store
-            .list_tombstones(&cluster)
-            .await?
-            .into_iter()
-            .map(|(node_id, incarnation)| NodeKey::new(node_id, incarnation))
-            .collect();
-        let retired = store
-            .list_retired_data_nodes(&cluster)
-            .await?
-            .into_iter()
-            .map(|(node_id, incarnation)| NodeKey::new(node_id, incarnation))
-            .collect();
+        let keys =
+            |rows: Vec<(String, String)>| rows.into_iter().map(|(node, incarnation)| NodeKey::new(node, incarnation));
+        let tombstones = keys(store.list_tombstones(&cluster).await?).collect();
+        let retired = keys(store.list_retired_data_nodes(&cluster).await?).collect();
         let proceed_after = settings.timings.proceed_after(largest_fence);
         let start = TermStart {
             promoted_at: identity.promoted_at,

@@ -71,17 +71,7 @@ impl ProcedureRunner {
                     }
                 }
                 Next::RollBack => {
-                    let mut change = leader.begin().await?;
-                    change
-                        .store()
-                        .update_procedure(
-                            leader.cluster(),
-                            id,
-                            Step::RollingBack.as_str(),
-                            State::Running.as_str(),
-                            &rolled_back_because,
-                        )
-                        .await?;
+                    let change = begin_step(leader, id, Step::RollingBack, &rolled_back_because).await?;
                     version = change.publish_catalog(&plan.rollback).await?;
                     running.step = Step::RollingBack;
                     warn!(procedure = id, target = %plan.target, reason = %rolled_back_because, "DDL rolling back");
@@ -94,17 +84,7 @@ impl ProcedureRunner {
                         failpoint::pause(failpoint::DDL_BEFORE_DROP_DATA).await;
                         // The order to drop travels like any change: pushed, and carried by
                         // heartbeat answers to agents that pushes do not reach.
-                        let mut change = leader.begin().await?;
-                        change
-                            .store()
-                            .update_procedure(
-                                leader.cluster(),
-                                id,
-                                Step::DroppingData.as_str(),
-                                State::Running.as_str(),
-                                "",
-                            )
-                            .await?;
+                        let change = begin_step(leader, id, Step::DroppingData, "").await?;
                         version = change.publish_drop_data(target, id).await?;
                         running.step = Step::DroppingData;
                         failpoint::pause(failpoint::DDL_AFTER_DROP_ORDER).await;
@@ -119,11 +99,7 @@ impl ProcedureRunner {
                     if failpoint::armed(failpoint::COMMIT_GUARD_REFUSED) {
                         return Err(leader.guard_refused().into());
                     }
-                    let mut change = leader.begin().await?;
-                    change
-                        .store()
-                        .update_procedure(leader.cluster(), id, Step::Committing.as_str(), State::Running.as_str(), "")
-                        .await?;
+                    let change = begin_step(leader, id, Step::Committing, "").await?;
                     version = change.publish_catalog(commit).await?;
                     running.step = Step::Committing;
                     failpoint::pause(failpoint::DDL_AFTER_COMMIT).await;
@@ -163,4 +139,17 @@ impl ProcedureRunner {
             }
         }
     }
+}
+
+/// Opens the change that moves procedure `id` to `step` (still running, with `error` as its
+/// recorded reason): the step is written in the transaction of the change that begins it.
+async fn begin_step<'a>(
+    leader: &'a MetadataLeader,
+    id: u64,
+    step: Step,
+    error: &str,
+) -> Result<crate::metadata_leader::ChangeTx<'a>, DdlFailure> {
+    let mut change = leader.begin().await?;
+    change.store().update_procedure(leader.cluster(), id, step.as_str(), State::Running.as_str(), error).await?;
+    Ok(change)
 }
