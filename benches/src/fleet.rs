@@ -130,6 +130,7 @@ impl Fleet {
             store_epoch: self.store_epoch.lock().expect("epoch").clone(),
             applied_version: node.applied.load(Ordering::Relaxed),
             needs_resync: false,
+            refused: None,
         };
         let response = self.client(index).heartbeat(request).await?.into_inner();
         node.applied.fetch_max(response.version, Ordering::Relaxed);

@@ -131,8 +131,6 @@ impl TestCluster {
             "coordinator",
             "--node-id",
             node_id,
-            "--listen",
-            "127.0.0.1:0",
             "--metrics-listen",
             "127.0.0.1:0",
             "--store",
@@ -143,6 +141,10 @@ impl TestCluster {
         .iter()
         .map(|arg| arg.to_string())
         .collect();
+        // Any free port, unless `extra` names the address.
+        if !extra.contains(&"--listen") {
+            args.extend(["--listen".into(), "127.0.0.1:0".into()]);
+        }
         args.push("--lease-ttl".into());
         args.push(millis(self.timings.lease_ttl));
         args.push("--renew-interval".into());
@@ -191,6 +193,13 @@ impl TestCluster {
             old.kill();
         }
         &self.nodes[node_id]
+    }
+
+    /// Starts a stopped coordinator again on the address it listened on, so that agents and
+    /// clients configured with that address reach it, as they would a restarted server.
+    pub async fn restart_in_place(&mut self, node_id: &str, env: &[(&str, &str)]) -> &Node {
+        let address = self.node(node_id).grpc.clone();
+        self.start(node_id, &["--listen", &address], env).await
     }
 
     /// A node of the cluster.

@@ -13,7 +13,7 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 use leasehold::v1::{
     AgentLeaseState, ApplyInvalidationRequest, DeregisterRequest, HeartbeatRequest, HeartbeatResponse, LeaseState,
-    MetadataChange, RegisterRequest,
+    MetadataChange, RefusedChange, RegisterRequest, metadata_change,
 };
 use leasehold_core::agent_lease::{
     AgentState, HeartbeatTicket, LeaderRef, LeaseManager, PushRefusal, ResponseDecision,
@@ -51,7 +51,11 @@ pub enum AgentEvent {
 /// The host process's say in what the agent applies, and its part in dropping data.
 pub trait AgentHost: Send + Sync + 'static {
     /// Called before a change is applied to the cache; an error refuses it, and the agent
-    /// answers `CANNOT_APPLY` (a broadcast in a reversible step then fails).
+    /// answers `CANNOT_APPLY` and reports the refusal with its heartbeats until it renews (a
+    /// broadcast in a reversible step then fails, whichever leader runs it). A snapshot is
+    /// asked about too: every object it holds in a reversible step (pre-created, or under a
+    /// marker whose drop was not ordered) that the cache does not hold as it is comes here as
+    /// a put at the version it changed at, so that resyncing never installs what was refused.
     fn prepare(&self, change: &MetadataChange) -> Result<(), String> {
         let _ = change;
         Ok(())
@@ -170,6 +174,8 @@ struct Inner {
     /// The orders to drop data carried out by this process, while their objects are still
     /// under a marker: a snapshot that carries such an order does not repeat it.
     dropped: Mutex<BTreeSet<DataTarget>>,
+    /// The change the host refused last, reported with every heartbeat until one renews.
+    refused: Mutex<Option<RefusedChange>>,
     events: broadcast::Sender<AgentEvent>,
     renewed: Notify,
 }
@@ -208,6 +214,7 @@ impl Agent {
                 view: ArcSwap::from_pointee(CacheView::default()),
                 before_fence: Mutex::new(None),
                 dropped: Mutex::new(BTreeSet::new()),
+                refused: Mutex::new(None),
                 events,
                 renewed: Notify::new(),
             }),
@@ -299,13 +306,18 @@ impl Agent {
         self.inner.lease.lock().expect("agent lease poisoned")
     }
 
-    /// Asks the host about `change` before it is applied to `current`; an order to drop data
-    /// is carried out here (skipped when the object was created again after its marker).
-    fn prepare(&self, current: &CacheView, change: &MetadataChange) -> Result<(), String> {
+    /// The host's veto on `change`.
+    fn veto(&self, change: &MetadataChange) -> Result<(), String> {
         if failpoint::armed(failpoint::CANNOT_APPLY) {
             return Err("failpoint agent::cannot-apply".into());
         }
-        self.inner.host.prepare(change)?;
+        self.inner.host.prepare(change)
+    }
+
+    /// Asks the host about `change` before it is applied to `current`; an order to drop data
+    /// is carried out here (skipped when the object was created again after its marker).
+    fn prepare(&self, current: &CacheView, change: &MetadataChange) -> Result<(), String> {
+        self.veto(change)?;
         if let Some(leasehold::v1::metadata_change::Kind::DropData(drop)) = &change.kind {
             let target = DataTarget::from_parts(&drop.database, &drop.table, &drop.column, drop.created_version);
             if target.recreated_in(&current.catalog, drop.marker_version) {
@@ -318,6 +330,42 @@ impl Agent {
             self.dropped().insert(target);
         }
         Ok(())
+    }
+
+    /// Asks the host about every object `installed` holds in a reversible step that the cache
+    /// (or, fenced, the cache it dropped) does not hold as it is, before the snapshot counts:
+    /// a resync must not install a prepare the host refused (see [`AgentHost::prepare`]).
+    fn veto_snapshot(&self, current: &Arc<CacheView>, installed: &CacheView) -> Result<(), ApplyError> {
+        let held = if current.store_epoch.is_empty() {
+            self.inner.before_fence.lock().expect("agent cache before fence poisoned").clone()
+        } else {
+            Some(current.clone())
+        };
+        let held = held.filter(|held| held.store_epoch == installed.store_epoch);
+        for (version, put) in ddl::reversible_puts(held.as_deref().map(|held| &*held.catalog), &installed.catalog) {
+            let change = MetadataChange {
+                version,
+                kind: Some(metadata_change::Kind::Catalog(leasehold::catalog::change_message(&put))),
+            };
+            self.veto(&change).map_err(|reason| ApplyError::CannotApply { version, reason })?;
+        }
+        Ok(())
+    }
+
+    /// Remembers that the host refused `version` of `store_epoch`, to report it with every
+    /// heartbeat until one renews the lease.
+    fn remember_refusal(&self, store_epoch: &str, error: &ApplyError) {
+        if let ApplyError::CannotApply { version, reason } = error {
+            let mut end = reason.len().min(1024);
+            while !reason.is_char_boundary(end) {
+                end -= 1;
+            }
+            *self.inner.refused.lock().expect("agent refusal poisoned") = Some(RefusedChange {
+                store_epoch: store_epoch.to_owned(),
+                version: *version,
+                reason: reason[..end].to_owned(),
+            });
+        }
     }
 
     /// Tells the host what was dropped while this agent could not hear the orders: every
@@ -415,6 +463,7 @@ impl Agent {
             store_epoch: view.store_epoch.clone(),
             applied_version: view.version,
             needs_resync: ticket.needs_resync,
+            refused: self.inner.refused.lock().expect("agent refusal poisoned").clone(),
         };
         (ticket, request)
     }
@@ -442,10 +491,12 @@ impl Agent {
             }
             Some(snapshot) => {
                 let installed = CacheView::from_snapshot(snapshot);
-                self.drop_before_resync(&current, &installed).map(|()| {
-                    self.inner.host.resynced(&installed.catalog);
-                    installed
-                })
+                self.veto_snapshot(&current, &installed)
+                    .and_then(|()| self.drop_before_resync(&current, &installed))
+                    .map(|()| {
+                        self.inner.host.resynced(&installed.catalog);
+                        installed
+                    })
             }
             None => current.apply(&response.store_epoch, &response.changes, |change| self.prepare(&current, change)),
         };
@@ -464,6 +515,7 @@ impl Agent {
             Err(error) => {
                 // Apply before renew: what cannot be applied does not renew the lease.
                 warn!(%error, "could not apply the heartbeat's changes; the lease is not renewed");
+                self.remember_refusal(&response.store_epoch, &error);
                 lease.apply_failed();
                 return ("not_applied", false);
             }
@@ -474,6 +526,7 @@ impl Agent {
             term: response.term,
         };
         let unfenced = lease.renew(ticket, Duration::from_millis(response.fence_ms), leader, now);
+        *self.inner.refused.lock().expect("agent refusal poisoned") = None;
         next.valid_until = lease.valid_until(now);
         let version = next.version;
         let advanced = version != current.version || next.store_epoch != current.store_epoch;
@@ -510,7 +563,9 @@ impl Agent {
         })?;
         let current = self.inner.view.load_full();
         // `apply` starts from the current view, so the lease end carries over.
-        let next = current.apply(&request.store_epoch, &request.changes, |change| self.prepare(&current, change))?;
+        let next = current
+            .apply(&request.store_epoch, &request.changes, |change| self.prepare(&current, change))
+            .inspect_err(|error| self.remember_refusal(&request.store_epoch, error))?;
         let version = next.version;
         if version != current.version {
             self.forget_finished_drops(&next.catalog);
@@ -932,6 +987,105 @@ mod tests {
         let (ticket, _) = agent.begin_heartbeat();
         assert_eq!(agent.on_heartbeat_response(&ticket, answer(8, vec![commit], None)).0, "renewed");
         assert_eq!(host.drops.lock().unwrap().len(), 1, "the host saw drop_data(t) exactly once");
+    }
+
+    /// A host that refuses every change that puts table `u`.
+    #[derive(Debug, Default)]
+    struct RefusesU;
+
+    impl AgentHost for RefusesU {
+        fn prepare(&self, change: &MetadataChange) -> Result<(), String> {
+            match &change.kind {
+                Some(metadata_change::Kind::Catalog(message)) => match leasehold::catalog::change_of(message) {
+                    Some(leasehold_core::catalog::CatalogChange::PutTable(table)) if table.name == "u" => {
+                        Err("no room for u".into())
+                    }
+                    _ => Ok(()),
+                },
+                _ => Ok(()),
+            }
+        }
+    }
+
+    /// A snapshot at `version` of `db.t` and, when `u_at` names its version, the hidden `db.u`.
+    fn with_hidden_u(version: u64, u_at: Option<u64>) -> MetadataSnapshot {
+        use leasehold_core::catalog::{CatalogChange, ObjectState};
+        let (mut catalog, _) = leasehold::catalog::catalog_of(&catalog_snapshot(version, &[("t", 2)]).unwrap().catalog);
+        if let Some(u_at) = u_at {
+            let mut u = table_t(ObjectState::Hidden, 0);
+            (u.name, u.version, u.created_version) = ("u".into(), u_at, u_at);
+            catalog.apply(&CatalogChange::PutTable(u)).unwrap();
+        }
+        MetadataSnapshot { store_epoch: "e".into(), version, catalog: leasehold::catalog::snapshot_messages(&catalog) }
+    }
+
+    #[test]
+    fn a_prepare_the_host_refused_is_not_installed_by_a_resync_and_the_refusal_is_reported() {
+        let (agent, _clock) = agent_of(Arc::new(RefusesU));
+        let (ticket, _) = agent.begin_heartbeat();
+        assert_eq!(
+            agent.on_heartbeat_response(&ticket, answer(5, Vec::new(), Some(with_hidden_u(5, None)))).0,
+            "renewed"
+        );
+
+        // A new leader's answer carries the prepare (u hidden, at 6): refused.
+        let (ticket, request) = agent.begin_heartbeat();
+        assert_eq!(request.refused, None);
+        assert_eq!(
+            agent.on_heartbeat_response(&ticket, answer(6, Vec::new(), Some(with_hidden_u(6, Some(6))))).0,
+            "not_applied"
+        );
+        let (ticket, request) = agent.begin_heartbeat();
+        let refused = request.refused.expect("the refusal is reported");
+        assert_eq!((refused.store_epoch.as_str(), refused.version), ("e", 6));
+        assert!(refused.reason.contains("no room for u"), "{refused:?}");
+        assert_eq!(request.applied_version, 5, "the refused prepare is not acknowledged");
+
+        // The resync carries the same prepare: the host is asked, and refuses again.
+        assert_eq!(
+            agent.on_heartbeat_response(&ticket, answer(6, Vec::new(), Some(with_hidden_u(6, Some(6))))).0,
+            "not_applied"
+        );
+        assert!(agent.resolve_table("db", "t").is_ok(), "the lease from 5 still serves t");
+
+        // The leader rolled back (7): the snapshot holds no u, installs, and the report stops.
+        let (ticket, request) = agent.begin_heartbeat();
+        assert_eq!(request.refused.map(|refused| refused.version), Some(6));
+        assert_eq!(
+            agent.on_heartbeat_response(&ticket, answer(7, Vec::new(), Some(with_hidden_u(7, None)))).0,
+            "renewed"
+        );
+        let (_, request) = agent.begin_heartbeat();
+        assert_eq!((request.applied_version, request.refused), (7, None));
+    }
+
+    #[test]
+    fn a_resync_asks_nothing_about_a_prepare_the_cache_already_holds() {
+        /// Refuses u the second time it is asked about it.
+        #[derive(Debug, Default)]
+        struct Once(std::sync::atomic::AtomicUsize);
+        impl AgentHost for Once {
+            fn prepare(&self, change: &MetadataChange) -> Result<(), String> {
+                if RefusesU.prepare(change).is_err() && self.0.fetch_add(1, Ordering::SeqCst) > 0 {
+                    return Err("asked twice".into());
+                }
+                Ok(())
+            }
+        }
+        let (agent, clock) = agent_of(Arc::new(Once::default()));
+        let (ticket, _) = agent.begin_heartbeat();
+        assert_eq!(
+            agent.on_heartbeat_response(&ticket, answer(6, Vec::new(), Some(with_hidden_u(6, Some(6))))).0,
+            "renewed"
+        );
+        // Fenced, it resyncs to a snapshot that still holds u as it was: not asked again.
+        clock.advance(Duration::from_secs(4));
+        let (ticket, request) = agent.begin_heartbeat();
+        assert!(request.needs_resync);
+        assert_eq!(
+            agent.on_heartbeat_response(&ticket, answer(8, Vec::new(), Some(with_hidden_u(8, Some(6))))).0,
+            "renewed"
+        );
     }
 
     #[test]

@@ -11,6 +11,7 @@ use leasehold::status::{error_reason, reason};
 use leasehold::v1::ApplyInvalidationRequest;
 use leasehold::v1::agent_client::AgentClient;
 use leasehold_core::contact::NodeKey;
+use leasehold_core::ledger::Refusals;
 use leasehold_core::propagation::{NextStep, PropagationPlan};
 use leasehold_core::verdict::Verdict;
 use tonic::transport::{Channel, Endpoint};
@@ -149,7 +150,11 @@ impl Propagator {
             // ledger plans them for the nodes the verdict still waits for (one settled by time
             // has provably fenced, and a push would only time out).
             let pushes_due = (leader.now() >= next_push_at).then_some(&pushing);
-            let (step, now) = leader.broadcast_step(version, &refused, pushes_due);
+            let refusals = match mode {
+                Mode::Reversible => Refusals::Counted(&refused),
+                Mode::Forward => Refusals::Ignored,
+            };
+            let (step, now) = leader.broadcast_step(version, refusals, pushes_due);
             let wake_at = match plan.next_step(&step.verdict, round, started, now) {
                 NextStep::Proceed => {
                     let names = |keys: &[NodeKey]| keys.iter().map(ToString::to_string).collect();
@@ -161,10 +166,13 @@ impl Propagator {
                     });
                 }
                 NextStep::Fail => {
-                    break Err(BroadcastError::Failed {
-                        version,
-                        refused: refused.iter().map(ToString::to_string).collect(),
-                    });
+                    // The verdict names every refusal it counted: the pushes' and those the
+                    // nodes' heartbeats report.
+                    let refused = match &step.verdict {
+                        Verdict::Fail { refused } => refused.iter().map(ToString::to_string).collect(),
+                        _ => refused.iter().map(ToString::to_string).collect(),
+                    };
+                    break Err(BroadcastError::Failed { version, refused });
                 }
                 NextStep::OverBudget => {
                     let pending = match &step.verdict {

@@ -87,6 +87,10 @@ pub struct Beat<'a> {
     pub store_epoch: &'a str,
     /// Whether it asks for a snapshot.
     pub needs_resync: bool,
+    /// The version of a change its host refused (in the leader's store epoch), reported until
+    /// it renews: a refusal the leader could not hear as a push's answer (it arrived in a
+    /// heartbeat's answer or a snapshot, or the push's answer was lost).
+    pub refused: Option<u64>,
 }
 
 /// A granted heartbeat: the lease was recorded, and this is the answer.
@@ -96,9 +100,9 @@ pub struct Grant<C> {
     pub version: u64,
     /// What brings the agent to `version`.
     pub answer: Answer<C>,
-    /// Whether the heartbeat acknowledged a version above what the node had acknowledged
-    /// (a broadcast waiting on it may decide now).
-    pub acknowledged_more: bool,
+    /// Whether a broadcast waiting on the node may decide now: the heartbeat acknowledged a
+    /// version above what the node had acknowledged, or reported a refusal not heard before.
+    pub wakes_broadcasts: bool,
 }
 
 /// What brings an agent to the answer's version.
@@ -132,6 +136,17 @@ pub struct PushTarget<C> {
     /// The changes it lacks, oldest first (empty when it is too far behind for a push: it
     /// resyncs through its heartbeat).
     pub changes: Vec<C>,
+}
+
+/// Which refusals a broadcast's verdict counts.
+#[derive(Debug, Clone, Copy)]
+pub enum Refusals<'a> {
+    /// A reversible step: a refusal fails it. The nodes given refused its push; every
+    /// registered node whose heartbeat reports refusing the version counts as well.
+    Counted(&'a BTreeSet<NodeKey>),
+    /// A step that only rolls forward: a node that cannot apply it cannot renew either, and
+    /// is waited out until it has provably fenced.
+    Ignored,
 }
 
 /// One round of a broadcast: the verdict, and what to do about it.
@@ -179,6 +194,8 @@ pub struct Ledger<C> {
     /// Deregistered and evicted incarnations, remembered (like their store rows) until their
     /// node registers again: they are never taken back.
     retired: BTreeSet<NodeKey>,
+    /// The version each node's latest heartbeat reports its host refused.
+    refusals: BTreeMap<NodeKey, u64>,
 }
 
 impl<C: Clone> Ledger<C> {
@@ -214,6 +231,7 @@ impl<C: Clone> Ledger<C> {
             registry,
             stored_tombstones,
             retired: inherited.retired.into_iter().collect(),
+            refusals: BTreeMap::new(),
         }
     }
 
@@ -239,11 +257,18 @@ impl<C: Clone> Ledger<C> {
         self.tracker.record_contact(beat.key, now);
         let current = beat.store_epoch == self.store_epoch && !beat.needs_resync;
         let acknowledged_more = current && self.record_ack(beat.key, beat.applied);
+        let refused_anew = match beat.refused {
+            Some(version) => self.refusals.insert(beat.key.clone(), version) != Some(version),
+            None => {
+                self.refusals.remove(beat.key);
+                false
+            }
+        };
         let answer = current
             .then(|| self.changes_between(beat.applied, self.version))
             .flatten()
             .map_or(Answer::Snapshot, Answer::Changes);
-        Ok(Grant { version: self.version, answer, acknowledged_more })
+        Ok(Grant { version: self.version, answer, wakes_broadcasts: acknowledged_more || refused_anew })
     }
 
     /// Records that `key` holds `version` (never more than was published); whether that is
@@ -290,18 +315,29 @@ impl<C: Clone> Ledger<C> {
         self.tracker.forget(version);
     }
 
-    /// One round of the broadcast of `version` at `now`: the verdict given the agents that
-    /// refused it, and when `pushes_due` says which nodes are being pushed to already, what to
+    /// One round of the broadcast of `version` at `now`: the verdict given the `refusals` it
+    /// counts, and when `pushes_due` says which nodes are being pushed to already, what to
     /// push to each other pending node.
     pub fn broadcast_step(
         &self,
         version: u64,
-        refused: &BTreeSet<NodeKey>,
+        refusals: Refusals<'_>,
         pushes_due: Option<&BTreeSet<NodeKey>>,
         now: MonoTime,
     ) -> BroadcastStep<C> {
         let settlements = self.tracker.settlements(version);
-        let verdict = decide(version, &settlements, refused, now, self.proceed_after);
+        let refused = match refusals {
+            Refusals::Counted(pushed) => {
+                let reported = self
+                    .refusals
+                    .iter()
+                    .filter(|(key, refused)| **refused == version && self.tracker.is_registered(key))
+                    .map(|(key, _)| key.clone());
+                pushed.iter().cloned().chain(reported).collect()
+            }
+            Refusals::Ignored => BTreeSet::new(),
+        };
+        let verdict = decide(version, &settlements, &refused, now, self.proceed_after);
         let mut step = BroadcastStep { verdict, acknowledged: Vec::new(), fenced: Vec::new(), targets: Vec::new() };
         match &step.verdict {
             Verdict::Proceed => {
@@ -385,6 +421,7 @@ impl<C: Clone> Ledger<C> {
                 self.retired.insert(key.clone());
             }
             self.tracker.deregister(key, now);
+            self.refusals.remove(key);
         }
     }
 
@@ -526,7 +563,7 @@ mod tests {
     }
 
     fn beat(key: &NodeKey, applied: u64) -> Beat<'_> {
-        Beat { key, applied, store_epoch: "e", needs_resync: false }
+        Beat { key, applied, store_epoch: "e", needs_resync: false, refused: None }
     }
 
     fn publish(ledger: &mut Ledger<&'static str>, change: &'static str, now: u64) -> u64 {
@@ -541,7 +578,7 @@ mod tests {
         publish(&mut ledger, "v1", 10);
         publish(&mut ledger, "v2", 20);
         let grant = ledger.heartbeat(beat(&key("a", "1"), 1), Some(at(1000)), at(30));
-        assert_eq!(grant, Ok(Grant { version: 2, answer: Answer::Changes(vec!["v2"]), acknowledged_more: true }));
+        assert_eq!(grant, Ok(Grant { version: 2, answer: Answer::Changes(vec!["v2"]), wakes_broadcasts: true }));
     }
 
     #[test]
@@ -550,7 +587,7 @@ mod tests {
         publish(&mut ledger, "v1", 10);
         ledger.heartbeat(beat(&key("a", "1"), 1), None, at(20)).unwrap();
         let grant = ledger.heartbeat(beat(&key("a", "1"), 1), None, at(30));
-        assert_eq!(grant, Ok(Grant { version: 1, answer: Answer::Changes(vec![]), acknowledged_more: false }));
+        assert_eq!(grant, Ok(Grant { version: 1, answer: Answer::Changes(vec![]), wakes_broadcasts: false }));
     }
 
     #[test]
@@ -573,7 +610,7 @@ mod tests {
         let resync = Beat { needs_resync: true, ..beat(&a, 1) };
         assert_eq!(
             ledger.heartbeat(resync, None, at(20)),
-            Ok(Grant { version: 1, answer: Answer::Snapshot, acknowledged_more: false })
+            Ok(Grant { version: 1, answer: Answer::Snapshot, wakes_broadcasts: false })
         );
         let other_epoch = Beat { store_epoch: "other", ..beat(&a, 1) };
         assert_eq!(ledger.heartbeat(other_epoch, None, at(30)).unwrap().answer, Answer::Snapshot);
@@ -612,7 +649,7 @@ mod tests {
         let version = publish(&mut ledger, "v1", 200);
         ledger.watch(version, at(200));
         ledger.heartbeat(beat(&key("a", "1"), 1), None, at(300)).unwrap();
-        let step = ledger.broadcast_step(version, &BTreeSet::new(), Some(&BTreeSet::new()), at(300));
+        let step = ledger.broadcast_step(version, Refusals::Ignored, Some(&BTreeSet::new()), at(300));
         assert_eq!(
             step,
             BroadcastStep {
@@ -629,9 +666,9 @@ mod tests {
         let mut ledger = ledger(&["b"]);
         ledger.heartbeat(beat(&key("b", "1"), 0), None, at(100)).unwrap();
         let version = publish(&mut ledger, "v1", 200);
-        assert!(ledger.broadcast_step(version, &BTreeSet::new(), None, at(300)).targets.is_empty());
+        assert!(ledger.broadcast_step(version, Refusals::Ignored, None, at(300)).targets.is_empty());
         let in_flight = BTreeSet::from([key("b", "1")]);
-        assert!(ledger.broadcast_step(version, &BTreeSet::new(), Some(&in_flight), at(300)).targets.is_empty());
+        assert!(ledger.broadcast_step(version, Refusals::Ignored, Some(&in_flight), at(300)).targets.is_empty());
     }
 
     #[test]
@@ -642,7 +679,7 @@ mod tests {
         let version = publish(&mut ledger, "v1", 200);
         ledger.watch(version, at(200));
         ledger.record_ack(&key("a", "1"), 1);
-        let step = ledger.broadcast_step(version, &BTreeSet::new(), Some(&BTreeSet::new()), at(100) + PROCEED);
+        let step = ledger.broadcast_step(version, Refusals::Ignored, Some(&BTreeSet::new()), at(100) + PROCEED);
         assert_eq!(
             step,
             BroadcastStep {
@@ -656,12 +693,51 @@ mod tests {
     }
 
     #[test]
+    fn a_refusal_a_heartbeat_reports_fails_a_reversible_broadcast_of_that_version_only() {
+        let mut ledger = ledger(&["a", "b"]);
+        let (a, b) = (key("a", "1"), key("b", "1"));
+        ledger.heartbeat(beat(&a, 0), None, at(50)).unwrap();
+        let version = publish(&mut ledger, "prepare", 100);
+        ledger.heartbeat(beat(&b, version), None, at(150)).unwrap();
+        let refusing = Beat { needs_resync: true, refused: Some(version), ..beat(&a, 0) };
+        let grant = ledger.heartbeat(refusing, None, at(200)).unwrap();
+        assert!(grant.wakes_broadcasts, "the waiting broadcast hears of it at once");
+        let none = BTreeSet::new();
+        let step = ledger.broadcast_step(version, Refusals::Counted(&none), None, at(210));
+        assert_eq!(step.verdict, Verdict::Fail { refused: vec![a.clone()] });
+        assert!(
+            matches!(ledger.broadcast_step(version, Refusals::Ignored, None, at(210)).verdict, Verdict::Wait { .. }),
+            "a step that only rolls forward waits the refusing node out"
+        );
+        let later = publish(&mut ledger, "another", 300);
+        let step = ledger.broadcast_step(later, Refusals::Counted(&none), None, at(310));
+        assert!(matches!(step.verdict, Verdict::Wait { .. }), "another version is not refused: {step:?}");
+        let again = ledger.heartbeat(Beat { needs_resync: true, refused: Some(version), ..beat(&a, 0) }, None, at(320));
+        assert!(!again.unwrap().wakes_broadcasts, "the same refusal wakes nobody twice");
+        ledger.heartbeat(beat(&a, version), None, at(400)).unwrap();
+        let step = ledger.broadcast_step(version, Refusals::Counted(&none), None, at(410));
+        assert_eq!(step.verdict, Verdict::Proceed, "a node that renewed since reports no refusal");
+    }
+
+    #[test]
+    fn a_refusal_of_a_retired_incarnation_counts_no_more() {
+        let mut ledger = ledger(&["a"]);
+        let version = publish(&mut ledger, "prepare", 100);
+        let a = key("a", "1");
+        ledger.heartbeat(Beat { needs_resync: true, refused: Some(version), ..beat(&a, 0) }, None, at(200)).unwrap();
+        ledger.retire(std::slice::from_ref(&a), std::slice::from_ref(&a), at(300));
+        let none = BTreeSet::new();
+        let step = ledger.broadcast_step(version, Refusals::Counted(&none), None, at(310));
+        assert!(!matches!(step.verdict, Verdict::Fail { .. }), "{step:?}");
+    }
+
+    #[test]
     fn a_refused_change_fails_its_broadcast_with_no_pushes() {
         let mut ledger = ledger(&["a"]);
         ledger.heartbeat(beat(&key("a", "1"), 0), None, at(100)).unwrap();
         let version = publish(&mut ledger, "v1", 200);
         let refused = BTreeSet::from([key("a", "1")]);
-        let step = ledger.broadcast_step(version, &refused, Some(&BTreeSet::new()), at(300));
+        let step = ledger.broadcast_step(version, Refusals::Counted(&refused), Some(&BTreeSet::new()), at(300));
         assert_eq!(step.verdict, Verdict::Fail { refused: vec![key("a", "1")] });
         assert!(step.targets.is_empty());
     }
@@ -673,9 +749,9 @@ mod tests {
         let mut ledger = Ledger::new(start(5000, GRANTS), inherited);
         ledger.watch(4, at(5000));
         let just_before = (at(5000) + GRANTS + PROCEED).saturating_sub(Duration::from_millis(1));
-        assert!(matches!(ledger.broadcast_step(4, &BTreeSet::new(), None, just_before).verdict, Verdict::Wait { .. }));
+        assert!(matches!(ledger.broadcast_step(4, Refusals::Ignored, None, just_before).verdict, Verdict::Wait { .. }));
         assert_eq!(
-            ledger.broadcast_step(4, &BTreeSet::new(), None, at(5000) + GRANTS + PROCEED).verdict,
+            ledger.broadcast_step(4, Refusals::Ignored, None, at(5000) + GRANTS + PROCEED).verdict,
             Verdict::Proceed
         );
     }

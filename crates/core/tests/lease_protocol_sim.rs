@@ -20,7 +20,7 @@ use leasehold_core::MonoTime;
 use leasehold_core::agent_lease::{HeartbeatTicket, LeaderRef, LeaseManager, ResponseDecision};
 use leasehold_core::contact::NodeKey;
 use leasehold_core::lease_timing::LeaseTimings;
-use leasehold_core::ledger::{Beat, Inherited, Ledger, TermStart};
+use leasehold_core::ledger::{Beat, Inherited, Ledger, Refusals, TermStart};
 use leasehold_core::timing::HaTimings;
 use leasehold_core::verdict::Verdict;
 use proptest::prelude::*;
@@ -284,7 +284,7 @@ impl Sim {
                     }
                     let now = self.leaders[l].clock.local(self.now_us);
                     for version in self.leaders[l].pending.clone() {
-                        let step = self.leaders[l].ledger.broadcast_step(version, &BTreeSet::new(), None, now);
+                        let step = self.leaders[l].ledger.broadcast_step(version, Refusals::Ignored, None, now);
                         if step.verdict == Verdict::Proceed {
                             self.leaders[l].pending.remove(&version);
                             self.leaders[l].ledger.forget(version);
@@ -315,7 +315,7 @@ impl Sim {
                 // The leader grants nothing from the end of its hold on (never, for the newest).
                 let hold_until = (leader.ends_us != u64::MAX).then(|| leader.clock.local(leader.ends_us));
                 let node = key(agent);
-                let beat = Beat { key: &node, applied, store_epoch: STORE_EPOCH, needs_resync };
+                let beat = Beat { key: &node, applied, store_epoch: STORE_EPOCH, needs_resync, refused: None };
                 // Recording the contact and choosing the response's version are one call.
                 let Ok(grant) = leader.ledger.heartbeat(beat, hold_until, now) else {
                     return;

@@ -19,7 +19,7 @@ use leasehold_core::catalog::{Catalog, CatalogChange, Orphaned};
 use leasehold_core::contact::{ContactStatus, NodeKey};
 use leasehold_core::ddl::{self, DataTarget};
 use leasehold_core::lease_timing::LeaseTimings;
-use leasehold_core::ledger::{self, Answer, Beat, BroadcastStep, Inherited, Ledger, Refusal, TermStart};
+use leasehold_core::ledger::{self, Answer, Beat, BroadcastStep, Inherited, Ledger, Refusal, Refusals, TermStart};
 use leasehold_core::{Clock, MonoTime};
 use leasehold_store::{GuardedTx, Store, StoreError, StoredObject, WriteGuard};
 use prost::Message;
@@ -205,11 +205,13 @@ impl MetadataLeader {
         hold_until: impl Fn() -> Option<MonoTime>,
     ) -> Result<HeartbeatResponse, MetadataError> {
         let key = NodeKey::new(&request.node_id, &request.incarnation);
+        let refused = request.refused.as_ref().filter(|refused| refused.store_epoch == self.store_epoch);
         let beat = Beat {
             key: &key,
             applied: request.applied_version,
             store_epoch: &request.store_epoch,
             needs_resync: request.needs_resync,
+            refused: refused.map(|refused| refused.version),
         };
         let mut state = self.state();
         // A state given up grants nothing: checked under the lock `invalidate` takes.
@@ -225,7 +227,11 @@ impl MetadataLeader {
             },
             Refusal::NotLeading => MetadataError::TermEnded { term: self.identity.term },
         })?;
-        if grant.acknowledged_more {
+        if grant.wakes_broadcasts {
+            if let Some(refused) = refused {
+                let reason: String = refused.reason.chars().take(1024).collect();
+                warn!(node = %key, version = refused.version, %reason, "a data node reports that its host refused a change");
+            }
             self.acks.notify_waiters();
         }
         let mut response = HeartbeatResponse {
@@ -325,11 +331,11 @@ impl MetadataLeader {
     pub fn broadcast_step(
         &self,
         version: u64,
-        refused: &BTreeSet<NodeKey>,
+        refusals: Refusals<'_>,
         pushes_due: Option<&BTreeSet<NodeKey>>,
     ) -> (BroadcastStep<MetadataChange>, MonoTime) {
         let now = self.clock.now();
-        (self.state().broadcast_step(version, refused, pushes_due, now), now)
+        (self.state().broadcast_step(version, refusals, pushes_due, now), now)
     }
 
     /// Records that `key` holds `version`.

@@ -22,6 +22,7 @@ mod validate;
 pub use plan::{DdlPlan, plan};
 pub use resync::{
     DataTarget, HeldCatalog, ResyncDrops, drop_order, dropped_between, drops_after_resync, ordered_drops,
+    reversible_puts,
 };
 pub use validate::*;
 

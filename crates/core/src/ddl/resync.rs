@@ -232,3 +232,48 @@ pub fn ordered_drops(catalog: &Catalog) -> Vec<DataTarget> {
     }
     targets
 }
+
+/// Whether an object in `state` is in a DDL's reversible step: pre-created, or under a
+/// pre-delete marker whose order to drop was not given yet (`drop_ordered_version` 0).
+fn reversible(state: ObjectState, drop_ordered_version: u64) -> bool {
+    match state {
+        ObjectState::Hidden => true,
+        ObjectState::Dropping => drop_ordered_version == 0,
+        ObjectState::Visible => false,
+    }
+}
+
+/// The objects of `installed` (a snapshot a data node is about to install) that are in a
+/// reversible step — the object itself, or for a table one of its columns — and that `held`
+/// lacks or holds otherwise: each as the put that makes it, with the version it changed at.
+/// `held` is `None` when the node holds nothing of the snapshot's store epoch.
+///
+/// A node asks its host about these before the snapshot counts, as it asks about every
+/// change: otherwise a node whose host refused a prepare would install it by resyncing (its
+/// refusal answered by a snapshot that carries the prepare), and the host's veto would hold
+/// only while the leader that heard it lives. Committed objects and ordered drops are not
+/// asked about: they only roll forward, and no refusal could undo them.
+pub fn reversible_puts(held: Option<&Catalog>, installed: &Catalog) -> Vec<(u64, CatalogChange)> {
+    let mut puts = Vec::new();
+    for database in installed.databases() {
+        let name = &database.name;
+        if reversible(database.state, database.drop_ordered_version)
+            && held.and_then(|held| held.database(name)) != Some(database)
+        {
+            puts.push((database.version, CatalogChange::PutDatabase(database.clone())));
+        }
+        for table in installed.tables(name) {
+            let pending = reversible(table.state, table.drop_ordered_version)
+                || table.columns.iter().any(|column| reversible(column.state, column.drop_ordered_version));
+            if pending && held.and_then(|held| held.table(name, &table.name)) != Some(table) {
+                puts.push((table.version, CatalogChange::PutTable(table.clone())));
+            }
+        }
+        for view in installed.views(name) {
+            if reversible(view.state, 0) && held.and_then(|held| held.view(name, &view.name)) != Some(view) {
+                puts.push((view.version, CatalogChange::PutView(view.clone())));
+            }
+        }
+    }
+    puts
+}

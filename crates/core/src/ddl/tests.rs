@@ -315,3 +315,34 @@ fn every_plan_has_a_kind_a_new_leader_can_resume() {
     let kinds: BTreeSet<DdlKind> = requests.iter().map(|request| plan(&catalog, request).unwrap().kind).collect();
     assert_eq!(kinds, DdlKind::ALL.into_iter().collect(), "every kind planned, and only those");
 }
+
+#[test]
+fn a_snapshot_asks_the_host_about_reversible_objects_it_does_not_hold_as_they_are() {
+    let held = catalog();
+    let mut installed = catalog();
+    let mut hidden = table("db", "new", ObjectState::Hidden);
+    hidden.version = 7;
+    let mut marked = table("db", "existing", ObjectState::Dropping);
+    marked.version = 8;
+    let mut ordered = table("db", "ordered", ObjectState::Dropping);
+    ordered.drop_ordered_version = 9;
+    let mut added_column = table("db", "wide", ObjectState::Visible);
+    added_column.columns.push(column("w", Category::Field, ObjectState::Hidden));
+    added_column.version = 10;
+    for change in [&hidden, &marked, &ordered, &added_column] {
+        installed.apply(&CatalogChange::PutTable(change.clone())).unwrap();
+    }
+    installed.apply(&CatalogChange::PutView(view("db", "pending", ObjectState::Hidden, 11))).unwrap();
+
+    let versions = |puts: Vec<(u64, CatalogChange)>| puts.into_iter().map(|(version, _)| version).collect::<Vec<_>>();
+    assert_eq!(
+        versions(reversible_puts(Some(&held), &installed)),
+        [8, 7, 10, 11],
+        "the marker, the hidden table, the hidden column and the hidden view; not the ordered drop"
+    );
+    assert_eq!(versions(reversible_puts(Some(&installed), &installed)), Vec::<u64>::new(), "held as they are");
+    assert_eq!(versions(reversible_puts(None, &catalog())), Vec::<u64>::new(), "nothing pending, nothing asked");
+    let mut held_before_the_column = installed.clone();
+    held_before_the_column.apply(&CatalogChange::PutTable(table("db", "wide", ObjectState::Visible))).unwrap();
+    assert_eq!(versions(reversible_puts(Some(&held_before_the_column), &installed)), [10]);
+}
