@@ -20,8 +20,10 @@
 //! - [`catalog`]: databases, tables and views with their states; what a reader may see.
 //! - [`ddl`]: validating and planning DDL in two phases.
 //! - [`procedure`]: the steps of a persisted DDL procedure and how to resume one.
+//! - [`buckets`]: balanced, minimal-move bucket plans and the two-step fenced handoff.
 
 pub mod agent_lease;
+pub mod buckets;
 pub mod catalog;
 pub mod clock;
 pub mod contact;
