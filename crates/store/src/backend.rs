@@ -155,6 +155,13 @@ pub(crate) struct Statements {
     pub procedure_by_request: Arc<str>,
     pub procedures_list: Arc<str>,
     pub procedures_by_state: Arc<str>,
+    pub pool_insert: Arc<str>,
+    pub pool_delete: Arc<str>,
+    pub pools_list: Arc<str>,
+    pub assignment_update: Arc<str>,
+    pub assignment_insert: Arc<str>,
+    pub assignments_delete_pool: Arc<str>,
+    pub assignments_list: Arc<str>,
 }
 
 /// The columns a procedure row is read with: the one list for `procedures`.
@@ -166,6 +173,10 @@ pub(crate) const OBJECT_COLUMNS: &str = "kind, database_name, name, payload, ver
 pub(crate) const CHANGE_COLUMNS: &str = "version, kind, payload";
 /// The columns a registered data node is read with.
 pub(crate) const DATA_NODE_COLUMNS: &str = "node_id, incarnation, address, registered_at_ms";
+/// The columns a bucket pool is read with.
+pub(crate) const POOL_COLUMNS: &str = "name, bucket_count, created_at_ms";
+/// The columns a bucket's ownership is read with.
+pub(crate) const ASSIGNMENT_COLUMNS: &str = "pool, bucket, node_id, incarnation, epoch, revoke_version";
 /// The columns a coordinator registry row is read with.
 pub(crate) const NODE_COLUMNS: &str = "node_id, incarnation, address, mode, priority, role, last_seen_ms";
 
@@ -289,6 +300,23 @@ impl Statements {
             )),
             procedures_by_state: r(&format!(
                 "SELECT {PROCEDURE_COLUMNS} FROM procedures WHERE cluster = ? AND state = ? ORDER BY id DESC LIMIT ?",
+            )),
+            pool_insert: r(
+                "{insert_ignore} bucket_pools (cluster, name, bucket_count, created_at_ms) VALUES (?, ?, ?, {now}) {on_conflict_ignore}",
+            ),
+            pool_delete: r("DELETE FROM bucket_pools WHERE cluster = ? AND name = ?"),
+            pools_list: r(&format!("SELECT {POOL_COLUMNS} FROM bucket_pools WHERE cluster = ? ORDER BY name")),
+            assignment_update: r(
+                "UPDATE bucket_assignments SET node_id = ?, incarnation = ?, epoch = ?, revoke_version = ? \
+                 WHERE cluster = ? AND pool = ? AND bucket = ?",
+            ),
+            assignment_insert: r(
+                "INSERT INTO bucket_assignments (cluster, pool, bucket, node_id, incarnation, epoch, revoke_version) \
+                 VALUES (?, ?, ?, ?, ?, ?, ?)",
+            ),
+            assignments_delete_pool: r("DELETE FROM bucket_assignments WHERE cluster = ? AND pool = ?"),
+            assignments_list: r(&format!(
+                "SELECT {ASSIGNMENT_COLUMNS} FROM bucket_assignments WHERE cluster = ? ORDER BY pool, bucket"
             )),
         }
     }

@@ -12,6 +12,7 @@ use sqlx::AnyConnection;
 use tokio::time::timeout_at;
 
 use crate::backend::{Backend, Statements};
+use crate::buckets::{self, AssignmentRow};
 use crate::catalog::{self, ProcedureRow, StoredObject};
 use crate::error::StoreError;
 use crate::lease;
@@ -205,6 +206,21 @@ impl GuardedTx {
             catalog::update_procedure(conn, sql, cluster, id, step, state, error, result_version, term)
         })
         .await
+    }
+
+    /// Creates a bucket pool; false when one of that name exists (nothing changed).
+    pub async fn create_pool(&mut self, cluster: &str, name: &str, bucket_count: u32) -> Result<bool, StoreError> {
+        self.run(|conn, sql| buckets::insert_pool(conn, sql, cluster, name, bucket_count)).await
+    }
+
+    /// Deletes a bucket pool with its buckets' ownership; false when there was no such pool.
+    pub async fn delete_pool(&mut self, cluster: &str, name: &str) -> Result<bool, StoreError> {
+        self.run(|conn, sql| buckets::delete_pool(conn, sql, cluster, name)).await
+    }
+
+    /// Writes one bucket's ownership.
+    pub async fn put_assignment(&mut self, cluster: &str, row: &AssignmentRow) -> Result<(), StoreError> {
+        self.run(|conn, sql| buckets::put_assignment(conn, sql, cluster, row)).await
     }
 
     /// Commits the write. The guard's row lock is released only now.

@@ -13,10 +13,12 @@
 //! - [`nodes`]: the coordinator registry (`ha_nodes`).
 //! - [`metadata`]: the change log and its version counter, data nodes, cluster settings.
 //! - [`catalog`]: catalog objects and persisted DDL procedures.
+//! - [`buckets`]: bucket pools and who owns each bucket.
 //! - [`session`]: the HA loop's dedicated connection.
 //! - [`migrate`]: embedded, numbered migrations per backend.
 
 pub mod backend;
+pub mod buckets;
 pub mod catalog;
 pub mod error;
 pub mod guard;
@@ -29,6 +31,7 @@ mod store;
 pub mod types;
 
 pub use backend::Backend;
+pub use buckets::{AssignmentRow, PoolRow};
 pub use catalog::{ProcedureRow, StoredObject};
 pub use error::{StoreError, redact_url};
 pub use guard::GuardedTx;

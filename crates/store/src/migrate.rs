@@ -72,6 +72,13 @@ const MIGRATIONS: &[Migration] = &[
         postgres: include_str!("../migrations/postgres/0007_retired_incarnations.sql"),
         mysql: include_str!("../migrations/mysql/0007_retired_incarnations.sql"),
     },
+    Migration {
+        id: "0008_buckets",
+        ha: false,
+        sqlite: include_str!("../migrations/sqlite/0008_buckets.sql"),
+        postgres: include_str!("../migrations/postgres/0008_buckets.sql"),
+        mysql: include_str!("../migrations/mysql/0008_buckets.sql"),
+    },
 ];
 
 const CREATE_LEDGER: &str = "CREATE TABLE IF NOT EXISTS leasehold_migrations (id VARCHAR(64) NOT NULL PRIMARY KEY, applied_at_ms BIGINT NOT NULL)";

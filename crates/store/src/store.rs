@@ -10,6 +10,7 @@ use sqlx::{Any, AnyConnection, AnyPool, AssertSqlSafe, Connection, Row};
 use tokio::time::{Instant, timeout_at};
 
 use crate::backend::{Backend, Statements};
+use crate::buckets::{self, AssignmentRow, PoolRow};
 use crate::catalog::{self, ProcedureRow, StoredObject};
 use crate::error::{StoreError, redact_url};
 use crate::lease;
@@ -400,6 +401,16 @@ impl Store {
     pub async fn versioned_objects(&self, cluster: &str) -> Result<(u64, Vec<StoredObject>), StoreError> {
         let backend = self.inner.backend;
         on_pool!(self, "read versioned catalog", |conn| catalog::versioned_objects(conn, self.sql(), backend, cluster))
+    }
+
+    /// Every bucket pool, by name.
+    pub async fn list_pools(&self, cluster: &str) -> Result<Vec<PoolRow>, StoreError> {
+        on_pool!(self, "list pools", |conn| buckets::list_pools(conn, self.sql(), cluster))
+    }
+
+    /// Every bucket's ownership row, by pool and bucket.
+    pub async fn list_assignments(&self, cluster: &str) -> Result<Vec<AssignmentRow>, StoreError> {
+        on_pool!(self, "list assignments", |conn| buckets::list_assignments(conn, self.sql(), cluster))
     }
 
     /// One procedure.

@@ -9,8 +9,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use leasehold_store::{
-    LeaseHolder, LeaseView, MigrationSet, NodeRegistration, ProcedureRow, Store, StoreError, StoreOptions,
-    StoredObject, TermGuard, WriteGuard, new_incarnation,
+    AssignmentRow, LeaseHolder, LeaseView, MigrationSet, NodeRegistration, ProcedureRow, Store, StoreError,
+    StoreOptions, StoredObject, TermGuard, WriteGuard, new_incarnation,
 };
 use tokio::sync::Barrier;
 use tokio::time::Instant;
@@ -622,6 +622,87 @@ async fn a_finished_procedure_keeps_the_version_it_finished_at(h: Harness) {
     assert_eq!((finished.state.as_str(), finished.result_version), ("succeeded", 6));
 }
 
+fn assignment(pool: &str, bucket: u32, owner: (&str, &str), epoch: u64, revoke_version: Option<u64>) -> AssignmentRow {
+    AssignmentRow {
+        pool: pool.into(),
+        bucket,
+        node_id: owner.0.into(),
+        incarnation: owner.1.into(),
+        epoch,
+        revoke_version,
+    }
+}
+
+async fn pools_are_created_once_listed_and_deleted_with_their_buckets(h: Harness) {
+    let mut tx = h.store.begin_guarded(&WriteGuard::Standalone).await.unwrap();
+    assert!(tx.create_pool(&h.cluster, "ingest", 64).await.unwrap());
+    assert!(tx.create_pool(&h.cluster, "compaction", 65_536).await.unwrap());
+    assert!(!tx.create_pool(&h.cluster, "ingest", 8).await.unwrap(), "a second create changes nothing");
+    tx.put_assignment(&h.cluster, &assignment("ingest", 3, ("dn1", "i1"), 1, None)).await.unwrap();
+    tx.put_assignment(&h.cluster, &assignment("compaction", 0, ("dn2", "i2"), 4, None)).await.unwrap();
+    tx.commit().await.unwrap();
+    let pools = h.store.list_pools(&h.cluster).await.unwrap();
+    let listed: Vec<(&str, u32)> = pools.iter().map(|pool| (pool.name.as_str(), pool.bucket_count)).collect();
+    assert_eq!(listed, [("compaction", 65_536), ("ingest", 64)]);
+
+    let mut tx = h.store.begin_guarded(&WriteGuard::Standalone).await.unwrap();
+    assert!(tx.delete_pool(&h.cluster, "ingest").await.unwrap());
+    assert!(!tx.delete_pool(&h.cluster, "ingest").await.unwrap(), "already gone");
+    tx.commit().await.unwrap();
+    let pools = h.store.list_pools(&h.cluster).await.unwrap();
+    assert_eq!(pools.iter().map(|pool| pool.name.as_str()).collect::<Vec<_>>(), ["compaction"]);
+    let left = h.store.list_assignments(&h.cluster).await.unwrap();
+    assert_eq!(left, [assignment("compaction", 0, ("dn2", "i2"), 4, None)], "the deleted pool's buckets went with it");
+}
+
+async fn a_bucket_is_revoked_released_and_granted_again_keeping_its_epoch(h: Harness) {
+    let write = |row: AssignmentRow| {
+        let (store, cluster) = (h.store.clone(), h.cluster.clone());
+        async move {
+            let mut tx = store.begin_guarded(&WriteGuard::Standalone).await.unwrap();
+            tx.put_assignment(&cluster, &row).await.unwrap();
+            tx.commit().await.unwrap();
+        }
+    };
+    let mut tx = h.store.begin_guarded(&WriteGuard::Standalone).await.unwrap();
+    assert!(tx.create_pool(&h.cluster, "p", 4).await.unwrap());
+    tx.commit().await.unwrap();
+    write(assignment("p", 2, ("dn1", "i1"), 1, None)).await;
+    write(assignment("p", 2, ("dn1", "i1"), 1, Some(u64::from(u32::MAX) + 7))).await;
+    assert_eq!(
+        h.store.list_assignments(&h.cluster).await.unwrap(),
+        [assignment("p", 2, ("dn1", "i1"), 1, Some(u64::from(u32::MAX) + 7))]
+    );
+    write(assignment("p", 2, ("", ""), 1, None)).await;
+    assert_eq!(
+        h.store.list_assignments(&h.cluster).await.unwrap(),
+        [assignment("p", 2, ("", ""), 1, None)],
+        "released, the epoch stays"
+    );
+    write(assignment("p", 2, ("dn2", "i2"), 2, None)).await;
+    write(assignment("p", 0, ("dn2", "i2"), 1, None)).await;
+    assert_eq!(
+        h.store.list_assignments(&h.cluster).await.unwrap(),
+        [assignment("p", 0, ("dn2", "i2"), 1, None), assignment("p", 2, ("dn2", "i2"), 2, None)],
+        "by pool and bucket"
+    );
+}
+
+async fn a_deposed_leader_cannot_create_a_pool_or_move_a_bucket(h: Harness) {
+    let a = h.holder("a");
+    assert_eq!(h.acquire(&a, SHORT).await, Some(1));
+    let a_guard = WriteGuard::Term(h.guard(&a, 1));
+    let mut tx = h.store.begin_guarded(&a_guard).await.unwrap();
+    assert!(tx.create_pool(&h.cluster, "p", 4).await.unwrap());
+    tx.put_assignment(&h.cluster, &assignment("p", 0, ("dn1", "i1"), 1, None)).await.unwrap();
+    tx.commit().await.unwrap();
+    let expired = h.until_expired().await;
+    assert_eq!(h.store.try_acquire(&h.cluster, &expired, &h.holder("b"), LONG).await.unwrap(), Some(2));
+    let refused = h.store.begin_guarded(&a_guard).await.unwrap_err();
+    assert!(matches!(refused, StoreError::StaleTerm { term: 1 }), "{refused}");
+    assert_eq!(h.store.list_assignments(&h.cluster).await.unwrap(), [assignment("p", 0, ("dn1", "i1"), 1, None)]);
+}
+
 macro_rules! conformance {
     ($backend:ident: $($test:ident),* $(,)?) => {
         mod $backend {
@@ -646,6 +727,9 @@ macro_rules! every_backend {
 }
 
 every_backend!(
+    pools_are_created_once_listed_and_deleted_with_their_buckets,
+    a_bucket_is_revoked_released_and_granted_again_keeping_its_epoch,
+    a_deposed_leader_cannot_create_a_pool_or_move_a_bucket,
     a_finished_procedure_keeps_the_version_it_finished_at,
     the_catalog_is_read_with_the_version_it_is_at,
     acquire_when_free,

@@ -1,0 +1,20 @@
+-- Bucket pools and who owns each bucket. A bucket's row is written at its first grant and
+-- kept from then on: released, it has no owner (empty node id) but keeps its epoch, so that
+-- epochs only grow. `revoke_version` is the version of a revoke that has not settled.
+CREATE TABLE IF NOT EXISTS bucket_pools (
+    cluster VARCHAR(64) NOT NULL,
+    name VARCHAR(64) NOT NULL,
+    bucket_count BIGINT NOT NULL,
+    created_at_ms BIGINT NOT NULL,
+    PRIMARY KEY (cluster, name)
+) ENGINE = InnoDB DEFAULT CHARSET = utf8mb4 COLLATE = utf8mb4_bin;
+CREATE TABLE IF NOT EXISTS bucket_assignments (
+    cluster VARCHAR(64) NOT NULL,
+    pool VARCHAR(64) NOT NULL,
+    bucket BIGINT NOT NULL,
+    node_id VARCHAR(64) NOT NULL,
+    incarnation VARCHAR(64) NOT NULL,
+    epoch BIGINT NOT NULL,
+    revoke_version BIGINT NULL,
+    PRIMARY KEY (cluster, pool, bucket)
+) ENGINE = InnoDB DEFAULT CHARSET = utf8mb4 COLLATE = utf8mb4_bin;

@@ -1,0 +1,20 @@
+-- Bucket pools and who owns each bucket. A bucket's row is written at its first grant and
+-- kept from then on: released, it has no owner (empty node id) but keeps its epoch, so that
+-- epochs only grow. `revoke_version` is the version of a revoke that has not settled.
+CREATE TABLE IF NOT EXISTS bucket_pools (
+    cluster TEXT NOT NULL,
+    name TEXT NOT NULL,
+    bucket_count INTEGER NOT NULL,
+    created_at_ms INTEGER NOT NULL,
+    PRIMARY KEY (cluster, name)
+);
+CREATE TABLE IF NOT EXISTS bucket_assignments (
+    cluster TEXT NOT NULL,
+    pool TEXT NOT NULL,
+    bucket INTEGER NOT NULL,
+    node_id TEXT NOT NULL,
+    incarnation TEXT NOT NULL,
+    epoch INTEGER NOT NULL,
+    revoke_version INTEGER NULL,
+    PRIMARY KEY (cluster, pool, bucket)
+);
