@@ -9,6 +9,7 @@ const PROTOS: &[&str] = &[
     "proto/leasehold/v1/metadata.proto",
     "proto/leasehold/v1/datanodes.proto",
     "proto/leasehold/v1/agent.proto",
+    "proto/leasehold/v1/assignments.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

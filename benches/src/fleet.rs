@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 use leasehold::v1::agent_server::{Agent, AgentServer};
 use leasehold::v1::data_nodes_client::DataNodesClient;
 use leasehold::v1::{
-    ApplyInvalidationRequest, ApplyInvalidationResponse, GetLeaseStateRequest, HeartbeatRequest, LeaseState,
-    RegisterRequest, ResolveTableRequest, ResolveTableResponse,
+    ApplyInvalidationRequest, ApplyInvalidationResponse, GetLeaseStateRequest, GetOwnershipRequest,
+    GetOwnershipResponse, HeartbeatRequest, LeaseState, RegisterRequest, ResolveTableRequest, ResolveTableResponse,
 };
 use tokio::net::TcpListener;
 use tonic::transport::server::TcpIncoming;
@@ -102,6 +102,7 @@ impl Fleet {
                         node_id: node.node_id.clone(),
                         address: address.clone(),
                         incarnation: node.incarnation.clone(),
+                        pools: Vec::new(),
                     };
                     // The leader answers UNAVAILABLE while it loads its state after taking over.
                     let mut attempts = 0;
@@ -231,6 +232,13 @@ impl Agent for MockAgents {
         _request: Request<ResolveTableRequest>,
     ) -> Result<Response<ResolveTableResponse>, Status> {
         Err(Status::unimplemented("simulated agents hold no tables"))
+    }
+
+    async fn get_ownership(
+        &self,
+        _request: Request<GetOwnershipRequest>,
+    ) -> Result<Response<GetOwnershipResponse>, Status> {
+        Err(Status::unimplemented("simulated agents own no buckets"))
     }
 }
 

@@ -506,8 +506,12 @@ async fn a_silent_incarnation_is_evicted_and_comes_back_as_a_new_one() {
 
     phase("a registration delayed past its deregistration does not revive the incarnation");
     let mut client = data_nodes(&address, &lab.lease);
-    let register =
-        RegisterRequest { node_id: "late".into(), address: "127.0.0.1:9".into(), incarnation: "i-late".into() };
+    let register = RegisterRequest {
+        node_id: "late".into(),
+        address: "127.0.0.1:9".into(),
+        incarnation: "i-late".into(),
+        pools: Vec::new(),
+    };
     client.register(register.clone()).await.expect("registered");
     client
         .deregister(DeregisterRequest { node_id: "late".into(), incarnation: "i-late".into() })

@@ -46,6 +46,24 @@ pub enum AgentEvent {
         /// The version resynced to.
         version: u64,
     },
+    /// This data node owns a bucket from now on (while its lease is valid).
+    Granted {
+        /// The pool.
+        pool: String,
+        /// The bucket.
+        bucket: u32,
+        /// The grant's epoch.
+        epoch: u64,
+    },
+    /// This data node owns a bucket no more (its host released it first).
+    Revoked {
+        /// The pool.
+        pool: String,
+        /// The bucket.
+        bucket: u32,
+        /// The epoch it was owned at.
+        epoch: u64,
+    },
 }
 
 /// The host process's say in what the agent applies, and its part in dropping data.
@@ -85,6 +103,54 @@ pub trait AgentHost: Send + Sync + 'static {
     fn resynced(&self, catalog: &Catalog) {
         let _ = catalog;
     }
+
+    /// A bucket this data node owns is being taken from it: stop every piece of work under
+    /// `epoch` and return only once none is in flight. [`Agent::owns`] refuses the bucket from
+    /// before this call on, and the revoke is acknowledged (so the bucket can be granted to
+    /// another node) only after it returned `Ok`; an error leaves the revoke unapplied, and it
+    /// is asked again.
+    fn release(&self, pool: &str, bucket: u32, epoch: u64) -> Result<(), String> {
+        let _ = (pool, bucket, epoch);
+        Ok(())
+    }
+}
+
+/// A bucket this data node owns, as [`Agent::owns`] hands it out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ownership {
+    /// The grant's epoch: a fencing token that only grows; pass it to external storage so
+    /// that it refuses a writer with a lower one.
+    pub epoch: u64,
+    /// The end of the lease: act on the bucket only before it (and re-check before you
+    /// acknowledge work).
+    pub valid_until: MonoTime,
+}
+
+/// The buckets of one pool this data node owns, as [`Agent::owned`] hands them out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Owned {
+    /// Bucket and epoch, by bucket.
+    pub buckets: Vec<(u32, u64)>,
+    /// The end of the lease.
+    pub valid_until: MonoTime,
+    /// The cache's version.
+    pub version: u64,
+}
+
+/// Why [`Agent::owns`] said no.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum OwnershipError {
+    /// No valid lease: a fenced node owns nothing.
+    #[error("fenced: this data node holds no valid metadata lease and owns no bucket")]
+    Fenced,
+    /// Another node owns it, it is being revoked from this one, or nobody owns it.
+    #[error("this data node does not own bucket {bucket} of pool {pool}")]
+    NotOwner {
+        /// The pool.
+        pool: String,
+        /// The bucket.
+        bucket: u32,
+    },
 }
 
 /// Keeps in `dropped` only the targets still `ordered`: only orders still under their marker
@@ -176,6 +242,9 @@ struct Inner {
     dropped: Mutex<BTreeSet<DataTarget>>,
     /// The change the host refused last, reported with every heartbeat until one renews.
     refused: Mutex<Option<RefusedChange>>,
+    /// Buckets whose revoke is being applied: refused by `owns` from before the host's
+    /// release until the cache no longer shows them owned.
+    releasing: ArcSwap<BTreeSet<(String, u32)>>,
     events: broadcast::Sender<AgentEvent>,
     renewed: Notify,
 }
@@ -215,6 +284,7 @@ impl Agent {
                 before_fence: Mutex::new(None),
                 dropped: Mutex::new(BTreeSet::new()),
                 refused: Mutex::new(None),
+                releasing: ArcSwap::from_pointee(BTreeSet::new()),
                 events,
                 renewed: Notify::new(),
             }),
@@ -270,6 +340,95 @@ impl Agent {
                 table: table.to_owned(),
                 version: view.version,
             }),
+        }
+    }
+
+    /// Whether this data node owns `bucket` of `pool` now, checked like a read: against the
+    /// lease, on every call, without a lock. A fenced node owns nothing.
+    pub fn owns(&self, pool: &str, bucket: u32) -> Result<Ownership, OwnershipError> {
+        let view = self.inner.view.load();
+        let now = self.inner.clock.now();
+        let Some(valid_until) = view.valid_until.filter(|until| now < *until) else {
+            return Err(OwnershipError::Fenced);
+        };
+        let not_owner = || OwnershipError::NotOwner { pool: pool.to_owned(), bucket };
+        if self.inner.releasing.load().contains(&(pool.to_owned(), bucket)) {
+            return Err(not_owner());
+        }
+        let incarnation = self.inner.incarnation.load();
+        match view.buckets.get(pool).and_then(|buckets| buckets.get(&bucket)) {
+            Some(owner)
+                if !owner.revoked
+                    && owner.node_id == self.inner.config.node_id
+                    && owner.incarnation == **incarnation =>
+            {
+                Ok(Ownership { epoch: owner.epoch, valid_until })
+            }
+            _ => Err(not_owner()),
+        }
+    }
+
+    /// Every bucket of `pool` this data node owns now, with its epoch; checked like
+    /// [`Agent::owns`].
+    pub fn owned(&self, pool: &str) -> Result<Owned, OwnershipError> {
+        let view = self.inner.view.load();
+        let now = self.inner.clock.now();
+        let Some(valid_until) = view.valid_until.filter(|until| now < *until) else {
+            return Err(OwnershipError::Fenced);
+        };
+        let releasing = self.inner.releasing.load();
+        let owned = view
+            .owned_by(&self.inner.config.node_id, &self.incarnation())
+            .into_iter()
+            .filter(|((owned_pool, bucket), _)| owned_pool == pool && !releasing.contains(&(pool.to_owned(), *bucket)))
+            .map(|((_, bucket), epoch)| (bucket, epoch))
+            .collect();
+        Ok(Owned { buckets: owned, valid_until, version: view.version })
+    }
+
+    /// Releases, through the host, every bucket of `buckets` this node owns in `current`:
+    /// `owns` refuses each from before the call on.
+    fn release(&self, current: &CacheView, buckets: impl IntoIterator<Item = (String, u32)>) -> Result<(), String> {
+        let owned = current.owned_by(&self.inner.config.node_id, &self.incarnation());
+        for (pool, bucket) in buckets {
+            let Some(epoch) = owned.get(&(pool.clone(), bucket)).copied() else { continue };
+            self.inner.releasing.rcu(|releasing| {
+                let mut releasing = BTreeSet::clone(releasing);
+                releasing.insert((pool.clone(), bucket));
+                releasing
+            });
+            self.inner.host.release(&pool, bucket, epoch)?;
+            info!(%pool, bucket, epoch, "bucket released: no work under its epoch is in flight");
+        }
+        Ok(())
+    }
+
+    /// After the cache moved from `before` to `after`: tells the host what this node owns
+    /// now and no more, and forgets releases the cache now shows.
+    fn ownership_moved(&self, before: &CacheView, after: &CacheView) {
+        if Arc::ptr_eq(&before.buckets, &after.buckets) {
+            return;
+        }
+        let (node_id, incarnation) = (&self.inner.config.node_id, self.incarnation());
+        let (was, is) = (before.owned_by(node_id, &incarnation), after.owned_by(node_id, &incarnation));
+        for ((pool, bucket), epoch) in &was {
+            if is.get(&(pool.clone(), *bucket)) != Some(epoch) {
+                info!(%pool, bucket, epoch, "bucket revoked from this data node");
+                let _ =
+                    self.inner.events.send(AgentEvent::Revoked { pool: pool.clone(), bucket: *bucket, epoch: *epoch });
+            }
+        }
+        for ((pool, bucket), epoch) in &is {
+            if was.get(&(pool.clone(), *bucket)) != Some(epoch) {
+                info!(%pool, bucket, epoch, "bucket granted to this data node");
+                let _ =
+                    self.inner.events.send(AgentEvent::Granted { pool: pool.clone(), bucket: *bucket, epoch: *epoch });
+            }
+        }
+        if !self.inner.releasing.load().is_empty() {
+            self.inner.releasing.rcu(|releasing| {
+                releasing.iter().filter(|key| is.contains_key(*key)).cloned().collect::<BTreeSet<_>>()
+            });
         }
     }
 
@@ -329,6 +488,16 @@ impl Agent {
             info!(?target, marker = drop.marker_version, "data dropped");
             self.dropped().insert(target);
         }
+        if let Some(leasehold::v1::metadata_change::Kind::Buckets(change)) = &change.kind {
+            let me = &self.inner.config.node_id;
+            let incarnation = self.incarnation();
+            let revoked = change
+                .buckets
+                .iter()
+                .filter(|entry| entry.revoked && entry.node_id == *me && entry.incarnation == incarnation)
+                .map(|entry| (change.pool.clone(), entry.bucket));
+            self.release(current, revoked)?;
+        }
         Ok(())
     }
 
@@ -350,6 +519,24 @@ impl Agent {
             self.veto(&change).map_err(|reason| ApplyError::CannotApply { version, reason })?;
         }
         Ok(())
+    }
+
+    /// Releases every bucket the cache owns that `installed` does not grant it at the same
+    /// epoch, before the snapshot counts (a snapshot may carry revokes this node never heard
+    /// as changes).
+    fn release_before_resync(&self, current: &CacheView, installed: &CacheView) -> Result<(), ApplyError> {
+        let (node_id, incarnation) = (&self.inner.config.node_id, self.incarnation());
+        let keeps = installed.owned_by(node_id, &incarnation);
+        let lost: Vec<(String, u32)> = current
+            .owned_by(node_id, &incarnation)
+            .into_iter()
+            .filter(|(key, epoch)| keeps.get(key) != Some(epoch))
+            .map(|(key, _)| key)
+            .collect();
+        self.release(current, lost).map_err(|reason| ApplyError::CannotApply {
+            version: installed.version,
+            reason: format!("releasing buckets before a resync counts: {reason}"),
+        })
     }
 
     /// Remembers that the host refused `version` of `store_epoch`, to report it with every
@@ -492,6 +679,7 @@ impl Agent {
             Some(snapshot) => {
                 let installed = CacheView::from_snapshot(snapshot);
                 self.veto_snapshot(&current, &installed)
+                    .and_then(|()| self.release_before_resync(&current, &installed))
                     .and_then(|()| self.drop_before_resync(&current, &installed))
                     .map(|()| {
                         self.inner.host.resynced(&installed.catalog);
@@ -531,7 +719,9 @@ impl Agent {
         let version = next.version;
         let advanced = version != current.version || next.store_epoch != current.store_epoch;
         self.forget_finished_drops(&next.catalog);
-        self.inner.view.store(Arc::new(next));
+        let next = Arc::new(next);
+        self.inner.view.store(next.clone());
+        self.ownership_moved(&current, &next);
         drop(lease);
         self.inner.renewed.notify_one();
         metrics::lease(true, version);
@@ -569,7 +759,9 @@ impl Agent {
         let version = next.version;
         if version != current.version {
             self.forget_finished_drops(&next.catalog);
-            self.inner.view.store(Arc::new(next));
+            let next = Arc::new(next);
+            self.inner.view.store(next.clone());
+            self.ownership_moved(&current, &next);
             metrics::lease(true, version);
             let _ = self.inner.events.send(AgentEvent::Applied { version });
         }
@@ -650,6 +842,7 @@ impl Agent {
             node_id: self.inner.config.node_id.clone(),
             address: self.inner.config.advertise_address.clone(),
             incarnation: self.incarnation(),
+            pools: self.inner.config.pools.clone(),
         };
         match link
             .call(|mut client| {
@@ -725,7 +918,7 @@ mod tests {
     }
 
     fn snapshot(version: u64) -> Option<MetadataSnapshot> {
-        Some(MetadataSnapshot { store_epoch: "e".into(), version, catalog: Vec::new() })
+        Some(MetadataSnapshot { store_epoch: "e".into(), version, catalog: Vec::new(), buckets: Vec::new() })
     }
 
     fn answer(version: u64, changes: Vec<MetadataChange>, snapshot: Option<MetadataSnapshot>) -> HeartbeatResponse {
@@ -847,7 +1040,7 @@ mod tests {
                 .unwrap();
         }
         let catalog = leasehold::catalog::snapshot_messages(&catalog);
-        Some(MetadataSnapshot { store_epoch: "e".into(), version, catalog })
+        Some(MetadataSnapshot { store_epoch: "e".into(), version, catalog, buckets: Vec::new() })
     }
 
     #[test]
@@ -904,6 +1097,7 @@ mod tests {
             store_epoch: "e".into(),
             version: 7,
             catalog: leasehold::catalog::snapshot_messages(&catalog),
+            buckets: Vec::new(),
         }
     }
 
@@ -1016,7 +1210,12 @@ mod tests {
             (u.name, u.version, u.created_version) = ("u".into(), u_at, u_at);
             catalog.apply(&CatalogChange::PutTable(u)).unwrap();
         }
-        MetadataSnapshot { store_epoch: "e".into(), version, catalog: leasehold::catalog::snapshot_messages(&catalog) }
+        MetadataSnapshot {
+            store_epoch: "e".into(),
+            version,
+            catalog: leasehold::catalog::snapshot_messages(&catalog),
+            buckets: Vec::new(),
+        }
     }
 
     #[test]
@@ -1086,6 +1285,122 @@ mod tests {
             agent.on_heartbeat_response(&ticket, answer(8, Vec::new(), Some(with_hidden_u(8, Some(6))))).0,
             "renewed"
         );
+    }
+
+    /// A host that records its releases and what `owns` said during each.
+    #[derive(Default)]
+    struct RecordsReleases {
+        agent: Mutex<Option<Agent>>,
+        releases: Mutex<Vec<(String, u32, u64, bool)>>,
+        refuse_once: AtomicBool,
+    }
+
+    impl AgentHost for RecordsReleases {
+        fn release(&self, pool: &str, bucket: u32, epoch: u64) -> Result<(), String> {
+            let agent = self.agent.lock().unwrap().clone().expect("the agent is set");
+            let owned_meanwhile = agent.owns(pool, bucket).is_ok();
+            self.releases.lock().unwrap().push((pool.to_owned(), bucket, epoch, owned_meanwhile));
+            if self.refuse_once.swap(false, Ordering::SeqCst) {
+                return Err("work in flight".into());
+            }
+            Ok(())
+        }
+    }
+
+    fn buckets(version: u64, pool: &str, entries: &[(u32, &str, &str, u64, bool)]) -> MetadataChange {
+        let buckets = entries
+            .iter()
+            .map(|&(bucket, node_id, incarnation, epoch, revoked)| leasehold::v1::BucketOwnership {
+                bucket,
+                node_id: node_id.into(),
+                incarnation: incarnation.into(),
+                epoch,
+                revoked,
+            })
+            .collect();
+        MetadataChange {
+            version,
+            kind: Some(metadata_change::Kind::Buckets(leasehold::v1::BucketChange { pool: pool.into(), buckets })),
+        }
+    }
+
+    #[test]
+    fn a_granted_bucket_is_owned_until_its_revoke_which_waits_for_the_hosts_release() {
+        let host = Arc::new(RecordsReleases { refuse_once: AtomicBool::new(true), ..RecordsReleases::default() });
+        let (agent, clock) = agent_of(host.clone());
+        *host.agent.lock().unwrap() = Some(agent.clone());
+        let me = agent.incarnation();
+        let (ticket, _) = agent.begin_heartbeat();
+        assert_eq!(agent.on_heartbeat_response(&ticket, answer(5, Vec::new(), snapshot(5))).0, "renewed");
+        assert_eq!(agent.owns("p", 3), Err(OwnershipError::NotOwner { pool: "p".into(), bucket: 3 }));
+
+        let grant = buckets(6, "p", &[(3, "dn1", &me, 2, false), (4, "dn2", "other", 1, false)]);
+        let (ticket, _) = agent.begin_heartbeat();
+        assert_eq!(agent.on_heartbeat_response(&ticket, answer(6, vec![grant], None)).0, "renewed");
+        let owned = agent.owns("p", 3).expect("granted at 6");
+        assert_eq!(owned.epoch, 2);
+        assert!(agent.owns("p", 4).is_err(), "another node's bucket");
+        assert_eq!(agent.owned("p").unwrap().buckets, [(3, 2)]);
+
+        // The revoke at 7: the host refuses to release once, so 7 is not applied, and the
+        // bucket is refused from the first attempt on.
+        let revoke = buckets(7, "p", &[(3, "dn1", &me, 2, true)]);
+        let (ticket, _) = agent.begin_heartbeat();
+        assert_eq!(agent.on_heartbeat_response(&ticket, answer(7, vec![revoke.clone()], None)).0, "not_applied");
+        assert!(agent.owns("p", 3).is_err(), "refused while its release is in doubt");
+        let (_, request) = agent.begin_heartbeat();
+        assert_eq!(request.applied_version, 6, "the revoke is not acknowledged");
+        assert_eq!(agent.apply_push(&push(vec![revoke])).unwrap(), 7, "released this time");
+        assert!(agent.owns("p", 3).is_err());
+        assert_eq!(
+            *host.releases.lock().unwrap(),
+            [("p".into(), 3, 2, false), ("p".into(), 3, 2, false)],
+            "owns refused the bucket during every release"
+        );
+
+        // A fenced node owns nothing.
+        let grant = buckets(8, "p", &[(5, "dn1", &me, 1, false)]);
+        assert_eq!(agent.apply_push(&push(vec![grant])).unwrap(), 8);
+        assert!(agent.owns("p", 5).is_ok());
+        clock.advance(Duration::from_secs(4));
+        assert_eq!(agent.owns("p", 5), Err(OwnershipError::Fenced));
+        assert_eq!(agent.owned("p"), Err(OwnershipError::Fenced));
+    }
+
+    #[test]
+    fn a_resync_releases_the_buckets_its_snapshot_no_longer_grants() {
+        let host = Arc::new(RecordsReleases::default());
+        let (agent, _clock) = agent_of(host.clone());
+        *host.agent.lock().unwrap() = Some(agent.clone());
+        let me = agent.incarnation();
+        let (ticket, _) = agent.begin_heartbeat();
+        assert_eq!(agent.on_heartbeat_response(&ticket, answer(5, Vec::new(), snapshot(5))).0, "renewed");
+        let grant = buckets(6, "p", &[(1, "dn1", &me, 1, false), (2, "dn1", &me, 1, false)]);
+        assert_eq!(agent.apply_push(&push(vec![grant])).unwrap(), 6);
+        let mut later = snapshot(9).unwrap();
+        later.buckets = vec![leasehold::v1::BucketChange {
+            pool: "p".into(),
+            buckets: vec![
+                leasehold::v1::BucketOwnership {
+                    bucket: 1,
+                    node_id: "dn1".into(),
+                    incarnation: me.clone(),
+                    epoch: 1,
+                    revoked: false,
+                },
+                leasehold::v1::BucketOwnership {
+                    bucket: 2,
+                    node_id: "dn1".into(),
+                    incarnation: me.clone(),
+                    epoch: 1,
+                    revoked: true,
+                },
+            ],
+        }];
+        let (ticket, _) = agent.begin_heartbeat();
+        assert_eq!(agent.on_heartbeat_response(&ticket, answer(9, Vec::new(), Some(later))).0, "renewed");
+        assert_eq!(*host.releases.lock().unwrap(), [("p".into(), 2, 1, false)]);
+        assert_eq!(agent.owned("p").unwrap().buckets, [(1, 1)]);
     }
 
     #[test]

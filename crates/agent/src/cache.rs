@@ -16,6 +16,38 @@ use leasehold_core::ddl::{self, DataTarget, HeldCatalog};
 /// What readers may resolve: database, then table name, to the table as they may see it.
 pub type Servable = BTreeMap<String, BTreeMap<String, Arc<Table>>>;
 
+/// One bucket's owner, as the cache holds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BucketOwner {
+    /// The owner's node id.
+    pub node_id: String,
+    /// The owner's incarnation.
+    pub incarnation: String,
+    /// The grant's epoch.
+    pub epoch: u64,
+    /// Being taken from that owner: it owns the bucket no more.
+    pub revoked: bool,
+}
+
+/// Every pool's buckets that have an owner: pool, then bucket.
+pub type Buckets = BTreeMap<String, BTreeMap<u32, BucketOwner>>;
+
+/// Records `change` in `buckets`.
+fn apply_buckets(buckets: &mut Buckets, change: &leasehold::v1::BucketChange) {
+    let pool = buckets.entry(change.pool.clone()).or_default();
+    for entry in &change.buckets {
+        pool.insert(
+            entry.bucket,
+            BucketOwner {
+                node_id: entry.node_id.clone(),
+                incarnation: entry.incarnation.clone(),
+                epoch: entry.epoch,
+                revoked: entry.revoked,
+            },
+        );
+    }
+}
+
 /// One immutable state of the cache, with the lease that makes it servable.
 #[derive(Debug, Clone, Default)]
 pub struct CacheView {
@@ -27,6 +59,8 @@ pub struct CacheView {
     pub catalog: Arc<Catalog>,
     /// What a reader may see, derived from `catalog`.
     pub servable: Arc<Servable>,
+    /// Who owns which bucket.
+    pub buckets: Arc<Buckets>,
     /// The end of the lease, while valid; `None` when fenced.
     pub valid_until: Option<MonoTime>,
 }
@@ -86,9 +120,14 @@ impl CacheView {
         for orphaned in orphans {
             tracing::warn!(version = snapshot.version, %orphaned, "the snapshot holds an orphaned object; it is left out");
         }
+        let mut buckets = Buckets::new();
+        for change in &snapshot.buckets {
+            apply_buckets(&mut buckets, change);
+        }
         CacheView {
             store_epoch: snapshot.store_epoch.clone(),
             version: snapshot.version,
+            buckets: Arc::new(buckets),
             servable: Arc::new(servable(&catalog)),
             catalog: Arc::new(catalog),
             valid_until: None,
@@ -98,6 +137,19 @@ impl CacheView {
     /// The catalog with the epoch and version it is at.
     pub fn held(&self) -> HeldCatalog<'_> {
         HeldCatalog { store_epoch: &self.store_epoch, version: self.version, catalog: &self.catalog }
+    }
+
+    /// The buckets `node_id` at `incarnation` owns, by pool and bucket, with their epochs.
+    pub fn owned_by(&self, node_id: &str, incarnation: &str) -> BTreeMap<(String, u32), u64> {
+        self.buckets
+            .iter()
+            .flat_map(|(pool, buckets)| {
+                buckets
+                    .iter()
+                    .filter(|(_, owner)| !owner.revoked && owner.node_id == node_id && owner.incarnation == incarnation)
+                    .map(move |(bucket, owner)| ((pool.clone(), *bucket), owner.epoch))
+            })
+            .collect()
     }
 
     /// The table `database.table` as a reader may see it, if it may.
@@ -115,6 +167,7 @@ impl CacheView {
     ) -> Result<CacheView, ApplyError> {
         let mut next = self.clone();
         let mut catalog: Option<Catalog> = None;
+        let mut buckets: Option<Buckets> = None;
         for change in changes {
             if store_epoch != next.store_epoch || change.version > next.version + 1 {
                 return Err(ApplyError::Gap {
@@ -149,6 +202,9 @@ impl CacheView {
                             .map_err(|orphaned| ApplyError::Orphaned { version: change.version, orphaned })?;
                     }
                 }
+                Some(metadata_change::Kind::Buckets(change)) => {
+                    apply_buckets(buckets.get_or_insert_with(|| (*self.buckets).clone()), change);
+                }
                 Some(metadata_change::Kind::Barrier(_)) | None => {}
             }
             next.version = change.version;
@@ -156,6 +212,9 @@ impl CacheView {
         if let Some(catalog) = catalog {
             next.servable = Arc::new(servable(&catalog));
             next.catalog = Arc::new(catalog);
+        }
+        if let Some(buckets) = buckets {
+            next.buckets = Arc::new(buckets);
         }
         Ok(next)
     }
@@ -258,7 +317,8 @@ mod tests {
 
     #[test]
     fn a_snapshot_replaces_everything() {
-        let snapshot = MetadataSnapshot { store_epoch: "e9".into(), version: 12, catalog: Vec::new() };
+        let snapshot =
+            MetadataSnapshot { store_epoch: "e9".into(), version: 12, catalog: Vec::new(), buckets: Vec::new() };
         let view = CacheView::from_snapshot(&snapshot);
         assert_eq!((view.store_epoch.as_str(), view.version, view.valid_until), ("e9", 12, None));
     }

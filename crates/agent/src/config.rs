@@ -18,6 +18,8 @@ pub struct AgentConfig {
     pub heartbeat_interval: Duration,
     /// The deadline of one heartbeat, below the interval.
     pub heartbeat_timeout: Duration,
+    /// The bucket pools this data node joins as a member (`--pool`).
+    pub pools: Vec<String>,
 }
 
 impl AgentConfig {
@@ -29,6 +31,7 @@ impl AgentConfig {
             advertise_address: advertise_address.into(),
             heartbeat_interval: Duration::from_secs(1),
             heartbeat_timeout: Duration::from_millis(500),
+            pools: Vec::new(),
         }
     }
 
@@ -45,6 +48,7 @@ impl AgentConfig {
         if self.advertise_address.contains("://") || !self.advertise_address.contains(':') {
             return Err(format!("--advertise-address: {:?} is not HOST:PORT", self.advertise_address));
         }
+        leasehold_core::buckets::validate_memberships("--pool", &self.pools).map_err(|error| error.to_string())?;
         if self.heartbeat_interval.is_zero()
             || self.heartbeat_timeout.is_zero()
             || self.heartbeat_timeout >= self.heartbeat_interval
@@ -72,6 +76,8 @@ mod tests {
             (AgentConfig { coordinators: vec!["http://x:1".into()], ..good.clone() }, "--coordinators"),
             (AgentConfig { advertise_address: "nowhere".into(), ..good.clone() }, "--advertise-address"),
             (AgentConfig { heartbeat_timeout: Duration::from_secs(2), ..good.clone() }, "--heartbeat-timeout"),
+            (AgentConfig { pools: vec!["a,b".into()], ..good.clone() }, "--pool"),
+            (AgentConfig { pools: vec!["p".into(), "p".into()], ..good.clone() }, "--pool"),
         ];
         for (config, flag) in cases {
             assert!(config.validate().unwrap_err().starts_with(flag), "{config:?}");

@@ -22,5 +22,5 @@ pub mod metrics;
 pub mod server;
 pub mod service;
 
-pub use agent::{Agent, AgentEvent, AgentHost, ResolveError, ResolvedTable};
+pub use agent::{Agent, AgentEvent, AgentHost, Owned, Ownership, OwnershipError, ResolveError, ResolvedTable};
 pub use config::AgentConfig;

@@ -3,13 +3,13 @@
 use leasehold::status::{ServiceError, invalid_argument, reason, status_of};
 use leasehold::v1::agent_server::Agent as AgentRpc;
 use leasehold::v1::{
-    ApplyInvalidationRequest, ApplyInvalidationResponse, GetLeaseStateRequest, LeaseState, ResolveTableRequest,
-    ResolveTableResponse,
+    ApplyInvalidationRequest, ApplyInvalidationResponse, GetLeaseStateRequest, GetOwnershipRequest,
+    GetOwnershipResponse, LeaseState, OwnedBucket, ResolveTableRequest, ResolveTableResponse,
 };
 use leasehold_core::ddl::MAX_NAME_LEN;
 use tonic::{Code, Request, Response, Status};
 
-use crate::agent::{Agent, PushError, ResolveError};
+use crate::agent::{Agent, OwnershipError, PushError, ResolveError};
 use crate::cache::ApplyError;
 use crate::metrics;
 
@@ -72,6 +72,22 @@ impl ServiceError for ResolveError {
     }
 }
 
+impl ServiceError for OwnershipError {
+    fn code(&self) -> Code {
+        match self {
+            OwnershipError::Fenced => Code::FailedPrecondition,
+            OwnershipError::NotOwner { .. } => Code::NotFound,
+        }
+    }
+
+    fn reason(&self) -> Option<&'static str> {
+        Some(match self {
+            OwnershipError::Fenced => reason::FENCED,
+            OwnershipError::NotOwner { .. } => reason::NOT_FOUND,
+        })
+    }
+}
+
 fn check_name(field: &'static str, value: &str) -> Result<(), Status> {
     if value.is_empty() || value.len() > MAX_NAME_LEN {
         return Err(invalid_argument(field, format!("{field} must be 1 to {MAX_NAME_LEN} characters")));
@@ -117,5 +133,24 @@ impl AgentRpc for AgentService {
             })),
             Err(error) => Err(status_of(&error)),
         }
+    }
+
+    async fn get_ownership(
+        &self,
+        request: Request<GetOwnershipRequest>,
+    ) -> Result<Response<GetOwnershipResponse>, Status> {
+        let request = request.into_inner();
+        check_name("pool", &request.pool)?;
+        let owned = self.agent.owned(&request.pool).map_err(|error| status_of(&error))?;
+        let valid_for_ms = self.agent.valid_for(owned.valid_until).as_millis() as i64;
+        Ok(Response::new(GetOwnershipResponse {
+            pool: request.pool,
+            buckets: owned
+                .buckets
+                .into_iter()
+                .map(|(bucket, epoch)| OwnedBucket { bucket, epoch, valid_for_ms })
+                .collect(),
+            version: owned.version,
+        }))
     }
 }

@@ -140,6 +140,10 @@ pub struct AgentArgs {
     /// The deadline of one heartbeat, below the interval.
     #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "500ms")]
     pub heartbeat_timeout: Duration,
+    /// Join this bucket pool as a member (repeat for several, at most 16): the leader assigns
+    /// the pool's buckets over its live members; see `ctl buckets`.
+    #[arg(long = "pool", value_name = "NAME")]
+    pub pools: Vec<String>,
 }
 
 /// `leasehold ctl`

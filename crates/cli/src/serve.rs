@@ -87,6 +87,7 @@ pub async fn agent(args: AgentArgs) -> anyhow::Result<()> {
         leasehold_agent::AgentConfig::new(args.node_id, args.coordinators, args.advertise_address.unwrap_or_default());
     config.heartbeat_interval = args.heartbeat_interval;
     config.heartbeat_timeout = args.heartbeat_timeout;
+    config.pools = args.pools;
     let shutdown = shutdown_on_signals();
     leasehold_agent::server::run(config, grpc, metrics, shutdown).await?;
     Ok(())

@@ -41,6 +41,8 @@ pub struct CoordinatorConfig {
     pub catalog: CatalogConfig,
     /// Broadcasts of changes to data nodes.
     pub broadcast: BroadcastConfig,
+    /// `[assign]`
+    pub assign: AssignConfig,
     /// Logging.
     pub log: LogConfig,
 }
@@ -56,6 +58,7 @@ impl Default for CoordinatorConfig {
             store: StoreConfig::default(),
             ha: HaConfig::default(),
             metadata: MetadataConfig::default(),
+            assign: AssignConfig::default(),
             datanodes: DataNodesConfig::default(),
             catalog: CatalogConfig::default(),
             broadcast: BroadcastConfig::default(),
@@ -190,6 +193,32 @@ pub struct DataNodesConfig {
 impl Default for DataNodesConfig {
     fn default() -> Self {
         Self { evict_after: Duration::from_secs(600) }
+    }
+}
+
+/// `[assign]`: bucket pools and their assignment to data nodes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub struct AssignConfig {
+    /// The number of buckets of a pool created without one (1 to 65536).
+    pub bucket_count: u32,
+    /// How often the leader runs an assignment pass over every pool, besides the pass that
+    /// every membership change starts at once.
+    #[serde(with = "humantime_serde")]
+    pub interval: Duration,
+    /// A pool member not heard from for this long is offline: its buckets are revoked (and
+    /// move once it has provably fenced). At least `T_proceed`.
+    #[serde(with = "humantime_serde")]
+    pub offline_timeout: Duration,
+}
+
+impl Default for AssignConfig {
+    fn default() -> Self {
+        Self {
+            bucket_count: leasehold_core::buckets::DEFAULT_BUCKET_COUNT,
+            interval: Duration::from_secs(30),
+            offline_timeout: Duration::from_secs(60),
+        }
     }
 }
 
@@ -375,6 +404,28 @@ impl CoordinatorConfig {
                 ),
             ));
         }
+        if !(1..=leasehold_core::buckets::MAX_BUCKET_COUNT).contains(&self.assign.bucket_count) {
+            return Err(ConfigError::new(
+                "assign.bucket-count",
+                format!(
+                    "{} is not between 1 and {}",
+                    self.assign.bucket_count,
+                    leasehold_core::buckets::MAX_BUCKET_COUNT
+                ),
+            ));
+        }
+        if self.assign.interval.is_zero() {
+            return Err(ConfigError::new("assign.interval", "must be above zero"));
+        }
+        if self.assign.offline_timeout < proceed_after {
+            return Err(ConfigError::new(
+                "assign.offline-timeout",
+                format!(
+                    "{:?} is below T_proceed {proceed_after:?}: a member counted offline sooner might still hold a lease",
+                    self.assign.offline_timeout
+                ),
+            ));
+        }
         if let Some(budget) = self.broadcast.budget {
             // A verdict can need T_proceed after a publication, plus the promotion floor after a
             // failover: a smaller budget fails broadcasts that would have settled.
@@ -424,6 +475,10 @@ mod tests {
             (Box::new(|c| c.metadata.lease_fence = Duration::from_secs(9)), "metadata.lease-fence"),
             (Box::new(|c| c.broadcast.budget = Some(Duration::from_secs(5))), "broadcast.budget"),
             (Box::new(|c| c.datanodes.evict_after = Duration::from_secs(5)), "datanodes.evict-after"),
+            (Box::new(|c| c.assign.offline_timeout = Duration::from_secs(1)), "assign.offline-timeout"),
+            (Box::new(|c| c.assign.bucket_count = 0), "assign.bucket-count"),
+            (Box::new(|c| c.assign.bucket_count = 65_537), "assign.bucket-count"),
+            (Box::new(|c| c.assign.interval = Duration::ZERO), "assign.interval"),
         ];
         for (mutate, key) in cases {
             let mut config = CoordinatorConfig::default();

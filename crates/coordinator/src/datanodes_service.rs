@@ -63,8 +63,10 @@ impl DataNodes for DataNodesService {
             {
                 return Err(invalid_argument("address", "address must be HOST:PORT"));
             }
+            leasehold_core::buckets::validate_memberships("pools", &request.pools)
+                .map_err(|error| leasehold::status::status_of(&error))?;
             let leader = self.leader()?;
-            leader.register(&request.node_id, &request.incarnation, &request.address).await?;
+            leader.register(&request.node_id, &request.incarnation, &request.address, &request.pools).await?;
             Ok(Response::new(RegisterResponse {
                 term: leader.term(),
                 leader_node_id: leader.leader_node_id().to_owned(),

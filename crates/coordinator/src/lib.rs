@@ -11,11 +11,14 @@
 //! - [`procedure_runner`]: DDL as persisted procedures, and their resumption on a new leader.
 //! - [`locks`]: the hierarchical DDL locks.
 //! - [`catalog_service`]: `leasehold.v1.Catalog` and `leasehold.v1.Procedures`.
+//! - [`assignments_service`]: `leasehold.v1.Assignments`: bucket pools; the assigner loop keeps them balanced.
 //! - [`status`]: errors to gRPC statuses with stable `ErrorInfo` reasons, in one place.
 //! - [`config`]: the configuration tree and its validation.
 //! - [`metrics`]: metric names and helpers; [`http`]: the `/metrics` endpoint.
 //! - [`failpoint`]: fault-injection points for tests (compiled in with `failpoints`).
 
+mod assigner;
+pub mod assignments_service;
 pub mod catalog_service;
 pub mod cluster_service;
 pub mod config;

@@ -49,12 +49,25 @@ pub const PROCEDURES_RESUMED: &str = "leasehold_ddl_procedures_resumed_total";
 /// Catalog rows the leader's last load set aside as orphaned (a table or view whose database
 /// is gone or was created after it); anything above 0 wants an operator's look.
 pub const CATALOG_QUARANTINED: &str = "leasehold_catalog_quarantined_objects";
+/// Bucket moves written, by pool, step (`revoke`, `grant`) and reason (`unowned`,
+/// `departed`, `balance`).
+pub const BUCKET_MOVES: &str = "leasehold_bucket_moves_total";
+/// Revokes waiting for their old owner to acknowledge or provably fence, by pool.
+pub const BUCKET_UNSETTLED: &str = "leasehold_bucket_unsettled_revokes";
+/// Live members of each pool.
+pub const BUCKET_MEMBERS: &str = "leasehold_bucket_pool_members";
+/// Time one assignment pass took (plan and write), by whether it wrote anything.
+pub const BUCKET_PASS_SECONDS: &str = "leasehold_bucket_pass_duration_seconds";
 /// gRPC requests handled, by method and code.
 pub const GRPC_REQUESTS: &str = "leasehold_grpc_requests_total";
 
 /// Registers the descriptions with the installed recorder.
 pub fn describe() {
     describe_gauge!(HA_IS_LEADER, "1 while this node holds the lease and may act as leader");
+    describe_counter!(BUCKET_MOVES, "Bucket moves written, by pool, step (revoke, grant) and reason");
+    describe_gauge!(BUCKET_UNSETTLED, "Revokes waiting for their old owner to acknowledge or provably fence");
+    describe_gauge!(BUCKET_MEMBERS, "Live members of each bucket pool");
+    describe_histogram!(BUCKET_PASS_SECONDS, Unit::Seconds, "Time one bucket assignment pass took");
     describe_gauge!(HA_TERM, "The term this node knows; its own while it leads");
     describe_counter!(HA_RENEWALS, "Lease renewals by result (ok, lost, error)");
     describe_histogram!(HA_RENEW_SECONDS, Unit::Seconds, "Lease renewal round-trip latency");
@@ -116,6 +129,19 @@ pub(crate) fn grpc_request(method: &'static str, code: tonic::Code) {
 pub(crate) fn record<T>(method: &'static str, result: Result<T, tonic::Status>) -> Result<T, tonic::Status> {
     grpc_request(method, result.as_ref().map_or_else(tonic::Status::code, |_| tonic::Code::Ok));
     result
+}
+
+pub(crate) fn bucket_pass(pool: &str, report: &crate::metadata_leader::PassReport, took: Duration) {
+    for (step, moves) in [("revoke", &report.revoked), ("grant", &report.granted)] {
+        for (reason, count) in moves {
+            counter!(BUCKET_MOVES, "pool" => pool.to_owned(), "step" => step, "reason" => *reason)
+                .increment(*count as u64);
+        }
+    }
+    gauge!(BUCKET_UNSETTLED, "pool" => pool.to_owned()).set(report.unsettled as f64);
+    gauge!(BUCKET_MEMBERS, "pool" => pool.to_owned()).set(report.members as f64);
+    let wrote = if report.version == 0 { "no" } else { "yes" };
+    histogram!(BUCKET_PASS_SECONDS, "wrote" => wrote).record(took.as_secs_f64());
 }
 
 pub(crate) fn data_nodes_registered(count: usize) {

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use leasehold::serving::with_health_and_reflection;
+use leasehold::v1::assignments_server::AssignmentsServer;
 use leasehold::v1::catalog_server::CatalogServer;
 use leasehold::v1::cluster_server::ClusterServer;
 use leasehold::v1::data_nodes_server::DataNodesServer;
@@ -19,6 +20,7 @@ use tonic::transport::Server;
 use tonic::transport::server::TcpIncoming;
 use tracing::{info, warn};
 
+use crate::assignments_service::AssignmentsService;
 use crate::catalog_service::{CatalogService, ProceduresService};
 use crate::cluster_service::ClusterService;
 use crate::config::{ConfigError, CoordinatorConfig};
@@ -128,6 +130,8 @@ pub async fn run(config: CoordinatorConfig, listeners: Listeners, shutdown: Canc
         timings: lease,
         retention: config.catalog.change_retention,
         evict_after: config.datanodes.evict_after,
+        offline_after: config.assign.offline_timeout,
+        assign_interval: config.assign.interval,
     };
     // The plan's budget assumes the configured fence is the largest; the verdict itself uses
     // the largest fence ever recorded in the store.
@@ -142,6 +146,10 @@ pub async fn run(config: CoordinatorConfig, listeners: Listeners, shutdown: Canc
         .max_encoding_message_size(MAX_SNAPSHOT_BYTES);
     let procedures = ProceduresServer::new(ProceduresService::new(ha.clone(), store.clone()));
     // A heartbeat answer may carry the whole catalog (a resync).
+    let assignments =
+        AssignmentsServer::new(AssignmentsService::new(ha.clone(), keeper.clone(), config.assign.bucket_count))
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_SNAPSHOT_BYTES);
     let data_nodes = DataNodesServer::new(DataNodesService::new(ha.clone(), keeper, propagator))
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_SNAPSHOT_BYTES);
@@ -158,6 +166,7 @@ pub async fn run(config: CoordinatorConfig, listeners: Listeners, shutdown: Canc
         <DataNodesServer<DataNodesService> as NamedService>::NAME,
         <CatalogServer<CatalogService> as NamedService>::NAME,
         <ProceduresServer<ProceduresService> as NamedService>::NAME,
+        <AssignmentsServer<AssignmentsService> as NamedService>::NAME,
     ];
     let grpc = with_health_and_reflection(&mut server, &serving)
         .await?
@@ -165,6 +174,7 @@ pub async fn run(config: CoordinatorConfig, listeners: Listeners, shutdown: Canc
         .add_service(data_nodes)
         .add_service(catalog)
         .add_service(procedures)
+        .add_service(assignments)
         .serve_with_incoming_shutdown(
             TcpIncoming::from(listeners.grpc).with_nodelay(Some(true)),
             shutdown.clone().cancelled_owned(),

@@ -125,6 +125,8 @@ impl ServiceError for MetadataError {
             }
             MetadataError::NotRegistered { .. } | MetadataError::IncarnationRetired { .. } => Code::FailedPrecondition,
             MetadataError::Corrupt { .. } | MetadataError::Orphaned(_) => Code::Internal,
+            MetadataError::PoolExists { .. } => Code::AlreadyExists,
+            MetadataError::NoSuchPool { .. } => Code::NotFound,
         }
     }
 
@@ -136,6 +138,8 @@ impl ServiceError for MetadataError {
             MetadataError::StaleTerm { .. } => Some(reason::STALE_TERM),
             MetadataError::Store(_) => Some(reason::STORE_UNAVAILABLE),
             MetadataError::Corrupt { .. } | MetadataError::Orphaned(_) => None,
+            MetadataError::PoolExists { .. } => Some(reason::ALREADY_EXISTS),
+            MetadataError::NoSuchPool { .. } => Some(reason::NOT_FOUND),
         }
     }
 

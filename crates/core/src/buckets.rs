@@ -18,6 +18,47 @@ pub const DEFAULT_BUCKET_COUNT: u32 = 128;
 /// The largest number of buckets a pool may have.
 pub const MAX_BUCKET_COUNT: u32 = 65_536;
 
+/// The most pools one data node may join.
+pub const MAX_POOLS_PER_NODE: usize = 16;
+
+/// Checks a pool name: named like a catalog object (`[A-Za-z_][A-Za-z0-9_]{0,63}`, not a
+/// reserved word).
+pub fn validate_pool_name(field: &str, name: &str) -> Result<(), crate::ddl::DdlError> {
+    crate::ddl::validate_name(field, name)
+}
+
+/// Checks the pools a data node joins: at most [`MAX_POOLS_PER_NODE`], each a valid pool
+/// name, none twice.
+pub fn validate_memberships(field: &str, pools: &[String]) -> Result<(), crate::ddl::DdlError> {
+    if pools.len() > MAX_POOLS_PER_NODE {
+        return Err(crate::ddl::DdlError::Invalid {
+            field: field.to_owned(),
+            message: format!("at most {MAX_POOLS_PER_NODE} pools, got {}", pools.len()),
+        });
+    }
+    for (index, pool) in pools.iter().enumerate() {
+        validate_pool_name(field, pool)?;
+        if pools[..index].contains(pool) {
+            return Err(crate::ddl::DdlError::Invalid {
+                field: field.to_owned(),
+                message: format!("pool {pool:?} is named twice"),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Checks a pool's bucket count: 1 to [`MAX_BUCKET_COUNT`].
+pub fn validate_bucket_count(field: &str, bucket_count: u32) -> Result<(), crate::ddl::DdlError> {
+    if !(1..=MAX_BUCKET_COUNT).contains(&bucket_count) {
+        return Err(crate::ddl::DdlError::Invalid {
+            field: field.to_owned(),
+            message: format!("{bucket_count} is not between 1 and {MAX_BUCKET_COUNT}"),
+        });
+    }
+    Ok(())
+}
+
 /// One bucket as the leader holds it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Slot {
@@ -98,12 +139,12 @@ fn targets(held: &[Vec<u32>], bucket_count: usize) -> Vec<usize> {
     targets
 }
 
+/// A bucket no live member holds, with its owner (a departed one) if any.
+type FreeBucket<'a> = (u32, Option<&'a NodeKey>);
+
 /// The buckets each member (by index into the sorted members) holds now, in bucket order,
 /// and the buckets no live member holds.
-fn holdings<'a>(
-    owners: &'a [Option<&'a NodeKey>],
-    members: &[&NodeKey],
-) -> (Vec<Vec<u32>>, Vec<(u32, Option<&'a NodeKey>)>) {
+fn holdings<'a>(owners: &'a [Option<&'a NodeKey>], members: &[&NodeKey]) -> (Vec<Vec<u32>>, Vec<FreeBucket<'a>>) {
     let index: BTreeMap<&NodeKey, usize> = members.iter().enumerate().map(|(at, key)| (*key, at)).collect();
     let mut held = vec![Vec::new(); members.len()];
     let mut free = Vec::new();

@@ -156,6 +156,7 @@ fn ledger(promoted_at: MonoTime, earlier_grants: Duration, inherited: Inherited<
         proceed_after: proceed_after(),
         retention: 64,
         store_epoch: STORE_EPOCH.into(),
+        offline_after: proceed_after(),
     };
     Ledger::new(start, inherited)
 }

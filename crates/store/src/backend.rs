@@ -172,7 +172,7 @@ pub(crate) const OBJECT_COLUMNS: &str = "kind, database_name, name, payload, ver
 /// The columns a stored change is read with.
 pub(crate) const CHANGE_COLUMNS: &str = "version, kind, payload";
 /// The columns a registered data node is read with.
-pub(crate) const DATA_NODE_COLUMNS: &str = "node_id, incarnation, address, registered_at_ms";
+pub(crate) const DATA_NODE_COLUMNS: &str = "node_id, incarnation, address, registered_at_ms, pools";
 /// The columns a bucket pool is read with.
 pub(crate) const POOL_COLUMNS: &str = "name, bucket_count, created_at_ms";
 /// The columns a bucket's ownership is read with.
@@ -248,11 +248,11 @@ impl Statements {
                 "SELECT {CHANGE_COLUMNS} FROM metadata_changes WHERE cluster = ? AND version > ? ORDER BY version LIMIT ?",
             )),
             data_node_update: r(
-                "UPDATE data_nodes SET incarnation = ?, address = ?, registered_at_ms = {now}, retired_at_ms = NULL \
+                "UPDATE data_nodes SET incarnation = ?, address = ?, pools = ?, registered_at_ms = {now}, retired_at_ms = NULL \
                  WHERE cluster = ? AND node_id = ?",
             ),
             data_node_insert: r(
-                "INSERT INTO data_nodes (cluster, node_id, incarnation, address, registered_at_ms) VALUES (?, ?, ?, ?, {now})",
+                "INSERT INTO data_nodes (cluster, node_id, incarnation, address, pools, registered_at_ms) VALUES (?, ?, ?, ?, ?, {now})",
             ),
             data_node_retire: r("UPDATE data_nodes SET retired_at_ms = {now} \
                  WHERE cluster = ? AND node_id = ? AND incarnation = ? AND retired_at_ms IS NULL"),

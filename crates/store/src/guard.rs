@@ -103,15 +103,17 @@ impl GuardedTx {
         self.run(|conn, sql| metadata::append_change(conn, sql, cluster, kind, payload, retention)).await
     }
 
-    /// Registers `node_id` at `incarnation`, replacing any earlier incarnation.
+    /// Registers `node_id` at `incarnation` as a member of `pools`, replacing any earlier
+    /// incarnation.
     pub async fn upsert_data_node(
         &mut self,
         cluster: &str,
         node_id: &str,
         incarnation: &str,
         address: &str,
+        pools: &[String],
     ) -> Result<(), StoreError> {
-        self.run(|conn, sql| metadata::upsert_data_node(conn, sql, cluster, node_id, incarnation, address)).await
+        self.run(|conn, sql| metadata::upsert_data_node(conn, sql, cluster, node_id, incarnation, address, pools)).await
     }
 
     /// Retires `node_id` if it is still registered at `incarnation`: it is no longer

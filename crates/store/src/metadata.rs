@@ -29,6 +29,8 @@ pub struct DataNodeRow {
     pub address: String,
     /// When it registered, on the store's clock (ms).
     pub registered_at_ms: i64,
+    /// The bucket pools it joined.
+    pub pools: Vec<String>,
 }
 
 impl FromRow<'_, AnyRow> for StoredChange {
@@ -50,6 +52,12 @@ impl FromRow<'_, AnyRow> for DataNodeRow {
             incarnation: row.try_get("incarnation")?,
             address: row.try_get("address")?,
             registered_at_ms: row.try_get("registered_at_ms")?,
+            pools: row
+                .try_get::<String, _>("pools")?
+                .split(',')
+                .filter(|pool| !pool.is_empty())
+                .map(str::to_owned)
+                .collect(),
         })
     }
 }
@@ -130,11 +138,15 @@ pub(crate) async fn upsert_data_node(
     node_id: &str,
     incarnation: &str,
     address: &str,
+    pools: &[String],
 ) -> Result<(), StoreError> {
+    // Pool names are validated like catalog names: no commas.
+    let pools = pools.join(",");
     let updated = crate::changes_one(
         sqlx::query(AssertSqlSafe(sql.data_node_update.clone()))
             .bind(incarnation)
             .bind(address)
+            .bind(pools.as_str())
             .bind(cluster)
             .bind(node_id),
         conn,
@@ -146,6 +158,7 @@ pub(crate) async fn upsert_data_node(
             .bind(node_id)
             .bind(incarnation)
             .bind(address)
+            .bind(pools.as_str())
             .execute(&mut *conn)
             .await?;
     }

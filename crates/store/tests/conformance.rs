@@ -451,11 +451,13 @@ async fn a_change_under_an_old_term_is_refused(h: Harness) {
 async fn data_nodes_register_replace_and_deregister(h: Harness) {
     let guard = WriteGuard::Standalone;
     let mut tx = h.store.begin_guarded(&guard).await.unwrap();
-    tx.upsert_data_node(&h.cluster, "dn1", "i1", "127.0.0.1:7501").await.unwrap();
-    tx.upsert_data_node(&h.cluster, "dn2", "i1", "127.0.0.1:7502").await.unwrap();
+    tx.upsert_data_node(&h.cluster, "dn1", "i1", "127.0.0.1:7501", &["ingest".into()]).await.unwrap();
+    tx.upsert_data_node(&h.cluster, "dn2", "i1", "127.0.0.1:7502", &[]).await.unwrap();
     tx.commit().await.unwrap();
     let mut tx = h.store.begin_guarded(&guard).await.unwrap();
-    tx.upsert_data_node(&h.cluster, "dn1", "i2", "127.0.0.1:7511").await.unwrap();
+    tx.upsert_data_node(&h.cluster, "dn1", "i2", "127.0.0.1:7511", &["ingest".into(), "compaction".into()])
+        .await
+        .unwrap();
     assert!(!tx.retire_data_node(&h.cluster, "dn2", "other").await.unwrap(), "only the named incarnation");
     assert!(tx.retire_data_node(&h.cluster, "dn2", "i1").await.unwrap());
     assert!(!tx.retire_data_node(&h.cluster, "dn2", "i1").await.unwrap(), "retired once");
@@ -466,11 +468,12 @@ async fn data_nodes_register_replace_and_deregister(h: Harness) {
         (nodes[0].node_id.as_str(), nodes[0].incarnation.as_str(), nodes[0].address.as_str()),
         ("dn1", "i2", "127.0.0.1:7511")
     );
+    assert_eq!(nodes[0].pools, ["ingest", "compaction"], "the new incarnation's pools replace the old one's");
     let retired = h.store.list_retired_data_nodes(&h.cluster).await.unwrap();
     assert_eq!(retired, [("dn2".to_owned(), "i1".to_owned())], "a retired incarnation is remembered");
     // Registering again, under a new incarnation, forgets the retired one.
     let mut tx = h.store.begin_guarded(&guard).await.unwrap();
-    tx.upsert_data_node(&h.cluster, "dn2", "i2", "127.0.0.1:7502").await.unwrap();
+    tx.upsert_data_node(&h.cluster, "dn2", "i2", "127.0.0.1:7502", &[]).await.unwrap();
     tx.commit().await.unwrap();
     assert!(h.store.list_retired_data_nodes(&h.cluster).await.unwrap().is_empty());
     assert_eq!(h.store.list_data_nodes(&h.cluster).await.unwrap().len(), 2);

@@ -33,6 +33,7 @@ fn change_kind(change: &MetadataChange) -> &'static str {
         Some(v1::metadata_change::Kind::Barrier(_)) | None => "barrier",
         Some(v1::metadata_change::Kind::Catalog(_)) => "catalog",
         Some(v1::metadata_change::Kind::DropData(_)) => "drop_data",
+        Some(v1::metadata_change::Kind::Buckets(_)) => "buckets",
     }
 }
 
@@ -151,8 +152,98 @@ impl ChangeTx<'_> {
         self.publish(message, ordered).await
     }
 
+    /// Writes the bucket rows `handoffs` of `pool` leave, commits them with one change that
+    /// carries the revokes and grants, and publishes it: its version is the one every revoke's
+    /// old owner must acknowledge. The ledger records the handoffs under the publication's
+    /// lock, so the revokes' publication snapshot is held from the start.
+    pub async fn publish_buckets(mut self, pool: &str, handoffs: Vec<Handoff>) -> Result<u64, MetadataError> {
+        let cluster = self.leader.identity.cluster.clone();
+        let version = self.version;
+        let mut slots = self.leader.state().pools().get(pool).map(|pool| pool.slots.clone()).unwrap_or_default();
+        let mut message = v1::BucketChange { pool: pool.to_owned(), buckets: Vec::new() };
+        for handoff in &handoffs {
+            leasehold_core::buckets::apply(&mut slots, handoff, version);
+            let (bucket, key, epoch, revoked) = match handoff {
+                Handoff::Revoke { bucket, from, epoch, .. } => (*bucket, Some(from), *epoch, true),
+                Handoff::Grant { bucket, to, epoch, .. } => (*bucket, Some(to), *epoch, false),
+                Handoff::Release { bucket, .. } => (*bucket, None, 0, false),
+            };
+            let slot = &slots[bucket as usize];
+            let owner = slot.owner.as_ref();
+            self.tx
+                .put_assignment(
+                    &cluster,
+                    &leasehold_store::AssignmentRow {
+                        pool: pool.to_owned(),
+                        bucket,
+                        node_id: owner.map(|key| key.node_id.clone()).unwrap_or_default(),
+                        incarnation: owner.map(|key| key.incarnation.clone()).unwrap_or_default(),
+                        epoch: slot.epoch,
+                        revoke_version: slot.revoke,
+                    },
+                )
+                .await?;
+            if let Some(key) = key {
+                message.buckets.push(v1::BucketOwnership {
+                    bucket,
+                    node_id: key.node_id.clone(),
+                    incarnation: key.incarnation.clone(),
+                    epoch,
+                    revoked,
+                });
+            }
+        }
+        let message = MetadataChange { version, kind: Some(v1::metadata_change::Kind::Buckets(message)) };
+        let pool = pool.to_owned();
+        self.publish_then(message, None, move |state, version, now| {
+            state.record_handoffs(&pool, &handoffs, version, now)
+        })
+        .await
+    }
+
+    /// Commits the deletion of `pool` (written through [`ChangeTx::store`]) with one change
+    /// that revokes every bucket of it, so that no data node owns one any more.
+    pub async fn publish_pool_deleted(self, pool: &str) -> Result<u64, MetadataError> {
+        let version = self.version;
+        let buckets = self.leader.state().pools().get(pool).map_or_else(Vec::new, |pool| {
+            pool.slots
+                .iter()
+                .enumerate()
+                .filter_map(|(bucket, slot)| {
+                    let owner = slot.owner.as_ref()?;
+                    Some(v1::BucketOwnership {
+                        bucket: bucket as u32,
+                        node_id: owner.node_id.clone(),
+                        incarnation: owner.incarnation.clone(),
+                        epoch: slot.epoch,
+                        revoked: true,
+                    })
+                })
+                .collect()
+        });
+        let message = MetadataChange {
+            version,
+            kind: Some(v1::metadata_change::Kind::Buckets(v1::BucketChange { pool: pool.to_owned(), buckets })),
+        };
+        let pool = pool.to_owned();
+        self.publish_then(message, None, move |state, _, _| {
+            state.delete_pool(&pool);
+        })
+        .await
+    }
+
     /// Appends `message` to the change log, commits, and publishes it.
-    async fn publish(mut self, message: MetadataChange, catalog: Option<CatalogChange>) -> Result<u64, MetadataError> {
+    async fn publish(self, message: MetadataChange, catalog: Option<CatalogChange>) -> Result<u64, MetadataError> {
+        self.publish_then(message, catalog, |_, _, _| {}).await
+    }
+
+    /// [`ChangeTx::publish`], then `after` on the ledger under the same lock.
+    async fn publish_then(
+        mut self,
+        message: MetadataChange,
+        catalog: Option<CatalogChange>,
+        after: impl FnOnce(&mut Ledger<MetadataChange>, u64, MonoTime),
+    ) -> Result<u64, MetadataError> {
         let leader = self.leader;
         let retention = leader.settings.retention;
         let version = self
@@ -178,10 +269,12 @@ impl ChangeTx<'_> {
             return Err(MetadataError::Store(StoreError::Timeout { op: "commit", after: Duration::ZERO }));
         }
         let now = leader.clock.now();
-        leader
-            .state()
+        let mut state = leader.state();
+        state
             .publish(version, message, catalog.as_ref(), now)
             .expect("admitted before it was written, under the serial guard");
+        after(&mut state, version, now);
+        drop(state);
         unsettled.settle();
         Ok(version)
     }

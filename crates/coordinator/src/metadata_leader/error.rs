@@ -40,6 +40,18 @@ pub enum MetadataError {
     /// A change would put an object into a database that is not there; nothing was written.
     #[error(transparent)]
     Orphaned(leasehold_core::catalog::Orphaned),
+    /// A pool of that name exists already; nothing changed.
+    #[error("pool {pool} already exists")]
+    PoolExists {
+        /// The pool.
+        pool: String,
+    },
+    /// No pool has that name.
+    #[error("no pool {pool}")]
+    NoSuchPool {
+        /// The pool.
+        pool: String,
+    },
     /// A stored change could not be decoded.
     #[error("stored change at version {version} is unreadable: {reason}")]
     Corrupt {

@@ -69,12 +69,16 @@ impl MetadataLeader {
             warn!(term = identity.term, %orphaned, "a catalog row has no database to go into; it is quarantined, left in the store and out of the catalog");
         }
         crate::metrics::catalog_quarantined(orphans.len());
-        let registered = store
-            .list_data_nodes(&cluster)
-            .await?
-            .into_iter()
-            .map(|node| (NodeKey::new(node.node_id, node.incarnation), node.address))
+        let data_nodes = store.list_data_nodes(&cluster).await?;
+        let memberships = data_nodes
+            .iter()
+            .filter(|node| !node.pools.is_empty())
+            .map(|node| (NodeKey::new(&node.node_id, &node.incarnation), node.pools.clone()))
             .collect();
+        let registered =
+            data_nodes.into_iter().map(|node| (NodeKey::new(node.node_id, node.incarnation), node.address)).collect();
+        let pools = store.list_pools(&cluster).await?.into_iter().map(|pool| (pool.name, pool.bucket_count)).collect();
+        let assignments = store.list_assignments(&cluster).await?.into_iter().map(slot_of).collect();
         // Incarnations put to rest by earlier leaders (or earlier in this term) may still hold
         // a lease: they count until they have provably fenced.
         let keys =
@@ -88,14 +92,18 @@ impl MetadataLeader {
             proceed_after,
             retention: settings.retention,
             store_epoch: store_epoch.clone(),
+            offline_after: settings.offline_after,
         };
-        let ledger = Ledger::new(start, Inherited { version, changes, catalog, registered, tombstones, retired });
+        let inherited =
+            Inherited { version, changes, catalog, registered, tombstones, retired, memberships, pools, assignments };
+        let ledger = Ledger::new(start, inherited);
         info!(
             term = identity.term,
             version,
             catalog_objects = ledger.catalog().len(),
             data_nodes = ledger.registered_count(),
             tombstones = ledger.stored_tombstone_count(),
+            pools = ledger.pools().len(),
             fence_ms = settings.timings.fence.as_millis() as u64,
             largest_fence_ms = largest_fence.as_millis() as u64,
             proceed_after_ms = proceed_after.as_millis() as u64,
@@ -113,6 +121,7 @@ impl MetadataLeader {
             proceed_after,
             state: Mutex::new(ledger),
             acks: Notify::new(),
+            membership_changed: Notify::new(),
             publications: tokio::sync::Mutex::new(()),
             locks: LockTable::default(),
             resumed: std::sync::atomic::AtomicBool::new(false),
@@ -174,6 +183,12 @@ impl MetadataLeader {
         info!(grant_bound_ms = %own_ms, "promotion floor recorded for the leaders after this one");
         Ok(own)
     }
+}
+
+/// A stored bucket row as the ledger holds it: pool, bucket, slot.
+fn slot_of(row: leasehold_store::AssignmentRow) -> (String, u32, Slot) {
+    let owner = (!row.node_id.is_empty()).then(|| NodeKey::new(row.node_id, row.incarnation));
+    (row.pool, row.bucket, Slot { owner, epoch: row.epoch, revoke: row.revoke_version })
 }
 
 #[cfg(test)]

@@ -15,6 +15,7 @@ use leasehold::v1::{
     self, BarrierChange, DataNodeLeaseStatus, DataNodeStatus, HeartbeatRequest, HeartbeatResponse, MetadataChange,
     MetadataSnapshot,
 };
+use leasehold_core::buckets::{Handoff, Slot};
 use leasehold_core::catalog::{Catalog, CatalogChange, Orphaned};
 use leasehold_core::contact::{ContactStatus, NodeKey};
 use leasehold_core::ddl::{self, DataTarget};
@@ -30,11 +31,13 @@ use tracing::{info, warn};
 use crate::locks::LockTable;
 use crate::metrics;
 
+mod buckets;
 mod change_tx;
 mod error;
 mod load;
 mod registry;
 
+pub use buckets::PassReport;
 pub use change_tx::ChangeTx;
 pub use error::MetadataError;
 pub(crate) use load::load_catalog;
@@ -84,6 +87,10 @@ pub struct LeaseSettings {
     pub retention: u64,
     /// `datanodes.evict-after`: how long a registered incarnation may stay silent.
     pub evict_after: Duration,
+    /// `assign.offline-timeout`: how long a pool member may stay silent and still count.
+    pub offline_after: Duration,
+    /// `assign.interval`: the longest between two assignment passes.
+    pub assign_interval: Duration,
 }
 
 /// One node a broadcast still waits for, and what to push to it.
@@ -102,6 +109,8 @@ pub struct MetadataLeader {
     proceed_after: Duration,
     state: Mutex<Ledger<MetadataChange>>,
     acks: Notify,
+    /// Woken when a data node registers or is put to rest: the assigner runs a pass.
+    membership_changed: Notify,
     publications: tokio::sync::Mutex<()>,
     locks: LockTable,
     /// Set once every procedure an earlier leader left running holds its locks again: until
@@ -251,6 +260,7 @@ impl MetadataLeader {
                     store_epoch: self.store_epoch.clone(),
                     version: grant.version,
                     catalog: leasehold::catalog::snapshot_messages(state.catalog()),
+                    buckets: buckets::snapshot(&state),
                 })
             }
         }
@@ -349,6 +359,12 @@ impl MetadataLeader {
     /// returned future was created).
     pub fn acknowledged(&self) -> tokio::sync::futures::Notified<'_> {
         self.acks.notified()
+    }
+
+    /// Completes at the next registration or retirement of a data node (or at once, if one
+    /// happened since the last wait).
+    pub fn membership_changed(&self) -> tokio::sync::futures::Notified<'_> {
+        self.membership_changed.notified()
     }
 
     /// A broadcast of `version` begins: its publication snapshot stays until the matching

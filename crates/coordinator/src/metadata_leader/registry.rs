@@ -9,28 +9,36 @@ impl MetadataLeader {
     /// becomes a tombstone that still counts for broadcasts.
     /// A retired incarnation is refused: a registration delayed past its own deregistration
     /// (or an evicted agent coming back) must not revive it.
-    pub async fn register(&self, node_id: &str, incarnation: &str, address: &str) -> Result<(), MetadataError> {
+    pub async fn register(
+        &self,
+        node_id: &str,
+        incarnation: &str,
+        address: &str,
+        pools: &[String],
+    ) -> Result<(), MetadataError> {
         let _serial = self.publications.lock().await;
         let cluster = &self.identity.cluster;
         let earlier = self.state().check_registration(node_id, incarnation).map_err(|_| {
             MetadataError::IncarnationRetired { node_id: node_id.to_owned(), incarnation: incarnation.to_owned() }
         })?;
         let mut tx = self.begin_guarded().await?;
-        tx.upsert_data_node(cluster, node_id, incarnation, address).await?;
+        tx.upsert_data_node(cluster, node_id, incarnation, address, pools).await?;
         if let Some(earlier) = &earlier {
             tx.put_tombstone(cluster, node_id, earlier).await?;
         }
         tx.commit().await?;
         let mut state = self.state();
         let replaced = state.register(node_id, incarnation, address, earlier, self.clock.now());
+        state.set_pools(&NodeKey::new(node_id, incarnation), pools.to_vec());
         metrics::data_nodes_registered(state.registered_count());
         drop(state);
         match replaced {
             Some(previous) => {
                 info!(node_id, incarnation, replaced = %previous, %address, "data node re-registered; the old incarnation counts until it has fenced")
             }
-            None => info!(node_id, incarnation, %address, "data node registered"),
+            None => info!(node_id, incarnation, %address, ?pools, "data node registered"),
         }
+        self.membership_changed.notify_one();
         Ok(())
     }
 
@@ -82,6 +90,8 @@ impl MetadataLeader {
         let mut state = self.state();
         state.retire(keys, &removed, self.clock.now());
         metrics::data_nodes_registered(state.registered_count());
+        drop(state);
+        self.membership_changed.notify_one();
         Ok(removed)
     }
 

@@ -18,3 +18,5 @@ CREATE TABLE IF NOT EXISTS bucket_assignments (
     revoke_version BIGINT NULL,
     PRIMARY KEY (cluster, pool, bucket)
 ) ENGINE = InnoDB DEFAULT CHARSET = utf8mb4 COLLATE = utf8mb4_bin;
+-- The bucket pools a data node joined at its registration, comma-separated.
+ALTER TABLE data_nodes ADD COLUMN pools VARCHAR(1200) NOT NULL DEFAULT '';

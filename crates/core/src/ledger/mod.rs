@@ -18,10 +18,15 @@
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::Duration;
 
+use crate::buckets::Slot;
 use crate::catalog::{Catalog, CatalogChange, Orphaned};
 use crate::clock::MonoTime;
 use crate::contact::{ContactStatus, ContactTracker, NodeKey, Settlement};
 use crate::verdict::{Verdict, decide};
+
+mod pools;
+
+pub use pools::Pool;
 
 /// What a new term starts from, as the store holds it.
 #[derive(Debug, Clone)]
@@ -39,6 +44,12 @@ pub struct Inherited<C> {
     pub tombstones: Vec<NodeKey>,
     /// Incarnations deregistered or evicted whose node has not registered since.
     pub retired: Vec<NodeKey>,
+    /// The bucket pools each registered incarnation joined.
+    pub memberships: Vec<(NodeKey, Vec<String>)>,
+    /// Every bucket pool, with its bucket count.
+    pub pools: Vec<(String, u32)>,
+    /// The stored ownership of buckets: pool, bucket, slot.
+    pub assignments: Vec<(String, u32, Slot)>,
 }
 
 impl<C> Default for Inherited<C> {
@@ -50,6 +61,9 @@ impl<C> Default for Inherited<C> {
             registered: Vec::new(),
             tombstones: Vec::new(),
             retired: Vec::new(),
+            memberships: Vec::new(),
+            pools: Vec::new(),
+            assignments: Vec::new(),
         }
     }
 }
@@ -67,6 +81,9 @@ pub struct TermStart {
     pub retention: u64,
     /// The store epoch versions are issued under.
     pub store_epoch: String,
+    /// `assign.offline-timeout`: a pool member silent this long is offline (never below
+    /// `T_proceed`).
+    pub offline_after: Duration,
 }
 
 /// A registered incarnation's address.
@@ -196,6 +213,19 @@ pub struct Ledger<C> {
     retired: BTreeSet<NodeKey>,
     /// The version each node's latest heartbeat reports its host refused.
     refusals: BTreeMap<NodeKey, u64>,
+    /// Nodes whose latest heartbeat asked for a snapshot (or came from another epoch).
+    resyncing: BTreeSet<NodeKey>,
+    /// The bucket pools of each registered incarnation.
+    memberships: BTreeMap<NodeKey, Vec<String>>,
+    /// Bucket pools by name.
+    pools: BTreeMap<String, Pool>,
+    /// Recent versions with when they were published: the oldest entry is the newest
+    /// version published at least `offline_after` ago.
+    published_at: VecDeque<(u64, MonoTime)>,
+    offline_after: Duration,
+    /// Versions of unsettled revokes, with how many buckets each still holds: their
+    /// publication snapshots are watched until the last of them is released.
+    revoke_watches: BTreeMap<u64, usize>,
 }
 
 impl<C: Clone> Ledger<C> {
@@ -220,7 +250,7 @@ impl<C: Clone> Ledger<C> {
         while changes.front().is_some_and(|(front, _)| front + changes.len() as u64 != version + 1) {
             changes.pop_front();
         }
-        Self {
+        let mut ledger = Self {
             tracker,
             proceed_after: start.proceed_after,
             retention: start.retention,
@@ -232,7 +262,15 @@ impl<C: Clone> Ledger<C> {
             stored_tombstones,
             retired: inherited.retired.into_iter().collect(),
             refusals: BTreeMap::new(),
-        }
+            resyncing: BTreeSet::new(),
+            memberships: inherited.memberships.into_iter().collect(),
+            pools: BTreeMap::new(),
+            published_at: VecDeque::from([(version, start.promoted_at)]),
+            offline_after: start.offline_after.max(start.proceed_after),
+            revoke_watches: BTreeMap::new(),
+        };
+        ledger.inherit_pools(inherited.pools, inherited.assignments, start.promoted_at);
+        ledger
     }
 
     /// Handles a heartbeat at `now`: grants a lease (records the contact), counts what the
@@ -256,6 +294,11 @@ impl<C: Clone> Ledger<C> {
         }
         self.tracker.record_contact(beat.key, now);
         let current = beat.store_epoch == self.store_epoch && !beat.needs_resync;
+        if current {
+            self.resyncing.remove(beat.key);
+        } else {
+            self.resyncing.insert(beat.key.clone());
+        }
         let acknowledged_more = current && self.record_ack(beat.key, beat.applied);
         let refused_anew = match beat.refused {
             Some(version) => self.refusals.insert(beat.key.clone(), version) != Some(version),
@@ -294,6 +337,10 @@ impl<C: Clone> Ledger<C> {
             self.catalog.apply(catalog_change)?;
         }
         self.version = version;
+        self.published_at.push_back((version, now));
+        while self.published_at.get(1).is_some_and(|(_, at)| *at + self.offline_after <= now) {
+            self.published_at.pop_front();
+        }
         self.changes.push_back(change);
         while self.changes.len() as u64 > self.retention {
             self.changes.pop_front();
@@ -407,6 +454,7 @@ impl<C: Clone> Ledger<C> {
             .insert(node_id.to_owned(), Registered { incarnation: incarnation.to_owned(), address: address.to_owned() })
             .filter(|before| before.incarnation != incarnation);
         self.tracker.register(NodeKey::new(node_id, incarnation), now);
+        self.memberships.retain(|key, _| key.node_id != node_id || key.incarnation == incarnation);
         before.map(|before| before.incarnation)
     }
 
@@ -422,6 +470,8 @@ impl<C: Clone> Ledger<C> {
             }
             self.tracker.deregister(key, now);
             self.refusals.remove(key);
+            self.memberships.remove(key);
+            self.resyncing.remove(key);
         }
     }
 
@@ -550,6 +600,7 @@ mod tests {
             proceed_after: PROCEED,
             retention: 3,
             store_epoch: "e".into(),
+            offline_after: PROCEED,
         }
     }
 

@@ -1,0 +1,63 @@
+//! The assigner: keeps every pool's buckets assigned while a leader holds its term (DESIGN
+//! §6). The decisions are the ledger's (`Ledger::bucket_pass`); this loop only decides when
+//! to ask. A pass runs at once when a data node registers or is put to rest, after every
+//! acknowledgement while a revoke waits for its old owner, and at least every
+//! `min(assign.interval, 250 ms)`, which is how members going offline and revokes settling by
+//! time (an owner that provably fenced) are noticed. A pass that moves nothing writes nothing.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tracing::{info, warn};
+
+use crate::metadata_leader::{MetadataError, MetadataLeader};
+use crate::metrics;
+
+/// The longest a change that depends on time alone (offline, fenced) waits for a pass.
+const TICK: Duration = Duration::from_millis(250);
+
+/// Runs assignment passes over every pool until `leader`'s term (or state) ends.
+pub(crate) async fn assign_buckets(leader: Arc<MetadataLeader>, interval: Duration) {
+    let tick = interval.min(TICK);
+    loop {
+        // Armed before the pass, so that nothing that happens during it is missed.
+        let membership = leader.membership_changed();
+        let acknowledged = leader.acknowledged();
+        tokio::pin!(membership, acknowledged);
+        membership.as_mut().enable();
+        acknowledged.as_mut().enable();
+        metrics::loop_iteration("assign");
+        let mut unsettled = 0;
+        for pool in leader.pool_names() {
+            let started = Instant::now();
+            match leader.bucket_pass(&pool).await {
+                Ok(report) => {
+                    metrics::bucket_pass(&pool, &report, started.elapsed());
+                    unsettled += report.unsettled;
+                    if report.version != 0 {
+                        info!(
+                            %pool,
+                            version = report.version,
+                            members = report.members,
+                            released = report.released,
+                            revoked = ?report.revoked,
+                            granted = ?report.granted,
+                            unsettled = report.unsettled,
+                            "bucket pass: moves written"
+                        );
+                    }
+                }
+                // Deleted while the pass ran.
+                Err(MetadataError::NoSuchPool { .. }) => {}
+                Err(MetadataError::TermEnded { .. }) => return,
+                Err(error) => warn!(%pool, %error, "bucket pass failed; trying again"),
+            }
+        }
+        tokio::select! {
+            _ = leader.token().cancelled() => return,
+            _ = &mut membership => {}
+            _ = &mut acknowledged, if unsettled > 0 => {}
+            _ = tokio::time::sleep(tick) => {}
+        }
+    }
+}

@@ -1,0 +1,150 @@
+//! `leasehold.v1.Assignments`: validate, find the current term's state, call it, map the
+//! answer. Every call goes to the leader; a follower redirects like every write.
+
+use std::collections::BTreeMap;
+
+use leasehold::status::status_of;
+use leasehold::v1::assignments_server::Assignments;
+use leasehold::v1::{
+    Assignment, BucketMove, CreatePoolRequest, DeletePoolRequest, DeletePoolResponse, GetAssignmentRequest,
+    ListPoolsRequest, ListPoolsResponse, MemberBuckets, OwnedBucketEpoch, Pool, RebalanceRequest,
+};
+use leasehold_core::buckets::{validate_bucket_count, validate_pool_name};
+use leasehold_core::contact::NodeKey;
+use tonic::{Request, Response, Status};
+
+use crate::ha::Ha;
+use crate::metadata_keeper::MetadataKeeper;
+use crate::metadata_leader::{MetadataError, MetadataLeader};
+use crate::metrics;
+
+/// The `Assignments` service of one coordinator.
+#[derive(Debug, Clone)]
+pub struct AssignmentsService {
+    ha: Ha,
+    keeper: MetadataKeeper,
+    default_bucket_count: u32,
+}
+
+impl AssignmentsService {
+    /// The service over `ha`'s terms; a pool created without a count gets
+    /// `default_bucket_count` buckets.
+    pub fn new(ha: Ha, keeper: MetadataKeeper, default_bucket_count: u32) -> Self {
+        Self { ha, keeper, default_bucket_count }
+    }
+
+    fn leader(&self) -> Result<std::sync::Arc<MetadataLeader>, Status> {
+        self.keeper.active(&self.ha)
+    }
+}
+
+fn pool_name(field: &str, name: &str) -> Result<(), Status> {
+    validate_pool_name(field, name).map_err(|error| status_of(&error))
+}
+
+/// The pool `name` as the leader holds it now.
+fn assignment_of(leader: &MetadataLeader, name: &str) -> Result<Assignment, Status> {
+    let (slots, live, version) =
+        leader.pool_view(name).ok_or_else(|| status_of(&MetadataError::NoSuchPool { pool: name.to_owned() }))?;
+    let mut members: BTreeMap<NodeKey, Vec<OwnedBucketEpoch>> =
+        live.iter().map(|key| (key.clone(), Vec::new())).collect();
+    let mut revoking = Vec::new();
+    let mut unowned = Vec::new();
+    for (bucket, slot) in slots.iter().enumerate() {
+        let bucket = bucket as u32;
+        match (&slot.owner, slot.revoke) {
+            (None, _) => unowned.push(bucket),
+            (Some(owner), Some(revoke_version)) => revoking.push(BucketMove {
+                bucket,
+                from_node_id: owner.node_id.clone(),
+                epoch: slot.epoch,
+                revoke_version,
+            }),
+            (Some(owner), None) => {
+                members.entry(owner.clone()).or_default().push(OwnedBucketEpoch { bucket, epoch: slot.epoch })
+            }
+        }
+    }
+    Ok(Assignment {
+        pool: Some(Pool {
+            name: name.to_owned(),
+            bucket_count: slots.len() as u32,
+            members: live.iter().map(|key| key.node_id.clone()).collect(),
+        }),
+        members: members
+            .into_iter()
+            .map(|(key, buckets)| MemberBuckets {
+                live: live.contains(&key),
+                node_id: key.node_id,
+                incarnation: key.incarnation,
+                buckets,
+            })
+            .collect(),
+        revoking,
+        unowned,
+        version,
+    })
+}
+
+#[tonic::async_trait]
+impl Assignments for AssignmentsService {
+    async fn create_pool(&self, request: Request<CreatePoolRequest>) -> Result<Response<Pool>, Status> {
+        let result = async {
+            let request = request.into_inner();
+            pool_name("name", &request.name)?;
+            let bucket_count = if request.bucket_count == 0 { self.default_bucket_count } else { request.bucket_count };
+            validate_bucket_count("bucket_count", bucket_count).map_err(|error| status_of(&error))?;
+            let leader = self.leader()?;
+            leader.create_pool(&request.name, bucket_count).await.map_err(|error| status_of(&error))?;
+            Ok(Response::new(assignment_of(&leader, &request.name)?.pool.unwrap_or_default()))
+        }
+        .await;
+        metrics::record("CreatePool", result)
+    }
+
+    async fn delete_pool(&self, request: Request<DeletePoolRequest>) -> Result<Response<DeletePoolResponse>, Status> {
+        let result = async {
+            let request = request.into_inner();
+            pool_name("name", &request.name)?;
+            self.leader()?.delete_pool(&request.name).await.map_err(|error| status_of(&error))?;
+            Ok(Response::new(DeletePoolResponse {}))
+        }
+        .await;
+        metrics::record("DeletePool", result)
+    }
+
+    async fn list_pools(&self, _request: Request<ListPoolsRequest>) -> Result<Response<ListPoolsResponse>, Status> {
+        let result = (|| {
+            let leader = self.leader()?;
+            let pools = leader
+                .pool_names()
+                .iter()
+                .filter_map(|name| assignment_of(&leader, name).ok().and_then(|assignment| assignment.pool))
+                .collect();
+            Ok(Response::new(ListPoolsResponse { pools }))
+        })();
+        metrics::record("ListPools", result)
+    }
+
+    async fn get_assignment(&self, request: Request<GetAssignmentRequest>) -> Result<Response<Assignment>, Status> {
+        let result = (|| {
+            let request = request.get_ref();
+            pool_name("pool", &request.pool)?;
+            let leader = self.leader()?;
+            Ok(Response::new(assignment_of(&leader, &request.pool)?))
+        })();
+        metrics::record("GetAssignment", result)
+    }
+
+    async fn rebalance(&self, request: Request<RebalanceRequest>) -> Result<Response<Assignment>, Status> {
+        let result = async {
+            let request = request.into_inner();
+            pool_name("pool", &request.pool)?;
+            let leader = self.leader()?;
+            leader.bucket_pass(&request.pool).await.map_err(|error| status_of(&error))?;
+            Ok(Response::new(assignment_of(&leader, &request.pool)?))
+        }
+        .await;
+        metrics::record("Rebalance", result)
+    }
+}

@@ -1,0 +1,367 @@
+//! Bucket pools in the ledger: who is a live member, which revokes have settled, and the
+//! handoffs a pass writes (DESIGN §6; the plan and the handoff rule are in
+//! [`crate::buckets`]).
+//!
+//! "Live" is defined here once: registered, heard from within the offline timeout, not asking
+//! for a resync, and holding every version published more than the offline timeout ago. A
+//! member whose heartbeats arrive but whose answers are lost has fenced although its contact
+//! is fresh; the last condition is what tells, as soon as anything was published.
+//!
+//! A revoke settles on its old owner alone, by the verdict's rule applied to that one node:
+//! it acknowledged the revoke's version, or its stale bound at the revoke's publication is
+//! `T_proceed` old. The publication snapshot of every unsettled revoke is watched until the
+//! last bucket it revoked is released.
+
+use super::*;
+use crate::buckets::{self, Handoff};
+use crate::contact::ContactStatus;
+
+/// One bucket pool as the leader holds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pool {
+    /// Its fixed number of buckets.
+    pub bucket_count: u32,
+    /// Every bucket, by number.
+    pub slots: Vec<Slot>,
+}
+
+impl<C: Clone> Ledger<C> {
+    pub(super) fn inherit_pools(
+        &mut self,
+        pools: Vec<(String, u32)>,
+        assignments: Vec<(String, u32, Slot)>,
+        now: MonoTime,
+    ) {
+        for (name, bucket_count) in pools {
+            self.pools.insert(name, Pool { bucket_count, slots: vec![Slot::default(); bucket_count as usize] });
+        }
+        for (name, bucket, slot) in assignments {
+            let revoke = slot.revoke;
+            let Some(target) = self.pools.get_mut(&name).and_then(|pool| pool.slots.get_mut(bucket as usize)) else {
+                continue;
+            };
+            *target = slot;
+            if let Some(version) = revoke {
+                // An earlier leader's revoke: its snapshot is taken now, every inherited node
+                // bounded by the promotion floor.
+                self.watch_revoke(version, now);
+            }
+        }
+    }
+
+    fn watch_revoke(&mut self, version: u64, now: MonoTime) {
+        let waiting = self.revoke_watches.entry(version).or_insert(0);
+        if *waiting == 0 {
+            self.tracker.collect_tombstones(now, self.proceed_after);
+            self.tracker.watch(version);
+        }
+        *waiting += 1;
+    }
+
+    fn unwatch_revoke(&mut self, version: u64) {
+        if let Some(waiting) = self.revoke_watches.get_mut(&version) {
+            *waiting -= 1;
+            if *waiting == 0 {
+                self.revoke_watches.remove(&version);
+                self.tracker.forget(version);
+            }
+        }
+    }
+
+    /// Records that `key` joined `pools` (its registration's).
+    pub fn set_pools(&mut self, key: &NodeKey, pools: Vec<String>) {
+        if pools.is_empty() {
+            self.memberships.remove(key);
+        } else {
+            self.memberships.insert(key.clone(), pools);
+        }
+    }
+
+    /// The pools `key` joined.
+    pub fn pools_of(&self, key: &NodeKey) -> &[String] {
+        self.memberships.get(key).map_or(&[], Vec::as_slice)
+    }
+
+    /// Creates pool `name` with `bucket_count` buckets, none owned; false when it exists.
+    pub fn create_pool(&mut self, name: &str, bucket_count: u32) -> bool {
+        if self.pools.contains_key(name) {
+            return false;
+        }
+        self.pools.insert(name.to_owned(), Pool { bucket_count, slots: vec![Slot::default(); bucket_count as usize] });
+        true
+    }
+
+    /// Deletes pool `name`; false when there was none.
+    pub fn delete_pool(&mut self, name: &str) -> bool {
+        let Some(pool) = self.pools.remove(name) else { return false };
+        for version in pool.slots.iter().filter_map(|slot| slot.revoke) {
+            self.unwatch_revoke(version);
+        }
+        true
+    }
+
+    /// Every pool, by name.
+    pub fn pools(&self) -> &BTreeMap<String, Pool> {
+        &self.pools
+    }
+
+    /// Whether `key` counts as a live member at `now` (see the module's documentation).
+    pub fn is_live(&self, key: &NodeKey, now: MonoTime) -> bool {
+        if !self.tracker.is_registered(key) || self.resyncing.contains(key) {
+            return false;
+        }
+        let heard = matches!(
+            self.tracker.status(key, now, self.proceed_after),
+            Some(ContactStatus::Live { silent_for }) if silent_for < self.offline_after
+        );
+        let due = self
+            .published_at
+            .iter()
+            .take_while(|(_, at)| *at + self.offline_after <= now)
+            .last()
+            .map_or(0, |(version, _)| *version);
+        heard && self.tracker.acked(key) >= due
+    }
+
+    /// The live members of pool `name` at `now`.
+    pub fn live_members(&self, name: &str, now: MonoTime) -> Vec<NodeKey> {
+        self.memberships
+            .iter()
+            .filter(|(key, pools)| pools.iter().any(|pool| pool == name) && self.is_live(key, now))
+            .map(|(key, _)| key.clone())
+            .collect()
+    }
+
+    /// Whether the revoke published at `version` has settled on its old owner `key` at `now`:
+    /// it acknowledged the version, or it has provably fenced since the publication.
+    pub fn revoke_settled(&self, key: &NodeKey, version: u64, now: MonoTime) -> bool {
+        self.revoke_settlements(std::iter::once((key, version)), now).contains(&(key.clone(), version))
+    }
+
+    fn revoke_settlements<'a>(
+        &self,
+        revokes: impl Iterator<Item = (&'a NodeKey, u64)>,
+        now: MonoTime,
+    ) -> BTreeSet<(NodeKey, u64)> {
+        let mut by_version: BTreeMap<u64, BTreeSet<&NodeKey>> = BTreeMap::new();
+        for (key, version) in revokes {
+            by_version.entry(version).or_default().insert(key);
+        }
+        let mut settled = BTreeSet::new();
+        let none = BTreeSet::new();
+        for (version, keys) in by_version {
+            let settlements = self.tracker.settlements(version);
+            for key in keys {
+                let done = match settlements.iter().find(|settlement| settlement.key == *key) {
+                    // Not tracked when it was published: it held no lease.
+                    None => true,
+                    Some(settlement) => {
+                        decide(version, std::slice::from_ref(settlement), &none, now, self.proceed_after)
+                            == Verdict::Proceed
+                    }
+                };
+                if done {
+                    settled.insert((key.clone(), version));
+                }
+            }
+        }
+        settled
+    }
+
+    /// One assignment pass over pool `name` at `now`: the releases of settled revokes, then
+    /// the revokes and grants that move toward the balance over its live members.
+    pub fn bucket_pass(&self, name: &str, now: MonoTime) -> Vec<Handoff> {
+        let Some(pool) = self.pools.get(name) else { return Vec::new() };
+        let revokes = pool.slots.iter().filter_map(|slot| Some((slot.owner.as_ref()?, slot.revoke?)));
+        let settled = self.revoke_settlements(revokes, now);
+        let members = self.live_members(name, now);
+        buckets::pass(&pool.slots, &members, |key, version| settled.contains(&(key.clone(), version)))
+    }
+
+    /// Records `handoffs` of pool `name`, written at `version` (a revoke's version is the one
+    /// its owner must acknowledge; a release and a grant need none of their own). Call right
+    /// after publishing `version`, under the same lock, so that its snapshot is still held.
+    pub fn record_handoffs(&mut self, name: &str, handoffs: &[Handoff], version: u64, now: MonoTime) {
+        for handoff in handoffs {
+            let Some(slot) = self.pools.get(name).and_then(|pool| pool.slots.get(handoff_bucket(handoff) as usize))
+            else {
+                continue;
+            };
+            let released = slot.revoke.filter(|_| matches!(handoff, Handoff::Release { .. }));
+            if let Some(pool) = self.pools.get_mut(name) {
+                buckets::apply(&mut pool.slots, handoff, version);
+            }
+            match handoff {
+                Handoff::Revoke { .. } => self.watch_revoke(version, now),
+                Handoff::Release { .. } => released.into_iter().for_each(|version| self.unwatch_revoke(version)),
+                Handoff::Grant { .. } => {}
+            }
+        }
+    }
+}
+
+fn handoff_bucket(handoff: &Handoff) -> u32 {
+    match handoff {
+        Handoff::Revoke { bucket, .. } | Handoff::Release { bucket, .. } | Handoff::Grant { bucket, .. } => *bucket,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::buckets::MoveReason;
+
+    const PROCEED: Duration = Duration::from_millis(4000);
+
+    fn at(ms: u64) -> MonoTime {
+        MonoTime::from_duration(Duration::from_millis(ms))
+    }
+
+    fn key(node: &str) -> NodeKey {
+        NodeKey::new(node, "1")
+    }
+
+    /// A term at 0 with `nodes` registered in pool `p` of 4 buckets, each heard from at 10.
+    fn ledger(nodes: &[&str]) -> Ledger<&'static str> {
+        let start = TermStart {
+            promoted_at: at(0),
+            earlier_grants: Duration::ZERO,
+            proceed_after: PROCEED,
+            retention: 8,
+            store_epoch: "e".into(),
+            offline_after: PROCEED,
+        };
+        let mut ledger = Ledger::new(start, Inherited::default());
+        assert!(ledger.create_pool("p", 4));
+        for node in nodes {
+            ledger.register(node, "1", "addr", None, at(0));
+            ledger.set_pools(&key(node), vec!["p".into()]);
+            beat(&mut ledger, node, 0, 10);
+        }
+        ledger
+    }
+
+    fn beat(ledger: &mut Ledger<&'static str>, node: &str, applied: u64, now: u64) {
+        let key = key(node);
+        let beat = Beat { key: &key, applied, store_epoch: "e", needs_resync: false, refused: None };
+        ledger.heartbeat(beat, None, at(now)).unwrap();
+    }
+
+    /// Publishes `handoffs` at the next version, as the coordinator does.
+    fn write(ledger: &mut Ledger<&'static str>, handoffs: &[Handoff], now: u64) -> u64 {
+        let version = ledger.version() + 1;
+        ledger.publish(version, "buckets", None, at(now)).unwrap();
+        ledger.record_handoffs("p", handoffs, version, at(now));
+        version
+    }
+
+    fn owners(ledger: &Ledger<&'static str>) -> Vec<Option<String>> {
+        ledger.pools()["p"].slots.iter().map(|slot| slot.owner.as_ref().map(|key| key.node_id.clone())).collect()
+    }
+
+    #[test]
+    fn a_new_pool_is_granted_to_its_live_members_at_epoch_one() {
+        let mut ledger = ledger(&["a", "b"]);
+        let handoffs = ledger.bucket_pass("p", at(20));
+        assert!(
+            handoffs
+                .iter()
+                .all(|handoff| matches!(handoff, Handoff::Grant { epoch: 1, reason: MoveReason::Unowned, .. }))
+        );
+        write(&mut ledger, &handoffs, 20);
+        assert_eq!(owners(&ledger), [Some("a".into()), Some("a".into()), Some("b".into()), Some("b".into())]);
+        assert_eq!(ledger.bucket_pass("p", at(30)), [], "balanced");
+    }
+
+    #[test]
+    fn a_joining_member_gets_buckets_only_after_their_owner_acknowledged_the_revoke() {
+        let mut ledger = ledger(&["a"]);
+        let grants = ledger.bucket_pass("p", at(20));
+        let granted_at = write(&mut ledger, &grants, 20);
+        ledger.register("b", "1", "addr", None, at(30));
+        ledger.set_pools(&key("b"), vec!["p".into()]);
+        beat(&mut ledger, "b", granted_at, 30);
+        let revokes = ledger.bucket_pass("p", at(40));
+        assert_eq!(revokes.len(), 2);
+        assert!(revokes.iter().all(|handoff| matches!(handoff, Handoff::Revoke { reason: MoveReason::Balance, .. })));
+        let revoked_at = write(&mut ledger, &revokes, 40);
+        assert_eq!(ledger.bucket_pass("p", at(50)), [], "a still owns them until it acknowledges");
+
+        beat(&mut ledger, "a", revoked_at, 60);
+        let moves = ledger.bucket_pass("p", at(70));
+        let grants: Vec<&Handoff> = moves.iter().filter(|handoff| matches!(handoff, Handoff::Grant { .. })).collect();
+        assert_eq!(grants.len(), 2, "{moves:?}");
+        assert!(grants.iter().all(|handoff| matches!(handoff, Handoff::Grant { epoch: 2, .. })), "{moves:?}");
+        write(&mut ledger, &moves, 70);
+        assert_eq!(owners(&ledger), [Some("a".into()), Some("a".into()), Some("b".into()), Some("b".into())]);
+    }
+
+    #[test]
+    fn a_silent_members_buckets_move_only_once_it_has_provably_fenced() {
+        let mut ledger = ledger(&["a", "b"]);
+        let grants = ledger.bucket_pass("p", at(20));
+        let granted_at = write(&mut ledger, &grants, 20);
+        beat(&mut ledger, "a", granted_at, 30);
+        beat(&mut ledger, "b", granted_at, 30);
+        // b falls silent after 30; offline at 30 + PROCEED; a keeps beating.
+        let offline = 30 + PROCEED.as_millis() as u64;
+        beat(&mut ledger, "a", granted_at, offline);
+        assert!(ledger.is_live(&key("b"), at(offline - 1)), "silent for less than the offline timeout");
+        assert!(!ledger.is_live(&key("b"), at(offline)));
+        let revokes = ledger.bucket_pass("p", at(offline));
+        assert!(revokes.iter().all(|handoff| matches!(handoff, Handoff::Revoke { reason: MoveReason::Departed, .. })));
+        let revoked_at = write(&mut ledger, &revokes, offline);
+        // b's stale bound at the revoke's publication is 30: it has fenced by 30 + PROCEED,
+        // and no earlier: at the floor of the offline timeout its buckets move at once.
+        assert!(ledger.revoke_settled(&key("b"), revoked_at, at(offline)));
+        assert!(!ledger.revoke_settled(&key("b"), revoked_at, at(offline - 1)));
+        assert!(!ledger.revoke_settled(&key("a"), revoked_at, at(offline)), "a acknowledged nothing of it");
+    }
+
+    #[test]
+    fn a_member_whose_answers_are_lost_is_not_live_though_its_contact_is_fresh() {
+        let mut ledger = ledger(&["a"]);
+        let version = write(&mut ledger, &[], 20);
+        let late = 20 + PROCEED.as_millis() as u64;
+        beat(&mut ledger, "a", version - 1, late);
+        assert!(!ledger.is_live(&key("a"), at(late)), "it holds no version published T_offline ago");
+        beat(&mut ledger, "a", version, late + 1);
+        assert!(ledger.is_live(&key("a"), at(late + 1)));
+        let resync = Beat { key: &key("a"), applied: version, store_epoch: "e", needs_resync: true, refused: None };
+        ledger.heartbeat(resync, None, at(late + 2)).unwrap();
+        assert!(!ledger.is_live(&key("a"), at(late + 2)), "asking for a resync");
+    }
+
+    #[test]
+    fn a_restarted_member_gets_its_buckets_back_only_through_a_settled_revoke_and_a_higher_epoch() {
+        let mut ledger = ledger(&["a"]);
+        let grants = ledger.bucket_pass("p", at(20));
+        write(&mut ledger, &grants, 20);
+        ledger.register("a", "2", "addr", Some("1".into()), at(30));
+        let fresh = NodeKey::new("a", "2");
+        ledger.set_pools(&fresh, vec!["p".into()]);
+        let beat2 = Beat { key: &fresh, applied: 1, store_epoch: "e", needs_resync: false, refused: None };
+        ledger.heartbeat(beat2, None, at(40)).unwrap();
+        let revokes = ledger.bucket_pass("p", at(50));
+        assert_eq!(revokes.len(), 4);
+        assert!(revokes.iter().all(|handoff| matches!(handoff, Handoff::Revoke { from, .. } if *from == key("a"))));
+        let revoked_at = write(&mut ledger, &revokes, 50);
+        assert_eq!(
+            ledger.bucket_pass("p", at(60)).iter().filter(|handoff| matches!(handoff, Handoff::Grant { .. })).count(),
+            0
+        );
+        // The old incarnation's last grant was at 10: settled by 10 + PROCEED.
+        let settled = 10 + PROCEED.as_millis() as u64;
+        let beat2 = Beat { key: &fresh, applied: revoked_at, store_epoch: "e", needs_resync: false, refused: None };
+        ledger.heartbeat(beat2, None, at(settled)).unwrap();
+        let moves = ledger.bucket_pass("p", at(settled));
+        assert_eq!(
+            moves
+                .iter()
+                .filter(|handoff| matches!(handoff, Handoff::Grant { epoch: 2, to, .. } if *to == fresh))
+                .count(),
+            4,
+            "{moves:?}"
+        );
+    }
+}
