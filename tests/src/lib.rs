@@ -9,6 +9,7 @@
 //! - [`cluster`]: several coordinators on one store, and questions about their leader.
 //! - [`agents`]: data-node agents wired through chaos proxies.
 //! - [`observer`]: polls every node's HA state and checks that no term ever had two leaders.
+//! - [`ownership`]: samples every agent's bucket ownership and checks no bucket had two owners.
 //! - [`poll`]: waiting for a condition with a deadline, never a bare sleep.
 //! - [`requests`]: the catalog requests the tests send.
 
@@ -16,6 +17,7 @@ pub mod agents;
 pub mod cluster;
 pub mod lab;
 pub mod observer;
+pub mod ownership;
 pub mod poll;
 pub mod process;
 pub mod requests;

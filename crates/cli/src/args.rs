@@ -142,7 +142,7 @@ pub struct AgentArgs {
     pub heartbeat_timeout: Duration,
     /// Join this bucket pool as a member (repeat for several, at most 16): the leader assigns
     /// the pool's buckets over its live members; see `ctl buckets`.
-    #[arg(long = "pool", value_name = "NAME")]
+    #[arg(long = "pool", value_name = "NAME", env = "LEASEHOLD_AGENT_POOLS", value_delimiter = ',')]
     pub pools: Vec<String>,
 }
 

@@ -1,0 +1,182 @@
+//! Bucket ownership against the real binary: a pool over agents wired through chaos proxies,
+//! with a checker sampling every agent's ownership every 20 ms. Each scenario checks the
+//! timing it names, and the checker that no bucket ever had two owners.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use leasehold::status::{error_reason, reason};
+use leasehold::v1::assignments_client::AssignmentsClient;
+use leasehold::v1::{Assignment, CreatePoolRequest, GetAssignmentRequest, GetOwnershipRequest};
+use leasehold_tests::ownership::OwnershipChecker;
+use leasehold_tests::process::channel;
+use leasehold_tests::store::Kind;
+use leasehold_tests::{AgentLab as Lab, TestAgent, eventually, phase, serial};
+use tokio::time::Instant;
+use tonic::Code;
+
+const BIN: &str = env!("CARGO_BIN_EXE_leasehold-test-node");
+const POOL: &str = "work";
+const IN_POOL: &[(&str, &str)] = &[("LEASEHOLD_AGENT_POOLS", POOL)];
+
+async fn assignment(leader: &str) -> Option<Assignment> {
+    let request = GetAssignmentRequest { pool: POOL.into() };
+    AssignmentsClient::new(channel(leader)).get_assignment(request).await.ok().map(|answer| answer.into_inner())
+}
+
+/// Bucket → owner (node id) of the buckets granted and not being revoked.
+fn owners(assignment: &Assignment) -> BTreeMap<u32, String> {
+    assignment
+        .members
+        .iter()
+        .flat_map(|member| member.buckets.iter().map(|owned| (owned.bucket, member.node_id.clone())))
+        .collect()
+}
+
+/// The assignment once it is settled and balanced over exactly `members`, each holding its
+/// share of `buckets` (and every agent's own answer agreeing).
+async fn balanced(lab: &Lab, leader: &str, members: &[&str], buckets: usize) -> Assignment {
+    let what = format!("{buckets} buckets balanced over {members:?}");
+    eventually(&what, Duration::from_secs(30), || async move {
+        let assignment = assignment(leader).await?;
+        let owners = owners(&assignment);
+        if !assignment.revoking.is_empty() || !assignment.unowned.is_empty() || owners.len() != buckets {
+            return None;
+        }
+        let (base, larger) = (buckets / members.len(), buckets % members.len());
+        let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
+        for owner in owners.values() {
+            *counts.entry(owner.as_str()).or_default() += 1;
+        }
+        let shares_ok = counts.len() == members.len()
+            && members
+                .iter()
+                .all(|member| counts.get(member).is_some_and(|count| *count == base || *count == base + 1))
+            && counts.values().filter(|count| **count == base + 1).count() == larger;
+        if !shares_ok {
+            return None;
+        }
+        for member in members {
+            let agent = lab.agent(member);
+            let owned = agent.client().get_ownership(GetOwnershipRequest { pool: POOL.into() }).await.ok()?;
+            if owned.into_inner().buckets.len() != counts[member] {
+                return None;
+            }
+        }
+        Some(assignment)
+    })
+    .await
+}
+
+async fn buckets_move_minimally_and_only_once_their_owner_has_provably_fenced(kind: Kind) {
+    let _serial = serial().await;
+    // The offline timeout at its floor, T_proceed: a silent member's buckets move as soon as
+    // the rule allows.
+    let proceed_after = leasehold_tests::LeaseSettings::default().proceed_after();
+    let offline = format!("{}ms", proceed_after.as_millis() + 1);
+    let env = [("LEASEHOLD_ASSIGN__OFFLINE_TIMEOUT", offline.as_str())];
+    let agents: Vec<(&str, &[(&str, &str)])> =
+        ["dn1", "dn2", "dn3", "dn4"].iter().map(|name| (*name, IN_POOL)).collect();
+    let Some(mut lab) = Lab::start(BIN, kind, 1, &env, &agents).await else { return };
+    let leader = lab.leader_address().await;
+    let mut checker = OwnershipChecker::new(POOL);
+    for agent in &lab.agents {
+        checker.watch(&agent.node.node_id, &agent.node.grpc);
+    }
+
+    phase("a pool of 64 buckets over 4 agents");
+    let mut pools = AssignmentsClient::new(channel(&leader));
+    let created = pools.create_pool(CreatePoolRequest { name: POOL.into(), bucket_count: 64 }).await.unwrap();
+    assert_eq!(created.into_inner().bucket_count, 64);
+    let again = pools.create_pool(CreatePoolRequest { name: POOL.into(), bucket_count: 8 }).await.unwrap_err();
+    assert_eq!((again.code(), error_reason(&again).as_deref()), (Code::AlreadyExists, Some(reason::ALREADY_EXISTS)));
+    for (name, bucket_count, field) in
+        [("big", 65_537, "bucket_count"), ("select", 8, "name"), ("a-b", 8, "name"), ("", 8, "name")]
+    {
+        let refused = pools.create_pool(CreatePoolRequest { name: name.into(), bucket_count }).await.unwrap_err();
+        assert_eq!(refused.code(), Code::InvalidArgument, "{name} / {bucket_count}: {refused:?}");
+        assert!(refused.message().starts_with(field), "{refused:?}");
+    }
+    let unknown = pools.get_assignment(GetAssignmentRequest { pool: "nope".into() }).await.unwrap_err();
+    assert_eq!(unknown.code(), Code::NotFound, "{unknown:?}");
+    let listed = pools.list_pools(leasehold::v1::ListPoolsRequest {}).await.unwrap().into_inner();
+    assert_eq!(
+        listed.pools.iter().map(|pool| pool.name.as_str()).collect::<Vec<_>>(),
+        [POOL],
+        "nothing else was created"
+    );
+    let four = balanced(&lab, &leader, &["dn1", "dn2", "dn3", "dn4"], 64).await;
+
+    phase("a fifth agent joins: exactly the minimal number of buckets move to it");
+    let joined_at = Instant::now();
+    let dn5 = TestAgent::start(&mut lab.cluster, "dn5", IN_POOL).await;
+    checker.watch("dn5", &dn5.node.grpc);
+    lab.agents.push(dn5);
+    let five = balanced(&lab, &leader, &["dn1", "dn2", "dn3", "dn4", "dn5"], 64).await;
+    eprintln!("dn5 owned its share {:?} after it started", joined_at.elapsed());
+    let (before, after) = (owners(&four), owners(&five));
+    let moved: Vec<u32> =
+        after.iter().filter(|(bucket, owner)| before.get(bucket) != Some(owner)).map(|(b, _)| *b).collect();
+    // 16 each over 4 → 13, 13, 13, 13, 12: three leave each old member, 12 in all.
+    assert_eq!(moved.len(), 12, "moved {moved:?}");
+    assert!(moved.iter().all(|bucket| after[bucket] == "dn5"), "only to the newcomer");
+
+    phase("SIGKILL dn1: its buckets move only once it has provably fenced");
+    let dn1_buckets: Vec<u32> = after.iter().filter(|(_, owner)| *owner == "dn1").map(|(bucket, _)| *bucket).collect();
+    let index = lab.agents.iter().position(|agent| agent.node.node_id == "dn1").unwrap();
+    let killed_at = Instant::now();
+    lab.agents[index].node.kill();
+    let removed = lab.agents.remove(index);
+    balanced(&lab, &leader, &["dn2", "dn3", "dn4", "dn5"], 64).await;
+    // dn1's last heartbeat arrived at most one interval (and its timeout) before the kill.
+    let lease = lab.lease;
+    let earliest = killed_at + proceed_after - lease.heartbeat_interval - lease.heartbeat_timeout;
+    let first_regrant = checker
+        .samples()
+        .iter()
+        .filter(|sample| sample.agent != "dn1" && sample.answered > killed_at)
+        .filter(|sample| sample.owned.iter().any(|(bucket, _)| dn1_buckets.contains(bucket)))
+        .map(|sample| sample.answered)
+        .min()
+        .expect("another agent owns dn1's buckets");
+    eprintln!("dn1's buckets owned again {:?} after the kill (T_proceed {proceed_after:?})", first_regrant - killed_at);
+    assert!(
+        first_regrant >= earliest,
+        "a bucket of dn1 was owned again {:?} after the kill",
+        first_regrant - killed_at
+    );
+    drop(removed);
+
+    phase("SIGSTOP dn2 past its fence; once resumed it owns nothing until it is granted buckets again");
+    let dn2 = lab.agent("dn2");
+    dn2.node.pause();
+    balanced(&lab, &leader, &["dn3", "dn4", "dn5"], 64).await;
+    dn2.node.resume();
+    let first = dn2.client().get_ownership(GetOwnershipRequest { pool: POOL.into() }).await;
+    match first {
+        Err(status) => assert_eq!(error_reason(&status).as_deref(), Some(reason::FENCED), "{status:?}"),
+        Ok(owned) => assert!(owned.get_ref().buckets.is_empty(), "a resumed agent owned {owned:?}"),
+    }
+    balanced(&lab, &leader, &["dn2", "dn3", "dn4", "dn5"], 64).await;
+
+    let samples = checker.finish().await;
+    eprintln!("{samples} ownership samples checked");
+    assert!(samples > 500, "only {samples} samples");
+}
+
+mod buckets_move_minimally_and_only_once_their_owner_has_provably_fenced {
+    use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn sqlite() {
+        super::buckets_move_minimally_and_only_once_their_owner_has_provably_fenced(Kind::Sqlite).await
+    }
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn postgres() {
+        super::buckets_move_minimally_and_only_once_their_owner_has_provably_fenced(Kind::Postgres).await
+    }
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn mysql() {
+        super::buckets_move_minimally_and_only_once_their_owner_has_provably_fenced(Kind::MySql).await
+    }
+}
