@@ -180,3 +180,61 @@ mod buckets_move_minimally_and_only_once_their_owner_has_provably_fenced {
         super::buckets_move_minimally_and_only_once_their_owner_has_provably_fenced(Kind::MySql).await
     }
 }
+
+/// `ctl` with `--output json`; the JSON, or the exit status and stderr.
+async fn ctl(endpoints: &str, args: &[&str]) -> Result<serde_json::Value, (i32, String)> {
+    let mut all = vec!["ctl", "--endpoints", endpoints, "--output", "json"];
+    all.extend_from_slice(args);
+    let output = tokio::process::Command::new(BIN).args(&all).output().await.expect("running ctl");
+    if !output.status.success() {
+        return Err((output.status.code().unwrap_or(-1), String::from_utf8_lossy(&output.stderr).into_owned()));
+    }
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    Ok(serde_json::from_str(&stdout).unwrap_or_else(|error| panic!("ctl {args:?} printed no JSON ({error}): {stdout}")))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ctl_creates_shows_rebalances_and_deletes_pools() {
+    let _serial = serial().await;
+    let mut lab = Lab::start(BIN, Kind::Sqlite, 1, &[], &[("dn1", IN_POOL), ("dn2", IN_POOL)]).await.unwrap();
+    let endpoints = lab.cluster.endpoints().into_iter().map(|(_, address)| address).collect::<Vec<_>>().join(",");
+    let endpoints = endpoints.as_str();
+
+    let created = ctl(endpoints, &["buckets", "create-pool", POOL, "--buckets", "6"]).await.unwrap();
+    assert_eq!((created["name"].as_str(), created["bucket_count"].as_u64()), (Some(POOL), Some(6)), "{created}");
+    let (code, stderr) = ctl(endpoints, &["buckets", "create-pool", POOL]).await.unwrap_err();
+    assert_ne!(code, 0);
+    assert!(stderr.contains("already exists"), "{stderr}");
+    let pools = ctl(endpoints, &["buckets", "pools"]).await.unwrap();
+    assert_eq!(pools["pools"].as_array().unwrap().len(), 1, "{pools}");
+
+    let shown = eventually("both members own 3 buckets", Duration::from_secs(15), || async move {
+        let shown = ctl(endpoints, &["buckets", "show", POOL]).await.ok()?;
+        let members = shown["members"].as_array()?;
+        (members.len() == 2 && members.iter().all(|member| member["buckets"].as_array().map(Vec::len) == Some(3)))
+            .then_some(shown)
+    })
+    .await;
+    assert!(shown["unowned"].as_array().unwrap().is_empty(), "{shown}");
+    let rebalanced = ctl(endpoints, &["buckets", "rebalance", POOL]).await.unwrap();
+    assert_eq!(rebalanced["members"], shown["members"], "a balanced pool does not move");
+    let table = tokio::process::Command::new(BIN)
+        .args(["ctl", "--endpoints", endpoints, "buckets", "show", POOL])
+        .output()
+        .await
+        .unwrap();
+    let table = String::from_utf8_lossy(&table.stdout);
+    assert!(table.contains("MEMBER") && table.contains("dn1") && table.contains("live"), "{table}");
+
+    ctl(endpoints, &["buckets", "delete-pool", POOL]).await.unwrap();
+    let pools = ctl(endpoints, &["buckets", "pools"]).await.unwrap();
+    assert!(pools["pools"].as_array().unwrap().is_empty(), "{pools}");
+    let dn1 = lab.agent("dn1");
+    eventually("dn1 owns nothing once the pool is gone", Duration::from_secs(10), || async move {
+        let owned = dn1.client().get_ownership(GetOwnershipRequest { pool: POOL.into() }).await.ok()?;
+        owned.into_inner().buckets.is_empty().then_some(())
+    })
+    .await;
+    let (code, _) = ctl(endpoints, &["buckets", "show", POOL]).await.unwrap_err();
+    assert_ne!(code, 0, "an unknown pool is an error");
+}

@@ -200,6 +200,38 @@ pub enum CtlCommand {
     /// DDL procedures.
     #[command(subcommand)]
     Procedure(ProcedureCommand),
+    /// Bucket pools and who owns which bucket (asked of the leader).
+    #[command(subcommand)]
+    Buckets(BucketsCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BucketsCommand {
+    /// Every pool with its bucket count and live members.
+    Pools,
+    /// Who owns which bucket of a pool, the revokes in flight and the unowned buckets.
+    Show {
+        /// The pool.
+        pool: String,
+    },
+    /// Create a pool; the leader assigns its buckets over its live members at once.
+    CreatePool {
+        /// Its name (like a table name).
+        name: String,
+        /// How many buckets, 1 to 65536. [default: the coordinators' assign.bucket-count]
+        #[arg(long, value_name = "N")]
+        buckets: Option<u32>,
+    },
+    /// Delete a pool: every data node stops owning its buckets.
+    DeletePool {
+        /// The pool.
+        name: String,
+    },
+    /// Run an assignment pass over a pool now, and show the result.
+    Rebalance {
+        /// The pool.
+        pool: String,
+    },
 }
 
 /// Makes a DDL call safe to retry: a retry with the same id returns the first outcome.

@@ -30,6 +30,7 @@ pub async fn run(args: CtlArgs) -> anyhow::Result<()> {
         CtlCommand::Table(command) => crate::ctl_catalog::table_command(&client, command).await?,
         CtlCommand::View(command) => crate::ctl_catalog::view(&client, command).await?,
         CtlCommand::Procedure(command) => crate::ctl_catalog::procedure(&client, command).await?,
+        CtlCommand::Buckets(command) => crate::ctl_buckets::buckets(&client, command).await?,
     };
     match args.output {
         Output::Table => print!("{}", answer.table),

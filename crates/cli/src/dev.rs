@@ -40,6 +40,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         let listener = TcpListener::bind((grpc.ip(), port)).await?;
         let address = listener.local_addr()?.to_string();
         let mut agent_config = AgentConfig::new(format!("dn{index}"), vec![grpc.to_string()], address.clone());
+        agent_config.pools = vec![SAMPLE_POOL.to_owned()];
         agent_config.validate().map_err(|error| anyhow::anyhow!("agent dn{index}: {error}"))?;
         agent_config.heartbeat_interval = config.metadata.heartbeat_interval;
         agent_config.heartbeat_timeout = config.metadata.heartbeat_timeout;
@@ -71,6 +72,12 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
          \n  cargo run --release -- ctl --endpoints {grpc} datanodes list\
          \n  cargo run --release -- ctl --endpoints {grpc} datanodes barrier\
          \n  cargo run --release -- ctl agent lease --agent {first_agent}\
+         \n  cargo run --release -- ctl --endpoints {grpc} buckets show {SAMPLE_POOL}\
+         \n  grpcurl -plaintext -d '{{\"pool\": \"{SAMPLE_POOL}\"}}' {first_agent} leasehold.v1.Agent/GetOwnership\
+         \n\nWatch buckets move: the agents share pool `{SAMPLE_POOL}` ({SAMPLE_BUCKETS} buckets). Start one more member,\
+         \n  cargo run --release -- agent --node-id dn8 --listen 127.0.0.1:7508 --metrics-listen '' --coordinators {grpc} --pool {SAMPLE_POOL}\
+         \nand `buckets show {SAMPLE_POOL}` gives it its share within about a second, taken from the others; kill it\
+         \nwith `kill -9` and its buckets move back only once it has provably fenced.\
          \n\nWatch one fence: start a fourth agent in another terminal,\
          \n  cargo run --release -- agent --node-id dn9 --listen 127.0.0.1:7509 --metrics-listen '' --coordinators {grpc}\
          \nfreeze it with Ctrl-Z for 20 s, and meanwhile run `datanodes barrier`: it returns once dn9\
@@ -95,8 +102,12 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Creates the sample database `demo` and table `demo.metrics`, once (request ids make a
-/// restart find them instead of creating them again).
+/// The bucket pool dev's agents join, and its size.
+const SAMPLE_POOL: &str = "demo";
+const SAMPLE_BUCKETS: u32 = 12;
+
+/// Creates the sample database `demo`, table `demo.metrics` and bucket pool `demo`, once
+/// (request ids make a restart find them instead of creating them again; the pool is kept).
 async fn create_sample(coordinator: String) {
     use leasehold::v1::catalog_client::CatalogClient;
     use leasehold::v1::{ColumnCategory, ColumnDefinition, CreateDatabaseRequest, CreateTableRequest, DataType};
@@ -144,5 +155,17 @@ async fn create_sample(coordinator: String) {
     match created.await {
         Ok(_) => tracing::info!("sample table demo.metrics is ready"),
         Err(error) => tracing::warn!(%error, "could not create the sample table"),
+    }
+    let pool = leasehold::v1::CreatePoolRequest { name: SAMPLE_POOL.into(), bucket_count: SAMPLE_BUCKETS };
+    let created = client
+        .call_leader(|channel| {
+            let request = pool.clone();
+            async move { leasehold::v1::assignments_client::AssignmentsClient::new(channel).create_pool(request).await }
+        })
+        .await;
+    match created {
+        Ok(_) => tracing::info!(pool = SAMPLE_POOL, "sample bucket pool is ready"),
+        Err(leasehold::ClientError::Status(status)) if status.code() == tonic::Code::AlreadyExists => {}
+        Err(error) => tracing::warn!(%error, "could not create the sample bucket pool"),
     }
 }
