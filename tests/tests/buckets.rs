@@ -238,3 +238,47 @@ async fn ctl_creates_shows_rebalances_and_deletes_pools() {
     let (code, _) = ctl(endpoints, &["buckets", "show", POOL]).await.unwrap_err();
     assert_ne!(code, 0, "an unknown pool is an error");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_leader_finishes_a_handoff_its_killed_predecessor_began() {
+    let _serial = serial().await;
+    let env = [("LEASEHOLD_FAILPOINTS", "assign::after-revoke=1*return(3000)")];
+    let agents: Vec<(&str, &[(&str, &str)])> = ["dn1", "dn2", "dn3"].iter().map(|name| (*name, IN_POOL)).collect();
+    let mut lab = Lab::start(BIN, Kind::Sqlite, 3, &env, &agents).await.unwrap();
+    let mut checker = OwnershipChecker::new(POOL);
+    for agent in &lab.agents {
+        checker.watch(&agent.node.node_id, &agent.node.grpc);
+    }
+    let leader = lab.leader_address().await;
+    let created = AssignmentsClient::new(channel(&leader))
+        .create_pool(CreatePoolRequest { name: POOL.into(), bucket_count: 12 })
+        .await;
+    created.unwrap();
+    balanced(&lab, &leader, &["dn1", "dn2", "dn3"], 12).await;
+
+    phase("dn4 joins; the leader publishes the revokes and is held before granting them; SIGKILL it");
+    let (first, term) = lab.cluster.leader(leasehold_tests::lab::ELECTION).await;
+    let dn4 = TestAgent::start(&mut lab.cluster, "dn4", IN_POOL).await;
+    checker.watch("dn4", &dn4.node.grpc);
+    lab.agents.push(dn4);
+    let held = lab.cluster.node(&first).wait_events("failpoint reached: pausing", 1, Duration::from_secs(20)).await;
+    assert_eq!(held[0]["failpoint"], "assign::after-revoke");
+    let in_flight = assignment(&leader).await.expect("the held leader still answers");
+    assert_eq!(in_flight.revoking.len(), 3, "one revoke from each old member: {in_flight:?}");
+    lab.cluster.node_mut(&first).kill();
+    let killed_at = Instant::now();
+
+    phase("the successor loads the unsettled revokes and finishes the handoff");
+    lab.cluster.leader_above(term, leasehold_tests::lab::ELECTION).await;
+    let leader = lab.cluster.leader_address().await;
+    let four = balanced(&lab, &leader, &["dn1", "dn2", "dn3", "dn4"], 12).await;
+    let moved: Vec<u32> = in_flight.revoking.iter().map(|moving| moving.bucket).collect();
+    assert!(moved.iter().all(|bucket| owners(&four)[bucket] == "dn4"), "the revoked buckets went to dn4: {four:?}");
+    let early = checker
+        .samples()
+        .iter()
+        .any(|sample| sample.agent == "dn4" && sample.sent < killed_at && !sample.owned.is_empty());
+    assert!(!early, "dn4 was granted a bucket before the kill: the handoff was not in flight");
+    let samples = checker.finish().await;
+    eprintln!("{samples} ownership samples checked");
+}

@@ -34,6 +34,10 @@ pub const BROADCAST_BUDGET_CUT: &str = "broadcast::budget-cut";
 /// Where a change's commit succeeds but its answer is lost (`return`, or `1*return` once).
 pub const COMMIT_ANSWER_LOST: &str = "store::commit-answer-lost";
 
+/// Where an assignment pass may be held: its revokes published, before any of them is
+/// granted again.
+pub const ASSIGN_AFTER_REVOKE: &str = "assign::after-revoke";
+
 /// Where opening a change's transaction fails, as a store outage would.
 pub const BEGIN_FAILS: &str = "store::begin-fails";
 

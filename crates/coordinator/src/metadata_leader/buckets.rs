@@ -131,6 +131,9 @@ impl MetadataLeader {
         }
         if !handoffs.is_empty() {
             report.version = change.publish_buckets(name, handoffs).await?;
+            if !report.revoked.is_empty() {
+                crate::failpoint::pause(crate::failpoint::ASSIGN_AFTER_REVOKE).await;
+            }
         } else {
             change.commit().await?;
         }

@@ -223,6 +223,9 @@ pub struct Ledger<C> {
     /// version published at least `offline_after` ago.
     published_at: VecDeque<(u64, MonoTime)>,
     offline_after: Duration,
+    /// When the term began: an inherited member not heard from yet counts as live for one
+    /// offline timeout from here, as if heard at the promotion.
+    promoted_at: MonoTime,
     /// Versions of unsettled revokes, with how many buckets each still holds: their
     /// publication snapshots are watched until the last of them is released.
     revoke_watches: BTreeMap<u64, usize>,
@@ -267,6 +270,7 @@ impl<C: Clone> Ledger<C> {
             pools: BTreeMap::new(),
             published_at: VecDeque::from([(version, start.promoted_at)]),
             offline_after: start.offline_after.max(start.proceed_after),
+            promoted_at: start.promoted_at,
             revoke_watches: BTreeMap::new(),
         };
         ledger.inherit_pools(inherited.pools, inherited.assignments, start.promoted_at);

@@ -2,8 +2,9 @@
 //! handoffs a pass writes (DESIGN §6; the plan and the handoff rule are in
 //! [`crate::buckets`]).
 //!
-//! "Live" is defined here once: registered, heard from within the offline timeout, not asking
-//! for a resync, and holding every version published more than the offline timeout ago. A
+//! "Live" is defined here once: registered, heard from within the offline timeout (a member
+//! inherited from an earlier term counts as heard at the promotion), not asking for a
+//! resync, and holding every version published more than the offline timeout ago. A
 //! member whose heartbeats arrive but whose answers are lost has fenced although its contact
 //! is fresh; the last condition is what tells, as soon as anything was published.
 //!
@@ -110,10 +111,13 @@ impl<C: Clone> Ledger<C> {
         if !self.tracker.is_registered(key) || self.resyncing.contains(key) {
             return false;
         }
-        let heard = matches!(
-            self.tracker.status(key, now, self.proceed_after),
-            Some(ContactStatus::Live { silent_for }) if silent_for < self.offline_after
-        );
+        let heard = match self.tracker.status(key, now, self.proceed_after) {
+            Some(ContactStatus::Live { silent_for }) => silent_for < self.offline_after,
+            // Inherited and not heard from by this leader yet: a failover must not make every
+            // member look offline before its first heartbeat arrives.
+            Some(ContactStatus::Unknown) => now.saturating_since(self.promoted_at) < self.offline_after,
+            _ => false,
+        };
         let due = self
             .published_at
             .iter()
@@ -316,6 +320,31 @@ mod tests {
         assert!(ledger.revoke_settled(&key("b"), revoked_at, at(offline)));
         assert!(!ledger.revoke_settled(&key("b"), revoked_at, at(offline - 1)));
         assert!(!ledger.revoke_settled(&key("a"), revoked_at, at(offline)), "a acknowledged nothing of it");
+    }
+
+    #[test]
+    fn an_inherited_member_counts_as_live_until_one_offline_timeout_after_the_promotion() {
+        let start = TermStart {
+            promoted_at: at(1000),
+            earlier_grants: Duration::from_millis(500),
+            proceed_after: PROCEED,
+            retention: 8,
+            store_epoch: "e".into(),
+            offline_after: PROCEED,
+        };
+        let inherited = Inherited {
+            registered: vec![(key("a"), "addr".into())],
+            memberships: vec![(key("a"), vec!["p".into()])],
+            pools: vec![("p".into(), 4)],
+            ..Inherited::default()
+        };
+        let ledger: Ledger<&'static str> = Ledger::new(start, inherited);
+        let offline = 1000 + PROCEED.as_millis() as u64;
+        assert_eq!(ledger.live_members("p", at(offline - 1)), [key("a")], "not heard from yet, not offline either");
+        assert!(
+            ledger.bucket_pass("p", at(offline - 1)).iter().all(|handoff| !matches!(handoff, Handoff::Revoke { .. }))
+        );
+        assert!(ledger.live_members("p", at(offline)).is_empty());
     }
 
     #[test]
