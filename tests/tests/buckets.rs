@@ -282,3 +282,50 @@ async fn a_new_leader_finishes_a_handoff_its_killed_predecessor_began() {
     let samples = checker.finish().await;
     eprintln!("{samples} ownership samples checked");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_whose_answers_are_lost_keeps_its_buckets_from_anyone_until_it_has_fenced() {
+    let _serial = serial().await;
+    let proceed_after = leasehold_tests::LeaseSettings::default().proceed_after();
+    let offline = format!("{}ms", proceed_after.as_millis() + 1);
+    let env = [("LEASEHOLD_ASSIGN__OFFLINE_TIMEOUT", offline.as_str())];
+    let agents: Vec<(&str, &[(&str, &str)])> = ["dn1", "dn2", "dn3"].iter().map(|name| (*name, IN_POOL)).collect();
+    let lab = Lab::start(BIN, Kind::Sqlite, 1, &env, &agents).await.unwrap();
+    let leader = lab.cluster.node("c1").grpc.clone();
+    let mut checker = OwnershipChecker::new(POOL);
+    for agent in &lab.agents {
+        checker.watch(&agent.node.node_id, &agent.node.grpc);
+    }
+    AssignmentsClient::new(channel(&leader))
+        .create_pool(CreatePoolRequest { name: POOL.into(), bucket_count: 12 })
+        .await
+        .unwrap();
+    let three = balanced(&lab, &leader, &["dn1", "dn2", "dn3"], 12).await;
+    let dn1_buckets: Vec<u32> = owners(&three).iter().filter(|(_, owner)| *owner == "dn1").map(|(b, _)| *b).collect();
+
+    phase("dn1's heartbeats still arrive, their answers are lost; something is published");
+    let dn1 = lab.agent("dn1");
+    let cut_at = Instant::now();
+    dn1.heartbeat_responses(leasehold_chaos::Fault::Drop);
+    let barrier = {
+        let (leader, lease) = (leader.clone(), lab.lease);
+        tokio::spawn(async move { leasehold_tests::agents::barrier(&leader, &lease).await })
+    };
+    balanced(&lab, &leader, &["dn2", "dn3"], 12).await;
+    let first_regrant = checker
+        .samples()
+        .iter()
+        .filter(|sample| sample.agent != "dn1" && sample.owned.iter().any(|(bucket, _)| dn1_buckets.contains(bucket)))
+        .map(|sample| sample.answered)
+        .min()
+        .expect("dn1's buckets are owned again");
+    eprintln!("dn1's buckets owned again {:?} after its answers were cut", first_regrant - cut_at);
+    assert!(first_regrant >= cut_at + proceed_after, "owned again after only {:?}", first_regrant - cut_at);
+    barrier.await.unwrap().expect("the barrier waits dn1 out");
+
+    phase("healed, dn1 resyncs and gets its share back");
+    dn1.heartbeat_responses(leasehold_chaos::Fault::Pass);
+    balanced(&lab, &leader, &["dn1", "dn2", "dn3"], 12).await;
+    let samples = checker.finish().await;
+    eprintln!("{samples} ownership samples checked");
+}
