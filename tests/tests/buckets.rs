@@ -329,3 +329,33 @@ async fn a_member_whose_answers_are_lost_keeps_its_buckets_from_anyone_until_it_
     let samples = checker.finish().await;
     eprintln!("{samples} ownership samples checked");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_stopping_gracefully_gives_its_buckets_up_at_once() {
+    let _serial = serial().await;
+    let agents: Vec<(&str, &[(&str, &str)])> = ["dn1", "dn2", "dn3"].iter().map(|name| (*name, IN_POOL)).collect();
+    let lab = Lab::start(BIN, Kind::Sqlite, 1, &[], &agents).await.unwrap();
+    let leader = lab.cluster.node("c1").grpc.clone();
+    let mut checker = OwnershipChecker::new(POOL);
+    for agent in &lab.agents {
+        checker.watch(&agent.node.node_id, &agent.node.grpc);
+    }
+    AssignmentsClient::new(channel(&leader))
+        .create_pool(CreatePoolRequest { name: POOL.into(), bucket_count: 12 })
+        .await
+        .unwrap();
+    balanced(&lab, &leader, &["dn1", "dn2", "dn3"], 12).await;
+
+    phase("SIGTERM dn1: it releases its buckets and deregisters; they move without waiting for its fence");
+    let stopped_at = Instant::now();
+    lab.agent("dn1").node.terminate();
+    balanced(&lab, &leader, &["dn2", "dn3"], 12).await;
+    let moved_after = stopped_at.elapsed();
+    eprintln!("dn1's buckets moved {moved_after:?} after its SIGTERM");
+    let proceed_after = lab.lease.proceed_after();
+    assert!(moved_after < proceed_after, "moved only after {moved_after:?}, as if dn1 had been waited out");
+    let given_up = lab.agent("dn1").node.events("bucket given up before stopping");
+    assert_eq!(given_up.len(), 4, "dn1 released its 4 buckets before deregistering");
+    let samples = checker.finish().await;
+    eprintln!("{samples} ownership samples checked");
+}

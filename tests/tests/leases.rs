@@ -245,7 +245,7 @@ async fn a_deregistered_agent_behind_a_partition_blocks_until_settled() {
     dn2.partition();
     let cut_at = Instant::now();
     data_nodes(&leader, &lab.lease)
-        .deregister(DeregisterRequest { node_id: "dn2".into(), incarnation })
+        .deregister(DeregisterRequest { node_id: "dn2".into(), incarnation, buckets_released: false })
         .await
         .expect("deregistered");
     let answer = barrier(&leader, &lab.lease).await.expect("the barrier proceeds");
@@ -274,7 +274,7 @@ async fn a_deregistered_agent_still_counts_after_a_leader_failover() {
     lab.agent("dn2").partition();
     let cut_at = Instant::now();
     data_nodes(&address, &lab.lease)
-        .deregister(DeregisterRequest { node_id: "dn2".into(), incarnation })
+        .deregister(DeregisterRequest { node_id: "dn2".into(), incarnation, buckets_released: false })
         .await
         .expect("deregistered");
     lab.cluster.node_mut(&leader).kill();
@@ -514,7 +514,7 @@ async fn a_silent_incarnation_is_evicted_and_comes_back_as_a_new_one() {
     };
     client.register(register.clone()).await.expect("registered");
     client
-        .deregister(DeregisterRequest { node_id: "late".into(), incarnation: "i-late".into() })
+        .deregister(DeregisterRequest { node_id: "late".into(), incarnation: "i-late".into(), buckets_released: false })
         .await
         .expect("deregistered");
     let refused = client.register(register).await.expect_err("the retired incarnation is refused");

@@ -245,6 +245,8 @@ struct Inner {
     /// Buckets whose revoke is being applied: refused by `owns` from before the host's
     /// release until the cache no longer shows them owned.
     releasing: ArcSwap<BTreeSet<(String, u32)>>,
+    /// Set when the agent stops: it owns nothing from then on (it gave every bucket up).
+    drained: std::sync::atomic::AtomicBool,
     events: broadcast::Sender<AgentEvent>,
     renewed: Notify,
 }
@@ -285,6 +287,7 @@ impl Agent {
                 dropped: Mutex::new(BTreeSet::new()),
                 refused: Mutex::new(None),
                 releasing: ArcSwap::from_pointee(BTreeSet::new()),
+                drained: std::sync::atomic::AtomicBool::new(false),
                 events,
                 renewed: Notify::new(),
             }),
@@ -352,7 +355,7 @@ impl Agent {
             return Err(OwnershipError::Fenced);
         };
         let not_owner = || OwnershipError::NotOwner { pool: pool.to_owned(), bucket };
-        if self.inner.releasing.load().contains(&(pool.to_owned(), bucket)) {
+        if self.is_drained() || self.inner.releasing.load().contains(&(pool.to_owned(), bucket)) {
             return Err(not_owner());
         }
         let incarnation = self.inner.incarnation.load();
@@ -376,6 +379,9 @@ impl Agent {
         let Some(valid_until) = view.valid_until.filter(|until| now < *until) else {
             return Err(OwnershipError::Fenced);
         };
+        if self.is_drained() {
+            return Ok(Owned { buckets: Vec::new(), valid_until, version: view.version });
+        }
         let releasing = self.inner.releasing.load();
         let owned = view
             .owned_by(&self.inner.config.node_id, &self.incarnation())
@@ -384,6 +390,32 @@ impl Agent {
             .map(|((_, bucket), epoch)| (bucket, epoch))
             .collect();
         Ok(Owned { buckets: owned, valid_until, version: view.version })
+    }
+
+    fn is_drained(&self) -> bool {
+        self.inner.drained.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Gives every bucket up before a clean stop: `owns` refuses all of them from now on, and
+    /// the host releases each. True when every release succeeded, so that the leader may give
+    /// the buckets away at once rather than once this node has provably fenced.
+    fn drain_buckets(&self) -> bool {
+        self.inner.drained.store(true, std::sync::atomic::Ordering::SeqCst);
+        let view = self.inner.view.load_full();
+        let mut released = true;
+        for ((pool, bucket), epoch) in view.owned_by(&self.inner.config.node_id, &self.incarnation()) {
+            match self.inner.host.release(&pool, bucket, epoch) {
+                Ok(()) => {
+                    info!(%pool, bucket, epoch, "bucket given up before stopping");
+                    let _ = self.inner.events.send(AgentEvent::Revoked { pool, bucket, epoch });
+                }
+                Err(error) => {
+                    warn!(%pool, bucket, epoch, %error, "the host could not release a bucket; the leader waits until this node has fenced");
+                    released = false;
+                }
+            }
+        }
+        released
     }
 
     /// Releases, through the host, every bucket of `buckets` this node owns in `current`:
@@ -822,7 +854,13 @@ impl Agent {
             metrics::heartbeat(result, self.inner.clock.now() - started);
         }
         fence_watch.abort();
-        let request = DeregisterRequest { node_id: self.inner.config.node_id.clone(), incarnation: self.incarnation() };
+        // Buckets first: a rolling restart then moves them at once, not after T_proceed.
+        let buckets_released = self.drain_buckets();
+        let request = DeregisterRequest {
+            node_id: self.inner.config.node_id.clone(),
+            incarnation: self.incarnation(),
+            buckets_released,
+        };
         match link
             .call(|mut client| {
                 let request = request.clone();

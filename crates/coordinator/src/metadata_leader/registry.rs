@@ -43,14 +43,24 @@ impl MetadataLeader {
     }
 
     /// Removes `node_id` at `incarnation`; it still counts for broadcasts until it has fenced.
-    pub async fn deregister(&self, node_id: &str, incarnation: &str) -> Result<bool, MetadataError> {
+    /// With `buckets_released` (the agent gave every bucket up), its buckets may move at once.
+    pub async fn deregister(
+        &self,
+        node_id: &str,
+        incarnation: &str,
+        buckets_released: bool,
+    ) -> Result<bool, MetadataError> {
         let _serial = self.publications.lock().await;
         let key = NodeKey::new(node_id, incarnation);
+        if buckets_released {
+            self.state().drained(&key);
+        }
         let removed = self.retire(std::slice::from_ref(&key)).await?;
         info!(
             node_id,
             incarnation,
             removed = !removed.is_empty(),
+            buckets_released,
             "data node deregistered; it counts until it has fenced"
         );
         Ok(!removed.is_empty())

@@ -226,6 +226,9 @@ pub struct Ledger<C> {
     /// When the term began: an inherited member not heard from yet counts as live for one
     /// offline timeout from here, as if heard at the promotion.
     promoted_at: MonoTime,
+    /// Incarnations that deregistered saying they released every bucket: their revokes are
+    /// settled (for buckets only; their caches still count until they have fenced).
+    drained: BTreeSet<NodeKey>,
     /// Versions of unsettled revokes, with how many buckets each still holds: their
     /// publication snapshots are watched until the last of them is released.
     revoke_watches: BTreeMap<u64, usize>,
@@ -271,6 +274,7 @@ impl<C: Clone> Ledger<C> {
             published_at: VecDeque::from([(version, start.promoted_at)]),
             offline_after: start.offline_after.max(start.proceed_after),
             promoted_at: start.promoted_at,
+            drained: BTreeSet::new(),
             revoke_watches: BTreeMap::new(),
         };
         ledger.inherit_pools(inherited.pools, inherited.assignments, start.promoted_at);
@@ -489,6 +493,8 @@ impl<C: Clone> Ledger<C> {
     /// rows may go ([`Ledger::tombstones_deleted`] once they have).
     pub fn settle_tombstones(&mut self, now: MonoTime) -> Vec<NodeKey> {
         self.tracker.collect_tombstones(now, self.proceed_after);
+        let tracked: BTreeSet<&NodeKey> = self.tracker.nodes().map(|(key, _)| key).collect();
+        self.drained.retain(|key| tracked.contains(key));
         let counted: BTreeSet<&NodeKey> =
             self.tracker.nodes().filter(|(_, tombstone)| *tombstone).map(|(key, _)| key).collect();
         self.stored_tombstones.iter().filter(|key| !counted.contains(key)).cloned().collect()

@@ -78,6 +78,12 @@ impl<C: Clone> Ledger<C> {
         }
     }
 
+    /// `key` stopped owning every bucket (it said so as it deregistered): a revoke from it
+    /// settles at once. Only bucket ownership is settled so; its cache counts until it fenced.
+    pub fn drained(&mut self, key: &NodeKey) {
+        self.drained.insert(key.clone());
+    }
+
     /// The pools `key` joined.
     pub fn pools_of(&self, key: &NodeKey) -> &[String] {
         self.memberships.get(key).map_or(&[], Vec::as_slice)
@@ -156,14 +162,15 @@ impl<C: Clone> Ledger<C> {
         for (version, keys) in by_version {
             let settlements = self.tracker.settlements(version);
             for key in keys {
-                let done = match settlements.iter().find(|settlement| settlement.key == *key) {
-                    // Not tracked when it was published: it held no lease.
-                    None => true,
-                    Some(settlement) => {
-                        decide(version, std::slice::from_ref(settlement), &none, now, self.proceed_after)
-                            == Verdict::Proceed
-                    }
-                };
+                let done = self.drained.contains(key)
+                    || match settlements.iter().find(|settlement| settlement.key == *key) {
+                        // Not tracked when it was published: it held no lease.
+                        None => true,
+                        Some(settlement) => {
+                            decide(version, std::slice::from_ref(settlement), &none, now, self.proceed_after)
+                                == Verdict::Proceed
+                        }
+                    };
                 if done {
                     settled.insert((key.clone(), version));
                 }
@@ -345,6 +352,29 @@ mod tests {
             ledger.bucket_pass("p", at(offline - 1)).iter().all(|handoff| !matches!(handoff, Handoff::Revoke { .. }))
         );
         assert!(ledger.live_members("p", at(offline)).is_empty());
+    }
+
+    #[test]
+    fn a_member_that_deregistered_drained_gives_its_buckets_away_at_once() {
+        let mut ledger = ledger(&["a", "b"]);
+        let grants = ledger.bucket_pass("p", at(20));
+        write(&mut ledger, &grants, 20);
+        ledger.drained(&key("a"));
+        ledger.retire(&[key("a")], &[key("a")], at(30));
+        let revokes = ledger.bucket_pass("p", at(40));
+        let revoked_at = write(&mut ledger, &revokes, 40);
+        assert!(ledger.revoke_settled(&key("a"), revoked_at, at(41)), "no wait for a's fence");
+        let moves = ledger.bucket_pass("p", at(41));
+        assert_eq!(moves.iter().filter(|handoff| matches!(handoff, Handoff::Grant { .. })).count(), 2, "{moves:?}");
+        let version = publish_barrier(&mut ledger, 50);
+        let step = ledger.broadcast_step(version, Refusals::Ignored, None, at(51));
+        assert!(matches!(step.verdict, Verdict::Wait { .. }), "its cache still counts: {step:?}");
+    }
+
+    fn publish_barrier(ledger: &mut Ledger<&'static str>, now: u64) -> u64 {
+        let version = ledger.version() + 1;
+        ledger.publish(version, "barrier", None, at(now)).unwrap();
+        version
     }
 
     #[test]
