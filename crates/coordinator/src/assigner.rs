@@ -3,7 +3,10 @@
 //! to ask. A pass runs at once when a data node registers or is put to rest, after every
 //! acknowledgement while a revoke waits for its old owner, and at least every
 //! `min(assign.interval, 250 ms)`, which is how members going offline and revokes settling by
-//! time (an owner that provably fenced) are noticed. A pass that moves nothing writes nothing.
+//! time (an owner that provably fenced) are noticed. A pass that moves nothing writes nothing;
+//! one that moves buckets is pushed to the agents at once (a broadcast in forward mode, in
+//! the background), so that revokes are acknowledged and grants owned within one round
+//! trip rather than at the next heartbeat.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -12,12 +15,13 @@ use tracing::{info, warn};
 
 use crate::metadata_leader::{MetadataError, MetadataLeader};
 use crate::metrics;
+use crate::propagator::{Mode, Propagator};
 
 /// The longest a change that depends on time alone (offline, fenced) waits for a pass.
 const TICK: Duration = Duration::from_millis(250);
 
 /// Runs assignment passes over every pool until `leader`'s term (or state) ends.
-pub(crate) async fn assign_buckets(leader: Arc<MetadataLeader>, interval: Duration) {
+pub(crate) async fn assign_buckets(leader: Arc<MetadataLeader>, propagator: Arc<Propagator>, interval: Duration) {
     let tick = interval.min(TICK);
     loop {
         // Armed before the pass, so that nothing that happens during it is missed.
@@ -35,6 +39,12 @@ pub(crate) async fn assign_buckets(leader: Arc<MetadataLeader>, interval: Durati
                     metrics::bucket_pass(&pool, &report, started.elapsed());
                     unsettled += report.unsettled;
                     if report.version != 0 {
+                        let (leader, propagator, version) = (leader.clone(), propagator.clone(), report.version);
+                        tokio::spawn(async move {
+                            // Its verdict matters to nobody: the passes judge each revoke by
+                            // its old owner alone.
+                            let _ = propagator.broadcast(&leader, version, Mode::Forward).await;
+                        });
                         info!(
                             %pool,
                             version = report.version,

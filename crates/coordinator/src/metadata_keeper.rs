@@ -174,7 +174,8 @@ impl MetadataKeeper {
                     self.install(Some(leader.clone()));
                     info!(term, "serving data-node heartbeats");
                     runner.clone().resume(leader.clone(), claimed);
-                    tokio::spawn(crate::assigner::assign_buckets(leader.clone(), settings.assign_interval));
+                    let propagator = runner.propagator().clone();
+                    tokio::spawn(crate::assigner::assign_buckets(leader.clone(), propagator, settings.assign_interval));
                     tokio::spawn(sweep_tombstones(leader));
                     return;
                 }

@@ -77,6 +77,11 @@ impl ProcedureRunner {
         Self { propagator, wait_limit }
     }
 
+    /// The propagator the procedures broadcast through.
+    pub fn propagator(&self) -> &Arc<Propagator> {
+        &self.propagator
+    }
+
     /// Runs `request` to its end. With a `request_id` that ran before, returns that run's
     /// outcome (waiting for it if it is still running) and applies nothing twice.
     pub async fn run(
