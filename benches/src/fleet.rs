@@ -240,6 +240,15 @@ impl Agent for MockAgents {
     ) -> Result<Response<GetOwnershipResponse>, Status> {
         Err(Status::unimplemented("simulated agents own no buckets"))
     }
+
+    type WatchOwnershipStream = tokio_stream::Empty<Result<leasehold::v1::OwnershipEvent, Status>>;
+
+    async fn watch_ownership(
+        &self,
+        _request: Request<GetOwnershipRequest>,
+    ) -> Result<Response<Self::WatchOwnershipStream>, Status> {
+        Err(Status::unimplemented("simulated agents own no buckets"))
+    }
 }
 
 impl MockAgents {

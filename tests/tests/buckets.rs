@@ -199,6 +199,14 @@ async fn ctl_creates_shows_rebalances_and_deletes_pools() {
     let mut lab = Lab::start(BIN, Kind::Sqlite, 1, &[], &[("dn1", IN_POOL), ("dn2", IN_POOL)]).await.unwrap();
     let endpoints = lab.cluster.endpoints().into_iter().map(|(_, address)| address).collect::<Vec<_>>().join(",");
     let endpoints = endpoints.as_str();
+    // A sidecar's view: dn1's ownership events, from before the pool exists.
+    let mut events = lab
+        .agent("dn1")
+        .client()
+        .watch_ownership(GetOwnershipRequest { pool: POOL.into() })
+        .await
+        .unwrap()
+        .into_inner();
 
     let created = ctl(endpoints, &["buckets", "create-pool", POOL, "--buckets", "6"]).await.unwrap();
     assert_eq!((created["name"].as_str(), created["bucket_count"].as_u64()), (Some(POOL), Some(6)), "{created}");
@@ -216,6 +224,29 @@ async fn ctl_creates_shows_rebalances_and_deletes_pools() {
     })
     .await;
     assert!(shown["unowned"].as_array().unwrap().is_empty(), "{shown}");
+    let mut granted = Vec::new();
+    while granted.len() < 3 {
+        let event = tokio::time::timeout(Duration::from_secs(10), events.message()).await.unwrap().unwrap().unwrap();
+        assert_eq!(event.kind(), leasehold::v1::ownership_event::Kind::Granted, "{event:?}");
+        granted.push(event.bucket);
+    }
+    let dn1_owned: Vec<u32> =
+        shown["members"].as_array().unwrap().iter().find(|member| member["node_id"] == "dn1").unwrap()["buckets"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|owned| owned["bucket"].as_u64().unwrap() as u32)
+            .collect();
+    granted.sort_unstable();
+    assert_eq!(granted, dn1_owned, "the watch saw dn1's grants");
+    let watched = tokio::process::Command::new(BIN)
+        .args(["ctl", "--endpoints", endpoints, "--output", "json", "buckets", "watch", POOL, "--count", "1"])
+        .output()
+        .await
+        .unwrap();
+    assert!(watched.status.success(), "{watched:?}");
+    let line: serde_json::Value = serde_json::from_slice(&watched.stdout).unwrap();
+    assert_eq!(line["members"], shown["members"], "the watch starts with the assignment now");
     let rebalanced = ctl(endpoints, &["buckets", "rebalance", POOL]).await.unwrap();
     assert_eq!(rebalanced["members"], shown["members"], "a balanced pool does not move");
     let table = tokio::process::Command::new(BIN)

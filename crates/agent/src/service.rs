@@ -4,12 +4,15 @@ use leasehold::status::{ServiceError, invalid_argument, reason, status_of};
 use leasehold::v1::agent_server::Agent as AgentRpc;
 use leasehold::v1::{
     ApplyInvalidationRequest, ApplyInvalidationResponse, GetLeaseStateRequest, GetOwnershipRequest,
-    GetOwnershipResponse, LeaseState, OwnedBucket, ResolveTableRequest, ResolveTableResponse,
+    GetOwnershipResponse, LeaseState, OwnedBucket, OwnershipEvent, ResolveTableRequest, ResolveTableResponse,
+    ownership_event,
 };
 use leasehold_core::ddl::MAX_NAME_LEN;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Code, Request, Response, Status};
 
-use crate::agent::{Agent, OwnershipError, PushError, ResolveError};
+use crate::agent::{Agent, AgentEvent, OwnershipError, PushError, ResolveError};
 use crate::cache::ApplyError;
 use crate::metrics;
 
@@ -95,8 +98,68 @@ fn check_name(field: &'static str, value: &str) -> Result<(), Status> {
     Ok(())
 }
 
+type OwnershipStream = std::pin::Pin<Box<dyn tokio_stream::Stream<Item = Result<OwnershipEvent, Status>> + Send>>;
+
+/// The stream event for `event`, when it concerns `pool`.
+fn ownership_event(pool: &str, event: AgentEvent) -> Option<OwnershipEvent> {
+    let (kind, event_pool, bucket, epoch) = match event {
+        AgentEvent::Granted { pool, bucket, epoch } => (ownership_event::Kind::Granted, pool, bucket, epoch),
+        AgentEvent::Revoked { pool, bucket, epoch } => (ownership_event::Kind::Revoked, pool, bucket, epoch),
+        AgentEvent::Fenced => (ownership_event::Kind::Fenced, pool.to_owned(), 0, 0),
+        AgentEvent::Applied { .. } | AgentEvent::Unfenced { .. } => return None,
+    };
+    (event_pool == pool).then(|| OwnershipEvent { kind: kind as i32, pool: event_pool, bucket, epoch })
+}
+
 #[tonic::async_trait]
 impl AgentRpc for AgentService {
+    type WatchOwnershipStream = OwnershipStream;
+
+    async fn watch_ownership(
+        &self,
+        request: Request<GetOwnershipRequest>,
+    ) -> Result<Response<Self::WatchOwnershipStream>, Status> {
+        let pool = request.into_inner().pool;
+        check_name("pool", &pool)?;
+        // Subscribed before the current ownership is read: nothing falls between.
+        let mut events = self.agent.subscribe();
+        let current = match self.agent.owned(&pool) {
+            Ok(owned) => owned.buckets,
+            Err(_) => Vec::new(),
+        };
+        let (sender, receiver) = mpsc::channel(64);
+        tokio::spawn(async move {
+            for (bucket, epoch) in current {
+                let event = AgentEvent::Granted { pool: pool.clone(), bucket, epoch };
+                if sender.send(Ok(ownership_event(&pool, event).expect("this pool"))).await.is_err() {
+                    return;
+                }
+            }
+            loop {
+                tokio::select! {
+                    received = events.recv() => match received {
+                        Ok(event) => {
+                            if let Some(event) = ownership_event(&pool, event)
+                                && sender.send(Ok(event)).await.is_err()
+                            {
+                                return;
+                            }
+                        }
+                        // A watcher too slow to keep up learns that it missed events.
+                        Err(tokio::sync::broadcast::error::RecvError::Lagged(missed)) => {
+                            let lagged = Status::data_loss(format!("{missed} ownership events were missed; watch again"));
+                            let _ = sender.send(Err(lagged)).await;
+                            return;
+                        }
+                        Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+                    },
+                    _ = sender.closed() => return,
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(receiver)) as OwnershipStream))
+    }
+
     async fn apply_invalidation(
         &self,
         request: Request<ApplyInvalidationRequest>,

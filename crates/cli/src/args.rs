@@ -214,6 +214,14 @@ pub enum BucketsCommand {
         /// The pool.
         pool: String,
     },
+    /// Print the assignment of a pool every time it changes, until Ctrl-C.
+    Watch {
+        /// The pool.
+        pool: String,
+        /// Stop after this many assignments (the first one included).
+        #[arg(long, value_name = "N")]
+        count: Option<usize>,
+    },
     /// Create a pool; the leader assigns its buckets over its live members at once.
     CreatePool {
         /// Its name (like a table name).

@@ -30,9 +30,11 @@ pub async fn run(args: CtlArgs) -> anyhow::Result<()> {
         CtlCommand::Table(command) => crate::ctl_catalog::table_command(&client, command).await?,
         CtlCommand::View(command) => crate::ctl_catalog::view(&client, command).await?,
         CtlCommand::Procedure(command) => crate::ctl_catalog::procedure(&client, command).await?,
-        CtlCommand::Buckets(command) => crate::ctl_buckets::buckets(&client, command).await?,
+        CtlCommand::Buckets(command) => crate::ctl_buckets::buckets(&client, command, args.output).await?,
     };
     match args.output {
+        // A watch printed as it went.
+        _ if answer.json.is_null() && answer.table.is_empty() => {}
         Output::Table => print!("{}", answer.table),
         Output::Json => println!("{}", serde_json::to_string_pretty(&answer.json)?),
     }

@@ -8,10 +8,10 @@ use leasehold::v1::{
 };
 use serde_json::{Value, json};
 
-use crate::args::BucketsCommand;
+use crate::args::{BucketsCommand, Output};
 use crate::output::{Answer, table};
 
-pub async fn buckets(client: &Client, command: BucketsCommand) -> anyhow::Result<Answer> {
+pub async fn buckets(client: &Client, command: BucketsCommand, output: Output) -> anyhow::Result<Answer> {
     Ok(match command {
         BucketsCommand::Pools => {
             let response = client
@@ -37,6 +37,7 @@ pub async fn buckets(client: &Client, command: BucketsCommand) -> anyhow::Result
                 .with_context(|| format!("the assignment of pool {pool}"))?;
             assignment_answer(&assignment)
         }
+        BucketsCommand::Watch { pool, count } => return watch(client, &pool, count, output).await,
         BucketsCommand::CreatePool { name, buckets } => {
             let request = CreatePoolRequest { name: name.clone(), bucket_count: buckets.unwrap_or(0) };
             let pool = client
@@ -71,6 +72,32 @@ pub async fn buckets(client: &Client, command: BucketsCommand) -> anyhow::Result
             assignment_answer(&assignment)
         }
     })
+}
+
+/// Prints every assignment of `pool` as it arrives (JSON lines under `--output json`), and
+/// returns an empty answer once `count` were printed or the stream ended.
+async fn watch(client: &Client, pool: &str, count: Option<usize>, output: Output) -> anyhow::Result<Answer> {
+    let request = GetAssignmentRequest { pool: pool.to_owned() };
+    let mut stream = client
+        .call_leader(|channel| {
+            let request = request.clone();
+            async move { AssignmentsClient::new(channel).watch_assignment(request).await }
+        })
+        .await
+        .with_context(|| format!("watching pool {pool}"))?;
+    let json = matches!(output, Output::Json);
+    let mut printed = 0;
+    while count.is_none_or(|count| printed < count) {
+        let Some(assignment) = stream.message().await.with_context(|| format!("watching pool {pool}"))? else { break };
+        let answer = assignment_answer(&assignment);
+        if json {
+            println!("{}", serde_json::to_string(&answer.json)?);
+        } else {
+            println!("{}", answer.table);
+        }
+        printed += 1;
+    }
+    Ok(Answer { json: Value::Null, table: String::new() })
 }
 
 fn pool_row(pool: &Pool) -> Vec<String> {

@@ -11,6 +11,8 @@ use leasehold::v1::{
 };
 use leasehold_core::buckets::{validate_bucket_count, validate_pool_name};
 use leasehold_core::contact::NodeKey;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
 use crate::ha::Ha;
@@ -86,8 +88,65 @@ fn assignment_of(leader: &MetadataLeader, name: &str) -> Result<Assignment, Stat
     })
 }
 
+type AssignmentStream = std::pin::Pin<Box<dyn tokio_stream::Stream<Item = Result<Assignment, Status>> + Send>>;
+
+/// How often a watch looks for a change of its pool.
+const WATCH_EVERY: std::time::Duration = std::time::Duration::from_millis(100);
+
 #[tonic::async_trait]
 impl Assignments for AssignmentsService {
+    type WatchAssignmentStream = AssignmentStream;
+
+    async fn watch_assignment(
+        &self,
+        request: Request<GetAssignmentRequest>,
+    ) -> Result<Response<Self::WatchAssignmentStream>, Status> {
+        let pool = request.into_inner().pool;
+        pool_name("pool", &pool)?;
+        let leader = self.leader()?;
+        let first = assignment_of(&leader, &pool)?;
+        let (sender, receiver) = mpsc::channel(8);
+        tokio::spawn(async move {
+            // Unchanged when everything but the version is the same.
+            let same = |a: &Assignment, b: &Assignment| {
+                (&a.pool, &a.members, &a.revoking, &a.unowned) == (&b.pool, &b.members, &b.revoking, &b.unowned)
+            };
+            let mut last = first.clone();
+            if sender.send(Ok(first)).await.is_err() {
+                return;
+            }
+            loop {
+                tokio::select! {
+                    _ = tokio::time::sleep(WATCH_EVERY) => {}
+                    _ = leader.token().cancelled() => {
+                        let ended = MetadataError::TermEnded { term: leader.term() };
+                        let _ = sender.send(Err(status_of(&ended))).await;
+                        return;
+                    }
+                    _ = sender.closed() => return,
+                }
+                match assignment_of(&leader, &pool) {
+                    Ok(now) if same(&now, &last) => {}
+                    Ok(now) => {
+                        last = now.clone();
+                        if sender.send(Ok(now)).await.is_err() {
+                            return;
+                        }
+                    }
+                    // The pool was deleted.
+                    Err(status) => {
+                        let _ = sender.send(Err(status)).await;
+                        return;
+                    }
+                }
+            }
+        });
+        metrics::record(
+            "WatchAssignment",
+            Ok(Response::new(Box::pin(ReceiverStream::new(receiver)) as AssignmentStream)),
+        )
+    }
+
     async fn create_pool(&self, request: Request<CreatePoolRequest>) -> Result<Response<Pool>, Status> {
         let result = async {
             let request = request.into_inner();
