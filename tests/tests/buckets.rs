@@ -120,6 +120,16 @@ async fn buckets_move_minimally_and_only_once_their_owner_has_provably_fenced(ki
     // 16 each over 4 → 13, 13, 13, 13, 12: three leave each old member, 12 in all.
     assert_eq!(moved.len(), 12, "moved {moved:?}");
     assert!(moved.iter().all(|bucket| after[bucket] == "dn5"), "only to the newcomer");
+    let metrics = eventually("the metrics show dn5's share", Duration::from_secs(10), || async {
+        let metrics = lab.cluster.node("c1").scrape_metrics().await?;
+        let owned = metrics.lines().any(|line| {
+            line.starts_with("leasehold_bucket_owned{") && line.contains("\"dn5\"") && line.ends_with(" 12")
+        });
+        owned.then_some(metrics)
+    })
+    .await;
+    assert!(metrics.contains("leasehold_bucket_handoff_duration_seconds_count{pool=\"work\"} 12"), "{metrics}");
+    assert!(metrics.contains("leasehold_bucket_moves_total{"), "{metrics}");
 
     phase("SIGKILL dn1: its buckets move only once it has provably fenced");
     let dn1_buckets: Vec<u32> = after.iter().filter(|(_, owner)| *owner == "dn1").map(|(bucket, _)| *bucket).collect();

@@ -8,6 +8,7 @@
 //! the background), so that revokes are acknowledged and grants owned within one round
 //! trip rather than at the next heartbeat.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -23,6 +24,8 @@ const TICK: Duration = Duration::from_millis(250);
 /// Runs assignment passes over every pool until `leader`'s term (or state) ends.
 pub(crate) async fn assign_buckets(leader: Arc<MetadataLeader>, propagator: Arc<Propagator>, interval: Duration) {
     let tick = interval.min(TICK);
+    // The (pool, node) gauges set so far: a node that owns nothing any more is set to 0.
+    let mut reported: BTreeSet<(String, String)> = BTreeSet::new();
     loop {
         // Armed before the pass, so that nothing that happens during it is missed.
         let membership = leader.membership_changed();
@@ -63,6 +66,7 @@ pub(crate) async fn assign_buckets(leader: Arc<MetadataLeader>, propagator: Arc<
                 Err(error) => warn!(%pool, %error, "bucket pass failed; trying again"),
             }
         }
+        report_owned(&leader, &mut reported);
         tokio::select! {
             _ = leader.token().cancelled() => return,
             _ = &mut membership => {}
@@ -70,4 +74,24 @@ pub(crate) async fn assign_buckets(leader: Arc<MetadataLeader>, propagator: Arc<
             _ = tokio::time::sleep(tick) => {}
         }
     }
+}
+
+/// Sets the buckets-owned gauge of every (pool, node), and 0 for those that own none now.
+fn report_owned(leader: &MetadataLeader, reported: &mut BTreeSet<(String, String)>) {
+    let mut owned: BTreeMap<(String, String), usize> = BTreeMap::new();
+    for pool in leader.pool_names() {
+        let Some((slots, _, _)) = leader.pool_view(&pool) else { continue };
+        for slot in slots.iter().filter(|slot| slot.revoke.is_none()) {
+            if let Some(owner) = &slot.owner {
+                *owned.entry((pool.clone(), owner.node_id.clone())).or_default() += 1;
+            }
+        }
+    }
+    for key in reported.iter().filter(|key| !owned.contains_key(*key)) {
+        metrics::buckets_owned(&key.0, &key.1, 0);
+    }
+    for ((pool, node), count) in &owned {
+        metrics::buckets_owned(pool, node, *count);
+    }
+    *reported = owned.into_keys().collect();
 }

@@ -56,6 +56,10 @@ pub const BUCKET_MOVES: &str = "leasehold_bucket_moves_total";
 pub const BUCKET_UNSETTLED: &str = "leasehold_bucket_unsettled_revokes";
 /// Live members of each pool.
 pub const BUCKET_MEMBERS: &str = "leasehold_bucket_pool_members";
+/// Buckets each member of a pool owns (granted, not being revoked), by pool and node.
+pub const BUCKETS_OWNED: &str = "leasehold_bucket_owned";
+/// Time from a bucket's revoke to its grant to the new owner, by pool.
+pub const BUCKET_HANDOFF_SECONDS: &str = "leasehold_bucket_handoff_duration_seconds";
 /// Time one assignment pass took (plan and write), by whether it wrote anything.
 pub const BUCKET_PASS_SECONDS: &str = "leasehold_bucket_pass_duration_seconds";
 /// gRPC requests handled, by method and code.
@@ -67,6 +71,12 @@ pub fn describe() {
     describe_counter!(BUCKET_MOVES, "Bucket moves written, by pool, step (revoke, grant) and reason");
     describe_gauge!(BUCKET_UNSETTLED, "Revokes waiting for their old owner to acknowledge or provably fence");
     describe_gauge!(BUCKET_MEMBERS, "Live members of each bucket pool");
+    describe_gauge!(BUCKETS_OWNED, "Buckets each member of a pool owns, granted and not being revoked");
+    describe_histogram!(
+        BUCKET_HANDOFF_SECONDS,
+        Unit::Seconds,
+        "Time from a bucket's revoke to its grant to the new owner"
+    );
     describe_histogram!(BUCKET_PASS_SECONDS, Unit::Seconds, "Time one bucket assignment pass took");
     describe_gauge!(HA_TERM, "The term this node knows; its own while it leads");
     describe_counter!(HA_RENEWALS, "Lease renewals by result (ok, lost, error)");
@@ -140,8 +150,15 @@ pub(crate) fn bucket_pass(pool: &str, report: &crate::metadata_leader::PassRepor
     }
     gauge!(BUCKET_UNSETTLED, "pool" => pool.to_owned()).set(report.unsettled as f64);
     gauge!(BUCKET_MEMBERS, "pool" => pool.to_owned()).set(report.members as f64);
+    for took in &report.handoffs {
+        histogram!(BUCKET_HANDOFF_SECONDS, "pool" => pool.to_owned()).record(took.as_secs_f64());
+    }
     let wrote = if report.version == 0 { "no" } else { "yes" };
     histogram!(BUCKET_PASS_SECONDS, "wrote" => wrote).record(took.as_secs_f64());
+}
+
+pub(crate) fn buckets_owned(pool: &str, node: &str, count: usize) {
+    gauge!(BUCKETS_OWNED, "pool" => pool.to_owned(), "node" => node.to_owned()).set(count as f64);
 }
 
 pub(crate) fn data_nodes_registered(count: usize) {

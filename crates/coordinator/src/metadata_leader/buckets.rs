@@ -51,6 +51,8 @@ pub struct PassReport {
     pub members: usize,
     /// Revokes still waiting for their old owner after the pass.
     pub unsettled: usize,
+    /// How long each handoff the pass finished took, from its revoke to its grant.
+    pub handoffs: Vec<Duration>,
 }
 
 impl MetadataLeader {
@@ -130,7 +132,7 @@ impl MetadataLeader {
             }
         }
         if !handoffs.is_empty() {
-            report.version = change.publish_buckets(name, handoffs).await?;
+            (report.version, report.handoffs) = change.publish_buckets(name, handoffs).await?;
             if !report.revoked.is_empty() {
                 crate::failpoint::pause(crate::failpoint::ASSIGN_AFTER_REVOKE).await;
             }

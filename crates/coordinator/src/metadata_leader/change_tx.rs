@@ -156,7 +156,11 @@ impl ChangeTx<'_> {
     /// carries the revokes and grants, and publishes it: its version is the one every revoke's
     /// old owner must acknowledge. The ledger records the handoffs under the publication's
     /// lock, so the revokes' publication snapshot is held from the start.
-    pub async fn publish_buckets(mut self, pool: &str, handoffs: Vec<Handoff>) -> Result<u64, MetadataError> {
+    pub async fn publish_buckets(
+        mut self,
+        pool: &str,
+        handoffs: Vec<Handoff>,
+    ) -> Result<(u64, Vec<Duration>), MetadataError> {
         let cluster = self.leader.identity.cluster.clone();
         let version = self.version;
         let mut slots = self.leader.state().pools().get(pool).map(|pool| pool.slots.clone()).unwrap_or_default();
@@ -195,10 +199,13 @@ impl ChangeTx<'_> {
         }
         let message = MetadataChange { version, kind: Some(v1::metadata_change::Kind::Buckets(message)) };
         let pool = pool.to_owned();
-        self.publish_then(message, None, move |state, version, now| {
-            state.record_handoffs(&pool, &handoffs, version, now)
-        })
-        .await
+        let mut finished = Vec::new();
+        let version = self
+            .publish_then(message, None, |state, version, now| {
+                finished = state.record_handoffs(&pool, &handoffs, version, now)
+            })
+            .await?;
+        Ok((version, finished))
     }
 
     /// Commits the deletion of `pool` (written through [`ChangeTx::store`]) with one change

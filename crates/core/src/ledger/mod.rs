@@ -226,6 +226,9 @@ pub struct Ledger<C> {
     /// When the term began: an inherited member not heard from yet counts as live for one
     /// offline timeout from here, as if heard at the promotion.
     promoted_at: MonoTime,
+    /// When each unsettled revoke of (pool, bucket) was recorded: a handoff's duration is
+    /// measured from there to the grant that ends it.
+    revoked_at: BTreeMap<(String, u32), MonoTime>,
     /// Incarnations that deregistered saying they released every bucket: their revokes are
     /// settled (for buckets only; their caches still count until they have fenced).
     drained: BTreeSet<NodeKey>,
@@ -275,6 +278,7 @@ impl<C: Clone> Ledger<C> {
             offline_after: start.offline_after.max(start.proceed_after),
             promoted_at: start.promoted_at,
             drained: BTreeSet::new(),
+            revoked_at: BTreeMap::new(),
             revoke_watches: BTreeMap::new(),
         };
         ledger.inherit_pools(inherited.pools, inherited.assignments, start.promoted_at);

@@ -101,6 +101,7 @@ impl<C: Clone> Ledger<C> {
     /// Deletes pool `name`; false when there was none.
     pub fn delete_pool(&mut self, name: &str) -> bool {
         let Some(pool) = self.pools.remove(name) else { return false };
+        self.revoked_at.retain(|(pool, _), _| pool != name);
         for version in pool.slots.iter().filter_map(|slot| slot.revoke) {
             self.unwatch_revoke(version);
         }
@@ -192,7 +193,9 @@ impl<C: Clone> Ledger<C> {
     /// Records `handoffs` of pool `name`, written at `version` (a revoke's version is the one
     /// its owner must acknowledge; a release and a grant need none of their own). Call right
     /// after publishing `version`, under the same lock, so that its snapshot is still held.
-    pub fn record_handoffs(&mut self, name: &str, handoffs: &[Handoff], version: u64, now: MonoTime) {
+    /// Returns how long each handoff this finished took, from its revoke to its grant.
+    pub fn record_handoffs(&mut self, name: &str, handoffs: &[Handoff], version: u64, now: MonoTime) -> Vec<Duration> {
+        let mut finished = Vec::new();
         for handoff in handoffs {
             let Some(slot) = self.pools.get(name).and_then(|pool| pool.slots.get(handoff_bucket(handoff) as usize))
             else {
@@ -202,12 +205,21 @@ impl<C: Clone> Ledger<C> {
             if let Some(pool) = self.pools.get_mut(name) {
                 buckets::apply(&mut pool.slots, handoff, version);
             }
+            let bucket = handoff_bucket(handoff);
             match handoff {
-                Handoff::Revoke { .. } => self.watch_revoke(version, now),
+                Handoff::Revoke { .. } => {
+                    self.watch_revoke(version, now);
+                    self.revoked_at.insert((name.to_owned(), bucket), now);
+                }
                 Handoff::Release { .. } => released.into_iter().for_each(|version| self.unwatch_revoke(version)),
-                Handoff::Grant { .. } => {}
+                Handoff::Grant { .. } => {
+                    if let Some(revoked_at) = self.revoked_at.remove(&(name.to_owned(), bucket)) {
+                        finished.push(now.saturating_since(revoked_at));
+                    }
+                }
             }
         }
+        finished
     }
 }
 
