@@ -244,7 +244,11 @@ struct Inner {
     refused: Mutex<Option<RefusedChange>>,
     /// Buckets whose revoke is being applied: refused by `owns` from before the host's
     /// release until the cache no longer shows them owned.
-    releasing: ArcSwap<BTreeSet<(String, u32)>>,
+    releasing: ArcSwap<BTreeSet<(String, u32, u64)>>,
+    /// Bumped after a bucket joins `releasing` (or the agent drains), before the host is asked
+    /// to release: `owns` answers only from a view and a `releasing` it read with no bump in
+    /// between, so every yes it gives comes before the host's `release` is called.
+    release_generation: std::sync::atomic::AtomicU64,
     /// Set when the agent stops: it owns nothing from then on (it gave every bucket up).
     drained: std::sync::atomic::AtomicBool,
     events: broadcast::Sender<AgentEvent>,
@@ -287,6 +291,7 @@ impl Agent {
                 dropped: Mutex::new(BTreeSet::new()),
                 refused: Mutex::new(None),
                 releasing: ArcSwap::from_pointee(BTreeSet::new()),
+                release_generation: std::sync::atomic::AtomicU64::new(0),
                 drained: std::sync::atomic::AtomicBool::new(false),
                 events,
                 renewed: Notify::new(),
@@ -349,47 +354,67 @@ impl Agent {
     /// Whether this data node owns `bucket` of `pool` now, checked like a read: against the
     /// lease, on every call, without a lock. A fenced node owns nothing.
     pub fn owns(&self, pool: &str, bucket: u32) -> Result<Ownership, OwnershipError> {
-        let view = self.inner.view.load();
-        let now = self.inner.clock.now();
-        let Some(valid_until) = view.valid_until.filter(|until| now < *until) else {
-            return Err(OwnershipError::Fenced);
-        };
-        let not_owner = || OwnershipError::NotOwner { pool: pool.to_owned(), bucket };
-        if self.is_drained() || self.inner.releasing.load().contains(&(pool.to_owned(), bucket)) {
-            return Err(not_owner());
-        }
-        let incarnation = self.inner.incarnation.load();
-        match view.buckets.get(pool).and_then(|buckets| buckets.get(&bucket)) {
-            Some(owner)
-                if !owner.revoked
-                    && owner.node_id == self.inner.config.node_id
-                    && owner.incarnation == **incarnation =>
-            {
-                Ok(Ownership { epoch: owner.epoch, valid_until })
+        self.consistently(|view, releasing| {
+            let now = self.inner.clock.now();
+            let Some(valid_until) = view.valid_until.filter(|until| now < *until) else {
+                return Err(OwnershipError::Fenced);
+            };
+            let not_owner = || OwnershipError::NotOwner { pool: pool.to_owned(), bucket };
+            if self.is_drained() {
+                return Err(not_owner());
             }
-            _ => Err(not_owner()),
+            let incarnation = self.inner.incarnation.load();
+            match view.buckets.get(pool).and_then(|buckets| buckets.get(&bucket)) {
+                Some(owner)
+                    if !owner.revoked
+                        && owner.node_id == self.inner.config.node_id
+                        && owner.incarnation == **incarnation
+                        && !releasing.contains(&(pool.to_owned(), bucket, owner.epoch)) =>
+                {
+                    Ok(Ownership { epoch: owner.epoch, valid_until })
+                }
+                _ => Err(not_owner()),
+            }
+        })
+    }
+
+    /// Runs `answer` on the cache and the buckets being released, read with no release begun
+    /// in between (else reads again), so that an ownership it grants was still held when the
+    /// host's `release` was called, if it was at all. Lock-free.
+    fn consistently<T>(&self, answer: impl Fn(&CacheView, &BTreeSet<(String, u32, u64)>) -> T) -> T {
+        use std::sync::atomic::Ordering::SeqCst;
+        loop {
+            let before = self.inner.release_generation.load(SeqCst);
+            let view = self.inner.view.load();
+            let releasing = self.inner.releasing.load();
+            let answer = answer(&view, &releasing);
+            if self.inner.release_generation.load(SeqCst) == before {
+                return answer;
+            }
         }
     }
 
     /// Every bucket of `pool` this data node owns now, with its epoch; checked like
     /// [`Agent::owns`].
     pub fn owned(&self, pool: &str) -> Result<Owned, OwnershipError> {
-        let view = self.inner.view.load();
-        let now = self.inner.clock.now();
-        let Some(valid_until) = view.valid_until.filter(|until| now < *until) else {
-            return Err(OwnershipError::Fenced);
-        };
-        if self.is_drained() {
-            return Ok(Owned { buckets: Vec::new(), valid_until, version: view.version });
-        }
-        let releasing = self.inner.releasing.load();
-        let owned = view
-            .owned_by(&self.inner.config.node_id, &self.incarnation())
-            .into_iter()
-            .filter(|((owned_pool, bucket), _)| owned_pool == pool && !releasing.contains(&(pool.to_owned(), *bucket)))
-            .map(|((_, bucket), epoch)| (bucket, epoch))
-            .collect();
-        Ok(Owned { buckets: owned, valid_until, version: view.version })
+        self.consistently(|view, releasing| {
+            let now = self.inner.clock.now();
+            let Some(valid_until) = view.valid_until.filter(|until| now < *until) else {
+                return Err(OwnershipError::Fenced);
+            };
+            if self.is_drained() {
+                return Ok(Owned { buckets: Vec::new(), valid_until, version: view.version });
+            }
+            let owned = view
+                .owned_by(&self.inner.config.node_id, &self.incarnation())
+                .into_iter()
+                .filter(|((owned_pool, bucket), epoch)| {
+                    owned_pool == pool && !releasing.contains(&(pool.to_owned(), *bucket, *epoch))
+                })
+                .map(|((_, bucket), epoch)| (bucket, epoch))
+                .collect();
+            Ok(Owned { buckets: owned, valid_until, version: view.version })
+        })
     }
 
     fn is_drained(&self) -> bool {
@@ -401,6 +426,7 @@ impl Agent {
     /// the buckets away at once rather than once this node has provably fenced.
     fn drain_buckets(&self) -> bool {
         self.inner.drained.store(true, std::sync::atomic::Ordering::SeqCst);
+        self.inner.release_generation.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         let view = self.inner.view.load_full();
         let mut released = true;
         for ((pool, bucket), epoch) in view.owned_by(&self.inner.config.node_id, &self.incarnation()) {
@@ -426,9 +452,10 @@ impl Agent {
             let Some(epoch) = owned.get(&(pool.clone(), bucket)).copied() else { continue };
             self.inner.releasing.rcu(|releasing| {
                 let mut releasing = BTreeSet::clone(releasing);
-                releasing.insert((pool.clone(), bucket));
+                releasing.insert((pool.clone(), bucket, epoch));
                 releasing
             });
+            self.inner.release_generation.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             self.inner.host.release(&pool, bucket, epoch)?;
             info!(%pool, bucket, epoch, "bucket released: no work under its epoch is in flight");
         }
@@ -458,8 +485,14 @@ impl Agent {
             }
         }
         if !self.inner.releasing.load().is_empty() {
+            // An entry goes once the cache no longer shows that grant: revoked, or granted
+            // again at another epoch.
             self.inner.releasing.rcu(|releasing| {
-                releasing.iter().filter(|key| is.contains_key(*key)).cloned().collect::<BTreeSet<_>>()
+                releasing
+                    .iter()
+                    .filter(|(pool, bucket, epoch)| is.get(&(pool.clone(), *bucket)) == Some(epoch))
+                    .cloned()
+                    .collect::<BTreeSet<_>>()
             });
         }
     }
@@ -656,6 +689,9 @@ impl Agent {
     fn fence_if_expired(&self, lease: &mut LeaseManager, now: MonoTime) {
         if lease.fence_if_expired(now) {
             let dropped = self.inner.view.swap(Arc::new(CacheView::default()));
+            // A fenced node owns nothing: pending releases are moot, and the next grant comes
+            // from a snapshot.
+            self.inner.releasing.store(Arc::new(BTreeSet::new()));
             if !dropped.store_epoch.is_empty() {
                 *self.inner.before_fence.lock().expect("agent cache before fence poisoned") = Some(dropped);
             }
