@@ -268,16 +268,37 @@ async fn ctl_creates_shows_rebalances_and_deletes_pools() {
     assert!(table.contains("MEMBER") && table.contains("dn1") && table.contains("live"), "{table}");
 
     ctl(endpoints, &["buckets", "delete-pool", POOL]).await.unwrap();
-    let pools = ctl(endpoints, &["buckets", "pools"]).await.unwrap();
-    assert!(pools["pools"].as_array().unwrap().is_empty(), "{pools}");
     let dn1 = lab.agent("dn1");
-    eventually("dn1 owns nothing once the pool is gone", Duration::from_secs(10), || async move {
+    eventually("dn1 owns nothing once the pool is deleted", Duration::from_secs(10), || async move {
         let owned = dn1.client().get_ownership(GetOwnershipRequest { pool: POOL.into() }).await.ok()?;
         owned.into_inner().buckets.is_empty().then_some(())
     })
     .await;
+    eventually("the pool goes once every bucket is released", Duration::from_secs(10), || async move {
+        let pools = ctl(endpoints, &["buckets", "pools"]).await.ok()?;
+        pools["pools"].as_array()?.is_empty().then_some(())
+    })
+    .await;
     let (code, _) = ctl(endpoints, &["buckets", "show", POOL]).await.unwrap_err();
     assert_ne!(code, 0, "an unknown pool is an error");
+
+    // Created again under the name, the pool carries on from its epochs: a fencing token
+    // never goes back.
+    ctl(endpoints, &["buckets", "create-pool", POOL, "--buckets", "6"]).await.unwrap();
+    let again = eventually("the new pool is granted", Duration::from_secs(15), || async move {
+        let shown = ctl(endpoints, &["buckets", "show", POOL]).await.ok()?;
+        let owned: usize =
+            shown["members"].as_array()?.iter().map(|member| member["buckets"].as_array().map_or(0, Vec::len)).sum();
+        (owned == 6).then_some(shown)
+    })
+    .await;
+    let epochs: Vec<u64> = again["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|member| member["buckets"].as_array().unwrap().iter().map(|owned| owned["epoch"].as_u64().unwrap()))
+        .collect();
+    assert!(epochs.iter().all(|epoch| *epoch >= 2), "epochs went back: {epochs:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

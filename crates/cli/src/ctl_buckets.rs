@@ -105,7 +105,7 @@ fn pool_row(pool: &Pool) -> Vec<String> {
 }
 
 fn pool_json(pool: &Pool) -> Value {
-    json!({ "name": pool.name, "bucket_count": pool.bucket_count, "members": pool.members })
+    json!({ "name": pool.name, "bucket_count": pool.bucket_count, "members": pool.members, "deleting": pool.deleting })
 }
 
 /// Bucket numbers as ranges: `0-3,7,9-10`.

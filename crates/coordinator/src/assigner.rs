@@ -80,8 +80,8 @@ pub(crate) async fn assign_buckets(leader: Arc<MetadataLeader>, propagator: Arc<
 fn report_owned(leader: &MetadataLeader, reported: &mut BTreeSet<(String, String)>) {
     let mut owned: BTreeMap<(String, String), usize> = BTreeMap::new();
     for pool in leader.pool_names() {
-        let Some((slots, _, _)) = leader.pool_view(&pool) else { continue };
-        for slot in slots.iter().filter(|slot| slot.revoke.is_none()) {
+        let Some(view) = leader.pool_view(&pool) else { continue };
+        for slot in view.slots.iter().filter(|slot| slot.revoke.is_none()) {
             if let Some(owner) = &slot.owner {
                 *owned.entry((pool.clone(), owner.node_id.clone())).or_default() += 1;
             }

@@ -46,8 +46,8 @@ fn pool_name(field: &str, name: &str) -> Result<(), Status> {
 
 /// The pool `name` as the leader holds it now.
 fn assignment_of(leader: &MetadataLeader, name: &str) -> Result<Assignment, Status> {
-    let (slots, live, version) =
-        leader.pool_view(name).ok_or_else(|| status_of(&MetadataError::NoSuchPool { pool: name.to_owned() }))?;
+    let view = leader.pool_view(name).ok_or_else(|| status_of(&MetadataError::NoSuchPool { pool: name.to_owned() }))?;
+    let (slots, live, version) = (view.slots, view.live, view.version);
     let mut members: BTreeMap<NodeKey, Vec<OwnedBucketEpoch>> =
         live.iter().map(|key| (key.clone(), Vec::new())).collect();
     let mut revoking = Vec::new();
@@ -72,6 +72,7 @@ fn assignment_of(leader: &MetadataLeader, name: &str) -> Result<Assignment, Stat
             name: name.to_owned(),
             bucket_count: slots.len() as u32,
             members: live.iter().map(|key| key.node_id.clone()).collect(),
+            deleting: view.deleting,
         }),
         members: members
             .into_iter()

@@ -126,6 +126,7 @@ impl ServiceError for MetadataError {
             MetadataError::NotRegistered { .. } | MetadataError::IncarnationRetired { .. } => Code::FailedPrecondition,
             MetadataError::Corrupt { .. } | MetadataError::Orphaned(_) => Code::Internal,
             MetadataError::PoolExists { .. } => Code::AlreadyExists,
+            MetadataError::PoolDeleting { .. } => Code::FailedPrecondition,
             MetadataError::NoSuchPool { .. } => Code::NotFound,
         }
     }
@@ -139,6 +140,7 @@ impl ServiceError for MetadataError {
             MetadataError::Store(_) => Some(reason::STORE_UNAVAILABLE),
             MetadataError::Corrupt { .. } | MetadataError::Orphaned(_) => None,
             MetadataError::PoolExists { .. } => Some(reason::ALREADY_EXISTS),
+            MetadataError::PoolDeleting { .. } => Some(reason::OBJECT_BUSY),
             MetadataError::NoSuchPool { .. } => Some(reason::NOT_FOUND),
         }
     }

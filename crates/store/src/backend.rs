@@ -157,10 +157,10 @@ pub(crate) struct Statements {
     pub procedures_by_state: Arc<str>,
     pub pool_insert: Arc<str>,
     pub pool_delete: Arc<str>,
+    pub pool_mark_deleting: Arc<str>,
     pub pools_list: Arc<str>,
     pub assignment_update: Arc<str>,
     pub assignment_insert: Arc<str>,
-    pub assignments_delete_pool: Arc<str>,
     pub assignments_list: Arc<str>,
 }
 
@@ -174,7 +174,7 @@ pub(crate) const CHANGE_COLUMNS: &str = "version, kind, payload";
 /// The columns a registered data node is read with.
 pub(crate) const DATA_NODE_COLUMNS: &str = "node_id, incarnation, address, registered_at_ms, pools";
 /// The columns a bucket pool is read with.
-pub(crate) const POOL_COLUMNS: &str = "name, bucket_count, created_at_ms";
+pub(crate) const POOL_COLUMNS: &str = "name, bucket_count, created_at_ms, deleting";
 /// The columns a bucket's ownership is read with.
 pub(crate) const ASSIGNMENT_COLUMNS: &str = "pool, bucket, node_id, incarnation, epoch, revoke_version";
 /// The columns a coordinator registry row is read with.
@@ -305,6 +305,7 @@ impl Statements {
                 "{insert_ignore} bucket_pools (cluster, name, bucket_count, created_at_ms) VALUES (?, ?, ?, {now}) {on_conflict_ignore}",
             ),
             pool_delete: r("DELETE FROM bucket_pools WHERE cluster = ? AND name = ?"),
+            pool_mark_deleting: r("UPDATE bucket_pools SET deleting = 1 WHERE cluster = ? AND name = ?"),
             pools_list: r(&format!("SELECT {POOL_COLUMNS} FROM bucket_pools WHERE cluster = ? ORDER BY name")),
             assignment_update: r(
                 "UPDATE bucket_assignments SET node_id = ?, incarnation = ?, epoch = ?, revoke_version = ? \
@@ -314,7 +315,6 @@ impl Statements {
                 "INSERT INTO bucket_assignments (cluster, pool, bucket, node_id, incarnation, epoch, revoke_version) \
                  VALUES (?, ?, ?, ?, ?, ?, ?)",
             ),
-            assignments_delete_pool: r("DELETE FROM bucket_assignments WHERE cluster = ? AND pool = ?"),
             assignments_list: r(&format!(
                 "SELECT {ASSIGNMENT_COLUMNS} FROM bucket_assignments WHERE cluster = ? ORDER BY pool, bucket"
             )),

@@ -17,6 +17,8 @@ pub struct PoolRow {
     pub bucket_count: u32,
     /// When it was created (store clock, ms).
     pub created_at_ms: i64,
+    /// Being deleted: its buckets were revoked, and the row goes once they are released.
+    pub deleting: bool,
 }
 
 /// One bucket's ownership as stored.
@@ -43,6 +45,7 @@ impl FromRow<'_, AnyRow> for PoolRow {
             name: row.try_get("name")?,
             bucket_count: u32::try_from(row.try_get::<i64, _>("bucket_count")?).unwrap_or(0),
             created_at_ms: row.try_get("created_at_ms")?,
+            deleting: row.try_get::<i64, _>("deleting")? != 0,
         })
     }
 }
@@ -74,18 +77,24 @@ pub(crate) async fn insert_pool(
     crate::changes_one(query, conn).await
 }
 
-/// Deletes pool `name` with every bucket row of it; false when there was no such pool.
+/// Marks pool `name` as being deleted; false when there is no such pool.
+pub(crate) async fn mark_pool_deleting(
+    conn: &mut AnyConnection,
+    sql: &Statements,
+    cluster: &str,
+    name: &str,
+) -> Result<bool, StoreError> {
+    crate::changes_one(sqlx::query(AssertSqlSafe(sql.pool_mark_deleting.clone())).bind(cluster).bind(name), conn).await
+}
+
+/// Deletes pool `name`'s row; false when there was no such pool. Its bucket rows stay, with
+/// their epochs: a pool created again under the name carries on from the highest.
 pub(crate) async fn delete_pool(
     conn: &mut AnyConnection,
     sql: &Statements,
     cluster: &str,
     name: &str,
 ) -> Result<bool, StoreError> {
-    sqlx::query(AssertSqlSafe(sql.assignments_delete_pool.clone()))
-        .bind(cluster)
-        .bind(name)
-        .execute(&mut *conn)
-        .await?;
     crate::changes_one(sqlx::query(AssertSqlSafe(sql.pool_delete.clone())).bind(cluster).bind(name), conn).await
 }
 

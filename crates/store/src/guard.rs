@@ -215,7 +215,13 @@ impl GuardedTx {
         self.run(|conn, sql| buckets::insert_pool(conn, sql, cluster, name, bucket_count)).await
     }
 
-    /// Deletes a bucket pool with its buckets' ownership; false when there was no such pool.
+    /// Marks a bucket pool as being deleted; false when there is no such pool.
+    pub async fn mark_pool_deleting(&mut self, cluster: &str, name: &str) -> Result<bool, StoreError> {
+        self.run(|conn, sql| buckets::mark_pool_deleting(conn, sql, cluster, name)).await
+    }
+
+    /// Deletes a bucket pool's row (its bucket rows stay, keeping their epochs); false when
+    /// there was no such pool.
     pub async fn delete_pool(&mut self, cluster: &str, name: &str) -> Result<bool, StoreError> {
         self.run(|conn, sql| buckets::delete_pool(conn, sql, cluster, name)).await
     }

@@ -648,6 +648,15 @@ async fn pools_are_created_once_listed_and_deleted_with_their_buckets(h: Harness
     let listed: Vec<(&str, u32)> = pools.iter().map(|pool| (pool.name.as_str(), pool.bucket_count)).collect();
     assert_eq!(listed, [("compaction", 65_536), ("ingest", 64)]);
 
+    assert!(pools.iter().all(|pool| !pool.deleting));
+
+    let mut tx = h.store.begin_guarded(&WriteGuard::Standalone).await.unwrap();
+    assert!(tx.mark_pool_deleting(&h.cluster, "ingest").await.unwrap());
+    assert!(!tx.mark_pool_deleting(&h.cluster, "nope").await.unwrap());
+    tx.commit().await.unwrap();
+    let pools = h.store.list_pools(&h.cluster).await.unwrap();
+    assert!(pools.iter().find(|pool| pool.name == "ingest").unwrap().deleting, "{pools:?}");
+
     let mut tx = h.store.begin_guarded(&WriteGuard::Standalone).await.unwrap();
     assert!(tx.delete_pool(&h.cluster, "ingest").await.unwrap());
     assert!(!tx.delete_pool(&h.cluster, "ingest").await.unwrap(), "already gone");
@@ -655,7 +664,11 @@ async fn pools_are_created_once_listed_and_deleted_with_their_buckets(h: Harness
     let pools = h.store.list_pools(&h.cluster).await.unwrap();
     assert_eq!(pools.iter().map(|pool| pool.name.as_str()).collect::<Vec<_>>(), ["compaction"]);
     let left = h.store.list_assignments(&h.cluster).await.unwrap();
-    assert_eq!(left, [assignment("compaction", 0, ("dn2", "i2"), 4, None)], "the deleted pool's buckets went with it");
+    assert_eq!(
+        left,
+        [assignment("compaction", 0, ("dn2", "i2"), 4, None), assignment("ingest", 3, ("dn1", "i1"), 1, None)],
+        "a deleted pool's bucket rows stay, keeping their epochs for a pool created again"
+    );
 }
 
 async fn a_bucket_is_revoked_released_and_granted_again_keeping_its_epoch(h: Harness) {

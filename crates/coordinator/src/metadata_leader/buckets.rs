@@ -36,6 +36,19 @@ pub(super) fn snapshot(state: &Ledger<MetadataChange>) -> Vec<v1::BucketChange> 
         .collect()
 }
 
+/// A pool as it stands, read under one lock.
+#[derive(Debug, Clone)]
+pub struct PoolView {
+    /// Every bucket.
+    pub slots: Vec<Slot>,
+    /// The live members.
+    pub live: Vec<NodeKey>,
+    /// The newest published version.
+    pub version: u64,
+    /// Being deleted.
+    pub deleting: bool,
+}
+
 /// What one pass wrote.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PassReport {
@@ -60,32 +73,81 @@ impl MetadataLeader {
     /// granted by the next pass.
     pub async fn create_pool(&self, name: &str, bucket_count: u32) -> Result<(), MetadataError> {
         let _serial = self.publications.lock().await;
-        if self.state().pools().contains_key(name) {
-            return Err(MetadataError::PoolExists { pool: name.to_owned() });
+        match self.state().pools().get(name) {
+            Some(pool) if pool.deleting => return Err(MetadataError::PoolDeleting { pool: name.to_owned() }),
+            Some(_) => return Err(MetadataError::PoolExists { pool: name.to_owned() }),
+            None => {}
         }
+        // An earlier pool of this name left its bucket rows: its epochs are carried on, so that
+        // a fencing token never goes back.
+        let cluster = &self.identity.cluster;
+        let base_epoch = self
+            .store
+            .list_assignments(cluster)
+            .await?
+            .iter()
+            .filter(|row| row.pool == name)
+            .map(|row| row.epoch)
+            .max()
+            .unwrap_or(0);
         let mut tx = self.begin_guarded().await?;
-        if !tx.create_pool(&self.identity.cluster, name, bucket_count).await? {
+        if !tx.create_pool(cluster, name, bucket_count).await? {
             return Err(MetadataError::PoolExists { pool: name.to_owned() });
         }
         tx.commit().await?;
-        self.state().create_pool(name, bucket_count);
-        info!(pool = name, bucket_count, "bucket pool created");
+        self.state().create_pool(name, bucket_count, base_epoch);
+        info!(pool = name, bucket_count, base_epoch, "bucket pool created");
         Ok(())
     }
 
     /// Deletes pool `name`: every bucket of it is revoked in the same change, so no data node
     /// owns one once it has applied it.
     pub async fn delete_pool(&self, name: &str) -> Result<u64, MetadataError> {
-        if !self.state().pools().contains_key(name) {
-            return Err(MetadataError::NoSuchPool { pool: name.to_owned() });
-        }
         let mut change = self.begin().await?;
-        if !change.store().delete_pool(&self.identity.cluster, name).await? {
+        let revokes: Vec<Handoff> = {
+            let state = self.state();
+            let Some(pool) = state.pools().get(name) else {
+                return Err(MetadataError::NoSuchPool { pool: name.to_owned() });
+            };
+            pool.slots
+                .iter()
+                .enumerate()
+                .filter(|(_, slot)| slot.revoke.is_none())
+                .filter_map(|(bucket, slot)| {
+                    Some(Handoff::Revoke {
+                        bucket: bucket as u32,
+                        from: slot.owner.clone()?,
+                        epoch: slot.epoch,
+                        reason: MoveReason::Departed,
+                    })
+                })
+                .collect()
+        };
+        if !change.store().mark_pool_deleting(&self.identity.cluster, name).await? {
             return Err(MetadataError::NoSuchPool { pool: name.to_owned() });
         }
-        let version = change.publish_pool_deleted(name).await?;
-        info!(pool = name, version, "bucket pool deleted; its buckets are revoked everywhere");
+        let (version, _) = change.publish_buckets(name, revokes, true).await?;
+        info!(
+            pool = name,
+            version,
+            "bucket pool being deleted: its buckets are revoked everywhere, and it goes once every revoke has settled"
+        );
         Ok(version)
+    }
+
+    /// Forgets pool `name` once it is being deleted and every revoke of it has settled; its
+    /// bucket rows stay, keeping their epochs.
+    async fn finish_deleting(&self, name: &str) -> Result<(), MetadataError> {
+        let _serial = self.publications.lock().await;
+        if !self.state().finished_deleting(name) {
+            return Ok(());
+        }
+        let mut tx = self.begin_guarded().await?;
+        tx.delete_pool(&self.identity.cluster, name).await?;
+        tx.commit().await?;
+        self.state().remove_pool(name);
+        info!(pool = name, "bucket pool deleted: every bucket was released");
+        Ok(())
     }
 
     /// The pools, by name.
@@ -93,11 +155,16 @@ impl MetadataLeader {
         self.state().pools().keys().cloned().collect()
     }
 
-    /// A pool's slots and live members now, with the version they are at.
-    pub fn pool_view(&self, name: &str) -> Option<(Vec<Slot>, Vec<NodeKey>, u64)> {
+    /// A pool as it stands now.
+    pub fn pool_view(&self, name: &str) -> Option<PoolView> {
         let state = self.state();
         let pool = state.pools().get(name)?;
-        Some((pool.slots.clone(), state.live_members(name, self.clock.now()), state.version()))
+        Some(PoolView {
+            slots: pool.slots.clone(),
+            live: state.live_members(name, self.clock.now()),
+            version: state.version(),
+            deleting: pool.deleting,
+        })
     }
 
     /// Runs one assignment pass over pool `name`: settled revokes are released, and the moves
@@ -111,6 +178,7 @@ impl MetadataLeader {
             state.bucket_pass(name, self.clock.now()).is_empty()
         };
         if quiet {
+            self.finish_deleting(name).await?;
             return Ok(self.quiet_report(name));
         }
         // Planned again under the serial guard: nothing moves between the plan and its write.
@@ -132,7 +200,7 @@ impl MetadataLeader {
             }
         }
         if !handoffs.is_empty() {
-            (report.version, report.handoffs) = change.publish_buckets(name, handoffs).await?;
+            (report.version, report.handoffs) = change.publish_buckets(name, handoffs, false).await?;
             if !report.revoked.is_empty() {
                 crate::failpoint::pause(crate::failpoint::ASSIGN_AFTER_REVOKE).await;
             }
@@ -140,6 +208,7 @@ impl MetadataLeader {
             change.commit().await?;
         }
         report.unsettled = self.quiet_report(name).unsettled;
+        self.finish_deleting(name).await?;
         Ok(report)
     }
 

@@ -156,10 +156,13 @@ impl ChangeTx<'_> {
     /// carries the revokes and grants, and publishes it: its version is the one every revoke's
     /// old owner must acknowledge. The ledger records the handoffs under the publication's
     /// lock, so the revokes' publication snapshot is held from the start.
+    /// With `deleting`, the pool is marked as being deleted under the same lock: nothing of it
+    /// is granted again.
     pub async fn publish_buckets(
         mut self,
         pool: &str,
         handoffs: Vec<Handoff>,
+        deleting: bool,
     ) -> Result<(u64, Vec<Duration>), MetadataError> {
         let cluster = self.leader.identity.cluster.clone();
         let version = self.version;
@@ -202,41 +205,13 @@ impl ChangeTx<'_> {
         let mut finished = Vec::new();
         let version = self
             .publish_then(message, None, |state, version, now| {
-                finished = state.record_handoffs(&pool, &handoffs, version, now)
+                finished = state.record_handoffs(&pool, &handoffs, version, now);
+                if deleting {
+                    state.mark_deleting(&pool);
+                }
             })
             .await?;
         Ok((version, finished))
-    }
-
-    /// Commits the deletion of `pool` (written through [`ChangeTx::store`]) with one change
-    /// that revokes every bucket of it, so that no data node owns one any more.
-    pub async fn publish_pool_deleted(self, pool: &str) -> Result<u64, MetadataError> {
-        let version = self.version;
-        let buckets = self.leader.state().pools().get(pool).map_or_else(Vec::new, |pool| {
-            pool.slots
-                .iter()
-                .enumerate()
-                .filter_map(|(bucket, slot)| {
-                    let owner = slot.owner.as_ref()?;
-                    Some(v1::BucketOwnership {
-                        bucket: bucket as u32,
-                        node_id: owner.node_id.clone(),
-                        incarnation: owner.incarnation.clone(),
-                        epoch: slot.epoch,
-                        revoked: true,
-                    })
-                })
-                .collect()
-        });
-        let message = MetadataChange {
-            version,
-            kind: Some(v1::metadata_change::Kind::Buckets(v1::BucketChange { pool: pool.to_owned(), buckets })),
-        };
-        let pool = pool.to_owned();
-        self.publish_then(message, None, move |state, _, _| {
-            state.delete_pool(&pool);
-        })
-        .await
     }
 
     /// Appends `message` to the change log, commits, and publishes it.

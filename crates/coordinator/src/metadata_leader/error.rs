@@ -46,6 +46,12 @@ pub enum MetadataError {
         /// The pool.
         pool: String,
     },
+    /// A pool of that name is still being deleted (its buckets are being released).
+    #[error("pool {pool} is being deleted; create it again once its buckets are released")]
+    PoolDeleting {
+        /// The pool.
+        pool: String,
+    },
     /// No pool has that name.
     #[error("no pool {pool}")]
     NoSuchPool {

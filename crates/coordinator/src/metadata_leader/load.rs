@@ -77,7 +77,12 @@ impl MetadataLeader {
             .collect();
         let registered =
             data_nodes.into_iter().map(|node| (NodeKey::new(node.node_id, node.incarnation), node.address)).collect();
-        let pools = store.list_pools(&cluster).await?.into_iter().map(|pool| (pool.name, pool.bucket_count)).collect();
+        let pools = store
+            .list_pools(&cluster)
+            .await?
+            .into_iter()
+            .map(|pool| (pool.name, pool.bucket_count, pool.deleting))
+            .collect();
         let assignments = store.list_assignments(&cluster).await?.into_iter().map(slot_of).collect();
         // Incarnations put to rest by earlier leaders (or earlier in this term) may still hold
         // a lease: they count until they have provably fenced.

@@ -37,7 +37,7 @@ mod error;
 mod load;
 mod registry;
 
-pub use buckets::PassReport;
+pub use buckets::{PassReport, PoolView};
 pub use change_tx::ChangeTx;
 pub use error::MetadataError;
 pub(crate) use load::load_catalog;

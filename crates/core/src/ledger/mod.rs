@@ -46,8 +46,8 @@ pub struct Inherited<C> {
     pub retired: Vec<NodeKey>,
     /// The bucket pools each registered incarnation joined.
     pub memberships: Vec<(NodeKey, Vec<String>)>,
-    /// Every bucket pool, with its bucket count.
-    pub pools: Vec<(String, u32)>,
+    /// Every bucket pool, with its bucket count and whether it is being deleted.
+    pub pools: Vec<(String, u32, bool)>,
     /// The stored ownership of buckets: pool, bucket, slot.
     pub assignments: Vec<(String, u32, Slot)>,
 }

@@ -24,17 +24,21 @@ pub struct Pool {
     pub bucket_count: u32,
     /// Every bucket, by number.
     pub slots: Vec<Slot>,
+    /// Being deleted: every bucket was revoked, none is granted again, and the pool goes once
+    /// every revoke has settled (see [`Ledger::finished_deleting`]).
+    pub deleting: bool,
 }
 
 impl<C: Clone> Ledger<C> {
     pub(super) fn inherit_pools(
         &mut self,
-        pools: Vec<(String, u32)>,
+        pools: Vec<(String, u32, bool)>,
         assignments: Vec<(String, u32, Slot)>,
         now: MonoTime,
     ) {
-        for (name, bucket_count) in pools {
-            self.pools.insert(name, Pool { bucket_count, slots: vec![Slot::default(); bucket_count as usize] });
+        for (name, bucket_count, deleting) in pools {
+            self.pools
+                .insert(name, Pool { bucket_count, slots: vec![Slot::default(); bucket_count as usize], deleting });
         }
         for (name, bucket, slot) in assignments {
             let revoke = slot.revoke;
@@ -89,17 +93,36 @@ impl<C: Clone> Ledger<C> {
         self.memberships.get(key).map_or(&[], Vec::as_slice)
     }
 
-    /// Creates pool `name` with `bucket_count` buckets, none owned; false when it exists.
-    pub fn create_pool(&mut self, name: &str, bucket_count: u32) -> bool {
+    /// Creates pool `name` with `bucket_count` buckets, none owned, each at `base_epoch` (the
+    /// highest epoch an earlier pool of that name reached, so that epochs never go back);
+    /// false when it exists.
+    pub fn create_pool(&mut self, name: &str, bucket_count: u32, base_epoch: u64) -> bool {
         if self.pools.contains_key(name) {
             return false;
         }
-        self.pools.insert(name.to_owned(), Pool { bucket_count, slots: vec![Slot::default(); bucket_count as usize] });
+        let slot = Slot { owner: None, epoch: base_epoch, revoke: None };
+        self.pools
+            .insert(name.to_owned(), Pool { bucket_count, slots: vec![slot; bucket_count as usize], deleting: false });
         true
     }
 
-    /// Deletes pool `name`; false when there was none.
-    pub fn delete_pool(&mut self, name: &str) -> bool {
+    /// Marks pool `name` as being deleted (its buckets were revoked in the same change).
+    pub fn mark_deleting(&mut self, name: &str) {
+        if let Some(pool) = self.pools.get_mut(name) {
+            pool.deleting = true;
+        }
+    }
+
+    /// Whether pool `name` is being deleted and every bucket of it is released: no revoke of
+    /// it is unsettled, so the pool may go.
+    pub fn finished_deleting(&self, name: &str) -> bool {
+        self.pools.get(name).is_some_and(|pool| {
+            pool.deleting && pool.slots.iter().all(|slot| slot.owner.is_none() && slot.revoke.is_none())
+        })
+    }
+
+    /// Forgets pool `name`; false when there was none.
+    pub fn remove_pool(&mut self, name: &str) -> bool {
         let Some(pool) = self.pools.remove(name) else { return false };
         self.revoked_at.retain(|(pool, _), _| pool != name);
         for version in pool.slots.iter().filter_map(|slot| slot.revoke) {
@@ -136,6 +159,9 @@ impl<C: Clone> Ledger<C> {
 
     /// The live members of pool `name` at `now`.
     pub fn live_members(&self, name: &str, now: MonoTime) -> Vec<NodeKey> {
+        if self.pools.get(name).is_some_and(|pool| pool.deleting) {
+            return Vec::new();
+        }
         self.memberships
             .iter()
             .filter(|(key, pools)| pools.iter().any(|pool| pool == name) && self.is_live(key, now))
@@ -255,7 +281,7 @@ mod tests {
             offline_after: PROCEED,
         };
         let mut ledger = Ledger::new(start, Inherited::default());
-        assert!(ledger.create_pool("p", 4));
+        assert!(ledger.create_pool("p", 4, 0));
         for node in nodes {
             ledger.register(node, "1", "addr", None, at(0));
             ledger.set_pools(&key(node), vec!["p".into()]);
@@ -354,7 +380,7 @@ mod tests {
         let inherited = Inherited {
             registered: vec![(key("a"), "addr".into())],
             memberships: vec![(key("a"), vec!["p".into()])],
-            pools: vec![("p".into(), 4)],
+            pools: vec![("p".into(), 4, false)],
             ..Inherited::default()
         };
         let ledger: Ledger<&'static str> = Ledger::new(start, inherited);
@@ -387,6 +413,38 @@ mod tests {
         let version = ledger.version() + 1;
         ledger.publish(version, "barrier", None, at(now)).unwrap();
         version
+    }
+
+    #[test]
+    fn a_deleted_pool_goes_only_once_its_revokes_settled_and_a_new_one_carries_on_its_epochs() {
+        let mut ledger = ledger(&["a"]);
+        let grants = ledger.bucket_pass("p", at(20));
+        let granted_at = write(&mut ledger, &grants, 20);
+        beat(&mut ledger, "a", granted_at, 30);
+        let revokes: Vec<Handoff> = ledger.pools()["p"]
+            .slots
+            .iter()
+            .enumerate()
+            .map(|(bucket, slot)| Handoff::Revoke {
+                bucket: bucket as u32,
+                from: slot.owner.clone().unwrap(),
+                epoch: slot.epoch,
+                reason: crate::buckets::MoveReason::Departed,
+            })
+            .collect();
+        let deleted_at = write(&mut ledger, &revokes, 40);
+        ledger.mark_deleting("p");
+        assert_eq!(ledger.bucket_pass("p", at(50)), [], "nothing is granted, nothing settled yet");
+        assert!(!ledger.finished_deleting("p"), "a may still work on its buckets");
+        beat(&mut ledger, "a", deleted_at, 60);
+        let releases = ledger.bucket_pass("p", at(70));
+        assert!(releases.iter().all(|handoff| matches!(handoff, Handoff::Release { .. })) && releases.len() == 4);
+        write(&mut ledger, &releases, 70);
+        assert!(ledger.finished_deleting("p"));
+        assert!(ledger.remove_pool("p"));
+        assert!(ledger.create_pool("p", 2, 1));
+        let grants = ledger.bucket_pass("p", at(80));
+        assert!(grants.iter().all(|handoff| matches!(handoff, Handoff::Grant { epoch: 2, .. })), "{grants:?}");
     }
 
     #[test]

@@ -5,6 +5,8 @@ CREATE TABLE IF NOT EXISTS bucket_pools (
     cluster VARCHAR(64) NOT NULL,
     name VARCHAR(64) NOT NULL,
     bucket_count BIGINT NOT NULL,
+    -- 1 while the pool is being deleted: its buckets are revoked and none is granted again.
+    deleting BIGINT NOT NULL DEFAULT 0,
     created_at_ms BIGINT NOT NULL,
     PRIMARY KEY (cluster, name)
 ) ENGINE = InnoDB DEFAULT CHARSET = utf8mb4 COLLATE = utf8mb4_bin;
