@@ -28,13 +28,16 @@ fn balanced(members: &[NodeKey]) -> Vec<Option<NodeKey>> {
     owners
 }
 
+/// A case's name, the owners before, and the live members.
+type Case<'a> = (&'a str, &'a Vec<Option<NodeKey>>, &'a Vec<NodeKey>);
+
 fn bench(c: &mut Criterion) {
     let members: Vec<NodeKey> = (0..MEMBERS).map(member).collect();
     let owned = balanced(&members);
     let without_last: Vec<NodeKey> = members[..MEMBERS - 1].to_vec();
     let with_new: Vec<NodeKey> = members.iter().cloned().chain([member(MEMBERS)]).collect();
     let nothing: Vec<Option<NodeKey>> = vec![None; BUCKETS];
-    let cases: [(&str, &Vec<Option<NodeKey>>, &Vec<NodeKey>); 3] = [
+    let cases: [Case; 3] = [
         ("cold start", &nothing, &members),
         ("one member leaves", &owned, &without_last),
         ("one member joins", &owned, &with_new),

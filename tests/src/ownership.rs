@@ -92,10 +92,13 @@ impl OwnershipChecker {
     }
 }
 
+/// When an agent certainly owned a bucket: from its first answer to its last send.
+type Interval = (Instant, Instant);
+
 /// Checks a history of samples (see the module's documentation).
 pub fn check(samples: &[Sample]) -> Result<(), String> {
     // (bucket, epoch) → agent → certain interval.
-    let mut runs: BTreeMap<(u32, u64), BTreeMap<&str, (Instant, Instant)>> = BTreeMap::new();
+    let mut runs: BTreeMap<(u32, u64), BTreeMap<&str, Interval>> = BTreeMap::new();
     for sample in samples {
         for &(bucket, epoch) in &sample.owned {
             let run =

@@ -301,22 +301,30 @@ async fn ctl_creates_shows_rebalances_and_deletes_pools() {
     assert!(epochs.iter().all(|epoch| *epoch >= 2), "epochs went back: {epochs:?}");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_new_leader_finishes_a_handoff_its_killed_predecessor_began() {
-    let _serial = serial().await;
-    let env = [("LEASEHOLD_FAILPOINTS", "assign::after-revoke=1*return(3000)")];
+/// `coordinators` coordinators (with `env`) on SQLite and dn1..dn3 in a pool of 12 buckets,
+/// balanced, with a checker watching every agent; the lab, the checker, the leader's address
+/// and the assignment.
+async fn pool_of_three(coordinators: usize, env: &[(&str, &str)]) -> (Lab, OwnershipChecker, String, Assignment) {
     let agents: Vec<(&str, &[(&str, &str)])> = ["dn1", "dn2", "dn3"].iter().map(|name| (*name, IN_POOL)).collect();
-    let mut lab = Lab::start(BIN, Kind::Sqlite, 3, &env, &agents).await.unwrap();
+    let mut lab = Lab::start(BIN, Kind::Sqlite, coordinators, env, &agents).await.unwrap();
     let mut checker = OwnershipChecker::new(POOL);
     for agent in &lab.agents {
         checker.watch(&agent.node.node_id, &agent.node.grpc);
     }
     let leader = lab.leader_address().await;
-    let created = AssignmentsClient::new(channel(&leader))
+    AssignmentsClient::new(channel(&leader))
         .create_pool(CreatePoolRequest { name: POOL.into(), bucket_count: 12 })
-        .await;
-    created.unwrap();
-    balanced(&lab, &leader, &["dn1", "dn2", "dn3"], 12).await;
+        .await
+        .unwrap();
+    let assignment = balanced(&lab, &leader, &["dn1", "dn2", "dn3"], 12).await;
+    (lab, checker, leader, assignment)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_leader_finishes_a_handoff_its_killed_predecessor_began() {
+    let _serial = serial().await;
+    let env = [("LEASEHOLD_FAILPOINTS", "assign::after-revoke=1*return(3000)")];
+    let (mut lab, mut checker, leader, _) = pool_of_three(3, &env).await;
 
     phase("dn4 joins; the leader publishes the revokes and is held before granting them; SIGKILL it");
     let (first, term) = lab.cluster.leader(leasehold_tests::lab::ELECTION).await;
@@ -351,18 +359,7 @@ async fn a_member_whose_answers_are_lost_keeps_its_buckets_from_anyone_until_it_
     let proceed_after = leasehold_tests::LeaseSettings::default().proceed_after();
     let offline = format!("{}ms", proceed_after.as_millis() + 1);
     let env = [("LEASEHOLD_ASSIGN__OFFLINE_TIMEOUT", offline.as_str())];
-    let agents: Vec<(&str, &[(&str, &str)])> = ["dn1", "dn2", "dn3"].iter().map(|name| (*name, IN_POOL)).collect();
-    let lab = Lab::start(BIN, Kind::Sqlite, 1, &env, &agents).await.unwrap();
-    let leader = lab.cluster.node("c1").grpc.clone();
-    let mut checker = OwnershipChecker::new(POOL);
-    for agent in &lab.agents {
-        checker.watch(&agent.node.node_id, &agent.node.grpc);
-    }
-    AssignmentsClient::new(channel(&leader))
-        .create_pool(CreatePoolRequest { name: POOL.into(), bucket_count: 12 })
-        .await
-        .unwrap();
-    let three = balanced(&lab, &leader, &["dn1", "dn2", "dn3"], 12).await;
+    let (lab, checker, leader, three) = pool_of_three(1, &env).await;
     let dn1_buckets: Vec<u32> = owners(&three).iter().filter(|(_, owner)| *owner == "dn1").map(|(b, _)| *b).collect();
 
     phase("dn1's heartbeats still arrive, their answers are lost; something is published");
@@ -395,18 +392,7 @@ async fn a_member_whose_answers_are_lost_keeps_its_buckets_from_anyone_until_it_
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_member_stopping_gracefully_gives_its_buckets_up_at_once() {
     let _serial = serial().await;
-    let agents: Vec<(&str, &[(&str, &str)])> = ["dn1", "dn2", "dn3"].iter().map(|name| (*name, IN_POOL)).collect();
-    let lab = Lab::start(BIN, Kind::Sqlite, 1, &[], &agents).await.unwrap();
-    let leader = lab.cluster.node("c1").grpc.clone();
-    let mut checker = OwnershipChecker::new(POOL);
-    for agent in &lab.agents {
-        checker.watch(&agent.node.node_id, &agent.node.grpc);
-    }
-    AssignmentsClient::new(channel(&leader))
-        .create_pool(CreatePoolRequest { name: POOL.into(), bucket_count: 12 })
-        .await
-        .unwrap();
-    balanced(&lab, &leader, &["dn1", "dn2", "dn3"], 12).await;
+    let (lab, checker, leader, _) = pool_of_three(1, &[]).await;
 
     phase("SIGTERM dn1: it releases its buckets and deregisters; they move without waiting for its fence");
     let stopped_at = Instant::now();

@@ -108,7 +108,7 @@ fn ownership_event(pool: &str, event: AgentEvent) -> Option<OwnershipEvent> {
         AgentEvent::Fenced => (ownership_event::Kind::Fenced, pool.to_owned(), 0, 0),
         AgentEvent::Applied { .. } | AgentEvent::Unfenced { .. } => return None,
     };
-    (event_pool == pool).then(|| OwnershipEvent { kind: kind as i32, pool: event_pool, bucket, epoch })
+    (event_pool == pool).then_some(OwnershipEvent { kind: kind as i32, pool: event_pool, bucket, epoch })
 }
 
 #[tonic::async_trait]
