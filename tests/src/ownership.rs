@@ -80,6 +80,22 @@ impl OwnershipChecker {
         self.samples.lock().expect("samples").clone()
     }
 
+    /// When an agent other than `except` was first seen owning one of `buckets`, in an answer
+    /// after `after`: waits (up to 30 s) until a sample shows it. Samples only grow, so the
+    /// first one found is the first there is.
+    pub async fn first_owned_by_another(&self, except: &str, buckets: &[u32], after: Instant) -> Instant {
+        let what = format!("an agent other than {except} owns one of {buckets:?}");
+        crate::poll::eventually(&what, Duration::from_secs(30), || async {
+            self.samples()
+                .iter()
+                .filter(|sample| sample.agent != except && sample.answered > after)
+                .filter(|sample| sample.owned.iter().any(|(bucket, _)| buckets.contains(bucket)))
+                .map(|sample| sample.answered)
+                .min()
+        })
+        .await
+    }
+
     /// Stops sampling and checks the whole history; panics naming the first double owner.
     pub async fn finish(mut self) -> usize {
         self.stop.cancel();

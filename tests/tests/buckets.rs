@@ -141,14 +141,7 @@ async fn buckets_move_minimally_and_only_once_their_owner_has_provably_fenced(ki
     // dn1's last heartbeat arrived at most one interval (and its timeout) before the kill.
     let lease = lab.lease;
     let earliest = killed_at + proceed_after - lease.heartbeat_interval - lease.heartbeat_timeout;
-    let first_regrant = checker
-        .samples()
-        .iter()
-        .filter(|sample| sample.agent != "dn1" && sample.answered > killed_at)
-        .filter(|sample| sample.owned.iter().any(|(bucket, _)| dn1_buckets.contains(bucket)))
-        .map(|sample| sample.answered)
-        .min()
-        .expect("another agent owns dn1's buckets");
+    let first_regrant = checker.first_owned_by_another("dn1", &dn1_buckets, killed_at).await;
     eprintln!("dn1's buckets owned again {:?} after the kill (T_proceed {proceed_after:?})", first_regrant - killed_at);
     assert!(
         first_regrant >= earliest,
@@ -371,13 +364,7 @@ async fn a_member_whose_answers_are_lost_keeps_its_buckets_from_anyone_until_it_
         tokio::spawn(async move { leasehold_tests::agents::barrier(&leader, &lease).await })
     };
     balanced(&lab, &leader, &["dn2", "dn3"], 12).await;
-    let first_regrant = checker
-        .samples()
-        .iter()
-        .filter(|sample| sample.agent != "dn1" && sample.owned.iter().any(|(bucket, _)| dn1_buckets.contains(bucket)))
-        .map(|sample| sample.answered)
-        .min()
-        .expect("dn1's buckets are owned again");
+    let first_regrant = checker.first_owned_by_another("dn1", &dn1_buckets, cut_at).await;
     eprintln!("dn1's buckets owned again {:?} after its answers were cut", first_regrant - cut_at);
     assert!(first_regrant >= cut_at + proceed_after, "owned again after only {:?}", first_regrant - cut_at);
     barrier.await.unwrap().expect("the barrier waits dn1 out");

@@ -144,6 +144,8 @@ pub(crate) struct Statements {
     pub tombstone_insert: Arc<str>,
     pub tombstone_delete: Arc<str>,
     pub tombstone_list: Arc<str>,
+    pub tombstone_mark_released: Arc<str>,
+    pub tombstone_list_released: Arc<str>,
     pub object_update: Arc<str>,
     pub object_insert: Arc<str>,
     pub object_delete: Arc<str>,
@@ -267,6 +269,12 @@ impl Statements {
             ),
             tombstone_delete: r(
                 "DELETE FROM data_node_tombstones WHERE cluster = ? AND node_id = ? AND incarnation = ?",
+            ),
+            tombstone_mark_released: r(
+                "UPDATE data_node_tombstones SET buckets_released = 1 WHERE cluster = ? AND node_id = ? AND incarnation = ?",
+            ),
+            tombstone_list_released: r(
+                "SELECT node_id, incarnation FROM data_node_tombstones WHERE cluster = ? AND buckets_released = 1 ORDER BY node_id, incarnation",
             ),
             tombstone_list: r(
                 "SELECT node_id, incarnation FROM data_node_tombstones WHERE cluster = ? ORDER BY node_id, incarnation",

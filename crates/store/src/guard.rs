@@ -133,6 +133,17 @@ impl GuardedTx {
         self.run(|conn, sql| metadata::put_tombstone(conn, sql, cluster, node_id, incarnation)).await
     }
 
+    /// Records that a tombstone's incarnation gave every bucket up as it deregistered; false
+    /// if there is no such tombstone.
+    pub async fn mark_tombstone_released(
+        &mut self,
+        cluster: &str,
+        node_id: &str,
+        incarnation: &str,
+    ) -> Result<bool, StoreError> {
+        self.run(|conn, sql| metadata::mark_tombstone_released(conn, sql, cluster, node_id, incarnation)).await
+    }
+
     /// Forgets a tombstone that has provably fenced; false if there was none.
     pub async fn delete_tombstone(
         &mut self,

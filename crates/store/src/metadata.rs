@@ -278,3 +278,32 @@ pub(crate) async fn write_setting(
     }
     Ok(())
 }
+
+/// Marks a tombstone as having given every bucket up; false when there is no such tombstone.
+pub(crate) async fn mark_tombstone_released(
+    conn: &mut AnyConnection,
+    sql: &Statements,
+    cluster: &str,
+    node_id: &str,
+    incarnation: &str,
+) -> Result<bool, StoreError> {
+    crate::changes_one(
+        sqlx::query(AssertSqlSafe(sql.tombstone_mark_released.clone())).bind(cluster).bind(node_id).bind(incarnation),
+        conn,
+    )
+    .await
+}
+
+/// Every tombstone that gave every bucket up, as (node id, incarnation).
+pub(crate) async fn list_released_tombstones(
+    conn: &mut AnyConnection,
+    sql: &Statements,
+    cluster: &str,
+) -> Result<Vec<(String, String)>, StoreError> {
+    let rows =
+        sqlx::query(AssertSqlSafe(sql.tombstone_list_released.clone())).bind(cluster).fetch_all(&mut *conn).await?;
+    rows.iter()
+        .map(|row| Ok((row.try_get("node_id")?, row.try_get("incarnation")?)))
+        .collect::<Result<_, sqlx::Error>>()
+        .map_err(Into::into)
+}

@@ -387,6 +387,11 @@ impl Store {
         on_pool!(self, "list tombstones", |conn| metadata::list_tombstones(conn, self.sql(), cluster))
     }
 
+    /// Every tombstone whose incarnation gave every bucket up, as (node id, incarnation).
+    pub async fn list_released_tombstones(&self, cluster: &str) -> Result<Vec<(String, String)>, StoreError> {
+        on_pool!(self, "list released tombstones", |conn| metadata::list_released_tombstones(conn, self.sql(), cluster))
+    }
+
     /// A cluster setting.
     pub async fn read_setting(&self, cluster: &str, name: &str) -> Result<Option<String>, StoreError> {
         on_pool!(self, "read setting", |conn| metadata::read_setting(conn, self.sql(), cluster, name))

@@ -493,6 +493,12 @@ async fn tombstones_are_kept_once_and_forgotten(h: Harness) {
     assert!(!tx.delete_tombstone(&h.cluster, "dn1", "i1").await.unwrap(), "already gone");
     drop(tx);
     assert_eq!(h.store.list_tombstones(&h.cluster).await.unwrap().len(), 2, "an uncommitted delete leaves both");
+    assert!(h.store.list_released_tombstones(&h.cluster).await.unwrap().is_empty());
+    let mut tx = h.store.begin_guarded(&guard).await.unwrap();
+    assert!(tx.mark_tombstone_released(&h.cluster, "dn1", "i2").await.unwrap());
+    assert!(!tx.mark_tombstone_released(&h.cluster, "dn1", "nope").await.unwrap());
+    tx.commit().await.unwrap();
+    assert_eq!(h.store.list_released_tombstones(&h.cluster).await.unwrap(), [("dn1".to_owned(), "i2".to_owned())]);
 }
 
 async fn settings_are_written_and_read_back(h: Harness) {

@@ -90,6 +90,7 @@ impl MetadataLeader {
             |rows: Vec<(String, String)>| rows.into_iter().map(|(node, incarnation)| NodeKey::new(node, incarnation));
         let tombstones = keys(store.list_tombstones(&cluster).await?).collect();
         let retired = keys(store.list_retired_data_nodes(&cluster).await?).collect();
+        let drained = keys(store.list_released_tombstones(&cluster).await?).collect();
         let proceed_after = settings.timings.proceed_after(largest_fence);
         let start = TermStart {
             promoted_at: identity.promoted_at,
@@ -99,8 +100,18 @@ impl MetadataLeader {
             store_epoch: store_epoch.clone(),
             offline_after: settings.offline_after,
         };
-        let inherited =
-            Inherited { version, changes, catalog, registered, tombstones, retired, memberships, pools, assignments };
+        let inherited = Inherited {
+            version,
+            changes,
+            catalog,
+            registered,
+            tombstones,
+            retired,
+            memberships,
+            pools,
+            assignments,
+            drained,
+        };
         let ledger = Ledger::new(start, inherited);
         info!(
             term = identity.term,

@@ -52,10 +52,7 @@ impl MetadataLeader {
     ) -> Result<bool, MetadataError> {
         let _serial = self.publications.lock().await;
         let key = NodeKey::new(node_id, incarnation);
-        if buckets_released {
-            self.state().drained(&key);
-        }
-        let removed = self.retire(std::slice::from_ref(&key)).await?;
+        let removed = self.retire(std::slice::from_ref(&key), buckets_released).await?;
         info!(
             node_id,
             incarnation,
@@ -75,7 +72,7 @@ impl MetadataLeader {
         if silent.is_empty() {
             return Ok(0);
         }
-        let evicted = self.retire(&silent).await?;
+        let evicted = self.retire(&silent, false).await?;
         for key in &evicted {
             warn!(node = %key, silent_for_s = evict_after.as_secs(), "data node evicted: silent past datanodes.evict-after; it is told to start a new incarnation if it comes back");
         }
@@ -86,18 +83,26 @@ impl MetadataLeader {
     /// Removes the registrations of `keys` and keeps them as tombstones, in the store and
     /// here, in one guarded transaction; returns the ones that were registered. Call it under
     /// the publication lock.
-    async fn retire(&self, keys: &[NodeKey]) -> Result<Vec<NodeKey>, MetadataError> {
+    /// With `buckets_released`, each gave every bucket up: the tombstone records it, so that
+    /// every leader settles its revokes at once.
+    async fn retire(&self, keys: &[NodeKey], buckets_released: bool) -> Result<Vec<NodeKey>, MetadataError> {
         let cluster = &self.identity.cluster;
         let mut tx = self.begin_guarded().await?;
         let mut removed = Vec::new();
         for key in keys {
             if tx.retire_data_node(cluster, &key.node_id, &key.incarnation).await? {
                 tx.put_tombstone(cluster, &key.node_id, &key.incarnation).await?;
+                if buckets_released {
+                    tx.mark_tombstone_released(cluster, &key.node_id, &key.incarnation).await?;
+                }
                 removed.push(key.clone());
             }
         }
         tx.commit().await?;
         let mut state = self.state();
+        if buckets_released {
+            removed.iter().for_each(|key| state.drained(key));
+        }
         state.retire(keys, &removed, self.clock.now());
         metrics::data_nodes_registered(state.registered_count());
         drop(state);

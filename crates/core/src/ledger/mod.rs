@@ -50,6 +50,8 @@ pub struct Inherited<C> {
     pub pools: Vec<(String, u32, bool)>,
     /// The stored ownership of buckets: pool, bucket, slot.
     pub assignments: Vec<(String, u32, Slot)>,
+    /// Tombstones whose incarnation gave every bucket up as it deregistered.
+    pub drained: Vec<NodeKey>,
 }
 
 impl<C> Default for Inherited<C> {
@@ -64,6 +66,7 @@ impl<C> Default for Inherited<C> {
             memberships: Vec::new(),
             pools: Vec::new(),
             assignments: Vec::new(),
+            drained: Vec::new(),
         }
     }
 }
@@ -277,7 +280,7 @@ impl<C: Clone> Ledger<C> {
             published_at: VecDeque::from([(version, start.promoted_at)]),
             offline_after: start.offline_after.max(start.proceed_after),
             promoted_at: start.promoted_at,
-            drained: BTreeSet::new(),
+            drained: inherited.drained.into_iter().collect(),
             revoked_at: BTreeMap::new(),
             revoke_watches: BTreeMap::new(),
         };

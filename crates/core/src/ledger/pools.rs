@@ -409,6 +409,30 @@ mod tests {
         assert!(matches!(step.verdict, Verdict::Wait { .. }), "its cache still counts: {step:?}");
     }
 
+    #[test]
+    fn a_new_leader_settles_the_revokes_of_a_drained_tombstone_at_once() {
+        let start = TermStart {
+            promoted_at: at(1000),
+            earlier_grants: Duration::from_millis(500),
+            proceed_after: PROCEED,
+            retention: 8,
+            store_epoch: "e".into(),
+            offline_after: PROCEED,
+        };
+        let slot = Slot { owner: Some(key("a")), epoch: 3, revoke: Some(7) };
+        let inherited = Inherited {
+            version: 7,
+            tombstones: vec![key("a"), key("b")],
+            pools: vec![("p".into(), 2, false)],
+            assignments: vec![("p".into(), 1, Slot { owner: Some(key("b")), ..slot.clone() }), ("p".into(), 0, slot)],
+            drained: vec![key("a")],
+            ..Inherited::default()
+        };
+        let ledger: Ledger<&'static str> = Ledger::new(start, inherited);
+        assert!(ledger.revoke_settled(&key("a"), 7, at(1001)), "a said it released everything");
+        assert!(!ledger.revoke_settled(&key("b"), 7, at(1001)), "b is waited out from the promotion floor");
+    }
+
     fn publish_barrier(ledger: &mut Ledger<&'static str>, now: u64) -> u64 {
         let version = ledger.version() + 1;
         ledger.publish(version, "barrier", None, at(now)).unwrap();

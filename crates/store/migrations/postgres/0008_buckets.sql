@@ -22,3 +22,6 @@ CREATE TABLE IF NOT EXISTS bucket_assignments (
 );
 -- The bucket pools a data node joined at its registration, comma-separated.
 ALTER TABLE data_nodes ADD COLUMN pools VARCHAR(1200) NOT NULL DEFAULT '';
+-- A tombstone whose incarnation gave every bucket up as it deregistered: its revokes settle at
+-- once, under every leader.
+ALTER TABLE data_node_tombstones ADD COLUMN buckets_released BIGINT NOT NULL DEFAULT 0;
