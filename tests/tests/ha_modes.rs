@@ -525,6 +525,15 @@ async fn dev_serves_a_coordinator_and_stops_cleanly() {
         })
         .await;
     }
+    phase("the three agents share the sample bucket pool, 4 buckets each");
+    for agent in &agents {
+        eventually(&format!("{agent} owns 4 buckets of pool demo"), ELECTION, || async move {
+            let mut client = leasehold::v1::agent_client::AgentClient::new(leasehold_tests::process::channel(agent));
+            let request = leasehold::v1::GetOwnershipRequest { pool: "demo".into() };
+            (client.get_ownership(request).await.ok()?.into_inner().buckets.len() == 4).then_some(())
+        })
+        .await;
+    }
     dev.terminate();
     let status = dev.wait_exit(Duration::from_secs(10)).await.expect("dev exits on SIGTERM");
     assert!(status.success(), "{status}");
