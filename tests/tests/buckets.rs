@@ -394,3 +394,34 @@ async fn a_member_stopping_gracefully_gives_its_buckets_up_at_once() {
     let samples = checker.finish().await;
     eprintln!("{samples} ownership samples checked");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pool_in_the_configuration_is_created_by_the_leader() {
+    let _serial = serial().await;
+    let dir = std::env::temp_dir().join("leasehold-tests").join(format!("pools-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = dir.join("coordinator.toml");
+    std::fs::write(&config, format!("[[assign.pools]]\nname = \"{POOL}\"\nbucket-count = 6\n")).unwrap();
+    let mut cluster = leasehold_tests::TestCluster::new(BIN, leasehold_tests::TestStore::sqlite());
+    cluster.timings.lease = Some(leasehold_tests::LeaseSettings::default());
+    cluster.start("c1", &["--config", config.to_str().unwrap()], &[]).await;
+    cluster.leader(leasehold_tests::lab::ELECTION).await;
+    let dn1 = TestAgent::start(&mut cluster, "dn1", IN_POOL).await;
+    let dn2 = TestAgent::start(&mut cluster, "dn2", IN_POOL).await;
+    let leader = cluster.node("c1").grpc.clone();
+    let leader = leader.as_str();
+    eventually("the configured pool is balanced over dn1 and dn2", Duration::from_secs(20), || async move {
+        let assignment = assignment(leader).await?;
+        let pool = assignment.pool.clone()?;
+        let counts: Vec<usize> = assignment.members.iter().map(|member| member.buckets.len()).collect();
+        (pool.bucket_count == 6 && counts == [3, 3]).then_some(())
+    })
+    .await;
+    for agent in [&dn1, &dn2] {
+        eventually(&format!("{} owns its 3 buckets", agent.node.node_id), Duration::from_secs(10), || async move {
+            let owned = agent.client().get_ownership(GetOwnershipRequest { pool: POOL.into() }).await.ok()?;
+            (owned.into_inner().buckets.len() == 3).then_some(())
+        })
+        .await;
+    }
+}

@@ -96,20 +96,32 @@ pub fn to_toml(config: &CoordinatorConfig) -> anyhow::Result<String> {
     Ok(out)
 }
 
-/// A small TOML writer for the flat-then-tables shape of the configuration.
+/// A small TOML writer for the flat-then-tables shape of the configuration: scalars and
+/// arrays of scalars, then tables, then arrays of tables (`[[assign.pools]]`).
 fn write_toml(out: &mut String, prefix: &str, value: &serde_json::Value) {
     let Some(map) = value.as_object() else { return };
+    let of_tables = |value: &serde_json::Value| {
+        value.as_array().is_some_and(|items| !items.is_empty() && items.iter().all(serde_json::Value::is_object))
+    };
     for (key, value) in map {
         match value {
             serde_json::Value::Object(_) | serde_json::Value::Null => {}
+            array if of_tables(array) => {}
             other => out.push_str(&format!("{key} = {other}\n")),
         }
     }
     for (key, value) in map {
+        let name = if prefix.is_empty() { key.clone() } else { format!("{prefix}.{key}") };
         if value.is_object() {
-            let name = if prefix.is_empty() { key.clone() } else { format!("{prefix}.{key}") };
             out.push_str(&format!("\n[{name}]\n"));
             write_toml(out, &name, value);
+        }
+    }
+    for (key, value) in map.iter().filter(|(_, value)| of_tables(value)) {
+        let name = if prefix.is_empty() { key.clone() } else { format!("{prefix}.{key}") };
+        for item in value.as_array().into_iter().flatten() {
+            out.push_str(&format!("\n[[{name}]]\n"));
+            write_toml(out, &name, item);
         }
     }
 }
@@ -145,6 +157,27 @@ mod tests {
             assert_eq!(config.cluster, "from-env");
             assert_eq!(config.ha.lease_ttl, std::time::Duration::from_secs(3));
             assert_eq!(config.ha.priority, 3);
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn configured_pools_load_and_print_back() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file(
+                "c.toml",
+                "[[assign.pools]]\nname = \"ingest\"\nbucket-count = 64\n\n[[assign.pools]]\nname = \"compaction\"\n",
+            )?;
+            let args = CoordinatorArgs { config: Some("c.toml".into()), ..CoordinatorArgs::default() };
+            let config = load_coordinator_config(&args).map_err(|error| error.to_string())?;
+            let names: Vec<(&str, Option<u32>)> =
+                config.assign.pools.iter().map(|pool| (pool.name.as_str(), pool.bucket_count)).collect();
+            assert_eq!(names, [("ingest", Some(64)), ("compaction", None)]);
+            let printed = to_toml(&config).map_err(|error| error.to_string())?;
+            jail.create_file("printed.toml", &printed)?;
+            let args = CoordinatorArgs { config: Some("printed.toml".into()), ..CoordinatorArgs::default() };
+            let again = load_coordinator_config(&args).map_err(|error| format!("{error}\n{printed}"))?;
+            assert_eq!(again.assign, config.assign, "{printed}");
             Ok(())
         });
     }

@@ -22,7 +22,13 @@ use crate::propagator::{Mode, Propagator};
 const TICK: Duration = Duration::from_millis(250);
 
 /// Runs assignment passes over every pool until `leader`'s term (or state) ends.
-pub(crate) async fn assign_buckets(leader: Arc<MetadataLeader>, propagator: Arc<Propagator>, interval: Duration) {
+pub(crate) async fn assign_buckets(
+    leader: Arc<MetadataLeader>,
+    propagator: Arc<Propagator>,
+    interval: Duration,
+    configured: Arc<Vec<(String, u32)>>,
+) {
+    create_configured(&leader, &configured).await;
     let tick = interval.min(TICK);
     // The (pool, node) gauges set so far: a node that owns nothing any more is set to 0.
     let mut reported: BTreeSet<(String, String)> = BTreeSet::new();
@@ -94,4 +100,17 @@ fn report_owned(leader: &MetadataLeader, reported: &mut BTreeSet<(String, String
         metrics::buckets_owned(pool, node, *count);
     }
     *reported = owned.into_keys().collect();
+}
+
+/// Creates every pool of `assign.pools` the store lacks (one being deleted is left to finish).
+async fn create_configured(leader: &MetadataLeader, configured: &[(String, u32)]) {
+    for (name, bucket_count) in configured {
+        match leader.create_pool(name, *bucket_count).await {
+            Ok(()) => info!(pool = %name, bucket_count, "bucket pool created from the configuration"),
+            Err(MetadataError::PoolExists { .. }) => {}
+            Err(error) => {
+                warn!(pool = %name, %error, "could not create a configured bucket pool; it is tried again by the next leader")
+            }
+        }
+    }
 }

@@ -210,6 +210,21 @@ pub struct AssignConfig {
     /// move once it has provably fenced). At least `T_proceed`.
     #[serde(with = "humantime_serde")]
     pub offline_timeout: Duration,
+    /// Pools every leader creates when the store lacks them (`[[assign.pools]]` with `name`
+    /// and an optional `bucket-count`). Deleting one through the API lasts only until the
+    /// next leader: remove it here too.
+    pub pools: Vec<PoolConfig>,
+}
+
+/// `[[assign.pools]]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct PoolConfig {
+    /// The pool's name.
+    pub name: String,
+    /// Its bucket count; `assign.bucket-count` when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bucket_count: Option<u32>,
 }
 
 impl Default for AssignConfig {
@@ -218,6 +233,7 @@ impl Default for AssignConfig {
             bucket_count: leasehold_core::buckets::DEFAULT_BUCKET_COUNT,
             interval: Duration::from_secs(30),
             offline_timeout: Duration::from_secs(60),
+            pools: Vec::new(),
         }
     }
 }
@@ -414,6 +430,18 @@ impl CoordinatorConfig {
                 ),
             ));
         }
+        for (index, pool) in self.assign.pools.iter().enumerate() {
+            let key = format!("assign.pools[{index}]");
+            leasehold_core::buckets::validate_pool_name(&format!("{key}.name"), &pool.name)
+                .map_err(|error| ConfigError::new(&key, error.to_string()))?;
+            if let Some(count) = pool.bucket_count {
+                leasehold_core::buckets::validate_bucket_count(&format!("{key}.bucket-count"), count)
+                    .map_err(|error| ConfigError::new(&key, error.to_string()))?;
+            }
+            if self.assign.pools[..index].iter().any(|earlier| earlier.name == pool.name) {
+                return Err(ConfigError::new(&key, format!("pool {:?} is configured twice", pool.name)));
+            }
+        }
         if self.assign.interval.is_zero() {
             return Err(ConfigError::new("assign.interval", "must be above zero"));
         }
@@ -479,6 +507,21 @@ mod tests {
             (Box::new(|c| c.assign.bucket_count = 0), "assign.bucket-count"),
             (Box::new(|c| c.assign.bucket_count = 65_537), "assign.bucket-count"),
             (Box::new(|c| c.assign.interval = Duration::ZERO), "assign.interval"),
+            (
+                Box::new(|c| c.assign.pools = vec![PoolConfig { name: "select".into(), bucket_count: None }]),
+                "assign.pools[0]",
+            ),
+            (
+                Box::new(|c| {
+                    let pool = PoolConfig { name: "p".into(), bucket_count: Some(8) };
+                    c.assign.pools = vec![pool.clone(), pool];
+                }),
+                "assign.pools[1]",
+            ),
+            (
+                Box::new(|c| c.assign.pools = vec![PoolConfig { name: "p".into(), bucket_count: Some(0) }]),
+                "assign.pools[0]",
+            ),
         ];
         for (mutate, key) in cases {
             let mut config = CoordinatorConfig::default();

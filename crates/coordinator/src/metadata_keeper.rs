@@ -21,9 +21,16 @@ fn starting() -> tonic::Status {
 #[derive(Debug, Default, Clone)]
 pub struct MetadataKeeper {
     current: Arc<RwLock<Option<Arc<MetadataLeader>>>>,
+    /// Pools from the configuration (`assign.pools`): each leader creates the missing ones.
+    configured_pools: Arc<Vec<(String, u32)>>,
 }
 
 impl MetadataKeeper {
+    /// A keeper whose leaders create `pools` (name, bucket count) when the store lacks them.
+    pub fn with_pools(pools: Vec<(String, u32)>) -> Self {
+        Self { configured_pools: Arc::new(pools), ..Self::default() }
+    }
+
     /// The loaded state of the current term, if any.
     pub fn current(&self) -> Option<Arc<MetadataLeader>> {
         self.current.read().expect("keeper poisoned").clone().filter(|leader| !leader.token().is_cancelled())
@@ -175,7 +182,13 @@ impl MetadataKeeper {
                     info!(term, "serving data-node heartbeats");
                     runner.clone().resume(leader.clone(), claimed);
                     let propagator = runner.propagator().clone();
-                    tokio::spawn(crate::assigner::assign_buckets(leader.clone(), propagator, settings.assign_interval));
+                    let pools = self.configured_pools.clone();
+                    tokio::spawn(crate::assigner::assign_buckets(
+                        leader.clone(),
+                        propagator,
+                        settings.assign_interval,
+                        pools,
+                    ));
                     tokio::spawn(sweep_tombstones(leader));
                     return;
                 }

@@ -138,7 +138,13 @@ pub async fn run(config: CoordinatorConfig, listeners: Listeners, shutdown: Canc
     let plan = config.propagation_plan(lease.fence);
     let propagator = Arc::new(Propagator::new(plan.clone(), lease.heartbeat_timeout));
     let runner = Arc::new(ProcedureRunner::new(propagator.clone(), plan.budget * 4));
-    let keeper = MetadataKeeper::default();
+    let pools = config
+        .assign
+        .pools
+        .iter()
+        .map(|pool| (pool.name.clone(), pool.bucket_count.unwrap_or(config.assign.bucket_count)))
+        .collect();
+    let keeper = MetadataKeeper::with_pools(pools);
     let keeper_task =
         tokio::spawn(keeper.clone().run(ha.clone(), store.clone(), lease_settings, runner.clone(), shutdown.clone()));
     let catalog = CatalogServer::new(CatalogService::new(ha.clone(), keeper.clone(), runner, store.clone()))
