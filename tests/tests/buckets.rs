@@ -417,6 +417,19 @@ async fn a_pool_in_the_configuration_is_created_by_the_leader() {
         (pool.bucket_count == 6 && counts == [3, 3]).then_some(())
     })
     .await;
+    phase("a hot standby answers GetAssignment from the store");
+    cluster.start("c2", &["--ha-mode", "hot-standby"], &[]).await;
+    let standby = cluster.node("c2").grpc.clone();
+    let standby = standby.as_str();
+    eventually("the hot standby shows the leader's buckets", Duration::from_secs(20), || async move {
+        let (from_leader, from_standby) = (assignment(leader).await?, assignment(standby).await?);
+        let buckets = |assignment: &Assignment| {
+            assignment.members.iter().map(|member| (member.node_id.clone(), member.buckets.clone())).collect::<Vec<_>>()
+        };
+        (buckets(&from_leader) == buckets(&from_standby) && !from_standby.members.iter().any(|member| member.live))
+            .then_some(())
+    })
+    .await;
     for agent in [&dn1, &dn2] {
         eventually(&format!("{} owns its 3 buckets", agent.node.node_id), Duration::from_secs(10), || async move {
             let owned = agent.client().get_ownership(GetOwnershipRequest { pool: POOL.into() }).await.ok()?;

@@ -9,15 +9,17 @@ use leasehold::v1::{
     Assignment, BucketMove, CreatePoolRequest, DeletePoolRequest, DeletePoolResponse, GetAssignmentRequest,
     ListPoolsRequest, ListPoolsResponse, MemberBuckets, OwnedBucketEpoch, Pool, RebalanceRequest,
 };
+use leasehold_core::buckets::Slot;
 use leasehold_core::buckets::{validate_bucket_count, validate_pool_name};
 use leasehold_core::contact::NodeKey;
+use leasehold_store::Store;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
 use crate::ha::Ha;
 use crate::metadata_keeper::MetadataKeeper;
-use crate::metadata_leader::{MetadataError, MetadataLeader};
+use crate::metadata_leader::{MetadataError, MetadataLeader, PoolView};
 use crate::metrics;
 
 /// The `Assignments` service of one coordinator.
@@ -25,14 +27,15 @@ use crate::metrics;
 pub struct AssignmentsService {
     ha: Ha,
     keeper: MetadataKeeper,
+    store: Store,
     default_bucket_count: u32,
 }
 
 impl AssignmentsService {
     /// The service over `ha`'s terms; a pool created without a count gets
     /// `default_bucket_count` buckets.
-    pub fn new(ha: Ha, keeper: MetadataKeeper, default_bucket_count: u32) -> Self {
-        Self { ha, keeper, default_bucket_count }
+    pub fn new(ha: Ha, keeper: MetadataKeeper, store: Store, default_bucket_count: u32) -> Self {
+        Self { ha, keeper, store, default_bucket_count }
     }
 
     fn leader(&self) -> Result<std::sync::Arc<MetadataLeader>, Status> {
@@ -47,6 +50,32 @@ fn pool_name(field: &str, name: &str) -> Result<(), Status> {
 /// The pool `name` as the leader holds it now.
 fn assignment_of(leader: &MetadataLeader, name: &str) -> Result<Assignment, Status> {
     let view = leader.pool_view(name).ok_or_else(|| status_of(&MetadataError::NoSuchPool { pool: name.to_owned() }))?;
+    Ok(assignment_message(name, view))
+}
+
+/// The pool `name` as the store holds it, for a hot follower: `live` and the pool's members
+/// are the leader's to know, so they are left empty.
+async fn assignment_from_store(store: &Store, cluster: &str, name: &str) -> Result<Assignment, Status> {
+    let store_error = |error: leasehold_store::StoreError| status_of(&MetadataError::from(error));
+    let pool = store
+        .list_pools(cluster)
+        .await
+        .map_err(store_error)?
+        .into_iter()
+        .find(|pool| pool.name == name)
+        .ok_or_else(|| status_of(&MetadataError::NoSuchPool { pool: name.to_owned() }))?;
+    let mut slots = vec![Slot::default(); pool.bucket_count as usize];
+    for row in store.list_assignments(cluster).await.map_err(store_error)?.into_iter().filter(|row| row.pool == name) {
+        if let Some(slot) = slots.get_mut(row.bucket as usize) {
+            let owner = (!row.node_id.is_empty()).then(|| NodeKey::new(row.node_id, row.incarnation));
+            *slot = Slot { owner, epoch: row.epoch, revoke: row.revoke_version };
+        }
+    }
+    let version = store.current_version(cluster).await.map_err(store_error)?;
+    Ok(assignment_message(name, PoolView { slots, live: Vec::new(), version, deleting: pool.deleting }))
+}
+
+fn assignment_message(name: &str, view: PoolView) -> Assignment {
     let (slots, live, version) = (view.slots, view.live, view.version);
     let mut members: BTreeMap<NodeKey, Vec<OwnedBucketEpoch>> =
         live.iter().map(|key| (key.clone(), Vec::new())).collect();
@@ -67,7 +96,7 @@ fn assignment_of(leader: &MetadataLeader, name: &str) -> Result<Assignment, Stat
             }
         }
     }
-    Ok(Assignment {
+    Assignment {
         pool: Some(Pool {
             name: name.to_owned(),
             bucket_count: slots.len() as u32,
@@ -86,7 +115,7 @@ fn assignment_of(leader: &MetadataLeader, name: &str) -> Result<Assignment, Stat
         revoking,
         unowned,
         version,
-    })
+    }
 }
 
 type AssignmentStream = std::pin::Pin<Box<dyn tokio_stream::Stream<Item = Result<Assignment, Status>> + Send>>;
@@ -187,12 +216,22 @@ impl Assignments for AssignmentsService {
     }
 
     async fn get_assignment(&self, request: Request<GetAssignmentRequest>) -> Result<Response<Assignment>, Status> {
-        let result = (|| {
+        let result = async {
             let request = request.get_ref();
             pool_name("pool", &request.pool)?;
-            let leader = self.leader()?;
-            Ok(Response::new(assignment_of(&leader, &request.pool)?))
-        })();
+            match self.leader() {
+                Ok(leader) => Ok(Response::new(assignment_of(&leader, &request.pool)?)),
+                // A hot follower answers from the store; any other follower redirects.
+                Err(not_leading) => {
+                    if self.ha.is_leader_now() || self.ha.check_reads().is_err() {
+                        return Err(not_leading);
+                    }
+                    let cluster = &self.ha.settings().cluster;
+                    Ok(Response::new(assignment_from_store(&self.store, cluster, &request.pool).await?))
+                }
+            }
+        }
+        .await;
         metrics::record("GetAssignment", result)
     }
 

@@ -152,10 +152,14 @@ pub async fn run(config: CoordinatorConfig, listeners: Listeners, shutdown: Canc
         .max_encoding_message_size(MAX_SNAPSHOT_BYTES);
     let procedures = ProceduresServer::new(ProceduresService::new(ha.clone(), store.clone()));
     // A heartbeat answer may carry the whole catalog (a resync).
-    let assignments =
-        AssignmentsServer::new(AssignmentsService::new(ha.clone(), keeper.clone(), config.assign.bucket_count))
-            .max_decoding_message_size(MAX_MESSAGE_BYTES)
-            .max_encoding_message_size(MAX_SNAPSHOT_BYTES);
+    let assignments = AssignmentsServer::new(AssignmentsService::new(
+        ha.clone(),
+        keeper.clone(),
+        store.clone(),
+        config.assign.bucket_count,
+    ))
+    .max_decoding_message_size(MAX_MESSAGE_BYTES)
+    .max_encoding_message_size(MAX_SNAPSHOT_BYTES);
     let data_nodes = DataNodesServer::new(DataNodesService::new(ha.clone(), keeper, propagator))
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_SNAPSHOT_BYTES);
