@@ -216,11 +216,7 @@ pub(crate) async fn list_tombstones(
     sql: &Statements,
     cluster: &str,
 ) -> Result<Vec<(String, String)>, StoreError> {
-    let rows = sqlx::query(AssertSqlSafe(sql.tombstone_list.clone())).bind(cluster).fetch_all(&mut *conn).await?;
-    rows.iter()
-        .map(|row| Ok((row.try_get("node_id")?, row.try_get("incarnation")?)))
-        .collect::<Result<_, sqlx::Error>>()
-        .map_err(Into::into)
+    node_keys(conn, &sql.tombstone_list, cluster).await
 }
 
 pub(crate) async fn list_retired_data_nodes(
@@ -228,12 +224,7 @@ pub(crate) async fn list_retired_data_nodes(
     sql: &Statements,
     cluster: &str,
 ) -> Result<Vec<(String, String)>, StoreError> {
-    let rows =
-        sqlx::query(AssertSqlSafe(sql.data_node_list_retired.clone())).bind(cluster).fetch_all(&mut *conn).await?;
-    rows.iter()
-        .map(|row| Ok((row.try_get("node_id")?, row.try_get("incarnation")?)))
-        .collect::<Result<_, sqlx::Error>>()
-        .map_err(Into::into)
+    node_keys(conn, &sql.data_node_list_retired, cluster).await
 }
 
 pub(crate) async fn list_data_nodes(
@@ -300,8 +291,16 @@ pub(crate) async fn list_released_tombstones(
     sql: &Statements,
     cluster: &str,
 ) -> Result<Vec<(String, String)>, StoreError> {
-    let rows =
-        sqlx::query(AssertSqlSafe(sql.tombstone_list_released.clone())).bind(cluster).fetch_all(&mut *conn).await?;
+    node_keys(conn, &sql.tombstone_list_released, cluster).await
+}
+
+/// The (node id, incarnation) rows `statement` selects for `cluster`.
+async fn node_keys(
+    conn: &mut AnyConnection,
+    statement: &std::sync::Arc<str>,
+    cluster: &str,
+) -> Result<Vec<(String, String)>, StoreError> {
+    let rows = sqlx::query(AssertSqlSafe(statement.clone())).bind(cluster).fetch_all(&mut *conn).await?;
     rows.iter()
         .map(|row| Ok((row.try_get("node_id")?, row.try_get("incarnation")?)))
         .collect::<Result<_, sqlx::Error>>()

@@ -270,16 +270,22 @@ mod tests {
         NodeKey::new(node, "1")
     }
 
-    /// A term at 0 with `nodes` registered in pool `p` of 4 buckets, each heard from at 10.
-    fn ledger(nodes: &[&str]) -> Ledger<&'static str> {
-        let start = TermStart {
-            promoted_at: at(0),
-            earlier_grants: Duration::ZERO,
+    /// A term promoted at `promoted_at` ms, after earlier leaders' `earlier_grants`, with the
+    /// offline timeout at its floor.
+    fn term_start(promoted_at: u64, earlier_grants: Duration) -> TermStart {
+        TermStart {
+            promoted_at: at(promoted_at),
+            earlier_grants,
             proceed_after: PROCEED,
             retention: 8,
             store_epoch: "e".into(),
             offline_after: PROCEED,
-        };
+        }
+    }
+
+    /// A term at 0 with `nodes` registered in pool `p` of 4 buckets, each heard from at 10.
+    fn ledger(nodes: &[&str]) -> Ledger<&'static str> {
+        let start = term_start(0, Duration::ZERO);
         let mut ledger = Ledger::new(start, Inherited::default());
         assert!(ledger.create_pool("p", 4, 0));
         for node in nodes {
@@ -369,14 +375,7 @@ mod tests {
 
     #[test]
     fn an_inherited_member_counts_as_live_until_one_offline_timeout_after_the_promotion() {
-        let start = TermStart {
-            promoted_at: at(1000),
-            earlier_grants: Duration::from_millis(500),
-            proceed_after: PROCEED,
-            retention: 8,
-            store_epoch: "e".into(),
-            offline_after: PROCEED,
-        };
+        let start = term_start(1000, Duration::from_millis(500));
         let inherited = Inherited {
             registered: vec![(key("a"), "addr".into())],
             memberships: vec![(key("a"), vec!["p".into()])],
@@ -411,14 +410,7 @@ mod tests {
 
     #[test]
     fn a_new_leader_settles_the_revokes_of_a_drained_tombstone_at_once() {
-        let start = TermStart {
-            promoted_at: at(1000),
-            earlier_grants: Duration::from_millis(500),
-            proceed_after: PROCEED,
-            retention: 8,
-            store_epoch: "e".into(),
-            offline_after: PROCEED,
-        };
+        let start = term_start(1000, Duration::from_millis(500));
         let slot = Slot { owner: Some(key("a")), epoch: 3, revoke: Some(7) };
         let inherited = Inherited {
             version: 7,
