@@ -8,7 +8,7 @@
 //! the background), so that revokes are acknowledged and grants owned within one round
 //! trip rather than at the next heartbeat.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -84,15 +84,7 @@ pub(crate) async fn assign_buckets(
 
 /// Sets the buckets-owned gauge of every (pool, node), and 0 for those that own none now.
 fn report_owned(leader: &MetadataLeader, reported: &mut BTreeSet<(String, String)>) {
-    let mut owned: BTreeMap<(String, String), usize> = BTreeMap::new();
-    for pool in leader.pool_names() {
-        let Some(view) = leader.pool_view(&pool) else { continue };
-        for slot in view.slots.iter().filter(|slot| slot.revoke.is_none()) {
-            if let Some(owner) = &slot.owner {
-                *owned.entry((pool.clone(), owner.node_id.clone())).or_default() += 1;
-            }
-        }
-    }
+    let owned = leader.owned_counts();
     for key in reported.iter().filter(|key| !owned.contains_key(*key)) {
         metrics::buckets_owned(&key.0, &key.1, 0);
     }

@@ -60,3 +60,17 @@ pub(crate) async fn changes_one(
 ) -> Result<bool, crate::error::StoreError> {
     Ok(query.execute(conn).await?.rows_affected() == 1)
 }
+
+/// Runs `statement` bound to (cluster, node id, incarnation), in that order, and says
+/// whether it changed exactly one row: retiring, stopping, forgetting or marking one
+/// incarnation.
+pub(crate) async fn changes_incarnation(
+    conn: &mut sqlx::AnyConnection,
+    statement: &std::sync::Arc<str>,
+    cluster: &str,
+    node_id: &str,
+    incarnation: &str,
+) -> Result<bool, crate::error::StoreError> {
+    let query = sqlx::query(sqlx::AssertSqlSafe(statement.clone())).bind(cluster).bind(node_id).bind(incarnation);
+    changes_one(query, conn).await
+}

@@ -172,11 +172,7 @@ pub(crate) async fn retire_data_node(
     node_id: &str,
     incarnation: &str,
 ) -> Result<bool, StoreError> {
-    crate::changes_one(
-        sqlx::query(AssertSqlSafe(sql.data_node_retire.clone())).bind(cluster).bind(node_id).bind(incarnation),
-        conn,
-    )
-    .await
+    crate::changes_incarnation(conn, &sql.data_node_retire, cluster, node_id, incarnation).await
 }
 
 pub(crate) async fn put_tombstone(
@@ -204,11 +200,7 @@ pub(crate) async fn delete_tombstone(
     node_id: &str,
     incarnation: &str,
 ) -> Result<bool, StoreError> {
-    crate::changes_one(
-        sqlx::query(AssertSqlSafe(sql.tombstone_delete.clone())).bind(cluster).bind(node_id).bind(incarnation),
-        conn,
-    )
-    .await
+    crate::changes_incarnation(conn, &sql.tombstone_delete, cluster, node_id, incarnation).await
 }
 
 pub(crate) async fn list_tombstones(
@@ -278,11 +270,7 @@ pub(crate) async fn mark_tombstone_released(
     node_id: &str,
     incarnation: &str,
 ) -> Result<bool, StoreError> {
-    crate::changes_one(
-        sqlx::query(AssertSqlSafe(sql.tombstone_mark_released.clone())).bind(cluster).bind(node_id).bind(incarnation),
-        conn,
-    )
-    .await
+    crate::changes_incarnation(conn, &sql.tombstone_mark_released, cluster, node_id, incarnation).await
 }
 
 /// Every tombstone that gave every bucket up, as (node id, incarnation).

@@ -192,11 +192,7 @@ pub(crate) async fn stop(
     node_id: &str,
     incarnation: &str,
 ) -> Result<bool, StoreError> {
-    crate::changes_one(
-        sqlx::query(AssertSqlSafe(sql.node_stop.clone())).bind(cluster).bind(node_id).bind(incarnation),
-        conn,
-    )
-    .await
+    crate::changes_incarnation(conn, &sql.node_stop, cluster, node_id, incarnation).await
 }
 
 pub(crate) async fn list(conn: &mut AnyConnection, sql: &Statements, cluster: &str) -> Result<NodeList, StoreError> {

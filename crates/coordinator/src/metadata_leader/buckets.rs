@@ -155,6 +155,18 @@ impl MetadataLeader {
         self.state().pools().keys().cloned().collect()
     }
 
+    /// How many buckets each (pool, node) owns now, granted and not being revoked.
+    pub fn owned_counts(&self) -> BTreeMap<(String, String), usize> {
+        let state = self.state();
+        let mut owned = BTreeMap::new();
+        for (name, pool) in state.pools() {
+            for owner in pool.slots.iter().filter_map(Slot::granted_to) {
+                *owned.entry((name.clone(), owner.node_id.clone())).or_default() += 1;
+            }
+        }
+        owned
+    }
+
     /// A pool as it stands now.
     pub fn pool_view(&self, name: &str) -> Option<PoolView> {
         let state = self.state();
@@ -195,8 +207,8 @@ impl MetadataLeader {
         for handoff in &handoffs {
             match handoff {
                 Handoff::Release { .. } => report.released += 1,
-                Handoff::Revoke { reason, .. } => *report.revoked.entry(reason_label(*reason)).or_default() += 1,
-                Handoff::Grant { reason, .. } => *report.granted.entry(reason_label(*reason)).or_default() += 1,
+                Handoff::Revoke { reason, .. } => *report.revoked.entry(reason.as_str()).or_default() += 1,
+                Handoff::Grant { reason, .. } => *report.granted.entry(reason.as_str()).or_default() += 1,
             }
         }
         if !handoffs.is_empty() {
@@ -219,8 +231,4 @@ impl MetadataLeader {
             state.pools().get(name).map_or(0, |pool| pool.slots.iter().filter(|slot| slot.revoke.is_some()).count());
         PassReport { members: state.live_members(name, self.clock.now()).len(), unsettled, ..PassReport::default() }
     }
-}
-
-fn reason_label(reason: MoveReason) -> &'static str {
-    reason.as_str()
 }

@@ -88,11 +88,6 @@ impl<C: Clone> Ledger<C> {
         self.drained.insert(key.clone());
     }
 
-    /// The pools `key` joined.
-    pub fn pools_of(&self, key: &NodeKey) -> &[String] {
-        self.memberships.get(key).map_or(&[], Vec::as_slice)
-    }
-
     /// Creates pool `name` with `bucket_count` buckets, none owned, each at `base_epoch` (the
     /// highest epoch an earlier pool of that name reached, so that epochs never go back);
     /// false when it exists.
