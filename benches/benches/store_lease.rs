@@ -22,7 +22,7 @@ async fn bench(label: &str, url: &str, rounds: usize) {
     let store = Store::connect(StoreOptions::new(url)).await.expect("connect");
     store.migrate(MigrationSet::All).await.expect("migrate");
     let cluster = format!("bench-{}", &new_incarnation()[..8]);
-    store.ensure_lease_row(&cluster).await.unwrap();
+    store.run("create lease row", async |db| db.ensure_lease_row(&cluster).await).await.unwrap();
     let holder = LeaseHolder { node_id: "b1".into(), incarnation: new_incarnation(), address: "127.0.0.1:7400".into() };
     let registration = NodeRegistration {
         cluster: cluster.clone(),
@@ -33,10 +33,14 @@ async fn bench(label: &str, url: &str, rounds: usize) {
         priority: 0,
         role: "leader".into(),
     };
-    store.insert_node(&registration).await.unwrap();
+    store.run("register node", async |db| db.insert_node(&registration).await).await.unwrap();
     let ttl = Duration::from_secs(60);
-    let view = store.read_lease(&cluster).await.unwrap();
-    let mut term = store.try_acquire(&cluster, &view, &holder, ttl).await.unwrap().expect("free lease");
+    let view = store.run("read lease", async |db| db.read_lease(&cluster).await).await.unwrap();
+    let mut term = store
+        .run("acquire lease", async |db| db.try_acquire(&cluster, &view, &holder, ttl).await)
+        .await
+        .unwrap()
+        .expect("free lease");
 
     let mut samples: Vec<Samples> = vec![Samples::default(); OPS.len()];
     let warmup = rounds / 10;
@@ -45,30 +49,38 @@ async fn bench(label: &str, url: &str, rounds: usize) {
         let mut timings = [Duration::ZERO; OPS.len()];
 
         let started = Instant::now();
-        store.select_one().await.unwrap();
+        store.run("select 1", async |db| db.select_one().await).await.unwrap();
         timings[0] = started.elapsed();
 
         let started = Instant::now();
-        store.read_lease(&cluster).await.unwrap();
+        store.run("read lease", async |db| db.read_lease(&cluster).await).await.unwrap();
         timings[1] = started.elapsed();
 
         let started = Instant::now();
-        assert!(store.renew(&guard, ttl).await.unwrap());
+        assert!(store.run("renew lease", async |db| db.renew(&guard, ttl).await).await.unwrap());
         timings[2] = started.elapsed();
 
         let started = Instant::now();
         let mut tx = store.begin_guarded(&WriteGuard::Term(guard.clone())).await.unwrap();
-        tx.update_node_settings(&cluster, "b1", &holder.incarnation, "auto", (round % 7) as i32).await.unwrap();
+        tx.run(async |db| {
+            db.update_node_settings(&cluster, "b1", &holder.incarnation, "auto", (round % 7) as i32).await
+        })
+        .await
+        .unwrap();
         tx.commit().await.unwrap();
         timings[5] = started.elapsed();
 
         let started = Instant::now();
-        assert!(store.release(&guard).await.unwrap());
+        assert!(store.run("release lease", async |db| db.release(&guard).await).await.unwrap());
         timings[4] = started.elapsed();
 
-        let view = store.read_lease(&cluster).await.unwrap();
+        let view = store.run("read lease", async |db| db.read_lease(&cluster).await).await.unwrap();
         let started = Instant::now();
-        term = store.try_acquire(&cluster, &view, &holder, ttl).await.unwrap().expect("released lease");
+        term = store
+            .run("acquire lease", async |db| db.try_acquire(&cluster, &view, &holder, ttl).await)
+            .await
+            .unwrap()
+            .expect("released lease");
         timings[3] = started.elapsed();
 
         if round >= warmup {

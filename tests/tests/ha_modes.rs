@@ -145,7 +145,7 @@ async fn master_takes_the_lease_or_exits(kind: Kind) {
     cluster.node_mut("c1").kill();
     let store = leasehold_store::Store::connect(leasehold_store::StoreOptions::new(&cluster.store.url)).await.unwrap();
     let deadline = Deadline::new("c1's lease expires on the store", Duration::from_secs(10));
-    while !store.read_lease(&cluster.cluster).await.unwrap().is_expired() {
+    while !store.run("read lease", async |db| db.read_lease(&cluster.cluster).await).await.unwrap().is_expired() {
         deadline.tick().await;
     }
     cluster.start("m1", &["--ha-mode", "master"], &[]).await;

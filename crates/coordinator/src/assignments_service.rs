@@ -58,20 +58,26 @@ fn assignment_of(leader: &MetadataLeader, name: &str) -> Result<Assignment, Stat
 async fn assignment_from_store(store: &Store, cluster: &str, name: &str) -> Result<Assignment, Status> {
     let store_error = |error: leasehold_store::StoreError| status_of(&MetadataError::from(error));
     let pool = store
-        .list_pools(cluster)
+        .run("list pools", async |db| db.list_pools(cluster).await)
         .await
         .map_err(store_error)?
         .into_iter()
         .find(|pool| pool.name == name)
         .ok_or_else(|| status_of(&MetadataError::NoSuchPool { pool: name.to_owned() }))?;
     let mut slots = vec![Slot::default(); pool.bucket_count as usize];
-    for row in store.list_assignments(cluster).await.map_err(store_error)?.into_iter().filter(|row| row.pool == name) {
+    for row in store
+        .run("list assignments", async |db| db.list_assignments(cluster).await)
+        .await
+        .map_err(store_error)?
+        .into_iter()
+        .filter(|row| row.pool == name)
+    {
         if let Some(slot) = slots.get_mut(row.bucket as usize) {
             let owner = (!row.node_id.is_empty()).then(|| NodeKey::new(row.node_id, row.incarnation));
             *slot = Slot { owner, epoch: row.epoch, revoke: row.revoke_version };
         }
     }
-    let version = store.current_version(cluster).await.map_err(store_error)?;
+    let version = store.run("read version", async |db| db.current_version(cluster).await).await.map_err(store_error)?;
     Ok(assignment_message(name, PoolView { slots, live: Vec::new(), version, deleting: pool.deleting }))
 }
 

@@ -58,7 +58,10 @@ fn name(field: &'static str, value: &str) -> Result<(), Status> {
 async fn catalog_from_store(store: &Store, cluster: &str) -> Result<(Catalog, u64), Status> {
     // One snapshot: a change committing between two reads would pair rows with a version
     // they are not at.
-    let (version, objects) = store.versioned_objects(cluster).await.map_err(MetadataError::from)?;
+    let (version, objects) = store
+        .run("read versioned catalog", async |db| db.versioned_objects(cluster).await)
+        .await
+        .map_err(MetadataError::from)?;
     let (catalog, _orphans) = load_catalog(&objects)?;
     Ok((catalog, version))
 }
@@ -282,7 +285,11 @@ impl CatalogRpc for CatalogService {
             self.ha.check_reads()?;
             let cluster = &self.ha.settings().cluster;
             let (catalog, version) = catalog_from_store(&self.store, cluster).await?;
-            let store_epoch = self.store.store_epoch(cluster).await.map_err(MetadataError::from)?;
+            let store_epoch = self
+                .store
+                .run("store epoch", async |db| db.store_epoch(cluster).await)
+                .await
+                .map_err(MetadataError::from)?;
             Ok(Response::new(GetSnapshotResponse {
                 store_epoch,
                 version,
@@ -332,7 +339,11 @@ impl ProceduresRpc for ProceduresService {
         let result = async {
             self.ha.check_reads()?;
             let id = request.into_inner().id;
-            let row = self.store.get_procedure(&self.ha.settings().cluster, id).await.map_err(MetadataError::from)?;
+            let row = self
+                .store
+                .run("read procedure", async |db| db.get_procedure(&self.ha.settings().cluster, id).await)
+                .await
+                .map_err(MetadataError::from)?;
             row.map(|row| Response::new(procedure_message(row))).ok_or_else(|| Refusal::ProcedureNotFound { id }.into())
         }
         .await;
@@ -353,7 +364,7 @@ impl ProceduresRpc for ProceduresService {
             let limit = if request.limit == 0 { 100 } else { request.limit.min(10_000) };
             let rows = self
                 .store
-                .list_procedures(&self.ha.settings().cluster, state, limit)
+                .run("list procedures", async |db| db.list_procedures(&self.ha.settings().cluster, state, limit).await)
                 .await
                 .map_err(MetadataError::from)?;
             Ok(Response::new(ListProceduresResponse { procedures: rows.into_iter().map(procedure_message).collect() }))

@@ -109,9 +109,9 @@ pub async fn run(config: CoordinatorConfig, listeners: Listeners, shutdown: Canc
         Err(error) => warn!(%error, "could not check the store's durability settings"),
     }
     store.migrate(if mode.uses_lease() { MigrationSet::All } else { MigrationSet::WithoutHa }).await?;
-    let store_epoch = store.store_epoch(&config.cluster).await?;
+    let store_epoch = store.run("store epoch", async |db| db.store_epoch(&config.cluster).await).await?;
     if mode.uses_lease() {
-        store.ensure_lease_row(&config.cluster).await?;
+        store.run("create lease row", async |db| db.ensure_lease_row(&config.cluster).await).await?;
     }
 
     let settings = HaSettings {

@@ -3,9 +3,9 @@
 //! bucket; reads on the pool.
 
 use sqlx::any::AnyRow;
-use sqlx::{AnyConnection, AssertSqlSafe, FromRow, Row};
+use sqlx::{AssertSqlSafe, FromRow, Row};
 
-use crate::backend::Statements;
+use crate::db::{Db, Guarded};
 use crate::error::StoreError;
 
 /// A pool as stored.
@@ -64,89 +64,74 @@ impl FromRow<'_, AnyRow> for AssignmentRow {
     }
 }
 
-/// Creates pool `name`; false when it exists already (nothing changed).
-pub(crate) async fn insert_pool(
-    conn: &mut AnyConnection,
-    sql: &Statements,
-    cluster: &str,
-    name: &str,
-    bucket_count: u32,
-) -> Result<bool, StoreError> {
-    let query =
-        sqlx::query(AssertSqlSafe(sql.pool_insert.clone())).bind(cluster).bind(name).bind(i64::from(bucket_count));
-    crate::changes_one(query, conn).await
-}
-
-/// Marks pool `name` as being deleted; false when there is no such pool.
-pub(crate) async fn mark_pool_deleting(
-    conn: &mut AnyConnection,
-    sql: &Statements,
-    cluster: &str,
-    name: &str,
-) -> Result<bool, StoreError> {
-    crate::changes_one(sqlx::query(AssertSqlSafe(sql.pool_mark_deleting.clone())).bind(cluster).bind(name), conn).await
-}
-
-/// Deletes pool `name`'s row; false when there was no such pool. Its bucket rows stay, with
-/// their epochs: a pool created again under the name carries on from the highest.
-pub(crate) async fn delete_pool(
-    conn: &mut AnyConnection,
-    sql: &Statements,
-    cluster: &str,
-    name: &str,
-) -> Result<bool, StoreError> {
-    crate::changes_one(sqlx::query(AssertSqlSafe(sql.pool_delete.clone())).bind(cluster).bind(name), conn).await
-}
-
-/// Writes one bucket's ownership, whether or not it had a row.
-pub(crate) async fn put_assignment(
-    conn: &mut AnyConnection,
-    sql: &Statements,
-    cluster: &str,
-    row: &AssignmentRow,
-) -> Result<(), StoreError> {
-    let revoke = row.revoke_version.map(crate::to_sql);
-    let updated = crate::changes_one(
-        sqlx::query(AssertSqlSafe(sql.assignment_update.clone()))
-            .bind(row.node_id.as_str())
-            .bind(row.incarnation.as_str())
-            .bind(crate::to_sql(row.epoch))
-            .bind(revoke)
-            .bind(cluster)
-            .bind(row.pool.as_str())
-            .bind(i64::from(row.bucket)),
-        conn,
-    )
-    .await?;
-    if !updated {
-        sqlx::query(AssertSqlSafe(sql.assignment_insert.clone()))
-            .bind(cluster)
-            .bind(row.pool.as_str())
-            .bind(i64::from(row.bucket))
-            .bind(row.node_id.as_str())
-            .bind(row.incarnation.as_str())
-            .bind(crate::to_sql(row.epoch))
-            .bind(revoke)
-            .execute(&mut *conn)
-            .await?;
+impl<F> Db<'_, F> {
+    /// Every bucket pool, by name.
+    pub async fn list_pools(&mut self, cluster: &str) -> Result<Vec<PoolRow>, StoreError> {
+        Ok(sqlx::query_as(AssertSqlSafe(self.sql.pools_list.clone())).bind(cluster).fetch_all(&mut *self.conn).await?)
     }
-    Ok(())
+
+    /// Every bucket's ownership row, by pool and bucket.
+    pub async fn list_assignments(&mut self, cluster: &str) -> Result<Vec<AssignmentRow>, StoreError> {
+        Ok(sqlx::query_as(AssertSqlSafe(self.sql.assignments_list.clone()))
+            .bind(cluster)
+            .fetch_all(&mut *self.conn)
+            .await?)
+    }
 }
 
-/// Every pool, by name.
-pub(crate) async fn list_pools(
-    conn: &mut AnyConnection,
-    sql: &Statements,
-    cluster: &str,
-) -> Result<Vec<PoolRow>, StoreError> {
-    Ok(sqlx::query_as(AssertSqlSafe(sql.pools_list.clone())).bind(cluster).fetch_all(&mut *conn).await?)
-}
+impl Db<'_, Guarded> {
+    /// Creates a bucket pool; false when one of that name exists (nothing changed).
+    pub async fn create_pool(&mut self, cluster: &str, name: &str, bucket_count: u32) -> Result<bool, StoreError> {
+        let query = sqlx::query(AssertSqlSafe(self.sql.pool_insert.clone()))
+            .bind(cluster)
+            .bind(name)
+            .bind(i64::from(bucket_count));
+        crate::changes_one(query, self.conn).await
+    }
 
-/// Every bucket row of every pool, by pool and bucket.
-pub(crate) async fn list_assignments(
-    conn: &mut AnyConnection,
-    sql: &Statements,
-    cluster: &str,
-) -> Result<Vec<AssignmentRow>, StoreError> {
-    Ok(sqlx::query_as(AssertSqlSafe(sql.assignments_list.clone())).bind(cluster).fetch_all(&mut *conn).await?)
+    /// Marks a bucket pool as being deleted; false when there is no such pool.
+    pub async fn mark_pool_deleting(&mut self, cluster: &str, name: &str) -> Result<bool, StoreError> {
+        crate::changes_one(
+            sqlx::query(AssertSqlSafe(self.sql.pool_mark_deleting.clone())).bind(cluster).bind(name),
+            self.conn,
+        )
+        .await
+    }
+
+    /// Deletes a bucket pool's row (its bucket rows stay, keeping their epochs); false when
+    /// there was no such pool.
+    pub async fn delete_pool(&mut self, cluster: &str, name: &str) -> Result<bool, StoreError> {
+        crate::changes_one(sqlx::query(AssertSqlSafe(self.sql.pool_delete.clone())).bind(cluster).bind(name), self.conn)
+            .await
+    }
+
+    /// Writes one bucket's ownership.
+    pub async fn put_assignment(&mut self, cluster: &str, row: &AssignmentRow) -> Result<(), StoreError> {
+        let revoke = row.revoke_version.map(crate::to_sql);
+        let updated = crate::changes_one(
+            sqlx::query(AssertSqlSafe(self.sql.assignment_update.clone()))
+                .bind(row.node_id.as_str())
+                .bind(row.incarnation.as_str())
+                .bind(crate::to_sql(row.epoch))
+                .bind(revoke)
+                .bind(cluster)
+                .bind(row.pool.as_str())
+                .bind(i64::from(row.bucket)),
+            self.conn,
+        )
+        .await?;
+        if !updated {
+            sqlx::query(AssertSqlSafe(self.sql.assignment_insert.clone()))
+                .bind(cluster)
+                .bind(row.pool.as_str())
+                .bind(i64::from(row.bucket))
+                .bind(row.node_id.as_str())
+                .bind(row.incarnation.as_str())
+                .bind(crate::to_sql(row.epoch))
+                .bind(revoke)
+                .execute(&mut *self.conn)
+                .await?;
+        }
+        Ok(())
+    }
 }

@@ -2,9 +2,10 @@
 //! Writes run inside a guarded transaction; reads on the pool.
 
 use sqlx::any::AnyRow;
-use sqlx::{AnyConnection, AssertSqlSafe, FromRow, Row};
+use sqlx::{AssertSqlSafe, FromRow, Row};
 
-use crate::backend::{Backend, Statements};
+use crate::backend::Backend;
+use crate::db::{Db, Guarded, Unguarded};
 use crate::error::StoreError;
 
 /// One catalog object as stored.
@@ -84,100 +85,6 @@ impl FromRow<'_, AnyRow> for StoredObject {
     }
 }
 
-pub(crate) async fn put_object(
-    conn: &mut AnyConnection,
-    sql: &Statements,
-    cluster: &str,
-    object: &StoredObject,
-) -> Result<(), StoreError> {
-    let updated = crate::changes_one(
-        sqlx::query(AssertSqlSafe(sql.object_update.clone()))
-            .bind(object.payload.clone())
-            .bind(object.version as i64)
-            .bind(cluster)
-            .bind(object.kind.as_str())
-            .bind(object.database.as_str())
-            .bind(object.name.as_str()),
-        conn,
-    )
-    .await?;
-    if !updated {
-        sqlx::query(AssertSqlSafe(sql.object_insert.clone()))
-            .bind(cluster)
-            .bind(object.kind.as_str())
-            .bind(object.database.as_str())
-            .bind(object.name.as_str())
-            .bind(object.payload.clone())
-            .bind(object.version as i64)
-            .execute(&mut *conn)
-            .await?;
-    }
-    Ok(())
-}
-
-pub(crate) async fn remove_object(
-    conn: &mut AnyConnection,
-    sql: &Statements,
-    cluster: &str,
-    kind: &str,
-    database: &str,
-    name: &str,
-) -> Result<(), StoreError> {
-    sqlx::query(AssertSqlSafe(sql.object_delete.clone()))
-        .bind(cluster)
-        .bind(kind)
-        .bind(database)
-        .bind(name)
-        .execute(&mut *conn)
-        .await?;
-    Ok(())
-}
-
-pub(crate) async fn remove_database_objects(
-    conn: &mut AnyConnection,
-    sql: &Statements,
-    cluster: &str,
-    database: &str,
-) -> Result<(), StoreError> {
-    sqlx::query(AssertSqlSafe(sql.objects_delete_database.clone()))
-        .bind(cluster)
-        .bind(database)
-        .execute(&mut *conn)
-        .await?;
-    Ok(())
-}
-
-/// The newest version with the catalog rows at that version, read in one transaction that
-/// sees one snapshot of the store (PostgreSQL needs REPEATABLE READ for that; InnoDB and
-/// SQLite read from one snapshot inside a transaction), so the rows match their version.
-pub(crate) async fn versioned_objects(
-    conn: &mut AnyConnection,
-    sql: &Statements,
-    backend: Backend,
-    cluster: &str,
-) -> Result<(u64, Vec<StoredObject>), StoreError> {
-    let begin = match backend {
-        Backend::Postgres => "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY",
-        Backend::MySql => "START TRANSACTION WITH CONSISTENT SNAPSHOT",
-        Backend::Sqlite => "BEGIN",
-    };
-    sqlx::raw_sql(begin).execute(&mut *conn).await?;
-    let version = crate::metadata::current_version(&mut *conn, sql, cluster).await?;
-    let objects = list_objects(&mut *conn, sql, cluster).await?;
-    // A failure before here closes the connection, which ends the transaction.
-    sqlx::raw_sql("COMMIT").execute(&mut *conn).await?;
-    Ok((version, objects))
-}
-
-pub(crate) async fn list_objects(
-    conn: &mut AnyConnection,
-    sql: &Statements,
-    cluster: &str,
-) -> Result<Vec<StoredObject>, StoreError> {
-    let rows = sqlx::query(AssertSqlSafe(sql.objects_list.clone())).bind(cluster).fetch_all(&mut *conn).await?;
-    Ok(rows.iter().map(StoredObject::from_row).collect::<Result<_, sqlx::Error>>()?)
-}
-
 /// The longest procedure error kept, in bytes: the MySQL column holds 2048 characters, and an
 /// error naming many nodes may be longer. Every backend keeps the same prefix, cut at a
 /// character boundary, so a long error can never fail the write that records it.
@@ -194,105 +101,195 @@ fn bounded_error(error: &str) -> &str {
     &error[..end]
 }
 
-pub(crate) async fn insert_procedure(
-    conn: &mut AnyConnection,
-    sql: &Statements,
-    cluster: &str,
-    procedure: &ProcedureRow,
-) -> Result<(), StoreError> {
-    sqlx::query(AssertSqlSafe(sql.procedure_insert.clone()))
-        .bind(cluster)
-        .bind(procedure.id as i64)
-        .bind(procedure.kind.as_str())
-        .bind(procedure.target.as_str())
-        .bind(procedure.step.as_str())
-        .bind(procedure.state.as_str())
-        .bind(bounded_error(&procedure.error))
-        .bind(procedure.request_id.clone())
-        .bind(procedure.request.clone())
-        .bind(procedure.term as i64)
-        .execute(&mut *conn)
-        .await?;
-    Ok(())
-}
+impl<F> Db<'_, F> {
+    /// Every catalog object, databases first.
+    pub async fn list_objects(&mut self, cluster: &str) -> Result<Vec<StoredObject>, StoreError> {
+        let rows =
+            sqlx::query(AssertSqlSafe(self.sql.objects_list.clone())).bind(cluster).fetch_all(&mut *self.conn).await?;
+        Ok(rows.iter().map(StoredObject::from_row).collect::<Result<_, sqlx::Error>>()?)
+    }
 
-#[allow(clippy::too_many_arguments)]
-pub(crate) async fn update_procedure(
-    conn: &mut AnyConnection,
-    sql: &Statements,
-    cluster: &str,
-    id: u64,
-    step: &str,
-    state: &str,
-    error: &str,
-    result_version: u64,
-    term: u64,
-) -> Result<bool, StoreError> {
-    crate::changes_one(
-        sqlx::query(AssertSqlSafe(sql.procedure_update.clone()))
-            .bind(step)
-            .bind(state)
-            .bind(bounded_error(error))
-            .bind(crate::to_sql(result_version))
-            .bind(term as i64)
+    /// One procedure.
+    pub async fn get_procedure(&mut self, cluster: &str, id: u64) -> Result<Option<ProcedureRow>, StoreError> {
+        let row = sqlx::query(AssertSqlSafe(self.sql.procedure_get.clone()))
             .bind(cluster)
-            .bind(id as i64),
-        conn,
-    )
-    .await
+            .bind(id as i64)
+            .fetch_optional(&mut *self.conn)
+            .await?;
+        Ok(row.as_ref().map(ProcedureRow::from_row).transpose()?)
+    }
+
+    /// The procedure a client started with `request_id`, if any.
+    pub async fn procedure_by_request(
+        &mut self,
+        cluster: &str,
+        request_id: &str,
+    ) -> Result<Option<ProcedureRow>, StoreError> {
+        let row = sqlx::query(AssertSqlSafe(self.sql.procedure_by_request.clone()))
+            .bind(cluster)
+            .bind(request_id)
+            .fetch_optional(&mut *self.conn)
+            .await?;
+        Ok(row.as_ref().map(ProcedureRow::from_row).transpose()?)
+    }
+
+    /// The newest procedures (only those in `state`, when given), newest first.
+    pub async fn list_procedures(
+        &mut self,
+        cluster: &str,
+        state: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<ProcedureRow>, StoreError> {
+        let rows = match state {
+            Some(state) => {
+                sqlx::query(AssertSqlSafe(self.sql.procedures_by_state.clone()))
+                    .bind(cluster)
+                    .bind(state)
+                    .bind(i64::from(limit))
+                    .fetch_all(&mut *self.conn)
+                    .await?
+            }
+            None => {
+                sqlx::query(AssertSqlSafe(self.sql.procedures_list.clone()))
+                    .bind(cluster)
+                    .bind(i64::from(limit))
+                    .fetch_all(&mut *self.conn)
+                    .await?
+            }
+        };
+        rows.iter().map(ProcedureRow::from_row).collect::<Result<_, sqlx::Error>>().map_err(Into::into)
+    }
 }
 
-pub(crate) async fn get_procedure(
-    conn: &mut AnyConnection,
-    sql: &Statements,
-    cluster: &str,
-    id: u64,
-) -> Result<Option<ProcedureRow>, StoreError> {
-    let row = sqlx::query(AssertSqlSafe(sql.procedure_get.clone()))
-        .bind(cluster)
-        .bind(id as i64)
-        .fetch_optional(&mut *conn)
-        .await?;
-    Ok(row.as_ref().map(ProcedureRow::from_row).transpose()?)
+impl Db<'_, Unguarded> {
+    /// The newest version and every catalog row at exactly that version, read in one
+    /// transaction that sees one snapshot of the store (PostgreSQL needs REPEATABLE READ for
+    /// that; InnoDB and SQLite read from one snapshot inside a transaction), so the rows match
+    /// their version. Not on a guarded transaction's `Db`: it opens a transaction of its own.
+    pub async fn versioned_objects(&mut self, cluster: &str) -> Result<(u64, Vec<StoredObject>), StoreError> {
+        let begin = match self.backend {
+            Backend::Postgres => "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY",
+            Backend::MySql => "START TRANSACTION WITH CONSISTENT SNAPSHOT",
+            Backend::Sqlite => "BEGIN",
+        };
+        sqlx::raw_sql(begin).execute(&mut *self.conn).await?;
+        let version = self.current_version(cluster).await?;
+        let objects = self.list_objects(cluster).await?;
+        // A failure before here closes the connection, which ends the transaction.
+        sqlx::raw_sql("COMMIT").execute(&mut *self.conn).await?;
+        Ok((version, objects))
+    }
 }
 
-pub(crate) async fn procedure_by_request(
-    conn: &mut AnyConnection,
-    sql: &Statements,
-    cluster: &str,
-    request_id: &str,
-) -> Result<Option<ProcedureRow>, StoreError> {
-    let row = sqlx::query(AssertSqlSafe(sql.procedure_by_request.clone()))
-        .bind(cluster)
-        .bind(request_id)
-        .fetch_optional(&mut *conn)
-        .await?;
-    Ok(row.as_ref().map(ProcedureRow::from_row).transpose()?)
-}
-
-pub(crate) async fn list_procedures(
-    conn: &mut AnyConnection,
-    sql: &Statements,
-    cluster: &str,
-    state: Option<&str>,
-    limit: u32,
-) -> Result<Vec<ProcedureRow>, StoreError> {
-    let rows = match state {
-        Some(state) => {
-            sqlx::query(AssertSqlSafe(sql.procedures_by_state.clone()))
+impl Db<'_, Guarded> {
+    /// Writes a catalog object (insert or replace).
+    pub async fn put_object(&mut self, cluster: &str, object: &StoredObject) -> Result<(), StoreError> {
+        let updated = crate::changes_one(
+            sqlx::query(AssertSqlSafe(self.sql.object_update.clone()))
+                .bind(object.payload.clone())
+                .bind(object.version as i64)
                 .bind(cluster)
+                .bind(object.kind.as_str())
+                .bind(object.database.as_str())
+                .bind(object.name.as_str()),
+            self.conn,
+        )
+        .await?;
+        if !updated {
+            sqlx::query(AssertSqlSafe(self.sql.object_insert.clone()))
+                .bind(cluster)
+                .bind(object.kind.as_str())
+                .bind(object.database.as_str())
+                .bind(object.name.as_str())
+                .bind(object.payload.clone())
+                .bind(object.version as i64)
+                .execute(&mut *self.conn)
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Removes a catalog object.
+    pub async fn remove_object(
+        &mut self,
+        cluster: &str,
+        kind: &str,
+        database: &str,
+        name: &str,
+    ) -> Result<(), StoreError> {
+        sqlx::query(AssertSqlSafe(self.sql.object_delete.clone()))
+            .bind(cluster)
+            .bind(kind)
+            .bind(database)
+            .bind(name)
+            .execute(&mut *self.conn)
+            .await?;
+        Ok(())
+    }
+
+    /// Removes a database's row and every object in it.
+    pub async fn remove_database_objects(&mut self, cluster: &str, database: &str) -> Result<(), StoreError> {
+        sqlx::query(AssertSqlSafe(self.sql.objects_delete_database.clone()))
+            .bind(cluster)
+            .bind(database)
+            .execute(&mut *self.conn)
+            .await?;
+        Ok(())
+    }
+
+    /// Records a new procedure. Fails on a duplicate request id.
+    pub async fn insert_procedure(&mut self, cluster: &str, procedure: &ProcedureRow) -> Result<(), StoreError> {
+        sqlx::query(AssertSqlSafe(self.sql.procedure_insert.clone()))
+            .bind(cluster)
+            .bind(procedure.id as i64)
+            .bind(procedure.kind.as_str())
+            .bind(procedure.target.as_str())
+            .bind(procedure.step.as_str())
+            .bind(procedure.state.as_str())
+            .bind(bounded_error(&procedure.error))
+            .bind(procedure.request_id.clone())
+            .bind(procedure.request.clone())
+            .bind(procedure.term as i64)
+            .execute(&mut *self.conn)
+            .await?;
+        Ok(())
+    }
+
+    /// Moves a procedure to `step` and `state`.
+    pub async fn update_procedure(
+        &mut self,
+        cluster: &str,
+        id: u64,
+        step: &str,
+        state: &str,
+        error: &str,
+    ) -> Result<bool, StoreError> {
+        // A procedure that moves on has not finished: it has no result version yet.
+        self.finish_procedure(cluster, id, step, state, error, 0).await
+    }
+
+    /// Moves a procedure to its last `step` and `state`, recording the version every answer
+    /// for it reports from now on. The procedure is recorded as moved by this transaction's term.
+    pub async fn finish_procedure(
+        &mut self,
+        cluster: &str,
+        id: u64,
+        step: &str,
+        state: &str,
+        error: &str,
+        result_version: u64,
+    ) -> Result<bool, StoreError> {
+        crate::changes_one(
+            sqlx::query(AssertSqlSafe(self.sql.procedure_update.clone()))
+                .bind(step)
                 .bind(state)
-                .bind(i64::from(limit))
-                .fetch_all(&mut *conn)
-                .await?
-        }
-        None => {
-            sqlx::query(AssertSqlSafe(sql.procedures_list.clone()))
+                .bind(bounded_error(error))
+                .bind(crate::to_sql(result_version))
+                .bind(self.fence.term as i64)
                 .bind(cluster)
-                .bind(i64::from(limit))
-                .fetch_all(&mut *conn)
-                .await?
-        }
-    };
-    rows.iter().map(ProcedureRow::from_row).collect::<Result<_, sqlx::Error>>().map_err(Into::into)
+                .bind(id as i64),
+            self.conn,
+        )
+        .await
+    }
 }

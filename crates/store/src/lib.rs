@@ -6,7 +6,10 @@
 //! resolution; the coordinators' own safety bounds are measured on their monotonic clocks.
 //!
 //! # Layout
-//! - [`Store`]: the pool, connect, migrations, and every call on the pool.
+//! - [`Store`]: the pool, connect, migrations, and [`Store::run`], which lends a [`Db`] on the
+//!   pool under the call timeout.
+//! - [`db`]: [`Db`], a connection and the statements, on which every store call is written
+//!   once; the modules below add the calls of their tables.
 //! - [`backend`]: the three dialects and every statement, rendered once per backend.
 //! - [`lease`]: the coordinator lease row (`ha_lease`): read, acquire, renew, release.
 //! - [`guard`]: term-guarded write transactions, the fence every metadata write goes through.
@@ -20,6 +23,7 @@
 pub mod backend;
 pub mod buckets;
 pub mod catalog;
+pub mod db;
 pub mod error;
 pub mod guard;
 pub mod lease;
@@ -33,6 +37,7 @@ pub mod types;
 pub use backend::Backend;
 pub use buckets::{AssignmentRow, PoolRow};
 pub use catalog::{ProcedureRow, StoredObject};
+pub use db::{Db, Guarded, Unguarded};
 pub use error::{StoreError, redact_url};
 pub use guard::GuardedTx;
 pub use metadata::{DataNodeRow, StoredChange};

@@ -2,9 +2,9 @@
 //! settings. Writes run inside a guarded transaction ([`crate::GuardedTx`]); reads on the pool.
 
 use sqlx::any::AnyRow;
-use sqlx::{AnyConnection, AssertSqlSafe, FromRow, Row};
+use sqlx::{AssertSqlSafe, FromRow, Row};
 
-use crate::backend::Statements;
+use crate::db::{Db, Guarded};
 use crate::error::StoreError;
 
 /// A committed change as stored: its version, a kind for humans, and the encoded change.
@@ -62,235 +62,220 @@ impl FromRow<'_, AnyRow> for DataNodeRow {
     }
 }
 
-pub(crate) async fn ensure_version_row(
-    conn: &mut AnyConnection,
-    sql: &Statements,
-    cluster: &str,
-) -> Result<(), StoreError> {
-    sqlx::query(AssertSqlSafe(sql.version_insert_if_absent.clone())).bind(cluster).execute(&mut *conn).await?;
-    Ok(())
-}
-
-pub(crate) async fn current_version(
-    conn: &mut AnyConnection,
-    sql: &Statements,
-    cluster: &str,
-) -> Result<u64, StoreError> {
-    let row = sqlx::query(AssertSqlSafe(sql.version_read.clone()))
-        .bind(cluster)
-        .fetch_optional(&mut *conn)
-        .await?
-        .ok_or_else(|| StoreError::Inconsistent(format!("cluster {cluster:?} has no metadata version row")))?;
-    Ok(crate::from_sql(row.try_get("version")?))
-}
-
-/// Bumps the counter and records the change at the new version, trimming what falls out of
-/// the retention window. Runs inside the caller's guarded transaction.
-pub(crate) async fn append_change(
-    conn: &mut AnyConnection,
-    sql: &Statements,
-    cluster: &str,
-    kind: &str,
-    payload: &[u8],
-    retention: u64,
-) -> Result<u64, StoreError> {
-    if !crate::changes_one(sqlx::query(AssertSqlSafe(sql.version_bump.clone())).bind(cluster), conn).await? {
-        return Err(StoreError::Inconsistent(format!("cluster {cluster:?} has no metadata version row")));
-    }
-    let version = current_version(conn, sql, cluster).await?;
-    sqlx::query(AssertSqlSafe(sql.change_insert.clone()))
-        .bind(cluster)
-        .bind(version as i64)
-        .bind(kind)
-        .bind(payload.to_vec())
-        .execute(&mut *conn)
-        .await?;
-    if version > retention {
-        sqlx::query(AssertSqlSafe(sql.change_trim.clone()))
+impl<F> Db<'_, F> {
+    /// Creates the cluster's metadata version counter (at 0) unless it exists.
+    pub async fn ensure_metadata_rows(&mut self, cluster: &str) -> Result<(), StoreError> {
+        sqlx::query(AssertSqlSafe(self.sql.version_insert_if_absent.clone()))
             .bind(cluster)
-            .bind((version - retention) as i64)
-            .execute(&mut *conn)
+            .execute(&mut *self.conn)
             .await?;
+        Ok(())
     }
-    Ok(version)
-}
 
-pub(crate) async fn changes_since(
-    conn: &mut AnyConnection,
-    sql: &Statements,
-    cluster: &str,
-    after: u64,
-    limit: u64,
-) -> Result<Vec<StoredChange>, StoreError> {
-    let rows = sqlx::query(AssertSqlSafe(sql.changes_since.clone()))
-        .bind(cluster)
-        .bind(after as i64)
-        .bind(crate::to_sql(limit))
-        .fetch_all(&mut *conn)
-        .await?;
-    Ok(rows.iter().map(StoredChange::from_row).collect::<Result<_, sqlx::Error>>()?)
-}
-
-pub(crate) async fn upsert_data_node(
-    conn: &mut AnyConnection,
-    sql: &Statements,
-    cluster: &str,
-    node_id: &str,
-    incarnation: &str,
-    address: &str,
-    pools: &[String],
-) -> Result<(), StoreError> {
-    // Pool names are validated like catalog names: no commas.
-    let pools = pools.join(",");
-    let updated = crate::changes_one(
-        sqlx::query(AssertSqlSafe(sql.data_node_update.clone()))
-            .bind(incarnation)
-            .bind(address)
-            .bind(pools.as_str())
+    /// The newest committed metadata version.
+    pub async fn current_version(&mut self, cluster: &str) -> Result<u64, StoreError> {
+        let row = sqlx::query(AssertSqlSafe(self.sql.version_read.clone()))
             .bind(cluster)
-            .bind(node_id),
-        conn,
-    )
-    .await?;
-    if !updated {
-        sqlx::query(AssertSqlSafe(sql.data_node_insert.clone()))
+            .fetch_optional(&mut *self.conn)
+            .await?
+            .ok_or_else(|| StoreError::Inconsistent(format!("cluster {cluster:?} has no metadata version row")))?;
+        Ok(crate::from_sql(row.try_get("version")?))
+    }
+
+    /// Up to `limit` changes after version `after`, oldest first.
+    pub async fn changes_since(
+        &mut self,
+        cluster: &str,
+        after: u64,
+        limit: u64,
+    ) -> Result<Vec<StoredChange>, StoreError> {
+        let rows = sqlx::query(AssertSqlSafe(self.sql.changes_since.clone()))
+            .bind(cluster)
+            .bind(after as i64)
+            .bind(crate::to_sql(limit))
+            .fetch_all(&mut *self.conn)
+            .await?;
+        Ok(rows.iter().map(StoredChange::from_row).collect::<Result<_, sqlx::Error>>()?)
+    }
+
+    /// Every data-node tombstone, as (node id, incarnation).
+    pub async fn list_tombstones(&mut self, cluster: &str) -> Result<Vec<(String, String)>, StoreError> {
+        self.node_keys(self.sql.tombstone_list.clone(), cluster).await
+    }
+
+    /// Every retired incarnation still remembered (its node has not registered again), as
+    /// (node id, incarnation).
+    pub async fn list_retired_data_nodes(&mut self, cluster: &str) -> Result<Vec<(String, String)>, StoreError> {
+        self.node_keys(self.sql.data_node_list_retired.clone(), cluster).await
+    }
+
+    /// Every registered data node.
+    pub async fn list_data_nodes(&mut self, cluster: &str) -> Result<Vec<DataNodeRow>, StoreError> {
+        let rows = sqlx::query(AssertSqlSafe(self.sql.data_node_list.clone()))
+            .bind(cluster)
+            .fetch_all(&mut *self.conn)
+            .await?;
+        Ok(rows.iter().map(DataNodeRow::from_row).collect::<Result<_, sqlx::Error>>()?)
+    }
+
+    /// A cluster setting.
+    pub async fn read_setting(&mut self, cluster: &str, name: &str) -> Result<Option<String>, StoreError> {
+        let row = sqlx::query(AssertSqlSafe(self.sql.meta_read.clone()))
+            .bind(cluster)
+            .bind(name)
+            .fetch_optional(&mut *self.conn)
+            .await?;
+        Ok(row.map(|row| row.try_get("value")).transpose()?)
+    }
+
+    /// Every tombstone whose incarnation gave every bucket up, as (node id, incarnation).
+    pub async fn list_released_tombstones(&mut self, cluster: &str) -> Result<Vec<(String, String)>, StoreError> {
+        self.node_keys(self.sql.tombstone_list_released.clone(), cluster).await
+    }
+
+    /// The (node id, incarnation) rows `statement` selects for `cluster`.
+    async fn node_keys(
+        &mut self,
+        statement: std::sync::Arc<str>,
+        cluster: &str,
+    ) -> Result<Vec<(String, String)>, StoreError> {
+        let rows = sqlx::query(AssertSqlSafe(statement)).bind(cluster).fetch_all(&mut *self.conn).await?;
+        rows.iter()
+            .map(|row| Ok((row.try_get("node_id")?, row.try_get("incarnation")?)))
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(Into::into)
+    }
+}
+
+impl Db<'_, Guarded> {
+    /// Appends a change at the next metadata version and returns that version; changes older
+    /// than `retention` versions are trimmed in the same transaction.
+    pub async fn append_change(
+        &mut self,
+        cluster: &str,
+        kind: &str,
+        payload: &[u8],
+        retention: u64,
+    ) -> Result<u64, StoreError> {
+        if !crate::changes_one(sqlx::query(AssertSqlSafe(self.sql.version_bump.clone())).bind(cluster), self.conn)
+            .await?
+        {
+            return Err(StoreError::Inconsistent(format!("cluster {cluster:?} has no metadata version row")));
+        }
+        let version = self.current_version(cluster).await?;
+        sqlx::query(AssertSqlSafe(self.sql.change_insert.clone()))
+            .bind(cluster)
+            .bind(version as i64)
+            .bind(kind)
+            .bind(payload.to_vec())
+            .execute(&mut *self.conn)
+            .await?;
+        if version > retention {
+            sqlx::query(AssertSqlSafe(self.sql.change_trim.clone()))
+                .bind(cluster)
+                .bind((version - retention) as i64)
+                .execute(&mut *self.conn)
+                .await?;
+        }
+        Ok(version)
+    }
+
+    /// Registers `node_id` at `incarnation` as a member of `pools`, replacing any earlier
+    /// incarnation.
+    pub async fn upsert_data_node(
+        &mut self,
+        cluster: &str,
+        node_id: &str,
+        incarnation: &str,
+        address: &str,
+        pools: &[String],
+    ) -> Result<(), StoreError> {
+        // Pool names are validated like catalog names: no commas.
+        let pools = pools.join(",");
+        let updated = crate::changes_one(
+            sqlx::query(AssertSqlSafe(self.sql.data_node_update.clone()))
+                .bind(incarnation)
+                .bind(address)
+                .bind(pools.as_str())
+                .bind(cluster)
+                .bind(node_id),
+            self.conn,
+        )
+        .await?;
+        if !updated {
+            sqlx::query(AssertSqlSafe(self.sql.data_node_insert.clone()))
+                .bind(cluster)
+                .bind(node_id)
+                .bind(incarnation)
+                .bind(address)
+                .bind(pools.as_str())
+                .execute(&mut *self.conn)
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Retires `node_id` if it is still registered at `incarnation`: it is no longer
+    /// registered, and the incarnation is remembered as retired until the node registers
+    /// again; false if it was not registered at that incarnation.
+    pub async fn retire_data_node(
+        &mut self,
+        cluster: &str,
+        node_id: &str,
+        incarnation: &str,
+    ) -> Result<bool, StoreError> {
+        crate::changes_incarnation(self.conn, &self.sql.data_node_retire, cluster, node_id, incarnation).await
+    }
+
+    /// Keeps `node_id` at `incarnation` as a tombstone: it may still hold a lease.
+    pub async fn put_tombstone(&mut self, cluster: &str, node_id: &str, incarnation: &str) -> Result<(), StoreError> {
+        // Idempotent: an incarnation put to rest twice has one row.
+        self.delete_tombstone(cluster, node_id, incarnation).await?;
+        sqlx::query(AssertSqlSafe(self.sql.tombstone_insert.clone()))
             .bind(cluster)
             .bind(node_id)
             .bind(incarnation)
-            .bind(address)
-            .bind(pools.as_str())
-            .execute(&mut *conn)
+            .execute(&mut *self.conn)
             .await?;
+        Ok(())
     }
-    Ok(())
-}
 
-pub(crate) async fn retire_data_node(
-    conn: &mut AnyConnection,
-    sql: &Statements,
-    cluster: &str,
-    node_id: &str,
-    incarnation: &str,
-) -> Result<bool, StoreError> {
-    crate::changes_incarnation(conn, &sql.data_node_retire, cluster, node_id, incarnation).await
-}
+    /// Forgets a tombstone that has provably fenced; false if there was none.
+    pub async fn delete_tombstone(
+        &mut self,
+        cluster: &str,
+        node_id: &str,
+        incarnation: &str,
+    ) -> Result<bool, StoreError> {
+        crate::changes_incarnation(self.conn, &self.sql.tombstone_delete, cluster, node_id, incarnation).await
+    }
 
-pub(crate) async fn put_tombstone(
-    conn: &mut AnyConnection,
-    sql: &Statements,
-    cluster: &str,
-    node_id: &str,
-    incarnation: &str,
-) -> Result<(), StoreError> {
-    // Idempotent: an incarnation put to rest twice has one row.
-    delete_tombstone(conn, sql, cluster, node_id, incarnation).await?;
-    sqlx::query(AssertSqlSafe(sql.tombstone_insert.clone()))
-        .bind(cluster)
-        .bind(node_id)
-        .bind(incarnation)
-        .execute(&mut *conn)
+    /// Writes a cluster setting.
+    pub async fn write_setting(&mut self, cluster: &str, name: &str, value: &str) -> Result<(), StoreError> {
+        let updated = crate::changes_one(
+            sqlx::query(AssertSqlSafe(self.sql.meta_update.clone())).bind(value).bind(cluster).bind(name),
+            self.conn,
+        )
         .await?;
-    Ok(())
-}
-
-pub(crate) async fn delete_tombstone(
-    conn: &mut AnyConnection,
-    sql: &Statements,
-    cluster: &str,
-    node_id: &str,
-    incarnation: &str,
-) -> Result<bool, StoreError> {
-    crate::changes_incarnation(conn, &sql.tombstone_delete, cluster, node_id, incarnation).await
-}
-
-pub(crate) async fn list_tombstones(
-    conn: &mut AnyConnection,
-    sql: &Statements,
-    cluster: &str,
-) -> Result<Vec<(String, String)>, StoreError> {
-    node_keys(conn, &sql.tombstone_list, cluster).await
-}
-
-pub(crate) async fn list_retired_data_nodes(
-    conn: &mut AnyConnection,
-    sql: &Statements,
-    cluster: &str,
-) -> Result<Vec<(String, String)>, StoreError> {
-    node_keys(conn, &sql.data_node_list_retired, cluster).await
-}
-
-pub(crate) async fn list_data_nodes(
-    conn: &mut AnyConnection,
-    sql: &Statements,
-    cluster: &str,
-) -> Result<Vec<DataNodeRow>, StoreError> {
-    let rows = sqlx::query(AssertSqlSafe(sql.data_node_list.clone())).bind(cluster).fetch_all(&mut *conn).await?;
-    Ok(rows.iter().map(DataNodeRow::from_row).collect::<Result<_, sqlx::Error>>()?)
-}
-
-pub(crate) async fn read_setting(
-    conn: &mut AnyConnection,
-    sql: &Statements,
-    cluster: &str,
-    name: &str,
-) -> Result<Option<String>, StoreError> {
-    let row =
-        sqlx::query(AssertSqlSafe(sql.meta_read.clone())).bind(cluster).bind(name).fetch_optional(&mut *conn).await?;
-    Ok(row.map(|row| row.try_get("value")).transpose()?)
-}
-
-pub(crate) async fn write_setting(
-    conn: &mut AnyConnection,
-    sql: &Statements,
-    cluster: &str,
-    name: &str,
-    value: &str,
-) -> Result<(), StoreError> {
-    let updated = crate::changes_one(
-        sqlx::query(AssertSqlSafe(sql.meta_update.clone())).bind(value).bind(cluster).bind(name),
-        conn,
-    )
-    .await?;
-    if !updated {
-        sqlx::query(AssertSqlSafe(sql.meta_insert_if_absent.clone()))
-            .bind(cluster)
-            .bind(name)
-            .bind(value)
-            .execute(&mut *conn)
-            .await?;
+        if !updated {
+            sqlx::query(AssertSqlSafe(self.sql.meta_insert_if_absent.clone()))
+                .bind(cluster)
+                .bind(name)
+                .bind(value)
+                .execute(&mut *self.conn)
+                .await?;
+        }
+        Ok(())
     }
-    Ok(())
-}
 
-/// Marks a tombstone as having given every bucket up; false when there is no such tombstone.
-pub(crate) async fn mark_tombstone_released(
-    conn: &mut AnyConnection,
-    sql: &Statements,
-    cluster: &str,
-    node_id: &str,
-    incarnation: &str,
-) -> Result<bool, StoreError> {
-    crate::changes_incarnation(conn, &sql.tombstone_mark_released, cluster, node_id, incarnation).await
-}
-
-/// Every tombstone that gave every bucket up, as (node id, incarnation).
-pub(crate) async fn list_released_tombstones(
-    conn: &mut AnyConnection,
-    sql: &Statements,
-    cluster: &str,
-) -> Result<Vec<(String, String)>, StoreError> {
-    node_keys(conn, &sql.tombstone_list_released, cluster).await
-}
-
-/// The (node id, incarnation) rows `statement` selects for `cluster`.
-async fn node_keys(
-    conn: &mut AnyConnection,
-    statement: &std::sync::Arc<str>,
-    cluster: &str,
-) -> Result<Vec<(String, String)>, StoreError> {
-    let rows = sqlx::query(AssertSqlSafe(statement.clone())).bind(cluster).fetch_all(&mut *conn).await?;
-    rows.iter()
-        .map(|row| Ok((row.try_get("node_id")?, row.try_get("incarnation")?)))
-        .collect::<Result<_, sqlx::Error>>()
-        .map_err(Into::into)
+    /// Records that a tombstone's incarnation gave every bucket up as it deregistered; false
+    /// if there is no such tombstone.
+    pub async fn mark_tombstone_released(
+        &mut self,
+        cluster: &str,
+        node_id: &str,
+        incarnation: &str,
+    ) -> Result<bool, StoreError> {
+        crate::changes_incarnation(self.conn, &self.sql.tombstone_mark_released, cluster, node_id, incarnation).await
+    }
 }

@@ -1,9 +1,9 @@
 //! The coordinator registry (`ha_nodes`): one row per stable node id.
 
 use sqlx::any::AnyRow;
-use sqlx::{AnyConnection, AssertSqlSafe, FromRow, Row};
+use sqlx::{AssertSqlSafe, FromRow, Row};
 
-use crate::backend::Statements;
+use crate::db::Db;
 use crate::error::StoreError;
 
 /// What a starting node writes into its registry row.
@@ -81,126 +81,122 @@ impl FromRow<'_, AnyRow> for NodeRow {
     }
 }
 
-pub(crate) async fn read(
-    conn: &mut AnyConnection,
-    sql: &Statements,
-    cluster: &str,
-    node_id: &str,
-) -> Result<NodeSnapshot, StoreError> {
-    let row = sqlx::query(AssertSqlSafe(sql.node_read.clone()))
-        .bind(cluster)
-        .bind(node_id)
-        .fetch_optional(&mut *conn)
-        .await?;
-    match row {
-        Some(row) => Ok(NodeSnapshot {
-            row: Some(leasehold_core::node_claim::RegisteredNode {
-                incarnation: row.try_get("incarnation")?,
-                last_seen_ms: row.try_get("last_seen_ms")?,
-            }),
-            store_now_ms: row.try_get("store_now_ms")?,
-        }),
-        None => {
-            let now = sqlx::query(AssertSqlSafe(sql.now.clone())).fetch_one(&mut *conn).await?;
-            Ok(NodeSnapshot { row: None, store_now_ms: now.try_get(0)? })
-        }
-    }
-}
-
-pub(crate) async fn insert(
-    conn: &mut AnyConnection,
-    sql: &Statements,
-    node: &NodeRegistration,
-) -> Result<bool, StoreError> {
-    crate::changes_one(
-        sqlx::query(AssertSqlSafe(sql.node_insert.clone()))
-            .bind(node.cluster.as_str())
-            .bind(node.node_id.as_str())
-            .bind(node.incarnation.as_str())
-            .bind(node.address.as_str())
-            .bind(node.mode.as_str())
-            .bind(i64::from(node.priority))
-            .bind(node.role.as_str()),
-        conn,
-    )
-    .await
-}
-
-pub(crate) async fn take_over(
-    conn: &mut AnyConnection,
-    sql: &Statements,
-    node: &NodeRegistration,
-    observed_incarnation: Option<&str>,
-    observed_last_seen_ms: i64,
-) -> Result<bool, StoreError> {
-    crate::changes_one(
-        sqlx::query(AssertSqlSafe(sql.node_take_over.clone()))
-            .bind(node.incarnation.as_str())
-            .bind(node.address.as_str())
-            .bind(node.mode.as_str())
-            .bind(i64::from(node.priority))
-            .bind(node.role.as_str())
-            .bind(node.cluster.as_str())
-            .bind(node.node_id.as_str())
-            .bind(observed_incarnation.unwrap_or(""))
-            .bind(observed_last_seen_ms),
-        conn,
-    )
-    .await
-}
-
-pub(crate) async fn refresh(
-    conn: &mut AnyConnection,
-    sql: &Statements,
-    cluster: &str,
-    node_id: &str,
-    incarnation: &str,
-    role: &str,
-) -> Result<bool, StoreError> {
-    crate::changes_one(
-        sqlx::query(AssertSqlSafe(sql.node_refresh.clone())).bind(role).bind(cluster).bind(node_id).bind(incarnation),
-        conn,
-    )
-    .await
-}
-
-pub(crate) async fn update_settings(
-    conn: &mut AnyConnection,
-    sql: &Statements,
-    cluster: &str,
-    node_id: &str,
-    incarnation: &str,
-    mode: &str,
-    priority: i32,
-) -> Result<bool, StoreError> {
-    crate::changes_one(
-        sqlx::query(AssertSqlSafe(sql.node_update_settings.clone()))
-            .bind(mode)
-            .bind(i64::from(priority))
+impl<F> Db<'_, F> {
+    /// This node's registry row, with the store's clock.
+    pub async fn read_node(&mut self, cluster: &str, node_id: &str) -> Result<NodeSnapshot, StoreError> {
+        let row = sqlx::query(AssertSqlSafe(self.sql.node_read.clone()))
             .bind(cluster)
             .bind(node_id)
-            .bind(incarnation),
-        conn,
-    )
-    .await
-}
+            .fetch_optional(&mut *self.conn)
+            .await?;
+        match row {
+            Some(row) => Ok(NodeSnapshot {
+                row: Some(leasehold_core::node_claim::RegisteredNode {
+                    incarnation: row.try_get("incarnation")?,
+                    last_seen_ms: row.try_get("last_seen_ms")?,
+                }),
+                store_now_ms: row.try_get("store_now_ms")?,
+            }),
+            None => {
+                let now = sqlx::query(AssertSqlSafe(self.sql.now.clone())).fetch_one(&mut *self.conn).await?;
+                Ok(NodeSnapshot { row: None, store_now_ms: now.try_get(0)? })
+            }
+        }
+    }
 
-pub(crate) async fn stop(
-    conn: &mut AnyConnection,
-    sql: &Statements,
-    cluster: &str,
-    node_id: &str,
-    incarnation: &str,
-) -> Result<bool, StoreError> {
-    crate::changes_incarnation(conn, &sql.node_stop, cluster, node_id, incarnation).await
-}
+    /// Inserts a registry row for a new node id. False when the row exists already.
+    pub async fn insert_node(&mut self, node: &NodeRegistration) -> Result<bool, StoreError> {
+        crate::changes_one(
+            sqlx::query(AssertSqlSafe(self.sql.node_insert.clone()))
+                .bind(node.cluster.as_str())
+                .bind(node.node_id.as_str())
+                .bind(node.incarnation.as_str())
+                .bind(node.address.as_str())
+                .bind(node.mode.as_str())
+                .bind(i64::from(node.priority))
+                .bind(node.role.as_str()),
+            self.conn,
+        )
+        .await
+    }
 
-pub(crate) async fn list(conn: &mut AnyConnection, sql: &Statements, cluster: &str) -> Result<NodeList, StoreError> {
-    let rows = sqlx::query(AssertSqlSafe(sql.node_list.clone())).bind(cluster).fetch_all(&mut *conn).await?;
-    let store_now_ms = match rows.first() {
-        Some(row) => row.try_get("store_now_ms")?,
-        None => sqlx::query(AssertSqlSafe(sql.now.clone())).fetch_one(&mut *conn).await?.try_get(0)?,
-    };
-    let nodes = rows.iter().map(NodeRow::from_row).collect::<Result<Vec<_>, sqlx::Error>>()?;
-    Ok(NodeList { nodes, store_now_ms })
+    /// Takes over a registry row that is still as it was observed. False when it changed.
+    pub async fn take_over_node(
+        &mut self,
+        node: &NodeRegistration,
+        observed_incarnation: Option<&str>,
+        observed_last_seen_ms: i64,
+    ) -> Result<bool, StoreError> {
+        crate::changes_one(
+            sqlx::query(AssertSqlSafe(self.sql.node_take_over.clone()))
+                .bind(node.incarnation.as_str())
+                .bind(node.address.as_str())
+                .bind(node.mode.as_str())
+                .bind(i64::from(node.priority))
+                .bind(node.role.as_str())
+                .bind(node.cluster.as_str())
+                .bind(node.node_id.as_str())
+                .bind(observed_incarnation.unwrap_or(""))
+                .bind(observed_last_seen_ms),
+            self.conn,
+        )
+        .await
+    }
+
+    /// Marks this incarnation alive now, in `role`. False when another process owns the id.
+    pub async fn refresh_node(
+        &mut self,
+        cluster: &str,
+        node_id: &str,
+        incarnation: &str,
+        role: &str,
+    ) -> Result<bool, StoreError> {
+        crate::changes_one(
+            sqlx::query(AssertSqlSafe(self.sql.node_refresh.clone()))
+                .bind(role)
+                .bind(cluster)
+                .bind(node_id)
+                .bind(incarnation),
+            self.conn,
+        )
+        .await
+    }
+
+    /// Records this node's mode and priority (a non-leader's own settings).
+    pub async fn update_node_settings(
+        &mut self,
+        cluster: &str,
+        node_id: &str,
+        incarnation: &str,
+        mode: &str,
+        priority: i32,
+    ) -> Result<bool, StoreError> {
+        crate::changes_one(
+            sqlx::query(AssertSqlSafe(self.sql.node_update_settings.clone()))
+                .bind(mode)
+                .bind(i64::from(priority))
+                .bind(cluster)
+                .bind(node_id)
+                .bind(incarnation),
+            self.conn,
+        )
+        .await
+    }
+
+    /// Marks this incarnation cleanly stopped, freeing its node id for a restart.
+    pub async fn stop_node(&mut self, cluster: &str, node_id: &str, incarnation: &str) -> Result<bool, StoreError> {
+        crate::changes_incarnation(self.conn, &self.sql.node_stop, cluster, node_id, incarnation).await
+    }
+
+    /// Every registry row of the cluster, with the store's clock.
+    pub async fn list_nodes(&mut self, cluster: &str) -> Result<NodeList, StoreError> {
+        let rows =
+            sqlx::query(AssertSqlSafe(self.sql.node_list.clone())).bind(cluster).fetch_all(&mut *self.conn).await?;
+        let store_now_ms = match rows.first() {
+            Some(row) => row.try_get("store_now_ms")?,
+            None => sqlx::query(AssertSqlSafe(self.sql.now.clone())).fetch_one(&mut *self.conn).await?.try_get(0)?,
+        };
+        let nodes = rows.iter().map(NodeRow::from_row).collect::<Result<Vec<_>, sqlx::Error>>()?;
+        Ok(NodeList { nodes, store_now_ms })
+    }
 }

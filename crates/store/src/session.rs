@@ -9,25 +9,9 @@ use std::time::Duration;
 use sqlx::AnyConnection;
 use tokio::time::{Instant, timeout_at};
 
+use crate::db::{Db, Unguarded};
 use crate::error::StoreError;
-use crate::lease;
 use crate::store::Store;
-use crate::types::{LeaseHolder, LeaseView, TermGuard};
-
-/// Runs `$body` on the session's connection (opened if needed) under the call's deadline,
-/// with `$conn: &mut AnyConnection` and `$sql` the store's statements.
-macro_rules! on_session {
-    ($session:expr, $op:expr, |$conn:ident, $sql:ident| $body:expr) => {{
-        let deadline = Instant::now() + $session.call_timeout;
-        let store = $session.store.clone();
-        let $sql = store.sql();
-        let result = match $session.connection(deadline).await {
-            Ok($conn) => timeout_at(deadline, $body).await,
-            Err(error) => Ok(Err(error)),
-        };
-        $session.settle($op, result)
-    }};
-}
 
 /// The HA loop's dedicated connection; every call has its own timeout.
 pub struct LeaseSession {
@@ -55,30 +39,24 @@ impl LeaseSession {
         Self { store, conn: None, call_timeout }
     }
 
-    /// The lease row and the store's clock.
-    pub async fn read_lease(&mut self, cluster: &str) -> Result<LeaseView, StoreError> {
-        on_session!(self, "read lease", |conn, sql| lease::read(conn, sql, cluster))
-    }
-
-    /// See [`Store::try_acquire`].
-    pub async fn try_acquire(
+    /// Runs `call` on the session's connection (opened first if there is none) under the call
+    /// timeout; `op` names the call in its errors. A connection whose statement was cancelled
+    /// or failed is closed, and the next call opens a fresh one.
+    pub async fn run<T>(
         &mut self,
-        cluster: &str,
-        expected: &LeaseView,
-        holder: &LeaseHolder,
-        ttl: Duration,
-    ) -> Result<Option<u64>, StoreError> {
-        on_session!(self, "acquire lease", |conn, sql| lease::try_acquire(conn, sql, cluster, expected, holder, ttl))
-    }
-
-    /// See [`Store::renew`].
-    pub async fn renew(&mut self, guard: &TermGuard, ttl: Duration) -> Result<bool, StoreError> {
-        on_session!(self, "renew lease", |conn, sql| lease::renew(conn, sql, guard, ttl))
-    }
-
-    /// See [`Store::release`].
-    pub async fn release(&mut self, guard: &TermGuard) -> Result<bool, StoreError> {
-        on_session!(self, "release lease", |conn, sql| lease::release(conn, sql, guard))
+        op: &'static str,
+        call: impl AsyncFnOnce(&mut Db<'_>) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let deadline = Instant::now() + self.call_timeout;
+        let store = self.store.clone();
+        let result = match self.connection(deadline).await {
+            Ok(conn) => {
+                let mut db = Db::new(conn, store.sql(), store.backend(), Unguarded);
+                timeout_at(deadline, call(&mut db)).await
+            }
+            Err(error) => Ok(Err(error)),
+        };
+        self.settle(op, result)
     }
 
     async fn connection(&mut self, deadline: Instant) -> Result<&mut AnyConnection, StoreError> {

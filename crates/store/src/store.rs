@@ -1,4 +1,5 @@
 //! The store handle: a connection pool, the backend's statements, and a timeout on every call.
+//! The calls themselves are written once, on [`Db`].
 
 use std::str::FromStr;
 use std::sync::Arc;
@@ -6,18 +7,13 @@ use std::time::Duration;
 
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::pool::PoolConnection;
-use sqlx::{Any, AnyConnection, AnyPool, AssertSqlSafe, Connection, Row};
+use sqlx::{Any, AnyConnection, AnyPool, AssertSqlSafe, Connection};
 use tokio::time::{Instant, timeout_at};
 
 use crate::backend::{Backend, Statements};
-use crate::buckets::{self, AssignmentRow, PoolRow};
-use crate::catalog::{self, ProcedureRow, StoredObject};
+use crate::db::{Db, Unguarded};
 use crate::error::{StoreError, redact_url};
-use crate::lease;
-use crate::metadata::{self, DataNodeRow, StoredChange};
 use crate::migrate::{self, MigrationSet};
-use crate::nodes::{self, NodeList, NodeRegistration, NodeSnapshot};
-use crate::types::{LeaseHolder, LeaseView, TermGuard};
 
 /// How to reach the store and how long to wait for it.
 #[derive(Debug, Clone)]
@@ -162,18 +158,6 @@ async fn prepare_session(
     Ok(())
 }
 
-/// Runs `$body`, which uses `$conn: &mut AnyConnection`, on a pool connection under the
-/// call's deadline, and settles the connection (closed on timeout or failure).
-macro_rules! on_pool {
-    ($store:expr, $op:expr, |$conn:ident| $body:expr) => {{
-        let mut checkout = $store.checkout($op).await?;
-        let deadline = checkout.deadline;
-        let $conn: &mut AnyConnection = &mut checkout.conn;
-        let result = timeout_at(deadline, $body).await;
-        checkout.finish(result)
-    }};
-}
-
 /// A pool connection checked out for one call, with the call's deadline.
 pub(crate) struct Checkout {
     pub conn: PoolConnection<Any>,
@@ -233,7 +217,7 @@ impl Store {
                 redacted_url,
             }),
         };
-        store.select_one().await.map_err(|error| StoreError::Connect {
+        store.run("select 1", async |db| db.select_one().await).await.map_err(|error| StoreError::Connect {
             backend: backend.as_str(),
             url: store.inner.redacted_url.clone(),
             reason: match error {
@@ -284,229 +268,18 @@ impl Store {
         checkout.finish(result)
     }
 
-    /// A plain `SELECT 1` round trip on the pool: the baseline of every benchmark.
-    pub async fn select_one(&self) -> Result<(), StoreError> {
-        let sql = self.inner.sql.select_one.clone();
-        on_pool!(self, "select 1", |conn| async {
-            sqlx::query(AssertSqlSafe(sql)).fetch_one(&mut *conn).await?;
-            Ok(())
-        })
-    }
-
-    /// The store's clock, in milliseconds since the Unix epoch.
-    pub async fn now_ms(&self) -> Result<i64, StoreError> {
-        let sql = self.inner.sql.now.clone();
-        on_pool!(self, "read clock", |conn| async {
-            let row = sqlx::query(AssertSqlSafe(sql)).fetch_one(&mut *conn).await?;
-            Ok(row.try_get::<i64, _>(0)?)
-        })
-    }
-
-    /// The cluster's store epoch: random, written once when the cluster is first seen.
-    pub async fn store_epoch(&self, cluster: &str) -> Result<String, StoreError> {
-        let fresh = random_hex(8);
-        let sql = &self.inner.sql;
-        on_pool!(self, "store epoch", |conn| async {
-            sqlx::query(AssertSqlSafe(sql.meta_insert_if_absent.clone()))
-                .bind(cluster)
-                .bind("store_epoch")
-                .bind(fresh.as_str())
-                .execute(&mut *conn)
-                .await?;
-            let row = sqlx::query(AssertSqlSafe(sql.meta_read.clone()))
-                .bind(cluster)
-                .bind("store_epoch")
-                .fetch_optional(&mut *conn)
-                .await?;
-            let row = row.ok_or_else(|| StoreError::Inconsistent("cluster_meta has no store_epoch".into()))?;
-            Ok(row.try_get::<String, _>(0)?)
-        })
-    }
-
-    /// Creates the cluster's lease row (free, term 0) unless it exists.
-    pub async fn ensure_lease_row(&self, cluster: &str) -> Result<(), StoreError> {
-        on_pool!(self, "create lease row", |conn| lease::ensure_row(conn, self.sql(), cluster))
-    }
-
-    /// The lease row and the store's clock, read together.
-    pub async fn read_lease(&self, cluster: &str) -> Result<LeaseView, StoreError> {
-        on_pool!(self, "read lease", |conn| lease::read(conn, self.sql(), cluster))
-    }
-
-    /// Takes the lease for `holder` if it is still at `expected_version` and expired on the
-    /// store's clock. Returns the new term on success.
-    pub async fn try_acquire(
+    /// Runs `call` on a pool connection under the call timeout (the checkout included); `op`
+    /// names the call in its errors. A connection whose statement was cancelled or failed
+    /// mid-flight is closed, never handed to the next caller.
+    pub async fn run<T>(
         &self,
-        cluster: &str,
-        expected: &LeaseView,
-        holder: &LeaseHolder,
-        ttl: Duration,
-    ) -> Result<Option<u64>, StoreError> {
-        on_pool!(self, "acquire lease", |conn| lease::try_acquire(conn, self.sql(), cluster, expected, holder, ttl,))
-    }
-
-    /// Extends the lease of `guard`'s term by `ttl` from now on the store's clock. False when
-    /// the term is no longer ours.
-    pub async fn renew(&self, guard: &TermGuard, ttl: Duration) -> Result<bool, StoreError> {
-        on_pool!(self, "renew lease", |conn| lease::renew(conn, self.sql(), guard, ttl))
-    }
-
-    /// Ends the lease of `guard`'s term now, so that a successor can take it at once.
-    pub async fn release(&self, guard: &TermGuard) -> Result<bool, StoreError> {
-        on_pool!(self, "release lease", |conn| lease::release(conn, self.sql(), guard))
-    }
-
-    /// Creates the cluster's metadata version counter (at 0) unless it exists.
-    pub async fn ensure_metadata_rows(&self, cluster: &str) -> Result<(), StoreError> {
-        on_pool!(self, "create version row", |conn| metadata::ensure_version_row(conn, self.sql(), cluster))
-    }
-
-    /// The newest committed metadata version.
-    pub async fn current_version(&self, cluster: &str) -> Result<u64, StoreError> {
-        on_pool!(self, "read version", |conn| metadata::current_version(conn, self.sql(), cluster))
-    }
-
-    /// Up to `limit` changes after version `after`, oldest first.
-    pub async fn changes_since(&self, cluster: &str, after: u64, limit: u64) -> Result<Vec<StoredChange>, StoreError> {
-        on_pool!(self, "read changes", |conn| metadata::changes_since(conn, self.sql(), cluster, after, limit))
-    }
-
-    /// Every registered data node.
-    pub async fn list_data_nodes(&self, cluster: &str) -> Result<Vec<DataNodeRow>, StoreError> {
-        on_pool!(self, "list data nodes", |conn| metadata::list_data_nodes(conn, self.sql(), cluster))
-    }
-
-    /// Every retired incarnation still remembered (its node has not registered again), as
-    /// (node id, incarnation).
-    pub async fn list_retired_data_nodes(&self, cluster: &str) -> Result<Vec<(String, String)>, StoreError> {
-        on_pool!(self, "list retired data nodes", |conn| metadata::list_retired_data_nodes(conn, self.sql(), cluster))
-    }
-
-    /// Every data-node tombstone, as (node id, incarnation).
-    pub async fn list_tombstones(&self, cluster: &str) -> Result<Vec<(String, String)>, StoreError> {
-        on_pool!(self, "list tombstones", |conn| metadata::list_tombstones(conn, self.sql(), cluster))
-    }
-
-    /// Every tombstone whose incarnation gave every bucket up, as (node id, incarnation).
-    pub async fn list_released_tombstones(&self, cluster: &str) -> Result<Vec<(String, String)>, StoreError> {
-        on_pool!(self, "list released tombstones", |conn| metadata::list_released_tombstones(conn, self.sql(), cluster))
-    }
-
-    /// A cluster setting.
-    pub async fn read_setting(&self, cluster: &str, name: &str) -> Result<Option<String>, StoreError> {
-        on_pool!(self, "read setting", |conn| metadata::read_setting(conn, self.sql(), cluster, name))
-    }
-
-    /// Every catalog object, databases first.
-    pub async fn list_objects(&self, cluster: &str) -> Result<Vec<StoredObject>, StoreError> {
-        on_pool!(self, "list catalog", |conn| catalog::list_objects(conn, self.sql(), cluster))
-    }
-
-    /// The newest version and every catalog row at exactly that version (one snapshot).
-    pub async fn versioned_objects(&self, cluster: &str) -> Result<(u64, Vec<StoredObject>), StoreError> {
-        let backend = self.inner.backend;
-        on_pool!(self, "read versioned catalog", |conn| catalog::versioned_objects(conn, self.sql(), backend, cluster))
-    }
-
-    /// Every bucket pool, by name.
-    pub async fn list_pools(&self, cluster: &str) -> Result<Vec<PoolRow>, StoreError> {
-        on_pool!(self, "list pools", |conn| buckets::list_pools(conn, self.sql(), cluster))
-    }
-
-    /// Every bucket's ownership row, by pool and bucket.
-    pub async fn list_assignments(&self, cluster: &str) -> Result<Vec<AssignmentRow>, StoreError> {
-        on_pool!(self, "list assignments", |conn| buckets::list_assignments(conn, self.sql(), cluster))
-    }
-
-    /// One procedure.
-    pub async fn get_procedure(&self, cluster: &str, id: u64) -> Result<Option<ProcedureRow>, StoreError> {
-        on_pool!(self, "read procedure", |conn| catalog::get_procedure(conn, self.sql(), cluster, id))
-    }
-
-    /// The procedure a client started with `request_id`, if any.
-    pub async fn procedure_by_request(
-        &self,
-        cluster: &str,
-        request_id: &str,
-    ) -> Result<Option<ProcedureRow>, StoreError> {
-        on_pool!(self, "read procedure", |conn| catalog::procedure_by_request(conn, self.sql(), cluster, request_id))
-    }
-
-    /// The newest procedures (only those in `state`, when given), newest first.
-    pub async fn list_procedures(
-        &self,
-        cluster: &str,
-        state: Option<&str>,
-        limit: u32,
-    ) -> Result<Vec<ProcedureRow>, StoreError> {
-        on_pool!(self, "list procedures", |conn| catalog::list_procedures(conn, self.sql(), cluster, state, limit))
-    }
-
-    /// This node's registry row, with the store's clock.
-    pub async fn read_node(&self, cluster: &str, node_id: &str) -> Result<NodeSnapshot, StoreError> {
-        on_pool!(self, "read node", |conn| nodes::read(conn, self.sql(), cluster, node_id))
-    }
-
-    /// Inserts a registry row for a new node id. False when the row exists already.
-    pub async fn insert_node(&self, registration: &NodeRegistration) -> Result<bool, StoreError> {
-        on_pool!(self, "register node", |conn| nodes::insert(conn, self.sql(), registration))
-    }
-
-    /// Takes over a registry row that is still as it was observed. False when it changed.
-    pub async fn take_over_node(
-        &self,
-        registration: &NodeRegistration,
-        observed_incarnation: Option<&str>,
-        observed_last_seen_ms: i64,
-    ) -> Result<bool, StoreError> {
-        on_pool!(self, "take over node", |conn| nodes::take_over(
-            conn,
-            self.sql(),
-            registration,
-            observed_incarnation,
-            observed_last_seen_ms,
-        ))
-    }
-
-    /// Marks this incarnation alive now, in `role`. False when another process owns the id.
-    pub async fn refresh_node(
-        &self,
-        cluster: &str,
-        node_id: &str,
-        incarnation: &str,
-        role: &str,
-    ) -> Result<bool, StoreError> {
-        on_pool!(self, "refresh node", |conn| nodes::refresh(conn, self.sql(), cluster, node_id, incarnation, role,))
-    }
-
-    /// Records this node's mode and priority (a non-leader's own settings).
-    pub async fn update_node_settings(
-        &self,
-        cluster: &str,
-        node_id: &str,
-        incarnation: &str,
-        mode: &str,
-        priority: i32,
-    ) -> Result<bool, StoreError> {
-        on_pool!(self, "update node settings", |conn| nodes::update_settings(
-            conn,
-            self.sql(),
-            cluster,
-            node_id,
-            incarnation,
-            mode,
-            priority,
-        ))
-    }
-
-    /// Marks this incarnation cleanly stopped, freeing its node id for a restart.
-    pub async fn stop_node(&self, cluster: &str, node_id: &str, incarnation: &str) -> Result<bool, StoreError> {
-        on_pool!(self, "stop node", |conn| nodes::stop(conn, self.sql(), cluster, node_id, incarnation,))
-    }
-
-    /// Every registry row of the cluster, with the store's clock.
-    pub async fn list_nodes(&self, cluster: &str) -> Result<NodeList, StoreError> {
-        on_pool!(self, "list nodes", |conn| nodes::list(conn, self.sql(), cluster))
+        op: &'static str,
+        call: impl AsyncFnOnce(&mut Db<'_>) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let mut checkout = self.checkout(op).await?;
+        let mut db = Db::new(&mut checkout.conn, &self.inner.sql, self.inner.backend, Unguarded);
+        let result = timeout_at(checkout.deadline, call(&mut db)).await;
+        checkout.finish(result)
     }
 
     pub(crate) async fn checkout(&self, op: &'static str) -> Result<Checkout, StoreError> {
@@ -541,10 +314,7 @@ impl Store {
                 "innodb_flush_log_at_trx_commit is not 1: a crash can lose committed leases",
             ),
         };
-        let value = on_pool!(self, "check durability", |conn| async {
-            let row = sqlx::raw_sql(query).fetch_one(&mut *conn).await?;
-            Ok(row.try_get::<String, _>(0)?)
-        })?;
+        let value = self.run("check durability", async |db| db.read_text(query).await).await?;
         Ok(if value.trim() == expected { Vec::new() } else { vec![what.to_owned()] })
     }
 }

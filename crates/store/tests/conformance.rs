@@ -61,7 +61,7 @@ impl Harness {
         let store = Store::connect(options(&url)).await.expect("connect");
         store.migrate(MigrationSet::All).await.expect("migrate");
         let cluster = format!("t-{}", &new_incarnation()[..12]);
-        store.ensure_lease_row(&cluster).await.expect("lease row");
+        store.run("create lease row", async |db| db.ensure_lease_row(&cluster).await).await.expect("lease row");
         Some(Harness { url, store, cluster, sqlite_file })
     }
 
@@ -83,12 +83,15 @@ impl Harness {
     }
 
     async fn read(&self) -> LeaseView {
-        self.store.read_lease(&self.cluster).await.expect("read lease")
+        self.store.run("read lease", async |db| db.read_lease(&self.cluster).await).await.expect("read lease")
     }
 
     async fn acquire(&self, holder: &LeaseHolder, ttl: Duration) -> Option<u64> {
         let view = self.read().await;
-        self.store.try_acquire(&self.cluster, &view, holder, ttl).await.expect("acquire")
+        self.store
+            .run("acquire lease", async |db| db.try_acquire(&self.cluster, &view, holder, ttl).await)
+            .await
+            .expect("acquire")
     }
 
     /// Polls the store's clock until the lease has expired on it.
@@ -148,7 +151,10 @@ async fn takeover_after_expiry_increments_the_term(h: Harness) {
     let expired = h.until_expired().await;
     assert_eq!(expired.live_holder(), None);
     let b = h.holder("b");
-    assert_eq!(h.store.try_acquire(&h.cluster, &expired, &b, LONG).await.unwrap(), Some(2));
+    assert_eq!(
+        h.store.run("acquire lease", async |db| db.try_acquire(&h.cluster, &expired, &b, LONG).await).await.unwrap(),
+        Some(2)
+    );
     assert_eq!(h.read().await.live_holder(), Some(&b));
 }
 
@@ -156,16 +162,37 @@ async fn an_acquire_against_an_old_version_fails(h: Harness) {
     let seen_by_both = h.read().await;
     let a = h.holder("a");
     let b = h.holder("b");
-    assert_eq!(h.store.try_acquire(&h.cluster, &seen_by_both, &a, SHORT).await.unwrap(), Some(1));
+    assert_eq!(
+        h.store
+            .run("acquire lease", async |db| db.try_acquire(&h.cluster, &seen_by_both, &a, SHORT).await)
+            .await
+            .unwrap(),
+        Some(1)
+    );
     // The lease expires, but b still holds the version it read before a acquired.
     h.until_expired().await;
-    assert_eq!(h.store.try_acquire(&h.cluster, &seen_by_both, &b, LONG).await.unwrap(), None);
+    assert_eq!(
+        h.store
+            .run("acquire lease", async |db| db.try_acquire(&h.cluster, &seen_by_both, &b, LONG).await)
+            .await
+            .unwrap(),
+        None
+    );
     // A renewal bumps the version too: an acquire prepared before it fails.
     let c = h.holder("c");
     let before_renewal = h.read().await;
     let a_guard = h.guard(&a, 1);
-    assert!(h.store.renew(&a_guard, LONG).await.unwrap(), "term 1 is still a's: nobody took it");
-    assert_eq!(h.store.try_acquire(&h.cluster, &before_renewal, &c, LONG).await.unwrap(), None);
+    assert!(
+        h.store.run("renew lease", async |db| db.renew(&a_guard, LONG).await).await.unwrap(),
+        "term 1 is still a's: nobody took it"
+    );
+    assert_eq!(
+        h.store
+            .run("acquire lease", async |db| db.try_acquire(&h.cluster, &before_renewal, &c, LONG).await)
+            .await
+            .unwrap(),
+        None
+    );
     assert_eq!(h.read().await.live_holder(), Some(&a));
 }
 
@@ -186,10 +213,14 @@ async fn sixteen_concurrent_acquirers_produce_one_winner_per_term(h: Harness) {
             let holder = h.holder(&format!("n{contender}"));
             tasks.push(tokio::spawn(async move {
                 let mut session = store.lease_session(Duration::from_secs(5));
-                let view = session.read_lease(&cluster).await.expect("read");
+                let view = session.run("read lease", async |db| db.read_lease(&cluster).await).await.expect("read");
                 barrier.wait().await;
                 // Busy or lock-timeout errors count as losing: they never produce a winner.
-                let won = session.try_acquire(&cluster, &view, &holder, LONG).await.ok().flatten();
+                let won = session
+                    .run("acquire lease", async |db| db.try_acquire(&cluster, &view, &holder, LONG).await)
+                    .await
+                    .ok()
+                    .flatten();
                 (holder, won)
             }));
         }
@@ -205,20 +236,27 @@ async fn sixteen_concurrent_acquirers_produce_one_winner_per_term(h: Harness) {
         assert_eq!(term, round + 1);
         assert_eq!(h.read().await.live_holder(), Some(&winner));
         winners_by_term.push(term);
-        assert!(h.store.release(&h.guard(&winner, term)).await.unwrap());
+        assert!(h.store.run("release lease", async |db| db.release(&h.guard(&winner, term)).await).await.unwrap());
     }
     assert_eq!(winners_by_term, vec![1, 2, 3]);
 }
 
 async fn a_guarded_write_with_an_old_term_is_rejected_after_a_takeover(h: Harness) {
     let incarnation = new_incarnation();
-    assert!(h.store.insert_node(&h.registration("a", &incarnation)).await.unwrap());
+    assert!(
+        h.store
+            .run("register node", async |db| db.insert_node(&h.registration("a", &incarnation)).await)
+            .await
+            .unwrap()
+    );
     let a = h.holder("a");
     assert_eq!(h.acquire(&a, SHORT).await, Some(1));
     let a_guard = h.guard(&a, 1);
 
     let mut tx = h.store.begin_guarded(&WriteGuard::Term(a_guard.clone())).await.expect("the holder may write");
-    assert!(tx.update_node_settings(&h.cluster, "a", &incarnation, "standby", 5).await.unwrap());
+    assert!(
+        tx.run(async |db| db.update_node_settings(&h.cluster, "a", &incarnation, "standby", 5).await).await.unwrap()
+    );
     tx.commit().await.unwrap();
 
     let expired = h.until_expired().await;
@@ -227,96 +265,150 @@ async fn a_guarded_write_with_an_old_term_is_rejected_after_a_takeover(h: Harnes
     assert!(matches!(refused, StoreError::StaleTerm { term: 1 }), "{refused}");
 
     let b = h.holder("b");
-    assert_eq!(h.store.try_acquire(&h.cluster, &expired, &b, LONG).await.unwrap(), Some(2));
+    assert_eq!(
+        h.store.run("acquire lease", async |db| db.try_acquire(&h.cluster, &expired, &b, LONG).await).await.unwrap(),
+        Some(2)
+    );
     let refused = h.store.begin_guarded(&WriteGuard::Term(a_guard.clone())).await.unwrap_err();
     assert!(matches!(refused, StoreError::StaleTerm { term: 1 }), "{refused}");
     // The old term cannot renew its way back either.
-    assert!(!h.store.renew(&a_guard, LONG).await.unwrap());
+    assert!(!h.store.run("renew lease", async |db| db.renew(&a_guard, LONG).await).await.unwrap());
     assert!(h.store.begin_guarded(&WriteGuard::Term(h.guard(&b, 2))).await.is_ok());
 
-    let listed = h.store.list_nodes(&h.cluster).await.unwrap();
+    let listed = h.store.run("list nodes", async |db| db.list_nodes(&h.cluster).await).await.unwrap();
     assert_eq!((listed.nodes[0].mode.as_str(), listed.nodes[0].priority), ("standby", 5));
 }
 
 async fn an_uncommitted_guarded_write_leaves_nothing(h: Harness) {
     let incarnation = new_incarnation();
-    assert!(h.store.insert_node(&h.registration("a", &incarnation)).await.unwrap());
+    assert!(
+        h.store
+            .run("register node", async |db| db.insert_node(&h.registration("a", &incarnation)).await)
+            .await
+            .unwrap()
+    );
     let a = h.holder("a");
     assert_eq!(h.acquire(&a, LONG).await, Some(1));
     let mut tx = h.store.begin_guarded(&WriteGuard::Term(h.guard(&a, 1))).await.unwrap();
-    assert!(tx.update_node_settings(&h.cluster, "a", &incarnation, "hot-backup", 9).await.unwrap());
+    assert!(
+        tx.run(async |db| db.update_node_settings(&h.cluster, "a", &incarnation, "hot-backup", 9).await).await.unwrap()
+    );
     drop(tx);
-    let listed = h.store.list_nodes(&h.cluster).await.unwrap();
+    let listed = h.store.run("list nodes", async |db| db.list_nodes(&h.cluster).await).await.unwrap();
     assert_eq!((listed.nodes[0].mode.as_str(), listed.nodes[0].priority), ("auto", 0));
     // And the pool still works after the abandoned transaction's connection was closed.
     let mut tx = h.store.begin_guarded(&WriteGuard::Term(h.guard(&a, 1))).await.unwrap();
-    assert!(tx.update_node_settings(&h.cluster, "a", &incarnation, "hot-backup", 9).await.unwrap());
+    assert!(
+        tx.run(async |db| db.update_node_settings(&h.cluster, "a", &incarnation, "hot-backup", 9).await).await.unwrap()
+    );
     tx.commit().await.unwrap();
-    let listed = h.store.list_nodes(&h.cluster).await.unwrap();
+    let listed = h.store.run("list nodes", async |db| db.list_nodes(&h.cluster).await).await.unwrap();
     assert_eq!((listed.nodes[0].mode.as_str(), listed.nodes[0].priority), ("hot-backup", 9));
 }
 
 async fn release_lets_the_next_acquirer_in_at_once(h: Harness) {
     let a = h.holder("a");
     assert_eq!(h.acquire(&a, LONG).await, Some(1));
-    assert!(h.store.release(&h.guard(&a, 1)).await.unwrap());
+    assert!(h.store.run("release lease", async |db| db.release(&h.guard(&a, 1)).await).await.unwrap());
     let view = h.read().await;
     assert!(view.is_expired(), "released lease still live: {view:?}");
     let b = h.holder("b");
-    assert_eq!(h.store.try_acquire(&h.cluster, &view, &b, LONG).await.unwrap(), Some(2));
+    assert_eq!(
+        h.store.run("acquire lease", async |db| db.try_acquire(&h.cluster, &view, &b, LONG).await).await.unwrap(),
+        Some(2)
+    );
     // A release by a term that is no longer current changes nothing.
-    assert!(!h.store.release(&h.guard(&a, 1)).await.unwrap());
+    assert!(!h.store.run("release lease", async |db| db.release(&h.guard(&a, 1)).await).await.unwrap());
     assert_eq!(h.read().await.live_holder(), Some(&b));
 }
 
 async fn node_registry_claims_refreshes_and_stops(h: Harness) {
     let first = new_incarnation();
     let registration = h.registration("c1", &first);
-    assert!(h.store.insert_node(&registration).await.unwrap());
-    assert!(!h.store.insert_node(&h.registration("c1", &new_incarnation())).await.unwrap(), "the id exists");
+    assert!(h.store.run("register node", async |db| db.insert_node(&registration).await).await.unwrap());
+    assert!(
+        !h.store
+            .run("register node", async |db| db.insert_node(&h.registration("c1", &new_incarnation())).await)
+            .await
+            .unwrap(),
+        "the id exists"
+    );
 
-    let snapshot = h.store.read_node(&h.cluster, "c1").await.unwrap();
+    let snapshot = h.store.run("read node", async |db| db.read_node(&h.cluster, "c1").await).await.unwrap();
     let row = snapshot.row.clone().unwrap();
     assert_eq!(row.incarnation.as_deref(), Some(first.as_str()));
     assert!((snapshot.store_now_ms - row.last_seen_ms).abs() < 5_000);
 
-    assert!(h.store.refresh_node(&h.cluster, "c1", &first, "leader").await.unwrap());
-    assert!(!h.store.refresh_node(&h.cluster, "c1", "someone-else", "leader").await.unwrap());
-
-    // A takeover must match what was observed.
-    let second = new_incarnation();
-    let stale = h.store.take_over_node(&h.registration("c1", &second), Some("wrong"), row.last_seen_ms).await.unwrap();
-    assert!(!stale);
-    let current = h.store.read_node(&h.cluster, "c1").await.unwrap().row.unwrap();
     assert!(
         h.store
-            .take_over_node(&h.registration("c1", &second), current.incarnation.as_deref(), current.last_seen_ms)
+            .run("refresh node", async |db| db.refresh_node(&h.cluster, "c1", &first, "leader").await)
             .await
             .unwrap()
     );
     assert!(
-        !h.store.refresh_node(&h.cluster, "c1", &first, "leader").await.unwrap(),
+        !h.store
+            .run("refresh node", async |db| db.refresh_node(&h.cluster, "c1", "someone-else", "leader").await)
+            .await
+            .unwrap()
+    );
+
+    // A takeover must match what was observed.
+    let second = new_incarnation();
+    let stale = h
+        .store
+        .run("take over node", async |db| {
+            db.take_over_node(&h.registration("c1", &second), Some("wrong"), row.last_seen_ms).await
+        })
+        .await
+        .unwrap();
+    assert!(!stale);
+    let current = h.store.run("read node", async |db| db.read_node(&h.cluster, "c1").await).await.unwrap().row.unwrap();
+    assert!(
+        h.store
+            .run("take over node", async |db| db
+                .take_over_node(&h.registration("c1", &second), current.incarnation.as_deref(), current.last_seen_ms)
+                .await)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !h.store
+            .run("refresh node", async |db| db.refresh_node(&h.cluster, "c1", &first, "leader").await)
+            .await
+            .unwrap(),
         "the old incarnation lost the id"
     );
 
-    assert!(h.store.stop_node(&h.cluster, "c1", &second).await.unwrap());
-    let stopped = h.store.read_node(&h.cluster, "c1").await.unwrap().row.unwrap();
+    assert!(h.store.run("stop node", async |db| db.stop_node(&h.cluster, "c1", &second).await).await.unwrap());
+    let stopped = h.store.run("read node", async |db| db.read_node(&h.cluster, "c1").await).await.unwrap().row.unwrap();
     assert_eq!(stopped.incarnation, None);
     let third = new_incarnation();
-    assert!(h.store.take_over_node(&h.registration("c1", &third), None, stopped.last_seen_ms).await.unwrap());
+    assert!(
+        h.store
+            .run("take over node", async |db| db
+                .take_over_node(&h.registration("c1", &third), None, stopped.last_seen_ms)
+                .await)
+            .await
+            .unwrap()
+    );
 
-    assert!(h.store.insert_node(&h.registration("c0", &new_incarnation())).await.unwrap());
-    let listed = h.store.list_nodes(&h.cluster).await.unwrap();
+    assert!(
+        h.store
+            .run("register node", async |db| db.insert_node(&h.registration("c0", &new_incarnation())).await)
+            .await
+            .unwrap()
+    );
+    let listed = h.store.run("list nodes", async |db| db.list_nodes(&h.cluster).await).await.unwrap();
     let ids: Vec<_> = listed.nodes.iter().map(|node| node.node_id.as_str()).collect();
     assert_eq!(ids, ["c0", "c1"]);
     assert_eq!(listed.nodes[1].incarnation.as_deref(), Some(third.as_str()));
 }
 
 async fn store_epoch_is_written_once(h: Harness) {
-    let first = h.store.store_epoch(&h.cluster).await.unwrap();
+    let first = h.store.run("store epoch", async |db| db.store_epoch(&h.cluster).await).await.unwrap();
     assert_eq!(first.len(), 16);
     let other = h.another_store().await;
-    assert_eq!(other.store_epoch(&h.cluster).await.unwrap(), first);
+    assert_eq!(other.run("store epoch", async |db| db.store_epoch(&h.cluster).await).await.unwrap(), first);
 }
 
 async fn migrations_are_safe_to_run_concurrently_and_again(h: Harness) {
@@ -335,7 +427,7 @@ async fn the_store_clock_has_millisecond_resolution(h: Harness) {
     let mut readings = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(5);
     while readings.len() < 2 {
-        let now = h.store.now_ms().await.unwrap();
+        let now = h.store.run("read clock", async |db| db.now_ms().await).await.unwrap();
         if readings.last() != Some(&now) {
             readings.push(now);
         }
@@ -359,7 +451,7 @@ async fn a_lock_held_by_a_guarded_write_delays_an_acquire_until_commit(h: Harnes
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
             // Lock waits end in a timeout error (or SQLite's busy), never in a second holder.
-            match other.try_acquire(&cluster, &expired, &b, LONG).await {
+            match other.run("acquire lease", async |db| db.try_acquire(&cluster, &expired, &b, LONG).await).await {
                 Ok(won) => return won,
                 Err(_) if Instant::now() < deadline => continue,
                 Err(error) => panic!("acquire kept failing: {error}"),
@@ -371,34 +463,41 @@ async fn a_lock_held_by_a_guarded_write_delays_an_acquire_until_commit(h: Harnes
 }
 
 async fn versions_follow_commit_order_and_old_changes_are_trimmed(h: Harness) {
-    h.store.ensure_metadata_rows(&h.cluster).await.unwrap();
-    h.store.ensure_metadata_rows(&h.cluster).await.unwrap();
-    assert_eq!(h.store.current_version(&h.cluster).await.unwrap(), 0);
+    h.store.run("create version row", async |db| db.ensure_metadata_rows(&h.cluster).await).await.unwrap();
+    h.store.run("create version row", async |db| db.ensure_metadata_rows(&h.cluster).await).await.unwrap();
+    assert_eq!(h.store.run("read version", async |db| db.current_version(&h.cluster).await).await.unwrap(), 0);
     let a = h.holder("a");
     assert_eq!(h.acquire(&a, LONG).await, Some(1));
     let guard = WriteGuard::Term(h.guard(&a, 1));
     for expected in 1..=5u64 {
         let mut tx = h.store.begin_guarded(&guard).await.unwrap();
-        let version = tx.append_change(&h.cluster, "barrier", &[expected as u8], 3).await.unwrap();
+        let version =
+            tx.run(async |db| db.append_change(&h.cluster, "barrier", &[expected as u8], 3).await).await.unwrap();
         tx.commit().await.unwrap();
         assert_eq!(version, expected);
     }
     // A change that is not committed consumes no version.
     let mut tx = h.store.begin_guarded(&guard).await.unwrap();
-    tx.append_change(&h.cluster, "barrier", &[9], 3).await.unwrap();
+    tx.run(async |db| db.append_change(&h.cluster, "barrier", &[9], 3).await).await.unwrap();
     drop(tx);
-    assert_eq!(h.store.current_version(&h.cluster).await.unwrap(), 5);
-    let kept = h.store.changes_since(&h.cluster, 0, 100).await.unwrap();
+    assert_eq!(h.store.run("read version", async |db| db.current_version(&h.cluster).await).await.unwrap(), 5);
+    let kept = h.store.run("read changes", async |db| db.changes_since(&h.cluster, 0, 100).await).await.unwrap();
     let versions: Vec<_> = kept.iter().map(|change| change.version).collect();
     assert_eq!(versions, vec![3, 4, 5], "retention keeps the last three");
     assert_eq!(kept[2].payload, vec![5]);
     assert_eq!(kept[2].kind, "barrier");
-    assert_eq!(h.store.changes_since(&h.cluster, 4, 100).await.unwrap().len(), 1);
-    assert_eq!(h.store.changes_since(&h.cluster, 0, 2).await.unwrap().len(), 2);
+    assert_eq!(
+        h.store.run("read changes", async |db| db.changes_since(&h.cluster, 4, 100).await).await.unwrap().len(),
+        1
+    );
+    assert_eq!(
+        h.store.run("read changes", async |db| db.changes_since(&h.cluster, 0, 2).await).await.unwrap().len(),
+        2
+    );
 }
 
 async fn concurrent_writers_get_distinct_consecutive_versions(h: Harness) {
-    h.store.ensure_metadata_rows(&h.cluster).await.unwrap();
+    h.store.run("create version row", async |db| db.ensure_metadata_rows(&h.cluster).await).await.unwrap();
     let a = h.holder("a");
     assert_eq!(h.acquire(&a, LONG).await, Some(1));
     let guard = WriteGuard::Term(h.guard(&a, 1));
@@ -412,7 +511,8 @@ async fn concurrent_writers_get_distinct_consecutive_versions(h: Harness) {
                 // Lock waits or SQLite's busy answers are retried; a version is never reused.
                 let attempt = async {
                     let mut tx = store.begin_guarded(&guard).await?;
-                    let version = tx.append_change(&cluster, "barrier", &[writer], 1000).await?;
+                    let version =
+                        tx.run(async |db| db.append_change(&cluster, "barrier", &[writer], 1000).await).await?;
                     tx.commit().await?;
                     Ok::<u64, StoreError>(version)
                 };
@@ -432,101 +532,158 @@ async fn concurrent_writers_get_distinct_consecutive_versions(h: Harness) {
     }
     versions.sort();
     assert_eq!(versions, (1..=8).collect::<Vec<u64>>());
-    let logged: Vec<_> = h.store.changes_since(&h.cluster, 0, 100).await.unwrap().iter().map(|c| c.version).collect();
+    let logged: Vec<_> = h
+        .store
+        .run("read changes", async |db| db.changes_since(&h.cluster, 0, 100).await)
+        .await
+        .unwrap()
+        .iter()
+        .map(|c| c.version)
+        .collect();
     assert_eq!(logged, (1..=8).collect::<Vec<u64>>());
 }
 
 async fn a_change_under_an_old_term_is_refused(h: Harness) {
-    h.store.ensure_metadata_rows(&h.cluster).await.unwrap();
+    h.store.run("create version row", async |db| db.ensure_metadata_rows(&h.cluster).await).await.unwrap();
     let a = h.holder("a");
     assert_eq!(h.acquire(&a, SHORT).await, Some(1));
     let expired = h.until_expired().await;
     let b = h.holder("b");
-    assert_eq!(h.store.try_acquire(&h.cluster, &expired, &b, LONG).await.unwrap(), Some(2));
+    assert_eq!(
+        h.store.run("acquire lease", async |db| db.try_acquire(&h.cluster, &expired, &b, LONG).await).await.unwrap(),
+        Some(2)
+    );
     let refused = h.store.begin_guarded(&WriteGuard::Term(h.guard(&a, 1))).await.unwrap_err();
     assert!(matches!(refused, StoreError::StaleTerm { term: 1 }), "{refused}");
-    assert_eq!(h.store.current_version(&h.cluster).await.unwrap(), 0);
+    assert_eq!(h.store.run("read version", async |db| db.current_version(&h.cluster).await).await.unwrap(), 0);
 }
 
 async fn data_nodes_register_replace_and_deregister(h: Harness) {
     let guard = WriteGuard::Standalone;
     let mut tx = h.store.begin_guarded(&guard).await.unwrap();
-    tx.upsert_data_node(&h.cluster, "dn1", "i1", "127.0.0.1:7501", &["ingest".into()]).await.unwrap();
-    tx.upsert_data_node(&h.cluster, "dn2", "i1", "127.0.0.1:7502", &[]).await.unwrap();
-    tx.commit().await.unwrap();
-    let mut tx = h.store.begin_guarded(&guard).await.unwrap();
-    tx.upsert_data_node(&h.cluster, "dn1", "i2", "127.0.0.1:7511", &["ingest".into(), "compaction".into()])
+    tx.run(async |db| db.upsert_data_node(&h.cluster, "dn1", "i1", "127.0.0.1:7501", &["ingest".into()]).await)
         .await
         .unwrap();
-    assert!(!tx.retire_data_node(&h.cluster, "dn2", "other").await.unwrap(), "only the named incarnation");
-    assert!(tx.retire_data_node(&h.cluster, "dn2", "i1").await.unwrap());
-    assert!(!tx.retire_data_node(&h.cluster, "dn2", "i1").await.unwrap(), "retired once");
+    tx.run(async |db| db.upsert_data_node(&h.cluster, "dn2", "i1", "127.0.0.1:7502", &[]).await).await.unwrap();
     tx.commit().await.unwrap();
-    let nodes = h.store.list_data_nodes(&h.cluster).await.unwrap();
+    let mut tx = h.store.begin_guarded(&guard).await.unwrap();
+    tx.run(async |db| {
+        db.upsert_data_node(&h.cluster, "dn1", "i2", "127.0.0.1:7511", &["ingest".into(), "compaction".into()]).await
+    })
+    .await
+    .unwrap();
+    assert!(
+        !tx.run(async |db| db.retire_data_node(&h.cluster, "dn2", "other").await).await.unwrap(),
+        "only the named incarnation"
+    );
+    assert!(tx.run(async |db| db.retire_data_node(&h.cluster, "dn2", "i1").await).await.unwrap());
+    assert!(!tx.run(async |db| db.retire_data_node(&h.cluster, "dn2", "i1").await).await.unwrap(), "retired once");
+    tx.commit().await.unwrap();
+    let nodes = h.store.run("list data nodes", async |db| db.list_data_nodes(&h.cluster).await).await.unwrap();
     assert_eq!(nodes.len(), 1);
     assert_eq!(
         (nodes[0].node_id.as_str(), nodes[0].incarnation.as_str(), nodes[0].address.as_str()),
         ("dn1", "i2", "127.0.0.1:7511")
     );
     assert_eq!(nodes[0].pools, ["ingest", "compaction"], "the new incarnation's pools replace the old one's");
-    let retired = h.store.list_retired_data_nodes(&h.cluster).await.unwrap();
+    let retired =
+        h.store.run("list retired data nodes", async |db| db.list_retired_data_nodes(&h.cluster).await).await.unwrap();
     assert_eq!(retired, [("dn2".to_owned(), "i1".to_owned())], "a retired incarnation is remembered");
     // Registering again, under a new incarnation, forgets the retired one.
     let mut tx = h.store.begin_guarded(&guard).await.unwrap();
-    tx.upsert_data_node(&h.cluster, "dn2", "i2", "127.0.0.1:7502", &[]).await.unwrap();
+    tx.run(async |db| db.upsert_data_node(&h.cluster, "dn2", "i2", "127.0.0.1:7502", &[]).await).await.unwrap();
     tx.commit().await.unwrap();
-    assert!(h.store.list_retired_data_nodes(&h.cluster).await.unwrap().is_empty());
-    assert_eq!(h.store.list_data_nodes(&h.cluster).await.unwrap().len(), 2);
+    assert!(
+        h.store
+            .run("list retired data nodes", async |db| db.list_retired_data_nodes(&h.cluster).await)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(h.store.run("list data nodes", async |db| db.list_data_nodes(&h.cluster).await).await.unwrap().len(), 2);
 }
 
 async fn tombstones_are_kept_once_and_forgotten(h: Harness) {
     let guard = WriteGuard::Standalone;
     let mut tx = h.store.begin_guarded(&guard).await.unwrap();
-    tx.put_tombstone(&h.cluster, "dn1", "i1").await.unwrap();
-    tx.put_tombstone(&h.cluster, "dn1", "i1").await.unwrap();
-    tx.put_tombstone(&h.cluster, "dn1", "i2").await.unwrap();
+    tx.run(async |db| db.put_tombstone(&h.cluster, "dn1", "i1").await).await.unwrap();
+    tx.run(async |db| db.put_tombstone(&h.cluster, "dn1", "i1").await).await.unwrap();
+    tx.run(async |db| db.put_tombstone(&h.cluster, "dn1", "i2").await).await.unwrap();
     tx.commit().await.unwrap();
-    let listed = h.store.list_tombstones(&h.cluster).await.unwrap();
+    let listed = h.store.run("list tombstones", async |db| db.list_tombstones(&h.cluster).await).await.unwrap();
     assert_eq!(listed, [("dn1".to_owned(), "i1".to_owned()), ("dn1".to_owned(), "i2".to_owned())]);
     let mut tx = h.store.begin_guarded(&guard).await.unwrap();
-    assert!(tx.delete_tombstone(&h.cluster, "dn1", "i1").await.unwrap());
-    assert!(!tx.delete_tombstone(&h.cluster, "dn1", "i1").await.unwrap(), "already gone");
+    assert!(tx.run(async |db| db.delete_tombstone(&h.cluster, "dn1", "i1").await).await.unwrap());
+    assert!(!tx.run(async |db| db.delete_tombstone(&h.cluster, "dn1", "i1").await).await.unwrap(), "already gone");
     drop(tx);
-    assert_eq!(h.store.list_tombstones(&h.cluster).await.unwrap().len(), 2, "an uncommitted delete leaves both");
-    assert!(h.store.list_released_tombstones(&h.cluster).await.unwrap().is_empty());
+    assert_eq!(
+        h.store.run("list tombstones", async |db| db.list_tombstones(&h.cluster).await).await.unwrap().len(),
+        2,
+        "an uncommitted delete leaves both"
+    );
+    assert!(
+        h.store
+            .run("list released tombstones", async |db| db.list_released_tombstones(&h.cluster).await)
+            .await
+            .unwrap()
+            .is_empty()
+    );
     let mut tx = h.store.begin_guarded(&guard).await.unwrap();
-    assert!(tx.mark_tombstone_released(&h.cluster, "dn1", "i2").await.unwrap());
-    assert!(!tx.mark_tombstone_released(&h.cluster, "dn1", "nope").await.unwrap());
+    assert!(tx.run(async |db| db.mark_tombstone_released(&h.cluster, "dn1", "i2").await).await.unwrap());
+    assert!(!tx.run(async |db| db.mark_tombstone_released(&h.cluster, "dn1", "nope").await).await.unwrap());
     tx.commit().await.unwrap();
-    assert_eq!(h.store.list_released_tombstones(&h.cluster).await.unwrap(), [("dn1".to_owned(), "i2".to_owned())]);
+    assert_eq!(
+        h.store
+            .run("list released tombstones", async |db| db.list_released_tombstones(&h.cluster).await)
+            .await
+            .unwrap(),
+        [("dn1".to_owned(), "i2".to_owned())]
+    );
 }
 
 async fn settings_are_written_and_read_back(h: Harness) {
-    assert_eq!(h.store.read_setting(&h.cluster, "lease_fence_ms").await.unwrap(), None);
+    assert_eq!(
+        h.store.run("read setting", async |db| db.read_setting(&h.cluster, "lease_fence_ms").await).await.unwrap(),
+        None
+    );
     for value in ["15000", "3000"] {
         let mut tx = h.store.begin_guarded(&WriteGuard::Standalone).await.unwrap();
-        tx.write_setting(&h.cluster, "lease_fence_ms", value).await.unwrap();
-        assert_eq!(tx.read_setting(&h.cluster, "lease_fence_ms").await.unwrap().as_deref(), Some(value));
+        tx.run(async |db| db.write_setting(&h.cluster, "lease_fence_ms", value).await).await.unwrap();
+        assert_eq!(
+            tx.run(async |db| db.read_setting(&h.cluster, "lease_fence_ms").await).await.unwrap().as_deref(),
+            Some(value)
+        );
         tx.commit().await.unwrap();
-        assert_eq!(h.store.read_setting(&h.cluster, "lease_fence_ms").await.unwrap().as_deref(), Some(value));
+        assert_eq!(
+            h.store
+                .run("read setting", async |db| db.read_setting(&h.cluster, "lease_fence_ms").await)
+                .await
+                .unwrap()
+                .as_deref(),
+            Some(value)
+        );
     }
 }
 
 async fn the_catalog_is_read_with_the_version_it_is_at(h: Harness) {
-    h.store.ensure_metadata_rows(&h.cluster).await.unwrap();
+    h.store.run("create version row", async |db| db.ensure_metadata_rows(&h.cluster).await).await.unwrap();
     let mut tx = h.store.begin_guarded(&WriteGuard::Standalone).await.unwrap();
-    let version = tx.append_change(&h.cluster, "catalog", &[1], 10).await.unwrap();
+    let version = tx.run(async |db| db.append_change(&h.cluster, "catalog", &[1], 10).await).await.unwrap();
     let database =
         StoredObject { kind: "database".into(), database: "db".into(), name: String::new(), payload: vec![1], version };
-    tx.put_object(&h.cluster, &database).await.unwrap();
+    tx.run(async |db| db.put_object(&h.cluster, &database).await).await.unwrap();
     tx.commit().await.unwrap();
-    let (read_version, objects) = h.store.versioned_objects(&h.cluster).await.unwrap();
+    let (read_version, objects) =
+        h.store.run("read versioned catalog", async |db| db.versioned_objects(&h.cluster).await).await.unwrap();
     assert_eq!((read_version, objects.len()), (version, 1));
     // The connection went back to the pool with its read transaction ended: a write follows.
     let mut tx = h.store.begin_guarded(&WriteGuard::Standalone).await.unwrap();
-    let next = tx.append_change(&h.cluster, "catalog", &[2], 10).await.unwrap();
+    let next = tx.run(async |db| db.append_change(&h.cluster, "catalog", &[2], 10).await).await.unwrap();
     tx.commit().await.unwrap();
-    assert_eq!(h.store.versioned_objects(&h.cluster).await.unwrap().0, next);
+    assert_eq!(
+        h.store.run("read versioned catalog", async |db| db.versioned_objects(&h.cluster).await).await.unwrap().0,
+        next
+    );
 }
 
 async fn catalog_objects_are_put_replaced_and_removed(h: Harness) {
@@ -538,26 +695,33 @@ async fn catalog_objects_are_put_replaced_and_removed(h: Harness) {
         version,
     };
     let mut tx = h.store.begin_guarded(&WriteGuard::Standalone).await.unwrap();
-    tx.put_object(&h.cluster, &object("database", "db", "", 1, 1)).await.unwrap();
-    tx.put_object(&h.cluster, &object("table", "db", "t", 2, 2)).await.unwrap();
-    tx.put_object(&h.cluster, &object("view", "db", "v", 3, 3)).await.unwrap();
-    tx.put_object(&h.cluster, &object("database", "other", "", 4, 4)).await.unwrap();
+    tx.run(async |db| db.put_object(&h.cluster, &object("database", "db", "", 1, 1)).await).await.unwrap();
+    tx.run(async |db| db.put_object(&h.cluster, &object("table", "db", "t", 2, 2)).await).await.unwrap();
+    tx.run(async |db| db.put_object(&h.cluster, &object("view", "db", "v", 3, 3)).await).await.unwrap();
+    tx.run(async |db| db.put_object(&h.cluster, &object("database", "other", "", 4, 4)).await).await.unwrap();
     tx.commit().await.unwrap();
     let mut tx = h.store.begin_guarded(&WriteGuard::Standalone).await.unwrap();
-    tx.put_object(&h.cluster, &object("table", "db", "t", 9, 5)).await.unwrap();
+    tx.run(async |db| db.put_object(&h.cluster, &object("table", "db", "t", 9, 5)).await).await.unwrap();
     tx.commit().await.unwrap();
-    let listed = h.store.list_objects(&h.cluster).await.unwrap();
+    let listed = h.store.run("list catalog", async |db| db.list_objects(&h.cluster).await).await.unwrap();
     let kinds: Vec<_> = listed.iter().map(|o| (o.kind.as_str(), o.database.as_str(), o.name.as_str())).collect();
     assert_eq!(kinds, [("database", "db", ""), ("database", "other", ""), ("table", "db", "t"), ("view", "db", "v")]);
     assert_eq!((listed[2].payload.clone(), listed[2].version), (vec![9], 5), "replaced");
     let mut tx = h.store.begin_guarded(&WriteGuard::Standalone).await.unwrap();
-    tx.remove_object(&h.cluster, "view", "db", "v").await.unwrap();
+    tx.run(async |db| db.remove_object(&h.cluster, "view", "db", "v").await).await.unwrap();
     tx.commit().await.unwrap();
-    assert_eq!(h.store.list_objects(&h.cluster).await.unwrap().len(), 3);
+    assert_eq!(h.store.run("list catalog", async |db| db.list_objects(&h.cluster).await).await.unwrap().len(), 3);
     let mut tx = h.store.begin_guarded(&WriteGuard::Standalone).await.unwrap();
-    tx.remove_database_objects(&h.cluster, "db").await.unwrap();
+    tx.run(async |db| db.remove_database_objects(&h.cluster, "db").await).await.unwrap();
     tx.commit().await.unwrap();
-    let left: Vec<_> = h.store.list_objects(&h.cluster).await.unwrap().into_iter().map(|o| o.database).collect();
+    let left: Vec<_> = h
+        .store
+        .run("list catalog", async |db| db.list_objects(&h.cluster).await)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|o| o.database)
+        .collect();
     assert_eq!(left, ["other"]);
 }
 
@@ -581,29 +745,60 @@ fn procedure(id: u64, request_id: Option<&str>) -> ProcedureRow {
 
 async fn procedures_move_on_and_request_ids_are_unique(h: Harness) {
     let mut tx = h.store.begin_guarded(&WriteGuard::Standalone).await.unwrap();
-    tx.insert_procedure(&h.cluster, &procedure(1, Some("r1"))).await.unwrap();
-    tx.insert_procedure(&h.cluster, &procedure(2, None)).await.unwrap();
-    tx.insert_procedure(&h.cluster, &procedure(3, None)).await.unwrap();
+    tx.run(async |db| db.insert_procedure(&h.cluster, &procedure(1, Some("r1"))).await).await.unwrap();
+    tx.run(async |db| db.insert_procedure(&h.cluster, &procedure(2, None)).await).await.unwrap();
+    tx.run(async |db| db.insert_procedure(&h.cluster, &procedure(3, None)).await).await.unwrap();
     tx.commit().await.unwrap();
     let mut tx = h.store.begin_guarded(&WriteGuard::Standalone).await.unwrap();
-    assert!(tx.insert_procedure(&h.cluster, &procedure(4, Some("r1"))).await.is_err(), "a request id is used once");
+    assert!(
+        tx.run(async |db| db.insert_procedure(&h.cluster, &procedure(4, Some("r1"))).await).await.is_err(),
+        "a request id is used once"
+    );
     drop(tx);
     let mut tx = h.store.begin_guarded(&WriteGuard::Standalone).await.unwrap();
-    assert!(tx.update_procedure(&h.cluster, 1, "done", "succeeded", "").await.unwrap());
-    assert!(!tx.update_procedure(&h.cluster, 99, "done", "succeeded", "").await.unwrap());
+    assert!(tx.run(async |db| db.update_procedure(&h.cluster, 1, "done", "succeeded", "").await).await.unwrap());
+    assert!(!tx.run(async |db| db.update_procedure(&h.cluster, 99, "done", "succeeded", "").await).await.unwrap());
     tx.commit().await.unwrap();
-    let found = h.store.procedure_by_request(&h.cluster, "r1").await.unwrap().unwrap();
+    let found = h
+        .store
+        .run("read procedure", async |db| db.procedure_by_request(&h.cluster, "r1").await)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(
         (found.id, found.step.as_str(), found.state.as_str(), found.request.clone()),
         (1, "done", "succeeded", vec![1, 2, 3])
     );
     assert!(found.updated_at_ms >= found.created_at_ms && found.created_at_ms > 0);
-    assert!(h.store.procedure_by_request(&h.cluster, "nope").await.unwrap().is_none());
-    let running: Vec<_> =
-        h.store.list_procedures(&h.cluster, Some("running"), 10).await.unwrap().into_iter().map(|p| p.id).collect();
+    assert!(
+        h.store
+            .run("read procedure", async |db| db.procedure_by_request(&h.cluster, "nope").await)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    let running: Vec<_> = h
+        .store
+        .run("list procedures", async |db| db.list_procedures(&h.cluster, Some("running"), 10).await)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|p| p.id)
+        .collect();
     assert_eq!(running, [3, 2], "newest first");
-    assert_eq!(h.store.list_procedures(&h.cluster, None, 2).await.unwrap().len(), 2);
-    assert_eq!(h.store.get_procedure(&h.cluster, 2).await.unwrap().unwrap().request_id, None);
+    assert_eq!(
+        h.store.run("list procedures", async |db| db.list_procedures(&h.cluster, None, 2).await).await.unwrap().len(),
+        2
+    );
+    assert_eq!(
+        h.store
+            .run("read procedure", async |db| db.get_procedure(&h.cluster, 2).await)
+            .await
+            .unwrap()
+            .unwrap()
+            .request_id,
+        None
+    );
 }
 
 async fn a_procedure_error_longer_than_any_column_is_kept_cut(h: Harness) {
@@ -611,23 +806,44 @@ async fn a_procedure_error_longer_than_any_column_is_kept_cut(h: Harness) {
     let long = format!("{}é{}", "n".repeat(leasehold_store::catalog::MAX_PROCEDURE_ERROR_LEN - 1), "x".repeat(5000));
     let row = ProcedureRow { kind: "drop_table".into(), error: long.clone(), ..procedure(1, None) };
     let mut tx = h.store.begin_guarded(&WriteGuard::Standalone).await.unwrap();
-    tx.insert_procedure(&h.cluster, &row).await.expect("a long error does not fail the insert");
-    assert!(tx.update_procedure(&h.cluster, 1, "done", "rolled_back", &long).await.expect("nor the update"));
+    tx.run(async |db| db.insert_procedure(&h.cluster, &row).await)
+        .await
+        .expect("a long error does not fail the insert");
+    assert!(
+        tx.run(async |db| db.update_procedure(&h.cluster, 1, "done", "rolled_back", &long).await)
+            .await
+            .expect("nor the update")
+    );
     tx.commit().await.unwrap();
-    let stored = h.store.get_procedure(&h.cluster, 1).await.unwrap().unwrap().error;
+    let stored =
+        h.store.run("read procedure", async |db| db.get_procedure(&h.cluster, 1).await).await.unwrap().unwrap().error;
     assert_eq!(stored, "n".repeat(leasehold_store::catalog::MAX_PROCEDURE_ERROR_LEN - 1), "cut before the character");
 }
 
 async fn a_finished_procedure_keeps_the_version_it_finished_at(h: Harness) {
     let row = procedure(4, Some("r"));
     let mut tx = h.store.begin_guarded(&WriteGuard::Standalone).await.unwrap();
-    tx.insert_procedure(&h.cluster, &row).await.unwrap();
+    tx.run(async |db| db.insert_procedure(&h.cluster, &row).await).await.unwrap();
     tx.commit().await.unwrap();
-    assert_eq!(h.store.get_procedure(&h.cluster, 4).await.unwrap().unwrap().result_version, 0, "running");
+    assert_eq!(
+        h.store
+            .run("read procedure", async |db| db.get_procedure(&h.cluster, 4).await)
+            .await
+            .unwrap()
+            .unwrap()
+            .result_version,
+        0,
+        "running"
+    );
     let mut tx = h.store.begin_guarded(&WriteGuard::Standalone).await.unwrap();
-    assert!(tx.finish_procedure(&h.cluster, 4, "done", "succeeded", "", 6).await.unwrap());
+    assert!(tx.run(async |db| db.finish_procedure(&h.cluster, 4, "done", "succeeded", "", 6).await).await.unwrap());
     tx.commit().await.unwrap();
-    let finished = h.store.procedure_by_request(&h.cluster, "r").await.unwrap().unwrap();
+    let finished = h
+        .store
+        .run("read procedure", async |db| db.procedure_by_request(&h.cluster, "r").await)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!((finished.state.as_str(), finished.result_version), ("succeeded", 6));
 }
 
@@ -644,32 +860,39 @@ fn assignment(pool: &str, bucket: u32, owner: (&str, &str), epoch: u64, revoke_v
 
 async fn pools_are_created_once_listed_and_deleted_with_their_buckets(h: Harness) {
     let mut tx = h.store.begin_guarded(&WriteGuard::Standalone).await.unwrap();
-    assert!(tx.create_pool(&h.cluster, "ingest", 64).await.unwrap());
-    assert!(tx.create_pool(&h.cluster, "compaction", 65_536).await.unwrap());
-    assert!(!tx.create_pool(&h.cluster, "ingest", 8).await.unwrap(), "a second create changes nothing");
-    tx.put_assignment(&h.cluster, &assignment("ingest", 3, ("dn1", "i1"), 1, None)).await.unwrap();
-    tx.put_assignment(&h.cluster, &assignment("compaction", 0, ("dn2", "i2"), 4, None)).await.unwrap();
+    assert!(tx.run(async |db| db.create_pool(&h.cluster, "ingest", 64).await).await.unwrap());
+    assert!(tx.run(async |db| db.create_pool(&h.cluster, "compaction", 65_536).await).await.unwrap());
+    assert!(
+        !tx.run(async |db| db.create_pool(&h.cluster, "ingest", 8).await).await.unwrap(),
+        "a second create changes nothing"
+    );
+    tx.run(async |db| db.put_assignment(&h.cluster, &assignment("ingest", 3, ("dn1", "i1"), 1, None)).await)
+        .await
+        .unwrap();
+    tx.run(async |db| db.put_assignment(&h.cluster, &assignment("compaction", 0, ("dn2", "i2"), 4, None)).await)
+        .await
+        .unwrap();
     tx.commit().await.unwrap();
-    let pools = h.store.list_pools(&h.cluster).await.unwrap();
+    let pools = h.store.run("list pools", async |db| db.list_pools(&h.cluster).await).await.unwrap();
     let listed: Vec<(&str, u32)> = pools.iter().map(|pool| (pool.name.as_str(), pool.bucket_count)).collect();
     assert_eq!(listed, [("compaction", 65_536), ("ingest", 64)]);
 
     assert!(pools.iter().all(|pool| !pool.deleting));
 
     let mut tx = h.store.begin_guarded(&WriteGuard::Standalone).await.unwrap();
-    assert!(tx.mark_pool_deleting(&h.cluster, "ingest").await.unwrap());
-    assert!(!tx.mark_pool_deleting(&h.cluster, "nope").await.unwrap());
+    assert!(tx.run(async |db| db.mark_pool_deleting(&h.cluster, "ingest").await).await.unwrap());
+    assert!(!tx.run(async |db| db.mark_pool_deleting(&h.cluster, "nope").await).await.unwrap());
     tx.commit().await.unwrap();
-    let pools = h.store.list_pools(&h.cluster).await.unwrap();
+    let pools = h.store.run("list pools", async |db| db.list_pools(&h.cluster).await).await.unwrap();
     assert!(pools.iter().find(|pool| pool.name == "ingest").unwrap().deleting, "{pools:?}");
 
     let mut tx = h.store.begin_guarded(&WriteGuard::Standalone).await.unwrap();
-    assert!(tx.delete_pool(&h.cluster, "ingest").await.unwrap());
-    assert!(!tx.delete_pool(&h.cluster, "ingest").await.unwrap(), "already gone");
+    assert!(tx.run(async |db| db.delete_pool(&h.cluster, "ingest").await).await.unwrap());
+    assert!(!tx.run(async |db| db.delete_pool(&h.cluster, "ingest").await).await.unwrap(), "already gone");
     tx.commit().await.unwrap();
-    let pools = h.store.list_pools(&h.cluster).await.unwrap();
+    let pools = h.store.run("list pools", async |db| db.list_pools(&h.cluster).await).await.unwrap();
     assert_eq!(pools.iter().map(|pool| pool.name.as_str()).collect::<Vec<_>>(), ["compaction"]);
-    let left = h.store.list_assignments(&h.cluster).await.unwrap();
+    let left = h.store.run("list assignments", async |db| db.list_assignments(&h.cluster).await).await.unwrap();
     assert_eq!(
         left,
         [assignment("compaction", 0, ("dn2", "i2"), 4, None), assignment("ingest", 3, ("dn1", "i1"), 1, None)],
@@ -682,29 +905,29 @@ async fn a_bucket_is_revoked_released_and_granted_again_keeping_its_epoch(h: Har
         let (store, cluster) = (h.store.clone(), h.cluster.clone());
         async move {
             let mut tx = store.begin_guarded(&WriteGuard::Standalone).await.unwrap();
-            tx.put_assignment(&cluster, &row).await.unwrap();
+            tx.run(async |db| db.put_assignment(&cluster, &row).await).await.unwrap();
             tx.commit().await.unwrap();
         }
     };
     let mut tx = h.store.begin_guarded(&WriteGuard::Standalone).await.unwrap();
-    assert!(tx.create_pool(&h.cluster, "p", 4).await.unwrap());
+    assert!(tx.run(async |db| db.create_pool(&h.cluster, "p", 4).await).await.unwrap());
     tx.commit().await.unwrap();
     write(assignment("p", 2, ("dn1", "i1"), 1, None)).await;
     write(assignment("p", 2, ("dn1", "i1"), 1, Some(u64::from(u32::MAX) + 7))).await;
     assert_eq!(
-        h.store.list_assignments(&h.cluster).await.unwrap(),
+        h.store.run("list assignments", async |db| db.list_assignments(&h.cluster).await).await.unwrap(),
         [assignment("p", 2, ("dn1", "i1"), 1, Some(u64::from(u32::MAX) + 7))]
     );
     write(assignment("p", 2, ("", ""), 1, None)).await;
     assert_eq!(
-        h.store.list_assignments(&h.cluster).await.unwrap(),
+        h.store.run("list assignments", async |db| db.list_assignments(&h.cluster).await).await.unwrap(),
         [assignment("p", 2, ("", ""), 1, None)],
         "released, the epoch stays"
     );
     write(assignment("p", 2, ("dn2", "i2"), 2, None)).await;
     write(assignment("p", 0, ("dn2", "i2"), 1, None)).await;
     assert_eq!(
-        h.store.list_assignments(&h.cluster).await.unwrap(),
+        h.store.run("list assignments", async |db| db.list_assignments(&h.cluster).await).await.unwrap(),
         [assignment("p", 0, ("dn2", "i2"), 1, None), assignment("p", 2, ("dn2", "i2"), 2, None)],
         "by pool and bucket"
     );
@@ -715,14 +938,23 @@ async fn a_deposed_leader_cannot_create_a_pool_or_move_a_bucket(h: Harness) {
     assert_eq!(h.acquire(&a, SHORT).await, Some(1));
     let a_guard = WriteGuard::Term(h.guard(&a, 1));
     let mut tx = h.store.begin_guarded(&a_guard).await.unwrap();
-    assert!(tx.create_pool(&h.cluster, "p", 4).await.unwrap());
-    tx.put_assignment(&h.cluster, &assignment("p", 0, ("dn1", "i1"), 1, None)).await.unwrap();
+    assert!(tx.run(async |db| db.create_pool(&h.cluster, "p", 4).await).await.unwrap());
+    tx.run(async |db| db.put_assignment(&h.cluster, &assignment("p", 0, ("dn1", "i1"), 1, None)).await).await.unwrap();
     tx.commit().await.unwrap();
     let expired = h.until_expired().await;
-    assert_eq!(h.store.try_acquire(&h.cluster, &expired, &h.holder("b"), LONG).await.unwrap(), Some(2));
+    assert_eq!(
+        h.store
+            .run("acquire lease", async |db| db.try_acquire(&h.cluster, &expired, &h.holder("b"), LONG).await)
+            .await
+            .unwrap(),
+        Some(2)
+    );
     let refused = h.store.begin_guarded(&a_guard).await.unwrap_err();
     assert!(matches!(refused, StoreError::StaleTerm { term: 1 }), "{refused}");
-    assert_eq!(h.store.list_assignments(&h.cluster).await.unwrap(), [assignment("p", 0, ("dn1", "i1"), 1, None)]);
+    assert_eq!(
+        h.store.run("list assignments", async |db| db.list_assignments(&h.cluster).await).await.unwrap(),
+        [assignment("p", 0, ("dn1", "i1"), 1, None)]
+    );
 }
 
 macro_rules! conformance {

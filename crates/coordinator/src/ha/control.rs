@@ -56,17 +56,14 @@ impl Ha {
 
     /// Writes this node's mode and priority to the registry: term-guarded when it leads.
     pub(super) async fn persist_settings(&self, mode: HaMode, priority: i32) -> Result<(), HaError> {
-        let settings = &self.inner.settings;
+        let (cluster, node_id, incarnation) =
+            (&self.inner.settings.cluster, &self.inner.settings.node_id, &self.inner.incarnation);
         let Ok(permit) = self.permit() else {
             self.inner
                 .store
-                .update_node_settings(
-                    &settings.cluster,
-                    &settings.node_id,
-                    &self.inner.incarnation,
-                    mode.as_str(),
-                    priority,
-                )
+                .run("update node settings", async |db| {
+                    db.update_node_settings(cluster, node_id, incarnation, mode.as_str(), priority).await
+                })
                 .await?;
             return Ok(());
         };
@@ -82,7 +79,7 @@ impl Ha {
         };
         let mut tx = self.inner.store.begin_guarded(&WriteGuard::Term(permit.guard.clone())).await.map_err(stale)?;
         failpoint::pause(failpoint::INSIDE_GUARDED_WRITE).await;
-        tx.update_node_settings(&settings.cluster, &settings.node_id, &self.inner.incarnation, mode.as_str(), priority)
+        tx.run(async |db| db.update_node_settings(cluster, node_id, incarnation, mode.as_str(), priority).await)
             .await
             .map_err(stale)?;
         tx.commit().await.map_err(stale)?;

@@ -53,7 +53,14 @@ impl Ha {
         let _ = refresher.await;
         if !id_lost.is_cancelled() {
             let settings = &self.inner.settings;
-            match self.inner.ha_store.stop_node(&settings.cluster, &settings.node_id, &self.inner.incarnation).await {
+            match self
+                .inner
+                .ha_store
+                .run("stop node", async |db| {
+                    db.stop_node(&settings.cluster, &settings.node_id, &self.inner.incarnation).await
+                })
+                .await
+            {
                 Ok(_) => {
                     info!(node_id = %settings.node_id, "marked stopped in the coordinator registry")
                 }
@@ -71,7 +78,7 @@ impl Ha {
         let settings = &self.inner.settings;
         for _ in 0..3 {
             let read_at = self.inner.clock.now();
-            let view = session.read_lease(&settings.cluster).await?;
+            let view = session.run("read lease", async |db| db.read_lease(&settings.cluster).await).await?;
             self.observe_lease(&view, read_at);
             if let Some(holder) = view.live_holder() {
                 return Err(HaError::LiveLeaderAtStart {
@@ -82,15 +89,18 @@ impl Ha {
                 });
             }
             let sent = self.inner.clock.now();
-            if let Some(term) =
-                session.try_acquire(&settings.cluster, &view, &self.holder(), settings.timings.lease_ttl).await?
+            if let Some(term) = session
+                .run("acquire lease", async |db| {
+                    db.try_acquire(&settings.cluster, &view, &self.holder(), settings.timings.lease_ttl).await
+                })
+                .await?
             {
                 metrics::acquire("won");
                 return Ok(Acquired { term, sent, view });
             }
             metrics::acquire("lost");
         }
-        let view = session.read_lease(&settings.cluster).await?;
+        let view = session.run("read lease", async |db| db.read_lease(&settings.cluster).await).await?;
         let holder = view.holder.clone().unwrap_or(LeaseHolder {
             node_id: "another node".into(),
             incarnation: String::new(),
@@ -119,7 +129,7 @@ impl Ha {
                 return None;
             }
             let read_at = self.inner.clock.now();
-            let view = match session.read_lease(&settings.cluster).await {
+            let view = match session.run("read lease", async |db| db.read_lease(&settings.cluster).await).await {
                 Ok(view) => view,
                 Err(error) => {
                     metrics::store_error("read lease");
@@ -160,7 +170,12 @@ impl Ha {
                 }
             }
             let sent = self.inner.clock.now();
-            match session.try_acquire(&settings.cluster, &view, &self.holder(), timings.lease_ttl).await {
+            match session
+                .run("acquire lease", async |db| {
+                    db.try_acquire(&settings.cluster, &view, &self.holder(), timings.lease_ttl).await
+                })
+                .await
+            {
                 Ok(Some(term)) => {
                     metrics::acquire("won");
                     return Some(Acquired { term, sent, view });
@@ -244,7 +259,7 @@ impl Ha {
             // The renewal races the end of the hold: a store call that hangs cannot keep this
             // node acting as leader, whatever its own timeout does.
             let outcome = tokio::select! {
-                result = session.renew(&guard, timings.lease_ttl) => Some(result),
+                result = session.run("renew lease", async |db| db.renew(&guard, timings.lease_ttl).await) => Some(result),
                 _ = tokio::time::sleep(sent.until(hold_until)) => None,
             };
             let took = clock.now() - sent;
@@ -280,7 +295,7 @@ impl Ha {
         };
         self.step_down(term, reason);
         if reason.releases_lease() {
-            match session.release(&guard).await {
+            match session.run("release lease", async |db| db.release(&guard).await).await {
                 Ok(true) => info!(term, "released the lease so that a successor can take over at once"),
                 Ok(false) => info!(term, "the lease had already expired or moved on; nothing to release"),
                 Err(error) => {

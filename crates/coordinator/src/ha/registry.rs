@@ -26,7 +26,11 @@ impl Ha {
         let window = settings.timings.lease_ttl;
         let mut watched = None;
         loop {
-            let snapshot = self.inner.store.read_node(&settings.cluster, &settings.node_id).await?;
+            let snapshot = self
+                .inner
+                .store
+                .run("read node", async |db| db.read_node(&settings.cluster, &settings.node_id).await)
+                .await?;
             if let (Some(first), Some(current)) = (&watched, &snapshot.row)
                 && current != first
             {
@@ -45,7 +49,7 @@ impl Ha {
             }
             match judge_claim(snapshot.row.as_ref(), &self.inner.incarnation, snapshot.store_now_ms, window) {
                 ClaimDecision::Register => {
-                    if self.inner.store.insert_node(&registration).await? {
+                    if self.inner.store.run("register node", async |db| db.insert_node(&registration).await).await? {
                         break;
                     }
                 }
@@ -54,7 +58,9 @@ impl Ha {
                     if self
                         .inner
                         .store
-                        .take_over_node(&registration, row.incarnation.as_deref(), row.last_seen_ms)
+                        .run("take over node", async |db| {
+                            db.take_over_node(&registration, row.incarnation.as_deref(), row.last_seen_ms).await
+                        })
                         .await?
                     {
                         break;
@@ -79,7 +85,12 @@ impl Ha {
     }
 
     pub(super) async fn address_of(&self, node_id: &str) -> Option<String> {
-        let list = self.inner.store.list_nodes(&self.inner.settings.cluster).await.ok()?;
+        let list = self
+            .inner
+            .store
+            .run("list nodes", async |db| db.list_nodes(&self.inner.settings.cluster).await)
+            .await
+            .ok()?;
         list.nodes.into_iter().find(|node| node.node_id == node_id).map(|node| node.address)
     }
 
@@ -98,7 +109,9 @@ impl Ha {
             match self
                 .inner
                 .ha_store
-                .refresh_node(&settings.cluster, &settings.node_id, &self.inner.incarnation, role.as_str())
+                .run("refresh node", async |db| {
+                    db.refresh_node(&settings.cluster, &settings.node_id, &self.inner.incarnation, role.as_str()).await
+                })
                 .await
             {
                 Ok(true) => metrics::refresh(self.inner.clock.now() - started),
@@ -119,15 +132,16 @@ impl Ha {
     /// The registry and the lease row, for `ListHaStates`.
     pub async fn registry(&self) -> Result<(NodeList, Option<LeaseView>), HaError> {
         let cluster = &self.inner.settings.cluster;
-        let list = self.inner.store.list_nodes(cluster).await?;
-        let lease = self.inner.store.read_lease(cluster).await?;
+        let list = self.inner.store.run("list nodes", async |db| db.list_nodes(cluster).await).await?;
+        let lease = self.inner.store.run("read lease", async |db| db.read_lease(cluster).await).await?;
         Ok((list, Some(lease)))
     }
 
     /// This node's rank among the live candidates of the registry.
     pub(super) async fn rank(&self, lease: &LeaseView) -> usize {
         let settings = &self.inner.settings;
-        let list = match self.inner.ha_store.list_nodes(&settings.cluster).await {
+        let list = match self.inner.ha_store.run("list nodes", async |db| db.list_nodes(&settings.cluster).await).await
+        {
             Ok(list) => list,
             Err(error) => {
                 metrics::store_error("list nodes");

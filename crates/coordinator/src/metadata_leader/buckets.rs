@@ -83,7 +83,7 @@ impl MetadataLeader {
         let cluster = &self.identity.cluster;
         let base_epoch = self
             .store
-            .list_assignments(cluster)
+            .run("list assignments", async |db| db.list_assignments(cluster).await)
             .await?
             .iter()
             .filter(|row| row.pool == name)
@@ -91,7 +91,7 @@ impl MetadataLeader {
             .max()
             .unwrap_or(0);
         let mut tx = self.begin_guarded().await?;
-        if !tx.create_pool(cluster, name, bucket_count).await? {
+        if !tx.run(async |db| db.create_pool(cluster, name, bucket_count).await).await? {
             return Err(MetadataError::PoolExists { pool: name.to_owned() });
         }
         tx.commit().await?;
@@ -123,7 +123,7 @@ impl MetadataLeader {
                 })
                 .collect()
         };
-        if !change.store().mark_pool_deleting(&self.identity.cluster, name).await? {
+        if !change.store().run(async |db| db.mark_pool_deleting(&self.identity.cluster, name).await).await? {
             return Err(MetadataError::NoSuchPool { pool: name.to_owned() });
         }
         let (version, _) = change.publish_buckets(name, revokes, true).await?;
@@ -143,7 +143,7 @@ impl MetadataLeader {
             return Ok(());
         }
         let mut tx = self.begin_guarded().await?;
-        tx.delete_pool(&self.identity.cluster, name).await?;
+        tx.run(async |db| db.delete_pool(&self.identity.cluster, name).await).await?;
         tx.commit().await?;
         self.state().remove_pool(name);
         info!(pool = name, "bucket pool deleted: every bucket was released");

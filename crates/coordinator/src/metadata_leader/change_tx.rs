@@ -102,26 +102,38 @@ impl ChangeTx<'_> {
         match change {
             CatalogChange::PutDatabase(database) => {
                 let payload = leasehold::catalog::database_message(database).encode_to_vec();
-                self.tx.put_object(&cluster, &object("database", &database.name, "", payload, self.version)).await?;
+                self.tx
+                    .run(async |db| {
+                        db.put_object(&cluster, &object("database", &database.name, "", payload, self.version)).await
+                    })
+                    .await?;
             }
-            CatalogChange::RemoveDatabase { name } => self.tx.remove_database_objects(&cluster, name).await?,
+            CatalogChange::RemoveDatabase { name } => {
+                self.tx.run(async |db| db.remove_database_objects(&cluster, name).await).await?
+            }
             CatalogChange::PutTable(table) => {
                 let payload = leasehold::catalog::table_message(table, None).encode_to_vec();
                 self.tx
-                    .put_object(&cluster, &object("table", &table.database, &table.name, payload, self.version))
+                    .run(async |db| {
+                        db.put_object(&cluster, &object("table", &table.database, &table.name, payload, self.version))
+                            .await
+                    })
                     .await?;
             }
             CatalogChange::RemoveTable { database, name } => {
-                self.tx.remove_object(&cluster, "table", database, name).await?
+                self.tx.run(async |db| db.remove_object(&cluster, "table", database, name).await).await?
             }
             CatalogChange::PutView(view) => {
                 let payload = leasehold::catalog::view_message(view).encode_to_vec();
                 self.tx
-                    .put_object(&cluster, &object("view", &view.database, &view.name, payload, self.version))
+                    .run(async |db| {
+                        db.put_object(&cluster, &object("view", &view.database, &view.name, payload, self.version))
+                            .await
+                    })
                     .await?;
             }
             CatalogChange::RemoveView { database, name } => {
-                self.tx.remove_object(&cluster, "view", database, name).await?
+                self.tx.run(async |db| db.remove_object(&cluster, "view", database, name).await).await?
             }
         }
         Ok(())
@@ -178,17 +190,20 @@ impl ChangeTx<'_> {
             let slot = &slots[bucket as usize];
             let owner = slot.owner.as_ref();
             self.tx
-                .put_assignment(
-                    &cluster,
-                    &leasehold_store::AssignmentRow {
-                        pool: pool.to_owned(),
-                        bucket,
-                        node_id: owner.map(|key| key.node_id.clone()).unwrap_or_default(),
-                        incarnation: owner.map(|key| key.incarnation.clone()).unwrap_or_default(),
-                        epoch: slot.epoch,
-                        revoke_version: slot.revoke,
-                    },
-                )
+                .run(async |db| {
+                    db.put_assignment(
+                        &cluster,
+                        &leasehold_store::AssignmentRow {
+                            pool: pool.to_owned(),
+                            bucket,
+                            node_id: owner.map(|key| key.node_id.clone()).unwrap_or_default(),
+                            incarnation: owner.map(|key| key.incarnation.clone()).unwrap_or_default(),
+                            epoch: slot.epoch,
+                            revoke_version: slot.revoke,
+                        },
+                    )
+                    .await
+                })
                 .await?;
             if let Some(key) = key {
                 message.buckets.push(v1::BucketOwnership {
@@ -230,7 +245,10 @@ impl ChangeTx<'_> {
         let retention = leader.settings.retention;
         let version = self
             .tx
-            .append_change(&leader.identity.cluster, change_kind(&message), &message.encode_to_vec(), retention)
+            .run(async |db| {
+                db.append_change(&leader.identity.cluster, change_kind(&message), &message.encode_to_vec(), retention)
+                    .await
+            })
             .await?;
         if version != self.version {
             // Another writer bumped the counter: this leader's view is stale. Roll back.

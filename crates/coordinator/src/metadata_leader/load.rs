@@ -49,8 +49,8 @@ impl MetadataLeader {
         settings: LeaseSettings,
     ) -> Result<Arc<MetadataLeader>, MetadataError> {
         let cluster = identity.cluster.clone();
-        let store_epoch = store.store_epoch(&cluster).await?;
-        store.ensure_metadata_rows(&cluster).await?;
+        let store_epoch = store.run("store epoch", async |db| db.store_epoch(&cluster).await).await?;
+        store.run("create version row", async |db| db.ensure_metadata_rows(&cluster).await).await?;
         let largest_fence = Self::record_fence(&store, &identity.guard, &cluster, settings.timings.fence).await?;
         let mut identity = identity;
         if identity.new_term && matches!(identity.guard, WriteGuard::Term(_)) {
@@ -58,18 +58,21 @@ impl MetadataLeader {
             identity.earlier_grants =
                 Self::record_grant_bound(&store, &identity.guard, &cluster, identity.earlier_grants).await?;
         }
-        let version = store.current_version(&cluster).await?;
+        let version = store.run("read version", async |db| db.current_version(&cluster).await).await?;
         let first = version.saturating_sub(settings.retention);
         let mut changes = Vec::new();
-        for stored in store.changes_since(&cluster, first, settings.retention).await? {
+        for stored in
+            store.run("read changes", async |db| db.changes_since(&cluster, first, settings.retention).await).await?
+        {
             changes.push((stored.version, decode_change(stored.version, &stored.payload)?));
         }
-        let (catalog, orphans) = load_catalog(&store.list_objects(&cluster).await?)?;
+        let (catalog, orphans) =
+            load_catalog(&store.run("list catalog", async |db| db.list_objects(&cluster).await).await?)?;
         for orphaned in &orphans {
             warn!(term = identity.term, %orphaned, "a catalog row has no database to go into; it is quarantined, left in the store and out of the catalog");
         }
         crate::metrics::catalog_quarantined(orphans.len());
-        let data_nodes = store.list_data_nodes(&cluster).await?;
+        let data_nodes = store.run("list data nodes", async |db| db.list_data_nodes(&cluster).await).await?;
         let memberships = data_nodes
             .iter()
             .filter(|node| !node.pools.is_empty())
@@ -78,19 +81,29 @@ impl MetadataLeader {
         let registered =
             data_nodes.into_iter().map(|node| (NodeKey::new(node.node_id, node.incarnation), node.address)).collect();
         let pools = store
-            .list_pools(&cluster)
+            .run("list pools", async |db| db.list_pools(&cluster).await)
             .await?
             .into_iter()
             .map(|pool| (pool.name, pool.bucket_count, pool.deleting))
             .collect();
-        let assignments = store.list_assignments(&cluster).await?.into_iter().map(slot_of).collect();
+        let assignments = store
+            .run("list assignments", async |db| db.list_assignments(&cluster).await)
+            .await?
+            .into_iter()
+            .map(slot_of)
+            .collect();
         // Incarnations put to rest by earlier leaders (or earlier in this term) may still hold
         // a lease: they count until they have provably fenced.
         let keys =
             |rows: Vec<(String, String)>| rows.into_iter().map(|(node, incarnation)| NodeKey::new(node, incarnation));
-        let tombstones = keys(store.list_tombstones(&cluster).await?).collect();
-        let retired = keys(store.list_retired_data_nodes(&cluster).await?).collect();
-        let drained = keys(store.list_released_tombstones(&cluster).await?).collect();
+        let tombstones =
+            keys(store.run("list tombstones", async |db| db.list_tombstones(&cluster).await).await?).collect();
+        let retired =
+            keys(store.run("list retired data nodes", async |db| db.list_retired_data_nodes(&cluster).await).await?)
+                .collect();
+        let drained =
+            keys(store.run("list released tombstones", async |db| db.list_released_tombstones(&cluster).await).await?)
+                .collect();
         let proceed_after = settings.timings.proceed_after(largest_fence);
         let start = TermStart {
             promoted_at: identity.promoted_at,
@@ -153,8 +166,9 @@ impl MetadataLeader {
     ) -> Result<Duration, MetadataError> {
         let parse =
             |value: Option<String>| value.and_then(|value| value.parse::<u64>().ok()).map(Duration::from_millis);
-        let stored = parse(store.read_setting(cluster, FENCE_SETTING).await?);
-        let largest = parse(store.read_setting(cluster, LARGEST_FENCE_SETTING).await?);
+        let stored = parse(store.run("read setting", async |db| db.read_setting(cluster, FENCE_SETTING).await).await?);
+        let largest =
+            parse(store.run("read setting", async |db| db.read_setting(cluster, LARGEST_FENCE_SETTING).await).await?);
         let new_largest = largest.map_or(fence, |largest| largest.max(fence));
         if stored != Some(fence) || largest != Some(new_largest) {
             if let WriteGuard::Term(guard) = guard
@@ -163,8 +177,11 @@ impl MetadataLeader {
                 return Err(MetadataError::StaleTerm { term: guard.term });
             }
             let mut tx = store.begin_guarded(guard).await?;
-            tx.write_setting(cluster, LARGEST_FENCE_SETTING, &new_largest.as_millis().to_string()).await?;
-            tx.write_setting(cluster, FENCE_SETTING, &fence.as_millis().to_string()).await?;
+            tx.run(async |db| {
+                db.write_setting(cluster, LARGEST_FENCE_SETTING, &new_largest.as_millis().to_string()).await?;
+                db.write_setting(cluster, FENCE_SETTING, &fence.as_millis().to_string()).await
+            })
+            .await?;
             tx.commit().await?;
             info!(
                 fence_ms = fence.as_millis() as u64,
@@ -184,7 +201,7 @@ impl MetadataLeader {
         own: Duration,
     ) -> Result<Duration, MetadataError> {
         let stored = store
-            .read_setting(cluster, LARGEST_GRANT_BOUND_SETTING)
+            .run("read setting", async |db| db.read_setting(cluster, LARGEST_GRANT_BOUND_SETTING).await)
             .await?
             .and_then(|value| value.parse::<u64>().ok())
             .map(Duration::from_millis);
@@ -194,7 +211,7 @@ impl MetadataLeader {
         // Rounded up, so the recorded bound is never below the one it stands for.
         let own_ms = own.as_micros().div_ceil(1000).to_string();
         let mut tx = store.begin_guarded(guard).await?;
-        tx.write_setting(cluster, LARGEST_GRANT_BOUND_SETTING, &own_ms).await?;
+        tx.run(async |db| db.write_setting(cluster, LARGEST_GRANT_BOUND_SETTING, &own_ms).await).await?;
         tx.commit().await?;
         info!(grant_bound_ms = %own_ms, "promotion floor recorded for the leaders after this one");
         Ok(own)

@@ -22,10 +22,14 @@ impl MetadataLeader {
             MetadataError::IncarnationRetired { node_id: node_id.to_owned(), incarnation: incarnation.to_owned() }
         })?;
         let mut tx = self.begin_guarded().await?;
-        tx.upsert_data_node(cluster, node_id, incarnation, address, pools).await?;
-        if let Some(earlier) = &earlier {
-            tx.put_tombstone(cluster, node_id, earlier).await?;
-        }
+        tx.run(async |db| {
+            db.upsert_data_node(cluster, node_id, incarnation, address, pools).await?;
+            if let Some(earlier) = &earlier {
+                db.put_tombstone(cluster, node_id, earlier).await?;
+            }
+            Ok(())
+        })
+        .await?;
         tx.commit().await?;
         let mut state = self.state();
         let replaced = state.register(node_id, incarnation, address, earlier, self.clock.now());
@@ -88,16 +92,21 @@ impl MetadataLeader {
     async fn retire(&self, keys: &[NodeKey], buckets_released: bool) -> Result<Vec<NodeKey>, MetadataError> {
         let cluster = &self.identity.cluster;
         let mut tx = self.begin_guarded().await?;
-        let mut removed = Vec::new();
-        for key in keys {
-            if tx.retire_data_node(cluster, &key.node_id, &key.incarnation).await? {
-                tx.put_tombstone(cluster, &key.node_id, &key.incarnation).await?;
-                if buckets_released {
-                    tx.mark_tombstone_released(cluster, &key.node_id, &key.incarnation).await?;
+        let removed = tx
+            .run(async |db| {
+                let mut removed = Vec::new();
+                for key in keys {
+                    if db.retire_data_node(cluster, &key.node_id, &key.incarnation).await? {
+                        db.put_tombstone(cluster, &key.node_id, &key.incarnation).await?;
+                        if buckets_released {
+                            db.mark_tombstone_released(cluster, &key.node_id, &key.incarnation).await?;
+                        }
+                        removed.push(key.clone());
+                    }
                 }
-                removed.push(key.clone());
-            }
-        }
+                Ok(removed)
+            })
+            .await?;
         tx.commit().await?;
         let mut state = self.state();
         if buckets_released {
@@ -119,9 +128,13 @@ impl MetadataLeader {
         }
         let cluster = &self.identity.cluster;
         let mut tx = self.begin_guarded().await?;
-        for key in &settled {
-            tx.delete_tombstone(cluster, &key.node_id, &key.incarnation).await?;
-        }
+        tx.run(async |db| {
+            for key in &settled {
+                db.delete_tombstone(cluster, &key.node_id, &key.incarnation).await?;
+            }
+            Ok(())
+        })
+        .await?;
         tx.commit().await?;
         self.state().tombstones_deleted(&settled);
         info!(tombstones = settled.len(), "settled tombstones forgotten");

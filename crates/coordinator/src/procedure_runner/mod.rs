@@ -110,7 +110,10 @@ impl ProcedureRunner {
     ) -> Result<DdlOutcome, DdlFailure> {
         let digest = request_digest(&request);
         if let Some(request_id) = &request_id
-            && let Some(existing) = leader.store().procedure_by_request(leader.cluster(), request_id).await?
+            && let Some(existing) = leader
+                .store()
+                .run("read procedure", async |db| db.procedure_by_request(leader.cluster(), request_id).await)
+                .await?
         {
             same_request(&existing, &digest)?;
             return self.outcome_of(&leader, existing).await;
@@ -120,7 +123,10 @@ impl ProcedureRunner {
         // A call with the same request id may have run while this one waited for the locks:
         // its outcome is ours, and planning again would answer for a catalog it changed.
         if let Some(request_id) = &request_id
-            && let Some(existing) = leader.store().procedure_by_request(leader.cluster(), request_id).await?
+            && let Some(existing) = leader
+                .store()
+                .run("read procedure", async |db| db.procedure_by_request(leader.cluster(), request_id).await)
+                .await?
         {
             drop(held);
             same_request(&existing, &digest)?;
@@ -144,12 +150,15 @@ impl ProcedureRunner {
             updated_at_ms: 0,
             result_version: 0,
         };
-        if let Err(error) = change.store().insert_procedure(leader.cluster(), &row).await {
+        if let Err(error) = change.store().run(async |db| db.insert_procedure(leader.cluster(), &row).await).await {
             drop(change);
             drop(held);
             // Another call with the same request id got there first: its outcome is ours.
             if let Some(request_id) = &request_id
-                && let Some(existing) = leader.store().procedure_by_request(leader.cluster(), request_id).await?
+                && let Some(existing) = leader
+                    .store()
+                    .run("read procedure", async |db| db.procedure_by_request(leader.cluster(), request_id).await)
+                    .await?
             {
                 same_request(&existing, &digest)?;
                 return self.outcome_of(&leader, existing).await;
@@ -171,7 +180,12 @@ impl ProcedureRunner {
     /// leave a table row with no database). Procedures that ran at once held their locks at
     /// once, so none waits here on another.
     pub async fn claim_running(&self, leader: &MetadataLeader) -> Result<Vec<Resumed>, StoreError> {
-        let running = leader.store().list_procedures(leader.cluster(), Some(State::Running.as_str()), 10_000).await?;
+        let running = leader
+            .store()
+            .run("list procedures", async |db| {
+                db.list_procedures(leader.cluster(), Some(State::Running.as_str()), 10_000).await
+            })
+            .await?;
         if !running.is_empty() {
             failpoint::pause(failpoint::DDL_BEFORE_RESUME).await;
         }
@@ -243,7 +257,11 @@ impl ProcedureRunner {
             }
             pause = (pause * 2).min(Duration::from_secs(5));
             // A write whose answer was lost may have committed: go on from the stored step.
-            let row = match leader.store().get_procedure(leader.cluster(), id).await {
+            let row = match leader
+                .store()
+                .run("read procedure", async |db| db.get_procedure(leader.cluster(), id).await)
+                .await
+            {
                 Ok(Some(row)) => row,
                 Ok(None) => {
                     break Err(DdlFailure::Failed { procedure_id: id, reason: "the procedure disappeared".into() });
@@ -292,7 +310,10 @@ impl ProcedureRunner {
             let mut change = leader.begin().await?;
             change
                 .store()
-                .update_procedure(leader.cluster(), id, Step::Done.as_str(), State::Failed.as_str(), &reason)
+                .run(async |db| {
+                    db.update_procedure(leader.cluster(), id, Step::Done.as_str(), State::Failed.as_str(), &reason)
+                        .await
+                })
                 .await?;
             change.commit().await
         };
@@ -335,7 +356,11 @@ impl ProcedureRunner {
                 _ = tokio::time::sleep(Duration::from_millis(100)) => {}
                 _ = leader.token().cancelled() => return Err(DdlFailure::Leader(MetadataError::TermEnded { term: leader.term() })),
             }
-            row = match leader.store().get_procedure(leader.cluster(), id).await? {
+            row = match leader
+                .store()
+                .run("read procedure", async |db| db.get_procedure(leader.cluster(), id).await)
+                .await?
+            {
                 Some(row) => row,
                 None => {
                     return Err(DdlFailure::Failed { procedure_id: id, reason: "the procedure disappeared".into() });

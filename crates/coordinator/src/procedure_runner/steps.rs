@@ -115,7 +115,17 @@ impl ProcedureRunner {
                     let reason = if rolled_back { rolled_back_because.as_str() } else { "" };
                     change
                         .store()
-                        .finish_procedure(leader.cluster(), id, Step::Done.as_str(), state.as_str(), reason, version)
+                        .run(async |db| {
+                            db.finish_procedure(
+                                leader.cluster(),
+                                id,
+                                Step::Done.as_str(),
+                                state.as_str(),
+                                reason,
+                                version,
+                            )
+                            .await
+                        })
                         .await?;
                     change.commit().await?;
                     info!(procedure = id, kind = %plan.kind, target = %plan.target, %state, version, "DDL settled everywhere");
@@ -133,7 +143,10 @@ impl ProcedureRunner {
                     };
                 }
                 Next::Finished => {
-                    let row = leader.store().get_procedure(leader.cluster(), id).await?;
+                    let row = leader
+                        .store()
+                        .run("read procedure", async |db| db.get_procedure(leader.cluster(), id).await)
+                        .await?;
                     return Ok(DdlOutcome { procedure_id: id, version: answer_version(row.as_ref(), leader), fenced });
                 }
             }
@@ -150,6 +163,9 @@ async fn begin_step<'a>(
     error: &str,
 ) -> Result<crate::metadata_leader::ChangeTx<'a>, DdlFailure> {
     let mut change = leader.begin().await?;
-    change.store().update_procedure(leader.cluster(), id, step.as_str(), State::Running.as_str(), error).await?;
+    change
+        .store()
+        .run(async |db| db.update_procedure(leader.cluster(), id, step.as_str(), State::Running.as_str(), error).await)
+        .await?;
     Ok(change)
 }
