@@ -21,6 +21,7 @@
 //! - [`ddl`]: validating and planning DDL in two phases.
 //! - [`procedure`]: the steps of a persisted DDL procedure and how to resume one.
 //! - [`buckets`]: balanced, minimal-move bucket plans and the two-step fenced handoff.
+//! - [`keeper`]: the resource keeper: which dead workers to restart, give up on or add.
 
 pub mod agent_lease;
 pub mod buckets;
@@ -29,6 +30,7 @@ pub mod clock;
 pub mod contact;
 pub mod ddl;
 pub mod election;
+pub mod keeper;
 pub mod leadership;
 pub mod lease_timing;
 pub mod ledger;
