@@ -25,6 +25,7 @@ use crate::contact::{ContactStatus, ContactTracker, NodeKey, Settlement};
 use crate::verdict::{Verdict, decide};
 
 mod pools;
+mod resources;
 
 pub use pools::Pool;
 
@@ -52,6 +53,8 @@ pub struct Inherited<C> {
     pub assignments: Vec<(String, u32, Slot)>,
     /// Tombstones whose incarnation gave every bucket up as it deregistered.
     pub drained: Vec<NodeKey>,
+    /// The resource each registered incarnation runs as, if any.
+    pub resources: Vec<(NodeKey, String)>,
 }
 
 impl<C> Default for Inherited<C> {
@@ -67,6 +70,7 @@ impl<C> Default for Inherited<C> {
             pools: Vec::new(),
             assignments: Vec::new(),
             drained: Vec::new(),
+            resources: Vec::new(),
         }
     }
 }
@@ -222,6 +226,8 @@ pub struct Ledger<C> {
     memberships: BTreeMap<NodeKey, Vec<String>>,
     /// Bucket pools by name.
     pools: BTreeMap<String, Pool>,
+    /// The resource each registered incarnation runs as (the resource keeper's link).
+    resources: BTreeMap<NodeKey, String>,
     /// Recent versions with when they were published: the oldest entry is the newest
     /// version published at least `offline_after` ago.
     published_at: VecDeque<(u64, MonoTime)>,
@@ -277,6 +283,7 @@ impl<C: Clone> Ledger<C> {
             resyncing: BTreeSet::new(),
             memberships: inherited.memberships.into_iter().collect(),
             pools: BTreeMap::new(),
+            resources: inherited.resources.into_iter().collect(),
             published_at: VecDeque::from([(version, start.promoted_at)]),
             offline_after: start.offline_after.max(start.proceed_after),
             promoted_at: start.promoted_at,
@@ -470,6 +477,7 @@ impl<C: Clone> Ledger<C> {
             .filter(|before| before.incarnation != incarnation);
         self.tracker.register(NodeKey::new(node_id, incarnation), now);
         self.memberships.retain(|key, _| key.node_id != node_id || key.incarnation == incarnation);
+        self.resources.retain(|key, _| key.node_id != node_id || key.incarnation == incarnation);
         before.map(|before| before.incarnation)
     }
 
@@ -486,6 +494,7 @@ impl<C: Clone> Ledger<C> {
             self.tracker.deregister(key, now);
             self.refusals.remove(key);
             self.memberships.remove(key);
+            self.resources.remove(key);
             self.resyncing.remove(key);
         }
     }
