@@ -10,6 +10,7 @@ const PROTOS: &[&str] = &[
     "proto/leasehold/v1/datanodes.proto",
     "proto/leasehold/v1/agent.proto",
     "proto/leasehold/v1/assignments.proto",
+    "proto/leasehold/v1/resources.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

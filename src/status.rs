@@ -62,6 +62,11 @@ pub mod reason {
     pub const PROCEDURE_FAILED: &str = "PROCEDURE_FAILED";
     /// A DDL's request id was used before for another request: nothing was changed.
     pub const REQUEST_ID_REUSED: &str = "REQUEST_ID_REUSED";
+    /// A data node presented a start attempt of its resource that a later attempt replaced:
+    /// it must exit, so that two processes never serve one node id.
+    pub const SUPERSEDED_ATTEMPT: &str = "SUPERSEDED_ATTEMPT";
+    /// The resource is being cleaned up: its data node may not register.
+    pub const RESOURCE_CLEANING: &str = "RESOURCE_CLEANING";
 }
 
 /// Builds a status whose details carry an `ErrorInfo` with our domain and `reason`.

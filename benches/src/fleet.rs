@@ -103,6 +103,7 @@ impl Fleet {
                         address: address.clone(),
                         incarnation: node.incarnation.clone(),
                         pools: Vec::new(),
+                        ..Default::default()
                     };
                     // The leader answers UNAVAILABLE while it loads its state after taking over.
                     let mut attempts = 0;

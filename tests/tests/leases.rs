@@ -511,6 +511,7 @@ async fn a_silent_incarnation_is_evicted_and_comes_back_as_a_new_one() {
         address: "127.0.0.1:9".into(),
         incarnation: "i-late".into(),
         pools: Vec::new(),
+        ..Default::default()
     };
     client.register(register.clone()).await.expect("registered");
     client

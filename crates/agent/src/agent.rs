@@ -23,7 +23,7 @@ use leasehold_core::ddl::{self, DataTarget, ResyncDrops};
 use leasehold_core::{BootClock, Clock, MonoTime};
 use tokio::sync::{Notify, broadcast};
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 
 use crate::cache::{ApplyError, CacheView};
 use crate::config::AgentConfig;
@@ -253,6 +253,8 @@ struct Inner {
     drained: std::sync::atomic::AtomicBool,
     events: broadcast::Sender<AgentEvent>,
     renewed: Notify,
+    /// Why the leader refused this process for good, once it has.
+    superseded: std::sync::OnceLock<String>,
 }
 
 impl std::fmt::Debug for Agent {
@@ -262,6 +264,14 @@ impl std::fmt::Debug for Agent {
             .field("incarnation", &self.inner.incarnation.load())
             .finish()
     }
+}
+
+/// How a registration attempt ended.
+enum Registration {
+    Registered,
+    Retry,
+    /// Refused for good (see [`Agent::superseded`]).
+    Superseded(String),
 }
 
 fn new_incarnation() -> String {
@@ -295,6 +305,7 @@ impl Agent {
                 drained: std::sync::atomic::AtomicBool::new(false),
                 events,
                 renewed: Notify::new(),
+                superseded: std::sync::OnceLock::new(),
             }),
         }
     }
@@ -322,6 +333,12 @@ impl Agent {
         let retired = self.incarnation();
         self.inner.incarnation.store(Arc::new(new_incarnation()));
         warn!(node_id = %self.inner.config.node_id, %retired, incarnation = %self.incarnation(), "the leader retired this incarnation; registering as a new one");
+    }
+
+    /// Why the leader refused this process for good (a later start attempt of its resource
+    /// replaced it, or the resource is being cleaned up); the heartbeat task has then ended.
+    pub fn superseded(&self) -> Option<&str> {
+        self.inner.superseded.get().map(String::as_str)
     }
 
     /// The agent's settings.
@@ -851,9 +868,16 @@ impl Agent {
             }
             metrics::loop_iteration("heartbeat");
             if !registered {
-                registered = self.register(&mut link).await;
-                if !registered {
-                    continue;
+                match self.register(&mut link).await {
+                    Registration::Registered => registered = true,
+                    Registration::Retry => continue,
+                    Registration::Superseded(why) => {
+                        // Another process serves this node id now: never register or serve again.
+                        error!(node_id = %self.inner.config.node_id, attempt = %self.inner.config.attempt_id, reason = %why, "the leader refused this process for good; stopping");
+                        let _ = self.inner.superseded.set(why);
+                        // The fence watch goes on: the cache stops serving when the lease ends.
+                        return;
+                    }
                 }
             }
             let started = self.inner.clock.now();
@@ -911,12 +935,14 @@ impl Agent {
         }
     }
 
-    async fn register(&self, link: &mut CoordinatorLink) -> bool {
+    async fn register(&self, link: &mut CoordinatorLink) -> Registration {
         let request = RegisterRequest {
             node_id: self.inner.config.node_id.clone(),
             address: self.inner.config.advertise_address.clone(),
             incarnation: self.incarnation(),
             pools: self.inner.config.pools.clone(),
+            resource_id: self.inner.config.resource_id.clone(),
+            attempt_id: self.inner.config.attempt_id.clone(),
         };
         match link
             .call(|mut client| {
@@ -927,15 +953,16 @@ impl Agent {
         {
             Ok(response) => {
                 info!(node_id = %request.node_id, incarnation = %request.incarnation, leader = %response.leader_node_id, term = response.term, "registered with the leader");
-                true
+                Registration::Registered
             }
             Err(LinkError::IncarnationRetired) => {
                 self.start_new_incarnation();
-                false
+                Registration::Retry
             }
+            Err(LinkError::Superseded(why)) => Registration::Superseded(why),
             Err(error) => {
                 debug!(%error, "registration failed; retrying");
-                false
+                Registration::Retry
             }
         }
     }

@@ -20,6 +20,11 @@ pub struct AgentConfig {
     pub heartbeat_timeout: Duration,
     /// The bucket pools this data node joins as a member (`--pool`).
     pub pools: Vec<String>,
+    /// The resource this process is, for the resource keeper (`--resource-id`; empty for none).
+    pub resource_id: String,
+    /// The start attempt that launched this process (`--attempt-id`, set by the keeper's
+    /// container): once a later attempt exists, registration is refused and the agent stops.
+    pub attempt_id: String,
 }
 
 impl AgentConfig {
@@ -32,6 +37,8 @@ impl AgentConfig {
             heartbeat_interval: Duration::from_secs(1),
             heartbeat_timeout: Duration::from_millis(500),
             pools: Vec::new(),
+            resource_id: String::new(),
+            attempt_id: String::new(),
         }
     }
 
@@ -49,6 +56,15 @@ impl AgentConfig {
             return Err(format!("--advertise-address: {:?} is not HOST:PORT", self.advertise_address));
         }
         leasehold_core::buckets::validate_memberships("--pool", &self.pools).map_err(|error| error.to_string())?;
+        if !self.resource_id.is_empty() {
+            leasehold_core::keeper::validate_resource_name("--resource-id", &self.resource_id)?;
+        }
+        if !self.attempt_id.is_empty() {
+            leasehold_core::keeper::validate_resource_name("--attempt-id", &self.attempt_id)?;
+            if self.resource_id.is_empty() {
+                return Err("--attempt-id: only with --resource-id".into());
+            }
+        }
         if self.heartbeat_interval.is_zero()
             || self.heartbeat_timeout.is_zero()
             || self.heartbeat_timeout >= self.heartbeat_interval

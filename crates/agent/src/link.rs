@@ -27,6 +27,10 @@ pub enum LinkError {
     /// The leader retired this incarnation (evicted after a long silence): start a new one.
     #[error("the leader retired this incarnation")]
     IncarnationRetired,
+    /// The leader refused this process for good: a later start attempt of its resource
+    /// replaced it, or the resource is being cleaned up. It must stop.
+    #[error("{0}")]
+    Superseded(String),
     /// No endpoint answered in time, or every one refused.
     #[error("no coordinator answered: {0}")]
     Unreachable(String),
@@ -87,6 +91,9 @@ impl CoordinatorLink {
                     match error_reason(&status).as_deref() {
                         Some(reason::NOT_REGISTERED) => return Err(LinkError::NotRegistered),
                         Some(reason::INCARNATION_RETIRED) => return Err(LinkError::IncarnationRetired),
+                        Some(reason::SUPERSEDED_ATTEMPT | reason::RESOURCE_CLEANING) => {
+                            return Err(LinkError::Superseded(status.message().to_owned()));
+                        }
                         _ => {}
                     }
                     if !matches!(

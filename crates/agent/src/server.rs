@@ -33,6 +33,10 @@ pub enum AgentRunError {
     /// A listener failed.
     #[error("listener: {0}")]
     Io(#[from] std::io::Error),
+    /// The leader refused this process for good: another start attempt of its resource
+    /// serves the node id now, or the resource is being cleaned up.
+    #[error("refused by the leader for good: {0}")]
+    Superseded(String),
 }
 
 /// Runs an agent serving `leasehold.v1.Agent` on `grpc` until `shutdown`.
@@ -52,8 +56,21 @@ pub async fn run(
     }
     config.validate().map_err(AgentRunError::Config)?;
     let (agent, heartbeats) = Agent::start(config.clone(), Arc::new(AcceptAll), shutdown.clone());
-    serve(agent, grpc, metrics, shutdown).await?;
+    // Heartbeats end early only when the leader refused this process for good: stop serving.
+    let heartbeats = tokio::spawn({
+        let (agent, shutdown) = (agent.clone(), shutdown.clone());
+        async move {
+            let _ = heartbeats.await;
+            if agent.superseded().is_some() {
+                shutdown.cancel();
+            }
+        }
+    });
+    serve(agent.clone(), grpc, metrics, shutdown).await?;
     let _ = heartbeats.await;
+    if let Some(why) = agent.superseded() {
+        return Err(AgentRunError::Superseded(why.to_owned()));
+    }
     info!(node_id = %config.node_id, "agent stopped");
     Ok(())
 }

@@ -144,6 +144,15 @@ pub struct AgentArgs {
     /// the pool's buckets over its live members; see `ctl buckets`.
     #[arg(long = "pool", value_name = "NAME", env = "LEASEHOLD_AGENT_POOLS", value_delimiter = ',')]
     pub pools: Vec<String>,
+    /// The resource this process is (see `ctl resources`): the leader's resource keeper counts
+    /// it live while this data node is, and restarts it through its container when it dies.
+    #[arg(long, value_name = "ID", env = "LEASEHOLD_AGENT_RESOURCE_ID")]
+    pub resource_id: Option<String>,
+    /// The start attempt that launched this process; set by the keeper's container
+    /// (`{attempt_id}`). Once a later attempt exists the leader refuses this process, and it
+    /// exits, so two processes never serve one node id.
+    #[arg(long, value_name = "ID", env = "LEASEHOLD_AGENT_ATTEMPT_ID", requires = "resource_id")]
+    pub attempt_id: Option<String>,
 }
 
 /// `leasehold ctl`

@@ -88,6 +88,8 @@ pub async fn agent(args: AgentArgs) -> anyhow::Result<()> {
     config.heartbeat_interval = args.heartbeat_interval;
     config.heartbeat_timeout = args.heartbeat_timeout;
     config.pools = args.pools;
+    config.resource_id = args.resource_id.unwrap_or_default();
+    config.attempt_id = args.attempt_id.unwrap_or_default();
     let shutdown = shutdown_on_signals();
     leasehold_agent::server::run(config, grpc, metrics, shutdown).await?;
     Ok(())

@@ -23,6 +23,9 @@ const TOP_LEVEL_KEYS: &[&str] = &[
     "datanodes",
     "catalog",
     "broadcast",
+    "assign",
+    "resources",
+    "containers",
     "log",
 ];
 

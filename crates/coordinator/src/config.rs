@@ -3,6 +3,9 @@
 //!
 //! The CLI fills it from a TOML file, then `LEASEHOLD_*` environment variables, then flags.
 
+mod resources;
+
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -12,6 +15,10 @@ use leasehold_core::propagation::PropagationPlan;
 use leasehold_core::{HaMode, HaTimings};
 use leasehold_store::{Backend, StoreOptions, redact_url};
 use serde::{Deserialize, Serialize};
+
+pub use self::resources::{
+    AutoRestartConfig, ContainerConfig, ContainerKind, PLACEHOLDERS, ResourcesConfig, check_placeholders,
+};
 
 /// Everything a coordinator needs to start.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -43,6 +50,10 @@ pub struct CoordinatorConfig {
     pub broadcast: BroadcastConfig,
     /// `[assign]`
     pub assign: AssignConfig,
+    /// `[resources]`: the resource keeper.
+    pub resources: ResourcesConfig,
+    /// `[containers.NAME]`: what starts and stops the keeper's processes.
+    pub containers: BTreeMap<String, ContainerConfig>,
     /// Logging.
     pub log: LogConfig,
 }
@@ -59,6 +70,8 @@ impl Default for CoordinatorConfig {
             ha: HaConfig::default(),
             metadata: MetadataConfig::default(),
             assign: AssignConfig::default(),
+            resources: ResourcesConfig::default(),
+            containers: BTreeMap::new(),
             datanodes: DataNodesConfig::default(),
             catalog: CatalogConfig::default(),
             broadcast: BroadcastConfig::default(),
@@ -454,6 +467,8 @@ impl CoordinatorConfig {
                 ),
             ));
         }
+        self.resources.validate()?;
+        resources::validate_containers(&self.containers)?;
         if let Some(budget) = self.broadcast.budget {
             // A verdict can need T_proceed after a publication, plus the promotion floor after a
             // failover: a smaller budget fails broadcasts that would have settled.

@@ -12,7 +12,7 @@ use tonic::{Request, Response, Status};
 
 use crate::ha::Ha;
 use crate::metadata_keeper::MetadataKeeper;
-use crate::metadata_leader::MetadataLeader;
+use crate::metadata_leader::{MetadataLeader, Registration};
 use crate::metrics;
 use crate::propagator::{Mode, Propagator};
 use crate::status::invalid_argument;
@@ -65,8 +65,26 @@ impl DataNodes for DataNodesService {
             }
             leasehold_core::buckets::validate_memberships("pools", &request.pools)
                 .map_err(|error| leasehold::status::status_of(&error))?;
+            for (field, id) in [("resource_id", &request.resource_id), ("attempt_id", &request.attempt_id)] {
+                if !id.is_empty() {
+                    leasehold_core::keeper::validate_resource_name(field, id)
+                        .map_err(|message| invalid_argument(field, &message))?;
+                }
+            }
+            if request.resource_id.is_empty() && !request.attempt_id.is_empty() {
+                return Err(invalid_argument("attempt_id", "an attempt id needs a resource id"));
+            }
             let leader = self.leader()?;
-            leader.register(&request.node_id, &request.incarnation, &request.address, &request.pools).await?;
+            leader
+                .register(&Registration {
+                    node_id: &request.node_id,
+                    incarnation: &request.incarnation,
+                    address: &request.address,
+                    pools: &request.pools,
+                    resource_id: &request.resource_id,
+                    attempt_id: &request.attempt_id,
+                })
+                .await?;
             Ok(Response::new(RegisterResponse {
                 term: leader.term(),
                 leader_node_id: leader.leader_node_id().to_owned(),

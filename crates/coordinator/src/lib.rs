@@ -12,8 +12,12 @@
 //! - [`locks`]: the hierarchical DDL locks.
 //! - [`catalog_service`]: `leasehold.v1.Catalog` and `leasehold.v1.Procedures`.
 //! - [`assignments_service`]: `leasehold.v1.Assignments`: bucket pools; the assigner loop keeps them balanced.
+//! - [`resource_keeper`]: the leader's loop that restarts dead resources and fills groups;
+//!   [`container_runner`]: starts and stops this host's processes; [`resources_service`]:
+//!   `leasehold.v1.Resources`.
 //! - [`status`]: errors to gRPC statuses with stable `ErrorInfo` reasons, in one place.
 //! - [`config`]: the configuration tree and its validation.
+//! - [`container`]: what starts and stops the resource keeper's processes (`local`, `external`).
 //! - [`metrics`]: metric names and helpers; [`http`]: the `/metrics` endpoint.
 //! - [`failpoint`]: fault-injection points for tests (compiled in with `failpoints`).
 
@@ -22,6 +26,8 @@ pub mod assignments_service;
 pub mod catalog_service;
 pub mod cluster_service;
 pub mod config;
+pub mod container;
+pub mod container_runner;
 pub mod convert;
 pub mod datanodes_service;
 pub mod failpoint;
@@ -33,6 +39,8 @@ pub mod metadata_leader;
 pub mod metrics;
 pub mod procedure_runner;
 pub mod propagator;
+pub mod resource_keeper;
+pub mod resources_service;
 pub mod server;
 pub mod status;
 

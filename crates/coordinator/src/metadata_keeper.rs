@@ -23,12 +23,19 @@ pub struct MetadataKeeper {
     current: Arc<RwLock<Option<Arc<MetadataLeader>>>>,
     /// Pools from the configuration (`assign.pools`): each leader creates the missing ones.
     configured_pools: Arc<Vec<(String, u32)>>,
+    /// The resource keeper every leader runs.
+    resources: Option<Arc<crate::resource_keeper::ResourceKeeper>>,
 }
 
 impl MetadataKeeper {
     /// A keeper whose leaders create `pools` (name, bucket count) when the store lacks them.
     pub fn with_pools(pools: Vec<(String, u32)>) -> Self {
         Self { configured_pools: Arc::new(pools), ..Self::default() }
+    }
+
+    /// The same keeper, whose leaders also run the resource keeper `resources`.
+    pub fn with_resource_keeper(self, resources: Arc<crate::resource_keeper::ResourceKeeper>) -> Self {
+        Self { resources: Some(resources), ..self }
     }
 
     /// The loaded state of the current term, if any.
@@ -189,6 +196,9 @@ impl MetadataKeeper {
                         settings.assign_interval,
                         pools,
                     ));
+                    if let Some(resources) = &self.resources {
+                        tokio::spawn(resources.clone().run(leader.clone()));
+                    }
                     tokio::spawn(sweep_tombstones(leader));
                     return;
                 }

@@ -62,6 +62,19 @@ pub const BUCKETS_OWNED: &str = "leasehold_bucket_owned";
 pub const BUCKET_HANDOFF_SECONDS: &str = "leasehold_bucket_handoff_duration_seconds";
 /// Time one assignment pass took (plan and write), by whether it wrote anything.
 pub const BUCKET_PASS_SECONDS: &str = "leasehold_bucket_pass_duration_seconds";
+/// Resources without a live data node carrying their id (the leader's view).
+pub const KEEPER_ORPHANS: &str = "leasehold_keeper_orphans";
+/// Restarts, by outcome: `requested` (the leader recorded an attempt), `started`, `failed`
+/// (the container's coordinator started the process, or could not).
+pub const KEEPER_RESTARTS: &str = "leasehold_keeper_restarts_total";
+/// Resources cleaned up (given up on after their last attempt, or deleted).
+pub const KEEPER_CLEANUPS: &str = "leasehold_keeper_cleanups_total";
+/// Resources provisioned to bring a group up to its minimum.
+pub const KEEPER_PROVISIONED: &str = "leasehold_keeper_provisioned_total";
+/// Warnings given once instead of acting, by reason: `unknown_container`, `opted_out`.
+pub const KEEPER_WARNED: &str = "leasehold_keeper_warned_total";
+/// Time one keeper pass took.
+pub const KEEPER_PASS_SECONDS: &str = "leasehold_keeper_pass_duration_seconds";
 /// gRPC requests handled, by method and code.
 pub const GRPC_REQUESTS: &str = "leasehold_grpc_requests_total";
 
@@ -99,6 +112,42 @@ pub fn describe() {
     describe_histogram!(PROCEDURE_SECONDS, Unit::Seconds, "DDL procedure duration on this leader by kind");
     describe_counter!(PROCEDURES_RESUMED, "DDL procedures resumed after a leader change");
     describe_gauge!(CATALOG_QUARANTINED, "Orphaned catalog rows the leader's last load set aside");
+    describe_gauge!(KEEPER_ORPHANS, "Resources without a live data node carrying their id");
+    describe_counter!(KEEPER_RESTARTS, "Resource restarts by outcome (requested, started, failed)");
+    describe_counter!(KEEPER_CLEANUPS, "Resources cleaned up");
+    describe_counter!(KEEPER_PROVISIONED, "Resources provisioned to fill a group up to its minimum");
+    describe_counter!(KEEPER_WARNED, "Orphans or groups warned about once instead of acted on, by reason");
+    describe_histogram!(KEEPER_PASS_SECONDS, Unit::Seconds, "Time one resource keeper pass took");
+    // Counters start at zero, so that a rate over them is defined from the first scrape.
+    for outcome in ["requested", "started", "failed"] {
+        counter!(KEEPER_RESTARTS, "outcome" => outcome).absolute(0);
+    }
+    counter!(KEEPER_CLEANUPS).absolute(0);
+    counter!(KEEPER_PROVISIONED).absolute(0);
+}
+
+pub(crate) fn keeper_orphans(count: usize) {
+    gauge!(KEEPER_ORPHANS).set(count as f64);
+}
+
+pub(crate) fn keeper_restart(outcome: &'static str) {
+    counter!(KEEPER_RESTARTS, "outcome" => outcome).increment(1);
+}
+
+pub(crate) fn keeper_cleanup() {
+    counter!(KEEPER_CLEANUPS).increment(1);
+}
+
+pub(crate) fn keeper_provisioned() {
+    counter!(KEEPER_PROVISIONED).increment(1);
+}
+
+pub(crate) fn keeper_warned(reason: &'static str) {
+    counter!(KEEPER_WARNED, "reason" => reason).increment(1);
+}
+
+pub(crate) fn keeper_pass(took: Duration) {
+    histogram!(KEEPER_PASS_SECONDS).record(took.as_secs_f64());
 }
 
 pub(crate) fn set_leader(is_leader: bool, term: u64) {

@@ -11,6 +11,7 @@ use leasehold::v1::catalog_server::CatalogServer;
 use leasehold::v1::cluster_server::ClusterServer;
 use leasehold::v1::data_nodes_server::DataNodesServer;
 use leasehold::v1::procedures_server::ProceduresServer;
+use leasehold::v1::resources_server::ResourcesServer;
 use leasehold_core::BootClock;
 use leasehold_store::{MigrationSet, Store, StoreError, new_incarnation};
 use tokio::net::TcpListener;
@@ -24,6 +25,8 @@ use crate::assignments_service::AssignmentsService;
 use crate::catalog_service::{CatalogService, ProceduresService};
 use crate::cluster_service::ClusterService;
 use crate::config::{ConfigError, CoordinatorConfig};
+use crate::container::Containers;
+use crate::container_runner::ContainerRunner;
 use crate::datanodes_service::DataNodesService;
 use crate::ha::{Ha, HaError, HaSettings};
 use crate::http::{RenderMetrics, serve_metrics};
@@ -31,6 +34,8 @@ use crate::metadata_keeper::MetadataKeeper;
 use crate::metadata_leader::LeaseSettings;
 use crate::procedure_runner::ProcedureRunner;
 use crate::propagator::Propagator;
+use crate::resource_keeper::ResourceKeeper;
+use crate::resources_service::ResourcesService;
 
 /// The largest request or response message a coordinator accepts (bytes).
 pub const MAX_MESSAGE_BYTES: usize = 1024 * 1024;
@@ -144,7 +149,26 @@ pub async fn run(config: CoordinatorConfig, listeners: Listeners, shutdown: Canc
         .iter()
         .map(|pool| (pool.name.clone(), pool.bucket_count.unwrap_or(config.assign.bucket_count)))
         .collect();
-    let keeper = MetadataKeeper::with_pools(pools);
+    let containers = Containers::from_config(&config.containers);
+    let restarts = &config.resources.auto_restart;
+    let policy = leasehold_core::keeper::Policy {
+        enabled: restarts.enabled,
+        max_retries: restarts.max_retries,
+        grace: restarts.grace_period,
+    };
+    let resource_keeper = Arc::new(ResourceKeeper::new(policy, restarts.interval, containers.clone()));
+    let keeper = MetadataKeeper::with_pools(pools).with_resource_keeper(resource_keeper.clone());
+    let container_runner = ContainerRunner {
+        store: store.clone(),
+        cluster: config.cluster.clone(),
+        node_id: node_id.clone(),
+        containers,
+        intents: resource_keeper.intents.clone(),
+    };
+    tokio::spawn(container_runner.run(shutdown.clone()));
+    let resources = ResourcesServer::new(ResourcesService::new(ha.clone(), keeper.clone(), resource_keeper))
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_SNAPSHOT_BYTES);
     let keeper_task =
         tokio::spawn(keeper.clone().run(ha.clone(), store.clone(), lease_settings, runner.clone(), shutdown.clone()));
     let catalog = CatalogServer::new(CatalogService::new(ha.clone(), keeper.clone(), runner, store.clone()))
@@ -177,6 +201,7 @@ pub async fn run(config: CoordinatorConfig, listeners: Listeners, shutdown: Canc
         <CatalogServer<CatalogService> as NamedService>::NAME,
         <ProceduresServer<ProceduresService> as NamedService>::NAME,
         <AssignmentsServer<AssignmentsService> as NamedService>::NAME,
+        <ResourcesServer<ResourcesService> as NamedService>::NAME,
     ];
     let grpc = with_health_and_reflection(&mut server, &serving)
         .await?
@@ -185,6 +210,7 @@ pub async fn run(config: CoordinatorConfig, listeners: Listeners, shutdown: Canc
         .add_service(catalog)
         .add_service(procedures)
         .add_service(assignments)
+        .add_service(resources)
         .serve_with_incoming_shutdown(
             TcpIncoming::from(listeners.grpc).with_nodelay(Some(true)),
             shutdown.clone().cancelled_owned(),

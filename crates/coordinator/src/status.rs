@@ -127,7 +127,14 @@ impl ServiceError for MetadataError {
             MetadataError::Corrupt { .. } | MetadataError::Orphaned(_) => Code::Internal,
             MetadataError::PoolExists { .. } => Code::AlreadyExists,
             MetadataError::PoolDeleting { .. } => Code::FailedPrecondition,
-            MetadataError::NoSuchPool { .. } => Code::NotFound,
+            MetadataError::NoSuchPool { .. }
+            | MetadataError::NoSuchGroup { .. }
+            | MetadataError::NoSuchResource { .. } => Code::NotFound,
+            MetadataError::GroupExists { .. } | MetadataError::ResourceExists { .. } => Code::AlreadyExists,
+            MetadataError::GroupNotEmpty { .. }
+            | MetadataError::ResourceCleaning { .. }
+            | MetadataError::SupersededAttempt { .. } => Code::FailedPrecondition,
+            MetadataError::UnknownContainer { .. } => Code::InvalidArgument,
         }
     }
 
@@ -141,13 +148,21 @@ impl ServiceError for MetadataError {
             MetadataError::Corrupt { .. } | MetadataError::Orphaned(_) => None,
             MetadataError::PoolExists { .. } => Some(reason::ALREADY_EXISTS),
             MetadataError::PoolDeleting { .. } => Some(reason::OBJECT_BUSY),
-            MetadataError::NoSuchPool { .. } => Some(reason::NOT_FOUND),
+            MetadataError::NoSuchPool { .. }
+            | MetadataError::NoSuchGroup { .. }
+            | MetadataError::NoSuchResource { .. } => Some(reason::NOT_FOUND),
+            MetadataError::GroupExists { .. } | MetadataError::ResourceExists { .. } => Some(reason::ALREADY_EXISTS),
+            MetadataError::GroupNotEmpty { .. } => Some(reason::OBJECT_BUSY),
+            MetadataError::ResourceCleaning { .. } => Some(reason::RESOURCE_CLEANING),
+            MetadataError::SupersededAttempt { .. } => Some(reason::SUPERSEDED_ATTEMPT),
+            MetadataError::UnknownContainer { .. } => Some(reason::INVALID_ARGUMENT),
         }
     }
 
     fn metadata(&self) -> Vec<(&'static str, String)> {
         match self {
             MetadataError::StaleTerm { term } => vec![("term", term.to_string())],
+            MetadataError::SupersededAttempt { latest, .. } => vec![("latest_attempt", latest.clone())],
             _ => Vec::new(),
         }
     }

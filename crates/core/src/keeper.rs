@@ -242,7 +242,8 @@ impl Keeper {
             if resource.state == ResourceState::Cleaning {
                 self.orphan_since.remove(id);
                 leaving.insert(id.clone());
-                if policy.enabled && !seen.in_flight.contains(id) {
+                // Carried on even when restarts are disabled: a deletion asked for finishes.
+                if !seen.in_flight.contains(id) {
                     actions.push(Action::Cleanup { resource: id.clone() });
                 }
                 continue;
@@ -306,7 +307,9 @@ impl Keeper {
                 Support::Restarts => {
                     actions.push(Action::Provision { group: group.name.clone(), count: group.min_members - members })
                 }
-                Support::OptedOut => self.warn_once(Subject::Group(group.name.clone()), WarnReason::OptedOut, &mut actions),
+                Support::OptedOut => {
+                    self.warn_once(Subject::Group(group.name.clone()), WarnReason::OptedOut, &mut actions)
+                }
                 Support::Unknown => {
                     self.warn_once(Subject::Group(group.name.clone()), WarnReason::UnknownContainer, &mut actions)
                 }
@@ -394,7 +397,13 @@ mod tests {
     }
 
     /// One pass at `now_ms` with no groups.
-    fn pass(keeper: &mut Keeper, resources: &[ResourceView], live: &[&str], in_flight: &[&str], now_ms: i64) -> Vec<Action> {
+    fn pass(
+        keeper: &mut Keeper,
+        resources: &[ResourceView],
+        live: &[&str],
+        in_flight: &[&str],
+        now_ms: i64,
+    ) -> Vec<Action> {
         pass_with(keeper, &[], resources, live, in_flight, now_ms)
     }
 
@@ -407,14 +416,8 @@ mod tests {
         now_ms: i64,
     ) -> Vec<Action> {
         let (live, in_flight, containers) = (set(live), set(in_flight), containers());
-        let seen = Observation {
-            groups,
-            resources,
-            live: &live,
-            in_flight: &in_flight,
-            containers: &containers,
-            now_ms,
-        };
+        let seen =
+            Observation { groups, resources, live: &live, in_flight: &in_flight, containers: &containers, now_ms };
         keeper.keep(&seen, &policy())
     }
 
@@ -504,9 +507,10 @@ mod tests {
         let mut keeper = Keeper::new();
         let mut r1 = resource("r1", "g", "local");
         r1.state = ResourceState::Cleaning;
-        assert_eq!(pass(&mut keeper, std::slice::from_ref(&r1), &["r1"], &[], G), vec![Action::Cleanup {
-            resource: "r1".into()
-        }]);
+        assert_eq!(
+            pass(&mut keeper, std::slice::from_ref(&r1), &["r1"], &[], G),
+            vec![Action::Cleanup { resource: "r1".into() }]
+        );
         assert_eq!(pass(&mut keeper, &[r1], &[], &["r1"], G), vec![]);
     }
 
@@ -521,9 +525,10 @@ mod tests {
         assert_eq!(pass(&mut keeper, std::slice::from_ref(&r1), &[], &["r1"], 11 * G - 1), vec![]);
         assert_eq!(pass(&mut keeper, std::slice::from_ref(&r1), &["r1"], &[], 11 * G), vec![]);
         assert_eq!(pass(&mut keeper, std::slice::from_ref(&r1), &["r1"], &[], 12 * G - 1), vec![]);
-        assert_eq!(pass(&mut keeper, &[r1], &["r1"], &[], 12 * G), vec![Action::ResetAttempts {
-            resource: "r1".into()
-        }]);
+        assert_eq!(
+            pass(&mut keeper, &[r1], &["r1"], &[], 12 * G),
+            vec![Action::ResetAttempts { resource: "r1".into() }]
+        );
     }
 
     #[test]
@@ -564,10 +569,10 @@ mod tests {
         assert_eq!(pass_with(&mut keeper, &groups, &resources, &["r1"], &["r3"], 0), vec![]);
         assert_eq!(pass_with(&mut keeper, &groups, &resources, &["r1"], &["r3"], G), vec![restart("r2", 1)]);
         // Only two rows: one more is provisioned, exactly one.
-        assert_eq!(pass_with(&mut keeper, &groups, &resources[..2], &["r1", "r2"], &[], G), vec![Action::Provision {
-            group: "g".into(),
-            count: 1
-        }]);
+        assert_eq!(
+            pass_with(&mut keeper, &groups, &resources[..2], &["r1", "r2"], &[], G),
+            vec![Action::Provision { group: "g".into(), count: 1 }]
+        );
     }
 
     #[test]
@@ -577,10 +582,10 @@ mod tests {
         let mut r1 = resource("r1", "g", "local");
         r1.attempts = 3;
         pass_with(&mut keeper, &groups, std::slice::from_ref(&r1), &[], &[], 0);
-        assert_eq!(pass_with(&mut keeper, &groups, &[r1], &[], &[], G), vec![
-            Action::Cleanup { resource: "r1".into() },
-            Action::Provision { group: "g".into(), count: 1 },
-        ]);
+        assert_eq!(
+            pass_with(&mut keeper, &groups, &[r1], &[], &[], G),
+            vec![Action::Cleanup { resource: "r1".into() }, Action::Provision { group: "g".into(), count: 1 },]
+        );
     }
 
     #[test]
@@ -609,6 +614,25 @@ mod tests {
         let disabled = Policy { enabled: false, ..policy() };
         assert_eq!(keeper.keep(&seen, &disabled), vec![]);
         assert_eq!(keeper.orphans().collect::<Vec<_>>(), vec!["r1"]);
+    }
+
+    #[test]
+    fn a_cleanup_asked_for_finishes_even_when_restarts_are_disabled() {
+        let mut keeper = Keeper::new();
+        let (live, in_flight, containers) = (set(&[]), set(&[]), containers());
+        let mut r1 = resource("r1", "g", "local");
+        r1.state = ResourceState::Cleaning;
+        let resources = [r1];
+        let seen = Observation {
+            groups: &[],
+            resources: &resources,
+            live: &live,
+            in_flight: &in_flight,
+            containers: &containers,
+            now_ms: 0,
+        };
+        let disabled = Policy { enabled: false, ..policy() };
+        assert_eq!(keeper.keep(&seen, &disabled), vec![Action::Cleanup { resource: "r1".into() }]);
     }
 
     #[test]

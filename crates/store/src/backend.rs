@@ -164,6 +164,19 @@ pub(crate) struct Statements {
     pub assignment_update: Arc<str>,
     pub assignment_insert: Arc<str>,
     pub assignments_list: Arc<str>,
+    pub group_insert: Arc<str>,
+    pub group_delete: Arc<str>,
+    pub groups_list: Arc<str>,
+    pub resource_insert: Arc<str>,
+    pub resource_get: Arc<str>,
+    pub resources_list: Arc<str>,
+    pub resource_delete: Arc<str>,
+    pub resource_attempt: Arc<str>,
+    pub resource_reset_attempts: Arc<str>,
+    pub resource_mark_cleaning: Arc<str>,
+    pub resource_claim_start: Arc<str>,
+    pub resource_record_start: Arc<str>,
+    pub resource_record_stop: Arc<str>,
 }
 
 /// The columns a procedure row is read with: the one list for `procedures`.
@@ -174,7 +187,12 @@ pub(crate) const OBJECT_COLUMNS: &str = "kind, database_name, name, payload, ver
 /// The columns a stored change is read with.
 pub(crate) const CHANGE_COLUMNS: &str = "version, kind, payload";
 /// The columns a registered data node is read with.
-pub(crate) const DATA_NODE_COLUMNS: &str = "node_id, incarnation, address, registered_at_ms, pools";
+pub(crate) const DATA_NODE_COLUMNS: &str = "node_id, incarnation, address, registered_at_ms, pools, resource_id";
+/// The columns a resource group is read with.
+pub(crate) const GROUP_COLUMNS: &str = "name, container, min_members, properties, created_at_ms";
+/// The columns a resource is read with.
+pub(crate) const RESOURCE_COLUMNS: &str = "id, group_name, container, properties, process, state, attempts, \
+     last_attempt_ms, attempt_id, started_attempt_id, stopped, last_error, start_time_ms, created_at_ms";
 /// The columns a bucket pool is read with.
 pub(crate) const POOL_COLUMNS: &str = "name, bucket_count, created_at_ms, deleting";
 /// The columns a bucket's ownership is read with.
@@ -250,11 +268,12 @@ impl Statements {
                 "SELECT {CHANGE_COLUMNS} FROM metadata_changes WHERE cluster = ? AND version > ? ORDER BY version LIMIT ?",
             )),
             data_node_update: r(
-                "UPDATE data_nodes SET incarnation = ?, address = ?, pools = ?, registered_at_ms = {now}, retired_at_ms = NULL \
-                 WHERE cluster = ? AND node_id = ?",
+                "UPDATE data_nodes SET incarnation = ?, address = ?, pools = ?, resource_id = ?, registered_at_ms = {now}, \
+                 retired_at_ms = NULL WHERE cluster = ? AND node_id = ?",
             ),
             data_node_insert: r(
-                "INSERT INTO data_nodes (cluster, node_id, incarnation, address, pools, registered_at_ms) VALUES (?, ?, ?, ?, ?, {now})",
+                "INSERT INTO data_nodes (cluster, node_id, incarnation, address, pools, resource_id, registered_at_ms) \
+                 VALUES (?, ?, ?, ?, ?, ?, {now})",
             ),
             data_node_retire: r("UPDATE data_nodes SET retired_at_ms = {now} \
                  WHERE cluster = ? AND node_id = ? AND incarnation = ? AND retired_at_ms IS NULL"),
@@ -326,6 +345,35 @@ impl Statements {
             assignments_list: r(&format!(
                 "SELECT {ASSIGNMENT_COLUMNS} FROM bucket_assignments WHERE cluster = ? ORDER BY pool, bucket"
             )),
+            group_insert: r(
+                "{insert_ignore} resource_groups (cluster, name, container, min_members, properties, created_at_ms) \
+                 VALUES (?, ?, ?, ?, ?, {now}) {on_conflict_ignore}",
+            ),
+            group_delete: r("DELETE FROM resource_groups WHERE cluster = ? AND name = ?"),
+            groups_list: r(&format!("SELECT {GROUP_COLUMNS} FROM resource_groups WHERE cluster = ? ORDER BY name")),
+            // Creating a resource is its first start: attempt 0, at the store's now.
+            resource_insert: r(
+                "{insert_ignore} resources (cluster, id, group_name, container, properties, process, state, attempts, \
+                 last_attempt_ms, attempt_id, started_attempt_id, stopped, last_error, start_time_ms, created_at_ms) \
+                 VALUES (?, ?, ?, ?, ?, '', 'active', 0, {now}, ?, '', 0, '', {now}, {now}) {on_conflict_ignore}",
+            ),
+            resource_get: r(&format!("SELECT {RESOURCE_COLUMNS} FROM resources WHERE cluster = ? AND id = ?")),
+            resources_list: r(&format!("SELECT {RESOURCE_COLUMNS} FROM resources WHERE cluster = ? ORDER BY id")),
+            resource_delete: r("DELETE FROM resources WHERE cluster = ? AND id = ?"),
+            resource_attempt: r(
+                "UPDATE resources SET attempts = ?, last_attempt_ms = {now}, attempt_id = ?, last_error = '' \
+                 WHERE cluster = ? AND id = ? AND state = 'active'",
+            ),
+            resource_reset_attempts: r("UPDATE resources SET attempts = 0 WHERE cluster = ? AND id = ?"),
+            resource_mark_cleaning: r("UPDATE resources SET state = 'cleaning' WHERE cluster = ? AND id = ?"),
+            resource_claim_start: r("UPDATE resources SET started_attempt_id = attempt_id \
+                 WHERE cluster = ? AND id = ? AND attempt_id = ? AND started_attempt_id <> attempt_id AND state = 'active'"),
+            resource_record_start: r(
+                "UPDATE resources SET process = ?, last_error = ? WHERE cluster = ? AND id = ? AND attempt_id = ?",
+            ),
+            resource_record_stop: r(
+                "UPDATE resources SET stopped = ?, last_error = ? WHERE cluster = ? AND id = ? AND state = 'cleaning'",
+            ),
         }
     }
 }

@@ -17,6 +17,7 @@
 //! - [`metadata`]: the change log and its version counter, data nodes, cluster settings.
 //! - [`catalog`]: catalog objects and persisted DDL procedures.
 //! - [`buckets`]: bucket pools and who owns each bucket.
+//! - [`resources`]: the resource keeper's groups and resources.
 //! - [`session`]: the HA loop's dedicated connection.
 //! - [`migrate`]: embedded, numbered migrations per backend.
 
@@ -30,6 +31,7 @@ pub mod lease;
 pub mod metadata;
 pub mod migrate;
 pub mod nodes;
+pub mod resources;
 pub mod session;
 mod store;
 pub mod types;
@@ -43,6 +45,7 @@ pub use guard::GuardedTx;
 pub use metadata::{DataNodeRow, StoredChange};
 pub use migrate::MigrationSet;
 pub use nodes::{NodeList, NodeRegistration, NodeRow, NodeSnapshot};
+pub use resources::{GroupRow, ResourceRow};
 pub use session::LeaseSession;
 pub use store::{Store, StoreOptions, new_incarnation};
 pub use types::{LeaseHolder, LeaseView, TermGuard, WriteGuard};

@@ -31,6 +31,8 @@ pub struct DataNodeRow {
     pub registered_at_ms: i64,
     /// The bucket pools it joined.
     pub pools: Vec<String>,
+    /// The resource it registered as (empty for none).
+    pub resource_id: String,
 }
 
 impl FromRow<'_, AnyRow> for StoredChange {
@@ -58,6 +60,7 @@ impl FromRow<'_, AnyRow> for DataNodeRow {
                 .filter(|pool| !pool.is_empty())
                 .map(str::to_owned)
                 .collect(),
+            resource_id: row.try_get("resource_id")?,
         })
     }
 }
@@ -189,6 +192,7 @@ impl Db<'_, Guarded> {
         incarnation: &str,
         address: &str,
         pools: &[String],
+        resource_id: &str,
     ) -> Result<(), StoreError> {
         // Pool names are validated like catalog names: no commas.
         let pools = pools.join(",");
@@ -197,6 +201,7 @@ impl Db<'_, Guarded> {
                 .bind(incarnation)
                 .bind(address)
                 .bind(pools.as_str())
+                .bind(resource_id)
                 .bind(cluster)
                 .bind(node_id),
             self.conn,
@@ -209,6 +214,7 @@ impl Db<'_, Guarded> {
                 .bind(incarnation)
                 .bind(address)
                 .bind(pools.as_str())
+                .bind(resource_id)
                 .execute(&mut *self.conn)
                 .await?;
         }

@@ -79,6 +79,13 @@ const MIGRATIONS: &[Migration] = &[
         postgres: include_str!("../migrations/postgres/0008_buckets.sql"),
         mysql: include_str!("../migrations/mysql/0008_buckets.sql"),
     },
+    Migration {
+        id: "0009_resources",
+        ha: false,
+        sqlite: include_str!("../migrations/sqlite/0009_resources.sql"),
+        postgres: include_str!("../migrations/postgres/0009_resources.sql"),
+        mysql: include_str!("../migrations/mysql/0009_resources.sql"),
+    },
 ];
 
 const CREATE_LEDGER: &str = "CREATE TABLE IF NOT EXISTS leasehold_migrations (id VARCHAR(64) NOT NULL PRIMARY KEY, applied_at_ms BIGINT NOT NULL)";

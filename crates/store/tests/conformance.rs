@@ -8,9 +8,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use leasehold_core::keeper::ResourceState;
 use leasehold_store::{
-    AssignmentRow, LeaseHolder, LeaseView, MigrationSet, NodeRegistration, ProcedureRow, Store, StoreError,
-    StoreOptions, StoredObject, TermGuard, WriteGuard, new_incarnation,
+    AssignmentRow, GroupRow, LeaseHolder, LeaseView, MigrationSet, NodeRegistration, ProcedureRow, ResourceRow, Store,
+    StoreError, StoreOptions, StoredObject, TermGuard, WriteGuard, new_incarnation,
 };
 use tokio::sync::Barrier;
 use tokio::time::Instant;
@@ -561,14 +562,15 @@ async fn a_change_under_an_old_term_is_refused(h: Harness) {
 async fn data_nodes_register_replace_and_deregister(h: Harness) {
     let guard = WriteGuard::Standalone;
     let mut tx = h.store.begin_guarded(&guard).await.unwrap();
-    tx.run(async |db| db.upsert_data_node(&h.cluster, "dn1", "i1", "127.0.0.1:7501", &["ingest".into()]).await)
+    tx.run(async |db| db.upsert_data_node(&h.cluster, "dn1", "i1", "127.0.0.1:7501", &["ingest".into()], "").await)
         .await
         .unwrap();
-    tx.run(async |db| db.upsert_data_node(&h.cluster, "dn2", "i1", "127.0.0.1:7502", &[]).await).await.unwrap();
+    tx.run(async |db| db.upsert_data_node(&h.cluster, "dn2", "i1", "127.0.0.1:7502", &[], "").await).await.unwrap();
     tx.commit().await.unwrap();
     let mut tx = h.store.begin_guarded(&guard).await.unwrap();
     tx.run(async |db| {
-        db.upsert_data_node(&h.cluster, "dn1", "i2", "127.0.0.1:7511", &["ingest".into(), "compaction".into()]).await
+        db.upsert_data_node(&h.cluster, "dn1", "i2", "127.0.0.1:7511", &["ingest".into(), "compaction".into()], "r1")
+            .await
     })
     .await
     .unwrap();
@@ -586,12 +588,13 @@ async fn data_nodes_register_replace_and_deregister(h: Harness) {
         ("dn1", "i2", "127.0.0.1:7511")
     );
     assert_eq!(nodes[0].pools, ["ingest", "compaction"], "the new incarnation's pools replace the old one's");
+    assert_eq!(nodes[0].resource_id, "r1", "and so does its resource");
     let retired =
         h.store.run("list retired data nodes", async |db| db.list_retired_data_nodes(&h.cluster).await).await.unwrap();
     assert_eq!(retired, [("dn2".to_owned(), "i1".to_owned())], "a retired incarnation is remembered");
     // Registering again, under a new incarnation, forgets the retired one.
     let mut tx = h.store.begin_guarded(&guard).await.unwrap();
-    tx.run(async |db| db.upsert_data_node(&h.cluster, "dn2", "i2", "127.0.0.1:7502", &[]).await).await.unwrap();
+    tx.run(async |db| db.upsert_data_node(&h.cluster, "dn2", "i2", "127.0.0.1:7502", &[], "").await).await.unwrap();
     tx.commit().await.unwrap();
     assert!(
         h.store
@@ -957,6 +960,132 @@ async fn a_deposed_leader_cannot_create_a_pool_or_move_a_bucket(h: Harness) {
     );
 }
 
+fn group(name: &str, container: &str, min_members: u32) -> GroupRow {
+    GroupRow {
+        name: name.to_owned(),
+        container: container.to_owned(),
+        min_members,
+        properties: [("port".to_owned(), "75\n01".to_owned())].into_iter().collect(),
+        created_at_ms: 0,
+    }
+}
+
+async fn resource(h: &Harness, id: &str) -> ResourceRow {
+    h.store.run("get resource", async |db| db.get_resource(&h.cluster, id).await).await.unwrap().expect("resource")
+}
+
+async fn groups_and_resources_are_created_once_listed_and_deleted(h: Harness) {
+    let mut tx = h.store.begin_guarded(&WriteGuard::Standalone).await.unwrap();
+    assert!(tx.run(async |db| db.create_group(&h.cluster, &group("ingest", "local", 3)).await).await.unwrap());
+    assert!(!tx.run(async |db| db.create_group(&h.cluster, &group("ingest", "other", 1)).await).await.unwrap());
+    let properties = [("port".to_owned(), "7501".to_owned())].into_iter().collect();
+    assert!(
+        tx.run(async |db| db.create_resource(&h.cluster, "dn1", "ingest", "local", &properties, "a1").await)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !tx.run(async |db| db.create_resource(&h.cluster, "dn1", "ingest", "local", &properties, "a9").await)
+            .await
+            .unwrap(),
+        "a second create changes nothing"
+    );
+    tx.commit().await.unwrap();
+    let groups = h.store.run("list groups", async |db| db.list_groups(&h.cluster).await).await.unwrap();
+    assert_eq!(groups.len(), 1);
+    assert_eq!((groups[0].container.as_str(), groups[0].min_members), ("local", 3));
+    assert_eq!(groups[0].properties, group("x", "y", 0).properties, "properties keep their line breaks");
+    let created = resource(&h, "dn1").await;
+    assert_eq!((created.attempts, created.attempt_id.as_str(), created.state), (0, "a1", ResourceState::Active));
+    assert!(created.start_pending(), "its first start is asked for");
+    assert_eq!(created.last_attempt_ms, created.start_time_ms, "creating it is its first start");
+    assert_eq!(created.properties, properties);
+
+    let mut tx = h.store.begin_guarded(&WriteGuard::Standalone).await.unwrap();
+    assert!(tx.run(async |db| db.mark_cleaning(&h.cluster, "dn1").await).await.unwrap());
+    assert!(tx.run(async |db| db.delete_resource(&h.cluster, "dn1").await).await.unwrap());
+    assert!(!tx.run(async |db| db.delete_resource(&h.cluster, "dn1").await).await.unwrap(), "gone already");
+    assert!(tx.run(async |db| db.delete_group(&h.cluster, "ingest").await).await.unwrap());
+    tx.commit().await.unwrap();
+    assert!(h.store.run("list resources", async |db| db.list_resources(&h.cluster).await).await.unwrap().is_empty());
+    assert!(h.store.run("list groups", async |db| db.list_groups(&h.cluster).await).await.unwrap().is_empty());
+}
+
+async fn an_attempt_is_claimed_once_and_a_superseded_one_is_not_recorded(h: Harness) {
+    let mut tx = h.store.begin_guarded(&WriteGuard::Standalone).await.unwrap();
+    tx.run(async |db| db.create_resource(&h.cluster, "dn1", "g", "local", &Default::default(), "a1").await)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    let claim = |attempt: &'static str| {
+        let (store, cluster) = (h.store.clone(), h.cluster.clone());
+        async move { store.run("claim start", async |db| db.claim_start(&cluster, "dn1", attempt).await).await.unwrap() }
+    };
+    assert!(claim("a1").await);
+    assert!(!claim("a1").await, "one attempt is started once");
+    assert!(!resource(&h, "dn1").await.start_pending());
+    let process = [("pid".to_owned(), "42".to_owned())].into_iter().collect();
+    assert!(
+        h.store
+            .run("record start", async |db| db.record_start(&h.cluster, "dn1", "a1", &process, "").await)
+            .await
+            .unwrap()
+    );
+    let first = resource(&h, "dn1").await;
+
+    // The leader records attempt 1 (a2); a1's late outcome is not recorded any more.
+    let mut tx = h.store.begin_guarded(&WriteGuard::Standalone).await.unwrap();
+    assert!(tx.run(async |db| db.record_attempt(&h.cluster, "dn1", 1, "a2").await).await.unwrap());
+    tx.commit().await.unwrap();
+    assert!(
+        !h.store
+            .run("record start", async |db| db.record_start(&h.cluster, "dn1", "a1", &Default::default(), "late").await)
+            .await
+            .unwrap()
+    );
+    assert!(!claim("a1").await, "a superseded attempt is never started");
+    let restarted = resource(&h, "dn1").await;
+    assert_eq!((restarted.attempts, restarted.attempt_id.as_str()), (1, "a2"));
+    assert!(restarted.start_pending());
+    assert_eq!(restarted.start_time_ms, first.start_time_ms, "a restart keeps the start time");
+    assert!(restarted.last_attempt_ms >= first.last_attempt_ms);
+    assert_eq!(restarted.process, process, "the old process is known until the new one is recorded");
+
+    let mut tx = h.store.begin_guarded(&WriteGuard::Standalone).await.unwrap();
+    assert!(tx.run(async |db| db.reset_attempts(&h.cluster, "dn1").await).await.unwrap());
+    tx.commit().await.unwrap();
+    assert_eq!(resource(&h, "dn1").await.attempts, 0);
+
+    // Cleaning: no attempt is recorded or claimed any more; the stop is.
+    let mut tx = h.store.begin_guarded(&WriteGuard::Standalone).await.unwrap();
+    assert!(tx.run(async |db| db.mark_cleaning(&h.cluster, "dn1").await).await.unwrap());
+    assert!(!tx.run(async |db| db.record_attempt(&h.cluster, "dn1", 2, "a3").await).await.unwrap());
+    tx.commit().await.unwrap();
+    assert!(!claim("a2").await);
+    assert!(h.store.run("record stop", async |db| db.record_stop(&h.cluster, "dn1", true, "").await).await.unwrap());
+    let cleaning = resource(&h, "dn1").await;
+    assert_eq!((cleaning.state, cleaning.stopped), (ResourceState::Cleaning, true));
+}
+
+async fn a_deposed_leader_cannot_count_an_attempt(h: Harness) {
+    let a = h.holder("a");
+    assert_eq!(h.acquire(&a, SHORT).await, Some(1));
+    let a_guard = WriteGuard::Term(h.guard(&a, 1));
+    let mut tx = h.store.begin_guarded(&a_guard).await.unwrap();
+    tx.run(async |db| db.create_resource(&h.cluster, "dn1", "g", "local", &Default::default(), "a1").await)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    let expired = h.until_expired().await;
+    h.store
+        .run("acquire lease", async |db| db.try_acquire(&h.cluster, &expired, &h.holder("b"), LONG).await)
+        .await
+        .unwrap();
+    let refused = h.store.begin_guarded(&a_guard).await.unwrap_err();
+    assert!(matches!(refused, StoreError::StaleTerm { term: 1 }), "{refused}");
+    assert_eq!(resource(&h, "dn1").await.attempts, 0);
+}
+
 macro_rules! conformance {
     ($backend:ident: $($test:ident),* $(,)?) => {
         mod $backend {
@@ -982,6 +1111,9 @@ macro_rules! every_backend {
 
 every_backend!(
     pools_are_created_once_listed_and_deleted_with_their_buckets,
+    groups_and_resources_are_created_once_listed_and_deleted,
+    an_attempt_is_claimed_once_and_a_superseded_one_is_not_recorded,
+    a_deposed_leader_cannot_count_an_attempt,
     a_bucket_is_revoked_released_and_granted_again_keeping_its_epoch,
     a_deposed_leader_cannot_create_a_pool_or_move_a_bucket,
     a_finished_procedure_keeps_the_version_it_finished_at,

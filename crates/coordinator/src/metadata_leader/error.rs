@@ -58,6 +58,60 @@ pub enum MetadataError {
         /// The pool.
         pool: String,
     },
+    /// No resource group has that name.
+    #[error("no resource group {group}")]
+    NoSuchGroup {
+        /// The group.
+        group: String,
+    },
+    /// A resource group of that name exists already; nothing changed.
+    #[error("resource group {group} already exists")]
+    GroupExists {
+        /// The group.
+        group: String,
+    },
+    /// The group still has resources; delete them first.
+    #[error("resource group {group} still has {resources} resources; delete them first")]
+    GroupNotEmpty {
+        /// The group.
+        group: String,
+        /// How many.
+        resources: usize,
+    },
+    /// No resource has that id.
+    #[error("no resource {resource}")]
+    NoSuchResource {
+        /// The resource.
+        resource: String,
+    },
+    /// A resource of that id exists already; nothing changed.
+    #[error("resource {resource} already exists")]
+    ResourceExists {
+        /// The resource.
+        resource: String,
+    },
+    /// The resource is being cleaned up: its data node may not register.
+    #[error("resource {resource} is being cleaned up; its data node may not register")]
+    ResourceCleaning {
+        /// The resource.
+        resource: String,
+    },
+    /// A data node presented a start attempt that a later one replaced: it must exit.
+    #[error("resource {resource}: attempt {attempt} was superseded by attempt {latest}; this process must exit")]
+    SupersededAttempt {
+        /// The resource.
+        resource: String,
+        /// The attempt presented.
+        attempt: String,
+        /// The latest attempt.
+        latest: String,
+    },
+    /// No container of that name is configured on the leader.
+    #[error("no container {container} is configured (see [containers.NAME])")]
+    UnknownContainer {
+        /// The container.
+        container: String,
+    },
     /// A stored change could not be decoded.
     #[error("stored change at version {version} is unreadable: {reason}")]
     Corrupt {

@@ -78,6 +78,11 @@ impl MetadataLeader {
             .filter(|node| !node.pools.is_empty())
             .map(|node| (NodeKey::new(&node.node_id, &node.incarnation), node.pools.clone()))
             .collect();
+        let resources = data_nodes
+            .iter()
+            .filter(|node| !node.resource_id.is_empty())
+            .map(|node| (NodeKey::new(&node.node_id, &node.incarnation), node.resource_id.clone()))
+            .collect();
         let registered =
             data_nodes.into_iter().map(|node| (NodeKey::new(node.node_id, node.incarnation), node.address)).collect();
         let pools = store
@@ -124,6 +129,7 @@ impl MetadataLeader {
             pools,
             assignments,
             drained,
+            resources,
         };
         let ledger = Ledger::new(start, inherited);
         info!(

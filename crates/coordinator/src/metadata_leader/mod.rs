@@ -36,11 +36,13 @@ mod change_tx;
 mod error;
 mod load;
 mod registry;
+mod resources;
 
 pub use buckets::{PassReport, PoolView};
 pub use change_tx::ChangeTx;
 pub use error::MetadataError;
 pub(crate) use load::load_catalog;
+pub use registry::Registration;
 
 /// The cluster setting holding the fence duration agents are granted now (ms).
 pub const FENCE_SETTING: &str = "lease_fence_ms";
@@ -389,11 +391,19 @@ impl MetadataLeader {
         let now = self.clock.now();
         let (statuses, version) = {
             let state = self.state();
-            (state.statuses(now), state.version())
+            let statuses: Vec<_> = state
+                .statuses(now)
+                .into_iter()
+                .map(|node| {
+                    let resource = state.resource_of(&node.key).unwrap_or_default().to_owned();
+                    (node, resource)
+                })
+                .collect();
+            (statuses, state.version())
         };
         let nodes = statuses
             .into_iter()
-            .map(|node| {
+            .map(|(node, resource_id)| {
                 let (status, silent) = match node.contact {
                     ContactStatus::Live { silent_for } => (DataNodeLeaseStatus::Live, silent_for),
                     ContactStatus::FencedByNow { silent_for } => (DataNodeLeaseStatus::FencedByNow, silent_for),
@@ -408,6 +418,7 @@ impl MetadataLeader {
                     status: status as i32,
                     silent_ms: silent.as_millis() as i64,
                     acked_version: node.acked,
+                    resource_id,
                 }
             })
             .collect();

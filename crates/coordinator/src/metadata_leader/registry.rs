@@ -2,28 +2,72 @@
 //! forgetting tombstones that have provably fenced. Each is term-guarded and serialized with
 //! the publications; the ledger decides, the store records.
 
+use leasehold_core::keeper::ResourceState;
+use leasehold_store::ResourceRow;
+
 use super::*;
 
+/// One data node's registration.
+#[derive(Debug, Clone, Copy)]
+pub struct Registration<'a> {
+    /// The stable node id.
+    pub node_id: &'a str,
+    /// This process's incarnation.
+    pub incarnation: &'a str,
+    /// Where pushes reach it.
+    pub address: &'a str,
+    /// The bucket pools it joins.
+    pub pools: &'a [String],
+    /// The resource it runs as (empty for none).
+    pub resource_id: &'a str,
+    /// The start attempt that launched it (empty when started by hand or elsewhere).
+    pub attempt_id: &'a str,
+}
+
+/// Whether a data node may register as `resource_id` presenting `attempt_id`.
+fn check_resource(resource_id: &str, attempt_id: &str, row: Option<&ResourceRow>) -> Result<(), MetadataError> {
+    let Some(row) = row else {
+        return Err(MetadataError::NoSuchResource { resource: resource_id.to_owned() });
+    };
+    if row.state == ResourceState::Cleaning {
+        return Err(MetadataError::ResourceCleaning { resource: resource_id.to_owned() });
+    }
+    if !attempt_id.is_empty() && attempt_id != row.attempt_id {
+        return Err(MetadataError::SupersededAttempt {
+            resource: resource_id.to_owned(),
+            attempt: attempt_id.to_owned(),
+            latest: row.attempt_id.clone(),
+        });
+    }
+    Ok(())
+}
+
 impl MetadataLeader {
-    /// Registers `node_id` at `incarnation` (a term-guarded write); an earlier incarnation
+    /// Registers a data node's incarnation (a term-guarded write); an earlier incarnation
     /// becomes a tombstone that still counts for broadcasts.
     /// A retired incarnation is refused: a registration delayed past its own deregistration
-    /// (or an evicted agent coming back) must not revive it.
-    pub async fn register(
-        &self,
-        node_id: &str,
-        incarnation: &str,
-        address: &str,
-        pools: &[String],
-    ) -> Result<(), MetadataError> {
+    /// (or an evicted agent coming back) must not revive it. A node that runs as a resource is
+    /// refused while the resource is being cleaned up, and when it presents a start attempt a
+    /// later one replaced (checked in the same transaction, so no cleanup or restart can slip
+    /// in between).
+    pub async fn register(&self, node: &Registration<'_>) -> Result<(), MetadataError> {
+        let Registration { node_id, incarnation, address, pools, resource_id, attempt_id } = *node;
         let _serial = self.publications.lock().await;
         let cluster = &self.identity.cluster;
         let earlier = self.state().check_registration(node_id, incarnation).map_err(|_| {
             MetadataError::IncarnationRetired { node_id: node_id.to_owned(), incarnation: incarnation.to_owned() }
         })?;
         let mut tx = self.begin_guarded().await?;
+        let resource = if resource_id.is_empty() {
+            None
+        } else {
+            tx.run(async |db| db.get_resource(cluster, resource_id).await).await?
+        };
+        if !resource_id.is_empty() {
+            check_resource(resource_id, attempt_id, resource.as_ref())?;
+        }
         tx.run(async |db| {
-            db.upsert_data_node(cluster, node_id, incarnation, address, pools).await?;
+            db.upsert_data_node(cluster, node_id, incarnation, address, pools, resource_id).await?;
             if let Some(earlier) = &earlier {
                 db.put_tombstone(cluster, node_id, earlier).await?;
             }
@@ -33,14 +77,16 @@ impl MetadataLeader {
         tx.commit().await?;
         let mut state = self.state();
         let replaced = state.register(node_id, incarnation, address, earlier, self.clock.now());
-        state.set_pools(&NodeKey::new(node_id, incarnation), pools.to_vec());
+        let key = NodeKey::new(node_id, incarnation);
+        state.set_pools(&key, pools.to_vec());
+        state.set_resource(&key, resource_id);
         metrics::data_nodes_registered(state.registered_count());
         drop(state);
         match replaced {
             Some(previous) => {
-                info!(node_id, incarnation, replaced = %previous, %address, "data node re-registered; the old incarnation counts until it has fenced")
+                info!(node_id, incarnation, replaced = %previous, %address, resource = resource_id, "data node re-registered; the old incarnation counts until it has fenced")
             }
-            None => info!(node_id, incarnation, %address, ?pools, "data node registered"),
+            None => info!(node_id, incarnation, %address, ?pools, resource = resource_id, "data node registered"),
         }
         self.membership_changed.notify_one();
         Ok(())
@@ -89,7 +135,7 @@ impl MetadataLeader {
     /// the publication lock.
     /// With `buckets_released`, each gave every bucket up: the tombstone records it, so that
     /// every leader settles its revokes at once.
-    async fn retire(&self, keys: &[NodeKey], buckets_released: bool) -> Result<Vec<NodeKey>, MetadataError> {
+    pub(super) async fn retire(&self, keys: &[NodeKey], buckets_released: bool) -> Result<Vec<NodeKey>, MetadataError> {
         let cluster = &self.identity.cluster;
         let mut tx = self.begin_guarded().await?;
         let removed = tx
