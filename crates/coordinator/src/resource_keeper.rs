@@ -116,18 +116,28 @@ impl ResourceKeeper {
         Ok(())
     }
 
-    /// Resources whose start or stop the container's coordinator has not done yet.
+    /// Resources whose start or stop the container's coordinator has not done yet. A start
+    /// no coordinator will ever take on (an external or unknown container) is not in flight:
+    /// such a resource is an orphan to warn about.
     fn in_flight(&self, resources: &[ResourceRow]) -> BTreeSet<String> {
         resources
             .iter()
-            .filter(|row| row.start_pending() || (row.state == ResourceState::Cleaning && self.awaits_stop(row)))
+            .filter(|row| {
+                let start = row.start_pending() && self.has_runner(row);
+                start || (row.state == ResourceState::Cleaning && self.awaits_stop(row))
+            })
             .map(|row| row.id.clone())
             .collect()
     }
 
+    /// Whether a coordinator runs the resource's container (it is `local`).
+    fn has_runner(&self, row: &ResourceRow) -> bool {
+        self.containers.get(&row.container).is_some_and(|container| container.node().is_some())
+    }
+
     /// Whether a cleaning resource still waits for its container's coordinator to stop it.
     fn awaits_stop(&self, row: &ResourceRow) -> bool {
-        !row.stopped && self.containers.get(&row.container).is_some_and(|container| container.node().is_some())
+        !row.stopped && self.has_runner(row)
     }
 
     async fn act(
