@@ -534,7 +534,28 @@ async fn dev_serves_a_coordinator_and_stops_cleanly() {
         })
         .await;
     }
+    phase("the agents are a group of the resource keeper: a SIGKILLed one runs again under its id");
+    let resources = leasehold::v1::resources_client::ResourcesClient::new(leasehold_tests::process::channel(&address));
+    let dn1 = |resources: leasehold::v1::resources_client::ResourcesClient<tonic::transport::Channel>| async move {
+        let request = leasehold::v1::GetResourceRequest { id: "dn1".into() };
+        resources.clone().get_resource(request).await.ok().map(|answer| answer.into_inner())
+    };
+    let first = dn1(resources.clone()).await.expect("dn1 is a resource");
+    let pid: i32 = first.process.get("pid").and_then(|pid| pid.parse().ok()).expect("dn1's pid");
+    // The test started this process (through dev's container).
+    let _ =
+        rustix::process::kill_process(rustix::process::Pid::from_raw(pid).expect("pid"), rustix::process::Signal::KILL);
+    let again = eventually("dn1 restarted by the keeper", Duration::from_secs(60), || {
+        let resources = resources.clone();
+        async move {
+            let resource = dn1(resources).await?;
+            let new_pid = resource.process.get("pid").cloned().unwrap_or_default();
+            (resource.live && new_pid != pid.to_string()).then_some(resource)
+        }
+    })
+    .await;
+    assert_eq!(again.attempts, 1, "{again:?}");
     dev.terminate();
-    let status = dev.wait_exit(Duration::from_secs(10)).await.expect("dev exits on SIGTERM");
+    let status = dev.wait_exit(Duration::from_secs(30)).await.expect("dev exits on SIGTERM");
     assert!(status.success(), "{status}");
 }

@@ -1,24 +1,73 @@
-//! `leasehold dev`: a coordinator on embedded SQLite and a few data-node agents in one
-//! process, and what to try next.
+//! `leasehold dev`: a coordinator on embedded SQLite whose resource keeper runs a few
+//! data-node agents as a `local` group (separate processes, restarted when they die), and what
+//! to try next.
 
-use std::sync::Arc;
+use std::collections::BTreeMap;
+use std::time::Duration;
 
-use leasehold_agent::{Agent, AgentConfig};
+use leasehold::v1::resources_client::ResourcesClient;
+use leasehold::v1::{
+    CreateGroupRequest, CreateResourceRequest, DeleteResourceRequest, GetResourceRequest, ResourceGroup,
+};
 use leasehold_coordinator::CoordinatorConfig;
+use leasehold_coordinator::config::{AutoRestartConfig, ContainerConfig, ContainerKind, ResourcesConfig};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::args::DevArgs;
 use crate::serve;
 
+/// The group dev's agents form, and the container that runs them.
+const DEV_GROUP: &str = "dev-agents";
+const DEV_CONTAINER: &str = "dev-agents";
+/// How long dev waits for its agents to be stopped and removed on Ctrl-C.
+const STOP_WAIT: Duration = Duration::from_secs(20);
+
 /// Runs the development cluster until Ctrl-C.
 pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     let store = format!("sqlite://{}/leasehold.db", args.data_dir.display());
+    let executable = std::env::current_exe()?.display().to_string();
+    let agent_command = [
+        executable.as_str(),
+        "agent",
+        "--node-id",
+        "{resource_id}",
+        "--resource-id",
+        "{resource_id}",
+        "--attempt-id",
+        "{attempt_id}",
+        "--coordinators",
+        "{coordinators}",
+        "--listen",
+        "{prop:listen}",
+        "--metrics-listen",
+        "",
+        "--pool",
+        SAMPLE_POOL,
+    ];
+    let container = ContainerConfig {
+        kind: ContainerKind::Local,
+        node: Some("dev-coordinator".into()),
+        command: agent_command.iter().map(|part| (*part).to_owned()).collect(),
+        environment: BTreeMap::new(),
+        working_directory: None,
+        log_directory: args.data_dir.join("agents"),
+        stop_grace: Duration::from_secs(10),
+    };
     let config = CoordinatorConfig {
         node_id: Some("dev-coordinator".into()),
         listen: args.listen.clone(),
         metrics_listen: args.metrics_listen.clone(),
         store: leasehold_coordinator::config::StoreConfig { url: store.clone(), ..Default::default() },
+        resources: ResourcesConfig {
+            auto_restart: AutoRestartConfig {
+                enabled: true,
+                max_retries: 5,
+                grace_period: Duration::from_secs(3),
+                interval: Duration::from_secs(1),
+            },
+        },
+        containers: [(DEV_CONTAINER.to_owned(), container.clone())].into_iter().collect(),
         ..CoordinatorConfig::default()
     };
     config.validate()?;
@@ -28,33 +77,21 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         Some((listener, _)) => listener.local_addr()?.to_string(),
         None => "off".to_owned(),
     };
-    // On Ctrl-C the agents deregister first, while the coordinator still answers.
+    // On Ctrl-C the agents are stopped (they deregister) while the coordinator still answers.
     let signal = serve::shutdown_on_signals();
-    let agents_stop = CancellationToken::new();
     let coordinator_stop = CancellationToken::new();
 
     let mut agents = Vec::new();
     for index in 1..=args.agents {
         let free_ports = args.listen.ends_with(":0");
-        let port = if free_ports { 0 } else { 7500 + index };
-        let listener = TcpListener::bind((grpc.ip(), port)).await?;
-        let address = listener.local_addr()?.to_string();
-        let mut agent_config = AgentConfig::new(format!("dn{index}"), vec![grpc.to_string()], address.clone());
-        agent_config.pools = vec![SAMPLE_POOL.to_owned()];
-        agent_config.validate().map_err(|error| anyhow::anyhow!("agent dn{index}: {error}"))?;
-        agent_config.heartbeat_interval = config.metadata.heartbeat_interval;
-        agent_config.heartbeat_timeout = config.metadata.heartbeat_timeout;
-        let (agent, heartbeats) =
-            Agent::start(agent_config, Arc::new(leasehold_agent::agent::AcceptAll), agents_stop.clone());
-        let server = tokio::spawn(leasehold_agent::server::serve(agent, listener, None, agents_stop.clone()));
-        agents.push((format!("dn{index}"), address, heartbeats, server));
+        let port = if free_ports { free_port(grpc.ip()).await? } else { 7500 + index };
+        agents.push((format!("dn{index}"), format!("{}:{port}", grpc.ip())));
     }
 
-    let agent_lines: String = agents
-        .iter()
-        .map(|(node_id, address, _, _)| format!("\n  agent        {address}  (data node {node_id})"))
-        .collect();
-    let first_agent = agents.first().map_or_else(|| "127.0.0.1:7501".to_owned(), |(_, address, _, _)| address.clone());
+    let agent_lines: String =
+        agents.iter().map(|(node_id, address)| format!("\n  agent        {address}  (data node {node_id})")).collect();
+    let first_agent = agents.first().map_or_else(|| "127.0.0.1:7501".to_owned(), |(_, address)| address.clone());
+    let logs = container.log_directory.display();
     println!(
         "\nLeasehold dev cluster\n\
          \n  coordinator  {grpc}  (node dev-coordinator, HA mode auto){agent_lines}\
@@ -83,23 +120,111 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
          \nfreeze it with Ctrl-Z for 20 s, and meanwhile run `datanodes barrier`: it returns once dn9\
          \nhas provably fenced (about 16 s after its last heartbeat). Resume it with `fg`: its first\
          \nread is refused (`ctl agent lease --agent 127.0.0.1:7509` says FENCED), then it resyncs.\
-         \n\nCtrl-C stops everything (the lease is released, the agents deregister).\n",
+         \n\nWatch a restart: the agents are resources of group `{DEV_GROUP}`, run by the resource keeper\
+         \n(their logs are in {logs}). Find dn1's pid (`process.pid`),\
+         \n  grpcurl -plaintext -d '{{\"id\": \"dn1\"}}' {grpc} leasehold.v1.Resources/GetResource\
+         \nkill it with `kill -9 PID`,\
+         \nand `ctl resources list` shows it an orphan once it is provably offline (about 16 s), then, a\
+         \n3 s grace period later, running again under the same id with attempts 1.\
+         \n\nCtrl-C stops everything (the agents are stopped and deregister, the lease is released).\n",
     );
+    let client = leasehold::Client::new([grpc.to_string()], leasehold::ClientOptions::default())?;
     tokio::spawn(create_sample(grpc.to_string()));
+    tokio::spawn(start_agents(client.clone(), agents.clone()));
     tokio::spawn({
         let coordinator_stop = coordinator_stop.clone();
         async move {
             signal.cancelled().await;
-            agents_stop.cancel();
-            for (_, _, heartbeats, server) in agents {
-                let _ = heartbeats.await;
-                let _ = server.await;
-            }
+            stop_agents(&client, &agents).await;
             coordinator_stop.cancel();
         }
     });
     leasehold_coordinator::run(config, listeners, coordinator_stop).await?;
     Ok(())
+}
+
+/// A port that was free a moment ago, for an agent started in another process.
+async fn free_port(ip: std::net::IpAddr) -> std::io::Result<u16> {
+    Ok(TcpListener::bind((ip, 0)).await?.local_addr()?.port())
+}
+
+/// Creates dev's group and one resource per agent; the keeper's container starts them. Rows
+/// an earlier run left (it was killed, say) are cleaned up first, so every agent starts now.
+async fn start_agents(client: leasehold::Client, agents: Vec<(String, String)>) {
+    let group = ResourceGroup {
+        name: DEV_GROUP.into(),
+        container: DEV_CONTAINER.into(),
+        min_members: 0,
+        properties: Default::default(),
+    };
+    let created = client
+        .call_leader(|channel| {
+            let request = CreateGroupRequest { group: Some(group.clone()) };
+            async move { ResourcesClient::new(channel).create_group(request).await }
+        })
+        .await;
+    match created {
+        Ok(_) | Err(leasehold::ClientError::Status(_)) => {}
+        Err(error) => tracing::warn!(%error, "could not create the agents' resource group"),
+    }
+    remove(&client, &agents).await;
+    for (id, address) in &agents {
+        let request = CreateResourceRequest {
+            id: id.clone(),
+            group: DEV_GROUP.into(),
+            properties: [("listen".to_owned(), address.clone())].into_iter().collect(),
+        };
+        let created = client
+            .call_leader(|channel| {
+                let request = request.clone();
+                async move { ResourcesClient::new(channel).create_resource(request).await }
+            })
+            .await;
+        match created {
+            Ok(_) => tracing::info!(resource = %id, %address, "dev agent created; the resource keeper starts it"),
+            Err(error) => tracing::warn!(resource = %id, %error, "could not create a dev agent"),
+        }
+    }
+}
+
+/// Stops dev's agents: each is deleted, its process stopped (it gives its buckets up and
+/// deregisters), and its row removed, before the coordinator stops.
+async fn stop_agents(client: &leasehold::Client, agents: &[(String, String)]) {
+    if tokio::time::timeout(STOP_WAIT, remove(client, agents)).await.is_err() {
+        tracing::warn!("the dev agents were not all stopped in time; the next run cleans them up");
+    }
+}
+
+/// Deletes the resources `agents` and waits until they are gone.
+async fn remove(client: &leasehold::Client, agents: &[(String, String)]) {
+    for (id, _) in agents {
+        let request = DeleteResourceRequest { id: id.clone() };
+        let _ = client
+            .call_leader(|channel| {
+                let request = request.clone();
+                async move { ResourcesClient::new(channel).delete_resource(request).await }
+            })
+            .await;
+    }
+    for (id, _) in agents {
+        loop {
+            let request = GetResourceRequest { id: id.clone() };
+            let answer = client
+                .call_leader(|channel| {
+                    let request = request.clone();
+                    async move { ResourcesClient::new(channel).get_resource(request).await }
+                })
+                .await;
+            match answer {
+                Err(leasehold::ClientError::Status(status)) if status.code() == tonic::Code::NotFound => break,
+                Err(error) => {
+                    tracing::warn!(resource = %id, %error, "could not check on a dev agent being removed");
+                    return;
+                }
+                Ok(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+            }
+        }
+    }
 }
 
 /// The bucket pool dev's agents join, and its size.
