@@ -48,6 +48,7 @@ pub async fn run(args: CtlArgs) -> anyhow::Result<()> {
         CtlCommand::View(command) => crate::ctl_catalog::view(&client, command).await?,
         CtlCommand::Procedure(command) => crate::ctl_catalog::procedure(&client, command).await?,
         CtlCommand::Buckets(command) => crate::ctl_buckets::buckets(&client, command, args.output).await?,
+        CtlCommand::Resources(command) => crate::ctl_resources::resources(&client, command).await?,
     };
     match args.output {
         // A watch printed as it went.
