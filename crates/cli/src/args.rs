@@ -167,8 +167,8 @@ pub struct CtlArgs {
         default_value = "127.0.0.1:7400"
     )]
     pub endpoints: Vec<String>,
-    /// Output format.
-    #[arg(long, value_enum, default_value_t = Output::Table)]
+    /// Output format (before or after the command).
+    #[arg(long, global = true, value_enum, default_value_t = Output::Table)]
     pub output: Output,
     /// Give up when the cluster has not answered after this long.
     #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "30s")]
@@ -645,6 +645,17 @@ mod tests {
         };
         let ResourcesCommand::CreateGroup { min_members, properties, .. } = command else { panic!("not create-group") };
         assert_eq!((min_members, properties), (0, vec![("a".into(), "b=c".into())]));
+    }
+
+    #[test]
+    fn the_output_format_may_follow_the_command() {
+        for args in [
+            ["leasehold", "ctl", "--output", "json", "resources", "groups"],
+            ["leasehold", "ctl", "resources", "groups", "--output", "json"],
+        ] {
+            let Command::Ctl(ctl) = Cli::try_parse_from(args).unwrap().command else { panic!("not ctl") };
+            assert_eq!(ctl.output, Output::Json, "{args:?}");
+        }
     }
 
     #[test]
