@@ -7,6 +7,7 @@
 //! - [`process`]: one coordinator process: start, wait until it serves, signal it, read its
 //!   JSON logs.
 //! - [`cluster`]: several coordinators on one store, and questions about their leader.
+//! - [`ctl`]: `leasehold ctl` run as a process, answering JSON or a table.
 //! - [`agents`]: data-node agents wired through chaos proxies.
 //! - [`observer`]: polls every node's HA state and checks that no term ever had two leaders.
 //! - [`ownership`]: samples every agent's bucket ownership and checks no bucket had two owners.
@@ -15,6 +16,7 @@
 
 pub mod agents;
 pub mod cluster;
+pub mod ctl;
 pub mod lab;
 pub mod observer;
 pub mod ownership;

@@ -186,14 +186,7 @@ mod buckets_move_minimally_and_only_once_their_owner_has_provably_fenced {
 
 /// `ctl` with `--output json`; the JSON, or the exit status and stderr.
 async fn ctl(endpoints: &str, args: &[&str]) -> Result<serde_json::Value, (i32, String)> {
-    let mut all = vec!["ctl", "--endpoints", endpoints, "--output", "json"];
-    all.extend_from_slice(args);
-    let output = tokio::process::Command::new(BIN).args(&all).output().await.expect("running ctl");
-    if !output.status.success() {
-        return Err((output.status.code().unwrap_or(-1), String::from_utf8_lossy(&output.stderr).into_owned()));
-    }
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    Ok(serde_json::from_str(&stdout).unwrap_or_else(|error| panic!("ctl {args:?} printed no JSON ({error}): {stdout}")))
+    leasehold_tests::ctl::json(BIN, endpoints, args).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -252,12 +245,7 @@ async fn ctl_creates_shows_rebalances_and_deletes_pools() {
     assert_eq!(line["members"], shown["members"], "the watch starts with the assignment now");
     let rebalanced = ctl(endpoints, &["buckets", "rebalance", POOL]).await.unwrap();
     assert_eq!(rebalanced["members"], shown["members"], "a balanced pool does not move");
-    let table = tokio::process::Command::new(BIN)
-        .args(["ctl", "--endpoints", endpoints, "buckets", "show", POOL])
-        .output()
-        .await
-        .unwrap();
-    let table = String::from_utf8_lossy(&table.stdout);
+    let table = leasehold_tests::ctl::table(BIN, endpoints, &["buckets", "show", POOL]).await;
     assert!(table.contains("MEMBER") && table.contains("dn1") && table.contains("live"), "{table}");
 
     ctl(endpoints, &["buckets", "delete-pool", POOL]).await.unwrap();

@@ -167,8 +167,8 @@ pub struct CtlArgs {
         default_value = "127.0.0.1:7400"
     )]
     pub endpoints: Vec<String>,
-    /// Output format.
-    #[arg(long, value_enum, default_value_t = Output::Table)]
+    /// Output format (before or after the command).
+    #[arg(long, global = true, value_enum, default_value_t = Output::Table)]
     pub output: Output,
     /// Give up when the cluster has not answered after this long.
     #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "30s")]
@@ -212,6 +212,95 @@ pub enum CtlCommand {
     /// Bucket pools and who owns which bucket (asked of the leader).
     #[command(subcommand)]
     Buckets(BucketsCommand),
+    /// Resource groups and the processes the leader's resource keeper keeps running.
+    ///
+    /// A resource is one data-node process that a container started (a `local` container
+    /// spawns it on one coordinator's host; an `external` one, such as Kubernetes, runs it
+    /// elsewhere). Its data node registers with the resource's id, which is also its node id.
+    /// A group names the container its resources run in, how many members it keeps at least,
+    /// and properties passed to every member's command. Containers are configured on the
+    /// coordinators (`[containers.NAME]`), never here.
+    ///
+    /// With `[resources.auto-restart] enabled = true` the leader restarts a resource whose data
+    /// node is no longer live (after a grace period, at most `max-retries` times, then cleans
+    /// it up) and starts new ones until each group has `--min-members`.
+    ///
+    /// Example:
+    ///
+    ///   leasehold ctl resources create-group ingest --container local --min-members 2
+    ///
+    ///   leasehold ctl resources create dn7 --group ingest --property port=7507
+    ///
+    ///   leasehold ctl resources list --group ingest
+    #[command(subcommand)]
+    Resources(ResourcesCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ResourcesCommand {
+    /// Every group with its container, minimum and properties.
+    Groups,
+    /// Every resource, or one group's.
+    ///
+    /// A resource is LIVE while a data node with a valid lease carries its id, and an ORPHAN
+    /// (since the store time shown) while none does; ATTEMPTS counts its restarts since it last
+    /// stayed live for a whole grace period; PID is what its container recorded; LAST ERROR is
+    /// why its last start or stop failed (cut; `show` prints all of it).
+    List {
+        /// Only this group's resources.
+        #[arg(long, value_name = "G")]
+        group: Option<String>,
+    },
+    /// One resource, every field.
+    ///
+    /// Its properties (its own over its group's), what its container recorded of the process
+    /// (pid, log, ...), its start attempt, and the times (store clock) it was first started,
+    /// last started and became an orphan.
+    Show {
+        /// The resource id.
+        id: String,
+    },
+    /// Create a group of resources that run in one container.
+    CreateGroup {
+        /// Its name: letters, digits, '_', '.', '-', at most 64.
+        name: String,
+        /// A container configured on the coordinators (`[containers.NAME]`).
+        #[arg(long, value_name = "C")]
+        container: String,
+        /// The keeper starts new resources until the group has at least this many (0 to
+        /// 10000; it does so only with auto-restart enabled).
+        #[arg(long, value_name = "N", default_value_t = 0)]
+        min_members: u32,
+        /// A property every member's command sees as `{prop:KEY}`, KEY=VALUE (repeatable).
+        #[arg(long = "property", value_name = "KEY=VALUE", value_parser = parse_property)]
+        properties: Vec<(String, String)>,
+    },
+    /// Delete a group; refused while it still has resources.
+    DeleteGroup {
+        /// The group.
+        name: String,
+    },
+    /// Create a resource in a group and start it through the group's container.
+    Create {
+        /// Its id, also the node id its data node registers with.
+        id: String,
+        /// The group.
+        #[arg(long, value_name = "G")]
+        group: String,
+        /// A property of this resource, over the group's, KEY=VALUE (repeatable).
+        #[arg(long = "property", value_name = "KEY=VALUE", value_parser = parse_property)]
+        properties: Vec<(String, String)>,
+    },
+    /// Delete a resource: stop its process, deregister its data node, remove it.
+    ///
+    /// The resource is marked CLEANING at once (its data node may no longer register); then
+    /// the leader's keeper stops its process through its container, deregisters its data node
+    /// (revoking its buckets) and removes the row. `show` answers NOT_FOUND once the keeper has
+    /// finished.
+    Delete {
+        /// The resource id.
+        id: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -521,6 +610,52 @@ mod tests {
         assert!(error.contains("expected one of auto, master"), "{error}");
         let error = Cli::try_parse_from(["leasehold", "coordinator", "--lease-ttl", "soon"]).unwrap_err().to_string();
         assert!(error.contains("6s, 500ms"), "{error}");
+    }
+
+    #[test]
+    fn a_property_without_equals_is_a_usage_error() {
+        let error = Cli::try_parse_from([
+            "leasehold",
+            "ctl",
+            "resources",
+            "create",
+            "r1",
+            "--group",
+            "g",
+            "--property",
+            "port",
+        ])
+        .unwrap_err();
+        assert_eq!(error.kind(), clap::error::ErrorKind::ValueValidation);
+        assert!(error.to_string().contains("\"port\" is not KEY=VALUE"), "{error}");
+        let cli = Cli::try_parse_from([
+            "leasehold",
+            "ctl",
+            "resources",
+            "create-group",
+            "g",
+            "--container",
+            "k8s",
+            "--property",
+            "a=b=c",
+        ])
+        .unwrap();
+        let Command::Ctl(CtlArgs { command: CtlCommand::Resources(command), .. }) = cli.command else {
+            panic!("not ctl resources")
+        };
+        let ResourcesCommand::CreateGroup { min_members, properties, .. } = command else { panic!("not create-group") };
+        assert_eq!((min_members, properties), (0, vec![("a".into(), "b=c".into())]));
+    }
+
+    #[test]
+    fn the_output_format_may_follow_the_command() {
+        for args in [
+            ["leasehold", "ctl", "--output", "json", "resources", "groups"],
+            ["leasehold", "ctl", "resources", "groups", "--output", "json"],
+        ] {
+            let Command::Ctl(ctl) = Cli::try_parse_from(args).unwrap().command else { panic!("not ctl") };
+            assert_eq!(ctl.output, Output::Json, "{args:?}");
+        }
     }
 
     #[test]

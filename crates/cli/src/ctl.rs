@@ -17,6 +17,23 @@ use tonic::Request;
 use crate::args::{AgentCommand, CtlArgs, CtlCommand, DataNodesCommand, HaCommand, Output, Target};
 use crate::output::{Answer, table};
 
+/// Calls `$service::$method` with `$request` on the leader (the SDK follows redirects and
+/// retries while the cluster fails over) and answers with the response, or returns the error
+/// with `$what` as its context.
+macro_rules! leader_call {
+    ($client:expr, $service:ident, $method:ident, $request:expr, $what:expr) => {{
+        let request = $request;
+        $client
+            .call_leader(|channel| {
+                let request = request.clone();
+                async move { $service::new(channel).$method(request).await }
+            })
+            .await
+            .with_context(|| $what)?
+    }};
+}
+pub(crate) use leader_call;
+
 /// Runs one `ctl` command and prints its answer.
 pub async fn run(args: CtlArgs) -> anyhow::Result<()> {
     let options =
@@ -31,6 +48,7 @@ pub async fn run(args: CtlArgs) -> anyhow::Result<()> {
         CtlCommand::View(command) => crate::ctl_catalog::view(&client, command).await?,
         CtlCommand::Procedure(command) => crate::ctl_catalog::procedure(&client, command).await?,
         CtlCommand::Buckets(command) => crate::ctl_buckets::buckets(&client, command, args.output).await?,
+        CtlCommand::Resources(command) => crate::ctl_resources::resources(&client, command).await?,
     };
     match args.output {
         // A watch printed as it went.

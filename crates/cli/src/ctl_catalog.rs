@@ -1,6 +1,6 @@
 //! `leasehold ctl db|table|view|procedure`: the catalog and its DDL procedures.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
 
@@ -19,7 +19,8 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::args::{DbCommand, ProcedureCommand, TableCommand, ViewCommand};
-use crate::output::{Answer, table};
+use crate::ctl::leader_call;
+use crate::output::{Answer, pairs, table};
 
 const TYPES: [(&str, v1::DataType); 8] = [
     ("BOOLEAN", v1::DataType::Boolean),
@@ -134,27 +135,8 @@ fn ddl_answer(response: DdlResponse) -> Answer {
     }
 }
 
-fn properties(list: &HashMap<String, String>) -> String {
-    let mut pairs: Vec<_> = list.iter().map(|(key, value)| format!("{key}={value}")).collect();
-    pairs.sort();
-    pairs.join(",")
-}
-
 fn ttl_text(ms: u64) -> String {
     if ms == 0 { "-".into() } else { humantime::format_duration(Duration::from_millis(ms)).to_string() }
-}
-
-macro_rules! leader_call {
-    ($client:expr, $service:ident, $method:ident, $request:expr, $what:expr) => {{
-        let request = $request;
-        $client
-            .call_leader(|channel| {
-                let request = request.clone();
-                async move { $service::new(channel).$method(request).await }
-            })
-            .await
-            .with_context(|| $what)?
-    }};
 }
 
 /// `ctl db …`
@@ -190,7 +172,7 @@ pub async fn db(client: &Client, command: DbCommand) -> anyhow::Result<Answer> {
                     vec![
                         database.name.clone(),
                         ttl_text(database.ttl_ms),
-                        properties(&database.properties),
+                        pairs(&database.properties),
                         database.version.to_string(),
                     ]
                 })

@@ -5,14 +5,15 @@
 //! - [`settings`]: defaults, then the TOML file, then `LEASEHOLD_*` variables, then flags.
 //! - [`logging`]: text or JSON logs on stderr.
 //! - [`serve`]: listeners, metrics recorder, signals, and the coordinator's run.
-//! - [`ctl`]: the admin client; `ctl_catalog` and `ctl_buckets` its catalog and bucket
-//!   commands; [`output`] what they print.
+//! - [`ctl`]: the admin client; `ctl_catalog`, `ctl_buckets` and `ctl_resources` its
+//!   catalog, bucket and resource-keeper commands; [`output`] what they print.
 //! - [`dev`]: a coordinator on embedded SQLite for a first look.
 
 pub mod args;
 pub mod ctl;
 mod ctl_buckets;
 mod ctl_catalog;
+mod ctl_resources;
 pub mod dev;
 pub mod logging;
 pub mod output;

@@ -1,5 +1,7 @@
 //! What every `ctl` command answers with, in both forms, and the aligned table it prints.
 
+use std::collections::HashMap;
+
 use serde_json::Value;
 
 /// A command's answer, in both forms.
@@ -27,6 +29,13 @@ pub fn table(header: &[&str], rows: Vec<Vec<String>>) -> String {
         out.push_str(&line(row));
     }
     out
+}
+
+/// A map as `KEY=VALUE` pairs sorted by key and joined by commas (empty for an empty map).
+pub fn pairs(map: &HashMap<String, String>) -> String {
+    let mut pairs: Vec<_> = map.iter().map(|(key, value)| format!("{key}={value}")).collect();
+    pairs.sort();
+    pairs.join(",")
 }
 
 #[cfg(test)]
