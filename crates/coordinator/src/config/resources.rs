@@ -208,7 +208,8 @@ mod tests {
     #[test]
     fn each_bad_container_names_its_key() {
         assert_eq!(check("ok", local()), Ok(()));
-        let cases: Vec<(Box<dyn Fn(&mut ContainerConfig)>, &str)> = vec![
+        type Change = Box<dyn Fn(&mut ContainerConfig)>;
+        let cases: Vec<(Change, &str)> = vec![
             (Box::new(|c| c.node = None), "containers.x.node"),
             (Box::new(|c| c.command.clear()), "containers.x.command"),
             (Box::new(|c| c.command.push("{bad}".into())), "containers.x.command"),
