@@ -124,6 +124,8 @@ impl MetadataLeader {
             pools,
             assignments,
             drained,
+            // The store keeps no incarnation's resource yet.
+            resources: Vec::new(),
         };
         let ledger = Ledger::new(start, inherited);
         info!(
