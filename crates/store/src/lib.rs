@@ -16,6 +16,8 @@
 //! - [`nodes`]: the coordinator registry (`ha_nodes`).
 //! - [`metadata`]: the change log and its version counter, data nodes, cluster settings.
 //! - [`catalog`]: catalog objects and persisted DDL procedures.
+//! - [`stored`]: [`Stored`], a step, state or kind as read, kept as text when this version
+//!   does not know it.
 //! - [`buckets`]: bucket pools and who owns each bucket.
 //! - [`session`]: the HA loop's dedicated connection.
 //! - [`migrate`]: embedded, numbered migrations per backend.
@@ -32,6 +34,7 @@ pub mod migrate;
 pub mod nodes;
 pub mod session;
 mod store;
+pub mod stored;
 pub mod types;
 
 pub use backend::Backend;
@@ -45,6 +48,7 @@ pub use migrate::MigrationSet;
 pub use nodes::{NodeList, NodeRegistration, NodeRow, NodeSnapshot};
 pub use session::LeaseSession;
 pub use store::{Store, StoreOptions, new_incarnation};
+pub use stored::{Stored, StoredName, UnknownName};
 pub use types::{LeaseHolder, LeaseView, TermGuard, WriteGuard};
 
 /// Runs a conditional update and says whether it changed exactly one row: the answer every
