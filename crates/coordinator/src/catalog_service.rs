@@ -320,10 +320,10 @@ impl ProceduresService {
 fn procedure_message(row: ProcedureRow) -> Procedure {
     Procedure {
         id: row.id,
-        kind: row.kind,
+        kind: row.kind.into_name(),
         target: row.target,
-        step: row.step,
-        state: row.state,
+        step: row.step.into_name(),
+        state: row.state.into_name(),
         error: row.error,
         request_id: row.request_id.unwrap_or_default(),
         term: row.term,
@@ -357,10 +357,10 @@ impl ProceduresRpc for ProceduresService {
         let result = async {
             self.ha.check_reads()?;
             let request = request.into_inner();
-            let state = (!request.state.is_empty()).then_some(request.state.as_str());
-            if let Some(state) = state {
-                state.parse::<leasehold_core::procedure::State>().map_err(|error| invalid_argument("state", error))?;
-            }
+            let state = (!request.state.is_empty())
+                .then(|| request.state.parse::<leasehold_core::procedure::State>())
+                .transpose()
+                .map_err(|error| invalid_argument("state", error))?;
             let limit = if request.limit == 0 { 100 } else { request.limit.min(10_000) };
             let rows = self
                 .store

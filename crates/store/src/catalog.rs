@@ -1,12 +1,15 @@
 //! The catalog's rows (`catalog_objects`) and the persisted DDL procedures (`procedures`).
 //! Writes run inside a guarded transaction; reads on the pool.
 
+use leasehold_core::ddl::DdlKind;
+use leasehold_core::procedure::{State, Step};
 use sqlx::any::AnyRow;
 use sqlx::{AssertSqlSafe, FromRow, Row};
 
 use crate::backend::Backend;
 use crate::db::{Db, Guarded, Unguarded};
 use crate::error::StoreError;
+use crate::stored::Stored;
 
 /// One catalog object as stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -24,18 +27,22 @@ pub struct StoredObject {
 }
 
 /// A persisted DDL procedure.
+///
+/// Its kind, step and state read as [`Stored`]: a name this version does not know (written by
+/// a newer one) reads as [`Stored::Unknown`], so the one row can be refused by name while every
+/// other row still reads. Inserting a row writes each name as it holds it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProcedureRow {
     /// Its id: the version of its first change.
     pub id: u64,
-    /// `create_table`, …
-    pub kind: String,
+    /// What it does.
+    pub kind: Stored<DdlKind>,
     /// `db.t`, …
     pub target: String,
     /// The step reached.
-    pub step: String,
-    /// `running`, `succeeded`, `rolled_back`, `failed`.
-    pub state: String,
+    pub step: Stored<Step>,
+    /// How it ended, or that it runs.
+    pub state: Stored<State>,
     /// Why it failed or was rolled back.
     pub error: String,
     /// The client's request id, if it gave one.
@@ -57,10 +64,10 @@ impl FromRow<'_, AnyRow> for ProcedureRow {
     fn from_row(row: &AnyRow) -> Result<Self, sqlx::Error> {
         Ok(ProcedureRow {
             id: crate::from_sql(row.try_get("id")?),
-            kind: row.try_get("kind")?,
+            kind: Stored::read(row.try_get("kind")?),
             target: row.try_get("target")?,
-            step: row.try_get("step")?,
-            state: row.try_get("state")?,
+            step: Stored::read(row.try_get("step")?),
+            state: Stored::read(row.try_get("state")?),
             error: row.try_get("error")?,
             request_id: row.try_get("request_id")?,
             request: row.try_get("request")?,
@@ -137,14 +144,14 @@ impl<F> Db<'_, F> {
     pub async fn list_procedures(
         &mut self,
         cluster: &str,
-        state: Option<&str>,
+        state: Option<State>,
         limit: u32,
     ) -> Result<Vec<ProcedureRow>, StoreError> {
         let rows = match state {
             Some(state) => {
                 sqlx::query(AssertSqlSafe(self.sql.procedures_by_state.clone()))
                     .bind(cluster)
-                    .bind(state)
+                    .bind(state.as_str())
                     .bind(i64::from(limit))
                     .fetch_all(&mut *self.conn)
                     .await?
@@ -260,8 +267,8 @@ impl Db<'_, Guarded> {
         &mut self,
         cluster: &str,
         id: u64,
-        step: &str,
-        state: &str,
+        step: Step,
+        state: State,
         error: &str,
     ) -> Result<bool, StoreError> {
         // A procedure that moves on has not finished: it has no result version yet.
@@ -274,15 +281,15 @@ impl Db<'_, Guarded> {
         &mut self,
         cluster: &str,
         id: u64,
-        step: &str,
-        state: &str,
+        step: Step,
+        state: State,
         error: &str,
         result_version: u64,
     ) -> Result<bool, StoreError> {
         crate::changes_one(
             sqlx::query(AssertSqlSafe(self.sql.procedure_update.clone()))
-                .bind(step)
-                .bind(state)
+                .bind(step.as_str())
+                .bind(state.as_str())
                 .bind(bounded_error(error))
                 .bind(crate::to_sql(result_version))
                 .bind(self.fence.term as i64)

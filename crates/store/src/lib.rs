@@ -16,6 +16,8 @@
 //! - [`nodes`]: the coordinator registry (`ha_nodes`).
 //! - [`metadata`]: the change log and its version counter, data nodes, cluster settings.
 //! - [`catalog`]: catalog objects and persisted DDL procedures.
+//! - [`stored`]: [`Stored`], a step, state or kind as read, kept as text when this version
+//!   does not know it.
 //! - [`buckets`]: bucket pools and who owns each bucket.
 //! - [`resources`]: the resource keeper's groups and resources.
 //! - [`session`]: the HA loop's dedicated connection.
@@ -34,6 +36,7 @@ pub mod nodes;
 pub mod resources;
 pub mod session;
 mod store;
+pub mod stored;
 pub mod types;
 
 pub use backend::Backend;
@@ -48,6 +51,7 @@ pub use nodes::{NodeList, NodeRegistration, NodeRow, NodeSnapshot};
 pub use resources::{GroupRow, ResourceRow};
 pub use session::LeaseSession;
 pub use store::{Store, StoreOptions, new_incarnation};
+pub use stored::{Stored, StoredName, UnknownName};
 pub use types::{LeaseHolder, LeaseView, TermGuard, WriteGuard};
 
 /// Runs a conditional update and says whether it changed exactly one row: the answer every

@@ -8,10 +8,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use leasehold_core::ddl::DdlKind;
 use leasehold_core::keeper::ResourceState;
+use leasehold_core::procedure::{State, Step};
 use leasehold_store::{
     AssignmentRow, GroupRow, LeaseHolder, LeaseView, MigrationSet, NodeRegistration, ProcedureRow, ResourceRow, Store,
-    StoreError, StoreOptions, StoredObject, TermGuard, WriteGuard, new_incarnation,
+    StoreError, StoreOptions, Stored, StoredObject, TermGuard, WriteGuard, new_incarnation,
 };
 use tokio::sync::Barrier;
 use tokio::time::Instant;
@@ -732,10 +734,10 @@ async fn catalog_objects_are_put_replaced_and_removed(h: Harness) {
 fn procedure(id: u64, request_id: Option<&str>) -> ProcedureRow {
     ProcedureRow {
         id,
-        kind: "create_table".into(),
+        kind: DdlKind::CreateTable.into(),
         target: "db.t".into(),
-        step: "prepared".into(),
-        state: "running".into(),
+        step: Step::Prepared.into(),
+        state: State::Running.into(),
         error: String::new(),
         request_id: request_id.map(Into::into),
         request: vec![1, 2, 3],
@@ -759,8 +761,12 @@ async fn procedures_move_on_and_request_ids_are_unique(h: Harness) {
     );
     drop(tx);
     let mut tx = h.store.begin_guarded(&WriteGuard::Standalone).await.unwrap();
-    assert!(tx.run(async |db| db.update_procedure(&h.cluster, 1, "done", "succeeded", "").await).await.unwrap());
-    assert!(!tx.run(async |db| db.update_procedure(&h.cluster, 99, "done", "succeeded", "").await).await.unwrap());
+    assert!(
+        tx.run(async |db| db.update_procedure(&h.cluster, 1, Step::Done, State::Succeeded, "").await).await.unwrap()
+    );
+    assert!(
+        !tx.run(async |db| db.update_procedure(&h.cluster, 99, Step::Done, State::Succeeded, "").await).await.unwrap()
+    );
     tx.commit().await.unwrap();
     let found = h
         .store
@@ -769,8 +775,8 @@ async fn procedures_move_on_and_request_ids_are_unique(h: Harness) {
         .unwrap()
         .unwrap();
     assert_eq!(
-        (found.id, found.step.as_str(), found.state.as_str(), found.request.clone()),
-        (1, "done", "succeeded", vec![1, 2, 3])
+        (found.id, found.step, found.state, found.request.clone()),
+        (1, Stored::Known(Step::Done), Stored::Known(State::Succeeded), vec![1, 2, 3])
     );
     assert!(found.updated_at_ms >= found.created_at_ms && found.created_at_ms > 0);
     assert!(
@@ -782,7 +788,7 @@ async fn procedures_move_on_and_request_ids_are_unique(h: Harness) {
     );
     let running: Vec<_> = h
         .store
-        .run("list procedures", async |db| db.list_procedures(&h.cluster, Some("running"), 10).await)
+        .run("list procedures", async |db| db.list_procedures(&h.cluster, Some(State::Running), 10).await)
         .await
         .unwrap()
         .into_iter()
@@ -807,13 +813,13 @@ async fn procedures_move_on_and_request_ids_are_unique(h: Harness) {
 async fn a_procedure_error_longer_than_any_column_is_kept_cut(h: Harness) {
     // An error naming many nodes, with a multi-byte character across the cut.
     let long = format!("{}é{}", "n".repeat(leasehold_store::catalog::MAX_PROCEDURE_ERROR_LEN - 1), "x".repeat(5000));
-    let row = ProcedureRow { kind: "drop_table".into(), error: long.clone(), ..procedure(1, None) };
+    let row = ProcedureRow { kind: DdlKind::DropTable.into(), error: long.clone(), ..procedure(1, None) };
     let mut tx = h.store.begin_guarded(&WriteGuard::Standalone).await.unwrap();
     tx.run(async |db| db.insert_procedure(&h.cluster, &row).await)
         .await
         .expect("a long error does not fail the insert");
     assert!(
-        tx.run(async |db| db.update_procedure(&h.cluster, 1, "done", "rolled_back", &long).await)
+        tx.run(async |db| db.update_procedure(&h.cluster, 1, Step::Done, State::RolledBack, &long).await)
             .await
             .expect("nor the update")
     );
@@ -839,7 +845,9 @@ async fn a_finished_procedure_keeps_the_version_it_finished_at(h: Harness) {
         "running"
     );
     let mut tx = h.store.begin_guarded(&WriteGuard::Standalone).await.unwrap();
-    assert!(tx.run(async |db| db.finish_procedure(&h.cluster, 4, "done", "succeeded", "", 6).await).await.unwrap());
+    assert!(
+        tx.run(async |db| db.finish_procedure(&h.cluster, 4, Step::Done, State::Succeeded, "", 6).await).await.unwrap()
+    );
     tx.commit().await.unwrap();
     let finished = h
         .store
@@ -847,7 +855,38 @@ async fn a_finished_procedure_keeps_the_version_it_finished_at(h: Harness) {
         .await
         .unwrap()
         .unwrap();
-    assert_eq!((finished.state.as_str(), finished.result_version), ("succeeded", 6));
+    assert_eq!((finished.state, finished.result_version), (Stored::Known(State::Succeeded), 6));
+}
+
+/// A newer version may write names this one does not know (a rolling upgrade): each such row
+/// reads with its text kept, and every other row still reads.
+async fn procedures_with_unknown_names_read_without_hiding_the_others(h: Harness) {
+    let rows = [
+        procedure(1, None),
+        ProcedureRow { step: Stored::Unknown("validating".into()), ..procedure(2, None) },
+        ProcedureRow { state: Stored::Unknown("paused".into()), ..procedure(3, None) },
+        ProcedureRow { kind: Stored::Unknown("rename_table".into()), ..procedure(4, None) },
+    ];
+    let mut tx = h.store.begin_guarded(&WriteGuard::Standalone).await.unwrap();
+    for row in &rows {
+        tx.run(async |db| db.insert_procedure(&h.cluster, row).await).await.unwrap();
+    }
+    tx.commit().await.unwrap();
+    let mut listed =
+        h.store.run("list procedures", async |db| db.list_procedures(&h.cluster, None, 10).await).await.unwrap();
+    listed.iter_mut().for_each(|row| (row.created_at_ms, row.updated_at_ms) = (0, 0));
+    let expected: Vec<_> = rows.iter().rev().cloned().collect();
+    assert_eq!(listed, expected, "every row reads, the unknown names as stored");
+    let running = h
+        .store
+        .run("list procedures", async |db| db.list_procedures(&h.cluster, Some(State::Running), 10).await)
+        .await
+        .unwrap();
+    let steps: Vec<_> = running.iter().map(|row| (row.id, row.step.as_str())).collect();
+    assert_eq!(steps, [(4, "prepared"), (2, "validating"), (1, "prepared")], "the paused one is not running");
+    let paused =
+        h.store.run("read procedure", async |db| db.get_procedure(&h.cluster, 3).await).await.unwrap().unwrap();
+    assert_eq!(paused.state, Stored::Unknown("paused".into()));
 }
 
 fn assignment(pool: &str, bucket: u32, owner: (&str, &str), epoch: u64, revoke_version: Option<u64>) -> AssignmentRow {
@@ -1140,4 +1179,5 @@ every_backend!(
     catalog_objects_are_put_replaced_and_removed,
     procedures_move_on_and_request_ids_are_unique,
     a_procedure_error_longer_than_any_column_is_kept_cut,
+    procedures_with_unknown_names_read_without_hiding_the_others,
 );

@@ -28,7 +28,7 @@ mod stored;
 
 pub use failure::DdlFailure;
 use steps::Publications;
-use stored::{answer_version, plan_of, request_digest, same_request, stored_plan};
+use stored::{answer_version, request_digest, resumable, same_request, stored_plan};
 
 /// The longest request id a client may give.
 pub const MAX_REQUEST_ID_LEN: usize = 128;
@@ -138,10 +138,10 @@ impl ProcedureRunner {
         let id = change.version();
         let row = ProcedureRow {
             id,
-            kind: plan.kind.as_str().to_owned(),
+            kind: plan.kind.into(),
             target: plan.target.clone(),
-            step: Step::Prepared.as_str().to_owned(),
-            state: State::Running.as_str().to_owned(),
+            step: Step::Prepared.into(),
+            state: State::Running.into(),
             error: String::new(),
             request_id: request_id.clone(),
             request: stored_plan(&plan, &locks, digest.clone()).encode_to_vec(),
@@ -182,22 +182,21 @@ impl ProcedureRunner {
     pub async fn claim_running(&self, leader: &MetadataLeader) -> Result<Vec<Resumed>, StoreError> {
         let running = leader
             .store()
-            .run("list procedures", async |db| {
-                db.list_procedures(leader.cluster(), Some(State::Running.as_str()), 10_000).await
-            })
+            .run("list procedures", async |db| db.list_procedures(leader.cluster(), Some(State::Running), 10_000).await)
             .await?;
         if !running.is_empty() {
             failpoint::pause(failpoint::DDL_BEFORE_RESUME).await;
         }
         let mut claimed = Vec::with_capacity(running.len());
         for row in running.into_iter().rev() {
-            let Some((plan, locks)) = StoredPlan::decode(row.request.as_slice()).ok().as_ref().and_then(plan_of) else {
-                warn!(procedure = row.id, "a running procedure has an unreadable plan; leaving it");
-                continue;
-            };
-            let Ok(step) = row.step.parse::<Step>() else {
-                warn!(procedure = row.id, step = %row.step, "a running procedure is at an unknown step; leaving it");
-                continue;
+            // One procedure this version cannot read (a newer one may have written it) is left
+            // for a leader that can; it must not keep the others from resuming.
+            let (plan, locks, step) = match resumable(&row) {
+                Ok(resumable) => resumable,
+                Err(reason) => {
+                    warn!(procedure = row.id, %reason, "a running procedure cannot be resumed here; leaving it");
+                    continue;
+                }
             };
             let held = leader.locks().acquire(&locks).await;
             claimed.push(Resumed {
@@ -271,11 +270,12 @@ impl ProcedureRunner {
                     continue;
                 }
             };
-            if row.state != State::Running.as_str() {
+            if row.state != State::Running {
                 break self.outcome_of(leader, row).await;
             }
-            let Ok(step) = row.step.parse::<Step>() else {
-                break Err(DdlFailure::Failed { procedure_id: id, reason: format!("unknown step {:?}", row.step) });
+            let step = match row.step.known() {
+                Ok(step) => step,
+                Err(unknown) => break Err(DdlFailure::Failed { procedure_id: id, reason: unknown.to_string() }),
             };
             // A broadcast over budget wrote nothing: the stored step is the one it was for.
             let broadcasting = match &attempt {
@@ -310,10 +310,7 @@ impl ProcedureRunner {
             let mut change = leader.begin().await?;
             change
                 .store()
-                .run(async |db| {
-                    db.update_procedure(leader.cluster(), id, Step::Done.as_str(), State::Failed.as_str(), &reason)
-                        .await
-                })
+                .run(async |db| db.update_procedure(leader.cluster(), id, Step::Done, State::Failed, &reason).await)
                 .await?;
             change.commit().await
         };
@@ -327,12 +324,12 @@ impl ProcedureRunner {
     async fn outcome_of(&self, leader: &MetadataLeader, row: ProcedureRow) -> Result<DdlOutcome, DdlFailure> {
         let id = row.id;
         let deadline = leader.now() + self.wait_limit;
-        if row.state == State::Running.as_str() {
+        if row.state == State::Running {
             info!(procedure = id, request_id = ?row.request_id, "a retried DDL waits for the outcome of its procedure");
         }
         let mut row = row;
         loop {
-            match row.state.parse::<State>() {
+            match row.state.known() {
                 Ok(State::Succeeded) => {
                     let version = answer_version(Some(&row), leader);
                     // The row was read in this term; an answer from a node whose term ended
@@ -343,7 +340,8 @@ impl ProcedureRunner {
                 Ok(State::RolledBack) => {
                     return Err(DdlFailure::Aborted { procedure_id: id, reason: row.error, nodes: Vec::new() });
                 }
-                Ok(State::Failed) | Err(_) => return Err(DdlFailure::Failed { procedure_id: id, reason: row.error }),
+                Ok(State::Failed) => return Err(DdlFailure::Failed { procedure_id: id, reason: row.error }),
+                Err(unknown) => return Err(DdlFailure::Failed { procedure_id: id, reason: unknown.to_string() }),
                 Ok(State::Running) => {}
             }
             if leader.now() >= deadline {

@@ -116,15 +116,7 @@ impl ProcedureRunner {
                     change
                         .store()
                         .run(async |db| {
-                            db.finish_procedure(
-                                leader.cluster(),
-                                id,
-                                Step::Done.as_str(),
-                                state.as_str(),
-                                reason,
-                                version,
-                            )
-                            .await
+                            db.finish_procedure(leader.cluster(), id, Step::Done, state, reason, version).await
                         })
                         .await?;
                     change.commit().await?;
@@ -163,9 +155,6 @@ async fn begin_step<'a>(
     error: &str,
 ) -> Result<crate::metadata_leader::ChangeTx<'a>, DdlFailure> {
     let mut change = leader.begin().await?;
-    change
-        .store()
-        .run(async |db| db.update_procedure(leader.cluster(), id, step.as_str(), State::Running.as_str(), error).await)
-        .await?;
+    change.store().run(async |db| db.update_procedure(leader.cluster(), id, step, State::Running, error).await).await?;
     Ok(change)
 }

@@ -29,6 +29,19 @@ pub(super) fn same_request(existing: &ProcedureRow, digest: &[u8]) -> Result<(),
     })
 }
 
+/// What a new leader resumes of a procedure it finds running: its plan, locks and step, or why
+/// this version cannot resume it (naming the value it does not know).
+pub(super) fn resumable(row: &ProcedureRow) -> Result<(DdlPlan, LockSet, Step), String> {
+    row.kind.known().map_err(|unknown| unknown.to_string())?;
+    let step = row.step.known().map_err(|unknown| unknown.to_string())?;
+    let (plan, locks) = StoredPlan::decode(row.request.as_slice())
+        .ok()
+        .as_ref()
+        .and_then(plan_of)
+        .ok_or_else(|| "unreadable plan".to_owned())?;
+    Ok((plan, locks, step))
+}
+
 pub(super) fn stored_plan(plan: &DdlPlan, locks: &LockSet, request_digest: Vec<u8>) -> StoredPlan {
     let change = |change| Some(leasehold::catalog::change_message(change));
     StoredPlan {
@@ -80,10 +93,10 @@ pub(super) fn plan_of(stored: &StoredPlan) -> Option<(DdlPlan, LockSet)> {
 mod tests {
     use super::*;
     use leasehold_core::catalog::{CatalogChange, ObjectState, Table};
+    use leasehold_store::Stored;
     use std::collections::BTreeMap;
 
-    #[test]
-    fn stored_plans_round_trip() {
+    fn drop_column() -> (DdlPlan, LockSet) {
         let table = Table {
             database: "db".into(),
             name: "t".into(),
@@ -105,7 +118,51 @@ mod tests {
             rollback: CatalogChange::PutTable(table),
         };
         let locks = LockSet { database: "db".into(), database_exclusive: false, object: Some("table:t".into()) };
+        (plan, locks)
+    }
+
+    #[test]
+    fn stored_plans_round_trip() {
+        let (plan, locks) = drop_column();
         let decoded = StoredPlan::decode(stored_plan(&plan, &locks, vec![7]).encode_to_vec().as_slice()).unwrap();
         assert_eq!(plan_of(&decoded), Some((plan, locks)));
+    }
+
+    #[test]
+    fn a_procedure_at_an_unknown_step_or_kind_is_left_and_the_others_resume() {
+        let (plan, locks) = drop_column();
+        let row = |id: u64, step: Stored<Step>| ProcedureRow {
+            id,
+            kind: plan.kind.into(),
+            target: plan.target.clone(),
+            step,
+            state: State::Running.into(),
+            error: String::new(),
+            request_id: None,
+            request: stored_plan(&plan, &locks, vec![7]).encode_to_vec(),
+            term: 1,
+            created_at_ms: 0,
+            updated_at_ms: 0,
+            result_version: 0,
+        };
+        let rows = [
+            row(1, Step::Prepared.into()),
+            row(2, Stored::Unknown("validating".into())),
+            ProcedureRow { kind: Stored::Unknown("rename_table".into()), ..row(3, Step::Prepared.into()) },
+            ProcedureRow { request: vec![0xff], ..row(4, Step::Prepared.into()) },
+            row(5, Step::DroppingData.into()),
+        ];
+        let decided: Vec<_> = rows.iter().map(|row| (row.id, resumable(row).map(|(_, _, step)| step))).collect();
+        assert_eq!(
+            decided,
+            [
+                (1, Ok(Step::Prepared)),
+                (2, Err(r#"unknown step "validating""#.to_owned())),
+                (3, Err(r#"unknown kind "rename_table""#.to_owned())),
+                (4, Err("unreadable plan".to_owned())),
+                (5, Ok(Step::DroppingData)),
+            ]
+        );
+        assert_eq!(resumable(&rows[0]).map(|(plan, locks, _)| (plan, locks)), Ok((plan.clone(), locks.clone())));
     }
 }
