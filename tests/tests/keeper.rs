@@ -14,7 +14,7 @@ use leasehold::v1::{
 use leasehold_store::{GroupRow, MigrationSet, Store, StoreOptions, WriteGuard};
 use leasehold_tests::process::channel;
 use leasehold_tests::store::Kind;
-use leasehold_tests::{LeaseSettings, TestCluster, TestStore, eventually, never, phase, serial};
+use leasehold_tests::{LeaseSettings, Node, TestCluster, TestStore, eventually, never, phase, serial};
 use rustix::process::{Pid, Signal, kill_process};
 use tokio::time::Instant;
 use tonic::Code;
@@ -196,6 +196,33 @@ async fn a_killed_resource_is_started_again_under_its_id(kind: Kind) {
     let first = live(&leader, "dn1", None, Duration::from_secs(30)).await;
     let first_pid = pid_of(&first).expect("a pid");
     assert_eq!(first.attempts, 0, "its first start is no restart");
+
+    phase("a second process presenting another attempt of dn1 is refused at registration and exits");
+    let stale = [
+        "--log-format",
+        "json",
+        "agent",
+        "--node-id",
+        "dn1",
+        "--resource-id",
+        "dn1",
+        "--attempt-id",
+        "not-the-latest",
+        "--coordinators",
+        &leader,
+        "--listen",
+        "127.0.0.1:0",
+        "--metrics-listen",
+        "",
+    ]
+    .map(str::to_owned);
+    let mut intruder = Node::spawn(BIN, "dn1-stale", &stale, &[]);
+    let status = intruder.wait_exit(Duration::from_secs(15)).await.expect("the superseded process exits");
+    assert!(!status.success(), "{status}");
+    let output = intruder.output();
+    assert!(output.contains("attempt not-the-latest was superseded by attempt"), "{output}");
+    let still = resource(&leader, "dn1").await.expect("dn1");
+    assert!(still.live && pid_of(&still) == Some(first_pid), "the running process keeps serving: {still:?}");
 
     phase("SIGKILL it: the keeper starts it again once it is an orphan for a grace period");
     let killed_at = Instant::now();
