@@ -642,3 +642,55 @@ async fn a_successor_with_a_smaller_fence_waits_for_the_largest_fence_ever_grant
         "T_proceed {proceed_after:?}, expected the 6 s fence's {expected:?}"
     );
 }
+
+/// The value of the counter `name{labels}` in a Prometheus text page (0 when absent).
+fn counter(metrics: &str, series: &str) -> u64 {
+    metrics
+        .lines()
+        .find_map(|line| line.strip_prefix(series)?.trim().parse::<f64>().ok())
+        .map_or(0, |value| value as u64)
+}
+
+const KEEP_ALIVE_OPENED: &str = "leasehold_grpc_requests_total{method=\"KeepAlive\",code=\"Ok\"}";
+const UNARY_HEARTBEATS: &str = "leasehold_grpc_requests_total{method=\"Heartbeat\",code=\"Ok\"}";
+const GRANTED: &str = "leasehold_datanodes_heartbeats_total{result=\"granted\"}";
+
+/// Waits until the leader has granted `more` heartbeats beyond what `metrics` shows; answers
+/// the page then.
+async fn after_more_heartbeats(lab: &Lab, metrics: &str, more: u64) -> String {
+    let before = counter(metrics, GRANTED);
+    eventually(&format!("{more} more heartbeats granted"), Duration::from_secs(20), || async move {
+        let now = lab.cluster.node("c1").scrape_metrics().await?;
+        (counter(&now, GRANTED) >= before + more).then_some(now)
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agents_renew_on_one_keep_alive_stream_each() {
+    let _serial = serial().await;
+    let lab = Lab::start(BIN, Kind::Sqlite, 1, &[], &[("dn1", &[]), ("dn2", &[])]).await.unwrap();
+    let first = lab.cluster.node("c1").scrape_metrics().await.expect("metrics");
+    let later = after_more_heartbeats(&lab, &first, 8).await;
+    phase("the renewals went on the streams: no new unary heartbeat, no new stream");
+    assert_eq!(counter(&later, KEEP_ALIVE_OPENED), 2, "one stream per agent: {later}");
+    assert_eq!(counter(&later, UNARY_HEARTBEATS), counter(&first, UNARY_HEARTBEATS), "{later}");
+    for agent in &lab.agents {
+        assert!(agent.is(AgentLeaseState::Normal).await);
+    }
+    let answer = barrier(&lab.cluster.node("c1").grpc, &lab.lease).await.expect("a barrier");
+    assert_eq!(answer.acknowledged.len(), 2, "{answer:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_falls_back_to_unary_heartbeats_against_a_coordinator_without_keep_alive() {
+    let _serial = serial().await;
+    let env = [("LEASEHOLD_FAILPOINTS", "datanodes::keep-alive-unimplemented=return")];
+    let lab = Lab::start(BIN, Kind::Sqlite, 1, &env, &[("dn1", &[])]).await.unwrap();
+    let first = lab.cluster.node("c1").scrape_metrics().await.expect("metrics");
+    let later = after_more_heartbeats(&lab, &first, 4).await;
+    let tried = "leasehold_grpc_requests_total{method=\"KeepAlive\",code=\"Unimplemented\"}";
+    assert_eq!(counter(&later, tried), 1, "the stream is tried once: {later}");
+    assert!(counter(&later, UNARY_HEARTBEATS) >= counter(&first, UNARY_HEARTBEATS) + 4, "{later}");
+    assert!(lab.agent("dn1").is(AgentLeaseState::Normal).await);
+}

@@ -882,11 +882,7 @@ impl Agent {
             }
             let started = self.inner.clock.now();
             let (ticket, request) = self.begin_heartbeat();
-            let outcome = link.call(|mut client| {
-                let request = request.clone();
-                async move { client.heartbeat(request).await }
-            });
-            let result = match outcome.await {
+            let result = match link.heartbeat(&request).await {
                 Ok(response) => {
                     let (result, advanced) = self.on_heartbeat_response(&ticket, response);
                     if advanced {
@@ -1032,6 +1028,7 @@ mod tests {
             version,
             changes,
             snapshot,
+            resync: false,
         }
     }
 

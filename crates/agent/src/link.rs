@@ -4,14 +4,25 @@
 //! followed at once when its `leasehold-leader` names one of the configured endpoints; any
 //! other failure moves on to the next endpoint, within the same deadline if time is left.
 //! The endpoint that answered last is tried first next time.
+//!
+//! Heartbeats go on one long-lived `KeepAlive` stream to the endpoint that answers, with the
+//! unary call's meaning per message: the agent takes `t_send` before it hands a message to the
+//! stream, each message has the unary call's deadline, and an answer is taken only for the
+//! request it echoes. A missed answer closes the stream (a late answer is never read) and the
+//! next heartbeat goes to the next endpoint. A `resync` answer renews nothing: the heartbeat is
+//! repeated as a unary call, which carries the snapshot. A coordinator without the stream
+//! (UNIMPLEMENTED) gets unary calls from then on.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 use std::time::Duration;
 
 use leasehold::status::{error_reason, reason, redirect_target};
 use leasehold::v1::data_nodes_client::DataNodesClient;
+use leasehold::v1::{HeartbeatRequest, HeartbeatResponse, KeepAliveRequest, KeepAliveResponse};
+use tokio::sync::mpsc;
 use tokio::time::{Instant, timeout_at};
+use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Status};
 
@@ -39,6 +50,10 @@ pub enum LinkError {
     Refused(Status),
 }
 
+/// How often an idle connection is pinged: a peer frozen with a stream open is noticed even
+/// between heartbeats.
+const KEEPALIVE_PING: Duration = Duration::from_secs(5);
+
 /// The configured coordinator endpoints and their channels.
 #[derive(Debug)]
 pub struct CoordinatorLink {
@@ -46,12 +61,153 @@ pub struct CoordinatorLink {
     current: usize,
     timeout: Duration,
     channels: BTreeMap<String, Channel>,
+    /// The open KeepAlive stream, if any.
+    renewals: Option<Renewals>,
+    /// Endpoints that answered UNIMPLEMENTED to KeepAlive: unary heartbeats only.
+    unary_only: BTreeSet<String>,
+}
+
+/// A KeepAlive stream to one endpoint.
+#[derive(Debug)]
+struct Renewals {
+    endpoint: String,
+    requests: mpsc::Sender<KeepAliveRequest>,
+    answers: tonic::Streaming<KeepAliveResponse>,
+    sequence: u64,
+}
+
+/// How a heartbeat on the stream went.
+enum OnStream {
+    /// The leader's answer.
+    Answered(HeartbeatResponse),
+    /// No stream could carry it (none to open, closed, moved to another leader): send it as
+    /// a unary call instead.
+    Unary,
+    /// It failed, as a unary call would have.
+    Failed(LinkError),
+}
+
+/// The refusals a retry elsewhere cannot change.
+fn final_refusal(status: &Status) -> Option<LinkError> {
+    match error_reason(status).as_deref() {
+        Some(reason::NOT_REGISTERED) => Some(LinkError::NotRegistered),
+        Some(reason::INCARNATION_RETIRED) => Some(LinkError::IncarnationRetired),
+        Some(reason::SUPERSEDED_ATTEMPT | reason::RESOURCE_CLEANING) => {
+            Some(LinkError::Superseded(status.message().to_owned()))
+        }
+        _ => None,
+    }
+}
+
+/// Whether another endpoint (or a later try) may answer where this one did not.
+fn retryable(status: &Status) -> bool {
+    matches!(status.code(), Code::Unavailable | Code::Unknown | Code::Cancelled | Code::DeadlineExceeded)
 }
 
 impl CoordinatorLink {
     /// A link over `endpoints`; every call must finish within `timeout`.
     pub fn new(endpoints: Vec<String>, timeout: Duration) -> Self {
-        Self { endpoints, current: 0, timeout, channels: BTreeMap::new() }
+        Self { endpoints, current: 0, timeout, channels: BTreeMap::new(), renewals: None, unary_only: BTreeSet::new() }
+    }
+
+    /// Whether heartbeats go on a KeepAlive stream to `endpoint` now.
+    pub fn streaming_to(&self, endpoint: &str) -> bool {
+        self.renewals.as_ref().is_some_and(|renewals| renewals.endpoint == endpoint)
+    }
+
+    /// One heartbeat: on the KeepAlive stream when the current endpoint has one (opened here
+    /// when needed), otherwise as a unary call. A `resync` answer is followed at once by the
+    /// unary call that carries the snapshot.
+    pub async fn heartbeat(&mut self, request: &HeartbeatRequest) -> Result<HeartbeatResponse, LinkError> {
+        match self.heartbeat_on_stream(request).await {
+            OnStream::Answered(answer) if !answer.resync => return Ok(answer),
+            OnStream::Answered(_) | OnStream::Unary => {}
+            OnStream::Failed(error) => return Err(error),
+        }
+        self.call(|mut client| {
+            let request = request.clone();
+            async move { client.heartbeat(request).await }
+        })
+        .await
+    }
+
+    async fn heartbeat_on_stream(&mut self, request: &HeartbeatRequest) -> OnStream {
+        let deadline = Instant::now() + self.timeout;
+        let endpoint = self.endpoints[self.current].clone();
+        if self.unary_only.contains(&endpoint) {
+            return OnStream::Unary;
+        }
+        if !self.streaming_to(&endpoint) {
+            self.renewals = None;
+            let Ok(mut client) = self.client(&endpoint) else { return OnStream::Unary };
+            let (requests, outgoing) = mpsc::channel(4);
+            match timeout_at(deadline, client.keep_alive(ReceiverStream::new(outgoing))).await {
+                Ok(Ok(answers)) => {
+                    let answers = answers.into_inner();
+                    self.renewals = Some(Renewals { endpoint: endpoint.clone(), requests, answers, sequence: 0 });
+                }
+                Ok(Err(status)) if status.code() == Code::Unimplemented => {
+                    self.unary_only.insert(endpoint);
+                    return OnStream::Unary;
+                }
+                // A follower, a leader still loading, a refusal: the unary call handles each.
+                Ok(Err(_)) => return OnStream::Unary,
+                Err(_) => return self.missed(&endpoint),
+            }
+        }
+        let renewals = self.renewals.as_mut().expect("opened above");
+        renewals.sequence += 1;
+        let sequence = renewals.sequence;
+        let message = KeepAliveRequest { sequence, heartbeat: Some(request.clone()) };
+        if renewals.requests.send(message).await.is_err() {
+            self.renewals = None;
+            return OnStream::Unary;
+        }
+        loop {
+            let renewals = self.renewals.as_mut().expect("open");
+            match timeout_at(deadline, renewals.answers.message()).await {
+                Ok(Ok(Some(answer))) if answer.sequence == sequence => {
+                    return match answer.heartbeat {
+                        Some(heartbeat) => OnStream::Answered(heartbeat),
+                        None => {
+                            self.renewals = None;
+                            OnStream::Unary
+                        }
+                    };
+                }
+                // An answer to an earlier request: never taken for this one.
+                Ok(Ok(Some(answer))) if answer.sequence < sequence => continue,
+                Ok(Ok(_)) => {
+                    self.renewals = None;
+                    return OnStream::Unary;
+                }
+                Ok(Err(status)) => {
+                    self.renewals = None;
+                    if let Some(error) = final_refusal(&status) {
+                        return OnStream::Failed(error);
+                    }
+                    if !retryable(&status) {
+                        return OnStream::Failed(LinkError::Refused(status));
+                    }
+                    // The term ended or the stream broke: the unary call finds the leader.
+                    if let Some(index) =
+                        redirect_target(&status).and_then(|leader| self.endpoints.iter().position(|e| *e == leader))
+                    {
+                        self.current = index;
+                    }
+                    return OnStream::Unary;
+                }
+                Err(_) => return self.missed(&endpoint),
+            }
+        }
+    }
+
+    /// No answer in time: the stream is closed (a late answer is never read) and the next
+    /// heartbeat tries the next endpoint.
+    fn missed(&mut self, endpoint: &str) -> OnStream {
+        self.renewals = None;
+        self.current = (self.current + 1) % self.endpoints.len();
+        OnStream::Failed(LinkError::Unreachable(format!("{endpoint}: no answer within {:?}", self.timeout)))
     }
 
     /// The endpoint tried first.
@@ -69,6 +225,9 @@ impl CoordinatorLink {
             .map_err(|error| LinkError::Unreachable(format!("{endpoint}: {error}")))?
             .connect_timeout(self.timeout)
             .tcp_nodelay(true)
+            .http2_keep_alive_interval(KEEPALIVE_PING)
+            .keep_alive_timeout(self.timeout)
+            .keep_alive_while_idle(true)
             .connect_lazy();
         self.channels.insert(endpoint.to_owned(), channel.clone());
         Ok(client(channel))
@@ -88,18 +247,10 @@ impl CoordinatorLink {
             match timeout_at(deadline, call(client)).await {
                 Ok(Ok(response)) => return Ok(response.into_inner()),
                 Ok(Err(status)) => {
-                    match error_reason(&status).as_deref() {
-                        Some(reason::NOT_REGISTERED) => return Err(LinkError::NotRegistered),
-                        Some(reason::INCARNATION_RETIRED) => return Err(LinkError::IncarnationRetired),
-                        Some(reason::SUPERSEDED_ATTEMPT | reason::RESOURCE_CLEANING) => {
-                            return Err(LinkError::Superseded(status.message().to_owned()));
-                        }
-                        _ => {}
+                    if let Some(error) = final_refusal(&status) {
+                        return Err(error);
                     }
-                    if !matches!(
-                        status.code(),
-                        Code::Unavailable | Code::Unknown | Code::Cancelled | Code::DeadlineExceeded
-                    ) {
+                    if !retryable(&status) {
                         return Err(LinkError::Refused(status));
                     }
                     last = format!("{endpoint}: {}", status.message());

@@ -5,14 +5,17 @@ use std::sync::Arc;
 use leasehold::v1::data_nodes_server::DataNodes;
 use leasehold::v1::{
     BarrierRequest, BarrierResponse, DeregisterRequest, DeregisterResponse, HeartbeatRequest, HeartbeatResponse,
-    ListDataNodesRequest, ListDataNodesResponse, RegisterRequest, RegisterResponse,
+    KeepAliveRequest, KeepAliveResponse, ListDataNodesRequest, ListDataNodesResponse, RegisterRequest,
+    RegisterResponse,
 };
 use leasehold_core::name::validate_id;
-use tonic::{Request, Response, Status};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
 
 use crate::ha::Ha;
 use crate::metadata_keeper::MetadataKeeper;
-use crate::metadata_leader::{MetadataLeader, Registration};
+use crate::metadata_leader::{Carry, MetadataError, MetadataLeader, Registration};
 use crate::metrics;
 use crate::propagator::{Mode, Propagator};
 use crate::status::invalid_argument;
@@ -50,8 +53,62 @@ impl DataNodesService {
     }
 }
 
+/// One KeepAlive message's answer: the unary heartbeat's, never carrying a snapshot.
+fn keep_alive_answer(leader: &MetadataLeader, ha: &Ha, message: KeepAliveRequest) -> Result<KeepAliveResponse, Status> {
+    let request =
+        message.heartbeat.ok_or_else(|| invalid_argument("heartbeat", "every message carries a heartbeat"))?;
+    validate_node(&request.node_id, &request.incarnation)?;
+    let heartbeat = leader.heartbeat_carrying(&request, || ha.grants_until(), Carry::NoSnapshot)?;
+    Ok(KeepAliveResponse { sequence: message.sequence, heartbeat: Some(heartbeat) })
+}
+
+/// The answers of one KeepAlive stream.
+pub type KeepAliveAnswers =
+    std::pin::Pin<Box<dyn tokio_stream::Stream<Item = Result<KeepAliveResponse, Status>> + Send>>;
+
 #[tonic::async_trait]
 impl DataNodes for DataNodesService {
+    type KeepAliveStream = KeepAliveAnswers;
+
+    async fn keep_alive(
+        &self,
+        request: Request<Streaming<KeepAliveRequest>>,
+    ) -> Result<Response<Self::KeepAliveStream>, Status> {
+        if crate::failpoint::armed(crate::failpoint::KEEP_ALIVE_UNIMPLEMENTED) {
+            return metrics::record("KeepAlive", Err(Status::unimplemented("KeepAlive is off (failpoint)")));
+        }
+        let leader = metrics::record("KeepAlive", self.leader())?;
+        let mut inbound = request.into_inner();
+        let (answers, stream) = mpsc::channel(4);
+        let (ha, keeper) = (self.ha.clone(), self.keeper.clone());
+        // Messages are answered one at a time, in order: an answer always echoes a request
+        // received before its version was chosen, exactly as a unary call's would.
+        tokio::spawn(async move {
+            loop {
+                let message = tokio::select! {
+                    // The term ended (or its state is being reloaded): every stream closes, so
+                    // agents find the leader again.
+                    _ = leader.token().cancelled() => {
+                        let status = keeper.active(&ha).err().unwrap_or_else(|| MetadataError::TermEnded { term: leader.term() }.into());
+                        let _ = answers.send(Err(status)).await;
+                        return;
+                    }
+                    message = inbound.message() => message,
+                };
+                // The agent closed its side, or the stream broke.
+                let Ok(Some(message)) = message else { return };
+                let started = std::time::Instant::now();
+                let answer = keep_alive_answer(&leader, &ha, message);
+                metrics::heartbeat(answer.as_ref().map_or("refused", |_| "granted"), started.elapsed());
+                let refused = answer.is_err();
+                if answers.send(answer).await.is_err() || refused {
+                    return;
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(stream))))
+    }
+
     async fn register(&self, request: Request<RegisterRequest>) -> Result<Response<RegisterResponse>, Status> {
         let result = async {
             let request = request.into_inner();

@@ -41,4 +41,7 @@ pub const ASSIGN_AFTER_REVOKE: &str = "assign::after-revoke";
 /// Where opening a change's transaction fails, as a store outage would.
 pub const BEGIN_FAILS: &str = "store::begin-fails";
 
+/// Where a coordinator answers KeepAlive UNIMPLEMENTED, as one of an older version would.
+pub const KEEP_ALIVE_UNIMPLEMENTED: &str = "datanodes::keep-alive-unimplemented";
+
 pub use leasehold::failpoint::{armed, init_from_env, millis, pause};

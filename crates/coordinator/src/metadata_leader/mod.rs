@@ -95,6 +95,15 @@ pub struct LeaseSettings {
     pub assign_interval: Duration,
 }
 
+/// Whether a heartbeat's answer may carry a snapshot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Carry {
+    /// A unary answer: the snapshot itself.
+    Snapshot,
+    /// A stream's answer: `resync` instead.
+    NoSnapshot,
+}
+
 /// One node a broadcast still waits for, and what to push to it.
 pub type PushTarget = ledger::PushTarget<MetadataChange>;
 
@@ -215,6 +224,17 @@ impl MetadataLeader {
         request: &HeartbeatRequest,
         hold_until: impl Fn() -> Option<MonoTime>,
     ) -> Result<HeartbeatResponse, MetadataError> {
+        self.heartbeat_carrying(request, hold_until, Carry::Snapshot)
+    }
+
+    /// [`Self::heartbeat`], answering `resync` instead of a snapshot with [`Carry::NoSnapshot`]
+    /// (a KeepAlive stream: a large snapshot must not hold up the renewals queued behind it).
+    pub fn heartbeat_carrying(
+        &self,
+        request: &HeartbeatRequest,
+        hold_until: impl Fn() -> Option<MonoTime>,
+        carry: Carry,
+    ) -> Result<HeartbeatResponse, MetadataError> {
         let key = NodeKey::new(&request.node_id, &request.incarnation);
         let refused = request.refused.as_ref().filter(|refused| refused.store_epoch == self.store_epoch);
         let beat = Beat {
@@ -254,9 +274,11 @@ impl MetadataLeader {
             version: grant.version,
             changes: Vec::new(),
             snapshot: None,
+            resync: false,
         };
         match grant.answer {
             Answer::Changes(changes) => response.changes = changes,
+            Answer::Snapshot if carry == Carry::NoSnapshot => response.resync = true,
             Answer::Snapshot => {
                 response.snapshot = Some(MetadataSnapshot {
                     store_epoch: self.store_epoch.clone(),
