@@ -256,6 +256,10 @@ struct Inner {
     drained: std::sync::atomic::AtomicBool,
     events: broadcast::Sender<AgentEvent>,
     renewed: Notify,
+    /// Runs once, between the two reads of [`Agent::consistently`]: tests put a whole release
+    /// there, the window that a stale view must not turn into a yes.
+    #[cfg(test)]
+    between_reads: Mutex<Option<Box<dyn FnOnce() + Send>>>,
 }
 
 impl std::fmt::Debug for Agent {
@@ -298,6 +302,8 @@ impl Agent {
                 drained: std::sync::atomic::AtomicBool::new(false),
                 events,
                 renewed: Notify::new(),
+                #[cfg(test)]
+                between_reads: Mutex::new(None),
             }),
         }
     }
@@ -393,6 +399,13 @@ impl Agent {
         loop {
             let before = self.inner.release_generation.load(SeqCst);
             let view = self.inner.view.load();
+            #[cfg(test)]
+            {
+                let interpose = self.inner.between_reads.lock().expect("test hook poisoned").take();
+                if let Some(interpose) = interpose {
+                    interpose();
+                }
+            }
             let releasing = self.inner.releasing.load();
             let answer = answer(&view, &releasing);
             if self.inner.release_generation.load(SeqCst) == before {
@@ -1497,6 +1510,41 @@ mod tests {
         assert_eq!(agent.on_heartbeat_response(&ticket, answer(9, Vec::new(), Some(later))).0, "renewed");
         assert_eq!(*host.releases.lock().unwrap(), [("p".into(), 2, 1, false)]);
         assert_eq!(agent.owned("p").unwrap().buckets, [(1, 1)]);
+    }
+
+    #[test]
+    fn owns_never_answers_from_a_view_read_before_a_release_that_finished_in_between() {
+        let host = Arc::new(RecordsReleases::default());
+        let (agent, _clock) = agent_of(host.clone());
+        *host.agent.lock().unwrap() = Some(agent.clone());
+        let me = agent.incarnation();
+        let (ticket, _) = agent.begin_heartbeat();
+        assert_eq!(agent.on_heartbeat_response(&ticket, answer(5, Vec::new(), snapshot(5))).0, "renewed");
+        let grant = buckets(6, "p", &[(3, "dn1", &me, 2, false), (4, "dn1", &me, 1, false)]);
+        assert_eq!(agent.apply_push(&push(vec![grant])).unwrap(), 6);
+        // Runs a whole revoke of `bucket` (the host's release, the new view, the release set
+        // cleared) after a read has loaded the view and before it loads the release set.
+        let revoke_between_reads = |version: u64, bucket: u32, epoch: u64| {
+            let (revoker, me) = (agent.clone(), me.clone());
+            *agent.inner.between_reads.lock().unwrap() = Some(Box::new(move || {
+                let revoke = buckets(version, "p", &[(bucket, "dn1", &me, epoch, true)]);
+                assert_eq!(revoker.apply_push(&push(vec![revoke])).unwrap(), version);
+            }));
+        };
+
+        revoke_between_reads(7, 3, 2);
+        let answer = agent.owns("p", 3);
+        assert_eq!(host.releases.lock().unwrap().len(), 1, "the release ran inside the read's window");
+        assert_eq!(
+            answer,
+            Err(OwnershipError::NotOwner { pool: "p".into(), bucket: 3 }),
+            "owns said yes after the host's release returned"
+        );
+
+        revoke_between_reads(8, 4, 1);
+        let owned = agent.owned("p").unwrap();
+        assert_eq!(host.releases.lock().unwrap().len(), 2, "the release ran inside the read's window");
+        assert_eq!(owned.buckets, [], "owned listed a bucket after the host's release returned");
     }
 
     /// Every event `events` holds now.
