@@ -2,11 +2,12 @@
 //! with a checker sampling every agent's ownership every 20 ms. Each scenario checks the
 //! timing it names, and the checker that no bucket ever had two owners.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use leasehold::status::{error_reason, reason};
 use leasehold::v1::assignments_client::AssignmentsClient;
+use leasehold::v1::ownership_event;
 use leasehold::v1::{Assignment, CreatePoolRequest, GetAssignmentRequest, GetOwnershipRequest};
 use leasehold_tests::ownership::OwnershipChecker;
 use leasehold_tests::process::channel;
@@ -152,9 +153,31 @@ async fn buckets_move_minimally_and_only_once_their_owner_has_provably_fenced(ki
 
     phase("SIGSTOP dn2 past its fence; once resumed it owns nothing until it is granted buckets again");
     let dn2 = lab.agent("dn2");
+    // A sidecar watching dn2 hears, once it is resumed, that it fenced and lost each bucket.
+    let mut events =
+        dn2.client().watch_ownership(GetOwnershipRequest { pool: POOL.into() }).await.unwrap().into_inner();
+    let held = dn2.client().get_ownership(GetOwnershipRequest { pool: POOL.into() }).await.unwrap().into_inner();
+    let held: BTreeSet<(u32, u64)> = held.buckets.iter().map(|owned| (owned.bucket, owned.epoch)).collect();
+    assert!(!held.is_empty(), "dn2 owns its share before the pause");
     dn2.node.pause();
     balanced(&lab, &leader, &["dn3", "dn4", "dn5"], 64).await;
     dn2.node.resume();
+    let (mut fenced, mut revoked) = (false, BTreeSet::new());
+    while !held.is_subset(&revoked) {
+        let event = tokio::time::timeout(Duration::from_secs(10), events.message())
+            .await
+            .unwrap_or_else(|_| panic!("the watch heard {revoked:?} revoked of {held:?} (fenced: {fenced})"))
+            .unwrap()
+            .expect("the watch goes on");
+        match event.kind() {
+            ownership_event::Kind::Fenced => fenced = true,
+            ownership_event::Kind::Revoked => {
+                assert!(fenced, "a revoke came before the fence: {event:?}");
+                revoked.insert((event.bucket, event.epoch));
+            }
+            _ => {}
+        }
+    }
     let first = dn2.client().get_ownership(GetOwnershipRequest { pool: POOL.into() }).await;
     match first {
         Err(status) => assert_eq!(error_reason(&status).as_deref(), Some(reason::FENCED), "{status:?}"),
@@ -223,7 +246,7 @@ async fn ctl_creates_shows_rebalances_and_deletes_pools() {
     let mut granted = Vec::new();
     while granted.len() < 3 {
         let event = tokio::time::timeout(Duration::from_secs(10), events.message()).await.unwrap().unwrap().unwrap();
-        assert_eq!(event.kind(), leasehold::v1::ownership_event::Kind::Granted, "{event:?}");
+        assert_eq!(event.kind(), ownership_event::Kind::Granted, "{event:?}");
         granted.push(event.bucket);
     }
     let dn1_owned: Vec<u32> =

@@ -55,7 +55,10 @@ pub enum AgentEvent {
         /// The grant's epoch.
         epoch: u64,
     },
-    /// This data node owns a bucket no more (its host released it first).
+    /// This data node owns a bucket no more: [`Agent::owns`] refuses it from before this
+    /// event. After a revoke, the host released it first. After [`AgentEvent::Fenced`] (or a
+    /// new incarnation, or a clean stop) every bucket the node owned comes this way, with the
+    /// epoch it was owned at, so a host that tracks ownership by events learns what it lost.
     Revoked {
         /// The pool.
         pool: String,
@@ -255,6 +258,10 @@ struct Inner {
     renewed: Notify,
     /// Why the leader refused this process for good, once it has.
     superseded: std::sync::OnceLock<String>,
+    /// Runs once, between the two reads of [`Agent::consistently`]: tests put a whole release
+    /// there, the window that a stale view must not turn into a yes.
+    #[cfg(test)]
+    between_reads: Mutex<Option<Box<dyn FnOnce() + Send>>>,
 }
 
 impl std::fmt::Debug for Agent {
@@ -306,6 +313,8 @@ impl Agent {
                 events,
                 renewed: Notify::new(),
                 superseded: std::sync::OnceLock::new(),
+                #[cfg(test)]
+                between_reads: Mutex::new(None),
             }),
         }
     }
@@ -330,9 +339,13 @@ impl Agent {
     /// Starts a new incarnation: the leader retired this one (it was evicted after a long
     /// silence, so its lease has long run out) and will never take it back.
     fn start_new_incarnation(&self) {
+        // Under the lease's lock, which every change of the cache holds: no grant to the
+        // retired incarnation can be announced after its buckets were reported lost.
+        let _lease = self.lease();
         let retired = self.incarnation();
         self.inner.incarnation.store(Arc::new(new_incarnation()));
         warn!(node_id = %self.inner.config.node_id, %retired, incarnation = %self.incarnation(), "the leader retired this incarnation; registering as a new one");
+        self.lost_all(&self.inner.view.load(), &retired, "the incarnation was retired");
     }
 
     /// Why the leader refused this process for good (a later start attempt of its resource
@@ -403,6 +416,13 @@ impl Agent {
         loop {
             let before = self.inner.release_generation.load(SeqCst);
             let view = self.inner.view.load();
+            #[cfg(test)]
+            {
+                let interpose = self.inner.between_reads.lock().expect("test hook poisoned").take();
+                if let Some(interpose) = interpose {
+                    interpose();
+                }
+            }
             let releasing = self.inner.releasing.load();
             let answer = answer(&view, &releasing);
             if self.inner.release_generation.load(SeqCst) == before {
@@ -448,17 +468,29 @@ impl Agent {
         let mut released = true;
         for ((pool, bucket), epoch) in view.owned_by(&self.inner.config.node_id, &self.incarnation()) {
             match self.inner.host.release(&pool, bucket, epoch) {
-                Ok(()) => {
-                    info!(%pool, bucket, epoch, "bucket given up before stopping");
-                    let _ = self.inner.events.send(AgentEvent::Revoked { pool, bucket, epoch });
-                }
+                Ok(()) => info!(%pool, bucket, epoch, "bucket given up before stopping"),
                 Err(error) => {
                     warn!(%pool, bucket, epoch, %error, "the host could not release a bucket; the leader waits until this node has fenced");
                     released = false;
                 }
             }
+            // `owns` refuses it either way, from the drain on: the host hears it here, once,
+            // and not again at a later fence.
+            let _ = self.inner.events.send(AgentEvent::Revoked { pool, bucket, epoch });
         }
         released
+    }
+
+    /// Tells the host that it lost every bucket `view` granted to `incarnation`; call once
+    /// `owns` refuses them all (the cache was dropped, or the incarnation retired).
+    fn lost_all(&self, view: &CacheView, incarnation: &str, why: &'static str) {
+        if self.is_drained() {
+            return;
+        }
+        for ((pool, bucket), epoch) in view.owned_by(&self.inner.config.node_id, incarnation) {
+            info!(%pool, bucket, epoch, why, "bucket lost");
+            let _ = self.inner.events.send(AgentEvent::Revoked { pool, bucket, epoch });
+        }
     }
 
     /// Releases, through the host, every bucket of `buckets` this node owns in `current`:
@@ -710,7 +742,7 @@ impl Agent {
             // from a snapshot.
             self.inner.releasing.store(Arc::new(BTreeSet::new()));
             if !dropped.store_epoch.is_empty() {
-                *self.inner.before_fence.lock().expect("agent cache before fence poisoned") = Some(dropped);
+                *self.inner.before_fence.lock().expect("agent cache before fence poisoned") = Some(dropped.clone());
             }
             metrics::fenced();
             warn!(
@@ -719,6 +751,9 @@ impl Agent {
                 "fenced: no lease renewal within the fence duration; the cache is dropped and reads are refused until a resync"
             );
             let _ = self.inner.events.send(AgentEvent::Fenced);
+            // The swap above made `owns` refuse every bucket; a resync announces its grants
+            // again, so the host sees each lost here, including one whose release was pending.
+            self.lost_all(&dropped, &self.incarnation(), "fenced");
         }
     }
 
@@ -1499,6 +1534,137 @@ mod tests {
         assert_eq!(agent.on_heartbeat_response(&ticket, answer(9, Vec::new(), Some(later))).0, "renewed");
         assert_eq!(*host.releases.lock().unwrap(), [("p".into(), 2, 1, false)]);
         assert_eq!(agent.owned("p").unwrap().buckets, [(1, 1)]);
+    }
+
+    #[test]
+    fn owns_never_answers_from_a_view_read_before_a_release_that_finished_in_between() {
+        let host = Arc::new(RecordsReleases::default());
+        let (agent, _clock) = agent_of(host.clone());
+        *host.agent.lock().unwrap() = Some(agent.clone());
+        let me = agent.incarnation();
+        let (ticket, _) = agent.begin_heartbeat();
+        assert_eq!(agent.on_heartbeat_response(&ticket, answer(5, Vec::new(), snapshot(5))).0, "renewed");
+        let grant = buckets(6, "p", &[(3, "dn1", &me, 2, false), (4, "dn1", &me, 1, false)]);
+        assert_eq!(agent.apply_push(&push(vec![grant])).unwrap(), 6);
+        // Runs a whole revoke of `bucket` (the host's release, the new view, the release set
+        // cleared) after a read has loaded the view and before it loads the release set.
+        let revoke_between_reads = |version: u64, bucket: u32, epoch: u64| {
+            let (revoker, me) = (agent.clone(), me.clone());
+            *agent.inner.between_reads.lock().unwrap() = Some(Box::new(move || {
+                let revoke = buckets(version, "p", &[(bucket, "dn1", &me, epoch, true)]);
+                assert_eq!(revoker.apply_push(&push(vec![revoke])).unwrap(), version);
+            }));
+        };
+
+        revoke_between_reads(7, 3, 2);
+        let answer = agent.owns("p", 3);
+        assert_eq!(host.releases.lock().unwrap().len(), 1, "the release ran inside the read's window");
+        assert_eq!(
+            answer,
+            Err(OwnershipError::NotOwner { pool: "p".into(), bucket: 3 }),
+            "owns said yes after the host's release returned"
+        );
+
+        revoke_between_reads(8, 4, 1);
+        let owned = agent.owned("p").unwrap();
+        assert_eq!(host.releases.lock().unwrap().len(), 2, "the release ran inside the read's window");
+        assert_eq!(owned.buckets, [], "owned listed a bucket after the host's release returned");
+    }
+
+    /// Every event `events` holds now.
+    fn events_now(events: &mut broadcast::Receiver<AgentEvent>) -> Vec<AgentEvent> {
+        std::iter::from_fn(|| events.try_recv().ok()).collect()
+    }
+
+    fn revoked(bucket: u32, epoch: u64) -> AgentEvent {
+        AgentEvent::Revoked { pool: "p".into(), bucket, epoch }
+    }
+
+    #[test]
+    fn a_fence_revokes_every_owned_bucket_for_the_host_once_owns_refuses_it() {
+        let host = Arc::new(RecordsReleases { refuse_once: AtomicBool::new(true), ..RecordsReleases::default() });
+        let (agent, clock) = agent_of(host.clone());
+        *host.agent.lock().unwrap() = Some(agent.clone());
+        let me = agent.incarnation();
+        let (ticket, _) = agent.begin_heartbeat();
+        assert_eq!(agent.on_heartbeat_response(&ticket, answer(5, Vec::new(), snapshot(5))).0, "renewed");
+        let grant = buckets(6, "p", &[(3, "dn1", &me, 2, false), (4, "dn1", &me, 7, false), (5, "dn2", "x", 1, false)]);
+        assert_eq!(agent.apply_push(&push(vec![grant])).unwrap(), 6);
+        // The revoke of 3 stays pending: its release failed, so the host never heard Revoked.
+        let revoke = buckets(7, "p", &[(3, "dn1", &me, 2, true)]);
+        assert!(agent.apply_push(&push(vec![revoke])).is_err());
+
+        // A listener that asks `owns` about every bucket the moment it hears it was revoked.
+        let mut events = agent.subscribe();
+        let listener = {
+            let (agent, mut events) = (agent.clone(), agent.subscribe());
+            std::thread::spawn(move || {
+                let mut heard = Vec::new();
+                while let Ok(event) = events.blocking_recv() {
+                    if let AgentEvent::Revoked { pool, bucket, .. } = &event {
+                        heard.push((event.clone(), agent.owns(pool, *bucket)));
+                    }
+                    if heard.len() == 2 {
+                        break;
+                    }
+                }
+                heard
+            })
+        };
+        clock.advance(Duration::from_secs(4));
+        let _ = agent.begin_heartbeat();
+        assert_eq!(events_now(&mut events), [AgentEvent::Fenced, revoked(3, 2), revoked(4, 7)]);
+        let heard = listener.join().unwrap();
+        assert_eq!(
+            heard,
+            [(revoked(3, 2), Err(OwnershipError::Fenced)), (revoked(4, 7), Err(OwnershipError::Fenced))],
+            "owns refused each bucket before the host heard it was revoked"
+        );
+
+        // Once fenced, nothing more is lost: a second fence check repeats nothing.
+        let _ = agent.begin_heartbeat();
+        assert_eq!(events_now(&mut events), []);
+    }
+
+    #[test]
+    fn a_new_incarnation_revokes_what_the_retired_one_owned_and_a_later_fence_repeats_nothing() {
+        let (agent, clock) = agent_of(Arc::new(AcceptAll));
+        let retired = agent.incarnation();
+        let (ticket, _) = agent.begin_heartbeat();
+        assert_eq!(agent.on_heartbeat_response(&ticket, answer(5, Vec::new(), snapshot(5))).0, "renewed");
+        let grant = buckets(6, "p", &[(1, "dn1", &retired, 4, false), (2, "dn1", &retired, 1, false)]);
+        assert_eq!(agent.apply_push(&push(vec![grant])).unwrap(), 6);
+        let mut events = agent.subscribe();
+
+        agent.start_new_incarnation();
+        assert_ne!(agent.incarnation(), retired);
+        assert_eq!(events_now(&mut events), [revoked(1, 4), revoked(2, 1)]);
+        assert_eq!(agent.owns("p", 1), Err(OwnershipError::NotOwner { pool: "p".into(), bucket: 1 }));
+        assert_eq!(agent.owned("p").unwrap().buckets, []);
+
+        clock.advance(Duration::from_secs(4));
+        let _ = agent.begin_heartbeat();
+        assert_eq!(events_now(&mut events), [AgentEvent::Fenced], "the retired grants were reported once");
+    }
+
+    #[test]
+    fn a_clean_stop_revokes_every_bucket_once_even_one_the_host_could_not_release() {
+        let host = Arc::new(RecordsReleases { refuse_once: AtomicBool::new(true), ..RecordsReleases::default() });
+        let (agent, clock) = agent_of(host.clone());
+        *host.agent.lock().unwrap() = Some(agent.clone());
+        let me = agent.incarnation();
+        let (ticket, _) = agent.begin_heartbeat();
+        assert_eq!(agent.on_heartbeat_response(&ticket, answer(5, Vec::new(), snapshot(5))).0, "renewed");
+        let grant = buckets(6, "p", &[(1, "dn1", &me, 3, false), (2, "dn1", &me, 1, false)]);
+        assert_eq!(agent.apply_push(&push(vec![grant])).unwrap(), 6);
+        let mut events = agent.subscribe();
+
+        assert!(!agent.drain_buckets(), "the host refused the first release");
+        assert_eq!(events_now(&mut events), [revoked(1, 3), revoked(2, 1)]);
+        assert_eq!(host.releases.lock().unwrap().len(), 2);
+        clock.advance(Duration::from_secs(4));
+        let _ = agent.begin_heartbeat();
+        assert_eq!(events_now(&mut events), [AgentEvent::Fenced]);
     }
 
     #[test]
