@@ -9,6 +9,11 @@
 //! Each leader is the coordinator's own [`Ledger`]: heartbeats, publications,
 //! acknowledgements and verdicts go through the calls the coordinator makes.
 //!
+//! Heartbeats and their answers may also travel on a stream, as the `KeepAlive` transport
+//! carries them: in order per agent and direction (nothing reorders), stalled for a while
+//! (everything queued behind the stall is delayed), and cut once (everything in flight at the
+//! cut is lost, an answer included).
+//!
 //! The property: whenever a leader's verdict says `Proceed` for version `V`, no agent, at
 //! that moment or any later one, holds a valid lease over a cache older than `V`.
 
@@ -114,6 +119,29 @@ struct Faults {
     drop: f64,
     duplicate: f64,
     max_delay_us: u64,
+    /// Heartbeats and answers on a stream instead of separate calls.
+    stream: Option<StreamFaults>,
+}
+
+/// A stream's faults: a stall and a cut, in real microseconds.
+#[derive(Debug, Clone, Copy)]
+struct StreamFaults {
+    stall_from_us: u64,
+    stall_until_us: u64,
+    cut_at_us: u64,
+}
+
+impl StreamFaults {
+    /// When a message sent at `sent_us`, that would arrive at `arrives_us` alone, arrives on the
+    /// stream after `previous_us` (the last arrival in its direction): never before it, never
+    /// during the stall; `None` when the cut catches it in flight.
+    fn arrival(&self, sent_us: u64, arrives_us: u64, previous_us: u64) -> Option<u64> {
+        let mut at = arrives_us.max(previous_us);
+        if at >= self.stall_from_us && sent_us < self.stall_until_us {
+            at = at.max(self.stall_until_us);
+        }
+        (sent_us > self.cut_at_us || at < self.cut_at_us).then_some(at)
+    }
 }
 
 struct Sim {
@@ -123,6 +151,8 @@ struct Sim {
     events: Vec<Event>,
     rng: Rng,
     faults: Faults,
+    /// The last arrival on each agent's stream, by (agent, answers?).
+    stream_arrivals: HashMap<(usize, bool), u64>,
     leaders: Vec<Leader>,
     agents: Vec<Agent>,
     next_version: u64,
@@ -170,6 +200,21 @@ impl Sim {
 
     fn send(&mut self, message: Message) {
         if self.rng.unit() < self.faults.drop {
+            return;
+        }
+        let on_stream = match &message {
+            Message::Heartbeat { agent, .. } => Some((*agent, false)),
+            Message::Response { agent, .. } => Some((*agent, true)),
+            Message::Push { .. } | Message::Ack { .. } => None,
+        };
+        if let (Some(stream), Some(direction)) = (self.faults.stream, on_stream) {
+            // A stream neither duplicates nor reorders.
+            let arrives = self.now_us + self.rng.below(self.faults.max_delay_us + 1);
+            let previous = self.stream_arrivals.get(&direction).copied().unwrap_or(0);
+            if let Some(at) = stream.arrival(self.now_us, arrives, previous) {
+                self.stream_arrivals.insert(direction, at);
+                self.schedule(at, Event::Deliver(message));
+            }
             return;
         }
         let copies = if self.rng.unit() < self.faults.duplicate { 2 } else { 1 };
@@ -402,6 +447,8 @@ struct Scenario {
     pauses: Vec<(usize, u64, u64)>,
     publications_ms: Vec<u64>,
     promote_at_ms: Option<u64>,
+    /// Heartbeats on a stream: (stall from, stall length, cut at), in ms.
+    stream: Option<(u64, u64, u64)>,
 }
 
 fn scenario() -> impl Strategy<Value = Scenario> {
@@ -414,10 +461,21 @@ fn scenario() -> impl Strategy<Value = Scenario> {
         proptest::collection::vec((0usize..4, 0u64..25_000, 0u64..9_000), 0..4),
         proptest::collection::vec(500u64..25_000, 1..6),
         proptest::option::of(2_000u64..20_000),
+        proptest::option::of((0u64..25_000, 0u64..9_000, 0u64..30_000)),
     )
-        .prop_map(|(seed, agents, drop, duplicate, max_delay_ms, pauses, publications_ms, promote_at_ms)| {
-            Scenario { seed: seed | 1, agents, drop, duplicate, max_delay_ms, pauses, publications_ms, promote_at_ms }
-        })
+        .prop_map(
+            |(seed, agents, drop, duplicate, max_delay_ms, pauses, publications_ms, promote_at_ms, stream)| Scenario {
+                seed: seed | 1,
+                agents,
+                drop,
+                duplicate,
+                max_delay_ms,
+                pauses,
+                publications_ms,
+                promote_at_ms,
+                stream,
+            },
+        )
 }
 
 fn simulate(scenario: &Scenario) -> (Option<(u64, u64)>, u64) {
@@ -454,7 +512,13 @@ fn simulate(scenario: &Scenario) -> (Option<(u64, u64)>, u64) {
             drop: scenario.drop,
             duplicate: scenario.duplicate,
             max_delay_us: scenario.max_delay_ms * 1000,
+            stream: scenario.stream.map(|(stall_from_ms, stall_ms, cut_at_ms)| StreamFaults {
+                stall_from_us: stall_from_ms * 1000,
+                stall_until_us: (stall_from_ms + stall_ms) * 1000,
+                cut_at_us: cut_at_ms * 1000,
+            }),
         },
+        stream_arrivals: HashMap::new(),
         leaders: vec![Leader {
             term: 1,
             clock: first,
@@ -505,6 +569,7 @@ fn a_healthy_run_proceeds_and_is_checked() {
         pauses: vec![],
         publications_ms: vec![3000, 9000],
         promote_at_ms: None,
+        stream: None,
     };
     let (proceeded, checks) = simulate(&scenario);
     assert_eq!(proceeded.map(|(version, _)| version), Some(2));
@@ -523,6 +588,7 @@ fn a_frozen_agent_delays_proceed_by_about_t_proceed() {
         pauses: vec![(0, 2000, 20_000)],
         publications_ms: vec![5000],
         promote_at_ms: None,
+        stream: None,
     };
     let (proceeded, _) = simulate(&scenario);
     let (version, at_us) = proceeded.expect("proceeds once the frozen agent has fenced");
@@ -530,4 +596,58 @@ fn a_frozen_agent_delays_proceed_by_about_t_proceed() {
     // Published at 5 s; the frozen agent's last contact was before 2 s and T_proceed is about
     // 3.07 s on the leader's clock, so the verdict comes within a few checks of publication.
     assert!((5_000_000..5_200_000).contains(&at_us), "proceeded at {at_us} µs");
+}
+
+/// Heartbeats on a stream that stalls past the fence: the agents fence (their answers come too
+/// late to renew from their send times), the verdict waits them out, and nothing is served
+/// stale; once the stall ends the same stream carries them back.
+#[test]
+fn a_stream_that_stalls_past_the_fence_delays_everything_and_breaks_nothing() {
+    let scenario = Scenario {
+        seed: 11,
+        agents: 3,
+        drop: 0.0,
+        duplicate: 0.0,
+        max_delay_ms: 5,
+        pauses: vec![],
+        publications_ms: vec![4000, 12_000],
+        promote_at_ms: None,
+        stream: Some((3500, 6000, 60_000)),
+    };
+    let (proceeded, checks) = simulate(&scenario);
+    let (version, at_us) = proceeded.expect("proceeds");
+    assert_eq!(version, 2);
+    assert!(at_us >= 12_000_000, "{at_us}");
+    assert!(checks > 100, "{checks}");
+}
+
+/// A stream cut with answers in flight: what was in flight is lost (renews nothing), and the
+/// verdict still settles.
+#[test]
+fn a_stream_cut_mid_answer_loses_the_answer_and_keeps_the_promise() {
+    let scenario = Scenario {
+        seed: 13,
+        agents: 2,
+        drop: 0.0,
+        duplicate: 0.0,
+        max_delay_ms: 400,
+        pauses: vec![],
+        publications_ms: vec![3000],
+        promote_at_ms: None,
+        stream: Some((0, 0, 3100)),
+    };
+    let (proceeded, _) = simulate(&scenario);
+    assert_eq!(proceeded.map(|(version, _)| version), Some(1));
+}
+
+#[test]
+fn a_stream_neither_reorders_nor_delivers_during_a_stall_nor_across_a_cut() {
+    let stream = StreamFaults { stall_from_us: 1000, stall_until_us: 5000, cut_at_us: 8000 };
+    // In order: never before the previous arrival.
+    assert_eq!(stream.arrival(100, 200, 300), Some(300));
+    // Sent before the stall ends and arriving during it: held until it ends.
+    assert_eq!(stream.arrival(900, 1500, 0), Some(5000));
+    // In flight across the cut: lost; sent after it: delivered.
+    assert_eq!(stream.arrival(7900, 8100, 0), None);
+    assert_eq!(stream.arrival(8100, 8200, 0), Some(8200));
 }
