@@ -137,32 +137,43 @@ impl CoordinatorLink {
         if self.unary_only.contains(&endpoint) {
             return OnStream::Unary;
         }
-        if !self.streaming_to(&endpoint) {
-            self.renewals = None;
-            let Ok(mut client) = self.client(&endpoint) else { return OnStream::Unary };
-            let (requests, outgoing) = mpsc::channel(4);
-            match timeout_at(deadline, client.keep_alive(ReceiverStream::new(outgoing))).await {
-                Ok(Ok(answers)) => {
-                    let answers = answers.into_inner();
-                    self.renewals = Some(Renewals { endpoint: endpoint.clone(), requests, answers, sequence: 0 });
-                }
-                Ok(Err(status)) if status.code() == Code::Unimplemented => {
-                    self.unary_only.insert(endpoint);
+        let sequence = match self.renewals.as_mut().filter(|renewals| renewals.endpoint == endpoint) {
+            Some(renewals) => {
+                renewals.sequence += 1;
+                let message = KeepAliveRequest { sequence: renewals.sequence, heartbeat: Some(request.clone()) };
+                if renewals.requests.send(message).await.is_err() {
+                    self.renewals = None;
                     return OnStream::Unary;
                 }
-                // A follower, a leader still loading, a refusal: the unary call handles each.
-                Ok(Err(_)) => return OnStream::Unary,
-                Err(_) => return self.missed(&endpoint),
+                renewals.sequence
             }
-        }
-        let renewals = self.renewals.as_mut().expect("opened above");
-        renewals.sequence += 1;
-        let sequence = renewals.sequence;
-        let message = KeepAliveRequest { sequence, heartbeat: Some(request.clone()) };
-        if renewals.requests.send(message).await.is_err() {
-            self.renewals = None;
-            return OnStream::Unary;
-        }
+            None => {
+                self.renewals = None;
+                let Ok(mut client) = self.client(&endpoint) else { return OnStream::Unary };
+                let (requests, outgoing) = mpsc::channel(4);
+                // The first message goes with the stream's opening, not after its answer's
+                // headers: a leader whose answers are lost still hears this heartbeat, as it
+                // would a unary one.
+                let first = KeepAliveRequest { sequence: 1, heartbeat: Some(request.clone()) };
+                if requests.send(first).await.is_err() {
+                    return OnStream::Unary;
+                }
+                match timeout_at(deadline, client.keep_alive(ReceiverStream::new(outgoing))).await {
+                    Ok(Ok(answers)) => {
+                        let answers = answers.into_inner();
+                        self.renewals = Some(Renewals { endpoint: endpoint.clone(), requests, answers, sequence: 1 });
+                    }
+                    Ok(Err(status)) if status.code() == Code::Unimplemented => {
+                        self.unary_only.insert(endpoint);
+                        return OnStream::Unary;
+                    }
+                    // A follower, a leader still loading, a refusal: the unary call handles each.
+                    Ok(Err(_)) => return OnStream::Unary,
+                    Err(_) => return self.missed(&endpoint),
+                }
+                1
+            }
+        };
         loop {
             let renewals = self.renewals.as_mut().expect("open");
             match timeout_at(deadline, renewals.answers.message()).await {

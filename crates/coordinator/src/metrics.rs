@@ -180,8 +180,32 @@ pub(crate) fn refresh(took: Duration) {
     histogram!(HA_REFRESH_SECONDS).record(took.as_secs_f64());
 }
 
+/// The label of a status code: no allocation per call.
+fn code_label(code: tonic::Code) -> &'static str {
+    use tonic::Code;
+    match code {
+        Code::Ok => "Ok",
+        Code::Cancelled => "Cancelled",
+        Code::Unknown => "Unknown",
+        Code::InvalidArgument => "InvalidArgument",
+        Code::DeadlineExceeded => "DeadlineExceeded",
+        Code::NotFound => "NotFound",
+        Code::AlreadyExists => "AlreadyExists",
+        Code::PermissionDenied => "PermissionDenied",
+        Code::ResourceExhausted => "ResourceExhausted",
+        Code::FailedPrecondition => "FailedPrecondition",
+        Code::Aborted => "Aborted",
+        Code::OutOfRange => "OutOfRange",
+        Code::Unimplemented => "Unimplemented",
+        Code::Internal => "Internal",
+        Code::Unavailable => "Unavailable",
+        Code::DataLoss => "DataLoss",
+        Code::Unauthenticated => "Unauthenticated",
+    }
+}
+
 pub(crate) fn grpc_request(method: &'static str, code: tonic::Code) {
-    counter!(GRPC_REQUESTS, "method" => method, "code" => format!("{code:?}")).increment(1);
+    counter!(GRPC_REQUESTS, "method" => method, "code" => code_label(code)).increment(1);
 }
 
 /// Counts a gRPC call by its outcome and passes the outcome through.
@@ -218,9 +242,30 @@ pub(crate) fn data_nodes_evicted(count: usize) {
     counter!(DATA_NODES_EVICTED).increment(count as u64);
 }
 
+/// The heartbeat path's metric handles, resolved once (the recorder is installed before the
+/// first heartbeat): no registry lookup or allocation per heartbeat.
+struct HeartbeatMetrics {
+    granted: metrics::Counter,
+    refused: metrics::Counter,
+    seconds: metrics::Histogram,
+}
+
+fn heartbeat_metrics() -> &'static HeartbeatMetrics {
+    static HANDLES: std::sync::OnceLock<HeartbeatMetrics> = std::sync::OnceLock::new();
+    HANDLES.get_or_init(|| HeartbeatMetrics {
+        granted: counter!(HEARTBEATS, "result" => "granted"),
+        refused: counter!(HEARTBEATS, "result" => "refused"),
+        seconds: histogram!(HEARTBEAT_SECONDS),
+    })
+}
+
 pub(crate) fn heartbeat(result: &'static str, took: Duration) {
-    counter!(HEARTBEATS, "result" => result).increment(1);
-    histogram!(HEARTBEAT_SECONDS).record(took.as_secs_f64());
+    let handles = heartbeat_metrics();
+    match result {
+        "granted" => handles.granted.increment(1),
+        _ => handles.refused.increment(1),
+    }
+    handles.seconds.record(took.as_secs_f64());
 }
 
 pub(crate) fn broadcast_round() {
