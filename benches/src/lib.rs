@@ -1,7 +1,8 @@
-//! Helpers shared by the load generators: percentiles, result tables, and a fleet of
-//! simulated agents.
+//! Helpers shared by the load generators: percentiles, result tables, a fleet of simulated
+//! agents, and the gRPC floor every heartbeat cost is read against.
 
 pub mod fleet;
+pub mod floor;
 
 use std::time::Duration;
 
