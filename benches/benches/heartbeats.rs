@@ -10,7 +10,7 @@
 use std::time::{Duration, Instant};
 
 use leasehold_benches::fleet::{Fleet, MockAgents, cpu_seconds, rss_bytes};
-use leasehold_benches::{floor, micros};
+use leasehold_benches::{env_list, env_or, floor, micros};
 use leasehold_tests::{TestCluster, TestStore};
 
 const BIN: &str = env!("CARGO_BIN_EXE_leasehold-bench-node");
@@ -58,12 +58,9 @@ fn main() {
     if !std::env::args().any(|arg| arg == "--bench") {
         return;
     }
-    let sizes: Vec<usize> = std::env::var("LEASEHOLD_BENCH_AGENTS")
-        .unwrap_or_else(|_| "1000,5000,10000".into())
-        .split(',')
-        .filter_map(|size| size.trim().parse().ok())
-        .collect();
-    let seconds = std::env::var("LEASEHOLD_BENCH_SECONDS").ok().and_then(|value| value.parse().ok()).unwrap_or(10);
+    let sizes: Vec<usize> =
+        env_list("LEASEHOLD_BENCH_AGENTS", "1000,5000,10000").iter().filter_map(|size| size.parse().ok()).collect();
+    let seconds = env_or("LEASEHOLD_BENCH_SECONDS", 10);
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
     println!(
         "| agents | heartbeats/s | failed | p50 µs | p99 µs | p99 / GetHaState p99 | coordinator CPU % | RSS bytes per agent | registration s |"

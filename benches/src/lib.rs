@@ -18,6 +18,11 @@ impl Samples {
         self.values.push(value);
     }
 
+    /// Adds every sample of `other`.
+    pub fn merge(&mut self, other: Samples) {
+        self.values.extend(other.values);
+    }
+
     /// The `q` quantile (0.0 to 1.0), nearest rank.
     pub fn quantile(&self, q: f64) -> Duration {
         let mut sorted = self.values.clone();
@@ -53,4 +58,16 @@ pub fn micros(duration: Duration) -> String {
 /// Milliseconds with no decimals.
 pub fn millis(duration: Duration) -> String {
     format!("{}", duration.as_millis())
+}
+
+/// The environment variable `name` parsed, or `default` when it is unset or does not parse.
+pub fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name).ok().and_then(|value| value.trim().parse().ok()).unwrap_or(default)
+}
+
+/// The comma-separated items of the environment variable `name` (of `default` when it is
+/// unset), trimmed, empty ones left out.
+pub fn env_list(name: &str, default: &str) -> Vec<String> {
+    let list = std::env::var(name).unwrap_or_else(|_| default.to_owned());
+    list.split(',').map(str::trim).filter(|item| !item.is_empty()).map(str::to_owned).collect()
 }
