@@ -10,34 +10,10 @@
 use std::time::{Duration, Instant};
 
 use leasehold_benches::fleet::{Fleet, MockAgents, cpu_seconds, rss_bytes};
-use leasehold_benches::micros;
+use leasehold_benches::{env_list, env_or, floor, micros};
 use leasehold_tests::{TestCluster, TestStore};
-use tonic_health_probe::probe;
 
 const BIN: &str = env!("CARGO_BIN_EXE_leasehold-bench-node");
-
-mod tonic_health_probe {
-    use std::time::{Duration, Instant};
-
-    use leasehold::v1::GetHaStateRequest;
-    use leasehold::v1::cluster_client::ClusterClient;
-    use leasehold_benches::Samples;
-    use tonic::transport::Endpoint;
-
-    /// A plain unary call on the same coordinator: the baseline of every latency ratio.
-    pub async fn probe(address: &str, count: usize) -> Samples {
-        let channel = Endpoint::from_shared(format!("http://{address}")).expect("address").connect_lazy();
-        let mut client = ClusterClient::new(channel);
-        let mut samples = Samples::default();
-        for _ in 0..count {
-            let at = Instant::now();
-            client.get_ha_state(GetHaStateRequest {}).await.expect("a probe");
-            samples.push(at.elapsed());
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        samples
-    }
-}
 
 async fn run(size: usize, seconds: u64) {
     let mut cluster = TestCluster::new(BIN, TestStore::sqlite());
@@ -58,7 +34,7 @@ async fn run(size: usize, seconds: u64) {
     let probes = (seconds * 1000 / 12) as usize;
     let baseline = tokio::spawn({
         let address = address.clone();
-        async move { probe(&address, probes).await }
+        async move { floor::probe(&address, probes, Duration::from_millis(10)).await }
     });
     let run = fleet.heartbeat(Duration::from_secs(1), Duration::from_secs(seconds)).await;
     let cpu = cpu_seconds(pid) - cpu_before;
@@ -82,12 +58,9 @@ fn main() {
     if !std::env::args().any(|arg| arg == "--bench") {
         return;
     }
-    let sizes: Vec<usize> = std::env::var("LEASEHOLD_BENCH_AGENTS")
-        .unwrap_or_else(|_| "1000,5000,10000".into())
-        .split(',')
-        .filter_map(|size| size.trim().parse().ok())
-        .collect();
-    let seconds = std::env::var("LEASEHOLD_BENCH_SECONDS").ok().and_then(|value| value.parse().ok()).unwrap_or(10);
+    let sizes: Vec<usize> =
+        env_list("LEASEHOLD_BENCH_AGENTS", "1000,5000,10000").iter().filter_map(|size| size.parse().ok()).collect();
+    let seconds = env_or("LEASEHOLD_BENCH_SECONDS", 10);
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
     println!(
         "| agents | heartbeats/s | failed | p50 µs | p99 µs | p99 / GetHaState p99 | coordinator CPU % | RSS bytes per agent | registration s |"

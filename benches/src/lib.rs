@@ -1,7 +1,8 @@
-//! Helpers shared by the load generators: percentiles, result tables, and a fleet of
-//! simulated agents.
+//! Helpers shared by the load generators: percentiles, result tables, a fleet of simulated
+//! agents, and the gRPC floor every heartbeat cost is read against.
 
 pub mod fleet;
+pub mod floor;
 
 use std::time::Duration;
 
@@ -15,6 +16,11 @@ impl Samples {
     /// Records one sample.
     pub fn push(&mut self, value: Duration) {
         self.values.push(value);
+    }
+
+    /// Adds every sample of `other`.
+    pub fn merge(&mut self, other: Samples) {
+        self.values.extend(other.values);
     }
 
     /// The `q` quantile (0.0 to 1.0), nearest rank.
@@ -52,4 +58,16 @@ pub fn micros(duration: Duration) -> String {
 /// Milliseconds with no decimals.
 pub fn millis(duration: Duration) -> String {
     format!("{}", duration.as_millis())
+}
+
+/// The environment variable `name` parsed, or `default` when it is unset or does not parse.
+pub fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name).ok().and_then(|value| value.trim().parse().ok()).unwrap_or(default)
+}
+
+/// The comma-separated items of the environment variable `name` (of `default` when it is
+/// unset), trimmed, empty ones left out.
+pub fn env_list(name: &str, default: &str) -> Vec<String> {
+    let list = std::env::var(name).unwrap_or_else(|_| default.to_owned());
+    list.split(',').map(str::trim).filter(|item| !item.is_empty()).map(str::to_owned).collect()
 }
