@@ -297,7 +297,10 @@ impl Ha {
         self.step_down(term, reason);
         if reason.releases_lease() {
             match session.run("release lease", async |db| db.release(&guard).await).await {
-                Ok(true) => info!(term, "released the lease so that a successor can take over at once"),
+                Ok(true) => {
+                    info!(term, "released the lease so that a successor can take over at once");
+                    self.tell_successor(term).await;
+                }
                 Ok(false) => info!(term, "the lease had already expired or moved on; nothing to release"),
                 Err(error) => {
                     warn!(term, %error, "could not release the lease; a successor waits for it to expire")

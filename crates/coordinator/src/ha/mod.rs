@@ -15,6 +15,7 @@ use std::time::Duration;
 
 use leasehold_core::election::{
     Candidate, FollowStep, FollowerState, LeaseSeen, RegistryEntry, acquire_delay, follow_step, live_candidates, rank,
+    successor,
 };
 use leasehold_core::leadership::{LeadStep, Renewal, StepDown, after_renewal, hold_ended};
 use leasehold_core::mode::decide_mode_change;
@@ -34,6 +35,7 @@ use crate::metrics;
 mod control;
 mod election;
 mod error;
+mod handoff;
 mod registry;
 
 pub use error::HaError;
