@@ -6,8 +6,8 @@ use leasehold::status::ALLOW_NON_LEADER_HEADER;
 use leasehold::v1::cluster_server::Cluster;
 use leasehold::v1::{
     GetHaStateRequest, GetLeaderRequest, GetLeaderResponse, GetPriorityRequest, GetPriorityResponse, HaNodeState,
-    HaState, LeaderInfo, ListHaStatesRequest, ListHaStatesResponse, SetHaStateRequest, SetHaStateResponse,
-    SetPriorityRequest, SetPriorityResponse, WatchLeaderRequest,
+    HaState, LeaderInfo, LeaseReleasedRequest, LeaseReleasedResponse, ListHaStatesRequest, ListHaStatesResponse,
+    SetHaStateRequest, SetHaStateResponse, SetPriorityRequest, SetPriorityResponse, WatchLeaderRequest,
 };
 use leasehold_core::{HaMode, HaRole};
 use tokio::sync::mpsc;
@@ -258,5 +258,14 @@ impl Cluster for ClusterService {
         }
         .await;
         metrics::record("SetPriority", result)
+    }
+
+    async fn lease_released(
+        &self,
+        request: Request<LeaseReleasedRequest>,
+    ) -> Result<Response<LeaseReleasedResponse>, Status> {
+        let LeaseReleasedRequest { term, from_node_id } = request.into_inner();
+        let woken = self.ha.lease_released(term, &from_node_id);
+        metrics::record("LeaseReleased", Ok(Response::new(LeaseReleasedResponse { woken })))
     }
 }

@@ -12,6 +12,7 @@ use std::time::Duration;
 use leasehold_core::lease_timing::LeaseTimings;
 use leasehold_core::name::validate_id;
 use leasehold_core::propagation::PropagationPlan;
+use leasehold_core::timing::{default_renew_interval, default_store_timeout};
 use leasehold_core::{HaMode, HaTimings};
 use leasehold_store::{Backend, StoreOptions, redact_url};
 use serde::{Deserialize, Serialize};
@@ -133,9 +134,10 @@ pub struct HaConfig {
     /// The extra wait per rank after an expiry.
     #[serde(with = "humantime_serde")]
     pub priority_step: Duration,
-    /// The limit on every store call of the HA loop.
-    #[serde(with = "humantime_serde")]
-    pub store_timeout: Duration,
+    /// The limit on every store call of the HA loop; defaults to an eighth of the TTL, at
+    /// most 500 ms, so that two renewals can fail before the leader's hold ends.
+    #[serde(with = "humantime_serde::option")]
+    pub store_timeout: Option<Duration>,
     /// How often a follower re-reads the lease row; bounds the takeover after a graceful
     /// release. Keep it at or below `priority-step` so that priority holds after a release.
     #[serde(with = "humantime_serde")]
@@ -152,7 +154,7 @@ impl Default for HaConfig {
             renew_interval: None,
             margin: timings.margin,
             priority_step: timings.priority_step,
-            store_timeout: timings.store_timeout,
+            store_timeout: None,
             poll_interval: timings.poll_interval,
         }
     }
@@ -328,14 +330,14 @@ impl ConfigError {
 }
 
 impl CoordinatorConfig {
-    /// The HA timings, with the renew interval defaulted to a third of the TTL.
+    /// The HA timings, with the renew interval and the store timeout defaulted from the TTL.
     pub fn ha_timings(&self) -> HaTimings {
         HaTimings {
             lease_ttl: self.ha.lease_ttl,
-            renew_interval: self.ha.renew_interval.unwrap_or(self.ha.lease_ttl / 3),
+            renew_interval: self.ha.renew_interval.unwrap_or(default_renew_interval(self.ha.lease_ttl)),
             margin: self.ha.margin,
             priority_step: self.ha.priority_step,
-            store_timeout: self.ha.store_timeout,
+            store_timeout: self.ha.store_timeout.unwrap_or(default_store_timeout(self.ha.lease_ttl)),
             poll_interval: self.ha.poll_interval,
             clock_drift: self.metadata.clock_drift,
         }

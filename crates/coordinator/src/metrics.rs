@@ -21,6 +21,9 @@ pub const HA_ACQUIRES: &str = "leasehold_ha_acquire_attempts_total";
 pub const HA_LOOP_ITERATIONS: &str = "leasehold_ha_loop_iterations_total";
 /// Store calls of the HA loops that failed, by call.
 pub const HA_STORE_ERRORS: &str = "leasehold_ha_store_errors_total";
+/// Lease release notices, by direction and result: sent by a leaving leader (`sent`,
+/// `failed`, `no_successor`) and received by a candidate (`woken`, `ignored`).
+pub const HA_RELEASE_NOTICES: &str = "leasehold_ha_release_notices_total";
 /// Duration of one registry refresh.
 pub const HA_REFRESH_SECONDS: &str = "leasehold_ha_registry_refresh_duration_seconds";
 /// Registered data nodes (the leader's view).
@@ -99,6 +102,10 @@ pub fn describe() {
     describe_counter!(HA_LOOP_ITERATIONS, "Iterations of the HA loops by loop");
     describe_counter!(HA_STORE_ERRORS, "Failed store calls of the HA loops by call");
     describe_histogram!(HA_REFRESH_SECONDS, Unit::Seconds, "Registry refresh latency");
+    describe_counter!(
+        HA_RELEASE_NOTICES,
+        "Lease release notices by result (sent, failed, no_successor, woken, ignored)"
+    );
     describe_counter!(GRPC_REQUESTS, "gRPC requests handled by method and code");
     describe_gauge!(DATA_NODES, "Data nodes registered with this leader");
     describe_counter!(DATA_NODES_EVICTED, "Data-node incarnations evicted after datanodes.evict-after of silence");
@@ -174,6 +181,10 @@ pub(crate) fn loop_iteration(name: &'static str) {
 
 pub(crate) fn store_error(call: &'static str) {
     counter!(HA_STORE_ERRORS, "call" => call).increment(1);
+}
+
+pub(crate) fn release_notice(result: &'static str) {
+    counter!(HA_RELEASE_NOTICES, "result" => result).increment(1);
 }
 
 pub(crate) fn refresh(took: Duration) {

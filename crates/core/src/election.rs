@@ -79,6 +79,23 @@ pub fn live_candidates<'a>(
         .map(|entry| Candidate { node_id: entry.node_id, priority: entry.priority })
 }
 
+/// The candidate that a leader leaving on purpose tells that the lease is free: the live
+/// candidate other than `leaving` ranked first by [`rank`]'s order, or `None` when there is
+/// none.
+///
+/// Only that one is told. A told candidate re-reads the lease at once, ranks itself first
+/// and acquires without a back-off; telling a lower-ranked candidate would let it acquire
+/// before the one priority prefers has even looked.
+pub fn successor<'a>(
+    entries: impl IntoIterator<Item = RegistryEntry<'a>>,
+    store_now_ms: i64,
+    ttl: Duration,
+    leaving: &'a str,
+) -> Option<Candidate<'a>> {
+    live_candidates(entries, store_now_ms, ttl, Some(leaving))
+        .reduce(|first, other| if other.outranks(&first) { other } else { first })
+}
+
 /// The lease row as a follower read it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LeaseSeen {
@@ -194,6 +211,35 @@ mod tests {
         let ids: Vec<_> =
             live_candidates(entries, 10_000, Duration::from_secs(6), Some("old")).map(|c| c.node_id).collect();
         assert_eq!(ids, ["a", "e"]);
+    }
+
+    #[test]
+    fn the_successor_is_the_live_candidate_ranked_first_and_only_that_one() {
+        let entries = [
+            entry("leaving", "auto", 50, true, 9_900),
+            entry("a", "auto", 5, true, 9_500),
+            entry("b1", "hot-standby", 7, true, 9_500),
+            entry("b0", "standby", 7, true, 9_600),
+            entry("backup", "hot-backup", 90, true, 9_900),
+            entry("stale", "auto", 80, true, 1_000),
+            entry("stopped", "auto", 70, false, 9_900),
+        ];
+        let ttl = Duration::from_secs(6);
+        let next = successor(entries, 10_000, ttl, "leaving").unwrap();
+        assert_eq!(next, candidate("b0", 7));
+        let live: Vec<_> = live_candidates(entries, 10_000, ttl, Some("leaving")).collect();
+        assert_eq!(rank(next, live.iter().copied()), 0);
+        assert!(
+            live.iter()
+                .filter(|other| other.node_id != next.node_id)
+                .all(|other| rank(*other, live.iter().copied()) > 0)
+        );
+    }
+
+    #[test]
+    fn a_leader_alone_has_no_successor() {
+        let entries = [entry("leaving", "auto", 0, true, 9_900), entry("backup", "hot-backup", 0, true, 9_900)];
+        assert_eq!(successor(entries, 10_000, Duration::from_secs(6), "leaving"), None);
     }
 
     const POLL: Duration = Duration::from_millis(200);

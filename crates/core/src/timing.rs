@@ -16,13 +16,14 @@ use crate::clock::MonoTime;
 pub struct HaTimings {
     /// `ha.lease-ttl`: how long an acquire or renewal keeps the lease on the store's clock.
     pub lease_ttl: Duration,
-    /// `ha.renew-interval`: how often the leader renews.
+    /// `ha.renew-interval`: how often the leader renews (by default [`default_renew_interval`]).
     pub renew_interval: Duration,
     /// `ha.margin`: subtracted from the leader's local hold.
     pub margin: Duration,
     /// `ha.priority-step`: the extra wait per rank after an expiry.
     pub priority_step: Duration,
-    /// `ha.store-timeout`: the limit on every store call of the HA loop.
+    /// `ha.store-timeout`: the limit on every store call of the HA loop (by default
+    /// [`default_store_timeout`]).
     pub store_timeout: Duration,
     /// `ha.poll-interval`: how often a follower re-reads the lease row.
     pub poll_interval: Duration,
@@ -32,12 +33,13 @@ pub struct HaTimings {
 
 impl Default for HaTimings {
     fn default() -> Self {
+        let lease_ttl = Duration::from_secs(6);
         Self {
-            lease_ttl: Duration::from_secs(6),
-            renew_interval: Duration::from_secs(2),
+            lease_ttl,
+            renew_interval: default_renew_interval(lease_ttl),
             margin: Duration::from_millis(100),
             priority_step: Duration::from_millis(200),
-            store_timeout: Duration::from_millis(500),
+            store_timeout: default_store_timeout(lease_ttl),
             poll_interval: Duration::from_millis(200),
             clock_drift: 0.01,
         }
@@ -68,6 +70,20 @@ pub fn human(duration: Duration) -> String {
         let seconds = format!("{:.3}", duration.as_secs_f64());
         format!("{}s", seconds.trim_end_matches('0').trim_end_matches('.'))
     }
+}
+
+/// The renew interval when none is configured: a third of the TTL.
+///
+/// A shorter interval buys no safety (the retries below do that) and costs failover time: a
+/// crashed leader leaves on average `ttl − interval/2` of lease behind it.
+pub fn default_renew_interval(lease_ttl: Duration) -> Duration {
+    lease_ttl / 3
+}
+
+/// The store timeout when none is configured: an eighth of the TTL, at most 500 ms, so that a
+/// renewal and two failed retries fit in the hold at any TTL (see [`HaTimings::validate`]).
+pub fn default_store_timeout(lease_ttl: Duration) -> Duration {
+    (lease_ttl / 8).min(Duration::from_millis(500))
 }
 
 const MIN_LEASE_TTL: Duration = Duration::from_millis(100);
@@ -102,6 +118,21 @@ impl HaTimings {
     /// on another node's clock: `ttl · (1+ρ)/(1−ρ)`.
     pub fn lease_upper_bound(&self) -> Duration {
         stretched_by_drift(self.lease_ttl, self.clock_drift)
+    }
+
+    /// The longest random pause added before retrying a failed renewal: a tenth of the store
+    /// timeout, so that leaders of several clusters that saw the same store hiccup do not retry
+    /// in step.
+    pub fn retry_jitter(&self) -> Duration {
+        self.store_timeout / 10
+    }
+
+    /// The worst case from a successful renewal's send to the end of the third attempt after
+    /// it: the next renewal is sent one interval later, it and its first retry each fail at
+    /// the store timeout and are retried at once (plus jitter), and the third attempt takes up
+    /// to the store timeout too: `interval + 3 × store-timeout + 2 × jitter`.
+    pub fn two_failures_budget(&self) -> Duration {
+        self.renew_interval + self.store_timeout * 3 + self.retry_jitter() * 2
     }
 
     /// Checks every relation the HA loop relies on, naming the key that breaks one.
@@ -143,16 +174,20 @@ impl HaTimings {
                 ),
             ));
         };
-        // One failed renewal must leave room for a retry before the hold ends.
-        let needed = self.renew_interval * 2 + self.store_timeout;
+        // Two failed renewals in a row must leave room for a third attempt before the hold
+        // ends, so that one stalled store call and one failed retry do not step down a leader.
+        let needed = self.two_failures_budget();
         if needed > hold {
             return Err(TimingError::new(
                 "ha.renew-interval",
                 format!(
-                    "2 × ha.renew-interval ({}) + ha.store-timeout ({}) = {} must fit in the leader's local hold of {} \
-                     (ha.lease-ttl {} shrunk by the clock drift, minus ha.margin); shorten the interval or lengthen the TTL",
+                    "ha.renew-interval ({}) + 3 × ha.store-timeout ({}) + 2 × retry jitter ({}) = {} must fit in the \
+                     leader's local hold of {} (ha.lease-ttl {} shrunk by the clock drift, minus ha.margin), so that \
+                     two renewals can fail before the hold ends; shorten the interval or the store timeout, or \
+                     lengthen the TTL",
                     human(self.renew_interval),
                     human(self.store_timeout),
+                    human(self.retry_jitter()),
                     human(needed),
                     human(hold),
                     human(self.lease_ttl),
@@ -189,11 +224,42 @@ mod tests {
     }
 
     #[test]
+    fn default_timings_leave_room_for_two_failed_renewals_at_every_ttl() {
+        // At 2 s the old defaults (666 ms interval, 500 ms timeout) budgeted 1832 ms of 1860.
+        for (ttl, interval, timeout, budget, hold) in
+            [(6000, 2000, 500, 3600, 5781), (2000, 666, 250, 1466, 1860), (1000, 333, 125, 733, 880)]
+        {
+            let timings = HaTimings {
+                lease_ttl: ms(ttl),
+                renew_interval: default_renew_interval(ms(ttl)),
+                store_timeout: default_store_timeout(ms(ttl)),
+                ..HaTimings::default()
+            };
+            assert_eq!(timings.renew_interval.as_millis(), interval, "{ttl} ms");
+            assert_eq!(timings.store_timeout.as_millis(), timeout, "{ttl} ms");
+            assert_eq!(timings.two_failures_budget().as_millis(), budget, "{ttl} ms");
+            assert_eq!(timings.local_hold().unwrap().as_millis(), hold, "{ttl} ms");
+            timings.validate().unwrap();
+        }
+    }
+
+    #[test]
+    fn the_old_two_second_defaults_are_refused_for_want_of_a_second_retry() {
+        let timings =
+            HaTimings { lease_ttl: ms(2000), renew_interval: ms(666), store_timeout: ms(500), ..HaTimings::default() };
+        let error = timings.validate().unwrap_err();
+        assert_eq!(error.key, "ha.renew-interval");
+        // 666 + 3 × 500 + 2 × 50
+        assert!(error.message.contains("= 2.266s"), "{error}");
+        assert!(error.message.contains("1.86s"), "{error}");
+    }
+
+    #[test]
     fn one_second_test_timings_are_valid() {
         let timings = HaTimings {
             lease_ttl: ms(1000),
-            renew_interval: ms(250),
-            store_timeout: ms(250),
+            renew_interval: ms(200),
+            store_timeout: ms(200),
             poll_interval: ms(100),
             priority_step: ms(200),
             ..HaTimings::default()
@@ -202,11 +268,12 @@ mod tests {
     }
 
     #[test]
-    fn a_renew_interval_without_room_for_a_retry_is_refused_with_the_numbers() {
-        let timings = HaTimings { renew_interval: ms(3000), ..HaTimings::default() };
+    fn a_renew_interval_without_room_for_two_retries_is_refused_with_the_numbers() {
+        let timings = HaTimings { renew_interval: ms(4300), ..HaTimings::default() };
         let error = timings.validate().unwrap_err();
         assert_eq!(error.key, "ha.renew-interval");
-        assert!(error.message.contains("6.5s"), "{error}");
+        // 4.3 s + 3 × 500 ms + 2 × 50 ms
+        assert!(error.message.contains("5.9s"), "{error}");
         assert!(error.message.contains("5.781s"), "{error}");
     }
 

@@ -7,6 +7,19 @@ fn defaults_validate() {
     CoordinatorConfig::default().validate().unwrap();
     assert_eq!(CoordinatorConfig::default().effective_node_id(), "coordinator-7400");
     assert_eq!(CoordinatorConfig::default().ha_timings().renew_interval, Duration::from_secs(2));
+    assert_eq!(CoordinatorConfig::default().ha_timings().store_timeout, Duration::from_millis(500));
+}
+
+#[test]
+fn a_two_second_lease_defaults_to_timings_that_survive_two_failed_renewals() {
+    let mut config = CoordinatorConfig::default();
+    config.ha.lease_ttl = Duration::from_secs(2);
+    let timings = config.ha_timings();
+    assert_eq!(timings.renew_interval.as_millis(), 666);
+    assert_eq!(timings.store_timeout, Duration::from_millis(250));
+    config.validate().unwrap();
+    config.ha.store_timeout = Some(Duration::from_millis(500));
+    assert_eq!(config.validate().unwrap_err().key, "ha.renew-interval");
 }
 
 #[test]

@@ -230,7 +230,7 @@ impl Ha {
         metrics::set_leader(true, term);
         metrics::transition("leader", "acquired");
 
-        let mut retry_pause = first_retry_pause(timings);
+        let mut failures = 0;
         let mut next_renew = acquired.sent + timings.renew_interval;
         let reason = loop {
             metrics::loop_iteration("leader");
@@ -275,20 +275,21 @@ impl Ha {
                 }
                 Some(Err(error)) => {
                     metrics::renewal("error", took);
-                    warn!(term, %error, retry_in_ms = retry_pause.as_millis() as u64, hold_left_ms = clock.now().until(hold_until).as_millis() as u64, "lease renewal failed; retrying until the local hold ends");
+                    warn!(term, %error, failures = failures + 1, hold_left_ms = clock.now().until(hold_until).as_millis() as u64, "lease renewal failed; retrying until the local hold ends");
                     Renewal::Failed
                 }
             };
-            match after_renewal(renewal, sent, clock.now(), retry_pause, timings) {
+            let jitter = rand::rng().random_range(Duration::ZERO..=timings.retry_jitter());
+            match after_renewal(renewal, sent, clock.now(), failures, jitter, timings) {
                 LeadStep::Hold { hold_until, renew_at } => {
                     self.extend_hold(hold_until);
                     self.publish_self_as_leader(term, sent);
                     next_renew = renew_at;
-                    retry_pause = first_retry_pause(timings);
+                    failures = 0;
                 }
-                LeadStep::Retry { at, next_pause } => {
+                LeadStep::Retry { at, failures: count } => {
                     next_renew = at;
-                    retry_pause = next_pause;
+                    failures = count;
                 }
                 LeadStep::StepDown(reason) => break reason,
             }
@@ -296,7 +297,10 @@ impl Ha {
         self.step_down(term, reason);
         if reason.releases_lease() {
             match session.run("release lease", async |db| db.release(&guard).await).await {
-                Ok(true) => info!(term, "released the lease so that a successor can take over at once"),
+                Ok(true) => {
+                    info!(term, "released the lease so that a successor can take over at once");
+                    self.tell_successor(term).await;
+                }
                 Ok(false) => info!(term, "the lease had already expired or moved on; nothing to release"),
                 Err(error) => {
                     warn!(term, %error, "could not release the lease; a successor waits for it to expire")

@@ -15,14 +15,16 @@ use std::time::Duration;
 
 use leasehold_core::election::{
     Candidate, FollowStep, FollowerState, LeaseSeen, RegistryEntry, acquire_delay, follow_step, live_candidates, rank,
+    successor,
 };
-use leasehold_core::leadership::{LeadStep, Renewal, StepDown, after_renewal, first_retry_pause, hold_ended};
+use leasehold_core::leadership::{LeadStep, Renewal, StepDown, after_renewal, hold_ended};
 use leasehold_core::mode::decide_mode_change;
 use leasehold_core::node_claim::{ClaimDecision, judge_claim};
 use leasehold_core::{Clock, HaMode, HaRole, HaTimings, MonoTime};
 use leasehold_store::{
     LeaseHolder, LeaseSession, LeaseView, NodeList, NodeRegistration, Store, StoreError, TermGuard, WriteGuard,
 };
+use rand::Rng;
 use tokio::sync::{Notify, watch};
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
@@ -33,6 +35,7 @@ use crate::metrics;
 mod control;
 mod election;
 mod error;
+mod handoff;
 mod registry;
 
 pub use error::HaError;

@@ -151,13 +151,20 @@ impl Ha {
         };
         let me = Candidate { node_id: &settings.node_id, priority: self.control().priority };
         let expired_holder = lease.holder.as_ref().map(|holder| holder.node_id.as_str());
-        let entries = list.nodes.iter().map(|node| RegistryEntry {
-            node_id: &node.node_id,
-            mode: &node.mode,
-            priority: node.priority,
-            running: node.incarnation.is_some(),
-            last_seen_ms: node.last_seen_ms,
-        });
-        rank(me, live_candidates(entries, list.store_now_ms, settings.timings.lease_ttl, expired_holder))
+        rank(
+            me,
+            live_candidates(registry_entries(&list), list.store_now_ms, settings.timings.lease_ttl, expired_holder),
+        )
     }
+}
+
+/// The registry rows as the election's pure functions read them.
+pub(super) fn registry_entries(list: &NodeList) -> impl Iterator<Item = RegistryEntry<'_>> {
+    list.nodes.iter().map(|node| RegistryEntry {
+        node_id: &node.node_id,
+        mode: &node.mode,
+        priority: node.priority,
+        running: node.incarnation.is_some(),
+        last_seen_ms: node.last_seen_ms,
+    })
 }
