@@ -1,5 +1,6 @@
-//! `Agent::resolve_table` per call: a table the cache holds under a valid lease, and fenced, on one thread and with
-//! three other threads reading at the same time, against a plain `BTreeMap` lookup measured
+//! `Agent::resolve_table` (an owned table) and `Agent::with_table` (a borrowed one) per call: a
+//! table the cache holds under a valid lease, and fenced, on one thread and with three other
+//! threads reading the same way at the same time, against a plain `BTreeMap` lookup measured
 //! in the same run.
 //!
 //!   cargo bench -p leasehold-benches --bench resolve_table
@@ -13,7 +14,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use criterion::{Criterion, criterion_group, criterion_main};
+use criterion::measurement::WallTime;
+use criterion::{BenchmarkGroup, Criterion, criterion_group, criterion_main};
 use leasehold_agent::agent::AcceptAll;
 use leasehold_agent::{Agent, AgentConfig, AgentEvent};
 use leasehold_tests::requests::{catalog_at, create_database, create_table};
@@ -64,6 +66,11 @@ fn setup() -> Setup {
     Setup { _runtime: runtime, _cluster: cluster, _shutdown: shutdown.drop_guard(), valid, fenced }
 }
 
+/// One read through `with_table`, touching the schema as a reader would.
+fn borrow(agent: &Agent) {
+    black_box(agent.with_table(black_box("db"), black_box("t"), |table| table.schema.created_version)).ok();
+}
+
 /// Runs `read` in three background threads while `body` measures.
 fn contended<R: Fn() + Send + Sync + 'static>(read: Arc<R>, body: impl FnOnce()) {
     let stop = Arc::new(AtomicBool::new(false));
@@ -82,33 +89,54 @@ fn contended<R: Fn() + Send + Sync + 'static>(read: Arc<R>, body: impl FnOnce())
     threads.into_iter().for_each(|thread| thread.join().unwrap());
 }
 
+/// The calling thread's CPU time. Time it spent descheduled does not count, so a row with more
+/// busy threads than cores measures what the readers cost each other (a cache line moving
+/// between cores), not the share of the cores the thread got.
+fn thread_cpu_time() -> Duration {
+    let time = rustix::time::clock_gettime(rustix::time::ClockId::ThreadCPUTime);
+    Duration::new(time.tv_sec as u64, time.tv_nsec as u32)
+}
+
+/// Measures `read` twice: per call in wall time (`name`), and per call in the measuring
+/// thread's CPU time (`name, thread CPU`).
+fn both_clocks(group: &mut BenchmarkGroup<'_, WallTime>, name: &str, read: impl Fn()) {
+    group.bench_function(name, |b| b.iter(&read));
+    group.bench_function(format!("{name}, thread CPU"), |b| {
+        b.iter_custom(|iters| {
+            let start = thread_cpu_time();
+            (0..iters).for_each(|_| read());
+            thread_cpu_time() - start
+        })
+    });
+}
+
 fn resolve_table(c: &mut Criterion) {
     let setup = setup();
     let map: BTreeMap<String, BTreeMap<String, u64>> =
         (0..8).map(|d| (format!("db{d}"), (0..8).map(|t| (format!("t{t}"), t)).collect())).collect();
     let mut group = c.benchmark_group("resolve_table");
-    group.bench_function("baseline: nested BTreeMap lookup", |b| {
-        b.iter(|| black_box(map.get(black_box("db3")).and_then(|tables| tables.get(black_box("t5")))))
+    both_clocks(&mut group, "baseline: nested BTreeMap lookup", || {
+        black_box(map.get(black_box("db3")).and_then(|tables| tables.get(black_box("t5"))));
     });
-    let valid = setup.valid.clone();
-    group.bench_function("valid lease", |b| b.iter(|| black_box(valid.resolve_table(black_box("db"), black_box("t")))));
-    let fenced = setup.fenced.clone();
-    group.bench_function("fenced", |b| b.iter(|| black_box(fenced.resolve_table(black_box("db"), black_box("t")))));
-    let reader = |agent: &Agent| {
-        let agent = agent.clone();
-        Arc::new(move || {
-            black_box(agent.resolve_table("db", "t")).ok();
-        })
+    let (valid, fenced) = (setup.valid.clone(), setup.fenced.clone());
+    let resolve = |agent: &Agent| {
+        black_box(agent.resolve_table(black_box("db"), black_box("t"))).ok();
     };
-    contended(reader(&setup.valid), || {
-        group.bench_function("valid lease, 3 other readers", |b| {
-            b.iter(|| black_box(valid.resolve_table(black_box("db"), black_box("t"))))
-        });
+    both_clocks(&mut group, "valid lease", || resolve(&valid));
+    both_clocks(&mut group, "with_table, valid lease", || borrow(&valid));
+    both_clocks(&mut group, "fenced", || resolve(&fenced));
+    let others = |agent: &Agent, read: fn(&Agent)| {
+        let agent = agent.clone();
+        Arc::new(move || read(&agent))
+    };
+    contended(others(&valid, resolve), || {
+        both_clocks(&mut group, "valid lease, 3 other readers", || resolve(&valid));
     });
-    contended(reader(&setup.fenced), || {
-        group.bench_function("fenced, 3 other readers", |b| {
-            b.iter(|| black_box(fenced.resolve_table(black_box("db"), black_box("t"))))
-        });
+    contended(others(&valid, borrow), || {
+        both_clocks(&mut group, "with_table, valid lease, 3 other readers", || borrow(&valid));
+    });
+    contended(others(&fenced, resolve), || {
+        both_clocks(&mut group, "fenced, 3 other readers", || resolve(&fenced));
     });
     group.finish();
 }

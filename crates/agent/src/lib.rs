@@ -6,7 +6,8 @@
 //!
 //! # Layout
 //! - [`agent`]: the runtime: heartbeat, apply-before-renew, self-fencing, pushes, and the
-//!   lock-free read path [`Agent::resolve_table`].
+//!   lock-free read path [`Agent::with_table`] (borrowing) and [`Agent::resolve_table`]
+//!   (owning).
 //! - [`cache`]: the schema cache as an immutable value, and how changes apply to it.
 //! - [`link`]: the connection to the coordinators: deadlines, rotation, redirects.
 //! - [`service`]: `leasehold.v1.Agent`, a thin translation onto [`Agent`].
@@ -22,5 +23,7 @@ pub mod metrics;
 pub mod server;
 pub mod service;
 
-pub use agent::{Agent, AgentEvent, AgentHost, Owned, Ownership, OwnershipError, ResolveError, ResolvedTable};
+pub use agent::{
+    Agent, AgentEvent, AgentHost, Owned, Ownership, OwnershipError, ResolveError, ResolvedTable, TableRef,
+};
 pub use config::AgentConfig;

@@ -2,12 +2,11 @@
 
 use std::sync::Arc;
 
-use leasehold::serving::with_health_and_reflection;
+use leasehold::serving::{self, with_health_and_reflection};
 use leasehold::v1::agent_server::AgentServer;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tonic::server::NamedService;
-use tonic::transport::Server;
 use tonic::transport::server::TcpIncoming;
 use tracing::info;
 
@@ -93,8 +92,8 @@ pub async fn serve(
         coordinators = %config.coordinators.join(","),
         "agent serving"
     );
-    let serving = [<AgentServer<AgentService> as NamedService>::NAME];
-    with_health_and_reflection(&mut Server::builder(), &serving)
+    let services = [<AgentServer<AgentService> as NamedService>::NAME];
+    with_health_and_reflection(&mut serving::builder(), &services)
         .await?
         .add_service(
             AgentServer::new(AgentService::new(agent))

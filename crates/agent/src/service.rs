@@ -186,16 +186,17 @@ impl AgentRpc for AgentService {
         let request = request.into_inner();
         check_name("database", &request.database)?;
         check_name("table", &request.table)?;
-        match self.agent.resolve_table(&request.database, &request.table) {
-            Ok(resolved) => Ok(Response::new(ResolveTableResponse {
-                database: resolved.schema.database.clone(),
-                table: resolved.schema.name.clone(),
-                schema: Some(leasehold::catalog::table_message(&resolved.schema, resolved.schema.ttl)),
-                version: resolved.version,
-                valid_for_ms: self.agent.valid_for(resolved.valid_until).as_millis() as i64,
-            })),
-            Err(error) => Err(status_of(&error)),
-        }
+        self.agent
+            .with_table(&request.database, &request.table, |resolved| {
+                Response::new(ResolveTableResponse {
+                    database: resolved.schema.database.clone(),
+                    table: resolved.schema.name.clone(),
+                    schema: Some(leasehold::catalog::table_message(resolved.schema, resolved.schema.ttl)),
+                    version: resolved.version,
+                    valid_for_ms: self.agent.valid_for(resolved.valid_until).as_millis() as i64,
+                })
+            })
+            .map_err(|error| status_of(&error))
     }
 
     async fn get_ownership(

@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use leasehold::serving::with_health_and_reflection;
+use leasehold::serving::{self, with_health_and_reflection};
 use leasehold::v1::assignments_server::AssignmentsServer;
 use leasehold::v1::catalog_server::CatalogServer;
 use leasehold::v1::cluster_server::ClusterServer;
@@ -17,7 +17,6 @@ use leasehold_store::{MigrationSet, Store, StoreError, new_incarnation};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tonic::server::NamedService;
-use tonic::transport::Server;
 use tonic::transport::server::TcpIncoming;
 use tracing::{info, warn};
 
@@ -191,11 +190,11 @@ pub async fn run(config: CoordinatorConfig, listeners: Listeners, shutdown: Canc
     let cluster = ClusterServer::new(ClusterService::new(ha.clone(), shutdown.clone()))
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
-    let mut server = Server::builder()
+    let mut server = serving::builder()
         .timeout(REQUEST_TIMEOUT)
         .concurrency_limit_per_connection(CONCURRENCY_PER_CONNECTION)
         .tcp_nodelay(true);
-    let serving = [
+    let services = [
         <ClusterServer<ClusterService> as NamedService>::NAME,
         <DataNodesServer<DataNodesService> as NamedService>::NAME,
         <CatalogServer<CatalogService> as NamedService>::NAME,
@@ -203,7 +202,7 @@ pub async fn run(config: CoordinatorConfig, listeners: Listeners, shutdown: Canc
         <AssignmentsServer<AssignmentsService> as NamedService>::NAME,
         <ResourcesServer<ResourcesService> as NamedService>::NAME,
     ];
-    let grpc = with_health_and_reflection(&mut server, &serving)
+    let grpc = with_health_and_reflection(&mut server, &services)
         .await?
         .add_service(cluster)
         .add_service(data_nodes)
