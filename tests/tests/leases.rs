@@ -694,3 +694,42 @@ async fn an_agent_falls_back_to_unary_heartbeats_against_a_coordinator_without_k
     assert!(counter(&later, UNARY_HEARTBEATS) >= counter(&first, UNARY_HEARTBEATS) + 4, "{later}");
     assert!(lab.agent("dn1").is(AgentLeaseState::Normal).await);
 }
+
+/// A change that holds the publication lock for 5 s (a slow DDL, say) holds up no heartbeat:
+/// heartbeats take only the short state lock, never the publication mutex, the store or a DDL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn heartbeats_go_on_while_a_change_holds_the_publication_lock() {
+    let _serial = serial().await;
+    let env = [("LEASEHOLD_FAILPOINTS", "publish::holding-lock=1*return(5000)")];
+    let lab = Lab::start(BIN, Kind::Sqlite, 1, &env, &[("dn1", &[]), ("dn2", &[])]).await.unwrap();
+    let leader = lab.cluster.node("c1").grpc.clone();
+    phase("a barrier takes the publication lock and is held there for 5 s");
+    let held_at = Instant::now();
+    let barrier_task = {
+        let (leader, lease) = (leader.clone(), lab.lease);
+        tokio::spawn(async move { barrier(&leader, &lease).await })
+    };
+    lab.cluster.node("c1").wait_events("failpoint reached: pausing", 1, Duration::from_secs(10)).await;
+    let mut samples = 0;
+    let mut longest_silence = 0;
+    while held_at.elapsed() < Duration::from_millis(4500) {
+        let listed =
+            data_nodes(&leader, &lab.lease).list_data_nodes(ListDataNodesRequest {}).await.unwrap().into_inner();
+        for node in listed.nodes.iter().filter(|node| node.registered) {
+            longest_silence = longest_silence.max(node.silent_ms);
+        }
+        samples += 1;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    eprintln!("while the lock was held: {samples} samples, longest silence {longest_silence} ms");
+    assert!(samples >= 20, "{samples}");
+    // Heartbeats every second: a node is never silent for much more than one interval.
+    let bound = lab.lease.heartbeat_interval.as_millis() as i64 + 700;
+    assert!(longest_silence < bound, "a heartbeat waited: silent {longest_silence} ms");
+    for agent in &lab.agents {
+        assert!(agent.is(AgentLeaseState::Normal).await);
+    }
+    let answer = barrier_task.await.unwrap().expect("the barrier returns once released");
+    assert!(held_at.elapsed() >= Duration::from_millis(5000), "the failpoint held the change");
+    assert_eq!(answer.acknowledged.len(), 2, "{answer:?}");
+}

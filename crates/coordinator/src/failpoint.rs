@@ -41,6 +41,10 @@ pub const ASSIGN_AFTER_REVOKE: &str = "assign::after-revoke";
 /// Where opening a change's transaction fails, as a store outage would.
 pub const BEGIN_FAILS: &str = "store::begin-fails";
 
+/// Where a change may be held with the publication lock taken, before its transaction begins
+/// (`return(MS)`).
+pub const HOLDING_PUBLICATION_LOCK: &str = "publish::holding-lock";
+
 /// Where a coordinator answers KeepAlive UNIMPLEMENTED, as one of an older version would.
 pub const KEEP_ALIVE_UNIMPLEMENTED: &str = "datanodes::keep-alive-unimplemented";
 

@@ -19,6 +19,9 @@ impl MetadataLeader {
         if self.state_token.is_cancelled() {
             return Err(MetadataError::TermEnded { term: self.identity.term });
         }
+        // Holds the publication lock, outside any transaction (so renewals go on): what a slow
+        // change looks like to the heartbeats, which must never wait for it.
+        crate::failpoint::pause(crate::failpoint::HOLDING_PUBLICATION_LOCK).await;
         if crate::failpoint::armed(crate::failpoint::BEGIN_FAILS) {
             return Err(MetadataError::Store(StoreError::Timeout { op: "begin", after: Duration::ZERO }));
         }
