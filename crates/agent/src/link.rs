@@ -110,11 +110,6 @@ impl CoordinatorLink {
         Self { endpoints, current: 0, timeout, channels: BTreeMap::new(), renewals: None, unary_only: BTreeSet::new() }
     }
 
-    /// Whether heartbeats go on a KeepAlive stream to `endpoint` now.
-    pub fn streaming_to(&self, endpoint: &str) -> bool {
-        self.renewals.as_ref().is_some_and(|renewals| renewals.endpoint == endpoint)
-    }
-
     /// One heartbeat: on the KeepAlive stream when the current endpoint has one (opened here
     /// when needed), otherwise as a unary call. A `resync` answer is followed at once by the
     /// unary call that carries the snapshot.

@@ -167,7 +167,9 @@ async fn start_agents(client: leasehold::Client, agents: Vec<(String, String)>) 
         Ok(_) | Err(leasehold::ClientError::Status(_)) => {}
         Err(error) => tracing::warn!(%error, "could not create the agents' resource group"),
     }
-    remove(&client, &agents).await;
+    if tokio::time::timeout(STOP_WAIT, remove(&client, &agents)).await.is_err() {
+        tracing::warn!("rows an earlier run left were not all cleaned up in time; creating the agents anyway");
+    }
     for (id, address) in &agents {
         let request = CreateResourceRequest {
             id: id.clone(),

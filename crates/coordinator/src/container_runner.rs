@@ -13,7 +13,6 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use leasehold_core::keeper::ResourceState;
 use leasehold_store::{GroupRow, ResourceRow, Store, StoreError};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
@@ -76,7 +75,7 @@ impl ContainerRunner {
             let Some(container) = self.containers.get(&row.container) else { continue };
             let outcome = if row.start_pending() {
                 self.start(container.as_ref(), row, &groups).await
-            } else if row.state == ResourceState::Cleaning && !row.stopped {
+            } else if row.stop_pending() {
                 self.stop(container.as_ref(), row).await
             } else {
                 Ok(())

@@ -99,7 +99,7 @@ impl DataNodes for DataNodesService {
                 let Ok(Some(message)) = message else { return };
                 let started = std::time::Instant::now();
                 let answer = keep_alive_answer(&leader, &ha, message);
-                metrics::heartbeat(answer.as_ref().map_or("refused", |_| "granted"), started.elapsed());
+                metrics::heartbeat(answer.is_ok(), started.elapsed());
                 let refused = answer.is_err();
                 if answers.send(answer).await.is_err() || refused {
                     return;
@@ -159,7 +159,7 @@ impl DataNodes for DataNodesService {
             let leader = self.leader()?;
             Ok(Response::new(leader.heartbeat(request, || self.ha.grants_until())?))
         })();
-        metrics::heartbeat(result.as_ref().map_or("refused", |_| "granted"), started.elapsed());
+        metrics::heartbeat(result.is_ok(), started.elapsed());
         metrics::record("Heartbeat", result)
     }
 

@@ -130,6 +130,9 @@ pub fn describe() {
         counter!(KEEPER_RESTARTS, "outcome" => outcome).absolute(0);
     }
     counter!(KEEPER_CLEANUPS).absolute(0);
+    for reason in ["unknown_container", "opted_out"] {
+        counter!(KEEPER_WARNED, "reason" => reason).absolute(0);
+    }
     counter!(KEEPER_PROVISIONED).absolute(0);
 }
 
@@ -270,11 +273,12 @@ fn heartbeat_metrics() -> &'static HeartbeatMetrics {
     })
 }
 
-pub(crate) fn heartbeat(result: &'static str, took: Duration) {
+pub(crate) fn heartbeat(granted: bool, took: Duration) {
     let handles = heartbeat_metrics();
-    match result {
-        "granted" => handles.granted.increment(1),
-        _ => handles.refused.increment(1),
+    if granted {
+        handles.granted.increment(1)
+    } else {
+        handles.refused.increment(1)
     }
     handles.seconds.record(took.as_secs_f64());
 }

@@ -124,7 +124,7 @@ impl ResourceKeeper {
             .iter()
             .filter(|row| {
                 let start = row.start_pending() && self.has_runner(row);
-                start || (row.state == ResourceState::Cleaning && self.awaits_stop(row))
+                start || self.awaits_stop(row)
             })
             .map(|row| row.id.clone())
             .collect()
@@ -137,7 +137,7 @@ impl ResourceKeeper {
 
     /// Whether a cleaning resource still waits for its container's coordinator to stop it.
     fn awaits_stop(&self, row: &ResourceRow) -> bool {
-        !row.stopped && self.has_runner(row)
+        row.stop_pending() && self.has_runner(row)
     }
 
     async fn act(

@@ -180,9 +180,7 @@ impl Resources for ResourcesService {
             let id = request.into_inner().id;
             name("id", &id)?;
             let leader = self.leader()?;
-            let (_, rows) = leader.resources().await?;
-            let row =
-                rows.into_iter().find(|row| row.id == id).ok_or(MetadataError::NoSuchResource { resource: id })?;
+            let row = leader.resource(&id).await?.ok_or(MetadataError::NoSuchResource { resource: id })?;
             Ok(Response::new(self.message(row, &leader.live_resources())))
         }
         .await;

@@ -326,7 +326,7 @@ impl Keeper {
 }
 
 /// The longest a resource, group or container name may be.
-pub const MAX_NAME_LEN: usize = 64;
+pub const MAX_NAME_LEN: usize = crate::name::MAX_ID_LEN;
 /// The most properties one resource or group may carry, and the longest key and value.
 pub const MAX_PROPERTIES: usize = 64;
 /// The longest property value.
@@ -337,12 +337,9 @@ pub const MAX_MIN_MEMBERS: u32 = 10_000;
 /// Checks a resource id, group or container name: `[A-Za-z0-9][A-Za-z0-9_.-]{0,63}`, so that
 /// it is a valid node id and safe in a file name and a command line.
 pub fn validate_resource_name(field: &str, name: &str) -> Result<(), String> {
-    let valid_first = name.chars().next().is_some_and(|c| c.is_ascii_alphanumeric());
-    let valid_rest = name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
-    if name.is_empty() || name.len() > MAX_NAME_LEN || !valid_first || !valid_rest {
-        return Err(format!(
-            "{field}: {name:?} must be 1 to {MAX_NAME_LEN} characters of letters, digits, '_', '.', '-', starting with a letter or digit"
-        ));
+    crate::name::validate_id("name", name).map_err(|error| format!("{field}: {error}"))?;
+    if name.contains(':') {
+        return Err(format!("{field}: {name:?} may not contain ':' (it names a log file and a command-line value)"));
     }
     Ok(())
 }

@@ -69,6 +69,11 @@ impl ResourceRow {
     pub fn start_pending(&self) -> bool {
         self.state == ResourceState::Active && self.attempt_id != self.started_attempt_id
     }
+
+    /// Whether it is being cleaned up and its process has not been stopped yet.
+    pub fn stop_pending(&self) -> bool {
+        self.state == ResourceState::Cleaning && !self.stopped
+    }
 }
 
 /// Properties as one text column: `key=value` lines, with `\` and line breaks in values

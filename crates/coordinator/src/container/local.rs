@@ -200,9 +200,17 @@ fn process_start(pid: u32) -> Option<u64> {
     read_stat(pid).map(|(_, start)| start)
 }
 
-/// This boot's id: a pid and start time recorded before a reboot name no process now.
+/// This boot's id: a pid and start time recorded before a reboot name no process now. Read
+/// once: a stop checks liveness every few milliseconds.
 fn boot_id() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/random/boot_id").map(|id| id.trim().to_owned()).unwrap_or_default()
+    static BOOT_ID: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    BOOT_ID
+        .get_or_init(|| {
+            std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
+                .map(|id| id.trim().to_owned())
+                .unwrap_or_default()
+        })
+        .clone()
 }
 
 #[cfg(test)]

@@ -58,12 +58,8 @@ impl MetadataLeader {
             MetadataError::IncarnationRetired { node_id: node_id.to_owned(), incarnation: incarnation.to_owned() }
         })?;
         let mut tx = self.begin_guarded().await?;
-        let resource = if resource_id.is_empty() {
-            None
-        } else {
-            tx.run(async |db| db.get_resource(cluster, resource_id).await).await?
-        };
         if !resource_id.is_empty() {
+            let resource = tx.run(async |db| db.get_resource(cluster, resource_id).await).await?;
             check_resource(resource_id, attempt_id, resource.as_ref())?;
         }
         tx.run(async |db| {

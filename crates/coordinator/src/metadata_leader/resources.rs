@@ -29,6 +29,12 @@ impl MetadataLeader {
         Ok(self.store.run("read clock", async |db| db.now_ms().await).await?)
     }
 
+    /// Resource `id` as stored, if it exists.
+    pub async fn resource(&self, id: &str) -> Result<Option<ResourceRow>, MetadataError> {
+        let cluster = &self.identity.cluster;
+        Ok(self.store.run("get resource", async |db| db.get_resource(cluster, id).await).await?)
+    }
+
     /// Creates a group.
     pub async fn create_group(&self, group: &GroupRow) -> Result<(), MetadataError> {
         let cluster = &self.identity.cluster;
@@ -70,7 +76,7 @@ impl MetadataLeader {
         properties: &BTreeMap<String, String>,
     ) -> Result<ResourceRow, MetadataError> {
         let cluster = &self.identity.cluster;
-        let attempt_id = new_attempt_id();
+        let attempt_id = leasehold_store::new_incarnation();
         let mut tx = self.begin_guarded().await?;
         let groups = tx.run(async |db| db.list_groups(cluster).await).await?;
         let Some(group_row) = groups.iter().find(|row| row.name == group) else {
@@ -94,7 +100,7 @@ impl MetadataLeader {
     /// resource is no longer active.
     pub async fn record_attempt(&self, id: &str, attempts: u32) -> Result<Option<String>, MetadataError> {
         let cluster = &self.identity.cluster;
-        let attempt_id = new_attempt_id();
+        let attempt_id = leasehold_store::new_incarnation();
         let mut tx = self.begin_guarded().await?;
         let recorded = tx.run(async |db| db.record_attempt(cluster, id, attempts, &attempt_id).await).await?;
         tx.commit().await?;
@@ -144,11 +150,4 @@ impl MetadataLeader {
         tx.commit().await?;
         Ok(())
     }
-}
-
-/// A new, random attempt id (16 hex digits).
-fn new_attempt_id() -> String {
-    let mut bytes = [0u8; 8];
-    getrandom::fill(&mut bytes).expect("the OS random source failed");
-    bytes.iter().map(|byte| format!("{byte:02x}")).collect()
 }

@@ -1,5 +1,5 @@
 -- The resource keeper (DESIGN §7): groups of worker processes and the processes (resources)
--- their containers started. Every write is term-guarded, but for the two columns the
+-- their containers started. Every write is term-guarded, but for the columns the
 -- coordinator that runs a local container records (started_attempt_id, process, stopped,
 -- last_error), which are guarded by the attempt id instead: a deposed leader can never ask
 -- for a start, and a superseded attempt's outcome is never recorded.
