@@ -188,13 +188,20 @@ impl ContactTracker {
     /// Records a grant to `key` at `now`; false (and nothing recorded) when `key` is not
     /// registered: such a heartbeat must be refused.
     pub fn record_contact(&mut self, key: &NodeKey, now: MonoTime) -> bool {
-        match self.nodes.get_mut(key) {
-            Some(tracked) if tracked.tombstone_since.is_none() => {
-                tracked.last_contact = Some(tracked.last_contact.map_or(now, |last| last.max(now)));
-                true
-            }
-            _ => false,
+        self.record_beat(key, now, None).is_some()
+    }
+
+    /// Records a heartbeat of `key` at `now` with one lookup: a grant, and with `ack` the
+    /// version its cache holds (never lowering what it acknowledged). The acknowledgement it
+    /// had before, or `None` (nothing recorded) when `key` is not registered.
+    pub fn record_beat(&mut self, key: &NodeKey, now: MonoTime, ack: Option<u64>) -> Option<u64> {
+        let tracked = self.nodes.get_mut(key).filter(|tracked| tracked.tombstone_since.is_none())?;
+        tracked.last_contact = Some(tracked.last_contact.map_or(now, |last| last.max(now)));
+        let before = tracked.acked;
+        if let Some(version) = ack {
+            tracked.acked = before.max(version);
         }
+        Some(before)
     }
 
     /// Records that `key` holds `version` in its cache.

@@ -159,6 +159,7 @@ impl MetadataLeader {
             membership_changed: Notify::new(),
             publications: tokio::sync::Mutex::new(()),
             locks: LockTable::default(),
+            catalog_snapshot: Mutex::new(None),
             resumed: std::sync::atomic::AtomicBool::new(false),
         }))
     }

@@ -124,6 +124,12 @@ pub struct MetadataLeader {
     membership_changed: Notify,
     publications: tokio::sync::Mutex<()>,
     locks: LockTable,
+    /// The catalog's messages at the newest version a resync was answered at, built once per
+    /// version and shared: a fleet resyncing after a store restore does not rebuild a large
+    /// catalog under the state lock once per agent. (Only publications change the catalog, so
+    /// the version names it; bucket ownership also moves between versions as revokes settle,
+    /// and is small, so it is read fresh.)
+    catalog_snapshot: Mutex<Option<(u64, Arc<Vec<v1::CatalogChange>>)>>,
     /// Set once every procedure an earlier leader left running holds its locks again: until
     /// then a new DDL could take a lock ahead of one of them (see [`Self::accepts_ddl`]).
     resumed: std::sync::atomic::AtomicBool,
@@ -280,15 +286,31 @@ impl MetadataLeader {
             Answer::Changes(changes) => response.changes = changes,
             Answer::Snapshot if carry == Carry::NoSnapshot => response.resync = true,
             Answer::Snapshot => {
+                let catalog = self.catalog_snapshot_at(&state, grant.version);
+                let buckets = buckets::snapshot(&state);
+                drop(state);
+                // The copy into the answer is made outside the state lock.
                 response.snapshot = Some(MetadataSnapshot {
                     store_epoch: self.store_epoch.clone(),
                     version: grant.version,
-                    catalog: leasehold::catalog::snapshot_messages(state.catalog()),
-                    buckets: buckets::snapshot(&state),
-                })
+                    catalog: Vec::clone(&catalog),
+                    buckets,
+                });
             }
         }
         Ok(response)
+    }
+
+    /// The catalog's messages at `version`, the newest, which `state` holds: the shared ones
+    /// when they were built at that version, else built now (once per version) and kept.
+    fn catalog_snapshot_at(&self, state: &Ledger<MetadataChange>, version: u64) -> Arc<Vec<v1::CatalogChange>> {
+        let mut kept = self.catalog_snapshot.lock().expect("snapshot cache poisoned");
+        if let Some((_, catalog)) = kept.as_ref().filter(|(built_at, _)| *built_at == version) {
+            return catalog.clone();
+        }
+        let catalog = Arc::new(leasehold::catalog::snapshot_messages(state.catalog()));
+        *kept = Some((version, catalog.clone()));
+        catalog
     }
 
     /// A term-guarded transaction outside the change log; a refused guard is handled as

@@ -305,27 +305,41 @@ impl<C: Clone> Ledger<C> {
         hold_until: Option<MonoTime>,
         now: MonoTime,
     ) -> Result<Grant<C>, Refusal> {
-        if self.is_retired(beat.key) {
-            return Err(Refusal::Retired);
-        }
-        if !self.tracker.is_registered(beat.key) {
-            return Err(Refusal::NotRegistered);
-        }
-        if hold_until.is_some_and(|until| now >= until) {
-            return Err(Refusal::NotLeading);
-        }
-        self.tracker.record_contact(beat.key, now);
         let current = beat.store_epoch == self.store_epoch && !beat.needs_resync;
+        let leading = hold_until.is_none_or(|until| now < until);
+        // One lookup on the hot path: a registered incarnation is never retired, so the
+        // refusals are told apart only when the beat is refused.
+        let acked_before = if leading {
+            let ack = current.then(|| beat.applied.min(self.version));
+            self.tracker.record_beat(beat.key, now, ack)
+        } else {
+            None
+        };
+        debug_assert!(acked_before.is_none() || !self.is_retired(beat.key), "a registered incarnation is retired");
+        let Some(acked_before) = acked_before else {
+            return Err(if self.is_retired(beat.key) {
+                Refusal::Retired
+            } else if !self.tracker.is_registered(beat.key) {
+                Refusal::NotRegistered
+            } else {
+                Refusal::NotLeading
+            });
+        };
+        // Both sets are empty in a settled cluster: no lookup then.
         if current {
-            self.resyncing.remove(beat.key);
+            if !self.resyncing.is_empty() {
+                self.resyncing.remove(beat.key);
+            }
         } else {
             self.resyncing.insert(beat.key.clone());
         }
-        let acknowledged_more = current && self.record_ack(beat.key, beat.applied);
+        let acknowledged_more = current && beat.applied.min(self.version) > acked_before;
         let refused_anew = match beat.refused {
             Some(version) => self.refusals.insert(beat.key.clone(), version) != Some(version),
             None => {
-                self.refusals.remove(beat.key);
+                if !self.refusals.is_empty() {
+                    self.refusals.remove(beat.key);
+                }
                 false
             }
         };
