@@ -30,7 +30,10 @@ pub fn builder() -> Server {
 
 /// `server` with health and reflection added; `serving` names the services to report as
 /// serving (each one's `NamedService::NAME`).
-pub async fn with_health_and_reflection(server: &mut Server, serving: &[&str]) -> Result<Router, ReflectionError> {
+pub async fn with_health_and_reflection<L: Clone>(
+    server: &mut Server<L>,
+    serving: &[&str],
+) -> Result<Router<L>, ReflectionError> {
     let (health, health_service) = tonic_health::server::health_reporter();
     for name in serving {
         health.set_service_status(*name, ServingStatus::Serving).await;

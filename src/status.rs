@@ -67,6 +67,9 @@ pub mod reason {
     pub const SUPERSEDED_ATTEMPT: &str = "SUPERSEDED_ATTEMPT";
     /// The resource is being cleaned up: its data node may not register.
     pub const RESOURCE_CLEANING: &str = "RESOURCE_CLEANING";
+    /// The coordinator is at its limit of calls in flight and shed this one: retry with
+    /// backoff. Lease renewals are never shed.
+    pub const OVERLOADED: &str = "OVERLOADED";
 }
 
 /// Builds a status whose details carry an `ErrorInfo` with our domain and `reason`.

@@ -15,12 +15,14 @@
 //! - [`resource_keeper`]: the leader's loop that restarts dead resources and fills groups;
 //!   [`container_runner`]: starts and stops this host's processes; [`resources_service`]:
 //!   `leasehold.v1.Resources`.
+//! - [`admission`]: the shared budget of calls in flight; lease renewals bypass it.
 //! - [`status`]: errors to gRPC statuses with stable `ErrorInfo` reasons, in one place.
 //! - [`config`]: the configuration tree and its validation.
 //! - [`container`]: what starts and stops the resource keeper's processes (`local`, `external`).
 //! - [`metrics`]: metric names and helpers; [`http`]: the `/metrics` endpoint.
 //! - [`failpoint`]: fault-injection points for tests (compiled in with `failpoints`).
 
+pub mod admission;
 mod assigner;
 pub mod assignments_service;
 pub mod catalog_service;

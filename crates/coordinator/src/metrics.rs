@@ -78,6 +78,8 @@ pub const KEEPER_PROVISIONED: &str = "leasehold_keeper_provisioned_total";
 pub const KEEPER_WARNED: &str = "leasehold_keeper_warned_total";
 /// Time one keeper pass took.
 pub const KEEPER_PASS_SECONDS: &str = "leasehold_keeper_pass_duration_seconds";
+/// Calls shed because the budget of calls in flight was spent (renewals are never shed).
+pub const CALLS_SHED: &str = "leasehold_grpc_calls_shed_total";
 /// gRPC requests handled, by method and code.
 pub const GRPC_REQUESTS: &str = "leasehold_grpc_requests_total";
 
@@ -107,6 +109,7 @@ pub fn describe() {
         "Lease release notices by result (sent, failed, no_successor, woken, ignored)"
     );
     describe_counter!(GRPC_REQUESTS, "gRPC requests handled by method and code");
+    describe_counter!(CALLS_SHED, "Calls shed at the limit of calls in flight (lease renewals are never shed)");
     describe_gauge!(DATA_NODES, "Data nodes registered with this leader");
     describe_counter!(DATA_NODES_EVICTED, "Data-node incarnations evicted after datanodes.evict-after of silence");
     describe_counter!(HEARTBEATS, "Data-node heartbeats handled by result (granted, refused)");
@@ -134,6 +137,11 @@ pub fn describe() {
         counter!(KEEPER_WARNED, "reason" => reason).absolute(0);
     }
     counter!(KEEPER_PROVISIONED).absolute(0);
+    counter!(CALLS_SHED).absolute(0);
+}
+
+pub(crate) fn call_shed() {
+    counter!(CALLS_SHED).increment(1);
 }
 
 pub(crate) fn keeper_orphans(count: usize) {

@@ -20,6 +20,7 @@ use tonic::server::NamedService;
 use tonic::transport::server::TcpIncoming;
 use tracing::{info, warn};
 
+use crate::admission::AdmissionLayer;
 use crate::assignments_service::AssignmentsService;
 use crate::catalog_service::{CatalogService, ProceduresService};
 use crate::cluster_service::ClusterService;
@@ -44,6 +45,10 @@ pub const MAX_SNAPSHOT_BYTES: usize = 64 * 1024 * 1024;
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// Concurrent calls per client connection.
 const CONCURRENCY_PER_CONNECTION: usize = 256;
+/// Calls in flight at once across all connections, lease renewals not counted; more are shed
+/// (see [`AdmissionLayer`]). Reads take microseconds and a DDL holds one slot while it waits
+/// for its broadcasts, so this bounds the queue a renewal can find ahead of it, not the work.
+const MAX_CALLS_IN_FLIGHT: usize = 512;
 
 /// Where a coordinator listens. Binding is the caller's job, so tests can bind port 0 and
 /// read the address back.
@@ -193,7 +198,8 @@ pub async fn run(config: CoordinatorConfig, listeners: Listeners, shutdown: Canc
     let mut server = serving::builder()
         .timeout(REQUEST_TIMEOUT)
         .concurrency_limit_per_connection(CONCURRENCY_PER_CONNECTION)
-        .tcp_nodelay(true);
+        .tcp_nodelay(true)
+        .layer(AdmissionLayer::new(MAX_CALLS_IN_FLIGHT));
     let services = [
         <ClusterServer<ClusterService> as NamedService>::NAME,
         <DataNodesServer<DataNodesService> as NamedService>::NAME,
