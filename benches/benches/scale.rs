@@ -94,7 +94,8 @@ async fn renew(
     let mut sequence = 1;
     let first = KeepAliveRequest { sequence, heartbeat: Some(request.clone()) };
     outgoing.try_send(first).expect("an empty channel");
-    let opening = DataNodesClient::new(channel).keep_alive(ReceiverStream::new(requests));
+    let mut client = DataNodesClient::new(channel);
+    let opening = client.keep_alive(ReceiverStream::new(requests));
     let mut answers: Streaming<KeepAliveResponse> = match timeout(Duration::from_secs(30), opening).await {
         Ok(Ok(response)) => response.into_inner(),
         other => panic!("opening a KeepAlive stream: {:?}", other.map(|result| result.map(drop))),
@@ -184,8 +185,9 @@ async fn run(agents: usize, tables: usize, columns: usize, seconds: u64) {
     let url = store.url.clone();
     let mut cluster = TestCluster::new(BIN, store);
     let cluster_name = cluster.cluster.clone();
-    let args = ["--store-timeout", "60s"];
-    cluster.start("c1", &args, &[]).await;
+    // Loading the whole catalog is one store call.
+    let env = [("LEASEHOLD_STORE__CALL_TIMEOUT", "30s")];
+    cluster.start("c1", &[], &env).await;
     cluster.leader(Duration::from_secs(20)).await;
     let address = cluster.node("c1").grpc.clone();
 
@@ -217,7 +219,7 @@ async fn run(agents: usize, tables: usize, columns: usize, seconds: u64) {
     seed(&url, &cluster_name, tables).await;
     let seeded_in = seeding.elapsed();
     let loading = Instant::now();
-    cluster.restart_in_place("c1", &args).await;
+    cluster.restart_in_place("c1", &env).await;
     cluster.leader(Duration::from_secs(120)).await;
     let loaded_in = loading.elapsed();
     let pid = cluster.node("c1").pid();
