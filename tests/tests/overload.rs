@@ -89,7 +89,7 @@ async fn a_flood_of_reads_ddl_and_registrations_expires_no_healthy_lease() {
                         outcomes.count(timeout(CALL_DEADLINE, catalog.get_table(request)).await);
                     }
                     1 => {
-                        let request = ListTablesRequest { database: "flood".into(), ..Default::default() };
+                        let request = ListTablesRequest { database: "flood".into() };
                         outcomes.count(timeout(CALL_DEADLINE, catalog.list_tables(request)).await);
                     }
                     _ => outcomes
@@ -98,8 +98,8 @@ async fn a_flood_of_reads_ddl_and_registrations_expires_no_healthy_lease() {
             }
         });
     }
-    for client in 0..4 {
-        let (mut catalog, outcomes) = (CatalogClient::new(connections[client].clone()), outcomes.clone());
+    for (client, connection) in connections.iter().take(4).enumerate() {
+        let (mut catalog, outcomes) = (CatalogClient::new(connection.clone()), outcomes.clone());
         flood.spawn(async move {
             let table = format!("ddl{client}");
             while Instant::now() < until {
@@ -109,8 +109,8 @@ async fn a_flood_of_reads_ddl_and_registrations_expires_no_healthy_lease() {
             }
         });
     }
-    for registrant in 0..8 {
-        let (mut nodes, outcomes) = (DataNodesClient::new(connections[registrant].clone()), outcomes.clone());
+    for (registrant, connection) in connections.iter().take(8).enumerate() {
+        let (mut nodes, outcomes) = (DataNodesClient::new(connection.clone()), outcomes.clone());
         flood.spawn(async move {
             let mut round = 0;
             while Instant::now() < until {
