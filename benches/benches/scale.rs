@@ -40,6 +40,7 @@ use leasehold::v1::{
 };
 use leasehold_benches::fleet::{Fleet, MockAgents, cpu_seconds, rss_bytes};
 use leasehold_benches::{Samples, env_or, micros};
+use leasehold_core::timing::{default_renew_interval, default_store_timeout};
 use leasehold_store::{Store, StoreOptions, StoredObject, WriteGuard};
 use leasehold_tests::{TestCluster, TestStore};
 use prost::Message;
@@ -184,6 +185,11 @@ async fn run(agents: usize, tables: usize, columns: usize, seconds: u64) {
     let store = TestStore::sqlite();
     let url = store.url.clone();
     let mut cluster = TestCluster::new(BIN, store);
+    // The coordinator lease at its production defaults, not the tests' short ones.
+    let lease_ttl = Duration::from_secs(6);
+    cluster.timings.lease_ttl = lease_ttl;
+    cluster.timings.renew_interval = default_renew_interval(lease_ttl);
+    cluster.timings.store_timeout = default_store_timeout(lease_ttl);
     let cluster_name = cluster.cluster.clone();
     // Loading the whole catalog is one store call.
     let env = [("LEASEHOLD_STORE__CALL_TIMEOUT", "30s")];
@@ -194,7 +200,15 @@ async fn run(agents: usize, tables: usize, columns: usize, seconds: u64) {
     // The template: one table of `columns` columns, by DDL.
     let mut catalog = CatalogClient::new(Endpoint::from_shared(format!("http://{address}")).unwrap().connect_lazy());
     let database = CreateDatabaseRequest { name: "scale".into(), ..Default::default() };
-    catalog.create_database(database).await.expect("create database");
+    // The new leader answers UNAVAILABLE until it has loaded its state.
+    let started = Instant::now();
+    while let Err(status) = catalog.create_database(database.clone()).await {
+        assert!(
+            status.code() == tonic::Code::Unavailable && started.elapsed() < Duration::from_secs(30),
+            "create database: {status:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let definitions = (0..columns)
         .map(|index| ColumnDefinition {
             name: if index == 0 { "time".into() } else { format!("c{index}") },
