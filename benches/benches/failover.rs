@@ -98,7 +98,10 @@ struct Stages {
 
 impl Stages {
     const OLD: [(&'static str, &'static str); 4] = [
-        ("signal handled", "shutting down: stepping down, releasing the lease, draining requests (signal again to stop at once)"),
+        (
+            "signal handled",
+            "shutting down: stepping down, releasing the lease, draining requests (signal again to stop at once)",
+        ),
         ("stepped down", "stepped down"),
         ("lease released (commit)", "released the lease so that a successor can take over at once"),
         ("successor told (answer)", "told the successor that the lease is free"),
@@ -118,12 +121,7 @@ impl Stages {
         let stages = Self::OLD.iter().map(|stage| (old, stage)).chain(Self::NEW.iter().map(|stage| (new, stage)));
         for (index, (node, (_, message))) in stages.enumerate() {
             // The first such event after the signal: the successor may have logged earlier ones.
-            let at = node
-                .events(message)
-                .iter()
-                .filter_map(logged_at)
-                .filter(|at| *at >= signalled)
-                .min();
+            let at = node.events(message).iter().filter_map(logged_at).filter(|at| *at >= signalled).min();
             if let Some(at) = at {
                 self.samples[index].push(at.duration_since(signalled).unwrap_or_default());
             }

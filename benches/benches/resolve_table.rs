@@ -234,7 +234,9 @@ fn readers(setup: &Setup) {
         }
     }
     println!("\nreaders on {cores} cores: {rounds} rounds of {} ms per row, medians", duration.as_millis());
-    println!("| case | readers | calls/s, all readers | cores the readers got | CPU ns per call | ratio to baseline | ratio to 1 reader |");
+    println!(
+        "| case | readers | calls/s, all readers | cores the readers got | CPU ns per call | ratio to baseline | ratio to 1 reader |"
+    );
     println!("| --- | ---: | ---: | ---: | ---: | ---: | ---: |");
     let cpu_per_call = |run: &ReadersRun| run.cpu.as_secs_f64() * 1e9 / run.calls as f64;
     for (k, (name, _)) in kinds.iter().enumerate() {
