@@ -160,6 +160,9 @@ fn resolve_table(c: &mut Criterion, setup: &Setup) {
     group.finish();
 }
 
+/// One read, shared by the reader threads.
+type Read = Arc<dyn Fn() + Send + Sync>;
+
 /// What `threads` readers did in one timed run: calls, and CPU time, summed over the threads.
 #[derive(Debug, Clone, Copy)]
 struct ReadersRun {
@@ -169,7 +172,7 @@ struct ReadersRun {
 }
 
 /// Runs `read` on `threads` threads for `duration`, all started together, counting every call.
-fn run_readers(threads: usize, duration: Duration, read: &Arc<dyn Fn() + Send + Sync>) -> ReadersRun {
+fn run_readers(threads: usize, duration: Duration, read: &Read) -> ReadersRun {
     let stop = Arc::new(AtomicBool::new(false));
     let start = Arc::new(Barrier::new(threads + 1));
     let totals = Arc::new(Mutex::new((0u64, Duration::ZERO)));
@@ -216,7 +219,7 @@ fn readers(setup: &Setup) {
     let cores = std::thread::available_parallelism().map_or(1, |cores| cores.get());
     let map = Arc::new(lookup_map());
     let valid = setup.valid.clone();
-    let kinds: Vec<(&str, Arc<dyn Fn() + Send + Sync>)> = vec![
+    let kinds: Vec<(&str, Read)> = vec![
         ("baseline: nested BTreeMap lookup", Arc::new(move || baseline(&map))),
         ("with_table, valid lease", {
             let valid = valid.clone();
