@@ -300,7 +300,7 @@ impl Ha {
             // only the notice itself is left once it has; the notice is still sent only after
             // the commit (docs/PROTOCOL.md, "The handoff notice").
             let (released, notice) =
-                tokio::join!(session.run("release lease", async |db| db.release(&guard).await), self.prepare_notice(),);
+                tokio::join!(session.run("release lease", async |db| db.release(&guard).await), self.prepare_notice());
             match released {
                 Ok(true) => {
                     info!(term, "released the lease so that a successor can take over at once");
