@@ -62,3 +62,27 @@ async fn a_sigtermed_leader_hands_over_to_the_top_candidate_well_within_one_poll
     cluster.node_mut("c1").wait_exit(Duration::from_secs(10)).await;
     cluster.terms_from_logs();
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_sigtermed_leader_without_a_live_candidate_still_releases_and_tells_nobody() {
+    const RELEASED: &str = "released the lease so that a successor can take over at once";
+    const NOBODY: &str = "no live candidate to hand the lease over to";
+    let _serial = serial().await;
+    let mut cluster = TestCluster::new(BIN, TestStore::sqlite());
+
+    phase("c1 starts alone and leads");
+    cluster.start("c1", &[], &[]).await;
+    let (first, _) = cluster.leader(ELECTION).await;
+    assert_eq!(first, "c1");
+
+    // The successor is looked up while the release commits: finding none must neither hold
+    // the release back nor send a notice.
+    phase("SIGTERM c1: it releases the lease, finds no candidate and exits");
+    cluster.node("c1").terminate();
+    let exit = cluster.node_mut("c1").wait_exit(Duration::from_secs(10)).await;
+    assert!(exit.is_some(), "c1 did not exit within 10 s of SIGTERM");
+    let node = cluster.node("c1");
+    assert_eq!(node.events(RELEASED).len(), 1, "{}", node.output());
+    assert_eq!(node.events(NOBODY).len(), 1, "{}", node.output());
+    assert!(node.events(TOLD).is_empty(), "a notice was sent with no candidate alive");
+}

@@ -296,10 +296,15 @@ impl Ha {
         };
         self.step_down(term, reason);
         if reason.releases_lease() {
-            match session.run("release lease", async |db| db.release(&guard).await).await {
+            // The successor is looked up and connected to while the release commits, so that
+            // only the notice itself is left once it has; the notice is still sent only after
+            // the commit (docs/PROTOCOL.md, "The handoff notice").
+            let (released, notice) =
+                tokio::join!(session.run("release lease", async |db| db.release(&guard).await), self.prepare_notice());
+            match released {
                 Ok(true) => {
                     info!(term, "released the lease so that a successor can take over at once");
-                    self.tell_successor(term).await;
+                    self.tell_successor(term, notice).await;
                 }
                 Ok(false) => info!(term, "the lease had already expired or moved on; nothing to release"),
                 Err(error) => {

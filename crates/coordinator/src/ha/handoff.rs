@@ -7,55 +7,87 @@
 
 use leasehold::v1::LeaseReleasedRequest;
 use leasehold::v1::cluster_client::ClusterClient;
-use tonic::transport::Endpoint;
+use tonic::transport::{Channel, Endpoint};
 
 use super::registry::registry_entries;
 use super::*;
 
+/// The notice a leaving leader prepared while its release committed.
+pub(super) enum Notice {
+    /// The successor, and a connection to it that is already open.
+    Ready { successor: String, client: ClusterClient<Channel> },
+    /// The registry shows no live candidate.
+    NoSuccessor,
+    /// The registry could not be read or the successor not reached.
+    Failed(String),
+}
+
 impl Ha {
-    /// Tells the live candidate ranked first (by the election's own ranking) that this node
-    /// released `term`. Only that one: a lower-ranked candidate woken early would acquire
-    /// before the one priority prefers. Best effort, bounded by one poll interval, after which
-    /// every follower would have read the lease anyway.
-    pub(super) async fn tell_successor(&self, term: u64) {
+    /// Finds the live candidate ranked first (by the election's own ranking) and opens a
+    /// connection to it, without telling it anything yet: this runs while the release commits,
+    /// so that only the notice itself is left once it has. Only that one candidate: a
+    /// lower-ranked one woken early would acquire before the one priority prefers. Bounded by
+    /// one poll interval, after which every follower would have read the lease anyway.
+    pub(super) async fn prepare_notice(&self) -> Notice {
         let settings = &self.inner.settings;
-        let list = match self.inner.ha_store.run("list nodes", async |db| db.list_nodes(&settings.cluster).await).await
-        {
-            Ok(list) => list,
-            Err(error) => {
-                metrics::store_error("list nodes");
+        let prepare = async {
+            let list =
+                match self.inner.ha_store.run("list nodes", async |db| db.list_nodes(&settings.cluster).await).await {
+                    Ok(list) => list,
+                    Err(error) => {
+                        metrics::store_error("list nodes");
+                        return Notice::Failed(format!("could not read the registry: {error}"));
+                    }
+                };
+            let next =
+                successor(registry_entries(&list), list.store_now_ms, settings.timings.lease_ttl, &settings.node_id);
+            let Some(next) = next else { return Notice::NoSuccessor };
+            let successor = next.node_id.to_owned();
+            let address = list.nodes.iter().find(|node| node.node_id == successor).map(|node| node.address.as_str());
+            let endpoint = match Endpoint::from_shared(format!("http://{}", address.unwrap_or_default())) {
+                Ok(endpoint) => endpoint.tcp_nodelay(true),
+                Err(error) => return Notice::Failed(format!("{successor}: {error}")),
+            };
+            match endpoint.connect().await {
+                Ok(channel) => Notice::Ready { successor, client: ClusterClient::new(channel) },
+                Err(error) => Notice::Failed(format!("{successor}: {error}")),
+            }
+        };
+        tokio::time::timeout(settings.timings.poll_interval, prepare)
+            .await
+            .unwrap_or_else(|_| Notice::Failed("finding and reaching the successor timed out".into()))
+    }
+
+    /// Tells the successor `notice` found that this node released `term`. Called only once
+    /// the release has committed and this node no longer acts as leader. Best effort, bounded
+    /// by one poll interval.
+    pub(super) async fn tell_successor(&self, term: u64, notice: Notice) {
+        let (successor, mut client) = match notice {
+            Notice::Ready { successor, client } => (successor, client),
+            Notice::NoSuccessor => {
+                metrics::release_notice("no_successor");
+                info!(term, "no live candidate to hand the lease over to");
+                return;
+            }
+            Notice::Failed(error) => {
                 metrics::release_notice("failed");
-                warn!(term, %error, "could not read the registry to find a successor; followers notice the release at their next poll");
+                warn!(term, %error, "could not prepare the notice to a successor; followers notice the release at their next poll");
                 return;
             }
         };
-        let next = successor(registry_entries(&list), list.store_now_ms, settings.timings.lease_ttl, &settings.node_id);
-        let Some(next) = next else {
-            metrics::release_notice("no_successor");
-            info!(term, "no live candidate to hand the lease over to");
-            return;
-        };
-        let address = list.nodes.iter().find(|node| node.node_id == next.node_id).map(|node| node.address.clone());
-        let request = LeaseReleasedRequest { term, from_node_id: settings.node_id.clone() };
-        let notice = async {
-            let endpoint = Endpoint::from_shared(format!("http://{}", address.unwrap_or_default()))
-                .map_err(|error| error.to_string())?
-                .tcp_nodelay(true);
-            let channel = endpoint.connect().await.map_err(|error| error.to_string())?;
-            ClusterClient::new(channel).lease_released(request).await.map_err(|status| status.to_string())
-        };
-        match tokio::time::timeout(settings.timings.poll_interval, notice).await {
+        let request = LeaseReleasedRequest { term, from_node_id: self.inner.settings.node_id.clone() };
+        match tokio::time::timeout(self.inner.settings.timings.poll_interval, client.lease_released(request)).await {
             Ok(Ok(answer)) => {
                 metrics::release_notice("sent");
-                info!(term, successor = %next.node_id, woken = answer.into_inner().woken, "told the successor that the lease is free");
+                info!(term, successor = %successor, woken = answer.into_inner().woken, "told the successor that the lease is free");
             }
-            Ok(Err(error)) => {
+            Ok(Err(status)) => {
                 metrics::release_notice("failed");
-                warn!(term, successor = %next.node_id, %error, "could not tell the successor that the lease is free; it notices at its next poll");
+                warn!(term, successor = %successor, error = %status, "could not tell the successor that the lease is free; it notices at its next poll");
             }
             Err(_) => {
                 metrics::release_notice("failed");
-                warn!(term, successor = %next.node_id, "telling the successor that the lease is free timed out; it notices at its next poll");
+                warn!(term, successor = %successor, "telling the successor that the lease is free timed out; it notices at its next poll");
             }
         }
     }
