@@ -104,11 +104,15 @@ async fn measure(call: Call, channels: &[Channel], count: usize, parallel: usize
                 let answered = match call {
                     Call::Register => {
                         let request = registration(index, &push_address);
-                        timeout(CALL_DEADLINE, DataNodesClient::new(channel).register(request)).await.map(|r| r.map(drop))
+                        timeout(CALL_DEADLINE, DataNodesClient::new(channel).register(request))
+                            .await
+                            .map(|r| r.map(drop))
                     }
-                    Call::GetHaState => timeout(CALL_DEADLINE, ClusterClient::new(channel).get_ha_state(GetHaStateRequest {}))
-                        .await
-                        .map(|r| r.map(drop)),
+                    Call::GetHaState => {
+                        timeout(CALL_DEADLINE, ClusterClient::new(channel).get_ha_state(GetHaStateRequest {}))
+                            .await
+                            .map(|r| r.map(drop))
+                    }
                 };
                 match answered {
                     Ok(Ok(())) => latency.push(at.elapsed()),
@@ -165,11 +169,12 @@ async fn row(kind: Kind, count: usize, conns: usize, parallel: usize) {
     let floor = measure(Call::GetHaState, &channels, count, parallel, &mock).await;
     let registered = measure(Call::Register, &channels, count, parallel, &mock).await;
 
-    let listed = timeout(CALL_DEADLINE, DataNodesClient::new(channels[0].clone()).list_data_nodes(ListDataNodesRequest {}))
-        .await
-        .expect("listing in time")
-        .expect("a listing")
-        .into_inner();
+    let listed =
+        timeout(CALL_DEADLINE, DataNodesClient::new(channels[0].clone()).list_data_nodes(ListDataNodesRequest {}))
+            .await
+            .expect("listing in time")
+            .expect("a listing")
+            .into_inner();
     let visible = listed.nodes.iter().filter(|node| node.registered).count();
     let after = cluster.node("c1").scrape_metrics().await.unwrap_or_default();
     let batches = "leasehold_datanodes_registration_batches_total{result=\"committed\"}";
