@@ -1,5 +1,5 @@
 //! Data-node registrations are group-committed: the registrations that arrive while the
-//! leader is busy are written in one term-guarded transaction, and each is answered as if it
+//! leader is busy are written in one term-guarded transaction per batch, and each is answered as if it
 //! had been written alone. Against the real binary on loopback; a barrier held at the
 //! publication lock by a failpoint makes the registrations queue up behind it, so that the
 //! batch they form is known.
@@ -104,7 +104,7 @@ impl Lab {
     }
 }
 
-async fn many_registrations_commit_in_one_transaction(kind: Kind) {
+async fn many_registrations_commit_in_a_few_transactions(kind: Kind) {
     let _serial = serial().await;
     let Some(lab) = Lab::start(kind).await else { return };
     let before = lab.metrics().await;
@@ -134,18 +134,18 @@ async fn many_registrations_commit_in_one_transaction(kind: Kind) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn many_registrations_commit_in_one_transaction_on_sqlite() {
-    many_registrations_commit_in_one_transaction(Kind::Sqlite).await;
+async fn many_registrations_commit_in_a_few_transactions_on_sqlite() {
+    many_registrations_commit_in_a_few_transactions(Kind::Sqlite).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn many_registrations_commit_in_one_transaction_on_postgres() {
-    many_registrations_commit_in_one_transaction(Kind::Postgres).await;
+async fn many_registrations_commit_in_a_few_transactions_on_postgres() {
+    many_registrations_commit_in_a_few_transactions(Kind::Postgres).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn many_registrations_commit_in_one_transaction_on_mysql() {
-    many_registrations_commit_in_one_transaction(Kind::MySql).await;
+async fn many_registrations_commit_in_a_few_transactions_on_mysql() {
+    many_registrations_commit_in_a_few_transactions(Kind::MySql).await;
 }
 
 /// In one batch: a retired incarnation is refused, a node naming a resource that does not
