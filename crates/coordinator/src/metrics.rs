@@ -28,6 +28,14 @@ pub const HA_RELEASE_NOTICES: &str = "leasehold_ha_release_notices_total";
 pub const HA_REFRESH_SECONDS: &str = "leasehold_ha_registry_refresh_duration_seconds";
 /// Registered data nodes (the leader's view).
 pub const DATA_NODES: &str = "leasehold_datanodes_registered";
+/// Registration batches (one term-guarded transaction each), by result: `committed`, `failed`.
+pub const REGISTRATION_BATCHES: &str = "leasehold_datanodes_registration_batches_total";
+/// Registrations written per committed batch.
+pub const REGISTRATION_BATCH_SIZE: &str = "leasehold_datanodes_registration_batch_size";
+/// Time one registration batch took, from holding the publication lock to its answers.
+pub const REGISTRATION_BATCH_SECONDS: &str = "leasehold_datanodes_registration_batch_duration_seconds";
+/// Registrations waiting for a batch.
+pub const REGISTRATIONS_QUEUED: &str = "leasehold_datanodes_registrations_queued";
 /// Data-node incarnations evicted for silence.
 pub const DATA_NODES_EVICTED: &str = "leasehold_datanodes_evicted_total";
 /// Heartbeats handled by the leader, by result: `granted`, `refused`.
@@ -111,6 +119,13 @@ pub fn describe() {
     describe_counter!(GRPC_REQUESTS, "gRPC requests handled by method and code");
     describe_counter!(CALLS_SHED, "Calls shed at the limit of calls in flight (lease renewals are never shed)");
     describe_gauge!(DATA_NODES, "Data nodes registered with this leader");
+    describe_counter!(
+        REGISTRATION_BATCHES,
+        "Registration batches (one transaction each) by result (committed, failed)"
+    );
+    describe_histogram!(REGISTRATION_BATCH_SIZE, "Registrations written per committed batch");
+    describe_histogram!(REGISTRATION_BATCH_SECONDS, Unit::Seconds, "Time one registration batch took");
+    describe_gauge!(REGISTRATIONS_QUEUED, "Registrations waiting for a batch");
     describe_counter!(DATA_NODES_EVICTED, "Data-node incarnations evicted after datanodes.evict-after of silence");
     describe_counter!(HEARTBEATS, "Data-node heartbeats handled by result (granted, refused)");
     describe_histogram!(HEARTBEAT_SECONDS, Unit::Seconds, "Heartbeat handling latency on the leader");
@@ -133,6 +148,9 @@ pub fn describe() {
         counter!(KEEPER_RESTARTS, "outcome" => outcome).absolute(0);
     }
     counter!(KEEPER_CLEANUPS).absolute(0);
+    for result in ["committed", "failed"] {
+        counter!(REGISTRATION_BATCHES, "result" => result).absolute(0);
+    }
     for reason in ["unknown_container", "opted_out"] {
         counter!(KEEPER_WARNED, "reason" => reason).absolute(0);
     }
@@ -258,6 +276,18 @@ pub(crate) fn buckets_owned(pool: &str, node: &str, count: usize) {
 
 pub(crate) fn data_nodes_registered(count: usize) {
     gauge!(DATA_NODES).set(count as f64);
+}
+
+pub(crate) fn registration_batch(committed: bool, size: usize, took: Duration) {
+    counter!(REGISTRATION_BATCHES, "result" => if committed { "committed" } else { "failed" }).increment(1);
+    if committed {
+        histogram!(REGISTRATION_BATCH_SIZE).record(size as f64);
+    }
+    histogram!(REGISTRATION_BATCH_SECONDS).record(took.as_secs_f64());
+}
+
+pub(crate) fn registrations_queued(count: usize) {
+    gauge!(REGISTRATIONS_QUEUED).set(count as f64);
 }
 
 pub(crate) fn data_nodes_evicted(count: usize) {

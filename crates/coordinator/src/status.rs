@@ -120,6 +120,7 @@ impl ServiceError for HaError {
 impl ServiceError for MetadataError {
     fn code(&self) -> Code {
         match self {
+            MetadataError::Batch(cause) => cause.code(),
             MetadataError::TermEnded { .. } | MetadataError::StaleTerm { .. } | MetadataError::Store(_) => {
                 Code::Unavailable
             }
@@ -140,6 +141,7 @@ impl ServiceError for MetadataError {
 
     fn reason(&self) -> Option<&'static str> {
         match self {
+            MetadataError::Batch(cause) => cause.reason(),
             MetadataError::TermEnded { .. } => Some(reason::NOT_LEADER),
             MetadataError::NotRegistered { .. } => Some(reason::NOT_REGISTERED),
             MetadataError::IncarnationRetired { .. } => Some(reason::INCARNATION_RETIRED),
@@ -161,6 +163,7 @@ impl ServiceError for MetadataError {
 
     fn metadata(&self) -> Vec<(&'static str, String)> {
         match self {
+            MetadataError::Batch(cause) => cause.metadata(),
             MetadataError::StaleTerm { term } => vec![("term", term.to_string())],
             MetadataError::SupersededAttempt { latest, .. } => vec![("latest_attempt", latest.clone())],
             _ => Vec::new(),

@@ -37,6 +37,10 @@ pub enum MetadataError {
     /// The store failed.
     #[error(transparent)]
     Store(StoreError),
+    /// A batch of registrations failed as a whole (the store failed, or refused the term's
+    /// guard): every registration of the batch gets the one cause, and none was applied.
+    #[error(transparent)]
+    Batch(std::sync::Arc<MetadataError>),
     /// A change would put an object into a database that is not there; nothing was written.
     #[error(transparent)]
     Orphaned(leasehold_core::catalog::Orphaned),

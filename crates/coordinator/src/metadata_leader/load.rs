@@ -158,6 +158,7 @@ impl MetadataLeader {
             acks: Notify::new(),
             membership_changed: Notify::new(),
             publications: tokio::sync::Mutex::new(()),
+            registrations: Default::default(),
             locks: LockTable::default(),
             catalog_snapshot: Mutex::new(None),
             resumed: std::sync::atomic::AtomicBool::new(false),

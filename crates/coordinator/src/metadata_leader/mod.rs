@@ -42,7 +42,7 @@ pub use buckets::{PassReport, PoolView};
 pub use change_tx::ChangeTx;
 pub use error::MetadataError;
 pub(crate) use load::load_catalog;
-pub use registry::Registration;
+pub use registry::{MAX_REGISTRATION_BATCH, Registration};
 
 /// The cluster setting holding the fence duration agents are granted now (ms).
 pub const FENCE_SETTING: &str = "lease_fence_ms";
@@ -123,6 +123,8 @@ pub struct MetadataLeader {
     /// Woken when a data node registers or is put to rest: the assigner runs a pass.
     membership_changed: Notify,
     publications: tokio::sync::Mutex<()>,
+    /// Registrations waiting to be written in the next batch (see [`registry`]).
+    registrations: registry::RegistrationQueue,
     locks: LockTable,
     /// The catalog's messages at the newest version a resync was answered at, built once per
     /// version and shared: a fleet resyncing after a store restore does not rebuild a large
