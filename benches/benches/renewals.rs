@@ -1,31 +1,64 @@
-//! Lease renewals, closed loop, in the shape of etcd's `benchmark lease-keepalive`: `conns`
-//! HTTP/2 connections carry `streams` simulated agents in all (etcd's `--conns` and
-//! `--clients`), each renewing as fast as its answers come back. Three modes, measured one
-//! after the other for every row and repeat, against one coordinator (SQLite, default timings)
-//! on the same connections:
+//! Lease renewals side by side with etcd, in the shape of etcd's `benchmark lease-keepalive`:
+//! `conns` HTTP/2 connections carry `streams` simulated agents in all (etcd's `--conns` and
+//! `--clients`). Against one coordinator (SQLite, default timings) on the same connections:
 //!
 //! - **Heartbeat**: the unary call, one HTTP/2 stream per renewal;
 //! - **KeepAlive**: one long-lived stream per agent; send, await the answer echoing that
 //!   sequence number, send the next;
-//! - **GetHaState**: the gRPC floor, a unary call that does no work of its own.
+//! - **GetHaState**: the gRPC floor, a unary call that does no work of its own;
 //!
-//! Per row: operations per second, p50 and p99 latency, and the coordinator's CPU-seconds per
-//! 1000 operations (from `/proc`, over the measured window). The issue gates on server cost, so
-//! the ratios compare operations per coordinator CPU-second: KeepAlive over Heartbeat, and
-//! Heartbeat over GetHaState (1.0 would mean a renewal costs the server no more than the floor).
-//! Ratios are taken within each repeat, then the median of each figure is reported. The load
-//! generator shares the machine with the coordinator, so closed-loop rates compare the client
-//! stacks as much as the server.
+//! and, when an `etcd` executable is on `PATH`, against a private single-member etcd on
+//! loopback (its own temporary data directory, free ports on 127.0.0.1, started under
+//! `timeout -s KILL` so it cannot outlive the run, killed by its pid at the end):
+//!
+//! - **etcd**: etcd's `Lease/LeaseKeepAlive`, `streams` leases granted up front, one keep-alive
+//!   stream per agent over `conns` connections; send a keep-alive for the agent's lease, await
+//!   its answer, send the next.
+//!
+//! Without `etcd` on `PATH` the bench says that etcd was skipped and measures Leasehold alone.
+//!
+//! The etcd client is not the `etcd-client` crate: its release for tonic 0.14 compiles etcd's
+//! protos with whatever `protoc` the machine has, and the build must not depend on that. The
+//! build script instead compiles the Lease service of etcd's own `rpc.proto` (package, names
+//! and field numbers unchanged; `proto/etcdserverpb/lease.proto`) with the vendored protoc and
+//! the workspace's tonic-prost-build, so both servers are driven through the same
+//! tonic/h2/tokio client stack.
+//!
+//! Two loads per row:
+//!
+//! - **closed loop**: every agent renews as soon as its answer arrives, in all four modes;
+//! - **open loop**: `LEASEHOLD_BENCH_RATE` renewals per second in all (default 2000), each of
+//!   the row's `streams` agents renewing every `streams / rate` seconds from a random start
+//!   within its first period, for KeepAlive and etcd. A renewal whose send was held back by
+//!   the answer before it counts its latency from when it was due (no coordinated omission);
+//!   one sent on time counts from its send, so the runtime's 1 ms timer does not count as
+//!   server latency.
+//!
+//! Each measured window reports operations per second, p50 and p99 latency, the server's
+//! CPU-seconds per 1000 operations (from `/proc`, the coordinator's or etcd's) and failures.
+//! Every mode of a row runs once per repeat, in an order that rotates from repeat to repeat,
+//! so Leasehold and etcd are interleaved row by row on the same noisy machine. Ratios are
+//! taken within a repeat, and the median of each figure over the repeats is reported. The
+//! ratios the issue gates on, per row:
+//!
+//! - KeepAlive's operations per server CPU-second over etcd's (target ≥ 3);
+//! - the open-loop p99 of KeepAlive over etcd's (target ≤ 1);
+//! - a unary Heartbeat's server cost over GetHaState's (target ≤ 1.1);
+//! - reported, not gated: closed-loop rates over etcd's (stretch ≥ 1 at one stream, ≥ 2 at
+//!   64 and more), since on shared cores they compare the client stacks as much as the servers.
 //!
 //!   cargo bench -p leasehold-benches --bench renewals
 //!
 //! LEASEHOLD_BENCH_SHAPES sets the rows as `CONNSxSTREAMS` (default `1x1,8x64,8x256,8x1024`);
 //! LEASEHOLD_BENCH_SECONDS the measured seconds per mode (default 8); LEASEHOLD_BENCH_REPEATS
-//! the repeats (default 3). The coordinator admits 200 HTTP/2 streams per connection (hyper's
-//! default), so a row needs `streams / conns ≤ 200`. Loopback only; every call has a deadline,
-//! and the run stops by itself.
+//! the repeats (default 3); LEASEHOLD_BENCH_RATE the open-loop rate (default 2000, 0 for no
+//! open loop). The coordinator admits 200 HTTP/2 streams per connection (hyper's default), so
+//! a row needs `streams / conns ≤ 200`. Loopback only; every call has a deadline, and the run
+//! stops by itself.
 
-use std::time::{Duration, Instant};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
 
 use leasehold::v1::cluster_client::ClusterClient;
 use leasehold::v1::data_nodes_client::DataNodesClient;
@@ -33,28 +66,69 @@ use leasehold::v1::{HeartbeatRequest, HeartbeatResponse, KeepAliveRequest, KeepA
 use leasehold_benches::fleet::{Fleet, MockAgents, cpu_seconds};
 use leasehold_benches::{Samples, env_list, env_or, floor, micros};
 use leasehold_tests::{TestCluster, TestStore};
+use rand::Rng;
+use rustix::process::{Pid, Signal, kill_process};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
-use tokio::time::timeout;
+use tokio::time::{Instant, MissedTickBehavior, timeout};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Status, Streaming};
+
+/// etcd's Lease service, generated by the build script.
+#[allow(clippy::all, clippy::pedantic)]
+mod etcdserverpb {
+    tonic::include_proto!("etcdserverpb");
+}
+
+use etcdserverpb::lease_client::LeaseClient;
+use etcdserverpb::{LeaseGrantRequest, LeaseKeepAliveRequest, LeaseKeepAliveResponse};
 
 const BIN: &str = env!("CARGO_BIN_EXE_leasehold-bench-node");
 /// The longest one renewal (or opening a connection or a stream) may take before the run fails.
 const CALL_DEADLINE: Duration = Duration::from_secs(10);
 /// The most KeepAlive streams the coordinator admits on one connection (hyper's default).
 const STREAMS_PER_CONNECTION: usize = 200;
+/// Requests queued for one stream before the sender waits: room for the open loop's bursts.
+const STREAM_BUFFER: usize = 16;
+/// etcd leases outlive the whole run; the bench renews them only while it measures etcd.
+const ETCD_LEASE_TTL_SECONDS: i64 = 3600;
+/// How long etcd may take to start answering.
+const ETCD_START_DEADLINE: Duration = Duration::from_secs(30);
 
-/// What a simulated agent calls; the discriminant is the mode's slot in a row.
+/// What a simulated agent calls.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Mode {
-    Heartbeat = 0,
-    KeepAlive = 1,
-    GetHaState = 2,
+    Heartbeat,
+    KeepAlive,
+    GetHaState,
+    Etcd,
 }
 
-const MODES: [Mode; 3] = [Mode::Heartbeat, Mode::KeepAlive, Mode::GetHaState];
+impl Mode {
+    fn name(self) -> &'static str {
+        match self {
+            Mode::Heartbeat => "Heartbeat",
+            Mode::KeepAlive => "KeepAlive",
+            Mode::GetHaState => "GetHaState",
+            Mode::Etcd => "etcd LeaseKeepAlive",
+        }
+    }
+}
+
+/// Closed loop (back to back) or open loop (a fixed total rate, renewals per second).
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Load {
+    Closed,
+    Open(f64),
+}
+
+/// One measured window of a row: a mode under a load.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Window {
+    mode: Mode,
+    load: Load,
+}
 
 #[derive(Debug, Clone, Copy)]
 struct Shape {
@@ -78,6 +152,28 @@ impl Shape {
         );
         shape
     }
+
+    fn label(self) -> String {
+        format!("{} × {}", self.conns, self.streams)
+    }
+}
+
+/// A server under test: the process whose CPU is read, and the row's connections to it.
+struct Server {
+    pid: u32,
+    channels: Vec<Channel>,
+}
+
+/// What each simulated agent renews: its heartbeat on the coordinator, its lease on etcd.
+struct Agents {
+    requests: Vec<HeartbeatRequest>,
+    leases: Vec<i64>,
+}
+
+/// One simulated agent: its heartbeat on the coordinator, its lease on etcd (0 without etcd).
+struct Agent {
+    request: HeartbeatRequest,
+    lease: i64,
 }
 
 /// One simulated agent's caller in one mode, its connection already chosen.
@@ -95,6 +191,11 @@ enum Caller {
     GetHaState {
         client: ClusterClient<Channel>,
     },
+    Etcd {
+        outgoing: mpsc::Sender<LeaseKeepAliveRequest>,
+        answers: Streaming<LeaseKeepAliveResponse>,
+        lease: i64,
+    },
 }
 
 /// The agent's next heartbeat takes what the answer says its cache now holds.
@@ -109,17 +210,37 @@ fn follow(request: &mut HeartbeatRequest, answer: &HeartbeatResponse) -> Result<
     Ok(())
 }
 
+/// etcd answers each keep-alive in order, with TTL -1 for a lease it no longer has.
+fn check_lease(lease: i64, answer: &LeaseKeepAliveResponse) -> Result<(), Status> {
+    if answer.id != lease || answer.ttl <= 0 {
+        return Err(Status::internal(format!("lease {lease}: answer {answer:?}")));
+    }
+    Ok(())
+}
+
 impl Caller {
-    /// The caller for `mode`; a KeepAlive caller has opened its stream and had one answer.
-    async fn open(mode: Mode, channel: Channel, request: HeartbeatRequest) -> Result<Caller, Status> {
+    /// `agent`'s caller for `mode` on `channel`; a stream has been opened and answered once.
+    async fn open(mode: Mode, channel: Channel, agent: Agent) -> Result<Caller, Status> {
+        let Agent { request, lease } = agent;
         let mut caller = match mode {
             Mode::Heartbeat => Caller::Heartbeat { client: DataNodesClient::new(channel), request },
             Mode::GetHaState => Caller::GetHaState { client: ClusterClient::new(channel) },
             Mode::KeepAlive => {
-                let (outgoing, requests) = mpsc::channel(1);
+                let (outgoing, requests) = mpsc::channel(STREAM_BUFFER);
                 let answers =
                     DataNodesClient::new(channel).keep_alive(ReceiverStream::new(requests)).await?.into_inner();
                 Caller::KeepAlive { outgoing, answers, sequence: 0, request }
+            }
+            Mode::Etcd => {
+                // etcd (grpc-go) sends the response headers with its first answer, so the first
+                // keep-alive is queued before the call waits for them.
+                let (outgoing, requests) = mpsc::channel(STREAM_BUFFER);
+                outgoing.send(LeaseKeepAliveRequest { id: lease }).await.expect("a fresh channel has room");
+                let mut answers =
+                    LeaseClient::new(channel).lease_keep_alive(ReceiverStream::new(requests)).await?.into_inner();
+                let answer = answers.message().await?.ok_or_else(|| Status::aborted("the stream ended"))?;
+                check_lease(lease, &answer)?;
+                return Ok(Caller::Etcd { outgoing, answers, lease });
             }
         };
         caller.call().await?;
@@ -144,11 +265,17 @@ impl Caller {
                 follow(request, &answer.heartbeat.unwrap_or_default())
             }
             Caller::GetHaState { client } => floor::call(client).await.map(drop),
+            Caller::Etcd { outgoing, answers, lease } => {
+                let message = LeaseKeepAliveRequest { id: *lease };
+                outgoing.send(message).await.map_err(|_| Status::aborted("the stream's sender closed"))?;
+                let answer = answers.message().await?.ok_or_else(|| Status::aborted("the stream ended"))?;
+                check_lease(*lease, &answer)
+            }
         }
     }
 }
 
-/// What one closed-loop caller saw.
+/// What one caller saw.
 #[derive(Default)]
 struct Tally {
     latency: Samples,
@@ -162,7 +289,8 @@ async fn closed_loop(mut caller: Caller, until: Instant) -> Tally {
         let at = Instant::now();
         match timeout(CALL_DEADLINE, caller.call()).await {
             Ok(Ok(())) => tally.latency.push(at.elapsed()),
-            _ => {
+            failed => {
+                eprintln!("a closed-loop caller stops: {:?}", failed.map(drop));
                 tally.failed += 1;
                 break;
             }
@@ -171,41 +299,155 @@ async fn closed_loop(mut caller: Caller, until: Instant) -> Tally {
     tally
 }
 
-/// One mode over one row.
+/// Renews once per `period` from `first` until `until` on the caller's stream, without waiting
+/// for answers (etcd and KeepAlive both answer a stream's messages in order): the offered rate
+/// holds however late the answers are, and each latency runs from when the renewal left the
+/// timer, so the runtime's 1 ms timer granularity is not counted as the server's. Stops at the
+/// first failure, which the tally counts.
+async fn open_loop(caller: Caller, first: Instant, period: Duration, until: Instant) -> Tally {
+    match caller {
+        Caller::KeepAlive { outgoing, answers, mut sequence, request } => {
+            let next = move || {
+                sequence += 1;
+                (sequence, KeepAliveRequest { sequence, heartbeat: Some(request.clone()) })
+            };
+            let check = |answer: &KeepAliveResponse, sequence: u64| {
+                if answer.sequence != sequence {
+                    return Err(Status::internal(format!("answer {} to request {sequence}", answer.sequence)));
+                }
+                if answer.heartbeat.as_ref().is_none_or(|heartbeat| heartbeat.resync) {
+                    return Err(Status::failed_precondition("the coordinator asked for a resync"));
+                }
+                Ok(())
+            };
+            pipelined(outgoing, answers, next, check, (first, period, until)).await
+        }
+        Caller::Etcd { outgoing, answers, lease } => {
+            let next = move || (0, LeaseKeepAliveRequest { id: lease });
+            let check = |answer: &LeaseKeepAliveResponse, _| check_lease(lease, answer);
+            pipelined(outgoing, answers, next, check, (first, period, until)).await
+        }
+        Caller::Heartbeat { .. } | Caller::GetHaState { .. } => {
+            unreachable!("the open loop runs on streams only")
+        }
+    }
+}
+
+/// The open loop of one stream: a sender on the clock and a receiver matching answers to
+/// requests in order. `next` makes a request and its sequence number, `check` an answer against it.
+async fn pipelined<Q, A>(
+    outgoing: mpsc::Sender<Q>,
+    mut answers: Streaming<A>,
+    mut next: impl FnMut() -> (u64, Q),
+    check: impl Fn(&A, u64) -> Result<(), Status>,
+    (first, period, until): (Instant, Duration, Instant),
+) -> Tally {
+    let (sent, mut in_flight) = mpsc::unbounded_channel::<(u64, Instant)>();
+    let failed = tokio_util::sync::CancellationToken::new();
+    let stop = failed.clone();
+    // The sender owns `sent`: once it returns, the receiver ends with the last answer it awaits.
+    let sender = async move {
+        let mut ticks = tokio::time::interval_at(first, period);
+        // Missed ticks fire at once: the offered rate holds while the machine is busy.
+        ticks.set_missed_tick_behavior(MissedTickBehavior::Burst);
+        loop {
+            let due = tokio::select! {
+                due = ticks.tick() => due,
+                _ = stop.cancelled() => return 0,
+            };
+            if due >= until {
+                return 0;
+            }
+            let released = Instant::now();
+            let (sequence, request) = next();
+            // A full send buffer is the server's back-pressure: it counts in the latency.
+            if !matches!(timeout(CALL_DEADLINE, outgoing.send(request)).await, Ok(Ok(()))) {
+                eprintln!("an open-loop stream stops: its request could not be queued in time");
+                stop.cancel();
+                return 1;
+            }
+            let _ = sent.send((sequence, released));
+        }
+    };
+    let receiver = async {
+        let mut tally = Tally::default();
+        while let Some((sequence, released)) = in_flight.recv().await {
+            let answered = timeout(CALL_DEADLINE, answers.message()).await;
+            let checked = match answered {
+                Ok(Ok(Some(answer))) => check(&answer, sequence),
+                Ok(Ok(None)) => Err(Status::aborted("the stream ended")),
+                Ok(Err(status)) => Err(status),
+                Err(_) => Err(Status::deadline_exceeded("no answer in time")),
+            };
+            match checked {
+                Ok(()) => tally.latency.push(released.elapsed()),
+                Err(status) => {
+                    eprintln!("an open-loop stream stops: {status:?}");
+                    tally.failed += 1;
+                    failed.cancel();
+                    break;
+                }
+            }
+        }
+        tally
+    };
+    let (send_failures, mut tally) = tokio::join!(sender, receiver);
+    tally.failed += send_failures;
+    tally
+}
+
+/// One window of one row.
 #[derive(Debug, Clone, Copy)]
 struct Measured {
     per_second: f64,
     p50: Duration,
     p99: Duration,
-    /// Coordinator CPU-seconds per 1000 operations.
+    /// Server CPU-seconds per 1000 operations.
     cpu_per_1000: f64,
-    /// Operations per coordinator CPU-second.
+    /// Operations per server CPU-second.
     per_cpu_second: f64,
     failed: u64,
 }
 
-/// Runs `mode` for `seconds` with agent `i` on `channels[i % conns]`.
-async fn measure(mode: Mode, pid: u32, channels: &[Channel], requests: &[HeartbeatRequest], seconds: u64) -> Measured {
+/// Runs `window` for `seconds` with agent `i` on `server.channels[i % conns]`.
+async fn measure(window: Window, server: &Server, agents: &Agents, streams: usize, seconds: u64) -> Measured {
+    let mode = window.mode;
     // Every connection and stream is opened (and answered once) before the clock starts.
-    let mut opening = JoinSet::new();
-    for (index, request) in requests.iter().enumerate() {
-        let (channel, request) = (channels[index % channels.len()].clone(), request.clone());
-        opening.spawn(async move { timeout(CALL_DEADLINE, Caller::open(mode, channel, request)).await });
-    }
-    let mut callers = Vec::with_capacity(requests.len());
-    while let Some(opened) = opening.join_next().await {
-        match opened.expect("an opening task") {
-            Ok(Ok(caller)) => callers.push(caller),
-            Ok(Err(status)) => panic!("{mode:?}: opening a caller failed: {status:?}"),
-            Err(_) => panic!("{mode:?}: opening a caller took more than {CALL_DEADLINE:?}"),
+    let mut callers = Vec::with_capacity(streams);
+    {
+        let mut opening = JoinSet::new();
+        for index in 0..streams {
+            let channel = server.channels[index % server.channels.len()].clone();
+            let agent = Agent { request: agents.requests[index].clone(), lease: agents.leases[index] };
+            opening.spawn(timeout(CALL_DEADLINE, Caller::open(mode, channel, agent)));
+        }
+        while let Some(opened) = opening.join_next().await {
+            match opened.expect("an opening task") {
+                Ok(Ok(caller)) => callers.push(caller),
+                Ok(Err(status)) => panic!("{}: opening a caller failed: {status:?}", mode.name()),
+                Err(_) => panic!("{}: opening a caller took more than {CALL_DEADLINE:?}", mode.name()),
+            }
         }
     }
-    let cpu_before = cpu_seconds(pid);
+    let cpu_before = cpu_seconds(server.pid);
     let started = Instant::now();
     let until = started + Duration::from_secs(seconds);
     let mut running = JoinSet::new();
-    for caller in callers {
-        running.spawn(closed_loop(caller, until));
+    match window.load {
+        Load::Closed => {
+            for caller in callers {
+                running.spawn(closed_loop(caller, until));
+            }
+        }
+        Load::Open(rate) => {
+            let period = Duration::from_secs_f64(streams as f64 / rate);
+            let mut rng = rand::rng();
+            for caller in callers {
+                // Agents start spread over their first period, as a fleet's would be.
+                let first = started + period.mul_f64(rng.random::<f64>());
+                running.spawn(open_loop(caller, first, period, until));
+            }
+        }
     }
     // Each caller stops by `until` plus one bounded call.
     let mut latency = Samples::default();
@@ -216,7 +458,7 @@ async fn measure(mode: Mode, pid: u32, channels: &[Channel], requests: &[Heartbe
         failed += tally.failed;
     }
     let elapsed = started.elapsed();
-    let cpu = cpu_seconds(pid) - cpu_before;
+    let cpu = cpu_seconds(server.pid) - cpu_before;
     let ops = latency.len() as f64;
     Measured {
         per_second: ops / elapsed.as_secs_f64(),
@@ -251,34 +493,164 @@ async fn connect(address: &str, conns: usize) -> Vec<Channel> {
     channels
 }
 
-async fn row(shape: Shape, pid: u32, address: &str, requests: &[HeartbeatRequest], seconds: u64, repeats: usize) {
-    let channels = connect(address, shape.conns).await;
-    let requests = &requests[..shape.streams];
-    let mut runs: Vec<[Measured; 3]> = Vec::with_capacity(repeats);
-    for repeat in 0..repeats {
-        // The order rotates from repeat to repeat, so no mode always runs on a warmer machine.
-        let mut measured = [None; 3];
-        for offset in 0..MODES.len() {
-            let mode = MODES[(repeat + offset) % MODES.len()];
-            measured[mode as usize] = Some(measure(mode, pid, &channels, requests, seconds).await);
+/// One unary heartbeat per agent, so each holds a lease and its cache the current version: no
+/// renewal in the measured windows asks for a resync, and no agent is evicted between rows.
+async fn refresh(channel: Channel, requests: &mut [HeartbeatRequest]) {
+    let mut client = DataNodesClient::new(channel);
+    for request in requests {
+        let answer = timeout(CALL_DEADLINE, client.heartbeat(request.clone()))
+            .await
+            .expect("a refreshing heartbeat in time")
+            .expect("a refreshing heartbeat")
+            .into_inner();
+        request.store_epoch = answer.store_epoch;
+        request.applied_version = answer.version;
+    }
+}
+
+/// A private single-member etcd on loopback, for as long as the bench runs.
+struct Etcd {
+    /// `timeout -s KILL`, etcd's parent: it kills etcd when the bench's time is up, even if the
+    /// bench itself dies.
+    wrapper: Child,
+    /// etcd's own pid, whose CPU is measured and which is killed at the end.
+    pid: u32,
+    /// The client URL's `host:port`.
+    address: String,
+    /// The temporary directory with etcd's data and its log.
+    directory: PathBuf,
+}
+
+/// Two distinct ports free on 127.0.0.1 now (they stay bound until both are chosen).
+fn free_ports() -> (u16, u16) {
+    let bind = || std::net::TcpListener::bind("127.0.0.1:0").expect("binding a free loopback port");
+    let (first, second) = (bind(), bind());
+    let port = |listener: &std::net::TcpListener| listener.local_addr().expect("a bound address").port();
+    (port(&first), port(&second))
+}
+
+/// The parent pid of `pid`, from `/proc`, while it runs.
+fn parent_of(pid: u32) -> Option<u32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // After the command name: state, then the parent's pid.
+    stat.rsplit_once(')')?.1.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// The pids of `pid`'s children, from `/proc`.
+fn children_of(pid: u32) -> Vec<u32> {
+    std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+        .unwrap_or_default()
+        .split_whitespace()
+        .filter_map(|child| child.parse().ok())
+        .collect()
+}
+
+impl Etcd {
+    /// Starts etcd, to be killed after `lifetime` at the latest.
+    fn start(lifetime: Duration) -> Etcd {
+        let unique = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos();
+        let directory = std::env::temp_dir().join(format!("leasehold-bench-etcd-{}-{unique}", std::process::id()));
+        std::fs::create_dir_all(&directory).expect("creating etcd's temporary directory");
+        let log = std::fs::File::create(directory.join("etcd.log")).expect("creating etcd's log");
+        let (client, peer) = free_ports();
+        let (client_url, peer_url) = (format!("http://127.0.0.1:{client}"), format!("http://127.0.0.1:{peer}"));
+        let mut command = Command::new("timeout");
+        command
+            .args(["-s", "KILL", &format!("{}s", lifetime.as_secs().max(1)), "etcd"])
+            .args(["--name", "bench", "--data-dir"])
+            .arg(directory.join("data"))
+            .args(["--listen-client-urls", &client_url, "--advertise-client-urls", &client_url])
+            .args(["--listen-peer-urls", &peer_url, "--initial-advertise-peer-urls", &peer_url])
+            .args(["--initial-cluster", &format!("bench={peer_url}"), "--initial-cluster-state", "new"])
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("etcd's log"))
+            .stderr(log);
+        // etcd reads every ETCD_* variable as a flag: the bench's etcd takes none from outside.
+        for (key, _) in std::env::vars_os() {
+            if key.to_string_lossy().starts_with("ETCD_") {
+                command.env_remove(key);
+            }
         }
-        runs.push(measured.map(|measured| measured.expect("every mode ran")));
+        let mut wrapper = command.spawn().expect("starting `timeout … etcd`");
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        let pid = loop {
+            if let Some(&pid) = children_of(wrapper.id()).first() {
+                break pid;
+            }
+            if let Some(status) = wrapper.try_wait().expect("waiting for `timeout`") {
+                panic!("etcd exited with {status} at once:\n{}", Etcd::log_of(&directory));
+            }
+            assert!(std::time::Instant::now() < deadline, "etcd did not start within 5 s");
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        Etcd { wrapper, pid, address: format!("127.0.0.1:{client}"), directory }
     }
-    let mut cells = vec![format!("{} × {}", shape.conns, shape.streams)];
-    for slot in 0..MODES.len() {
-        let of = |figure: fn(&Measured) -> f64| median(runs.iter().map(|run| figure(&run[slot])).collect());
-        cells.push(format!("{:.0}", of(|m| m.per_second)));
-        cells.push(micros(median_duration(runs.iter().map(|run| run[slot].p50))));
-        cells.push(micros(median_duration(runs.iter().map(|run| run[slot].p99))));
-        cells.push(format!("{:.4}", of(|m| m.cpu_per_1000)));
+
+    fn log_of(directory: &Path) -> String {
+        std::fs::read_to_string(directory.join("etcd.log")).unwrap_or_default()
     }
-    let ratio = |over: Mode, under: Mode| {
-        median(runs.iter().map(|run| run[over as usize].per_cpu_second / run[under as usize].per_cpu_second).collect())
-    };
-    cells.push(format!("{:.2}", ratio(Mode::KeepAlive, Mode::Heartbeat)));
-    cells.push(format!("{:.2}", ratio(Mode::Heartbeat, Mode::GetHaState)));
-    cells.push(runs.iter().flatten().map(|measured| measured.failed).sum::<u64>().to_string());
-    println!("| {} |", cells.join(" | "));
+
+    /// Grants `count` leases over `channels`, once etcd answers; their ids in order.
+    async fn grant(&mut self, channels: &[Channel], count: usize) -> Vec<i64> {
+        let deadline = Instant::now() + ETCD_START_DEADLINE;
+        let grant = |channel: Channel| async move {
+            let request = LeaseGrantRequest { ttl: ETCD_LEASE_TTL_SECONDS, id: 0 };
+            let answer = timeout(CALL_DEADLINE, LeaseClient::new(channel).lease_grant(request))
+                .await
+                .map_err(|_| Status::deadline_exceeded("a lease grant took too long"))??
+                .into_inner();
+            if answer.error.is_empty() { Ok(answer.id) } else { Err(Status::internal(answer.error)) }
+        };
+        // The first grant tells that etcd has elected itself and serves.
+        loop {
+            match grant(channels[0].clone()).await {
+                Ok(_) => break,
+                Err(status) => {
+                    if let Some(exit) = self.wrapper.try_wait().expect("waiting for `timeout`") {
+                        panic!("etcd exited with {exit}:\n{}", Etcd::log_of(&self.directory));
+                    }
+                    assert!(
+                        Instant::now() < deadline,
+                        "etcd did not grant a lease within {ETCD_START_DEADLINE:?}: {status:?}"
+                    );
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        }
+        let mut granting = JoinSet::new();
+        for index in 0..count {
+            let channel = channels[index % channels.len()].clone();
+            granting.spawn(async move { (index, grant(channel).await) });
+        }
+        let mut leases = vec![0; count];
+        while let Some(granted) = granting.join_next().await {
+            let (index, lease) = granted.expect("a granting task");
+            leases[index] = lease.expect("an etcd lease");
+        }
+        leases
+    }
+}
+
+impl Drop for Etcd {
+    fn drop(&mut self) {
+        // Killed by its pid, while it still is `timeout`'s child (so the pid is still etcd's).
+        if parent_of(self.pid) == Some(self.wrapper.id())
+            && let Some(pid) = Pid::from_raw(self.pid as i32)
+        {
+            let _ = kill_process(pid, Signal::KILL);
+        }
+        // `timeout` exits when etcd does.
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while matches!(self.wrapper.try_wait(), Ok(None)) {
+            if std::time::Instant::now() >= deadline {
+                let _ = self.wrapper.kill();
+                let _ = self.wrapper.wait();
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let _ = std::fs::remove_dir_all(&self.directory);
+    }
 }
 
 /// Whether an `etcd` executable is on `PATH`.
@@ -287,46 +659,193 @@ fn etcd_installed() -> bool {
         .is_some_and(|path| std::env::split_paths(&path).any(|directory| directory.join("etcd").is_file()))
 }
 
-async fn run(shapes: &[Shape], seconds: u64, repeats: usize) {
+/// A row's windows: `runs[repeat][window]`.
+struct Row {
+    shape: Shape,
+    runs: Vec<Vec<Measured>>,
+}
+
+impl Row {
+    /// The median over the repeats of `figure` of window `slot`.
+    fn median(&self, slot: usize, figure: impl Fn(&Measured) -> f64) -> f64 {
+        median(self.runs.iter().map(|run| figure(&run[slot])).collect())
+    }
+
+    /// The median over the repeats of `figure(over) / figure(under)`, taken within each repeat;
+    /// "skipped" when either window did not run.
+    fn ratio(&self, over: Option<usize>, under: Option<usize>, figure: impl Fn(&Measured) -> f64) -> String {
+        let (Some(over), Some(under)) = (over, under) else { return "skipped".to_owned() };
+        format!("{:.2}", median(self.runs.iter().map(|run| figure(&run[over]) / figure(&run[under])).collect()))
+    }
+}
+
+fn print_tables(windows: &[Window], rows: &[Row]) {
+    let slot = |mode: Mode, open: bool| {
+        windows.iter().position(|window| window.mode == mode && matches!(window.load, Load::Open(_)) == open)
+    };
+    println!("\nClosed loop:\n");
+    println!("| conns × streams | mode | /s | p50 µs | p99 µs | server CPU-s per 1000 | failed |");
+    println!("| --- | --- |{}", " ---: |".repeat(5));
+    for row in rows {
+        for (index, window) in windows.iter().enumerate().filter(|(_, window)| window.load == Load::Closed) {
+            print_window(row, index, window, None);
+        }
+    }
+    if windows.iter().any(|window| window.load != Load::Closed) {
+        println!("\nOpen loop:\n");
+        println!("| conns × streams | mode | offered /s | /s | p50 µs | p99 µs | server CPU-s per 1000 | failed |");
+        println!("| --- | --- |{}", " ---: |".repeat(6));
+        for row in rows {
+            for (index, window) in windows.iter().enumerate() {
+                if let Load::Open(rate) = window.load {
+                    print_window(row, index, window, Some(rate));
+                }
+            }
+        }
+    }
+    let closed = |mode| slot(mode, false);
+    let open = |mode| slot(mode, true);
+    let per_cpu = |measured: &Measured| measured.per_cpu_second;
+    let rate = |measured: &Measured| measured.per_second;
+    println!("\nRatios (within each repeat, then the median):\n");
+    println!(
+        "| conns × streams \
+         | ops per server CPU-s, KeepAlive / etcd (target ≥ 3) \
+         | same, open loop \
+         | open-loop p99, KeepAlive / etcd (target ≤ 1) \
+         | server cost, Heartbeat / GetHaState (target ≤ 1.1) \
+         | ops per server CPU-s, KeepAlive / Heartbeat \
+         | ops per server CPU-s, Heartbeat / etcd \
+         | closed-loop rate, KeepAlive / etcd (stretch ≥ 1 at 1 stream, ≥ 2 at 64+) \
+         | closed-loop rate, Heartbeat / etcd |"
+    );
+    println!("| --- |{}", " ---: |".repeat(8));
+    for row in rows {
+        let cells = [
+            row.shape.label(),
+            row.ratio(closed(Mode::KeepAlive), closed(Mode::Etcd), per_cpu),
+            row.ratio(open(Mode::KeepAlive), open(Mode::Etcd), per_cpu),
+            row.ratio(open(Mode::KeepAlive), open(Mode::Etcd), |measured| measured.p99.as_secs_f64()),
+            // Cost is CPU per operation: the floor's operations per CPU-second over the heartbeat's.
+            row.ratio(closed(Mode::GetHaState), closed(Mode::Heartbeat), per_cpu),
+            row.ratio(closed(Mode::KeepAlive), closed(Mode::Heartbeat), per_cpu),
+            row.ratio(closed(Mode::Heartbeat), closed(Mode::Etcd), per_cpu),
+            row.ratio(closed(Mode::KeepAlive), closed(Mode::Etcd), rate),
+            row.ratio(closed(Mode::Heartbeat), closed(Mode::Etcd), rate),
+        ];
+        println!("| {} |", cells.join(" | "));
+    }
+}
+
+fn print_window(row: &Row, slot: usize, window: &Window, offered: Option<f64>) {
+    let mut cells = vec![row.shape.label(), window.mode.name().to_owned()];
+    if let Some(offered) = offered {
+        cells.push(format!("{offered:.0}"));
+    }
+    cells.push(format!("{:.0}", row.median(slot, |measured| measured.per_second)));
+    cells.push(micros(median_duration(row.runs.iter().map(|run| run[slot].p50))));
+    cells.push(micros(median_duration(row.runs.iter().map(|run| run[slot].p99))));
+    cells.push(format!("{:.4}", row.median(slot, |measured| measured.cpu_per_1000)));
+    cells.push(row.runs.iter().map(|run| run[slot].failed).sum::<u64>().to_string());
+    println!("| {} |", cells.join(" | "));
+}
+
+/// The windows of every row: Leasehold's three modes and etcd's closed, then KeepAlive's and
+/// etcd's open.
+fn windows(etcd: bool, rate: f64) -> Vec<Window> {
+    let mut windows: Vec<Window> = [Mode::Heartbeat, Mode::KeepAlive, Mode::GetHaState, Mode::Etcd]
+        .into_iter()
+        .filter(|&mode| etcd || mode != Mode::Etcd)
+        .map(|mode| Window { mode, load: Load::Closed })
+        .collect();
+    if rate > 0.0 {
+        windows.extend(
+            [Mode::KeepAlive, Mode::Etcd]
+                .into_iter()
+                .filter(|&mode| etcd || mode != Mode::Etcd)
+                .map(|mode| Window { mode, load: Load::Open(rate) }),
+        );
+    }
+    windows
+}
+
+struct Settings {
+    shapes: Vec<Shape>,
+    seconds: u64,
+    repeats: usize,
+    rate: f64,
+}
+
+async fn run(settings: &Settings, mut etcd: Option<Etcd>) {
+    let Settings { ref shapes, seconds, repeats, rate } = *settings;
     let mut cluster = TestCluster::new(BIN, TestStore::sqlite());
     cluster.start("c1", &[], &[]).await;
     cluster.leader(Duration::from_secs(20)).await;
     let node = cluster.node("c1");
     let (address, pid) = (node.grpc.clone(), node.pid());
     let mock = MockAgents::default().serve().await;
-    let agents = shapes.iter().map(|shape| shape.streams).max().unwrap_or(0);
-    let fleet = Fleet::new(&address, agents, 8);
+    let count = shapes.iter().map(|shape| shape.streams).max().unwrap_or(0);
+    let fleet = Fleet::new(&address, count, 8);
     fleet.register_all(&mock, 8).await;
-    // One unary heartbeat per agent, so each holds a lease and its cache the current version:
-    // no renewal in the measured windows asks for a resync.
-    let mut client = DataNodesClient::new(connect(&address, 1).await.remove(0));
-    let mut requests = Vec::with_capacity(agents);
-    for node in fleet.nodes.iter() {
-        let mut request = HeartbeatRequest {
+    let requests: Vec<HeartbeatRequest> = fleet
+        .nodes
+        .iter()
+        .map(|node| HeartbeatRequest {
             node_id: node.node_id.clone(),
             incarnation: node.incarnation.clone(),
             ..Default::default()
-        };
-        let answer = timeout(CALL_DEADLINE, client.heartbeat(request.clone()))
-            .await
-            .expect("a first heartbeat in time")
-            .expect("a first heartbeat")
-            .into_inner();
-        request.store_epoch = answer.store_epoch;
-        request.applied_version = answer.version;
-        requests.push(request);
-    }
-    println!(
-        "| conns × streams \
-         | Heartbeat /s | p50 µs | p99 µs | CPU-s per 1000 \
-         | KeepAlive /s | p50 µs | p99 µs | CPU-s per 1000 \
-         | GetHaState /s | p50 µs | p99 µs | CPU-s per 1000 \
-         | ops per server CPU-s: KeepAlive / Heartbeat | Heartbeat / GetHaState | failed |"
-    );
-    println!("| --- |{}", " ---: |".repeat(15));
+        })
+        .collect();
+    let leases = match etcd.as_mut() {
+        Some(etcd) => {
+            let channels = connect(&etcd.address, 8).await;
+            etcd.grant(&channels, count).await
+        }
+        None => vec![0; count],
+    };
+    let mut agents = Agents { requests, leases };
+    let windows = windows(etcd.is_some(), rate);
+    let mut rows = Vec::with_capacity(shapes.len());
     for &shape in shapes {
-        row(shape, pid, &address, &requests, seconds, repeats).await;
+        refresh(connect(&address, 1).await.remove(0), &mut agents.requests[..shape.streams]).await;
+        let leasehold = Server { pid, channels: connect(&address, shape.conns).await };
+        let etcd_server = match &etcd {
+            Some(etcd) => Some(Server { pid: etcd.pid, channels: connect(&etcd.address, shape.conns).await }),
+            None => None,
+        };
+        let mut runs = Vec::with_capacity(repeats);
+        for repeat in 0..repeats {
+            // The order rotates from repeat to repeat, so no window always runs on a warmer machine.
+            let mut measured = vec![None; windows.len()];
+            for offset in 0..windows.len() {
+                let slot = (repeat + offset) % windows.len();
+                let window = windows[slot];
+                let server = match window.mode {
+                    Mode::Etcd => etcd_server.as_ref().expect("etcd runs"),
+                    _ => &leasehold,
+                };
+                let result = measure(window, server, &agents, shape.streams, seconds).await;
+                eprintln!(
+                    "{} repeat {}: {} {:?}: {:.0}/s p50 {} µs p99 {} µs, {:.4} CPU-s per 1000, {} failed",
+                    shape.label(),
+                    repeat + 1,
+                    window.mode.name(),
+                    window.load,
+                    result.per_second,
+                    micros(result.p50),
+                    micros(result.p99),
+                    result.cpu_per_1000,
+                    result.failed
+                );
+                measured[slot] = Some(result);
+            }
+            runs.push(measured.into_iter().map(|measured| measured.expect("every window ran")).collect());
+        }
+        rows.push(Row { shape, runs });
     }
+    print_tables(&windows, &rows);
+    // etcd goes before the coordinator does, by its pid.
+    drop(etcd.take());
 }
 
 fn main() {
@@ -335,14 +854,29 @@ fn main() {
     }
     let shapes: Vec<Shape> =
         env_list("LEASEHOLD_BENCH_SHAPES", "1x1,8x64,8x256,8x1024").iter().map(|shape| Shape::parse(shape)).collect();
-    let seconds = env_or("LEASEHOLD_BENCH_SECONDS", 8u64);
-    let repeats = env_or("LEASEHOLD_BENCH_REPEATS", 3usize).max(1);
-    if etcd_installed() {
-        println!("etcd is installed, but this bench does not run etcd's LeaseKeepAlive yet: Leasehold only");
+    let settings = Settings {
+        seconds: env_or("LEASEHOLD_BENCH_SECONDS", 8u64),
+        repeats: env_or("LEASEHOLD_BENCH_REPEATS", 3usize).max(1),
+        rate: env_or("LEASEHOLD_BENCH_RATE", 2000.0f64).max(0.0),
+        shapes,
+    };
+    let etcd = if etcd_installed() {
+        // Every window, plus time to open its streams, plus the fleet's set-up: etcd is killed
+        // after that even if the bench never gets to kill it.
+        let windows = windows(true, settings.rate).len() as u64;
+        let per_row = windows * settings.repeats as u64 * (settings.seconds + 2 * CALL_DEADLINE.as_secs());
+        let lifetime = Duration::from_secs(per_row * settings.shapes.len() as u64 + 300);
+        let etcd = Etcd::start(lifetime);
+        println!("etcd on {} (pid {}), killed after {lifetime:?} at the latest", etcd.address, etcd.pid);
+        Some(etcd)
     } else {
-        println!("etcd skipped: no `etcd` on PATH (Debian's etcd-server package)");
-    }
-    println!("{seconds} s per mode, {repeats} repeats, medians; one coordinator on SQLite");
+        println!("etcd skipped: no `etcd` on PATH (Debian's etcd-server package); Leasehold only");
+        None
+    };
+    println!(
+        "{} s per window, {} repeats, medians; one coordinator on SQLite; open loop at {} renewals/s",
+        settings.seconds, settings.repeats, settings.rate
+    );
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("a runtime");
-    runtime.block_on(run(&shapes, seconds, repeats));
+    runtime.block_on(run(&settings, etcd));
 }
