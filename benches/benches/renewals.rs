@@ -29,10 +29,11 @@
 //! - **closed loop**: every agent renews as soon as its answer arrives, in all four modes;
 //! - **open loop**: `LEASEHOLD_BENCH_RATE` renewals per second in all (default 2000), each of
 //!   the row's `streams` agents renewing every `streams / rate` seconds from a random start
-//!   within its first period, for KeepAlive and etcd. A renewal whose send was held back by
-//!   the answer before it counts its latency from when it was due (no coordinated omission);
-//!   one sent on time counts from its send, so the runtime's 1 ms timer does not count as
-//!   server latency.
+//!   within its first period, for KeepAlive and etcd. Renewals go out on the clock without
+//!   waiting for earlier answers (both servers answer a stream's messages in order), so a slow
+//!   answer delays no later renewal (no coordinated omission). A latency runs from when the
+//!   timer releases the renewal: a full send buffer counts, the runtime's 1 ms timer
+//!   granularity does not.
 //!
 //! Each measured window reports operations per second, p50 and p99 latency, the server's
 //! CPU-seconds per 1000 operations (from `/proc`, the coordinator's or etcd's) and failures.
