@@ -1,6 +1,7 @@
 //! Lease renewals side by side with etcd, in the shape of etcd's `benchmark lease-keepalive`:
 //! `conns` HTTP/2 connections carry `streams` simulated agents in all (etcd's `--conns` and
-//! `--clients`). Against one coordinator (SQLite, default timings) on the same connections:
+//! `--clients`). Against one coordinator (SQLite, the production HA timings) on the same
+//! connections:
 //!
 //! - **Heartbeat**: the unary call, one HTTP/2 stream per renewal;
 //! - **KeepAlive**: one long-lived stream per agent; send, await the answer echoing that
@@ -291,7 +292,7 @@ async fn closed_loop(mut caller: Caller, until: Instant) -> Tally {
         match timeout(CALL_DEADLINE, caller.call()).await {
             Ok(Ok(())) => tally.latency.push(at.elapsed()),
             failed => {
-                eprintln!("a closed-loop caller stops: {:?}", failed.map(drop));
+                eprintln!("a closed-loop caller stops: {failed:?}");
                 tally.failed += 1;
                 break;
             }
@@ -780,6 +781,13 @@ struct Settings {
 async fn run(settings: &Settings, mut etcd: Option<Etcd>) {
     let Settings { ref shapes, seconds, repeats, rate } = *settings;
     let mut cluster = TestCluster::new(BIN, TestStore::sqlite());
+    // The production HA timings, not the tests' tight ones: on a loaded machine a 200 ms store
+    // timeout can step the coordinator down mid-window, which ends every stream.
+    let ha = leasehold_core::timing::HaTimings::default();
+    cluster.timings.lease_ttl = ha.lease_ttl;
+    cluster.timings.renew_interval = ha.renew_interval;
+    cluster.timings.store_timeout = ha.store_timeout;
+    cluster.timings.poll_interval = ha.poll_interval;
     cluster.start("c1", &[], &[]).await;
     cluster.leader(Duration::from_secs(20)).await;
     let node = cluster.node("c1");
