@@ -176,6 +176,10 @@ impl Propagator {
         // over every node (with 1 000 agents, most of the leader's CPU in a broadcast).
         let mut judge = true;
         let mut waiting = Waiting::default();
+        // Acknowledgement events this loop accounts for (its own answers' included): any other
+        // (a heartbeat's, another broadcast's push) calls for a verdict, even one that came
+        // while this loop was busy with its answers and not waiting on `acknowledged`.
+        let mut accounted = leader.ack_events();
         let mut wake_at = started;
         let result = loop {
             leader.check_term()?;
@@ -183,6 +187,9 @@ impl Propagator {
             let acknowledged = leader.acknowledged();
             tokio::pin!(acknowledged);
             acknowledged.as_mut().enable();
+            let events = leader.ack_events();
+            judge |= events != accounted;
+            accounted = events;
             let push_time = leader.now() >= next_push_at;
             if judge || push_time {
                 judge = false;
@@ -257,7 +264,9 @@ impl Propagator {
                         pushing.remove(&key);
                         match result {
                             PushResult::Applied(applied) => {
-                                leader.record_ack(&key, applied);
+                                if leader.record_ack(&key, applied) {
+                                    accounted += 1;
+                                }
                                 judge |= waiting.answered(&key, applied, version);
                             }
                             PushResult::CannotApply if mode == Mode::Reversible => {
