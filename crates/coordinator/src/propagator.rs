@@ -89,6 +89,34 @@ impl Drop for Forget<'_> {
     }
 }
 
+/// The nodes the last verdict waited for. Settled nodes stay settled (acknowledgements only
+/// grow, time only passes, and the nodes that count are those of the publication's snapshot),
+/// so push answers can turn the verdict from `Wait` only once every one of these acknowledged:
+/// until then the propagator does not judge again on an answer.
+#[derive(Debug, Default)]
+struct Waiting {
+    nodes: BTreeSet<NodeKey>,
+}
+
+impl Waiting {
+    /// After a verdict: the nodes it waits for.
+    fn judged(&mut self, verdict: Verdict) {
+        self.nodes = match verdict {
+            Verdict::Wait { pending, .. } => pending.into_iter().collect(),
+            Verdict::Proceed | Verdict::Fail { .. } => BTreeSet::new(),
+        };
+    }
+
+    /// `key` answered a push of `version` holding `applied`: whether the verdict is worth
+    /// judging again (no node it waited for is left).
+    fn answered(&mut self, key: &NodeKey, applied: u64, version: u64) -> bool {
+        if applied >= version {
+            self.nodes.remove(key);
+        }
+        self.nodes.is_empty()
+    }
+}
+
 enum PushResult {
     Applied(u64),
     CannotApply,
@@ -140,64 +168,86 @@ impl Propagator {
         let mut inflight = tokio::task::JoinSet::new();
         let mut pushing: BTreeSet<NodeKey> = BTreeSet::new();
         let mut next_push_at = started;
+        // The verdict is judged again only when something it depends on may have changed: an
+        // answer that settles the last node the previous verdict waited for, a refusal, an
+        // acknowledgement that came with a heartbeat (or a refusal it reported), the time at
+        // which a node settles by time alone, a push round, or the term's end. Between those,
+        // nothing can turn `Wait` into `Proceed`, and judging after every answer cost a pass
+        // over every node (with 1 000 agents, most of the leader's CPU in a broadcast).
+        let mut judge = true;
+        let mut waiting = Waiting::default();
+        // Acknowledgement events this loop accounts for (its own answers' included): any other
+        // (a heartbeat's, another broadcast's push) calls for a verdict, even one that came
+        // while this loop was busy with its answers and not waiting on `acknowledged`.
+        let mut accounted = leader.ack_events();
+        let mut wake_at = started;
         let result = loop {
             leader.check_term()?;
             // Armed before the verdict is read, so that no acknowledgement slips between.
             let acknowledged = leader.acknowledged();
             tokio::pin!(acknowledged);
             acknowledged.as_mut().enable();
-            // Pushes are due once per pause, and only to nodes not pushed to already: the
-            // ledger plans them for the nodes the verdict still waits for (one settled by time
-            // has provably fenced, and a push would only time out).
-            let pushes_due = (leader.now() >= next_push_at).then_some(&pushing);
-            let refusals = match mode {
-                Mode::Reversible => Refusals::Counted(&refused),
-                Mode::Forward => Refusals::Ignored,
-            };
-            let (step, now) = leader.broadcast_step(version, refusals, pushes_due);
-            let wake_at = match plan.next_step(&step.verdict, round, started, now) {
-                NextStep::Proceed => {
-                    let names = |keys: &[NodeKey]| keys.iter().map(ToString::to_string).collect();
-                    break Ok(BroadcastOutcome {
-                        version,
-                        acknowledged: names(&step.acknowledged),
-                        fenced: names(&step.fenced),
-                        waited: now - started,
-                    });
+            let events = leader.ack_events();
+            judge |= events != accounted;
+            accounted = events;
+            let push_time = leader.now() >= next_push_at;
+            if judge || push_time {
+                judge = false;
+                // Pushes are due once per pause, and only to nodes not pushed to already: the
+                // ledger plans them for the nodes the verdict still waits for (one settled by
+                // time has provably fenced, and a push would only time out).
+                let pushes_due = push_time.then_some(&pushing);
+                let refusals = match mode {
+                    Mode::Reversible => Refusals::Counted(&refused),
+                    Mode::Forward => Refusals::Ignored,
+                };
+                let (step, now) = leader.broadcast_step(version, refusals, pushes_due);
+                wake_at = match plan.next_step(&step.verdict, round, started, now) {
+                    NextStep::Proceed => {
+                        let names = |keys: &[NodeKey]| keys.iter().map(ToString::to_string).collect();
+                        break Ok(BroadcastOutcome {
+                            version,
+                            acknowledged: names(&step.acknowledged),
+                            fenced: names(&step.fenced),
+                            waited: now - started,
+                        });
+                    }
+                    NextStep::Fail => {
+                        // The verdict names every refusal it counted: the pushes' and those the
+                        // nodes' heartbeats report.
+                        let refused = match &step.verdict {
+                            Verdict::Fail { refused } => refused.iter().map(ToString::to_string).collect(),
+                            _ => refused.iter().map(ToString::to_string).collect(),
+                        };
+                        break Err(BroadcastError::Failed { version, refused });
+                    }
+                    NextStep::OverBudget => {
+                        let pending = match &step.verdict {
+                            Verdict::Wait { pending, .. } => pending.iter().map(ToString::to_string).collect(),
+                            _ => Vec::new(),
+                        };
+                        break Err(BroadcastError::OverBudget { version, budget: plan.budget, pending });
+                    }
+                    NextStep::RetryAt(at) => at,
+                };
+                waiting.judged(step.verdict);
+                if push_time {
+                    if !step.targets.is_empty() {
+                        metrics::broadcast_round();
+                    }
+                    for (key, push) in self.pushes(leader, step.targets) {
+                        pushing.insert(key);
+                        inflight.spawn(push);
+                    }
+                    next_push_at = now + plan.pause_after(round);
+                    round += 1;
                 }
-                NextStep::Fail => {
-                    // The verdict names every refusal it counted: the pushes' and those the
-                    // nodes' heartbeats report.
-                    let refused = match &step.verdict {
-                        Verdict::Fail { refused } => refused.iter().map(ToString::to_string).collect(),
-                        _ => refused.iter().map(ToString::to_string).collect(),
-                    };
-                    break Err(BroadcastError::Failed { version, refused });
-                }
-                NextStep::OverBudget => {
-                    let pending = match &step.verdict {
-                        Verdict::Wait { pending, .. } => pending.iter().map(ToString::to_string).collect(),
-                        _ => Vec::new(),
-                    };
-                    break Err(BroadcastError::OverBudget { version, budget: plan.budget, pending });
-                }
-                NextStep::RetryAt(at) => at,
-            };
-            if pushes_due.is_some() {
-                if !step.targets.is_empty() {
-                    metrics::broadcast_round();
-                }
-                for (key, push) in self.pushes(leader, step.targets) {
-                    pushing.insert(key);
-                    inflight.spawn(push);
-                }
-                next_push_at = now + plan.pause_after(round);
-                round += 1;
             }
-            let wait = now.until(wake_at.min(next_push_at));
+            let wait = leader.now().until(wake_at.min(next_push_at));
             tokio::select! {
                 Some(joined) = inflight.join_next(), if !inflight.is_empty() => {
-                    // Take every answer that is in, then judge once.
+                    // Take every answer that is in, then judge once, if they can have changed
+                    // the verdict.
                     let mut answers = vec![joined];
                     while let Some(more) = inflight.try_join_next() {
                         answers.push(more);
@@ -208,14 +258,21 @@ impl Propagator {
                         // harmless).
                         let Ok((key, result)) = answer else {
                             pushing.clear();
+                            judge = true;
                             continue;
                         };
                         pushing.remove(&key);
                         match result {
-                            PushResult::Applied(applied) => leader.record_ack(&key, applied),
+                            PushResult::Applied(applied) => {
+                                if leader.record_ack(&key, applied) {
+                                    accounted += 1;
+                                }
+                                judge |= waiting.answered(&key, applied, version);
+                            }
                             PushResult::CannotApply if mode == Mode::Reversible => {
                                 warn!(version, node = %key, "an agent cannot apply the change: the broadcast fails");
                                 refused.insert(key);
+                                judge = true;
                             }
                             PushResult::CannotApply => {
                                 warn!(version, node = %key, "an agent cannot apply a change that only rolls forward; waiting until it has fenced");
@@ -224,16 +281,16 @@ impl Propagator {
                         }
                     }
                 }
-                _ = tokio::time::sleep(wait) => {}
-                _ = &mut acknowledged => {}
-                _ = leader.token().cancelled() => {}
+                _ = tokio::time::sleep(wait) => judge = true,
+                _ = &mut acknowledged => judge = true,
+                _ = leader.token().cancelled() => judge = true,
             }
         };
         let waited = leader.now() - started;
         match &result {
             Ok(outcome) => {
                 metrics::broadcast("proceed", waited);
-                info!(version, rounds = round, waited_ms = waited.as_millis() as u64, acknowledged = outcome.acknowledged.len(), fenced = ?outcome.fenced, "broadcast settled: proceed");
+                info!(version, rounds = round, waited_ms = waited.as_millis() as u64, waited_us = waited.as_micros() as u64, acknowledged = outcome.acknowledged.len(), fenced = ?outcome.fenced, "broadcast settled: proceed");
             }
             Err(error) => {
                 metrics::broadcast("fail", waited);
@@ -293,5 +350,35 @@ impl Propagator {
                 Some((key, push))
             })
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn wait(nodes: &[&str]) -> Verdict {
+        Verdict::Wait { pending: nodes.iter().map(|node| NodeKey::new(*node, "1")).collect(), next_settlement: None }
+    }
+
+    #[test]
+    fn answers_call_for_a_new_verdict_only_once_every_waited_node_acknowledged() {
+        let mut waiting = Waiting::default();
+        waiting.judged(wait(&["a", "b", "c"]));
+        assert!(!waiting.answered(&NodeKey::new("a", "1"), 7, 7), "b and c are still waited for");
+        assert!(!waiting.answered(&NodeKey::new("b", "1"), 6, 7), "b holds an older version");
+        assert!(!waiting.answered(&NodeKey::new("d", "1"), 7, 7), "d was not waited for");
+        assert!(!waiting.answered(&NodeKey::new("c", "1"), 8, 7), "b is still waited for");
+        assert!(waiting.answered(&NodeKey::new("b", "1"), 7, 7), "the last one acknowledged");
+    }
+
+    #[test]
+    fn a_new_verdict_replaces_the_nodes_waited_for() {
+        let mut waiting = Waiting::default();
+        waiting.judged(wait(&["a", "b"]));
+        waiting.judged(wait(&["b"]));
+        assert!(waiting.answered(&NodeKey::new("b", "1"), 3, 3));
+        waiting.judged(Verdict::Proceed);
+        assert!(waiting.answered(&NodeKey::new("a", "1"), 0, 3), "nothing is waited for after a decision");
     }
 }

@@ -156,6 +156,7 @@ impl MetadataLeader {
             proceed_after,
             state: Mutex::new(ledger),
             acks: Notify::new(),
+            ack_events: std::sync::atomic::AtomicU64::new(0),
             membership_changed: Notify::new(),
             publications: tokio::sync::Mutex::new(()),
             registrations: Default::default(),

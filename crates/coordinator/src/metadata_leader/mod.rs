@@ -120,6 +120,9 @@ pub struct MetadataLeader {
     proceed_after: Duration,
     state: Mutex<Ledger<MetadataChange>>,
     acks: Notify,
+    /// How many times `acks` was notified this term: a broadcast that skips judging after its
+    /// own answers still learns of acknowledgements that came another way meanwhile.
+    ack_events: std::sync::atomic::AtomicU64,
     /// Woken when a data node registers or is put to rest: the assigner runs a pass.
     membership_changed: Notify,
     publications: tokio::sync::Mutex<()>,
@@ -271,7 +274,7 @@ impl MetadataLeader {
                 let reason: String = refused.reason.chars().take(1024).collect();
                 warn!(node = %key, version = refused.version, %reason, "a data node reports that its host refused a change");
             }
-            self.acks.notify_waiters();
+            self.acknowledgements_moved();
         }
         let mut response = HeartbeatResponse {
             term: self.identity.term,
@@ -396,11 +399,26 @@ impl MetadataLeader {
         (self.state().broadcast_step(version, refusals, pushes_due, now), now)
     }
 
-    /// Records that `key` holds `version`.
-    pub fn record_ack(&self, key: &NodeKey, version: u64) {
-        if self.state().record_ack(key, version) {
-            self.acks.notify_waiters();
+    /// Records that `key` holds `version`; whether that moved its acknowledgement (and so
+    /// counted one of [`Self::ack_events`]).
+    pub fn record_ack(&self, key: &NodeKey, version: u64) -> bool {
+        let moved = self.state().record_ack(key, version);
+        if moved {
+            self.acknowledgements_moved();
         }
+        moved
+    }
+
+    /// Counts the event, then wakes every waiter: a broadcast that reads the count after it
+    /// armed [`Self::acknowledged`] either sees the event counted or is woken by it.
+    fn acknowledgements_moved(&self) {
+        self.ack_events.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        self.acks.notify_waiters();
+    }
+
+    /// How many times acknowledgements moved (or a heartbeat reported a refusal) this term.
+    pub fn ack_events(&self) -> u64 {
+        self.ack_events.load(std::sync::atomic::Ordering::Acquire)
     }
 
     /// Waits until an acknowledgement arrives (or returns at once if one arrived since the
