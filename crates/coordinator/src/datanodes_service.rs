@@ -153,12 +153,25 @@ impl DataNodes for DataNodesService {
 
     async fn heartbeat(&self, request: Request<HeartbeatRequest>) -> Result<Response<HeartbeatResponse>, Status> {
         let started = std::time::Instant::now();
-        let result = (|| {
-            let request = request.get_ref();
+        let result = async {
+            let request = request.into_inner();
             validate_node(&request.node_id, &request.incarnation)?;
             let leader = self.leader()?;
-            Ok(Response::new(leader.heartbeat(request, || self.ha.grants_until())?))
-        })();
+            // An agent that resyncs is answered with the whole catalog: copied on a blocking
+            // thread, so that a large catalog holds up no renewal queued on the runtime's
+            // workers. (The grant is recorded when it runs: later, so only more cautious.)
+            let resyncs = request.needs_resync || request.store_epoch != leader.store_epoch();
+            let answer = if resyncs {
+                let ha = self.ha.clone();
+                tokio::task::spawn_blocking(move || leader.heartbeat(&request, || ha.grants_until()))
+                    .await
+                    .map_err(|error| Status::internal(format!("answering a resync: {error}")))?
+            } else {
+                leader.heartbeat(&request, || self.ha.grants_until())
+            };
+            Ok(Response::new(answer?))
+        }
+        .await;
         metrics::heartbeat(result.is_ok(), started.elapsed());
         metrics::record("Heartbeat", result)
     }
