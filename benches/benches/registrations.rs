@@ -31,7 +31,7 @@ use leasehold_tests::store::Kind;
 use leasehold_tests::{TestCluster, TestStore};
 use tokio::task::JoinSet;
 use tokio::time::timeout;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
 const BIN: &str = env!("CARGO_BIN_EXE_leasehold-bench-node");
 /// The longest one call may take before it counts as failed (the coordinator's own limit on a
@@ -59,19 +59,6 @@ impl Run {
     fn per_second(&self) -> f64 {
         self.latency.len() as f64 / self.elapsed.as_secs_f64()
     }
-}
-
-/// `conns` connections to `address`, each connected before it is used.
-async fn connect(address: &str, conns: usize) -> Vec<Channel> {
-    let mut channels = Vec::with_capacity(conns);
-    for _ in 0..conns {
-        let endpoint = Endpoint::from_shared(format!("http://{address}"))
-            .expect("address")
-            .tcp_nodelay(true)
-            .connect_timeout(CALL_DEADLINE);
-        channels.push(timeout(CALL_DEADLINE, endpoint.connect()).await.expect("connecting").expect("a connection"));
-    }
-    channels
 }
 
 /// Agent `index`'s registration: a node id the coordinator has never seen.
@@ -156,7 +143,7 @@ async fn row(kind: Kind, count: usize, conns: usize, parallel: usize) {
     cluster.start("c1", &[], &[]).await;
     cluster.leader(START_DEADLINE).await;
     let address = cluster.node("c1").grpc.clone();
-    let channels = connect(&address, conns).await;
+    let channels = leasehold_benches::connect(&address, conns, CALL_DEADLINE).await;
     let mock = MockAgents::default().serve().await;
     // The leader answers UNAVAILABLE until its state is loaded: wait for it before the clock.
     let loaded = Instant::now() + START_DEADLINE;

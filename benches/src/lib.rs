@@ -71,3 +71,18 @@ pub fn env_list(name: &str, default: &str) -> Vec<String> {
     let list = std::env::var(name).unwrap_or_else(|_| default.to_owned());
     list.split(',').map(str::trim).filter(|item| !item.is_empty()).map(str::to_owned).collect()
 }
+
+/// `conns` HTTP/2 connections to `address`, each connected (within `deadline`) before it is
+/// used, so that no measured call pays for a connection.
+pub async fn connect(address: &str, conns: usize, deadline: Duration) -> Vec<tonic::transport::Channel> {
+    let mut channels = Vec::with_capacity(conns);
+    for _ in 0..conns {
+        let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{address}"))
+            .expect("address")
+            .tcp_nodelay(true)
+            .connect_timeout(deadline);
+        let connected = tokio::time::timeout(deadline, endpoint.connect()).await;
+        channels.push(connected.expect("connecting").expect("a connection"));
+    }
+    channels
+}
