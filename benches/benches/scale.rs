@@ -39,7 +39,7 @@ use leasehold::v1::{
     HeartbeatRequest, KeepAliveRequest, KeepAliveResponse, Table,
 };
 use leasehold_benches::fleet::{Fleet, MockAgents, cpu_seconds, rss_bytes};
-use leasehold_benches::{Samples, env_or, micros};
+use leasehold_benches::{Samples, env_or, micros, pin};
 use leasehold_core::timing::{default_renew_interval, default_store_timeout};
 use leasehold_store::{Store, StoreOptions, StoredObject, WriteGuard};
 use leasehold_tests::{TestCluster, TestStore};
@@ -63,16 +63,6 @@ const ANSWER_DEADLINE: Duration = Duration::from_secs(1);
 const STREAMS_PER_CONNECTION: usize = 200;
 /// Streams opened at once while the fleet connects.
 const OPENING_IN_PARALLEL: usize = 256;
-
-/// Pins `pid` (every thread) to `core` with `taskset`; false when that is not possible.
-fn pin(pid: u32, core: usize) -> bool {
-    std::process::Command::new("taskset")
-        .args(["-a", "-p", "-c", &core.to_string(), &pid.to_string()])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .status()
-        .is_ok_and(|status| status.success())
-}
 
 /// What every window's renewals saw, shared by the agents' tasks.
 #[derive(Default)]

@@ -86,3 +86,13 @@ pub async fn connect(address: &str, conns: usize, deadline: Duration) -> Vec<ton
     }
     channels
 }
+
+/// Pins `pid` (every thread) to `core` with `taskset`; false when that is not possible.
+pub fn pin(pid: u32, core: usize) -> bool {
+    std::process::Command::new("taskset")
+        .args(["-a", "-p", "-c", &core.to_string(), &pid.to_string()])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|status| status.success())
+}
