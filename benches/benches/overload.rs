@@ -13,25 +13,13 @@
 //! heartbeat failed. LEASEHOLD_BENCH_AGENTS (default 2000), LEASEHOLD_BENCH_SECONDS (default
 //! 10), LEASEHOLD_BENCH_FLOOD (default `reads,ddl,registrations`, any of them). Loopback only; every call has a deadline and the run stops by itself.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use leasehold::status::{error_reason, reason};
-use leasehold::v1::catalog_client::CatalogClient;
-use leasehold::v1::data_nodes_client::DataNodesClient;
-use leasehold::v1::{
-    CreateDatabaseRequest, CreateTableRequest, DeregisterRequest, DropTableRequest, GetSnapshotRequest,
-    GetTableRequest, ListTablesRequest, RegisterRequest,
-};
 use leasehold_benches::fleet::{Fleet, MockAgents, cpu_seconds};
 use leasehold_benches::{connect, env_list, env_or, micros, pin};
 use leasehold_core::timing::{default_renew_interval, default_store_timeout};
-use leasehold_tests::requests::create_table;
+use leasehold_tests::flood::{Flood, prepare};
 use leasehold_tests::{TestCluster, TestStore};
-use tokio::task::JoinSet;
-use tokio::time::timeout;
-use tonic::{Code, Status};
 
 const BIN: &str = env!("CARGO_BIN_EXE_leasehold-bench-node");
 const CALL_DEADLINE: Duration = Duration::from_secs(10);
@@ -40,95 +28,14 @@ const FLOOD_KINDS: &str = "reads,ddl,registrations";
 /// Set in the flood process: the coordinator to flood.
 const FLOOD_ADDRESS: &str = "LEASEHOLD_BENCH_FLOOD_ADDRESS";
 
-/// What the flood's calls came back with.
-#[derive(Default)]
-struct Outcomes {
-    answered: AtomicU64,
-    shed: AtomicU64,
-    failed: AtomicU64,
-}
-
-impl Outcomes {
-    fn count<T>(&self, outcome: Result<Result<T, Status>, tokio::time::error::Elapsed>) {
-        let counter = match &outcome {
-            Ok(Ok(_)) => &self.answered,
-            Ok(Err(status)) if error_reason(status).as_deref() == Some(reason::OVERLOADED) => &self.shed,
-            Ok(Err(status)) if matches!(status.code(), Code::AlreadyExists | Code::NotFound | Code::Aborted) => {
-                &self.answered
-            }
-            _ => &self.failed,
-        };
-        counter.fetch_add(1, Ordering::Relaxed);
-    }
-}
-
 /// The flood process: floods `address` for `seconds`, prints what it saw and exits.
 async fn flood(address: String, seconds: u64, kinds: &[String]) {
-    let wants = |kind: &str| kinds.iter().any(|wanted| wanted == kind);
-    let outcomes = Arc::new(Outcomes::default());
-    let until = Instant::now() + Duration::from_secs(seconds);
-    let connections = connect(&address, 16, CALL_DEADLINE).await;
-    let mut tasks = JoinSet::new();
-    for reader in 0..if wants("reads") { 96 } else { 0 } {
-        let (mut catalog, outcomes) = (CatalogClient::new(connections[reader % 16].clone()), outcomes.clone());
-        tasks.spawn(async move {
-            let mut round = 0_usize;
-            while Instant::now() < until {
-                round += 1;
-                match round % 3 {
-                    0 => {
-                        let request = GetTableRequest { database: "flood".into(), name: format!("t{}", round % 20) };
-                        outcomes.count(timeout(CALL_DEADLINE, catalog.get_table(request)).await);
-                    }
-                    1 => {
-                        let request = ListTablesRequest { database: "flood".into() };
-                        outcomes.count(timeout(CALL_DEADLINE, catalog.list_tables(request)).await);
-                    }
-                    _ => {
-                        let request = GetSnapshotRequest::default();
-                        outcomes.count(timeout(CALL_DEADLINE, catalog.get_snapshot(request)).await);
-                    }
-                }
-            }
-        });
-    }
-    for (client, connection) in connections.iter().take(if wants("ddl") { 4 } else { 0 }).enumerate() {
-        let (mut catalog, outcomes) = (CatalogClient::new(connection.clone()), outcomes.clone());
-        tasks.spawn(async move {
-            let table = format!("ddl{client}");
-            while Instant::now() < until {
-                outcomes.count(timeout(CALL_DEADLINE, catalog.create_table(create_table("flood", &table, ""))).await);
-                let drop = DropTableRequest { database: "flood".into(), name: table.clone(), ..Default::default() };
-                outcomes.count(timeout(CALL_DEADLINE, catalog.drop_table(drop)).await);
-            }
-        });
-    }
-    for (registrant, connection) in connections.iter().take(if wants("registrations") { 8 } else { 0 }).enumerate() {
-        let (mut nodes, outcomes) = (DataNodesClient::new(connection.clone()), outcomes.clone());
-        tasks.spawn(async move {
-            let mut round = 0;
-            while Instant::now() < until {
-                round += 1;
-                let (node_id, incarnation) = (format!("flood-{registrant}"), format!("i{round}"));
-                let register = RegisterRequest {
-                    node_id: node_id.clone(),
-                    address: "127.0.0.1:9".into(),
-                    incarnation: incarnation.clone(),
-                    ..Default::default()
-                };
-                outcomes.count(timeout(CALL_DEADLINE, nodes.register(register)).await);
-                let deregister = DeregisterRequest { node_id, incarnation, ..Default::default() };
-                outcomes.count(timeout(CALL_DEADLINE, nodes.deregister(deregister)).await);
-            }
-        });
-    }
-    while tasks.join_next().await.is_some() {}
-    println!(
-        "flood: {} answered, {} shed, {} failed",
-        outcomes.answered.load(Ordering::Relaxed),
-        outcomes.shed.load(Ordering::Relaxed),
-        outcomes.failed.load(Ordering::Relaxed)
-    );
+    let wants = |kind: &str, count: usize| if kinds.iter().any(|wanted| wanted == kind) { count } else { 0 };
+    let flood =
+        Flood { readers: wants("reads", 96), ddl_clients: wants("ddl", 4), registrants: wants("registrations", 8) };
+    let until = tokio::time::Instant::now() + Duration::from_secs(seconds);
+    let outcomes = flood.run(&connect(&address, 16, CALL_DEADLINE).await, until).await;
+    println!("flood: {} answered, {} shed, {} failed", outcomes.answered, outcomes.shed, outcomes.failed);
 }
 
 async fn run(agents: usize, seconds: u64) {
@@ -140,18 +47,7 @@ async fn run(agents: usize, seconds: u64) {
     cluster.start("c1", &[], &[]).await;
     cluster.leader(Duration::from_secs(20)).await;
     let (address, pid) = (cluster.node("c1").grpc.clone(), cluster.node("c1").pid());
-    let mut catalog = CatalogClient::new(connect(&address, 1, CALL_DEADLINE).await.remove(0));
-    let started = Instant::now();
-    while let Err(status) =
-        catalog.create_database(CreateDatabaseRequest { name: "flood".into(), ..Default::default() }).await
-    {
-        assert!(status.code() == Code::Unavailable && started.elapsed() < Duration::from_secs(30), "{status:?}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    for index in 0..20 {
-        let request: CreateTableRequest = create_table("flood", &format!("t{index}"), "");
-        catalog.create_table(request).await.expect("create table");
-    }
+    prepare(connect(&address, 1, CALL_DEADLINE).await.remove(0)).await;
     let pinned = pin(pid, 0) && pin(std::process::id(), 1);
     let mock = MockAgents::default().serve().await;
     let fleet = Fleet::new(&address, agents, 8);

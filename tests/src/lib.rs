@@ -17,6 +17,7 @@
 pub mod agents;
 pub mod cluster;
 pub mod ctl;
+pub mod flood;
 pub mod lab;
 pub mod observer;
 pub mod ownership;

@@ -160,8 +160,7 @@ impl DataNodes for DataNodesService {
             // An agent that resyncs is answered with the whole catalog: copied on a blocking
             // thread, so that a large catalog holds up no renewal queued on the runtime's
             // workers. (The grant is recorded when it runs: later, so only more cautious.)
-            let resyncs = request.needs_resync || request.store_epoch != leader.store_epoch();
-            let answer = if resyncs {
+            let answer = if leader.asks_for_snapshot(&request) {
                 let ha = self.ha.clone();
                 tokio::task::spawn_blocking(move || leader.heartbeat(&request, || ha.grants_until()))
                     .await

@@ -12,7 +12,7 @@ use leasehold::v1::ApplyInvalidationRequest;
 use leasehold::v1::agent_client::AgentClient;
 use leasehold_core::contact::NodeKey;
 use leasehold_core::ledger::Refusals;
-use leasehold_core::propagation::{NextStep, PropagationPlan};
+use leasehold_core::propagation::{NextStep, PropagationPlan, Waiting};
 use leasehold_core::verdict::Verdict;
 use tonic::transport::{Channel, Endpoint};
 use tracing::{debug, info, warn};
@@ -86,34 +86,6 @@ struct Forget<'a> {
 impl Drop for Forget<'_> {
     fn drop(&mut self) {
         self.leader.forget(self.version);
-    }
-}
-
-/// The nodes the last verdict waited for. Settled nodes stay settled (acknowledgements only
-/// grow, time only passes, and the nodes that count are those of the publication's snapshot),
-/// so push answers can turn the verdict from `Wait` only once every one of these acknowledged:
-/// until then the propagator does not judge again on an answer.
-#[derive(Debug, Default)]
-struct Waiting {
-    nodes: BTreeSet<NodeKey>,
-}
-
-impl Waiting {
-    /// After a verdict: the nodes it waits for.
-    fn judged(&mut self, verdict: Verdict) {
-        self.nodes = match verdict {
-            Verdict::Wait { pending, .. } => pending.into_iter().collect(),
-            Verdict::Proceed | Verdict::Fail { .. } => BTreeSet::new(),
-        };
-    }
-
-    /// `key` answered a push of `version` holding `applied`: whether the verdict is worth
-    /// judging again (no node it waited for is left).
-    fn answered(&mut self, key: &NodeKey, applied: u64, version: u64) -> bool {
-        if applied >= version {
-            self.nodes.remove(key);
-        }
-        self.nodes.is_empty()
     }
 }
 
@@ -350,35 +322,5 @@ impl Propagator {
                 Some((key, push))
             })
             .collect()
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn wait(nodes: &[&str]) -> Verdict {
-        Verdict::Wait { pending: nodes.iter().map(|node| NodeKey::new(*node, "1")).collect(), next_settlement: None }
-    }
-
-    #[test]
-    fn answers_call_for_a_new_verdict_only_once_every_waited_node_acknowledged() {
-        let mut waiting = Waiting::default();
-        waiting.judged(wait(&["a", "b", "c"]));
-        assert!(!waiting.answered(&NodeKey::new("a", "1"), 7, 7), "b and c are still waited for");
-        assert!(!waiting.answered(&NodeKey::new("b", "1"), 6, 7), "b holds an older version");
-        assert!(!waiting.answered(&NodeKey::new("d", "1"), 7, 7), "d was not waited for");
-        assert!(!waiting.answered(&NodeKey::new("c", "1"), 8, 7), "b is still waited for");
-        assert!(waiting.answered(&NodeKey::new("b", "1"), 7, 7), "the last one acknowledged");
-    }
-
-    #[test]
-    fn a_new_verdict_replaces_the_nodes_waited_for() {
-        let mut waiting = Waiting::default();
-        waiting.judged(wait(&["a", "b"]));
-        waiting.judged(wait(&["b"]));
-        assert!(waiting.answered(&NodeKey::new("b", "1"), 3, 3));
-        waiting.judged(Verdict::Proceed);
-        assert!(waiting.answered(&NodeKey::new("a", "1"), 0, 3), "nothing is waited for after a decision");
     }
 }

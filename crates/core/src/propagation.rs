@@ -2,9 +2,11 @@
 //! budget that only a bug should ever reach (the verdict settles within `T_proceed`, plus one
 //! coordinator lease after a failover).
 
+use std::collections::BTreeSet;
 use std::time::Duration;
 
 use crate::clock::MonoTime;
+use crate::contact::NodeKey;
 use crate::verdict::Verdict;
 
 /// Retry and budget settings of a broadcast.
@@ -65,6 +67,34 @@ impl PropagationPlan {
     }
 }
 
+/// The nodes the last verdict waited for. Settled nodes stay settled (acknowledgements only
+/// grow, time only passes, and the nodes that count are those of the publication's snapshot),
+/// so push answers can turn the verdict from `Wait` only once every one of these acknowledged:
+/// until then the propagator does not judge again on an answer.
+#[derive(Debug, Default)]
+pub struct Waiting {
+    nodes: BTreeSet<NodeKey>,
+}
+
+impl Waiting {
+    /// After a verdict: the nodes it waits for.
+    pub fn judged(&mut self, verdict: Verdict) {
+        self.nodes = match verdict {
+            Verdict::Wait { pending, .. } => pending.into_iter().collect(),
+            Verdict::Proceed | Verdict::Fail { .. } => BTreeSet::new(),
+        };
+    }
+
+    /// `key` answered a push of `version` holding `applied`: whether the verdict is worth
+    /// judging again (no node it waited for is left).
+    pub fn answered(&mut self, key: &NodeKey, applied: u64, version: u64) -> bool {
+        if applied >= version {
+            self.nodes.remove(key);
+        }
+        self.nodes.is_empty()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -108,5 +138,30 @@ mod tests {
         assert_eq!(plan.covering(Duration::from_secs(4)).budget, Duration::from_secs(10), "already enough");
         assert_eq!(plan.covering(Duration::from_secs(13)).budget, Duration::from_secs(15), "need plus one round");
         assert_eq!(plan.covering(Duration::from_secs(13)).retry_interval, plan.retry_interval);
+    }
+
+    fn wait(nodes: &[&str]) -> Verdict {
+        Verdict::Wait { pending: nodes.iter().map(|node| NodeKey::new(*node, "1")).collect(), next_settlement: None }
+    }
+
+    #[test]
+    fn answers_call_for_a_new_verdict_only_once_every_waited_node_acknowledged() {
+        let mut waiting = Waiting::default();
+        waiting.judged(wait(&["a", "b", "c"]));
+        assert!(!waiting.answered(&NodeKey::new("a", "1"), 7, 7), "b and c are still waited for");
+        assert!(!waiting.answered(&NodeKey::new("b", "1"), 6, 7), "b holds an older version");
+        assert!(!waiting.answered(&NodeKey::new("d", "1"), 7, 7), "d was not waited for");
+        assert!(!waiting.answered(&NodeKey::new("c", "1"), 8, 7), "b is still waited for");
+        assert!(waiting.answered(&NodeKey::new("b", "1"), 7, 7), "the last one acknowledged");
+    }
+
+    #[test]
+    fn a_new_verdict_replaces_the_nodes_waited_for() {
+        let mut waiting = Waiting::default();
+        waiting.judged(wait(&["a", "b"]));
+        waiting.judged(wait(&["b"]));
+        assert!(waiting.answered(&NodeKey::new("b", "1"), 3, 3));
+        waiting.judged(Verdict::Proceed);
+        assert!(waiting.answered(&NodeKey::new("a", "1"), 0, 3), "nothing is waited for after a decision");
     }
 }

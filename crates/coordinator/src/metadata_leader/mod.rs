@@ -306,6 +306,13 @@ impl MetadataLeader {
         Ok(response)
     }
 
+    /// Whether `request` asks for (or needs) the whole catalog: its cache is of another store
+    /// epoch, or it asks to resync. (An agent too far behind the retained changes gets one too,
+    /// which only the ledger can tell.)
+    pub fn asks_for_snapshot(&self, request: &HeartbeatRequest) -> bool {
+        !ledger::answers_with_changes(&request.store_epoch, request.needs_resync, &self.store_epoch)
+    }
+
     /// The catalog's messages at `version`, the newest, which `state` holds: the shared ones
     /// when they were built at that version, else built now (once per version) and kept.
     fn catalog_snapshot_at(&self, state: &Ledger<MetadataChange>, version: u64) -> Arc<Vec<v1::CatalogChange>> {

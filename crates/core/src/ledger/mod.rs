@@ -117,6 +117,12 @@ pub struct Beat<'a> {
     pub refused: Option<u64>,
 }
 
+/// Whether a heartbeat from a cache of `agent_epoch` that does (not) ask to resync is answered
+/// with the changes it lacks (true) or with a snapshot, in a store of `store_epoch`.
+pub fn answers_with_changes(agent_epoch: &str, needs_resync: bool, store_epoch: &str) -> bool {
+    agent_epoch == store_epoch && !needs_resync
+}
+
 /// A granted heartbeat: the lease was recorded, and this is the answer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Grant<C> {
@@ -311,7 +317,7 @@ impl<C: Clone> Ledger<C> {
         hold_until: Option<MonoTime>,
         now: MonoTime,
     ) -> Result<Grant<C>, Refusal> {
-        let current = beat.store_epoch == self.store_epoch && !beat.needs_resync;
+        let current = answers_with_changes(beat.store_epoch, beat.needs_resync, &self.store_epoch);
         let leading = hold_until.is_none_or(|until| now < until);
         // One lookup on the hot path: a registered incarnation is never retired, so the
         // refusals are told apart only when the beat is refused.
