@@ -39,7 +39,8 @@ impl TestAgent {
     pub async fn start(cluster: &mut TestCluster, node_id: &str, env: &[(&str, &str)]) -> TestAgent {
         let lease = cluster.timings.lease.unwrap_or_default();
         let mut heartbeat_proxies = Vec::new();
-        for (_, address) in cluster.endpoints() {
+        // Every coordinator, down or not: one that is down now may lead later.
+        for address in cluster.node_addresses() {
             let target: SocketAddr = address.parse().expect("a coordinator address");
             heartbeat_proxies.push(Proxy::start(target).await.expect("a heartbeat proxy"));
         }
@@ -118,7 +119,7 @@ impl TestAgent {
                 let response = response.into_inner();
                 Ok((response.version, response.schema))
             }
-            Err(status) if status.code() == tonic::Code::NotFound => Ok((leasehold_tests_version(&status), None)),
+            Err(status) if status.code() == tonic::Code::NotFound => Ok((not_found_version(&status), None)),
             Err(status) => Err(status),
         }
     }
@@ -153,7 +154,7 @@ impl TestAgent {
 }
 
 /// The cache version a NOT_FOUND answer reports.
-fn leasehold_tests_version(status: &Status) -> u64 {
+pub(crate) fn not_found_version(status: &Status) -> u64 {
     use tonic_types::StatusExt;
     status
         .get_details_error_info()

@@ -203,6 +203,18 @@ impl TestCluster {
         self.start(node_id, &["--listen", &address], env).await
     }
 
+    /// Starts a stopped coordinator again on the address it listened on, without waiting for it
+    /// to serve, as a supervisor restarts a process: it may wait long for its store (a paused
+    /// node holding SQLite's write lock, say), and the caller has other faults to end meanwhile.
+    pub fn respawn_in_place(&mut self, node_id: &str, env: &[(&str, &str)]) {
+        let address = self.node(node_id).grpc.clone();
+        let mut node = self.spawn(node_id, &["--listen", &address], env);
+        node.grpc = address;
+        if let Some(mut old) = self.nodes.insert(node_id.to_owned(), node) {
+            old.kill();
+        }
+    }
+
     /// A node of the cluster.
     pub fn node(&self, node_id: &str) -> &Node {
         self.nodes.get(node_id).unwrap_or_else(|| panic!("no node {node_id}"))
@@ -219,6 +231,16 @@ impl TestCluster {
             .values_mut()
             .filter_map(|node| node.is_running().then(|| (node.node_id.clone(), node.grpc.clone())))
             .collect()
+    }
+
+    /// The gRPC address of every node started so far, running or not, in node-id order.
+    pub fn node_addresses(&self) -> Vec<String> {
+        self.nodes.values().map(|node| node.grpc.clone()).collect()
+    }
+
+    /// The id of every node started so far, running or not.
+    pub fn node_ids(&self) -> Vec<String> {
+        self.nodes.keys().cloned().collect()
     }
 
     /// Asks every running node for its state; returns `(node id, role, term)` of those that

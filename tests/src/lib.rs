@@ -10,6 +10,8 @@
 //! - [`ctl`]: `leasehold ctl` run as a process, answering JSON or a table.
 //! - [`agents`]: data-node agents wired through chaos proxies.
 //! - [`observer`]: polls every node's HA state and checks that no term ever had two leaders.
+//! - [`nemesis`]: a seeded schedule of faults over a whole cluster, a recorded workload, and
+//!   the checkers of every promise over its history.
 //! - [`ownership`]: samples every agent's bucket ownership and checks no bucket had two owners.
 //! - [`poll`]: waiting for a condition with a deadline, never a bare sleep.
 //! - [`requests`]: the catalog requests the tests send.
@@ -19,6 +21,7 @@ pub mod cluster;
 pub mod ctl;
 pub mod flood;
 pub mod lab;
+pub mod nemesis;
 pub mod observer;
 pub mod ownership;
 pub mod poll;

@@ -70,6 +70,11 @@ impl LeaderObserver {
         crate::poll::eventually(&what, timeout, || async { self.check().0.get(&term).cloned() }).await
     }
 
+    /// Every node seen leading, per term.
+    pub fn leaders_by_term(&self) -> BTreeMap<u64, BTreeSet<String>> {
+        self.leaders_by_term.lock().expect("terms poisoned").clone()
+    }
+
     /// Panics if any term was reported by two nodes as theirs; returns the leader of each term
     /// seen, and how many answers were sampled.
     pub fn check(&self) -> (BTreeMap<u64, String>, u64) {

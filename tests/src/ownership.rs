@@ -96,11 +96,16 @@ impl OwnershipChecker {
         .await
     }
 
-    /// Stops sampling and checks the whole history; panics naming the first double owner.
-    pub async fn finish(mut self) -> usize {
+    /// Stops sampling; returns every sample.
+    pub async fn stop(mut self) -> Vec<Sample> {
         self.stop.cancel();
         while self.tasks.join_next().await.is_some() {}
-        let samples = self.samples();
+        self.samples()
+    }
+
+    /// Stops sampling and checks the whole history; panics naming the first double owner.
+    pub async fn finish(self) -> usize {
+        let samples = self.stop().await;
         if let Err(violation) = check(&samples) {
             panic!("bucket ownership violated: {violation}");
         }

@@ -80,21 +80,32 @@ impl Node {
     pub async fn wait_serving(&mut self, timeout: Duration) {
         let deadline = Instant::now() + timeout;
         loop {
-            let serving = self
-                .events("coordinator serving")
-                .into_iter()
-                .chain(self.events("agent serving"))
-                .find(|event| event["node_id"] == self.node_id.as_str());
-            if let Some(event) = serving {
-                self.grpc = event["grpc"].as_str().expect("grpc address in the serving event").to_owned();
-                self.metrics = event["metrics"].as_str().unwrap_or_default().to_owned();
-                return;
-            }
-            if let Some(status) = self.try_exit() {
-                panic!("{} exited with {status} before serving:\n{}", self.node_id, self.output());
+            match self.serving() {
+                Ok(true) => return,
+                Ok(false) => {}
+                Err(status) => panic!("{} exited with {status} before serving:\n{}", self.node_id, self.output()),
             }
             assert!(Instant::now() < deadline, "{} did not serve within {timeout:?}:\n{}", self.node_id, self.output());
             tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Whether the process serves now (it logged "coordinator serving" or "agent serving"; its
+    /// addresses are recorded then); the exit status when it exited instead.
+    pub fn serving(&mut self) -> Result<bool, ExitStatus> {
+        let serving = self
+            .events("coordinator serving")
+            .into_iter()
+            .chain(self.events("agent serving"))
+            .find(|event| event["node_id"] == self.node_id.as_str());
+        if let Some(event) = serving {
+            self.grpc = event["grpc"].as_str().expect("grpc address in the serving event").to_owned();
+            self.metrics = event["metrics"].as_str().unwrap_or_default().to_owned();
+            return Ok(true);
+        }
+        match self.try_exit() {
+            Some(status) => Err(status),
+            None => Ok(false),
         }
     }
 

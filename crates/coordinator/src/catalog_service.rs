@@ -16,7 +16,7 @@ use leasehold::v1::{
     GetSnapshotResponse, GetTableRequest, ListDatabasesRequest, ListDatabasesResponse, ListProceduresRequest,
     ListProceduresResponse, ListTablesRequest, ListTablesResponse, MetadataChangeRef, Procedure,
 };
-use leasehold_core::catalog::Catalog;
+use leasehold_core::catalog::{Catalog, Table};
 use leasehold_core::ddl::{AlterAction, DdlError, DdlRequest, validate_name};
 use leasehold_store::{ProcedureRow, Store};
 use tonic::{Request, Response, Status};
@@ -201,11 +201,15 @@ impl CatalogRpc for CatalogService {
             let request = request.into_inner();
             name("database", &request.database)?;
             name("name", &request.name)?;
-            let (table, _) = self.read(|catalog| catalog.visible_table(&request.database, &request.name)).await?;
+            let (table, _) = self
+                .read(|catalog| {
+                    catalog.visible_table(&request.database, &request.name).map(|table| table_answer(catalog, &table))
+                })
+                .await?;
             let table = table.ok_or_else(|| {
                 ddl_error(DdlError::NotFound { what: format!("table {}.{}", request.database, request.name) })
             })?;
-            Ok(Response::new(table_message(&table, table.ttl)))
+            Ok(Response::new(table))
         }
         .await;
         metrics::record("GetTable", result)
@@ -218,7 +222,7 @@ impl CatalogRpc for CatalogService {
             let (tables, version) = self
                 .read(|catalog| {
                     catalog.database_visible(&request.database).then(|| {
-                        catalog.visible_tables(&request.database).iter().map(|t| table_message(t, t.ttl)).collect()
+                        catalog.visible_tables(&request.database).iter().map(|t| table_answer(catalog, t)).collect()
                     })
                 })
                 .await?;
@@ -372,4 +376,12 @@ impl ProceduresRpc for ProceduresService {
         .await;
         metrics::record("ListProcedures", result)
     }
+}
+
+/// A table as GetTable and ListTables answer it: its visible columns, its own TTL (`ttl_ms`, 0
+/// when it inherits) and the TTL in force (`effective_ttl_ms`). `visible` is the reader's view,
+/// whose TTL is already resolved.
+fn table_answer(catalog: &Catalog, visible: &Table) -> v1::Table {
+    let own = catalog.table(&visible.database, &visible.name).and_then(|table| table.ttl);
+    table_message(&Table { ttl: own, ..visible.clone() }, visible.ttl)
 }

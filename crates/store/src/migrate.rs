@@ -122,13 +122,32 @@ pub(crate) async fn run(conn: &mut AnyConnection, backend: Backend, set: Migrati
             ("SELECT GET_LOCK('leasehold_migrations', 60)", "SELECT RELEASE_LOCK('leasehold_migrations')")
         }
     };
-    sqlx::raw_sql(lock).execute(&mut *conn).await.map_err(|source| StoreError::Migration { id: "lock", source })?;
+    // Another coordinator may hold the lock longer than one statement waits for it (a paused
+    // one holds SQLite's write lock for as long as it is paused): wait it out, within the
+    // deadline the caller set, rather than fail the start.
+    loop {
+        match sqlx::raw_sql(lock).execute(&mut *conn).await {
+            Ok(_) => break,
+            Err(source) if lock_busy(&source) => tokio::time::sleep(LOCK_RETRY).await,
+            Err(source) => return Err(StoreError::Migration { id: "lock", source }),
+        }
+    }
     let result = apply(conn, backend, set).await;
     let unlocked =
         sqlx::raw_sql(if result.is_ok() { unlock } else { rollback_or(backend, unlock) }).execute(&mut *conn).await;
     result?;
     unlocked.map_err(|source| StoreError::Migration { id: "unlock", source })?;
     Ok(())
+}
+
+/// How long a migration waits before asking again for a lock another holds.
+const LOCK_RETRY: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// Whether `error` says only that another connection holds the lock: SQLite's `SQLITE_BUSY`
+/// and `SQLITE_LOCKED` (with their extended codes), PostgreSQL's `lock_not_available`.
+fn lock_busy(error: &sqlx::Error) -> bool {
+    let code = error.as_database_error().and_then(|error| error.code());
+    code.is_some_and(|code| matches!(code.as_ref(), "5" | "6" | "261" | "262" | "517" | "55P03"))
 }
 
 fn rollback_or(backend: Backend, unlock: &'static str) -> &'static str {

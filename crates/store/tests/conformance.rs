@@ -426,6 +426,29 @@ async fn migrations_are_safe_to_run_concurrently_and_again(h: Harness) {
     h.store.migrate(MigrationSet::All).await.expect("migrate again");
 }
 
+async fn migrations_wait_out_another_holder_of_the_migration_lock(h: Harness) {
+    use sqlx::Connection;
+    // The lock the migrations take, held from a connection of another process's making.
+    let (lock, unlock) = match h.url.split_once(':').map(|(scheme, _)| scheme) {
+        Some("sqlite") => ("BEGIN IMMEDIATE", "COMMIT"),
+        Some("postgres" | "postgresql") => {
+            ("SELECT pg_advisory_lock(7400190001)", "SELECT pg_advisory_unlock(7400190001)")
+        }
+        _ => ("SELECT GET_LOCK('leasehold_migrations', 60)", "SELECT RELEASE_LOCK('leasehold_migrations')"),
+    };
+    let mut holder = sqlx::AnyConnection::connect(&h.url).await.expect("a connection of its own");
+    sqlx::raw_sql(lock).execute(&mut holder).await.expect("taking the migration lock");
+    // One call waits 300 ms at most (busy timeout, lock timeout); the lock is held far longer.
+    let short = Duration::from_millis(300);
+    let options = StoreOptions { call_timeout: short, lock_timeout: short, ..StoreOptions::new(h.url.clone()) };
+    let store = Store::connect(options).await.expect("connect");
+    let migrating = tokio::spawn(async move { store.migrate(MigrationSet::All).await });
+    tokio::time::sleep(short * 5).await;
+    assert!(!migrating.is_finished(), "migrate gave up while another held the lock: {:?}", migrating.await);
+    sqlx::raw_sql(unlock).execute(&mut holder).await.expect("releasing the migration lock");
+    migrating.await.unwrap().expect("migrate once the lock was released");
+}
+
 async fn the_store_clock_has_millisecond_resolution(h: Harness) {
     let mut readings = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(5);
@@ -1168,6 +1191,7 @@ every_backend!(
     node_registry_claims_refreshes_and_stops,
     store_epoch_is_written_once,
     migrations_are_safe_to_run_concurrently_and_again,
+    migrations_wait_out_another_holder_of_the_migration_lock,
     the_store_clock_has_millisecond_resolution,
     a_lock_held_by_a_guarded_write_delays_an_acquire_until_commit,
     versions_follow_commit_order_and_old_changes_are_trimmed,
