@@ -29,7 +29,7 @@ use leasehold::v1::assignments_client::AssignmentsClient;
 use leasehold::v1::catalog_client::CatalogClient;
 use leasehold::v1::procedures_client::ProceduresClient;
 use leasehold::v1::{
-    AgentLeaseState, CreatePoolRequest, GetTableRequest, ListDatabasesRequest, ListProceduresRequest, ListTablesRequest,
+    AgentLeaseState, CreatePoolRequest, GetSnapshotRequest, GetTableRequest, ObjectState, catalog_change, ListDatabasesRequest, ListProceduresRequest, ListTablesRequest,
 };
 use leasehold::{Client, ClientOptions};
 use leasehold_chaos::{Fault as ProxyFault, Proxy};
@@ -632,13 +632,29 @@ async fn compare_catalog(client: &Client, result: &ClientResult) -> Vec<String> 
             let columns = full.columns.iter().map(|column| column.name.clone()).collect();
             actual.tables.insert(full.name.clone(), TableModel { columns, ttl_ms: full.ttl_ms });
         }
+        // Views are listed by no call of their own: the whole catalog's snapshot holds them.
+        let snapshot = client
+            .call_leader(|channel| async move {
+                let request = GetSnapshotRequest { since_version: 0, store_epoch: String::new() };
+                CatalogClient::new(channel).get_snapshot(request).await
+            })
+            .await
+            .map_err(|error| error.to_string())?;
+        for change in snapshot.snapshot {
+            if let Some(catalog_change::Kind::PutView(view)) = change.kind
+                && view.database == database
+                && view.state == ObjectState::Visible as i32
+            {
+                actual.views.insert(view.name);
+            }
+        }
         Ok::<Namespace, String>(actual)
     };
     match found.await {
         Err(error) => vec![format!("reading database {database} after the heal: {error}")],
         Ok(actual) => {
-            let expected = Namespace { views: BTreeSet::new(), ..result.model.clone() };
-            if actual == expected {
+            let expected = &result.model;
+            if actual == *expected {
                 Vec::new()
             } else {
                 vec![format!(

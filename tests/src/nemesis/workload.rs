@@ -256,15 +256,27 @@ pub async fn ddl_client(
 }
 
 /// A DDL of database `n0` that nothing else touches, sent until its answer is definite or
-/// `bound` passes (then its outcome is unknown).
+/// `bound` passes (then its outcome is unknown). A roll-back (a host refused the change: the
+/// agents' failpoint stays armed after the heal) is followed by another request.
 pub async fn fresh_ddl(client: &Client, history: &History, bound: Duration) -> Outcome {
     let give_up = CancellationToken::new();
-    let request_id = format!("fresh-{}", history.now_us());
-    let deadline = tokio::time::sleep(bound);
-    let answered = answer(client, &Ddl::CreateDatabase, "n0", &request_id, "ddl-0", history, &give_up);
+    let attempts = async {
+        loop {
+            let request_id = format!("fresh-{}", history.now_us());
+            let answered = answer(client, &Ddl::CreateDatabase, "n0", &request_id, "ddl-0", history, &give_up).await;
+            match answered {
+                Some(Outcome::Refused { reason, .. }) if reason == reason::BROADCAST_FAILED => continue,
+                answered => {
+                    return answered.unwrap_or(Outcome::Unknown { code: "Cancelled".into(), reason: "gave up".into() });
+                }
+            }
+        }
+    };
     tokio::select! {
-        answered = answered => answered.unwrap_or(Outcome::Unknown { code: "Cancelled".into(), reason: "gave up".into() }),
-        _ = deadline => Outcome::Unknown { code: "DeadlineExceeded".into(), reason: format!("no answer within {bound:?}") },
+        answered = attempts => answered,
+        _ = tokio::time::sleep(bound) => {
+            Outcome::Unknown { code: "DeadlineExceeded".into(), reason: format!("no success within {bound:?}") }
+        }
     }
 }
 
