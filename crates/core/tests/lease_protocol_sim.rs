@@ -465,7 +465,7 @@ fn simulate(scenario: &Scenario) -> (Option<(u64, u64)>, u64) {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: sim::cases(512), ..ProptestConfig::default() })]
 
     #[test]
     fn no_agent_serves_an_older_version_after_proceed(scenario in scenario()) {

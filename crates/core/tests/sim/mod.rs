@@ -146,3 +146,9 @@ pub fn ledger<C: Clone>(promoted_at: MonoTime, earlier_grants: Duration, inherit
     };
     Ledger::new(start, inherited)
 }
+
+/// How many schedules a property runs: `PROPTEST_CASES` when set (for longer hunts), else
+/// `default` (sized for a debug `cargo test` in CI).
+pub fn cases(default: u32) -> u32 {
+    std::env::var("PROPTEST_CASES").ok().and_then(|cases| cases.parse().ok()).unwrap_or(default)
+}
