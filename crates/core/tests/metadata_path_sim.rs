@@ -1,28 +1,32 @@
 //! A simulation of the whole metadata path that tries to break the DDL promise.
 //!
 //! Leaders are the coordinator's own [`Ledger`]s over one store: an in-memory value with a
-//! version counter, the change log, the catalog and the procedure rows, that only the term
-//! holding the coordinator lease can write (every write checks the term, as the store's
-//! guarded transactions do). A promotion bumps the term; the deposed leader keeps answering
-//! heartbeats and judging verdicts until its own hold ends, but none of its writes land.
+//! version counter, the change log, the catalog, the bucket slots and the procedure rows,
+//! that only the term holding the coordinator lease can write (every write checks the term,
+//! as the store's guarded transactions do). A promotion bumps the term; the deposed leader
+//! keeps answering heartbeats and judging verdicts until its own hold ends, but none of its
+//! writes land.
 //!
 //! DDL runs as procedures planned by core's `ddl`, stepped by core's `procedure`
 //! (`after_prepare`, `resume_from`), broadcast in rounds by core's `propagation` plan with
-//! the ledger's verdict, and resumed from the stored step by every new leader. Agents run
-//! core's `LeaseManager` and apply changes, snapshots and drop orders as the agent does,
-//! through core's `catalog` and `ddl` (drop orders, resync drops, the veto of reversible
-//! puts). Their hosts write data into every visible column, and refuse changes or the
-//! deletion of data for a while. The network drops, delays, duplicates and reorders
-//! heartbeats, answers, pushes and their answers; clocks are off by up to `ρ`; agents freeze.
-//! At the end every fault stops (the heal) and the run goes on long enough to finish.
+//! the ledger's verdict, and resumed from the stored step by every new leader. Buckets move by
+//! the ledger's assignment pass and core's `buckets` handoff. Agents run core's
+//! `LeaseManager` and apply changes, snapshots and drop orders as the agent does, through
+//! core's `catalog` and `ddl` (drop orders, resync drops, the veto of reversible puts). Their
+//! hosts write data into every visible column, and refuse changes or the deletion of data for
+//! a while. The network drops, delays, duplicates and reorders heartbeats, answers, pushes and
+//! their answers; clocks are off by up to `ρ`; agents freeze. At the end every fault stops
+//! (the heal) and the run goes on long enough to finish.
 //!
-//! The properties, checked after every event:
+//! The properties, checked after every event that can make an agent serve something new:
 //! 1. once a DDL returned OK at version `V`, no agent holds a valid lease over a cache older
-//!    than `V`, and every cache under a valid lease is the store's catalog at its version;
+//!    than `V`, and every cache under a valid lease is the store's at its version;
 //! 2. once a drop returned OK, no host under a valid lease holds data of what it dropped
 //!    (a host that still has it is fenced, and deletes it before it serves again);
+//! 4. no bucket is owned by two agents at once;
 //!
-//! and at the end of the heal: 3. every procedure ended (succeeded, rolled back or failed).
+//! and at the end of the heal: 3. every procedure ended (succeeded, rolled back or failed),
+//! and every bucket is owned by an agent that serves it.
 
 mod sim;
 
@@ -56,7 +60,7 @@ const ASSIGN_EVERY_US: u64 = 500_000;
 const POOL: &str = "p";
 const BUCKET_COUNT: u32 = 6;
 
-/// A change as the log holds it: a catalog change, or an order to delete data.
+/// A change as the log holds it: a catalog change, an order to delete data, or bucket handoffs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Change {
     Catalog(CatalogChange),
@@ -1260,6 +1264,7 @@ fn a_host_that_cannot_delete_data_is_waited_out_and_deletes_before_serving() {
 #[test]
 fn a_new_leader_resumes_procedures_left_midway() {
     let ddls = vec![(2000, 3, 0, 0), (2000, 5, 1, 1), (2000, 6, 0, 0)];
+    let mut resumed = 0;
     for promote_at in [2010, 2500, 4000, 6000, 8000] {
         let mut scenario = quiet(11, 3, ddls.clone());
         scenario.pauses = vec![(0, 1500, 3000)];
@@ -1267,7 +1272,9 @@ fn a_new_leader_resumes_procedures_left_midway() {
         let tally = simulate(&scenario);
         assert_eq!(tally.started, 3, "{tally:?}");
         assert_eq!(tally.succeeded + tally.rolled_back, 3, "promoted at {promote_at} ms: {tally:?}");
+        resumed += tally.resumed;
     }
+    assert!(resumed >= 5, "{resumed} procedures resumed");
 }
 
 /// The random schedules reach every outcome: DDL that succeeds, drops, rollbacks, procedures
