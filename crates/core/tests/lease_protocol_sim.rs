@@ -17,60 +17,18 @@
 //! The property: whenever a leader's verdict says `Proceed` for version `V`, no agent, at
 //! that moment or any later one, holds a valid lease over a cache older than `V`.
 
-use std::cmp::Reverse;
-use std::collections::{BTreeSet, BinaryHeap, HashMap};
+mod sim;
+
+use std::collections::{BTreeSet, HashMap};
 use std::time::Duration;
 
-use leasehold_core::MonoTime;
 use leasehold_core::agent_lease::{HeartbeatTicket, LeaderRef, LeaseManager, ResponseDecision};
-use leasehold_core::contact::NodeKey;
-use leasehold_core::lease_timing::LeaseTimings;
-use leasehold_core::ledger::{Beat, Inherited, Ledger, Refusals, TermStart};
-use leasehold_core::timing::HaTimings;
+use leasehold_core::ledger::{Beat, Inherited, Ledger, Refusals};
 use leasehold_core::verdict::Verdict;
 use proptest::prelude::*;
+use sim::{FENCE, HEARTBEAT, LEASE_TTL, Queue, RHO, Rng, STORE_EPOCH, SimClock, earlier_grants, key, ledger};
 
-const RHO: f64 = 0.01;
-const FENCE: Duration = Duration::from_secs(3);
-const HEARTBEAT: Duration = Duration::from_secs(1);
-const LEASE_TTL: Duration = Duration::from_secs(1);
-const PROCEED_MARGIN: Duration = Duration::from_millis(10);
 const HORIZON_US: u64 = 30_000_000;
-
-/// A small deterministic generator; proptest picks the seed, so failures shrink and replay.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn unit(&mut self) -> f64 {
-        (self.next() % 1_000_000) as f64 / 1_000_000.0
-    }
-    fn below(&mut self, bound: u64) -> u64 {
-        if bound == 0 { 0 } else { self.next() % bound }
-    }
-}
-
-/// A clock running at `rate` from `base` (both in microseconds).
-#[derive(Clone, Copy)]
-struct SimClock {
-    rate: f64,
-    base_us: u64,
-}
-
-impl SimClock {
-    fn local(&self, real_us: u64) -> MonoTime {
-        MonoTime::from_duration(Duration::from_micros(self.base_us + (real_us as f64 * self.rate) as u64))
-    }
-    /// Real microseconds for `duration` of this clock.
-    fn real_span(&self, duration: Duration) -> u64 {
-        (duration.as_micros() as f64 / self.rate) as u64
-    }
-}
 
 #[derive(Debug, Clone)]
 enum Message {
@@ -111,7 +69,7 @@ struct Agent {
 
 impl Agent {
     fn paused_until(&self, real_us: u64) -> Option<u64> {
-        self.pauses.iter().find(|(start, end)| real_us >= *start && real_us < *end).map(|(_, end)| *end)
+        sim::paused_until(&self.pauses, real_us)
     }
 }
 
@@ -146,9 +104,7 @@ impl StreamFaults {
 
 struct Sim {
     now_us: u64,
-    seq: u64,
-    queue: BinaryHeap<Reverse<(u64, u64, usize)>>,
-    events: Vec<Event>,
+    queue: Queue<Event>,
     rng: Rng,
     faults: Faults,
     /// The last arrival on each agent's stream, by (agent, answers?).
@@ -161,41 +117,9 @@ struct Sim {
     checks: u64,
 }
 
-/// `T_proceed` as the coordinator computes it.
-fn proceed_after() -> Duration {
-    let timings = LeaseTimings { fence: FENCE, proceed_margin: PROCEED_MARGIN, clock_drift: RHO, ..Default::default() };
-    timings.proceed_after(FENCE)
-}
-
-/// How long grants of an earlier leader may last, as a promoted coordinator computes it.
-fn earlier_grants() -> Duration {
-    HaTimings { lease_ttl: LEASE_TTL, clock_drift: RHO, ..Default::default() }.lease_upper_bound()
-}
-
-fn key(agent: usize) -> NodeKey {
-    NodeKey::new(format!("a{agent}"), "1")
-}
-
-const STORE_EPOCH: &str = "e";
-
-/// The ledger of a term promoted at `promoted_at` that inherits `inherited`.
-fn ledger(promoted_at: MonoTime, earlier_grants: Duration, inherited: Inherited<u64>) -> Ledger<u64> {
-    let start = TermStart {
-        promoted_at,
-        earlier_grants,
-        proceed_after: proceed_after(),
-        retention: 64,
-        store_epoch: STORE_EPOCH.into(),
-        offline_after: proceed_after(),
-    };
-    Ledger::new(start, inherited)
-}
-
 impl Sim {
     fn schedule(&mut self, at_us: u64, event: Event) {
-        self.seq += 1;
-        self.events.push(event);
-        self.queue.push(Reverse((at_us, self.seq, self.events.len() - 1)));
+        self.queue.schedule(at_us, event);
     }
 
     fn send(&mut self, message: Message) {
@@ -232,12 +156,8 @@ impl Sim {
     }
 
     fn run(&mut self) {
-        while let Some(Reverse((at_us, _, index))) = self.queue.pop() {
-            if at_us > HORIZON_US {
-                break;
-            }
+        while let Some((at_us, event)) = self.queue.pop(HORIZON_US) {
             self.now_us = at_us;
-            let event = self.events[index].clone();
             self.handle(event);
             self.check_promise();
         }
@@ -256,7 +176,7 @@ impl Sim {
                     agent.applied = 0; // fenced: the cache is gone
                 }
                 let ticket = agent.lease.begin_heartbeat(now);
-                let id = self.seq;
+                let id = self.queue.seq();
                 agent.tickets.insert(id, ticket);
                 let applied = agent.applied;
                 let next = self.now_us + agent.clock.real_span(HEARTBEAT);
@@ -294,7 +214,7 @@ impl Sim {
             }
             Event::Promote => {
                 let old = self.leaders.len() - 1;
-                let clock = SimClock { rate: 1.0 + RHO * (self.rng.unit() * 2.0 - 1.0), base_us: 7_000_000 };
+                let clock = SimClock { rate: self.rng.rate(), base_us: 7_000_000 };
                 let promoted_at = clock.local(self.now_us);
                 let version = self.next_version;
                 let inherited = Inherited {
@@ -480,8 +400,7 @@ fn scenario() -> impl Strategy<Value = Scenario> {
 
 fn simulate(scenario: &Scenario) -> (Option<(u64, u64)>, u64) {
     let mut rng = Rng(scenario.seed);
-    let mut rate = || 1.0 + RHO * (rng.unit() * 2.0 - 1.0);
-    let first = SimClock { rate: rate(), base_us: 1_000_000 };
+    let first = SimClock { rate: rng.rate(), base_us: 1_000_000 };
     let mut first_ledger = ledger(first.local(0), Duration::ZERO, Inherited::default());
     let agents: Vec<Agent> = (0..scenario.agents)
         .map(|a| {
@@ -493,7 +412,7 @@ fn simulate(scenario: &Scenario) -> (Option<(u64, u64)>, u64) {
                 .map(|(_, start, length)| (start * 1000, (start + length) * 1000))
                 .collect();
             Agent {
-                clock: SimClock { rate: rate(), base_us: 3_000_000 * (a as u64 + 1) },
+                clock: SimClock { rate: rng.rate(), base_us: 3_000_000 * (a as u64 + 1) },
                 lease: LeaseManager::new(),
                 applied: 0,
                 tickets: HashMap::new(),
@@ -504,9 +423,7 @@ fn simulate(scenario: &Scenario) -> (Option<(u64, u64)>, u64) {
         .collect();
     let mut sim = Sim {
         now_us: 0,
-        seq: 0,
-        queue: BinaryHeap::new(),
-        events: Vec::new(),
+        queue: Queue::default(),
         rng: Rng(scenario.seed.rotate_left(17) | 1),
         faults: Faults {
             drop: scenario.drop,
@@ -548,7 +465,7 @@ fn simulate(scenario: &Scenario) -> (Option<(u64, u64)>, u64) {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: sim::cases(512), ..ProptestConfig::default() })]
 
     #[test]
     fn no_agent_serves_an_older_version_after_proceed(scenario in scenario()) {
