@@ -105,9 +105,31 @@ pub fn resume_from(step: Step) -> Next {
     }
 }
 
+/// The version the first broadcast of a procedure driven from `step` waits for: `broadcasting`
+/// when a broadcast over budget left it known; else the prepare's own change (whose version is
+/// the procedure's `id`) for a procedure still at its prepare; else `newest`, the newest
+/// version there is, because a later step's change is one the store does not tie to the row,
+/// and every version up to the newest includes it. So a resumed procedure reports the newest
+/// version at its resumption, at which its change is settled.
+pub fn first_wait(step: Step, id: u64, broadcasting: Option<u64>, newest: u64) -> u64 {
+    match (broadcasting, step) {
+        (Some(version), _) => version,
+        (None, Step::Prepared) => id,
+        (None, _) => newest,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_resumed_procedure_waits_for_its_prepare_or_the_newest_version() {
+        assert_eq!(first_wait(Step::Prepared, 7, None, 12), 7);
+        assert_eq!(first_wait(Step::Committing, 7, None, 12), 12);
+        assert_eq!(first_wait(Step::DroppingData, 7, None, 12), 12);
+        assert_eq!(first_wait(Step::Committing, 7, Some(9), 12), 9, "a broadcast over budget left its version");
+    }
 
     #[test]
     fn names_round_trip() {

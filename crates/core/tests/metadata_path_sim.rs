@@ -42,7 +42,7 @@ use leasehold_core::ddl::{
     self, AlterAction, ColumnSpec, DataTarget, DdlPlan, DdlRequest, HeldCatalog, LockSet, ResyncDrops,
 };
 use leasehold_core::ledger::{Answer, Beat, Inherited, Ledger, Refusals};
-use leasehold_core::procedure::{Next, State, Step, after_prepare, resume_from};
+use leasehold_core::procedure::{Next, State, Step, after_prepare, first_wait, resume_from};
 use leasehold_core::propagation::{NextStep, PropagationPlan};
 use proptest::prelude::*;
 use proptest::strategy::ValueTree;
@@ -822,7 +822,7 @@ impl Sim {
                 locks: row.locks.clone(),
                 step: row.step,
                 next: resume_from(row.step),
-                version: if row.step == Step::Prepared { id } else { self.store.version },
+                version: first_wait(row.step, id, None, self.store.version),
                 round: None,
                 held: BTreeSet::new(),
             })

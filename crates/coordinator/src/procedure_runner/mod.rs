@@ -12,7 +12,7 @@ use std::time::Duration;
 use leasehold::status::ServiceError;
 use leasehold::v1::{self, StoredPlan};
 use leasehold_core::ddl::{self, DataTarget, DdlError, DdlKind, DdlPlan, DdlRequest, LockSet};
-use leasehold_core::procedure::{Next, State, Step, after_prepare, resume_from};
+use leasehold_core::procedure::{Next, State, Step, after_prepare, first_wait, resume_from};
 use leasehold_store::{ProcedureRow, StoreError};
 use prost::Message;
 use tracing::{info, warn};

@@ -44,13 +44,8 @@ impl ProcedureRunner {
         let mut next = resume_from(running.step);
         let mut fenced = Vec::new();
         let mut rolled_back_because = std::mem::take(&mut running.error);
-        // The version the next broadcast waits for: each step's own change. The prepare's
-        // version is the procedure's id; a step resumed from the store waits for the newest.
-        let mut version = match running.broadcasting {
-            Some(version) => version,
-            None if running.step == Step::Prepared => id,
-            None => leader.version(),
-        };
+        // The version the next broadcast waits for: each step's own change, from here on.
+        let mut version = first_wait(running.step, id, running.broadcasting, leader.version());
         let mut refused = Vec::new();
         loop {
             match next {
