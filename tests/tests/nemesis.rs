@@ -39,13 +39,8 @@ fn assert_checked_something(report: &Report) {
 async fn schedules_keep_every_promise(kind: Kind, defaults: &[u64]) {
     let _serial = serial().await;
     for seed in seeds(defaults) {
-        let config = Config {
-            binary: BIN.to_owned(),
-            store: kind,
-            seed,
-            length: Duration::from_secs(seconds()),
-            agents: 4,
-        };
+        let config =
+            Config { binary: BIN.to_owned(), store: kind, seed, length: Duration::from_secs(seconds()), agents: 4 };
         let Some(report) = nemesis::run(&config).await else { return };
         eprint!("{}", report.summary());
         if !report.violations.is_empty() {

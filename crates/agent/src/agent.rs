@@ -16,7 +16,8 @@ use leasehold::v1::{
     MetadataChange, RefusedChange, RegisterRequest, metadata_change,
 };
 use leasehold_core::agent_lease::{
-    AgentState, HeartbeatTicket, LeaderRef, LeaseManager, PushRefusal, ResponseDecision,
+    AgentState, CachePoint, HeartbeatTicket, LeaderRef, LeaseManager, PushRefusal, ResponseDecision, holds_answer,
+    snapshot_is_behind,
 };
 use leasehold_core::catalog::{Catalog, Table};
 use leasehold_core::ddl::{self, DataTarget, ResyncDrops};
@@ -831,7 +832,12 @@ impl Agent {
         let applied = match &response.snapshot {
             // Pushes may have moved the cache past the snapshot while the answer was on its
             // way (and it acknowledged them): a resync only ever moves forward.
-            Some(snapshot) if snapshot.store_epoch == current.store_epoch && snapshot.version < current.version => {
+            Some(snapshot)
+                if snapshot_is_behind(
+                    CachePoint { store_epoch: &current.store_epoch, version: current.version },
+                    CachePoint { store_epoch: &snapshot.store_epoch, version: snapshot.version },
+                ) =>
+            {
                 Ok((*current).clone())
             }
             Some(snapshot) => {
@@ -848,7 +854,14 @@ impl Agent {
         };
         let mut next = match applied {
             // Apply before renew: the cache must hold the answer's version, in its epoch.
-            Ok(next) if next.store_epoch == response.store_epoch && next.version >= response.version => next,
+            Ok(next)
+                if holds_answer(
+                    CachePoint { store_epoch: &next.store_epoch, version: next.version },
+                    CachePoint { store_epoch: &response.store_epoch, version: response.version },
+                ) =>
+            {
+                next
+            }
             Ok(next) => {
                 warn!(
                     cache_version = next.version,

@@ -218,9 +218,42 @@ impl LeaseManager {
     }
 }
 
+/// What a cache holds: its store epoch and version.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CachePoint<'a> {
+    /// The store epoch of the catalog it was filled from.
+    pub store_epoch: &'a str,
+    /// The newest version applied.
+    pub version: u64,
+}
+
+/// Apply before renew: an answer renews the lease only once the cache holds the answer's
+/// version, in the answer's store epoch.
+pub fn holds_answer(cache: CachePoint<'_>, answer: CachePoint<'_>) -> bool {
+    cache.store_epoch == answer.store_epoch && cache.version >= answer.version
+}
+
+/// A resync only ever moves forward: a snapshot of the cache's own epoch but older than the
+/// cache (pushes moved it on while the answer travelled) is not installed.
+pub fn snapshot_is_behind(cache: CachePoint<'_>, snapshot: CachePoint<'_>) -> bool {
+    cache.store_epoch == snapshot.store_epoch && snapshot.version < cache.version
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_answer_renews_only_a_cache_at_its_version_and_epoch_and_a_resync_never_goes_back() {
+        let at = |store_epoch, version| CachePoint { store_epoch, version };
+        assert!(holds_answer(at("e1", 5), at("e1", 5)));
+        assert!(holds_answer(at("e1", 6), at("e1", 5)), "pushes may have moved the cache on");
+        assert!(!holds_answer(at("e1", 4), at("e1", 5)));
+        assert!(!holds_answer(at("e0", 9), at("e1", 5)), "another store's catalog");
+        assert!(snapshot_is_behind(at("e1", 6), at("e1", 5)));
+        assert!(!snapshot_is_behind(at("e1", 5), at("e1", 5)));
+        assert!(!snapshot_is_behind(at("e0", 9), at("e1", 5)), "a new store's snapshot replaces all");
+    }
 
     const FENCE: Duration = Duration::from_secs(3);
 

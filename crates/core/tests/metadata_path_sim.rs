@@ -34,7 +34,9 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::Duration;
 
 use leasehold_core::MonoTime;
-use leasehold_core::agent_lease::{HeartbeatTicket, LeaderRef, LeaseManager, ResponseDecision};
+use leasehold_core::agent_lease::{
+    CachePoint, HeartbeatTicket, LeaderRef, LeaseManager, ResponseDecision, holds_answer, snapshot_is_behind,
+};
 use leasehold_core::buckets::{self, Handoff, Slot};
 use leasehold_core::catalog::{Catalog, CatalogChange, Category, DataType};
 use leasehold_core::contact::NodeKey;
@@ -305,7 +307,8 @@ impl Agent {
     /// Installs a snapshot as the agent does: never backwards; the host vetoes what is in a
     /// reversible step and deletes what went while this agent could not hear, first.
     fn install(&mut self, version: u64, catalog: &Catalog, slots: &[Slot], now_us: u64) -> Result<(), ApplyError> {
-        if self.cache.as_ref().is_some_and(|cache| version < cache.version) {
+        let at = |version| CachePoint { store_epoch: STORE_EPOCH, version };
+        if self.cache.as_ref().is_some_and(|cache| snapshot_is_behind(at(cache.version), at(version))) {
             return Ok(());
         }
         let installed = Cache { version, catalog: catalog.clone(), slots: slots.to_vec() };
@@ -623,7 +626,12 @@ impl Sim {
                 };
                 match applied {
                     // Apply before renew: the cache must hold the answer's version.
-                    Ok(()) if agent.cache.as_ref().is_some_and(|cache| cache.version >= version) => {
+                    Ok(())
+                        if agent.cache.as_ref().is_some_and(|cache| {
+                            let at = |version| CachePoint { store_epoch: STORE_EPOCH, version };
+                            holds_answer(at(cache.version), at(version))
+                        }) =>
+                    {
                         let leader_ref = LeaderRef { node_id: Leader::name(leader), address: String::new(), term };
                         agent.lease.renew(&ticket, FENCE, leader_ref, now);
                         agent.refused = None;

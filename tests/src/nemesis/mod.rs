@@ -29,7 +29,8 @@ use leasehold::v1::assignments_client::AssignmentsClient;
 use leasehold::v1::catalog_client::CatalogClient;
 use leasehold::v1::procedures_client::ProceduresClient;
 use leasehold::v1::{
-    AgentLeaseState, CreatePoolRequest, GetSnapshotRequest, GetTableRequest, ObjectState, catalog_change, ListDatabasesRequest, ListProceduresRequest, ListTablesRequest,
+    AgentLeaseState, CreatePoolRequest, GetSnapshotRequest, GetTableRequest, ListDatabasesRequest,
+    ListProceduresRequest, ListTablesRequest, ObjectState, catalog_change,
 };
 use leasehold::{Client, ClientOptions};
 use leasehold_chaos::{Fault as ProxyFault, Proxy};
