@@ -54,7 +54,9 @@ pub fn ddl_answers(ops: &[Op]) -> Vec<String> {
     for op in ops.iter().filter(|op| op.is_ddl() && !op.request_id.is_empty()) {
         by_request.entry(&op.request_id).or_default().push(op);
     }
-    let mut oks: Vec<(&Op, u64)> = Vec::new();
+    // Per acknowledged request: its first send (an attempt with no answer may have run it),
+    // its first OK answer, and its version.
+    let mut oks: Vec<(u64, u64, u64, &Op)> = Vec::new();
     for (request_id, answers) in &by_request {
         let versions: BTreeSet<u64> = answers.iter().filter_map(|op| op.outcome.version()).collect();
         let refusals: Vec<String> = answers
@@ -74,17 +76,18 @@ pub fn ddl_answers(ops: &[Op]) -> Vec<String> {
             violations.push(format!("request {request_id} was refused differently: {refusals:?}"));
         }
         if let Some(&version) = versions.iter().next() {
+            let sent = answers.iter().map(|op| op.invoke_us).min().unwrap_or_default();
             let first = answers.iter().filter(|op| op.outcome.version().is_some()).min_by_key(|op| op.complete_us);
-            oks.push((first.expect("an OK answer"), version));
+            let first = first.expect("an OK answer");
+            oks.push((sent, first.complete_us, version, first));
         }
     }
-    // Real-time order: sorted by invoke, a DDL must be above every DDL that completed before
-    // it was sent.
+    // Real-time order: a DDL must be above every DDL that had returned before it was first sent.
     let mut by_complete: Vec<(u64, u64, &Op)> =
-        oks.iter().map(|(op, version)| (op.complete_us, *version, *op)).collect();
+        oks.iter().map(|(_, answered, version, op)| (*answered, *version, *op)).collect();
     by_complete.sort_by_key(|(at, _, _)| *at);
-    for (op, version) in &oks {
-        let earlier = by_complete.iter().take_while(|(at, _, _)| *at < op.invoke_us);
+    for (sent, _, version, op) in &oks {
+        let earlier = by_complete.iter().take_while(|(at, _, _)| at < sent);
         if let Some((_, higher, other)) = earlier.filter(|(_, other_version, _)| other_version >= version).last() {
             violations.push(format!(
                 "{} {} (request {}) committed at version {version}, below or at version {higher} of {} (request {}) which had returned before it was sent",
@@ -230,6 +233,14 @@ mod tests {
         assert_eq!(ddl_answers(&backwards).len(), 1, "{:?}", ddl_answers(&backwards));
         let concurrent = [op("ddl-1", "x", "r1", 0, 100, ok(9)), op("ddl-2", "x", "r2", 50, 200, ok(8))];
         assert_eq!(ddl_answers(&concurrent), Vec::<String>::new());
+        // r2's first send had no answer but may have run before r1 returned.
+        let unknown = Outcome::Unknown { code: "Unavailable".into(), reason: String::new() };
+        let retried = [
+            op("ddl-2", "x", "r2", 50, 300, unknown),
+            op("ddl-1", "x", "r1", 0, 100, ok(9)),
+            op("ddl-2", "x", "r2", 310, 320, ok(8)),
+        ];
+        assert_eq!(ddl_answers(&retried), Vec::<String>::new());
     }
 
     #[test]
