@@ -9,7 +9,17 @@ const POLL: Duration = Duration::from_millis(20);
 
 /// Polls `check` until it returns `Some`, and returns that; panics naming `what` when
 /// `timeout` passes first.
-pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
+pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    within(what, timeout, check).await.unwrap_or_else(|error| panic!("{error}"))
+}
+
+/// Polls `check` until it returns `Some`, and returns that; an error naming `what` when
+/// `timeout` passes first (for checkers that report rather than panic).
+pub async fn within<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> Result<T, String>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Option<T>>,
@@ -17,9 +27,11 @@ where
     let deadline = Instant::now() + timeout;
     loop {
         if let Some(value) = check().await {
-            return value;
+            return Ok(value);
         }
-        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for: {what}");
+        if Instant::now() >= deadline {
+            return Err(format!("timed out after {timeout:?} waiting for: {what}"));
+        }
         tokio::time::sleep(POLL).await;
     }
 }

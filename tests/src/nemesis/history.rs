@@ -58,6 +58,17 @@ impl Outcome {
         if unknown { Outcome::Unknown { code, reason } } else { Outcome::Refused { code, reason } }
     }
 
+    /// A client call's answer as an outcome: its version, or what its error says.
+    pub fn of_answer(answer: Result<u64, leasehold::ClientError>) -> Outcome {
+        match answer {
+            Ok(version) => Outcome::Ok { version },
+            Err(error) => match error.status() {
+                Some(status) => Outcome::of_status(status),
+                None => Outcome::Unknown { code: "client".into(), reason: error.to_string() },
+            },
+        }
+    }
+
     /// The version, when it happened.
     pub fn version(&self) -> Option<u64> {
         match self {

@@ -160,22 +160,13 @@ impl Report {
     }
 }
 
-/// Polls `check` until it returns `Some`, up to `timeout`; an error naming `what` otherwise.
-async fn within<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> Result<T, String>
+/// `poll::within`, worded as a liveness violation.
+async fn within<T, F, Fut>(what: &str, timeout: Duration, check: F) -> Result<T, String>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Option<T>>,
 {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(value) = check().await {
-            return Ok(value);
-        }
-        if Instant::now() >= deadline {
-            return Err(format!("liveness: not within {timeout:?} after the heal: {what}"));
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    crate::poll::within(what, timeout, check).await.map_err(|error| format!("liveness after the heal: {error}"))
 }
 
 fn proxy_faults(direction: Direction) -> (ProxyFault, ProxyFault) {

@@ -300,13 +300,7 @@ async fn answer(
             async move { ddl.send(channel, database, request_id).await.map(tonic::Response::new) }
         });
         let outcome = tokio::select! {
-            answer = call => match answer {
-                Ok(response) => Outcome::Ok { version: response.version },
-                Err(error) => match error.status() {
-                    Some(status) => Outcome::of_status(status),
-                    None => Outcome::Unknown { code: "client".into(), reason: error.to_string() },
-                },
-            },
+            answer = call => Outcome::of_answer(answer.map(|response| response.version)),
             _ = give_up.cancelled() => Outcome::Unknown { code: "Cancelled".into(), reason: "gave up".into() },
         };
         history.record(Op {
@@ -383,13 +377,7 @@ pub async fn barriers(client: Client, history: History, stop: CancellationToken)
         let call =
             client.call_leader(|channel| async move { DataNodesClient::new(channel).barrier(BarrierRequest {}).await });
         let outcome = tokio::select! {
-            answer = call => match answer {
-                Ok(response) => Outcome::Ok { version: response.version },
-                Err(error) => match error.status() {
-                    Some(status) => Outcome::of_status(status),
-                    None => Outcome::Unknown { code: "client".into(), reason: error.to_string() },
-                },
-            },
+            answer = call => Outcome::of_answer(answer.map(|response| response.version)),
             _ = stop.cancelled() => Outcome::Unknown { code: "Cancelled".into(), reason: "stopped".into() },
         };
         history.record(Op {
