@@ -159,6 +159,38 @@ pub fn error_reason(status: &Status) -> Option<String> {
     status.get_details_error_info().filter(|info| info.domain == ERROR_DOMAIN).map(|info| info.reason)
 }
 
+/// The `ErrorInfo` metadata of a Leasehold error (empty when it carries none).
+pub fn error_metadata(status: &Status) -> HashMap<String, String> {
+    status
+        .get_details_error_info()
+        .filter(|info| info.domain == ERROR_DOMAIN)
+        .map(|info| info.metadata)
+        .unwrap_or_default()
+}
+
+/// A gRPC code's name as the protocol spells it: `OK`, `UNAVAILABLE`, `NOT_FOUND`.
+pub fn code_name(code: Code) -> &'static str {
+    match code {
+        Code::Ok => "OK",
+        Code::Cancelled => "CANCELLED",
+        Code::Unknown => "UNKNOWN",
+        Code::InvalidArgument => "INVALID_ARGUMENT",
+        Code::DeadlineExceeded => "DEADLINE_EXCEEDED",
+        Code::NotFound => "NOT_FOUND",
+        Code::AlreadyExists => "ALREADY_EXISTS",
+        Code::PermissionDenied => "PERMISSION_DENIED",
+        Code::ResourceExhausted => "RESOURCE_EXHAUSTED",
+        Code::FailedPrecondition => "FAILED_PRECONDITION",
+        Code::Aborted => "ABORTED",
+        Code::OutOfRange => "OUT_OF_RANGE",
+        Code::Unimplemented => "UNIMPLEMENTED",
+        Code::Internal => "INTERNAL",
+        Code::Unavailable => "UNAVAILABLE",
+        Code::DataLoss => "DATA_LOSS",
+        Code::Unauthenticated => "UNAUTHENTICATED",
+    }
+}
+
 /// The leader a follower named in its answer, when it knows one.
 pub fn redirect_target(status: &Status) -> Option<String> {
     status

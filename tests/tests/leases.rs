@@ -603,10 +603,30 @@ async fn ctl_operator_commands_work_end_to_end() {
     let (status, table, _) = ctl_run(&["--endpoints", &endpoints, "datanodes", "list"]).await;
     assert!(status.success() && table.starts_with("NODE") && table.contains("dn1"), "{table}");
 
-    phase("an unreachable cluster: a failure exit and one error line");
-    let (status, _, stderr) = ctl_run(&["--endpoints", "127.0.0.1:1", "--timeout", "1s", "ha", "leader"]).await;
-    assert_eq!(status.code(), Some(1), "{stderr}");
+    phase("global flags after the command, and the endpoints from LEASEHOLD_ENDPOINTS");
+    let output = tokio::process::Command::new(BIN)
+        .args(["ctl", "ha", "leader", "-w", "json"])
+        .env("LEASEHOLD_ENDPOINTS", &endpoints)
+        .output()
+        .await
+        .expect("running ctl");
+    let answer: serde_json::Value = serde_json::from_slice(&output.stdout).expect("JSON");
+    assert_eq!(answer["node_id"].as_str(), Some(leader.as_str()), "{answer}");
+
+    phase("refusals: their exit code, and a JSON error under --output json");
+    let (status, _, stderr) =
+        ctl_run(&["table", "get", "nodb", "missing", "--endpoints", &endpoints, "--output", "json"]).await;
+    assert_eq!(status.code(), Some(4), "not found: {stderr}");
+    let error: serde_json::Value = serde_json::from_str(stderr.trim()).expect("a JSON error");
+    assert_eq!((error["code"].as_str(), error["reason"].as_str()), (Some("NOT_FOUND"), Some("NOT_FOUND")), "{error}");
+    assert!(error["message"].as_str().is_some_and(|message| message.contains("missing")), "{error}");
+
+    phase("an unreachable cluster: the endpoint named at once, exit 3, one error line");
+    let (status, _, stderr) =
+        ctl_run(&["--endpoints", "127.0.0.1:1", "--dial-timeout", "1s", "--timeout", "60s", "ha", "leader"]).await;
+    assert_eq!(status.code(), Some(3), "{stderr}");
     assert!(stderr.starts_with("error:") && stderr.lines().count() == 1, "{stderr}");
+    assert!(stderr.contains("127.0.0.1:1"), "names the endpoint: {stderr}");
 }
 
 /// T_proceed follows the largest fence any leader ever granted, not the fence of the leader

@@ -61,6 +61,10 @@ pub enum Command {
     ///   leasehold agent --node-id dn1 --listen 10.0.1.1:7500 --coordinators 10.0.0.1:7400,10.0.0.2:7400
     Agent(AgentArgs),
     /// Administer a cluster over gRPC.
+    ///
+    /// The global flags (--endpoints, --output/-w, --timeout, --dial-timeout) go before or after
+    /// the command; LEASEHOLD_ENDPOINTS sets the endpoints.
+    #[command(after_help = crate::ctl::EXIT_CODES_HELP)]
     Ctl(CtlArgs),
     /// A coordinator on embedded SQLite under ./leasehold-data, for a first look.
     Dev(DevArgs),
@@ -161,18 +165,22 @@ pub struct CtlArgs {
     /// Coordinator endpoints, comma-separated.
     #[arg(
         long,
+        global = true,
         value_name = "HOST:PORT[,…]",
         value_delimiter = ',',
         env = "LEASEHOLD_ENDPOINTS",
         default_value = "127.0.0.1:7400"
     )]
     pub endpoints: Vec<String>,
-    /// Output format (before or after the command).
-    #[arg(long, global = true, value_enum, default_value_t = Output::Table)]
+    /// Output format: table for people, json for scripts (errors too, on stderr).
+    #[arg(long, short = 'w', global = true, value_enum, default_value_t = Output::Table)]
     pub output: Output,
-    /// Give up when the cluster has not answered after this long.
-    #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "30s")]
+    /// Give up when the cluster has not answered after this long (retries included).
+    #[arg(long, global = true, value_name = "DURATION", value_parser = parse_duration, default_value = "30s")]
     pub timeout: Duration,
+    /// Give up at once when no endpoint accepts a connection within this long.
+    #[arg(long, global = true, value_name = "DURATION", value_parser = parse_duration, default_value = "2s")]
+    pub dial_timeout: Duration,
     #[command(subcommand)]
     pub command: CtlCommand,
 }
@@ -648,13 +656,27 @@ mod tests {
     }
 
     #[test]
-    fn the_output_format_may_follow_the_command() {
+    fn global_flags_may_come_before_or_after_the_command() {
         for args in [
-            ["leasehold", "ctl", "--output", "json", "resources", "groups"],
-            ["leasehold", "ctl", "resources", "groups", "--output", "json"],
+            vec![
+                "leasehold",
+                "ctl",
+                "--output",
+                "json",
+                "--endpoints",
+                "a:1,b:2",
+                "--dial-timeout",
+                "1s",
+                "ha",
+                "leader",
+            ],
+            vec!["leasehold", "ctl", "ha", "leader", "-w", "json", "--endpoints", "a:1,b:2", "--dial-timeout", "1s"],
+            vec!["leasehold", "ctl", "ha", "--endpoints=a:1,b:2", "leader", "--output=json", "--dial-timeout=1s"],
         ] {
-            let Command::Ctl(ctl) = Cli::try_parse_from(args).unwrap().command else { panic!("not ctl") };
+            let Command::Ctl(ctl) = Cli::try_parse_from(&args).unwrap().command else { panic!("not ctl") };
             assert_eq!(ctl.output, Output::Json, "{args:?}");
+            assert_eq!(ctl.endpoints, ["a:1", "b:2"], "{args:?}");
+            assert_eq!(ctl.dial_timeout, Duration::from_secs(1), "{args:?}");
         }
     }
 

@@ -1,7 +1,10 @@
 //! `leasehold ctl`: the admin client, on top of the client SDK.
 
 use anyhow::Context;
-use leasehold::status::ALLOW_NON_LEADER_HEADER;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use leasehold::status::{ALLOW_NON_LEADER_HEADER, code_name, error_metadata, error_reason};
 use leasehold::v1::agent_client::AgentClient;
 use leasehold::v1::cluster_client::ClusterClient;
 use leasehold::v1::data_nodes_client::DataNodesClient;
@@ -12,7 +15,7 @@ use leasehold::v1::{
 use leasehold::{Client, ClientOptions};
 use leasehold_coordinator::convert::mode_to_proto;
 use serde_json::{Value, json};
-use tonic::Request;
+use tonic::{Code, Request};
 
 use crate::args::{AgentCommand, CtlArgs, CtlCommand, DataNodesCommand, HaCommand, Output, Target};
 use crate::output::{Answer, table};
@@ -34,10 +37,122 @@ macro_rules! leader_call {
 }
 pub(crate) use leader_call;
 
+/// The exit codes of `ctl`, as `--help` shows them.
+pub const EXIT_CODES_HELP: &str = "\
+Exit codes:
+  0  success
+  1  any other failure
+  2  usage: a bad flag or argument
+  3  unavailable: no endpoint answered (within --dial-timeout), no leader, or --timeout passed
+  4  not found
+  5  failed precondition (the cluster's state refuses it now)
+  6  already exists
+  7  invalid argument (the server refused a field)
+  8  permission denied or unauthenticated
+  9  aborted (a DDL rolled back: a data node could not apply it)
+
+With --output json, an error is printed on stderr as one JSON object:
+  {\"code\": \"NOT_FOUND\", \"reason\": \"NOT_FOUND\", \"message\": \"...\", \"metadata\": {...}}";
+
+/// No endpoint accepted a connection within the dial timeout.
+#[derive(Debug)]
+pub struct Unreachable {
+    dial_timeout: Duration,
+    failures: Vec<String>,
+}
+
+impl std::fmt::Display for Unreachable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "no endpoint accepted a connection within {:?}: {}", self.dial_timeout, self.failures.join("; "))
+    }
+}
+
+impl std::error::Error for Unreachable {}
+
+/// Connects to every endpoint at once; fails, naming each endpoint and why, when none accepts
+/// within `dial_timeout`, so that a wrong address fails in seconds rather than after every
+/// retry of the call.
+async fn dial_any(endpoints: &[String], dial_timeout: Duration) -> Result<(), Unreachable> {
+    let mut dials = tokio::task::JoinSet::new();
+    for endpoint in endpoints {
+        let endpoint = endpoint.clone();
+        dials.spawn(async move {
+            match tokio::time::timeout(dial_timeout, tokio::net::TcpStream::connect(&endpoint)).await {
+                Ok(Ok(_)) => Ok(()),
+                Ok(Err(error)) => Err(format!("{endpoint}: {error}")),
+                Err(_) => Err(format!("{endpoint}: no answer")),
+            }
+        });
+    }
+    let mut failures = Vec::new();
+    while let Some(dialed) = dials.join_next().await {
+        match dialed {
+            Ok(Ok(())) => return Ok(()),
+            Ok(Err(failure)) => failures.push(failure),
+            Err(error) => failures.push(error.to_string()),
+        }
+    }
+    failures.sort();
+    Err(Unreachable { dial_timeout, failures })
+}
+
+/// How `ctl` ends after `error`: its exit code (see [`EXIT_CODES_HELP`]), and the error
+/// printed on stderr, as one line, or as one JSON object under `--output json`.
+pub fn report(error: &anyhow::Error, output: Output) -> ExitCode {
+    let status = error.chain().find_map(|cause| {
+        cause
+            .downcast_ref::<leasehold::ClientError>()
+            .and_then(leasehold::ClientError::status)
+            .or_else(|| cause.downcast_ref::<tonic::Status>())
+    });
+    let unreachable = error.chain().any(|cause| cause.downcast_ref::<Unreachable>().is_some());
+    let code = status.map(tonic::Status::code).unwrap_or(if unreachable { Code::Unavailable } else { Code::Unknown });
+    match output {
+        Output::Table => eprintln!("error: {error:#}"),
+        Output::Json => {
+            let (reason, metadata) = status.map_or_else(Default::default, |status| {
+                (error_reason(status).unwrap_or_default(), error_metadata(status))
+            });
+            let line = json!({
+                "code": code_name(code),
+                "reason": reason,
+                "message": format!("{error:#}"),
+                "metadata": metadata,
+            });
+            eprintln!("{line}");
+        }
+    }
+    ExitCode::from(exit_code(code))
+}
+
+/// The exit code of a failure with gRPC `code`.
+fn exit_code(code: Code) -> u8 {
+    match code {
+        Code::Unavailable | Code::DeadlineExceeded => 3,
+        Code::NotFound => 4,
+        Code::FailedPrecondition => 5,
+        Code::AlreadyExists => 6,
+        Code::InvalidArgument | Code::OutOfRange => 7,
+        Code::PermissionDenied | Code::Unauthenticated => 8,
+        Code::Aborted => 9,
+        _ => 1,
+    }
+}
+
 /// Runs one `ctl` command and prints its answer.
 pub async fn run(args: CtlArgs) -> anyhow::Result<()> {
-    let options =
-        ClientOptions { retry_deadline: args.timeout, request_timeout: args.timeout, ..ClientOptions::default() };
+    let options = ClientOptions {
+        connect_timeout: args.dial_timeout,
+        retry_deadline: args.timeout,
+        request_timeout: args.timeout,
+        ..ClientOptions::default()
+    };
+    // An agent command talks to the agent; every other one to the coordinators.
+    let dialed = match &args.command {
+        CtlCommand::Agent(AgentCommand::Lease { agent }) => std::slice::from_ref(agent),
+        _ => args.endpoints.as_slice(),
+    };
+    dial_any(dialed, args.dial_timeout).await?;
     let client = Client::new(args.endpoints.clone(), options)?;
     let answer = match args.command {
         CtlCommand::Ha(command) => ha(&client, command).await?,
@@ -391,6 +506,24 @@ fn role_name(value: i32) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_failure_has_its_documented_exit_code() {
+        for (code, exit) in [
+            (Code::Unavailable, 3),
+            (Code::DeadlineExceeded, 3),
+            (Code::NotFound, 4),
+            (Code::FailedPrecondition, 5),
+            (Code::AlreadyExists, 6),
+            (Code::InvalidArgument, 7),
+            (Code::PermissionDenied, 8),
+            (Code::Aborted, 9),
+            (Code::Internal, 1),
+        ] {
+            assert_eq!(exit_code(code), exit, "{code:?}");
+            assert!(EXIT_CODES_HELP.contains(&format!("  {exit}  ")), "{exit} is documented");
+        }
+    }
 
     #[test]
     fn names_of_unknown_enum_values_say_unknown() {

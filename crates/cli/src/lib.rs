@@ -33,7 +33,7 @@ use crate::args::{Cli, Command};
 pub fn main_entry() -> ExitCode {
     let cli = Cli::parse();
     match run(cli) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(error) => {
             eprintln!("error: {error:#}");
             ExitCode::FAILURE
@@ -41,7 +41,7 @@ pub fn main_entry() -> ExitCode {
     }
 }
 
-fn run(cli: Cli) -> anyhow::Result<()> {
+fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     let format = cli.log.log_format;
     let level = cli.log.log_level.as_deref();
@@ -50,22 +50,25 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let config = settings::load_coordinator_config(&args)?;
             if args.print_config {
                 print!("{}", settings::to_toml(&config)?);
-                return Ok(());
+                return Ok(ExitCode::SUCCESS);
             }
             logging::init(format.unwrap_or(config.log.format), level.unwrap_or(&config.log.level))?;
-            runtime.block_on(serve::coordinator(config))
+            runtime.block_on(serve::coordinator(config)).map(|()| ExitCode::SUCCESS)
         }
         Command::Agent(args) => {
             logging::init(format.unwrap_or(LogFormat::Text), level.unwrap_or("info"))?;
-            runtime.block_on(serve::agent(args))
+            runtime.block_on(serve::agent(args)).map(|()| ExitCode::SUCCESS)
         }
         Command::Ctl(args) => {
             logging::init(format.unwrap_or(LogFormat::Text), level.unwrap_or("warn"))?;
-            runtime.block_on(ctl::run(args))
+            let output = args.output;
+            // ctl's failures say what failed in their exit code, and in JSON when asked.
+            let done = runtime.block_on(ctl::run(args));
+            Ok(done.map_or_else(|error| ctl::report(&error, output), |()| ExitCode::SUCCESS))
         }
         Command::Dev(args) => {
             logging::init(format.unwrap_or(LogFormat::Text), level.unwrap_or("info"))?;
-            runtime.block_on(dev::run(args))
+            runtime.block_on(dev::run(args)).map(|()| ExitCode::SUCCESS)
         }
     }
 }
