@@ -50,6 +50,10 @@ struct Args {
     /// Where to write each run's history as JSON lines (`<dir>/nemesis-<store>-<seed>.jsonl`).
     #[arg(long, default_value = ".")]
     history_dir: PathBuf,
+    /// Run nothing: check these written histories again with the checkers that need nothing but
+    /// the history (stale reads, DDL answers).
+    #[arg(long, value_name = "HISTORY.jsonl", num_args = 1..)]
+    recheck: Vec<PathBuf>,
 }
 
 fn main() -> ExitCode {
@@ -58,6 +62,23 @@ fn main() -> ExitCode {
         return leasehold_cli::main_entry();
     }
     let args = Args::parse();
+    if !args.recheck.is_empty() {
+        let mut broken = false;
+        for path in &args.recheck {
+            match nemesis::recheck(path) {
+                Ok((ops, violations)) => {
+                    eprintln!("{}: {ops} operations, {} violation(s)", path.display(), violations.len());
+                    violations.iter().for_each(|violation| eprintln!("  - {violation}"));
+                    broken |= !violations.is_empty();
+                }
+                Err(error) => {
+                    eprintln!("nemesis: reading {}: {error}", path.display());
+                    broken = true;
+                }
+            }
+        }
+        return if broken { ExitCode::FAILURE } else { ExitCode::SUCCESS };
+    }
     let binary = match std::env::current_exe() {
         Ok(path) => path.display().to_string(),
         Err(error) => {

@@ -4,12 +4,12 @@
 use std::sync::{Arc, Mutex};
 
 use leasehold::status::error_reason;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 use tonic::{Code, Status};
 
 /// How an operation ended.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "outcome", rename_all = "snake_case")]
 pub enum Outcome {
     /// It happened: a DDL committed, a barrier settled, a read was served (at `version`).
@@ -79,7 +79,7 @@ impl Outcome {
 }
 
 /// One operation.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Op {
     /// Who ran it: `ddl-1`, `reader-2`, `barrier`, `nemesis`.
     pub process: String,
@@ -88,7 +88,7 @@ pub struct Op {
     /// What it was about: `n1.t0`, an agent, a coordinator.
     pub target: String,
     /// The DDL's request id, if any.
-    #[serde(skip_serializing_if = "String::is_empty")]
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub request_id: String,
     /// When it was sent, in microseconds since the run started.
     pub invoke_us: u64,

@@ -160,6 +160,20 @@ impl Report {
     }
 }
 
+/// Checks a history written by [`Report::write_history`] again with the checkers that need
+/// nothing but the history (stale reads, DDL answers): for a checker that changed since.
+/// Returns how many operations it read, and the violations.
+pub fn recheck(path: &std::path::Path) -> std::io::Result<(usize, Vec<String>)> {
+    let text = std::fs::read_to_string(path)?;
+    let ops: Vec<Op> = text.lines().filter_map(|line| serde_json::from_str(line).ok()).collect();
+    if ops.is_empty() {
+        return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, "no operation in it"));
+    }
+    let mut violations = check::stale_reads(&ops);
+    violations.extend(check::ddl_answers(&ops));
+    Ok((ops.len(), violations))
+}
+
 /// `poll::within`, worded as a liveness violation.
 async fn within<T, F, Fut>(what: &str, timeout: Duration, check: F) -> Result<T, String>
 where
