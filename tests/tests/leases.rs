@@ -603,6 +603,24 @@ async fn ctl_operator_commands_work_end_to_end() {
     let (status, table, _) = ctl_run(&["--endpoints", &endpoints, "datanodes", "list"]).await;
     assert!(status.success() && table.starts_with("NODE") && table.contains("dn1"), "{table}");
 
+    phase("every endpoint: its priority, its status, its health");
+    let priorities = ctl_json(&endpoints, &["ha", "priority"]).await;
+    let priorities: Vec<(&str, i64)> = priorities
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|answer| Some((answer["node"].as_str()?, answer["priority"].as_i64()?)))
+        .collect();
+    assert_eq!(priorities, [(leader_address.as_str(), 0), (follower_address.as_str(), 7)]);
+    let status = ctl_json(&endpoints, &["endpoint", "status"]).await;
+    let roles: Vec<&str> = status.as_array().unwrap().iter().filter_map(|s| s["state"]["role"].as_str()).collect();
+    assert_eq!(roles, ["leader", "follower"], "{status}");
+    let health = ctl_json(&endpoints, &["endpoint", "health"]).await;
+    assert!(health.as_array().unwrap().iter().all(|answer| answer["healthy"] == true), "{health}");
+    let (status, stdout, _) = ctl_run(&["endpoint", "health", "--endpoints", &format!("{endpoints},127.0.0.1:1")]).await;
+    assert_eq!(status.code(), Some(3), "one endpoint is down: {stdout}");
+    assert!(stdout.contains("127.0.0.1:1") && stdout.contains("false"), "{stdout}");
+
     phase("global flags after the command, and the endpoints from LEASEHOLD_ENDPOINTS");
     let output = tokio::process::Command::new(BIN)
         .args(["ctl", "ha", "leader", "-w", "json"])

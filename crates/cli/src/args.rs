@@ -205,6 +205,9 @@ pub enum CtlCommand {
     /// One data-node agent, asked directly.
     #[command(subcommand)]
     Agent(AgentCommand),
+    /// Every endpoint given, asked directly: its state, or whether it is healthy.
+    #[command(subcommand)]
+    Endpoint(EndpointCommand),
     /// Databases.
     #[command(subcommand)]
     Db(DbCommand),
@@ -526,6 +529,14 @@ pub enum AgentCommand {
 }
 
 #[derive(Debug, Subcommand)]
+pub enum EndpointCommand {
+    /// Each endpoint's node, mode, role, term, leader, and how long it took to answer.
+    Status,
+    /// Each endpoint's gRPC health (the process serves); exits 3 when one is not healthy.
+    Health,
+}
+
+#[derive(Debug, Subcommand)]
 pub enum HaCommand {
     /// The current leader: node id, address, term and lease time left.
     Leader,
@@ -542,9 +553,9 @@ pub enum HaCommand {
         #[command(flatten)]
         target: Target,
     },
-    /// A node's election priority.
+    /// The election priority of each endpoint, or of one node.
     Priority {
-        /// The node to ask. [default: the first endpoint]
+        /// The node to ask. [default: every endpoint]
         #[arg(long, value_name = "HOST:PORT")]
         node: Option<String>,
     },

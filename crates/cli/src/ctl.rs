@@ -17,7 +17,7 @@ use leasehold_coordinator::convert::mode_to_proto;
 use serde_json::{Value, json};
 use tonic::{Code, Request};
 
-use crate::args::{AgentCommand, CtlArgs, CtlCommand, DataNodesCommand, HaCommand, Output, Target};
+use crate::args::{AgentCommand, CtlArgs, CtlCommand, DataNodesCommand, EndpointCommand, HaCommand, Output, Target};
 use crate::output::{Answer, table};
 
 /// Calls `$service::$method` with `$request` on the leader (the SDK follows redirects and
@@ -158,6 +158,8 @@ pub async fn run(args: CtlArgs) -> anyhow::Result<()> {
         CtlCommand::Ha(command) => ha(&client, command).await?,
         CtlCommand::DataNodes(command) => datanodes(&client, command).await?,
         CtlCommand::Agent(AgentCommand::Lease { agent }) => agent_lease(&client, &agent).await?,
+        CtlCommand::Endpoint(EndpointCommand::Status) => endpoint_status(&client).await,
+        CtlCommand::Endpoint(EndpointCommand::Health) => endpoint_health(&client, args.output).await?,
         CtlCommand::Db(command) => crate::ctl_catalog::db(&client, command).await?,
         CtlCommand::Table(command) => crate::ctl_catalog::table_command(&client, command).await?,
         CtlCommand::View(command) => crate::ctl_catalog::view(&client, command).await?,
@@ -203,8 +205,8 @@ async fn ha(client: &Client, command: HaCommand) -> anyhow::Result<Answer> {
                 ),
             }
         }
-        HaCommand::Priority { node: target } => {
-            let endpoint = node(client, &target);
+        HaCommand::Priority { node: None } => priorities_of_endpoints(client).await,
+        HaCommand::Priority { node: Some(endpoint) } => {
             let response = client
                 .call_endpoint(&endpoint, |channel| async move {
                     ClusterClient::new(channel).get_priority(GetPriorityRequest {}).await
@@ -389,6 +391,115 @@ async fn leader(client: &Client) -> anyhow::Result<Answer> {
             ]],
         ),
     })
+}
+
+/// Every endpoint's priority, asked of each (a row says why one did not answer).
+async fn priorities_of_endpoints(client: &Client) -> Answer {
+    let mut rows = Vec::new();
+    let mut answers = Vec::new();
+    for endpoint in client.endpoints() {
+        let asked = match client.cluster_at(endpoint) {
+            Ok(mut cluster) => cluster.get_priority(GetPriorityRequest {}).await.map(|response| response.into_inner()),
+            Err(error) => Err(tonic::Status::invalid_argument(error.to_string())),
+        };
+        match asked {
+            Ok(answer) => {
+                rows.push(vec![endpoint.clone(), answer.priority.to_string()]);
+                answers.push(json!({ "node": endpoint, "priority": answer.priority }));
+            }
+            Err(status) => {
+                let error = format!("{}: {}", code_name(status.code()), status.message());
+                rows.push(vec![endpoint.clone(), format!("unreachable ({error})")]);
+                answers.push(json!({ "node": endpoint, "error": error }));
+            }
+        }
+    }
+    Answer { json: Value::Array(answers), table: table(&["NODE", "PRIORITY"], rows) }
+}
+
+/// Every endpoint's HA state with the time its answer took.
+async fn endpoint_status(client: &Client) -> Answer {
+    let mut rows = Vec::new();
+    let mut answers = Vec::new();
+    for endpoint in client.endpoints() {
+        let started = std::time::Instant::now();
+        let asked = match client.cluster_at(endpoint) {
+            Ok(mut cluster) => cluster.get_ha_state(GetHaStateRequest {}).await.map(|response| response.into_inner()),
+            Err(error) => Err(tonic::Status::invalid_argument(error.to_string())),
+        };
+        let took_ms = started.elapsed().as_secs_f64() * 1000.0;
+        match asked {
+            Ok(state) => {
+                rows.push(vec![
+                    endpoint.clone(),
+                    state.node_id.clone(),
+                    mode_name(state.mode),
+                    role_name(state.role),
+                    state.term.to_string(),
+                    state.leader_node_id.clone(),
+                    format!("{took_ms:.1}ms"),
+                ]);
+                answers.push(json!({ "endpoint": endpoint, "state": state_json(&state), "took_ms": took_ms }));
+            }
+            Err(status) => {
+                let error = format!("{}: {}", code_name(status.code()), status.message());
+                let unreachable = format!("unreachable ({error})");
+                rows.push(vec![
+                    endpoint.clone(),
+                    "-".into(),
+                    "-".into(),
+                    unreachable,
+                    "-".into(),
+                    "-".into(),
+                    "-".into(),
+                ]);
+                answers.push(json!({ "endpoint": endpoint, "error": error }));
+            }
+        }
+    }
+    Answer {
+        json: Value::Array(answers),
+        table: table(&["ENDPOINT", "NODE", "MODE", "ROLE", "TERM", "LEADER", "TOOK"], rows),
+    }
+}
+
+/// Every endpoint's gRPC health (service `""`: the process serves), printed at once; an error
+/// (exit 3) when one is not healthy.
+async fn endpoint_health(client: &Client, output: Output) -> anyhow::Result<Answer> {
+    use tonic_health::pb::HealthCheckRequest;
+    use tonic_health::pb::health_client::HealthClient;
+    let mut rows = Vec::new();
+    let mut answers = Vec::new();
+    let mut unhealthy = Vec::new();
+    for endpoint in client.endpoints() {
+        let started = std::time::Instant::now();
+        let checked = match client.channel(endpoint) {
+            Ok(channel) => HealthClient::new(channel)
+                .check(HealthCheckRequest { service: String::new() })
+                .await
+                .map(|response| response.into_inner().status().as_str_name().to_owned())
+                .map_err(|status| format!("{}: {}", code_name(status.code()), status.message())),
+            Err(error) => Err(error.to_string()),
+        };
+        let took_ms = started.elapsed().as_secs_f64() * 1000.0;
+        let healthy = checked.as_deref() == Ok("SERVING");
+        if !healthy {
+            unhealthy.push(endpoint.clone());
+        }
+        let status = checked.unwrap_or_else(|error| format!("unreachable ({error})"));
+        rows.push(vec![endpoint.clone(), healthy.to_string(), status.clone(), format!("{took_ms:.1}ms")]);
+        answers.push(json!({ "endpoint": endpoint, "healthy": healthy, "status": status, "took_ms": took_ms }));
+    }
+    match output {
+        Output::Table => print!("{}", table(&["ENDPOINT", "HEALTHY", "STATUS", "TOOK"], rows)),
+        Output::Json => println!("{}", serde_json::to_string_pretty(&Value::Array(answers))?),
+    }
+    if !unhealthy.is_empty() {
+        let status = tonic::Status::unavailable(format!("not healthy: {}", unhealthy.join(", ")));
+        return Err(anyhow::Error::new(status));
+    }
+    // Printed already, as a watch is.
+    Ok(Answer { json: Value::Null, table: String::new() })
 }
 
 async fn states_of_endpoints(client: &Client) -> Answer {
