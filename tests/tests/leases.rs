@@ -617,7 +617,8 @@ async fn ctl_operator_commands_work_end_to_end() {
     assert_eq!(roles, ["leader", "follower"], "{status}");
     let health = ctl_json(&endpoints, &["endpoint", "health"]).await;
     assert!(health.as_array().unwrap().iter().all(|answer| answer["healthy"] == true), "{health}");
-    let (status, stdout, _) = ctl_run(&["endpoint", "health", "--endpoints", &format!("{endpoints},127.0.0.1:1")]).await;
+    let (status, stdout, _) =
+        ctl_run(&["endpoint", "health", "--endpoints", &format!("{endpoints},127.0.0.1:1")]).await;
     assert_eq!(status.code(), Some(3), "one endpoint is down: {stdout}");
     assert!(stdout.contains("127.0.0.1:1") && stdout.contains("false"), "{stdout}");
 

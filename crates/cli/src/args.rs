@@ -68,6 +68,13 @@ pub enum Command {
     Ctl(CtlArgs),
     /// A coordinator on embedded SQLite under ./leasehold-data, for a first look.
     Dev(DevArgs),
+    /// Print a shell completion script.
+    ///
+    /// Example (bash): source <(leasehold completion bash)
+    Completion {
+        /// bash, zsh, fish, elvish or powershell.
+        shell: clap_complete::Shell,
+    },
 }
 
 /// `leasehold coordinator`
@@ -664,6 +671,17 @@ mod tests {
         };
         let ResourcesCommand::CreateGroup { min_members, properties, .. } = command else { panic!("not create-group") };
         assert_eq!((min_members, properties), (0, vec![("a".into(), "b=c".into())]));
+    }
+
+    #[test]
+    fn a_completion_script_names_the_commands_and_global_flags() {
+        use clap::CommandFactory;
+        let mut script = Vec::new();
+        clap_complete::generate(clap_complete::Shell::Bash, &mut Cli::command(), "leasehold", &mut script);
+        let script = String::from_utf8(script).unwrap();
+        for word in ["coordinator", "ctl", "endpoint", "--dial-timeout", "--endpoints"] {
+            assert!(script.contains(word), "{word} is completed");
+        }
     }
 
     #[test]

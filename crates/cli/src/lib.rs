@@ -66,6 +66,11 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let done = runtime.block_on(ctl::run(args));
             Ok(done.map_or_else(|error| ctl::report(&error, output), |()| ExitCode::SUCCESS))
         }
+        Command::Completion { shell } => {
+            use clap::CommandFactory;
+            clap_complete::generate(shell, &mut Cli::command(), "leasehold", &mut std::io::stdout());
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Dev(args) => {
             logging::init(format.unwrap_or(LogFormat::Text), level.unwrap_or("info"))?;
             runtime.block_on(dev::run(args)).map(|()| ExitCode::SUCCESS)
