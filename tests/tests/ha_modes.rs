@@ -5,11 +5,13 @@
 use std::time::Duration;
 
 use leasehold::status::{ALLOW_NON_LEADER_HEADER, error_reason, reason, redirect_target};
-use leasehold::v1::cluster_client::ClusterClient;
+use leasehold::v1::catalog_client::CatalogClient;
 use leasehold::v1::{
-    GetLeaderRequest, HaMode, HaRole, ListHaStatesRequest, SetHaStateRequest, SetPriorityRequest, SetPriorityResponse,
+    GetLeaderRequest, GetTableRequest, HaMode, HaRole, ListHaStatesRequest, SetHaStateRequest, SetPriorityRequest,
+    SetPriorityResponse,
 };
 use leasehold::{Client, ClientOptions};
+use leasehold_tests::process::channel;
 use leasehold_tests::store::Kind;
 use leasehold_tests::{Deadline, LeaderObserver, Node, TestCluster, TestStore, eventually, never, phase, serial};
 use prost::Message;
@@ -232,16 +234,21 @@ async fn brooklyn_rules(kind: Kind) {
         follower_client.set_priority(with_override(SetPriorityRequest { priority: 3 })).await.unwrap().into_inner();
     assert_eq!(changed.previous_priority, 0);
 
-    phase("a standby serves no reads: it redirects to the leader");
-    let redirected = follower_client.list_ha_states(ListHaStatesRequest {}).await.unwrap_err();
+    phase("a standby serves no catalog reads: it redirects to the leader");
+    let table = || GetTableRequest { database: "db".into(), name: "t".into() };
+    let redirected = CatalogClient::new(channel(&cluster.node(&follower).grpc)).get_table(table()).await.unwrap_err();
     assert_eq!(redirected.code(), Code::Unavailable);
     assert_eq!(error_reason(&redirected).as_deref(), Some(reason::NOT_LEADER));
     assert_eq!(redirect_target(&redirected).as_deref(), Some(leader_address.as_str()));
     let sdk = Client::new([cluster.node(&follower).grpc.clone()], ClientOptions::default()).unwrap();
-    let listed = sdk
-        .call_leader(|channel| async move { ClusterClient::new(channel).list_ha_states(ListHaStatesRequest {}).await })
+    let answered = sdk
+        .call_leader(|channel| async move { CatalogClient::new(channel).get_table(table()).await })
         .await
-        .expect("the SDK follows the redirect");
+        .expect_err("the leader has no such table");
+    assert_eq!(answered.status().map(tonic::Status::code), Some(Code::NotFound), "the SDK followed the redirect");
+
+    phase("every node answers ListHaStates, a standby too: it is about HA itself");
+    let listed = follower_client.list_ha_states(ListHaStatesRequest {}).await.unwrap().into_inner();
     assert_eq!(listed.nodes.len(), 3);
     assert!(
         listed

@@ -193,14 +193,7 @@ impl Cluster for ClusterService {
                     term: 0,
                 }));
             }
-            if !self.ha.is_leader_now() && !view.mode.serves_reads_as_follower() {
-                return Err(Refusal::ServesNoReads {
-                    node_id: self.ha.settings().node_id.clone(),
-                    mode: view.mode,
-                    leader: self.ha.known_leader_address(),
-                }
-                .into());
-            }
+            // About HA itself, like GetHaState: every node answers from the store's registry.
             let (list, lease) = self.ha.registry().await?;
             let ttl_ms = self.ha.settings().timings.lease_ttl.as_millis() as i64;
             let live_holder =

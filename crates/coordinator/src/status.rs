@@ -16,16 +16,6 @@ pub use leasehold::status::invalid_argument;
 /// Refusals a service makes itself, outside any component's error.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Refusal {
-    /// A node whose mode serves no reads was asked for one.
-    #[error("{node_id} is a {mode} node and serves no reads; ask the leader")]
-    ServesNoReads {
-        /// This node.
-        node_id: String,
-        /// Its mode.
-        mode: leasehold_core::HaMode,
-        /// The leader it knows.
-        leader: Option<String>,
-    },
     /// The leader has not loaded its state yet.
     #[error("the leader is still loading its state; retry shortly")]
     LeaderStarting,
@@ -48,7 +38,7 @@ pub enum Refusal {
 impl ServiceError for Refusal {
     fn code(&self) -> Code {
         match self {
-            Refusal::ServesNoReads { .. } | Refusal::LeaderStarting => Code::Unavailable,
+            Refusal::LeaderStarting => Code::Unavailable,
             Refusal::NonLeaderChange { .. } => Code::PermissionDenied,
             Refusal::ProcedureNotFound { .. } => Code::NotFound,
         }
@@ -56,25 +46,10 @@ impl ServiceError for Refusal {
 
     fn reason(&self) -> Option<&'static str> {
         Some(match self {
-            Refusal::ServesNoReads { .. } => reason::NOT_LEADER,
             Refusal::LeaderStarting => reason::LEADER_STARTING,
             Refusal::NonLeaderChange { .. } => reason::NON_LEADER_CHANGE,
             Refusal::ProcedureNotFound { .. } => reason::NOT_FOUND,
         })
-    }
-
-    fn metadata(&self) -> Vec<(&'static str, String)> {
-        match self {
-            Refusal::ServesNoReads { leader: Some(leader), .. } => vec![("leader", leader.clone())],
-            _ => Vec::new(),
-        }
-    }
-
-    fn leader(&self) -> Option<String> {
-        match self {
-            Refusal::ServesNoReads { leader, .. } => leader.clone(),
-            _ => None,
-        }
     }
 }
 
@@ -336,17 +311,5 @@ mod tests {
         assert_eq!((status.code(), error_reason(&status).as_deref()), (Code::Unavailable, Some(reason::STALE_TERM)));
         let status: Status = MetadataError::Corrupt { version: 3, reason: "truncated".into() }.into();
         assert_eq!((status.code(), error_reason(&status)), (Code::Internal, None));
-    }
-
-    #[test]
-    fn a_node_that_serves_no_reads_points_at_the_leader() {
-        let refusal = Refusal::ServesNoReads {
-            node_id: "c2".into(),
-            mode: leasehold_core::HaMode::Standby,
-            leader: Some("127.0.0.1:7401".into()),
-        };
-        let status: Status = refusal.into();
-        assert_eq!(status.message(), "c2 is a standby node and serves no reads; ask the leader");
-        assert_eq!(redirect_target(&status).as_deref(), Some("127.0.0.1:7401"));
     }
 }
