@@ -388,8 +388,8 @@ impl MatrixState {
     fn after(&self, step: &str) -> MatrixState {
         let mut next = self.clone();
         match step {
-            // `create_table` gives every table a one-hour TTL of its own.
-            "create table" => next.table = Some((vec!["time".into(), "v".into()], 3_600_000)),
+            // `create_table` gives a table no TTL of its own: it inherits the database's hour.
+            "create table" => next.table = Some((vec!["time".into(), "v".into()], 0)),
             "add column" => next.table.as_mut().expect("t exists").0.push("w".into()),
             "drop column" => next.table.as_mut().expect("t exists").0.retain(|name| name != "v"),
             "set ttl" => next.table.as_mut().expect("t exists").1 = 7_200_000,

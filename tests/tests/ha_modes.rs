@@ -154,6 +154,17 @@ async fn master_takes_the_lease_or_exits(kind: Kind) {
     let (leader, master_term, _) = cluster.leader_above(term, ELECTION).await;
     assert_eq!(leader, "m1");
     assert_eq!(master_term, term + 1);
+
+    phase("the registry tells the killed c1 (lost) from c2, which shut down cleanly (stopped)");
+    cluster.start("c2", &[], &[]).await;
+    cluster.node("c2").terminate();
+    cluster.node_mut("c2").wait_exit(Duration::from_secs(20)).await.expect("c2 stops on SIGTERM");
+    let m1 = cluster.node("m1");
+    let listed = m1.client().list_ha_states(ListHaStatesRequest {}).await.unwrap().into_inner();
+    let role = |node_id: &str| listed.nodes.iter().find(|node| node.node_id == node_id).map(|node| node.role);
+    assert_eq!(role("c1"), Some(HaRole::Lost as i32), "{listed:?}");
+    assert_eq!(role("c2"), Some(HaRole::Stopped as i32), "{listed:?}");
+    assert_eq!(role("m1"), Some(HaRole::Leader as i32), "{listed:?}");
 }
 
 async fn disabled_runs_alone(kind: Kind) {

@@ -609,6 +609,7 @@ fn role_name(value: i32) -> String {
         Ok(leasehold::v1::HaRole::Follower) => "follower",
         Ok(leasehold::v1::HaRole::Standalone) => "standalone",
         Ok(leasehold::v1::HaRole::Stopped) => "stopped",
+        Ok(leasehold::v1::HaRole::Lost) => "lost",
         _ => "unknown",
     }
     .to_owned()

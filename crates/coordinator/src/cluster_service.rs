@@ -205,16 +205,7 @@ impl Cluster for ClusterService {
                     let last_seen_ms_ago = (list.store_now_ms - node.last_seen_ms).max(0);
                     let alive = node.incarnation.is_some() && last_seen_ms_ago < ttl_ms;
                     let holds_lease = node.incarnation.is_some() && node.incarnation == live_holder;
-                    let role = if holds_lease {
-                        HaRole::Leader
-                    } else if !alive {
-                        HaRole::Stopped
-                    } else {
-                        match HaRole::from_stored(&node.role) {
-                            HaRole::Leader => HaRole::Follower,
-                            other => other,
-                        }
-                    };
+                    let role = HaRole::listed(holds_lease, alive, HaRole::from_stored(&node.role));
                     HaNodeState {
                         node_id: node.node_id,
                         address: node.address,

@@ -36,6 +36,7 @@ pub fn role_to_proto(role: HaRole) -> v1::HaRole {
         HaRole::Follower => v1::HaRole::Follower,
         HaRole::Standalone => v1::HaRole::Standalone,
         HaRole::Stopped => v1::HaRole::Stopped,
+        HaRole::Lost => v1::HaRole::Lost,
     }
 }
 

@@ -108,6 +108,9 @@ pub enum HaRole {
     Standalone,
     /// Shut down cleanly.
     Stopped,
+    /// Stopped renewing its registration without shutting down cleanly (killed, frozen, cut
+    /// off): only ever shown in a listing of the registry, never stored.
+    Lost,
 }
 
 impl HaRole {
@@ -119,6 +122,20 @@ impl HaRole {
             HaRole::Follower => "follower",
             HaRole::Standalone => "standalone",
             HaRole::Stopped => "stopped",
+            HaRole::Lost => "lost",
+        }
+    }
+
+    /// How a listing of the registry shows a node whose stored role is `stored`: the holder of
+    /// the live lease leads; a node that shut down cleanly is stopped; one that stopped
+    /// renewing otherwise is lost; a live one that once led follows.
+    pub fn listed(holds_lease: bool, alive: bool, stored: HaRole) -> HaRole {
+        match (holds_lease, alive, stored) {
+            (true, _, _) => HaRole::Leader,
+            (false, _, HaRole::Stopped) => HaRole::Stopped,
+            (false, false, _) => HaRole::Lost,
+            (false, true, HaRole::Leader) => HaRole::Follower,
+            (false, true, other) => other,
         }
     }
 
@@ -215,6 +232,16 @@ mod tests {
         assert!(!HaMode::Standby.serves_reads_as_follower());
         assert!(HaMode::HotStandby.serves_reads_as_follower());
         assert!(HaMode::HotBackup.serves_reads_as_follower());
+    }
+
+    #[test]
+    fn a_listing_tells_a_clean_stop_from_a_lost_node() {
+        assert_eq!(HaRole::listed(true, true, HaRole::Leader), HaRole::Leader);
+        assert_eq!(HaRole::listed(false, false, HaRole::Stopped), HaRole::Stopped);
+        assert_eq!(HaRole::listed(false, false, HaRole::Follower), HaRole::Lost, "killed");
+        assert_eq!(HaRole::listed(false, false, HaRole::Leader), HaRole::Lost, "a killed leader whose lease ran out");
+        assert_eq!(HaRole::listed(false, true, HaRole::Leader), HaRole::Follower, "deposed, still renewing");
+        assert_eq!(HaRole::listed(false, true, HaRole::Starting), HaRole::Starting);
     }
 
     #[test]
