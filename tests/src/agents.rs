@@ -37,6 +37,21 @@ impl std::fmt::Debug for TestAgent {
 impl TestAgent {
     /// Starts an agent of `cluster` and waits until it serves.
     pub async fn start(cluster: &mut TestCluster, node_id: &str, env: &[(&str, &str)]) -> TestAgent {
+        TestAgent::start_listening(cluster, node_id, "", env).await
+    }
+
+    /// Starts an agent as [`TestAgent::start`] does, with its `/metrics`, `/healthz` and
+    /// `/readyz` on a free port (`node.metrics`).
+    pub async fn start_with_metrics(cluster: &mut TestCluster, node_id: &str, env: &[(&str, &str)]) -> TestAgent {
+        TestAgent::start_listening(cluster, node_id, "127.0.0.1:0", env).await
+    }
+
+    async fn start_listening(
+        cluster: &mut TestCluster,
+        node_id: &str,
+        metrics_listen: &str,
+        env: &[(&str, &str)],
+    ) -> TestAgent {
         let lease = cluster.timings.lease.unwrap_or_default();
         let mut heartbeat_proxies = Vec::new();
         // Every coordinator, down or not: one that is down now may lead later.
@@ -57,7 +72,7 @@ impl TestAgent {
             "--listen",
             "127.0.0.1:0",
             "--metrics-listen",
-            "",
+            metrics_listen,
             "--advertise-address",
             &push_proxy.address().to_string(),
             "--coordinators",

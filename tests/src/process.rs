@@ -11,6 +11,9 @@ use rustix::process::{Pid, Signal, kill_process};
 use serde_json::Value;
 use tokio::time::Instant;
 use tonic::transport::{Channel, Endpoint};
+use tonic_health::pb::HealthCheckRequest;
+pub use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::health_client::HealthClient;
 
 /// A running (or exited) `leasehold` process whose stderr carries JSON logs.
 pub struct Node {
@@ -187,15 +190,34 @@ impl Node {
 
     /// The Prometheus text its `/metrics` endpoint serves now, or `None` if it does not answer.
     pub async fn scrape_metrics(&self) -> Option<String> {
+        self.http_get("/metrics").await
+    }
+
+    /// The whole HTTP answer (status line, headers, body) of `GET path` on its metrics port,
+    /// or `None` if it does not answer.
+    pub async fn http_get(&self, path: &str) -> Option<String> {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let scrape = async {
+        let get = async {
             let mut stream = tokio::net::TcpStream::connect(&self.metrics).await.ok()?;
-            stream.write_all(b"GET /metrics HTTP/1.1\r\nHost: leasehold\r\nConnection: close\r\n\r\n").await.ok()?;
+            let request = format!("GET {path} HTTP/1.1\r\nHost: leasehold\r\nConnection: close\r\n\r\n");
+            stream.write_all(request.as_bytes()).await.ok()?;
             let mut body = String::new();
             stream.read_to_string(&mut body).await.ok()?;
             Some(body)
         };
-        tokio::time::timeout(Duration::from_secs(5), scrape).await.ok().flatten()
+        tokio::time::timeout(Duration::from_secs(5), get).await.ok().flatten()
+    }
+
+    /// The HTTP status code of `GET path` on its metrics port (`/healthz`, `/readyz`).
+    pub async fn probe(&self, path: &str) -> Option<u16> {
+        self.http_get(path).await?.split_whitespace().nth(1)?.parse().ok()
+    }
+
+    /// What its gRPC health service says of `service` (`""` for the server as a whole).
+    pub async fn health(&self, service: &str) -> Result<ServingStatus, tonic::Status> {
+        let request = HealthCheckRequest { service: service.to_owned() };
+        let answer = HealthClient::new(channel(&self.grpc)).check(request).await?.into_inner();
+        Ok(answer.status())
     }
 
     /// Every JSON log event whose message is `message`.

@@ -86,7 +86,13 @@ impl Embedded {
     fn run(&mut self) {
         let listener = self.listener.take().expect("run once");
         self.tasks.push(tokio::spawn(self.agent.clone().run(self.shutdown.clone())));
-        let server = leasehold_agent::server::serve(self.agent.clone(), listener, None, self.shutdown.clone());
+        let server = leasehold_agent::server::serve(
+            self.agent.clone(),
+            listener,
+            None,
+            leasehold::serving::Readiness::new(),
+            self.shutdown.clone(),
+        );
         self.tasks.push(tokio::spawn(async move { server.await.unwrap() }));
     }
 

@@ -690,8 +690,8 @@ fn counter(metrics: &str, series: &str) -> u64 {
         .map_or(0, |value| value as u64)
 }
 
-const KEEP_ALIVE_OPENED: &str = "leasehold_grpc_requests_total{method=\"KeepAlive\",code=\"Ok\"}";
-const UNARY_HEARTBEATS: &str = "leasehold_grpc_requests_total{method=\"Heartbeat\",code=\"Ok\"}";
+const KEEP_ALIVE_OPENED: &str = "leasehold_grpc_requests_total{method=\"KeepAlive\",code=\"OK\"}";
+const UNARY_HEARTBEATS: &str = "leasehold_grpc_requests_total{method=\"Heartbeat\",code=\"OK\"}";
 const GRANTED: &str = "leasehold_datanodes_heartbeats_total{result=\"granted\"}";
 
 /// Waits until the leader has granted `more` heartbeats beyond what `metrics` shows; answers
@@ -728,7 +728,7 @@ async fn an_agent_falls_back_to_unary_heartbeats_against_a_coordinator_without_k
     let lab = Lab::start(BIN, Kind::Sqlite, 1, &env, &[("dn1", &[])]).await.unwrap();
     let first = lab.cluster.node("c1").scrape_metrics().await.expect("metrics");
     let later = after_more_heartbeats(&lab, &first, 4).await;
-    let tried = "leasehold_grpc_requests_total{method=\"KeepAlive\",code=\"Unimplemented\"}";
+    let tried = "leasehold_grpc_requests_total{method=\"KeepAlive\",code=\"UNIMPLEMENTED\"}";
     assert_eq!(counter(&later, tried), 1, "the stream is tried once: {later}");
     assert!(counter(&later, UNARY_HEARTBEATS) >= counter(&first, UNARY_HEARTBEATS) + 4, "{later}");
     assert!(lab.agent("dn1").is(AgentLeaseState::Normal).await);

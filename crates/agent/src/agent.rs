@@ -31,6 +31,7 @@ use crate::config::AgentConfig;
 use crate::failpoint;
 use crate::link::{CoordinatorLink, LinkError};
 use crate::metrics;
+use crate::unreachable::UnreachableWarning;
 
 /// What the agent tells its host process, so that the host never has to poll.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -893,9 +894,11 @@ impl Agent {
         let next = Arc::new(next);
         self.inner.view.store(next.clone());
         self.ownership_moved(&current, &next);
+        let term = lease.highest_term();
         drop(lease);
         self.inner.renewed.notify_one();
         metrics::lease(true, version);
+        metrics::term(term);
         if unfenced {
             info!(node_id = %self.inner.config.node_id, version, term = response.term, leader = %response.leader_node_id, "lease valid: serving again after a resync");
             let _ = self.inner.events.send(AgentEvent::Unfenced { version });
@@ -947,6 +950,7 @@ impl Agent {
         let mut ticker = tokio::time::interval(self.inner.config.heartbeat_interval);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut registered = false;
+        let mut unreachable = UnreachableWarning::new(&self.inner.config.coordinators);
         loop {
             tokio::select! {
                 _ = ticker.tick() => {}
@@ -954,7 +958,7 @@ impl Agent {
             }
             metrics::loop_iteration("heartbeat");
             if !registered {
-                match self.register(&mut link).await {
+                match self.register(&mut link, &mut unreachable).await {
                     Registration::Registered => registered = true,
                     Registration::Retry => continue,
                     Registration::Superseded(why) => {
@@ -968,7 +972,12 @@ impl Agent {
             }
             let started = self.inner.clock.now();
             let (ticket, request) = self.begin_heartbeat();
-            let result = match link.heartbeat(&request).await {
+            let answer = link.heartbeat(&request).await;
+            match &answer {
+                Err(error @ LinkError::Unreachable(_)) => unreachable.failed(self.inner.clock.now(), error),
+                _ => unreachable.reached(),
+            }
+            let result = match answer {
                 Ok(response) => {
                     let (result, advanced) = self.on_heartbeat_response(&ticket, response);
                     if advanced {
@@ -1017,7 +1026,7 @@ impl Agent {
         }
     }
 
-    async fn register(&self, link: &mut CoordinatorLink) -> Registration {
+    async fn register(&self, link: &mut CoordinatorLink, unreachable: &mut UnreachableWarning) -> Registration {
         let request = RegisterRequest {
             node_id: self.inner.config.node_id.clone(),
             address: self.inner.config.advertise_address.clone(),
@@ -1026,13 +1035,17 @@ impl Agent {
             resource_id: self.inner.config.resource_id.clone(),
             attempt_id: self.inner.config.attempt_id.clone(),
         };
-        match link
+        let answer = link
             .call(|mut client| {
                 let request = request.clone();
                 async move { client.register(request).await }
             })
-            .await
-        {
+            .await;
+        match &answer {
+            Err(error @ LinkError::Unreachable(_)) => unreachable.failed(self.inner.clock.now(), error),
+            _ => unreachable.reached(),
+        }
+        match answer {
             Ok(response) => {
                 info!(node_id = %request.node_id, incarnation = %request.incarnation, leader = %response.leader_node_id, term = response.term, "registered with the leader");
                 Registration::Registered

@@ -9,9 +9,11 @@
 //!   lock-free read path [`Agent::with_table`] (borrowing) and [`Agent::resolve_table`]
 //!   (owning).
 //! - [`cache`]: the schema cache as an immutable value, and how changes apply to it.
-//! - [`link`]: the connection to the coordinators: deadlines, rotation, redirects.
+//! - [`link`]: the connection to the coordinators: deadlines, rotation, redirects;
+//!   [`unreachable`]: the rate-limited warning while no coordinator answers.
 //! - [`service`]: `leasehold.v1.Agent`, a thin translation onto [`Agent`].
-//! - [`server`]: `run(config, listeners, shutdown)` for the sidecar.
+//! - [`server`]: `run(config, listeners, ready, shutdown)` for the sidecar, and the health
+//!   of `leasehold.v1.Agent`, which follows the lease.
 //! - [`config`]: the agent's settings.
 
 pub mod agent;
@@ -22,6 +24,7 @@ pub mod link;
 pub mod metrics;
 pub mod server;
 pub mod service;
+pub mod unreachable;
 
 pub use agent::{
     Agent, AgentEvent, AgentHost, Owned, Ownership, OwnershipError, ResolveError, ResolvedTable, TableRef,

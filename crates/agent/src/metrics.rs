@@ -21,6 +21,27 @@ pub const PUSHES: &str = "leasehold_agent_pushes_total";
 pub const DATA_DROPS: &str = "leasehold_agent_data_drops_total";
 /// Iterations of the agent's loops, by loop.
 pub const LOOP_ITERATIONS: &str = "leasehold_agent_loop_iterations_total";
+/// 0: an agent never leads. Exported so that every node of a cluster answers the same
+/// question, and `sum(leasehold_ha_is_leader)` over all of them counts the leaders.
+pub const HA_IS_LEADER: &str = "leasehold_ha_is_leader";
+/// The highest coordinator term this agent has followed.
+pub const HA_TERM: &str = "leasehold_ha_term";
+
+/// The agent's histograms and their bucket bounds (seconds): a heartbeat round trip takes
+/// well under a millisecond on one host and up to its deadline (`--heartbeat-timeout`, 500 ms
+/// by default) when a coordinator is slow or gone.
+pub const HISTOGRAM_BUCKETS: &[(&str, &[f64])] = &[(
+    HEARTBEAT_SECONDS,
+    &[0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0],
+)];
+
+/// The label values of each labelled counter: all are exported at 0 from the start.
+const COUNTERS_AT_ZERO: &[(&str, &str, &[&str])] = &[
+    (HEARTBEATS, "result", &["renewed", "ignored", "failed", "not_applied"]),
+    (PUSHES, "result", &["applied", "refused"]),
+    (DATA_DROPS, "why", &["order", "resync"]),
+    (LOOP_ITERATIONS, "loop", &["heartbeat", "fence"]),
+];
 
 /// Registers the descriptions with the installed recorder.
 pub fn describe() {
@@ -32,6 +53,18 @@ pub fn describe() {
     describe_counter!(PUSHES, "Pushed changes by result");
     describe_counter!(DATA_DROPS, "Data the host dropped, by why: order or resync");
     describe_counter!(LOOP_ITERATIONS, "Iterations of the agent's loops");
+    describe_gauge!(HA_IS_LEADER, "Always 0 on an agent: it never leads");
+    describe_gauge!(HA_TERM, "The highest coordinator term this agent has followed");
+    // Every series exists from the start, so that a scrape shows it before it first moves.
+    for (name, label, values) in COUNTERS_AT_ZERO {
+        for value in *values {
+            counter!(*name, *label => *value).absolute(0);
+        }
+    }
+    counter!(FENCES).absolute(0);
+    for name in [LEASE_VALID, VERSION, HA_IS_LEADER, HA_TERM] {
+        gauge!(name).set(0.0);
+    }
 }
 
 pub(crate) fn heartbeat(result: &'static str, took: Duration) {
@@ -42,6 +75,10 @@ pub(crate) fn heartbeat(result: &'static str, took: Duration) {
 pub(crate) fn lease(valid: bool, version: u64) {
     gauge!(LEASE_VALID).set(if valid { 1.0 } else { 0.0 });
     gauge!(VERSION).set(version as f64);
+}
+
+pub(crate) fn term(term: u64) {
+    gauge!(HA_TERM).set(term as f64);
 }
 
 pub(crate) fn fenced() {

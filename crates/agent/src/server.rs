@@ -2,7 +2,8 @@
 
 use std::sync::Arc;
 
-use leasehold::serving::{self, with_health_and_reflection};
+use leasehold::serving::{self, HealthReporter, Readiness, ServingStatus, with_health_and_reflection};
+use leasehold::v1::AgentLeaseState;
 use leasehold::v1::agent_server::AgentServer;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -38,12 +39,14 @@ pub enum AgentRunError {
     Superseded(String),
 }
 
-/// Runs an agent serving `leasehold.v1.Agent` on `grpc` until `shutdown`.
-/// `config.advertise_address` may be empty: the bound address is used then.
+/// Runs an agent serving `leasehold.v1.Agent` on `grpc` until `shutdown`, and marks `ready`
+/// once it has loaded its state (see [`serve`]). `config.advertise_address` may be empty: the
+/// bound address is used then.
 pub async fn run(
     mut config: AgentConfig,
     grpc: TcpListener,
     metrics: Option<String>,
+    ready: Readiness,
     shutdown: CancellationToken,
 ) -> Result<(), AgentRunError> {
     let bound = grpc.local_addr()?;
@@ -65,7 +68,7 @@ pub async fn run(
             }
         }
     });
-    serve(agent.clone(), grpc, metrics, shutdown).await?;
+    serve(agent.clone(), grpc, metrics, ready, shutdown).await?;
     let _ = heartbeats.await;
     if let Some(why) = agent.superseded() {
         return Err(AgentRunError::Superseded(why.to_owned()));
@@ -74,11 +77,28 @@ pub async fn run(
     Ok(())
 }
 
+/// `leasehold.v1.Agent`, as the health service names it.
+pub const AGENT_SERVICE: &str = <AgentServer<AgentService> as NamedService>::NAME;
+
+/// What the health service says of `leasehold.v1.Agent` in a lease state: SERVING only while
+/// the lease is valid and the cache serves; NOT_SERVING while fenced or resyncing, when every
+/// read would be refused.
+pub fn agent_status(state: AgentLeaseState) -> ServingStatus {
+    match state {
+        AgentLeaseState::Normal => ServingStatus::Serving,
+        _ => ServingStatus::NotServing,
+    }
+}
+
 /// Serves `agent`'s gRPC service (with health and reflection) on `grpc` until `shutdown`.
+/// The health of `leasehold.v1.Agent` follows the lease ([`agent_status`]); `ready` is set
+/// once the agent has loaded its state (its first resync) and stays set: a later fence shows
+/// in the health service and in `leasehold_agent_lease_valid`, not by hiding the agent.
 pub async fn serve(
     agent: Agent,
     grpc: TcpListener,
     metrics: Option<String>,
+    ready: Readiness,
     shutdown: CancellationToken,
 ) -> Result<(), AgentRunError> {
     let bound = grpc.local_addr()?;
@@ -92,9 +112,10 @@ pub async fn serve(
         coordinators = %config.coordinators.join(","),
         "agent serving"
     );
-    let services = [<AgentServer<AgentService> as NamedService>::NAME];
-    with_health_and_reflection(&mut serving::builder(), &services)
-        .await?
+    let status = agent_status(agent.lease_state().state());
+    let (router, health) = with_health_and_reflection(&mut serving::builder(), &[(AGENT_SERVICE, status)]).await?;
+    tokio::spawn(report(agent.clone(), health, ready, shutdown.clone()));
+    router
         .add_service(
             AgentServer::new(AgentService::new(agent))
                 .max_decoding_message_size(MAX_MESSAGE_BYTES)
@@ -103,4 +124,41 @@ pub async fn serve(
         .serve_with_incoming_shutdown(TcpIncoming::from(grpc).with_nodelay(Some(true)), shutdown.cancelled_owned())
         .await?;
     Ok(())
+}
+
+/// Keeps the health of `leasehold.v1.Agent` and `ready` in step with the lease until
+/// `shutdown`: the state is read again at every event the agent announces (a fence, a resync,
+/// an applied change), so a missed event costs nothing but a moment.
+async fn report(agent: Agent, health: HealthReporter, ready: Readiness, shutdown: CancellationToken) {
+    let mut events = agent.subscribe();
+    loop {
+        let state = agent.lease_state().state();
+        if state == AgentLeaseState::Normal {
+            ready.set(true);
+        }
+        health.set_service_status(AGENT_SERVICE, agent_status(state)).await;
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            event = events.recv() => if matches!(event, Err(tokio::sync::broadcast::error::RecvError::Closed)) { break },
+        }
+    }
+    health.set_service_status(AGENT_SERVICE, ServingStatus::NotServing).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_agent_serves_only_with_a_valid_lease() {
+        assert_eq!(agent_status(AgentLeaseState::Normal), ServingStatus::Serving);
+        for state in [AgentLeaseState::Fenced, AgentLeaseState::Resyncing, AgentLeaseState::Unspecified] {
+            assert_eq!(agent_status(state), ServingStatus::NotServing, "{state:?}");
+        }
+    }
+
+    #[test]
+    fn the_health_service_names_the_agent_service() {
+        assert_eq!(AGENT_SERVICE, "leasehold.v1.Agent");
+    }
 }

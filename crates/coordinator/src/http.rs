@@ -1,4 +1,7 @@
-//! A minimal HTTP/1.1 endpoint for Prometheus: `GET /metrics` and `GET /healthz`.
+//! A minimal HTTP/1.1 endpoint for Prometheus and probes: `GET /metrics`, `GET /healthz`
+//! (liveness: the process answers) and `GET /readyz` (readiness: the node has loaded its
+//! state; see [`Readiness`]). Neither probe depends on the node's role: a follower is as
+//! ready as the leader, and a leader inside its hold stays ready while its store is down.
 //!
 //! Scrapes are small and rare, so a hand-written responder over a TCP listener is enough and
 //! keeps an HTTP framework out of the dependency tree.
@@ -6,6 +9,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use leasehold::serving::Readiness;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
@@ -17,16 +21,21 @@ pub type RenderMetrics = Arc<dyn Fn() -> String + Send + Sync>;
 const MAX_REQUEST_BYTES: usize = 8 * 1024;
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Serves `/metrics` and `/healthz` on `listener` until `shutdown`.
-pub async fn serve_metrics(listener: TcpListener, render: RenderMetrics, shutdown: CancellationToken) {
+/// Serves `/metrics`, `/healthz` and `/readyz` on `listener` until `shutdown`.
+pub async fn serve_metrics(
+    listener: TcpListener,
+    render: RenderMetrics,
+    ready: Readiness,
+    shutdown: CancellationToken,
+) {
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,
             accepted = listener.accept() => match accepted {
                 Ok((stream, _)) => {
-                    let render = render.clone();
+                    let (render, ready) = (render.clone(), ready.clone());
                     tokio::spawn(async move {
-                        if let Err(error) = tokio::time::timeout(REQUEST_TIMEOUT, answer(stream, render)).await {
+                        if let Err(error) = tokio::time::timeout(REQUEST_TIMEOUT, answer(stream, render, ready)).await {
                             debug!(%error, "metrics request timed out");
                         }
                     });
@@ -37,7 +46,7 @@ pub async fn serve_metrics(listener: TcpListener, render: RenderMetrics, shutdow
     }
 }
 
-async fn answer(mut stream: TcpStream, render: RenderMetrics) -> std::io::Result<()> {
+async fn answer(mut stream: TcpStream, render: RenderMetrics, ready: Readiness) -> std::io::Result<()> {
     let mut request = Vec::with_capacity(512);
     let mut buf = [0u8; 1024];
     while !request.windows(4).any(|window| window == b"\r\n\r\n") {
@@ -53,7 +62,9 @@ async fn answer(mut stream: TcpStream, render: RenderMetrics) -> std::io::Result
     let (status, content_type, body) = match (method, path.split('?').next().unwrap_or("")) {
         ("GET", "/metrics") => ("200 OK", "text/plain; version=0.0.4", render()),
         ("GET", "/healthz") => ("200 OK", "text/plain", "ok\n".to_owned()),
-        ("GET", _) => ("404 Not Found", "text/plain", "try /metrics or /healthz\n".to_owned()),
+        ("GET", "/readyz") if ready.is_ready() => ("200 OK", "text/plain", "ready\n".to_owned()),
+        ("GET", "/readyz") => ("503 Service Unavailable", "text/plain", "not ready: loading its state\n".to_owned()),
+        ("GET", _) => ("404 Not Found", "text/plain", "try /metrics, /healthz or /readyz\n".to_owned()),
         _ => ("405 Method Not Allowed", "text/plain", "only GET\n".to_owned()),
     };
     let head = format!(
@@ -78,18 +89,29 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn serves_metrics_and_health_and_nothing_else() {
+    async fn serves_metrics_and_probes_and_nothing_else() {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let address = listener.local_addr().unwrap();
         let shutdown = CancellationToken::new();
         let render: RenderMetrics = Arc::new(|| "leasehold_ha_term 3\n".to_owned());
-        let server = tokio::spawn(serve_metrics(listener, render, shutdown.clone()));
+        let ready = Readiness::new();
+        let server = tokio::spawn(serve_metrics(listener, render, ready.clone(), shutdown.clone()));
 
         let metrics = get(address, "/metrics").await;
         assert!(metrics.starts_with("HTTP/1.1 200 OK"), "{metrics}");
         assert!(metrics.ends_with("leasehold_ha_term 3\n"), "{metrics}");
         assert!(get(address, "/healthz").await.ends_with("ok\n"));
         assert!(get(address, "/other").await.starts_with("HTTP/1.1 404"));
+
+        let loading = get(address, "/readyz").await;
+        assert!(
+            loading.starts_with("HTTP/1.1 503") && loading.ends_with("not ready: loading its state\n"),
+            "{loading}"
+        );
+        assert!(get(address, "/healthz").await.starts_with("HTTP/1.1 200"), "live while not ready");
+        ready.set(true);
+        let loaded = get(address, "/readyz").await;
+        assert!(loaded.starts_with("HTTP/1.1 200") && loaded.ends_with("ready\n"), "{loaded}");
 
         shutdown.cancel();
         server.await.unwrap();

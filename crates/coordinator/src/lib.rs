@@ -19,7 +19,9 @@
 //! - [`status`]: errors to gRPC statuses with stable `ErrorInfo` reasons, in one place.
 //! - [`config`]: the configuration tree and its validation.
 //! - [`container`]: what starts and stops the resource keeper's processes (`local`, `external`).
-//! - [`metrics`]: metric names and helpers; [`http`]: the `/metrics` endpoint.
+//! - [`metrics`]: metric names and helpers; [`process_metrics`]: the process's own, read at
+//!   scrape time; [`http`]: `/metrics` and the probes `/healthz` and `/readyz`.
+//! - [`health`]: which services the gRPC health service reports SERVING, by role and mode.
 //! - [`failpoint`]: fault-injection points for tests (compiled in with `failpoints`).
 
 pub mod admission;
@@ -34,12 +36,14 @@ pub mod convert;
 pub mod datanodes_service;
 pub mod failpoint;
 pub mod ha;
+pub mod health;
 pub mod http;
 pub mod locks;
 pub mod metadata_keeper;
 pub mod metadata_leader;
 pub mod metrics;
 pub mod procedure_runner;
+pub mod process_metrics;
 pub mod propagator;
 pub mod resource_keeper;
 pub mod resources_service;

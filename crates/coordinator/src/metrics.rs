@@ -3,6 +3,8 @@
 
 use std::time::Duration;
 
+use leasehold_core::ddl::DdlKind;
+use leasehold_core::leadership::StepDown;
 use metrics::{Unit, counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram};
 
 /// 1 while this node holds the lease and may act as leader, else 0.
@@ -91,7 +93,39 @@ pub const CALLS_SHED: &str = "leasehold_grpc_calls_shed_total";
 /// gRPC requests handled, by method and code.
 pub const GRPC_REQUESTS: &str = "leasehold_grpc_requests_total";
 
-/// Registers the descriptions with the installed recorder.
+/// Bucket bounds (seconds) for work that takes well under a millisecond when healthy: the
+/// leader's handling of a heartbeat.
+pub const SUB_MILLISECOND: &[f64] =
+    &[0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0];
+/// Bucket bounds (seconds) for a store round trip or a pass over state: milliseconds, up to
+/// the store timeouts.
+pub const STORE_CALLS: &[f64] =
+    &[0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
+/// Bucket bounds (seconds) for what may wait out an unreachable data node: a broadcast, a DDL
+/// procedure, a bucket handoff. Milliseconds when every node answers, up to `T_proceed` (16.3 s
+/// by default) plus a lease TTL after a failover, and beyond for a stuck one.
+pub const PROCEDURES_LONG: &[f64] =
+    &[0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 15.0, 20.0, 30.0, 60.0, 120.0, 300.0];
+/// Bucket bounds for the registrations in one batch (at most 1000).
+pub const BATCH_SIZES: &[f64] = &[1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1000.0];
+
+/// Every histogram of the coordinator and its bucket bounds: each is exported as a Prometheus
+/// histogram (`_bucket`, `_sum`, `_count`), which aggregates across nodes, never as a summary.
+pub const HISTOGRAM_BUCKETS: &[(&str, &[f64])] = &[
+    (HEARTBEAT_SECONDS, SUB_MILLISECOND),
+    (HA_RENEW_SECONDS, STORE_CALLS),
+    (HA_REFRESH_SECONDS, STORE_CALLS),
+    (REGISTRATION_BATCH_SECONDS, STORE_CALLS),
+    (BUCKET_PASS_SECONDS, STORE_CALLS),
+    (KEEPER_PASS_SECONDS, STORE_CALLS),
+    (BROADCAST_SECONDS, PROCEDURES_LONG),
+    (PROCEDURE_SECONDS, PROCEDURES_LONG),
+    (BUCKET_HANDOFF_SECONDS, PROCEDURES_LONG),
+    (REGISTRATION_BATCH_SIZE, BATCH_SIZES),
+];
+
+/// Registers the descriptions with the installed recorder, and every series whose labels are
+/// known before anything happens, at zero.
 pub fn describe() {
     describe_gauge!(HA_IS_LEADER, "1 while this node holds the lease and may act as leader");
     describe_counter!(BUCKET_MOVES, "Bucket moves written, by pool, step (revoke, grant) and reason");
@@ -143,19 +177,81 @@ pub fn describe() {
     describe_counter!(KEEPER_PROVISIONED, "Resources provisioned to fill a group up to its minimum");
     describe_counter!(KEEPER_WARNED, "Orphans or groups warned about once instead of acted on, by reason");
     describe_histogram!(KEEPER_PASS_SECONDS, Unit::Seconds, "Time one resource keeper pass took");
-    // Counters start at zero, so that a rate over them is defined from the first scrape.
-    for outcome in ["requested", "started", "failed"] {
-        counter!(KEEPER_RESTARTS, "outcome" => outcome).absolute(0);
+    register_at_zero();
+}
+
+/// The label values each labelled counter can take, as far as they are known before anything
+/// happens: every one is exported at 0 from the start, so that a scrape shows the series
+/// before it first moves and a rate over it is defined from the first scrape. Counters
+/// labelled by something only known later (a pool, a node) appear when it does.
+const COUNTERS_AT_ZERO: &[(&str, &str, &[&str])] = &[
+    (HA_RENEWALS, "result", &["ok", "lost", "error"]),
+    (HA_ACQUIRES, "result", &["won", "lost", "error"]),
+    (HA_LOOP_ITERATIONS, "loop", &["follower", "leader", "registry", "tombstones", "assign", "keeper", "containers"]),
+    (HA_STORE_ERRORS, "call", &["read lease", "refresh node", "list nodes"]),
+    (HA_RELEASE_NOTICES, "result", &["sent", "failed", "no_successor", "woken", "ignored"]),
+    (REGISTRATION_BATCHES, "result", &["committed", "failed"]),
+    (HEARTBEATS, "result", &["granted", "refused"]),
+    (BROADCASTS, "verdict", &["proceed", "fail"]),
+    (PUSHES, "result", &["applied", "cannot_apply", "not_applied"]),
+    (KEEPER_RESTARTS, "outcome", &["requested", "started", "failed"]),
+    (KEEPER_WARNED, "reason", &["unknown_container", "opted_out"]),
+];
+
+/// Counters without labels.
+const PLAIN_COUNTERS: &[&str] =
+    &[BROADCAST_ROUNDS, PROCEDURES_RESUMED, DATA_NODES_EVICTED, KEEPER_CLEANUPS, KEEPER_PROVISIONED, CALLS_SHED];
+
+/// The outcomes of a procedure, as [`procedure`] is told them.
+const PROCEDURE_OUTCOMES: [&str; 4] = ["succeeded", "rolled_back", "failed", "interrupted"];
+
+/// The coordinator's gRPC services, whose methods [`GRPC_REQUESTS`] counts.
+const GRPC_SERVICES: [&str; 6] = ["Cluster", "DataNodes", "Catalog", "Procedures", "Assignments", "Resources"];
+
+fn register_at_zero() {
+    for (name, label, values) in COUNTERS_AT_ZERO {
+        for value in *values {
+            counter!(*name, *label => *value).absolute(0);
+        }
     }
-    counter!(KEEPER_CLEANUPS).absolute(0);
-    for result in ["committed", "failed"] {
-        counter!(REGISTRATION_BATCHES, "result" => result).absolute(0);
+    for name in PLAIN_COUNTERS {
+        counter!(*name).absolute(0);
     }
-    for reason in ["unknown_container", "opted_out"] {
-        counter!(KEEPER_WARNED, "reason" => reason).absolute(0);
+    counter!(HA_TRANSITIONS, "role" => "leader", "reason" => "acquired").absolute(0);
+    counter!(HA_TRANSITIONS, "role" => "follower", "reason" => "registered").absolute(0);
+    counter!(HA_TRANSITIONS, "role" => "stopped", "reason" => "shutdown").absolute(0);
+    for reason in StepDown::ALL {
+        counter!(HA_TRANSITIONS, "role" => "follower", "reason" => reason.label()).absolute(0);
     }
-    counter!(KEEPER_PROVISIONED).absolute(0);
-    counter!(CALLS_SHED).absolute(0);
+    for kind in DdlKind::ALL {
+        for outcome in PROCEDURE_OUTCOMES {
+            counter!(PROCEDURES, "kind" => kind.as_str(), "outcome" => outcome).absolute(0);
+        }
+    }
+    for method in grpc_methods() {
+        counter!(GRPC_REQUESTS, "method" => method, "code" => code_label(tonic::Code::Ok)).absolute(0);
+    }
+    // Gauges say where they stand from the start too: a follower is not the leader.
+    set_leader(false, 0);
+    for name in [DATA_NODES, REGISTRATIONS_QUEUED, CATALOG_QUARANTINED, KEEPER_ORPHANS] {
+        gauge!(name).set(0.0);
+    }
+}
+
+/// The methods of the coordinator's services, from the API's descriptor set.
+fn grpc_methods() -> Vec<String> {
+    use prost::Message;
+    let Ok(set) = prost_types::FileDescriptorSet::decode(leasehold::v1::FILE_DESCRIPTOR_SET) else {
+        return Vec::new();
+    };
+    set.file
+        .iter()
+        .filter(|file| file.package() == "leasehold.v1")
+        .flat_map(|file| &file.service)
+        .filter(|service| GRPC_SERVICES.contains(&service.name()))
+        .flat_map(|service| &service.method)
+        .map(|method| method.name().to_owned())
+        .collect()
 }
 
 pub(crate) fn call_shed() {
@@ -184,6 +280,11 @@ pub(crate) fn keeper_warned(reason: &'static str) {
 
 pub(crate) fn keeper_pass(took: Duration) {
     histogram!(KEEPER_PASS_SECONDS).record(took.as_secs_f64());
+}
+
+/// The term this node knows, as a follower learns it from the lease row.
+pub(crate) fn set_term(term: u64) {
+    gauge!(HA_TERM).set(term as f64);
 }
 
 pub(crate) fn set_leader(is_leader: bool, term: u64) {
@@ -220,27 +321,28 @@ pub(crate) fn refresh(took: Duration) {
     histogram!(HA_REFRESH_SECONDS).record(took.as_secs_f64());
 }
 
-/// The label of a status code: no allocation per call.
+/// The label of a status code: its canonical gRPC name (`OK`, `UNAVAILABLE`), as grpcurl and
+/// every gRPC library print it; no allocation per call.
 fn code_label(code: tonic::Code) -> &'static str {
     use tonic::Code;
     match code {
-        Code::Ok => "Ok",
-        Code::Cancelled => "Cancelled",
-        Code::Unknown => "Unknown",
-        Code::InvalidArgument => "InvalidArgument",
-        Code::DeadlineExceeded => "DeadlineExceeded",
-        Code::NotFound => "NotFound",
-        Code::AlreadyExists => "AlreadyExists",
-        Code::PermissionDenied => "PermissionDenied",
-        Code::ResourceExhausted => "ResourceExhausted",
-        Code::FailedPrecondition => "FailedPrecondition",
-        Code::Aborted => "Aborted",
-        Code::OutOfRange => "OutOfRange",
-        Code::Unimplemented => "Unimplemented",
-        Code::Internal => "Internal",
-        Code::Unavailable => "Unavailable",
-        Code::DataLoss => "DataLoss",
-        Code::Unauthenticated => "Unauthenticated",
+        Code::Ok => "OK",
+        Code::Cancelled => "CANCELLED",
+        Code::Unknown => "UNKNOWN",
+        Code::InvalidArgument => "INVALID_ARGUMENT",
+        Code::DeadlineExceeded => "DEADLINE_EXCEEDED",
+        Code::NotFound => "NOT_FOUND",
+        Code::AlreadyExists => "ALREADY_EXISTS",
+        Code::PermissionDenied => "PERMISSION_DENIED",
+        Code::ResourceExhausted => "RESOURCE_EXHAUSTED",
+        Code::FailedPrecondition => "FAILED_PRECONDITION",
+        Code::Aborted => "ABORTED",
+        Code::OutOfRange => "OUT_OF_RANGE",
+        Code::Unimplemented => "UNIMPLEMENTED",
+        Code::Internal => "INTERNAL",
+        Code::Unavailable => "UNAVAILABLE",
+        Code::DataLoss => "DATA_LOSS",
+        Code::Unauthenticated => "UNAUTHENTICATED",
     }
 }
 

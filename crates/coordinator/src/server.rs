@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use leasehold::serving::{self, with_health_and_reflection};
+use leasehold::serving::{self, Readiness, with_health_and_reflection};
 use leasehold::v1::assignments_server::AssignmentsServer;
 use leasehold::v1::catalog_server::CatalogServer;
 use leasehold::v1::cluster_server::ClusterServer;
@@ -16,7 +16,6 @@ use leasehold_core::BootClock;
 use leasehold_store::{MigrationSet, Store, StoreError, new_incarnation};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use tonic::server::NamedService;
 use tonic::transport::server::TcpIncoming;
 use tracing::{info, warn};
 
@@ -29,6 +28,7 @@ use crate::container::Containers;
 use crate::container_runner::ContainerRunner;
 use crate::datanodes_service::DataNodesService;
 use crate::ha::{Ha, HaError, HaSettings};
+use crate::health;
 use crate::http::{RenderMetrics, serve_metrics};
 use crate::metadata_keeper::MetadataKeeper;
 use crate::metadata_leader::LeaseSettings;
@@ -55,7 +55,8 @@ const MAX_CALLS_IN_FLIGHT: usize = 512;
 pub struct Listeners {
     /// gRPC.
     pub grpc: TcpListener,
-    /// Prometheus `/metrics`, with the function that renders them.
+    /// Prometheus `/metrics` and the probes `/healthz` and `/readyz`, with the function that
+    /// renders the metrics.
     pub metrics: Option<(TcpListener, RenderMetrics)>,
 }
 
@@ -110,6 +111,20 @@ pub async fn run(config: CoordinatorConfig, listeners: Listeners, shutdown: Canc
     let address = advertised_address(&config, grpc_address)?;
     let node_id = config.effective_node_id();
     let mode = config.ha.mode;
+
+    // The probes answer from the start: live at once, ready once the store is migrated and
+    // this node registered (see `docs/OPERATIONS.md`).
+    let ready = Readiness::new();
+    let http_stop = shutdown.child_token();
+    let _http_stops_with_run = http_stop.clone().drop_guard();
+    let metrics_address = match listeners.metrics {
+        Some((listener, render)) => {
+            let metrics_address = listener.local_addr()?;
+            tokio::spawn(serve_metrics(listener, render, ready.clone(), http_stop));
+            Some(metrics_address)
+        }
+        None => None,
+    };
 
     let store = Store::connect(config.store_options()).await?;
     info!(backend = %store.backend(), url = %store.redacted_url(), "connected to the store");
@@ -200,16 +215,10 @@ pub async fn run(config: CoordinatorConfig, listeners: Listeners, shutdown: Canc
         .concurrency_limit_per_connection(CONCURRENCY_PER_CONNECTION)
         .tcp_nodelay(true)
         .layer(AdmissionLayer::new(MAX_CALLS_IN_FLIGHT));
-    let services = [
-        <ClusterServer<ClusterService> as NamedService>::NAME,
-        <DataNodesServer<DataNodesService> as NamedService>::NAME,
-        <CatalogServer<CatalogService> as NamedService>::NAME,
-        <ProceduresServer<ProceduresService> as NamedService>::NAME,
-        <AssignmentsServer<AssignmentsService> as NamedService>::NAME,
-        <ResourcesServer<ResourcesService> as NamedService>::NAME,
-    ];
-    let grpc = with_health_and_reflection(&mut server, &services)
-        .await?
+    let view = ha.view();
+    let (router, health) = with_health_and_reflection(&mut server, &health::statuses(view.role, view.mode)).await?;
+    tokio::spawn(health::report(ha.clone(), health, shutdown.clone()));
+    let grpc = router
         .add_service(cluster)
         .add_service(data_nodes)
         .add_service(catalog)
@@ -221,14 +230,7 @@ pub async fn run(config: CoordinatorConfig, listeners: Listeners, shutdown: Canc
             shutdown.clone().cancelled_owned(),
         );
 
-    let metrics_address = match listeners.metrics {
-        Some((listener, render)) => {
-            let metrics_address = listener.local_addr()?;
-            tokio::spawn(serve_metrics(listener, render, shutdown.clone()));
-            Some(metrics_address)
-        }
-        None => None,
-    };
+    ready.set(true);
     info!(
         node_id = %node_id,
         grpc = %grpc_address,

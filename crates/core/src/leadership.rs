@@ -30,6 +30,10 @@ pub enum StepDown {
 }
 
 impl StepDown {
+    /// Every reason, for metrics that are exported before anything happened.
+    pub const ALL: [StepDown; 5] =
+        [StepDown::Shutdown, StepDown::Demoted, StepDown::HoldExpired, StepDown::LeaseLost, StepDown::NodeIdLost];
+
     /// The reason, as logged.
     pub fn reason(self) -> &'static str {
         match self {

@@ -122,6 +122,9 @@ impl Ha {
                 info!(leader = %new.node_id, term = new.term, address = %new.address, "observed a new leader");
             }
             let changed_term = view.term != lease.term;
+            if changed_term {
+                metrics::set_term(lease.term);
+            }
             view.term = lease.term;
             view.leader = leader;
             changed_leader || changed_term

@@ -321,11 +321,13 @@ impl Ha {
         if let Some(leadership) = self.control().leadership.take() {
             leadership.token.cancel();
         }
+        let mut known_term = term;
         self.inner.view.send_modify(|view| {
             view.role = HaRole::Follower;
             view.leader = None;
+            known_term = view.term.max(term);
         });
-        metrics::set_leader(false, term);
+        metrics::set_leader(false, known_term);
         metrics::transition("follower", reason.label());
         match reason {
             StepDown::Shutdown | StepDown::Demoted => {
