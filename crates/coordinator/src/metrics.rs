@@ -229,7 +229,8 @@ fn register_at_zero() {
         }
     }
     for method in grpc_methods() {
-        counter!(GRPC_REQUESTS, "method" => method, "code" => code_label(tonic::Code::Ok)).absolute(0);
+        counter!(GRPC_REQUESTS, "method" => method, "code" => leasehold::status::code_name(tonic::Code::Ok))
+            .absolute(0);
     }
     // Gauges say where they stand from the start too: a follower is not the leader.
     set_leader(false, 0);
@@ -323,31 +324,8 @@ pub(crate) fn refresh(took: Duration) {
 
 /// The label of a status code: its canonical gRPC name (`OK`, `UNAVAILABLE`), as grpcurl and
 /// every gRPC library print it; no allocation per call.
-fn code_label(code: tonic::Code) -> &'static str {
-    use tonic::Code;
-    match code {
-        Code::Ok => "OK",
-        Code::Cancelled => "CANCELLED",
-        Code::Unknown => "UNKNOWN",
-        Code::InvalidArgument => "INVALID_ARGUMENT",
-        Code::DeadlineExceeded => "DEADLINE_EXCEEDED",
-        Code::NotFound => "NOT_FOUND",
-        Code::AlreadyExists => "ALREADY_EXISTS",
-        Code::PermissionDenied => "PERMISSION_DENIED",
-        Code::ResourceExhausted => "RESOURCE_EXHAUSTED",
-        Code::FailedPrecondition => "FAILED_PRECONDITION",
-        Code::Aborted => "ABORTED",
-        Code::OutOfRange => "OUT_OF_RANGE",
-        Code::Unimplemented => "UNIMPLEMENTED",
-        Code::Internal => "INTERNAL",
-        Code::Unavailable => "UNAVAILABLE",
-        Code::DataLoss => "DATA_LOSS",
-        Code::Unauthenticated => "UNAUTHENTICATED",
-    }
-}
-
 pub(crate) fn grpc_request(method: &'static str, code: tonic::Code) {
-    counter!(GRPC_REQUESTS, "method" => method, "code" => code_label(code)).increment(1);
+    counter!(GRPC_REQUESTS, "method" => method, "code" => leasehold::status::code_name(code)).increment(1);
 }
 
 /// Counts a gRPC call by its outcome and passes the outcome through.
