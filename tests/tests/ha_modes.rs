@@ -482,6 +482,23 @@ async fn bad_input_is_refused(kind: Kind) {
     assert_eq!(state.priority, 0, "a refused request changed the priority");
 }
 
+/// A host name is a listen address like any other, and SIGHUP is logged and ignored rather
+/// than ending the process (its default).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_host_name_listens_and_a_hangup_is_logged_and_ignored() {
+    let _serial = serial().await;
+    let mut cluster = sqlite_cluster();
+    cluster.start("c1", &["--listen", "localhost:0"], &[]).await;
+    cluster.leader(ELECTION).await;
+    let node = cluster.node("c1");
+    node.signal(rustix::process::Signal::HUP);
+    node.wait_events("SIGHUP ignored: the configuration is read once, at start; restart to change it", 1, ELECTION)
+        .await;
+    let state = node.state().await.expect("it still answers");
+    assert_eq!(state.role, HaRole::Leader as i32, "it still leads");
+    assert!(cluster.node_mut("c1").is_running());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dev_serves_a_coordinator_and_stops_cleanly() {
     let _serial = serial().await;

@@ -64,6 +64,7 @@ async fn bind(flag: &str, address: &str) -> anyhow::Result<TcpListener> {
 /// Cancels the returned token at the first SIGTERM or Ctrl-C; a second one ends the process
 /// at once.
 pub fn shutdown_on_signals() -> CancellationToken {
+    ignore_hangups();
     let shutdown = CancellationToken::new();
     let token = shutdown.clone();
     tokio::spawn(async move {
@@ -76,6 +77,24 @@ pub fn shutdown_on_signals() -> CancellationToken {
     });
     shutdown
 }
+
+/// SIGHUP would end the process by default; nothing is reloaded, so it is logged and ignored.
+#[cfg(unix)]
+fn ignore_hangups() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let Ok(mut hangups) = signal(SignalKind::hangup()) else {
+        warn!("cannot install the SIGHUP handler; SIGHUP will stop the process");
+        return;
+    };
+    tokio::spawn(async move {
+        while hangups.recv().await.is_some() {
+            info!("SIGHUP ignored: the configuration is read once, at start; restart to change it");
+        }
+    });
+}
+
+#[cfg(not(unix))]
+fn ignore_hangups() {}
 
 #[cfg(unix)]
 async fn wait_for_signal() {

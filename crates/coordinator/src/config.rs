@@ -6,11 +6,10 @@
 mod resources;
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use leasehold_core::lease_timing::LeaseTimings;
-use leasehold_core::name::validate_id;
+use leasehold_core::name::{validate_host_port, validate_id};
 use leasehold_core::propagation::PropagationPlan;
 use leasehold_core::timing::{default_renew_interval, default_store_timeout};
 use leasehold_core::{HaMode, HaTimings};
@@ -388,13 +387,10 @@ impl CoordinatorConfig {
         validate_id("node id", &self.effective_node_id())
             .map_err(|error| ConfigError::new("node-id", error.to_string()))?;
         validate_id("cluster name", &self.cluster).map_err(|error| ConfigError::new("cluster", error.to_string()))?;
-        self.listen
-            .parse::<SocketAddr>()
-            .map_err(|error| ConfigError::new("listen", format!("{:?} is not HOST:PORT: {error}", self.listen)))?;
+        // Host names resolve when bound: `localhost:7400` is as good as `127.0.0.1:7400`.
+        validate_host_port(&self.listen).map_err(|error| ConfigError::new("listen", error))?;
         if !self.metrics_listen.is_empty() {
-            self.metrics_listen.parse::<SocketAddr>().map_err(|error| {
-                ConfigError::new("metrics-listen", format!("{:?} is not HOST:PORT: {error}", self.metrics_listen))
-            })?;
+            validate_host_port(&self.metrics_listen).map_err(|error| ConfigError::new("metrics-listen", error))?;
         }
         if let Some(address) = &self.advertise_address
             && (address.is_empty() || address.contains("://") || !address.contains(':'))

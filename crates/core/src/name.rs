@@ -34,9 +34,31 @@ pub fn validate_id(what: &'static str, given: &str) -> Result<(), InvalidId> {
     Ok(())
 }
 
+/// Whether `given` is `HOST:PORT` (a name, an IPv4 address, or an IPv6 one in brackets), the
+/// host to be resolved when it is bound or dialled: `localhost:7400` and `[::1]:7400` are.
+pub fn validate_host_port(given: &str) -> Result<(), String> {
+    let (host, port) = given.rsplit_once(':').ok_or_else(|| format!("{given:?} is not HOST:PORT"))?;
+    port.parse::<u16>().map_err(|_| format!("{given:?}: the port {port:?} is not a number up to 65535"))?;
+    let well_formed = match host.strip_prefix('[').and_then(|inner| inner.strip_suffix(']')) {
+        Some(ipv6) => ipv6.parse::<std::net::Ipv6Addr>().is_ok(),
+        None => !host.is_empty() && host.chars().all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-'),
+    };
+    if well_formed { Ok(()) } else { Err(format!("{given:?}: {host:?} is not a host name or address")) }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn host_names_and_addresses_with_a_port_are_host_port() {
+        for good in ["localhost:7400", "127.0.0.1:0", "[::1]:7400", "db-1.internal:5432"] {
+            assert_eq!(validate_host_port(good), Ok(()), "{good}");
+        }
+        for bad in ["localhost", ":7400", "host:port", "host:70000", "a b:1", "::1:7400", "[zz]:1"] {
+            assert!(validate_host_port(bad).is_err(), "{bad}");
+        }
+    }
 
     #[test]
     fn plain_ids_pass() {

@@ -3,6 +3,16 @@
 use super::*;
 
 #[test]
+fn listen_addresses_may_name_a_host() {
+    let config = CoordinatorConfig {
+        listen: "localhost:7400".into(),
+        metrics_listen: "localhost:7490".into(),
+        ..CoordinatorConfig::default()
+    };
+    assert_eq!(config.validate().map_err(|error| error.to_string()), Ok(()));
+}
+
+#[test]
 fn defaults_validate() {
     CoordinatorConfig::default().validate().unwrap();
     assert_eq!(CoordinatorConfig::default().effective_node_id(), "coordinator-7400");
