@@ -158,7 +158,7 @@ pub async fn run(args: CtlArgs) -> anyhow::Result<()> {
         CtlCommand::Ha(command) => ha(&client, command).await?,
         CtlCommand::DataNodes(command) => datanodes(&client, command).await?,
         CtlCommand::Agent(AgentCommand::Lease { agent }) => agent_lease(&client, &agent).await?,
-        CtlCommand::Endpoint(EndpointCommand::Status) => endpoint_status(&client).await,
+        CtlCommand::Endpoint(EndpointCommand::Status) => states_of_endpoints(&client, true).await,
         CtlCommand::Endpoint(EndpointCommand::Health) => endpoint_health(&client, args.output).await?,
         CtlCommand::Db(command) => crate::ctl_catalog::db(&client, command).await?,
         CtlCommand::Table(command) => crate::ctl_catalog::table_command(&client, command).await?,
@@ -179,7 +179,7 @@ pub async fn run(args: CtlArgs) -> anyhow::Result<()> {
 async fn ha(client: &Client, command: HaCommand) -> anyhow::Result<Answer> {
     Ok(match command {
         HaCommand::Leader => leader(client).await?,
-        HaCommand::State => states_of_endpoints(client).await,
+        HaCommand::State => states_of_endpoints(client, false).await,
         HaCommand::States => registry(client).await?,
         HaCommand::SetState { mode, target } => {
             let endpoint = node(client, &target.node);
@@ -393,76 +393,6 @@ async fn leader(client: &Client) -> anyhow::Result<Answer> {
     })
 }
 
-/// Every endpoint's priority, asked of each (a row says why one did not answer).
-async fn priorities_of_endpoints(client: &Client) -> Answer {
-    let mut rows = Vec::new();
-    let mut answers = Vec::new();
-    for endpoint in client.endpoints() {
-        let asked = match client.cluster_at(endpoint) {
-            Ok(mut cluster) => cluster.get_priority(GetPriorityRequest {}).await.map(|response| response.into_inner()),
-            Err(error) => Err(tonic::Status::invalid_argument(error.to_string())),
-        };
-        match asked {
-            Ok(answer) => {
-                rows.push(vec![endpoint.clone(), answer.priority.to_string()]);
-                answers.push(json!({ "node": endpoint, "priority": answer.priority }));
-            }
-            Err(status) => {
-                let error = format!("{}: {}", code_name(status.code()), status.message());
-                rows.push(vec![endpoint.clone(), format!("unreachable ({error})")]);
-                answers.push(json!({ "node": endpoint, "error": error }));
-            }
-        }
-    }
-    Answer { json: Value::Array(answers), table: table(&["NODE", "PRIORITY"], rows) }
-}
-
-/// Every endpoint's HA state with the time its answer took.
-async fn endpoint_status(client: &Client) -> Answer {
-    let mut rows = Vec::new();
-    let mut answers = Vec::new();
-    for endpoint in client.endpoints() {
-        let started = std::time::Instant::now();
-        let asked = match client.cluster_at(endpoint) {
-            Ok(mut cluster) => cluster.get_ha_state(GetHaStateRequest {}).await.map(|response| response.into_inner()),
-            Err(error) => Err(tonic::Status::invalid_argument(error.to_string())),
-        };
-        let took_ms = started.elapsed().as_secs_f64() * 1000.0;
-        match asked {
-            Ok(state) => {
-                rows.push(vec![
-                    endpoint.clone(),
-                    state.node_id.clone(),
-                    mode_name(state.mode),
-                    role_name(state.role),
-                    state.term.to_string(),
-                    state.leader_node_id.clone(),
-                    format!("{took_ms:.1}ms"),
-                ]);
-                answers.push(json!({ "endpoint": endpoint, "state": state_json(&state), "took_ms": took_ms }));
-            }
-            Err(status) => {
-                let error = format!("{}: {}", code_name(status.code()), status.message());
-                let unreachable = format!("unreachable ({error})");
-                rows.push(vec![
-                    endpoint.clone(),
-                    "-".into(),
-                    "-".into(),
-                    unreachable,
-                    "-".into(),
-                    "-".into(),
-                    "-".into(),
-                ]);
-                answers.push(json!({ "endpoint": endpoint, "error": error }));
-            }
-        }
-    }
-    Answer {
-        json: Value::Array(answers),
-        table: table(&["ENDPOINT", "NODE", "MODE", "ROLE", "TERM", "LEADER", "TOOK"], rows),
-    }
-}
-
 /// Every endpoint's gRPC health (service `""`: the process serves), printed at once; an error
 /// (exit 3) when one is not healthy.
 async fn endpoint_health(client: &Client, output: Output) -> anyhow::Result<Answer> {
@@ -502,17 +432,63 @@ async fn endpoint_health(client: &Client, output: Output) -> anyhow::Result<Answ
     Ok(Answer { json: Value::Null, table: String::new() })
 }
 
-async fn states_of_endpoints(client: &Client) -> Answer {
-    let mut rows = Vec::new();
-    let mut states = Vec::new();
+/// Asks every endpoint with `ask`, one after another: each endpoint's answer (or why it gave
+/// none, as `CODE: message`), and how long it took in milliseconds.
+async fn ask_each<T, F, Fut>(client: &Client, mut ask: F) -> Vec<(String, Result<T, String>, f64)>
+where
+    F: FnMut(ClusterClient<tonic::transport::Channel>) -> Fut,
+    Fut: std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+{
+    let mut answers = Vec::new();
     for endpoint in client.endpoints() {
+        let started = std::time::Instant::now();
         let answer = match client.cluster_at(endpoint) {
-            Ok(mut cluster) => cluster.get_ha_state(GetHaStateRequest {}).await.map(|response| response.into_inner()),
+            Ok(cluster) => ask(cluster).await.map(tonic::Response::into_inner),
             Err(error) => Err(tonic::Status::invalid_argument(error.to_string())),
         };
-        match answer {
+        let answer = answer.map_err(|status| format!("{}: {}", code_name(status.code()), status.message()));
+        answers.push((endpoint.clone(), answer, started.elapsed().as_secs_f64() * 1000.0));
+    }
+    answers
+}
+
+/// Every endpoint's priority (a row says why one did not answer).
+async fn priorities_of_endpoints(client: &Client) -> Answer {
+    let mut rows = Vec::new();
+    let mut answers = Vec::new();
+    for (endpoint, asked, _) in
+        ask_each(client, |mut cluster| async move { cluster.get_priority(GetPriorityRequest {}).await }).await
+    {
+        match asked {
+            Ok(answer) => {
+                rows.push(vec![endpoint.clone(), answer.priority.to_string()]);
+                answers.push(json!({ "node": endpoint, "priority": answer.priority }));
+            }
+            Err(error) => {
+                rows.push(vec![endpoint.clone(), format!("unreachable ({error})")]);
+                answers.push(json!({ "node": endpoint, "error": error }));
+            }
+        }
+    }
+    Answer { json: Value::Array(answers), table: table(&["NODE", "PRIORITY"], rows) }
+}
+
+/// Every endpoint's HA state (`ha state`), and with `timed` how long each took to answer
+/// (`endpoint status`).
+async fn states_of_endpoints(client: &Client, timed: bool) -> Answer {
+    let mut rows = Vec::new();
+    let mut states = Vec::new();
+    for (endpoint, asked, took_ms) in
+        ask_each(client, |mut cluster| async move { cluster.get_ha_state(GetHaStateRequest {}).await }).await
+    {
+        let mut row = match asked {
             Ok(state) => {
-                rows.push(vec![
+                let mut answer = json!({ "endpoint": endpoint, "state": state_json(&state) });
+                if timed {
+                    answer["took_ms"] = json!(took_ms);
+                }
+                states.push(answer);
+                vec![
                     endpoint.clone(),
                     state.node_id.clone(),
                     mode_name(state.mode),
@@ -520,12 +496,10 @@ async fn states_of_endpoints(client: &Client) -> Answer {
                     state.priority.to_string(),
                     state.term.to_string(),
                     state.leader_node_id.clone(),
-                ]);
-                states.push(json!({ "endpoint": endpoint, "state": state_json(&state) }));
+                ]
             }
-            Err(status) => {
-                let error = format!("{}: {}", status.code(), status.message());
-                rows.push(vec![
+            Err(error) => {
+                let row = vec![
                     endpoint.clone(),
                     "-".into(),
                     "-".into(),
@@ -533,15 +507,21 @@ async fn states_of_endpoints(client: &Client) -> Answer {
                     "-".into(),
                     "-".into(),
                     "-".into(),
-                ]);
+                ];
                 states.push(json!({ "endpoint": endpoint, "error": error }));
+                row
             }
+        };
+        if timed {
+            row.push(format!("{took_ms:.1}ms"));
         }
+        rows.push(row);
     }
-    Answer {
-        json: Value::Array(states),
-        table: table(&["ENDPOINT", "NODE", "MODE", "ROLE", "PRIORITY", "TERM", "LEADER"], rows),
+    let mut header = vec!["ENDPOINT", "NODE", "MODE", "ROLE", "PRIORITY", "TERM", "LEADER"];
+    if timed {
+        header.push("TOOK");
     }
+    Answer { json: Value::Array(states), table: table(&header, rows) }
 }
 
 async fn registry(client: &Client) -> anyhow::Result<Answer> {
