@@ -6,9 +6,10 @@
 
 use std::time::Duration;
 
-use sqlx::AnyConnection;
+use sqlx::{AnyConnection, AssertSqlSafe};
 use tokio::time::{Instant, timeout_at};
 
+use crate::backend::Backend;
 use crate::db::{Db, Unguarded};
 use crate::error::StoreError;
 use crate::store::Store;
@@ -61,7 +62,12 @@ impl LeaseSession {
 
     async fn connection(&mut self, deadline: Instant) -> Result<&mut AnyConnection, StoreError> {
         if self.conn.is_none() {
-            let conn = match timeout_at(deadline, self.store.connect_one()).await {
+            let opened = async {
+                let mut conn = self.store.connect_one().await?;
+                bound_lock_waits(&mut conn, self.store.backend(), self.call_timeout).await?;
+                Ok::<_, sqlx::Error>(conn)
+            };
+            let conn = match timeout_at(deadline, opened).await {
                 Ok(Ok(conn)) => conn,
                 Ok(Err(source)) => {
                     return Err(StoreError::Database { op: "connect", source });
@@ -93,4 +99,27 @@ impl LeaseSession {
             }
         }
     }
+}
+
+/// Bounds how long a statement of the session waits for a lock by the session's own call
+/// timeout, shorter than the pool's. A statement whose call timed out is not always stopped
+/// with it (SQLite's runs on in its connection's thread; a server's runs on until the server
+/// notices the client is gone): were its lock wait longer than the call, a renewal or an
+/// acquire its caller gave up on could still queue for the lock and commit afterwards.
+async fn bound_lock_waits(
+    conn: &mut AnyConnection,
+    backend: Backend,
+    call_timeout: Duration,
+) -> Result<(), sqlx::Error> {
+    let ms = call_timeout.as_millis().max(1);
+    let statements = match backend {
+        Backend::Sqlite => vec![format!("PRAGMA busy_timeout = {ms}")],
+        Backend::Postgres => vec![format!("SET lock_timeout = {ms}"), format!("SET statement_timeout = {ms}")],
+        // InnoDB counts whole seconds, one at least.
+        Backend::MySql => vec![format!("SET SESSION innodb_lock_wait_timeout = {}", ms.div_ceil(1000))],
+    };
+    for statement in statements {
+        sqlx::raw_sql(AssertSqlSafe(statement)).execute(&mut *conn).await?;
+    }
+    Ok(())
 }

@@ -139,6 +139,33 @@ async fn acquire_when_free(h: Harness) {
     assert!((59_000..=60_000).contains(&remaining), "remaining {remaining} ms");
 }
 
+async fn an_acquire_that_timed_out_does_not_commit_once_the_lock_is_free(h: Harness) {
+    use sqlx::Connection;
+    let view = h.read().await;
+    // Another connection holds the lease row's lock far longer than the session's calls last.
+    let mut holder = sqlx::AnyConnection::connect(&h.url).await.expect("a connection of its own");
+    let lock = if h.url.starts_with("sqlite") {
+        "BEGIN IMMEDIATE".to_owned()
+    } else {
+        format!("BEGIN; UPDATE ha_lease SET term = term WHERE cluster = '{}'", h.cluster)
+    };
+    sqlx::raw_sql(sqlx::AssertSqlSafe(lock)).execute(&mut holder).await.expect("taking the lock");
+    let mut session = h.store.lease_session(Duration::from_millis(300));
+    let a = h.holder("a");
+    let gave_up = session.run("acquire lease", async |db| db.try_acquire(&h.cluster, &view, &a, LONG).await).await;
+    assert!(matches!(gave_up, Err(StoreError::Timeout { .. })), "{gave_up:?}");
+    // Past every lock wait the session allows (MySQL counts whole seconds), then free the lock.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    sqlx::raw_sql("ROLLBACK").execute(&mut holder).await.expect("releasing the lock");
+    // The acquire the caller gave up on must not land now: nobody holds the lease.
+    let deadline = Instant::now() + Duration::from_secs(1);
+    while Instant::now() < deadline {
+        let now = h.read().await;
+        assert!(now.term == 0 && now.holder.is_none(), "an acquire that timed out committed later: {now:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 async fn no_acquire_while_held(h: Harness) {
     let a = h.holder("a");
     assert_eq!(h.acquire(&a, LONG).await, Some(1));
@@ -1181,6 +1208,7 @@ every_backend!(
     a_finished_procedure_keeps_the_version_it_finished_at,
     the_catalog_is_read_with_the_version_it_is_at,
     acquire_when_free,
+    an_acquire_that_timed_out_does_not_commit_once_the_lock_is_free,
     no_acquire_while_held,
     takeover_after_expiry_increments_the_term,
     an_acquire_against_an_old_version_fails,
