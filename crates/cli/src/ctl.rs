@@ -401,17 +401,11 @@ async fn endpoint_health(client: &Client, output: Output) -> anyhow::Result<Answ
     let mut rows = Vec::new();
     let mut answers = Vec::new();
     let mut unhealthy = Vec::new();
-    for endpoint in client.endpoints() {
-        let started = std::time::Instant::now();
-        let checked = match client.channel(endpoint) {
-            Ok(channel) => HealthClient::new(channel)
-                .check(HealthCheckRequest { service: String::new() })
-                .await
-                .map(|response| response.into_inner().status().as_str_name().to_owned())
-                .map_err(|status| format!("{}: {}", code_name(status.code()), status.message())),
-            Err(error) => Err(error.to_string()),
-        };
-        let took_ms = started.elapsed().as_secs_f64() * 1000.0;
+    let checks = ask_each(client, |channel| async move {
+        HealthClient::new(channel).check(HealthCheckRequest { service: String::new() }).await
+    });
+    for (endpoint, checked, took_ms) in checks.await {
+        let checked = checked.map(|answer| answer.status().as_str_name().to_owned());
         let healthy = checked.as_deref() == Ok("SERVING");
         if !healthy {
             unhealthy.push(endpoint.clone());
@@ -432,21 +426,23 @@ async fn endpoint_health(client: &Client, output: Output) -> anyhow::Result<Answ
     Ok(Answer { json: Value::Null, table: String::new() })
 }
 
-/// Asks every endpoint with `ask`, one after another: each endpoint's answer (or why it gave
-/// none, as `CODE: message`), and how long it took in milliseconds.
+/// Asks every endpoint with `ask` (given a channel to it), one after another: each endpoint's
+/// answer (or why it gave none, as `CODE: message`), and how long it took in milliseconds.
 async fn ask_each<T, F, Fut>(client: &Client, mut ask: F) -> Vec<(String, Result<T, String>, f64)>
 where
-    F: FnMut(ClusterClient<tonic::transport::Channel>) -> Fut,
+    F: FnMut(tonic::transport::Channel) -> Fut,
     Fut: std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
 {
     let mut answers = Vec::new();
     for endpoint in client.endpoints() {
         let started = std::time::Instant::now();
-        let answer = match client.cluster_at(endpoint) {
-            Ok(cluster) => ask(cluster).await.map(tonic::Response::into_inner),
-            Err(error) => Err(tonic::Status::invalid_argument(error.to_string())),
+        let answer = match client.channel(endpoint) {
+            Ok(channel) => ask(channel)
+                .await
+                .map(tonic::Response::into_inner)
+                .map_err(|status| format!("{}: {}", code_name(status.code()), status.message())),
+            Err(error) => Err(error.to_string()),
         };
-        let answer = answer.map_err(|status| format!("{}: {}", code_name(status.code()), status.message()));
         answers.push((endpoint.clone(), answer, started.elapsed().as_secs_f64() * 1000.0));
     }
     answers
@@ -457,7 +453,8 @@ async fn priorities_of_endpoints(client: &Client) -> Answer {
     let mut rows = Vec::new();
     let mut answers = Vec::new();
     for (endpoint, asked, _) in
-        ask_each(client, |mut cluster| async move { cluster.get_priority(GetPriorityRequest {}).await }).await
+        ask_each(client, |channel| async move { ClusterClient::new(channel).get_priority(GetPriorityRequest {}).await })
+            .await
     {
         match asked {
             Ok(answer) => {
@@ -479,7 +476,8 @@ async fn states_of_endpoints(client: &Client, timed: bool) -> Answer {
     let mut rows = Vec::new();
     let mut states = Vec::new();
     for (endpoint, asked, took_ms) in
-        ask_each(client, |mut cluster| async move { cluster.get_ha_state(GetHaStateRequest {}).await }).await
+        ask_each(client, |channel| async move { ClusterClient::new(channel).get_ha_state(GetHaStateRequest {}).await })
+            .await
     {
         let mut row = match asked {
             Ok(state) => {

@@ -129,11 +129,6 @@ impl History {
         self.start.elapsed().as_micros() as u64
     }
 
-    /// The instant `us` microseconds after the start.
-    pub fn instant(&self, us: u64) -> Instant {
-        self.start + std::time::Duration::from_micros(us)
-    }
-
     /// Records an operation.
     pub fn record(&self, op: Op) {
         self.ops.lock().expect("history poisoned").push(op);

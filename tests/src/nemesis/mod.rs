@@ -227,7 +227,7 @@ impl Cluster {
         }
     }
 
-    async fn start(&mut self, fault: &Fault) {
+    fn start(&mut self, fault: &Fault) {
         match *fault {
             Fault::KillCoordinator { coordinator } => {
                 let node = node_id(coordinator);
@@ -420,7 +420,7 @@ pub async fn run(config: &Config) -> Option<Report> {
         let fault = steps[index].fault;
         if starts {
             injected_us[index] = history.now_us();
-            cluster.start(&fault).await;
+            cluster.start(&fault);
         } else {
             cluster.end(&fault).await;
             history.record(Op {
