@@ -176,6 +176,41 @@ async fn a_leader_frozen_holding_the_row_lock_does_not_stall_the_election(kind: 
     observer.assert_one_leader_per_term();
 }
 
+async fn an_acquire_whose_answer_was_lost_is_adopted(kind: Kind) {
+    let _serial = serial().await;
+    // Every node's first winning acquire commits, and its answer is dropped.
+    let failpoint = [("LEASEHOLD_FAILPOINTS", "ha::acquire-answer-lost=1*return")];
+    let Some(mut cluster) = three_coordinators(kind, &failpoint).await else {
+        return;
+    };
+    let observer = LeaderObserver::start(cluster.endpoints());
+
+    phase("the first acquire wins with its answer lost; its node finds itself in the row and leads that term");
+    let (leader, term) = cluster.leader(ELECTION).await;
+    // Without adoption the row would name a node acting as no one until the lease expired,
+    // and the next acquire would lead term 2.
+    assert_eq!(term, 1, "{leader} led term {term}, not the term its lost acquire won");
+    let node = cluster.node(&leader);
+    let adopted = node
+        .wait_events("an acquire whose answer was lost had won: adopted, holding from its earliest send", 1, ELECTION)
+        .await;
+    assert_eq!(adopted[0]["term"], 1, "{adopted:?}");
+
+    phase("it renews the adopted term like any other, and counts the adoption");
+    eventually("the adopted leader renews", ELECTION, || async {
+        let body = node.scrape_metrics().await?;
+        let renewed = body.lines().any(|line| {
+            line.strip_prefix("leasehold_ha_renewals_total{result=\"ok\"} ")
+                .is_some_and(|count| count.parse::<f64>().is_ok_and(|count| count >= 1.0))
+        });
+        let counted = body.lines().any(|line| line == "leasehold_ha_acquire_attempts_total{result=\"adopted\"} 1");
+        (renewed && counted).then_some(())
+    })
+    .await;
+    assert_eq!(cluster.leader(ELECTION).await, (leader, 1), "the adopted term ended");
+    observer.assert_one_leader_per_term();
+}
+
 /// Locks the store the way a stuck store would look to the coordinators, and returns the
 /// lease time left on the store's clock at that moment.
 async fn lock_the_store(kind: Kind, conn: &mut AnyConnection, cluster: &str) -> Duration {
@@ -261,6 +296,7 @@ macro_rules! on_backends {
 on_backends!(failover_after_sigkill_and_sigterm: sqlite => Kind::Sqlite, postgres => Kind::Postgres, mysql => Kind::MySql);
 on_backends!(a_paused_leader_reports_follower_after_resuming: sqlite => Kind::Sqlite, postgres => Kind::Postgres, mysql => Kind::MySql);
 on_backends!(a_deposed_leader_is_refused_by_the_store_guard: sqlite => Kind::Sqlite, postgres => Kind::Postgres, mysql => Kind::MySql);
+on_backends!(an_acquire_whose_answer_was_lost_is_adopted: sqlite => Kind::Sqlite, postgres => Kind::Postgres, mysql => Kind::MySql);
 // SQLite has no server that could end a frozen process's transaction; see docs/ARCHITECTURE.md.
 on_backends!(a_leader_frozen_holding_the_row_lock_does_not_stall_the_election: postgres => Kind::Postgres, mysql => Kind::MySql);
 on_backends!(an_unresponsive_store_makes_the_leader_step_down_before_its_lease_expires: sqlite => Kind::Sqlite, postgres => Kind::Postgres, mysql => Kind::MySql);

@@ -14,6 +14,10 @@ pub const DDL_BEFORE_DROP_DATA: &str = "ddl::before-drop-data";
 pub const DDL_AFTER_DROP_ORDER: &str = "ddl::after-drop-order";
 /// Where a DDL may be held: its rollback committed, before its broadcast.
 pub const DDL_AFTER_ROLLBACK: &str = "ddl::after-rollback";
+/// Where a follower's winning lease acquire loses its answer (`1*return`: once), as a call
+/// that timed out after its statement committed would.
+pub const ACQUIRE_ANSWER_LOST: &str = "ha::acquire-answer-lost";
+
 /// Where a DDL may be held: its commit committed, before its broadcast.
 pub const DDL_AFTER_COMMIT: &str = "ddl::after-commit";
 

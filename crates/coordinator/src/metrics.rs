@@ -142,7 +142,10 @@ pub fn describe() {
     describe_counter!(HA_RENEWALS, "Lease renewals by result (ok, lost, error)");
     describe_histogram!(HA_RENEW_SECONDS, Unit::Seconds, "Lease renewal round-trip latency");
     describe_counter!(HA_TRANSITIONS, "Role changes by role entered and reason");
-    describe_counter!(HA_ACQUIRES, "Lease acquire attempts by result (won, lost, error)");
+    describe_counter!(
+        HA_ACQUIRES,
+        "Lease acquire attempts by result (won, lost, error, adopted: an unanswered acquire found to have won)"
+    );
     describe_counter!(HA_LOOP_ITERATIONS, "Iterations of the HA loops by loop");
     describe_counter!(HA_STORE_ERRORS, "Failed store calls of the HA loops by call");
     describe_histogram!(HA_REFRESH_SECONDS, Unit::Seconds, "Registry refresh latency");
@@ -186,7 +189,7 @@ pub fn describe() {
 /// labelled by something only known later (a pool, a node) appear when it does.
 const COUNTERS_AT_ZERO: &[(&str, &str, &[&str])] = &[
     (HA_RENEWALS, "result", &["ok", "lost", "error"]),
-    (HA_ACQUIRES, "result", &["won", "lost", "error"]),
+    (HA_ACQUIRES, "result", &["won", "lost", "error", "adopted"]),
     (HA_LOOP_ITERATIONS, "loop", &["follower", "leader", "registry", "tombstones", "assign", "keeper", "containers"]),
     (HA_STORE_ERRORS, "call", &["read lease", "refresh node", "list nodes"]),
     (HA_RELEASE_NOTICES, "result", &["sent", "failed", "no_successor", "woken", "ignored"]),

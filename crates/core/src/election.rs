@@ -148,6 +148,89 @@ pub fn follow_step(lease: LeaseSeen, state: FollowerState, now: MonoTime, poll_i
     FollowStep::AcquireAfterBackOff { expired_for: lease.from_expiry }
 }
 
+/// The lease row as a follower read it, for judging its unanswered acquires.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RowSeen {
+    /// The row's term.
+    pub term: u64,
+    /// The row's version.
+    pub version: i64,
+    /// Whether the row names this very process (node id and incarnation) as its holder, with
+    /// its lease unexpired on the store's clock.
+    pub held_by_me: bool,
+}
+
+/// One acquire whose answer never came, or the earliest of several sent against one row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Unanswered {
+    version: i64,
+    term: u64,
+    sent: MonoTime,
+}
+
+/// The acquires a follower sent whose outcome it does not know: the call failed or timed out,
+/// so the update may have committed, or may still commit later.
+///
+/// Such an acquire, if it won, leaves the row naming this process as holder of `term + 1`
+/// while no one acts as leader; without this the cluster stays leaderless until that lease
+/// expires. A win is recognised from the row itself: only an acquire writes a term, and only
+/// this process's acquires write its incarnation, so a row at `term + 1` held by this
+/// process was written by one of the acquires sent against a row at `term`. Those answered
+/// "lost" changed nothing, so it was one of the unanswered ones, and the earliest of their
+/// sends is a valid `sent` for claim 2 of docs/PROTOCOL.md: the store executed the winning
+/// statement after it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct UnansweredAcquires {
+    /// At most one per row version (the earliest send), and only versions the row has not
+    /// moved past: a handful at most.
+    pending: Vec<Unanswered>,
+}
+
+impl UnansweredAcquires {
+    /// Records an acquire sent at `sent` against the row read at `version` and `term`, whose
+    /// answer never came.
+    pub fn record(&mut self, version: i64, term: u64, sent: MonoTime) {
+        match self.pending.iter_mut().find(|attempt| attempt.version == version) {
+            Some(attempt) => attempt.sent = attempt.sent.min(sent),
+            None => self.pending.push(Unanswered { version, term, sent }),
+        }
+    }
+
+    /// Whether any acquire is still unanswered.
+    pub fn is_empty(&self) -> bool {
+        self.pending.is_empty()
+    }
+
+    /// Judges the unanswered acquires against the row read now. Returns the `sent` to lead
+    /// from when one of them won and the hold it gives (`local_hold` from that send) has not
+    /// ended at `now`.
+    ///
+    /// It forgets exactly the acquires the row has moved past, since a conditional update on a
+    /// version can never match once the row left it, and nothing else: an acquire sent
+    /// against the row as it is now may still commit later, after a win found too late to lead
+    /// or even after a term this node led, and must then still anchor its hold.
+    pub fn judge(&mut self, row: RowSeen, now: MonoTime, local_hold: Duration) -> Option<MonoTime> {
+        let won = row
+            .held_by_me
+            .then(|| {
+                self.pending
+                    .iter()
+                    .filter(|attempt| attempt.term + 1 == row.term && attempt.version < row.version)
+                    .map(|attempt| attempt.sent)
+                    .min()
+            })
+            .flatten();
+        self.pending.retain(|attempt| attempt.version >= row.version);
+        won.filter(|sent| *sent + local_hold > now)
+    }
+
+    /// An acquire sent against the row at `version` was answered with a win: the row has left
+    /// that version, so no acquire sent against it can commit any more.
+    pub fn answered_win(&mut self, version: i64) {
+        self.pending.retain(|attempt| attempt.version > version);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -301,5 +384,82 @@ mod tests {
             follow_step(expired(0), state, at(1000), POLL),
             FollowStep::AcquireAfterBackOff { expired_for: Duration::ZERO }
         );
+    }
+
+    const HOLD: Duration = Duration::from_millis(3000);
+
+    fn row(term: u64, version: i64, held_by_me: bool) -> RowSeen {
+        RowSeen { term, version, held_by_me }
+    }
+
+    #[test]
+    fn an_unanswered_acquire_that_won_is_adopted_from_its_send() {
+        let mut unanswered = UnansweredAcquires::default();
+        unanswered.record(7, 3, at(100));
+        assert_eq!(unanswered.judge(row(4, 8, true), at(400), HOLD), Some(at(100)));
+        assert!(unanswered.is_empty(), "the adopted acquire is settled");
+    }
+
+    #[test]
+    fn the_earliest_send_against_the_same_row_anchors_the_hold() {
+        let mut unanswered = UnansweredAcquires::default();
+        unanswered.record(7, 3, at(100));
+        assert_eq!(unanswered.judge(row(3, 7, false), at(300), HOLD), None, "the row has not moved: still pending");
+        unanswered.record(7, 3, at(500));
+        assert_eq!(unanswered.judge(row(4, 8, true), at(700), HOLD), Some(at(100)));
+    }
+
+    #[test]
+    fn a_row_held_by_me_at_another_term_is_not_adopted() {
+        let mut unanswered = UnansweredAcquires::default();
+        unanswered.record(7, 3, at(100));
+        // The row names this process at the term it read (a renewal of an earlier term of
+        // its own committed late): no acquire of this process wrote it.
+        assert_eq!(unanswered.judge(row(3, 8, true), at(300), HOLD), None);
+        assert!(unanswered.is_empty(), "the row moved past version 7: that acquire can never match");
+    }
+
+    #[test]
+    fn a_row_held_by_another_node_forgets_the_acquires_it_moved_past() {
+        let mut unanswered = UnansweredAcquires::default();
+        unanswered.record(7, 3, at(100));
+        unanswered.record(9, 4, at(900));
+        assert_eq!(unanswered.judge(row(5, 9, false), at(1000), HOLD), None);
+        // Version 7 is decided; version 9 could still commit.
+        assert_eq!(unanswered.judge(row(5, 10, true), at(1100), HOLD), Some(at(900)));
+    }
+
+    #[test]
+    fn a_win_whose_hold_has_already_ended_is_not_led() {
+        let mut unanswered = UnansweredAcquires::default();
+        unanswered.record(7, 3, at(100));
+        assert_eq!(unanswered.judge(row(4, 8, true), at(100) + HOLD, HOLD), None);
+        assert!(unanswered.is_empty());
+    }
+
+    #[test]
+    fn an_acquire_against_the_row_a_lapsed_win_left_still_anchors_its_own_win() {
+        let mut unanswered = UnansweredAcquires::default();
+        unanswered.record(11, 11, at(15_692));
+        unanswered.record(12, 12, at(17_211));
+        // The first one won, but too long ago to lead; the second is still in flight.
+        assert_eq!(unanswered.judge(row(12, 12, true), at(19_000), HOLD), None);
+        unanswered.record(12, 12, at(19_100));
+        // The second one commits late: the hold counts from its own send, not the retry's.
+        assert_eq!(unanswered.judge(row(13, 13, true), at(19_500), HOLD), Some(at(17_211)));
+    }
+
+    #[test]
+    fn an_answered_win_settles_the_acquires_sent_against_the_same_row() {
+        let mut unanswered = UnansweredAcquires::default();
+        unanswered.record(7, 3, at(100));
+        unanswered.answered_win(7);
+        assert!(unanswered.is_empty());
+    }
+
+    #[test]
+    fn nothing_unanswered_adopts_nothing() {
+        let mut unanswered = UnansweredAcquires::default();
+        assert_eq!(unanswered.judge(row(4, 8, true), at(100), HOLD), None);
     }
 }

@@ -7,7 +7,27 @@ use super::*;
 struct Acquired {
     term: u64,
     sent: MonoTime,
-    view: LeaseView,
+    /// The row the winning acquire was sent against.
+    previous_term: u64,
+    previous_holder: Option<String>,
+    /// Why the lease was free to take.
+    reason: &'static str,
+}
+
+impl Acquired {
+    fn answered(term: u64, sent: MonoTime, view: &LeaseView) -> Self {
+        Acquired {
+            term,
+            sent,
+            previous_term: view.term,
+            previous_holder: view.holder.as_ref().map(|holder| holder.node_id.clone()),
+            reason: if view.holder.is_some() {
+                "the previous lease expired or was released"
+            } else {
+                "the lease was free"
+            },
+        }
+    }
 }
 
 impl Ha {
@@ -29,6 +49,8 @@ impl Ha {
 
         let mut result = Ok(());
         let mut first = None;
+        // Kept across terms: an acquire sent before this node last led may still commit.
+        let mut unanswered = UnansweredAcquires::default();
         if self.inner.settings.mode == HaMode::Master {
             match self.master_start(&mut session).await {
                 Ok(acquired) => first = Some(acquired),
@@ -39,7 +61,7 @@ impl Ha {
             loop {
                 let acquired = match first.take() {
                     Some(acquired) => Some(acquired),
-                    None => self.follow(&mut session, &shutdown, &id_lost).await,
+                    None => self.follow(&mut session, &mut unanswered, &shutdown, &id_lost).await,
                 };
                 let Some(acquired) = acquired else { break };
                 self.lead(&mut session, acquired, &shutdown, &id_lost).await;
@@ -96,7 +118,7 @@ impl Ha {
                 .await?
             {
                 metrics::acquire("won");
-                return Ok(Acquired { term, sent, view });
+                return Ok(Acquired::answered(term, sent, &view));
             }
             metrics::acquire("lost");
         }
@@ -118,6 +140,7 @@ impl Ha {
     async fn follow(
         &self,
         session: &mut LeaseSession,
+        unanswered: &mut UnansweredAcquires,
         shutdown: &CancellationToken,
         id_lost: &CancellationToken,
     ) -> Option<Acquired> {
@@ -139,6 +162,34 @@ impl Ha {
                 }
             };
             self.observe_lease(&view, read_at);
+            if !unanswered.is_empty() {
+                let held_by_me = view.live_holder().is_some_and(|holder| {
+                    holder.node_id == settings.node_id && holder.incarnation == self.inner.incarnation
+                });
+                let row = RowSeen { term: view.term, version: view.version, held_by_me };
+                let hold = timings.local_hold().unwrap_or(Duration::ZERO);
+                if let Some(sent) = unanswered.judge(row, self.inner.clock.now(), hold) {
+                    metrics::acquire("adopted");
+                    info!(
+                        term = view.term,
+                        sent_ms_ago = self.inner.clock.now().saturating_since(sent).as_millis() as u64,
+                        "an acquire whose answer was lost had won: adopted, holding from its earliest send"
+                    );
+                    return Some(Acquired {
+                        term: view.term,
+                        sent,
+                        previous_term: view.term.saturating_sub(1),
+                        previous_holder: None,
+                        reason: "an acquire whose answer was lost had won",
+                    });
+                }
+                if held_by_me {
+                    info!(
+                        term = view.term,
+                        "the lease names this node, but no unanswered acquire of ours with a hold left wrote it; waiting for it to expire"
+                    );
+                }
+            }
             let lease = LeaseSeen {
                 expired: view.is_expired(),
                 from_expiry: Duration::from_millis(view.remaining_ms().unsigned_abs()),
@@ -176,13 +227,22 @@ impl Ha {
                 })
                 .await
             {
+                Ok(Some(_)) if failpoint::armed(failpoint::ACQUIRE_ANSWER_LOST) => {
+                    metrics::acquire("error");
+                    warn!("failpoint: the acquire committed, its answer is dropped");
+                    unanswered.record(view.version, view.term, sent);
+                    self.pause(timings.poll_interval, shutdown, id_lost, true).await;
+                }
                 Ok(Some(term)) => {
                     metrics::acquire("won");
-                    return Some(Acquired { term, sent, view });
+                    unanswered.answered_win(view.version);
+                    return Some(Acquired::answered(term, sent, &view));
                 }
                 Ok(None) => metrics::acquire("lost"),
                 Err(error) => {
                     metrics::acquire("error");
+                    // It may have committed, or still may: the next reads of the row tell.
+                    unanswered.record(view.version, view.term, sent);
                     warn!(%error, "lease acquire failed; retrying");
                     self.pause(timings.poll_interval, shutdown, id_lost, true).await;
                 }
@@ -217,13 +277,12 @@ impl Ha {
             control.contend_now = false;
             control.sit_out_until = None;
         }
-        let previous = acquired.view.holder.as_ref().map(|holder| holder.node_id.clone()).unwrap_or_default();
         info!(
             term,
             node_id = %settings.node_id,
-            previous_term = acquired.view.term,
-            previous_holder = %previous,
-            reason = if acquired.view.holder.is_some() { "the previous lease expired or was released" } else { "the lease was free" },
+            previous_term = acquired.previous_term,
+            previous_holder = acquired.previous_holder.as_deref().unwrap_or_default(),
+            reason = acquired.reason,
             "became leader"
         );
         self.publish_self_as_leader(term, acquired.sent);

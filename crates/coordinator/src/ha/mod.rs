@@ -14,8 +14,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use leasehold_core::election::{
-    Candidate, FollowStep, FollowerState, LeaseSeen, RegistryEntry, acquire_delay, follow_step, live_candidates, rank,
-    successor,
+    Candidate, FollowStep, FollowerState, LeaseSeen, RegistryEntry, RowSeen, UnansweredAcquires, acquire_delay,
+    follow_step, live_candidates, rank, successor,
 };
 use leasehold_core::leadership::{LeadStep, Renewal, StepDown, after_renewal, hold_ended};
 use leasehold_core::mode::decide_mode_change;
