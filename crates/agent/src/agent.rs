@@ -20,7 +20,7 @@ use leasehold_core::agent_lease::{
     snapshot_is_behind,
 };
 use leasehold_core::catalog::{Catalog, Table};
-use leasehold_core::ddl::{self, DataTarget, ResyncDrops};
+use leasehold_core::ddl::{self, CatalogBatch, DataTarget, ResyncDrops, ResyncPlan};
 use leasehold_core::{BootClock, Clock, MonoTime};
 use tokio::sync::{Notify, broadcast};
 use tokio_util::sync::CancellationToken;
@@ -156,12 +156,6 @@ pub enum OwnershipError {
         /// The bucket.
         bucket: u32,
     },
-}
-
-/// Keeps in `dropped` only the targets still `ordered`: only orders still under their marker
-/// can be asked for again.
-fn keep_pending(dropped: &mut BTreeSet<DataTarget>, ordered: &[DataTarget]) {
-    dropped.retain(|target| ordered.contains(target));
 }
 
 /// A host that accepts every change.
@@ -627,13 +621,13 @@ impl Agent {
         self.inner.host.prepare(change)
     }
 
-    /// Asks the host about `change` before it is applied to `current`; an order to drop data
-    /// is carried out here (skipped when the object was created again after its marker).
-    fn prepare(&self, current: &CacheView, change: &MetadataChange) -> Result<(), String> {
+    /// Asks the host about `change` before `batch` applies it to `current`; an order to drop
+    /// data is carried out here (skipped when the object was created again after its marker).
+    fn prepare(&self, current: &CacheView, batch: &CatalogBatch<'_>, change: &MetadataChange) -> Result<(), String> {
         self.veto(change)?;
         if let Some(leasehold::v1::metadata_change::Kind::DropData(drop)) = &change.kind {
             let target = DataTarget::from_parts(&drop.database, &drop.table, &drop.column, drop.created_version);
-            if target.recreated_in(&current.catalog, drop.marker_version) {
+            if !batch.drop_is_due(&target, drop.marker_version) {
                 info!(?target, "the object was created again since the drop; keeping the new one's data");
                 return Ok(());
             }
@@ -655,22 +649,41 @@ impl Agent {
         Ok(())
     }
 
-    /// Asks the host about every object `installed` holds in a reversible step that the cache
-    /// (or, fenced, the cache it dropped) does not hold as it is, before the snapshot counts:
-    /// a resync must not install a prepare the host refused (see [`AgentHost::prepare`]).
-    fn veto_snapshot(&self, current: &Arc<CacheView>, installed: &CacheView) -> Result<(), ApplyError> {
+    /// What must happen before `installed` counts ([`ddl::resync_plan`]), judged against the
+    /// cache held now or, fenced, the cache dropped at the fence.
+    fn plan_resync(&self, current: &Arc<CacheView>, installed: &CacheView) -> ResyncPlan {
         let held = if current.store_epoch.is_empty() {
             self.inner.before_fence.lock().expect("agent cache before fence poisoned").clone()
         } else {
             Some(current.clone())
         };
-        let held = held.filter(|held| held.store_epoch == installed.store_epoch);
-        for (version, put) in ddl::reversible_puts(held.as_deref().map(|held| &*held.catalog), &installed.catalog) {
+        let plan = ddl::resync_plan(held.as_deref().map(CacheView::held), installed.held(), &self.dropped());
+        match (&plan.not_compared, held) {
+            (Some(ResyncDrops::EpochChanged), Some(held)) => warn!(
+                old_epoch = %held.store_epoch,
+                new_epoch = %installed.store_epoch,
+                "the store epoch changed: creation versions cannot be compared, so the host judges its data from the resynced catalog alone"
+            ),
+            (Some(ResyncDrops::OlderSnapshot), Some(held)) => warn!(
+                cache_version = held.version,
+                snapshot_version = installed.version,
+                "a resync to a version older than the cache held: no data is dropped on its word"
+            ),
+            _ => {}
+        }
+        plan
+    }
+
+    /// Asks the host about every object the snapshot holds in a reversible step that the held
+    /// cache does not hold as it is, before the snapshot counts: a resync must not install a
+    /// prepare the host refused (see [`AgentHost::prepare`]).
+    fn veto_snapshot(&self, plan: &ResyncPlan) -> Result<(), ApplyError> {
+        for (version, put) in &plan.vetoes {
             let change = MetadataChange {
-                version,
-                kind: Some(metadata_change::Kind::Catalog(leasehold::catalog::change_message(&put))),
+                version: *version,
+                kind: Some(metadata_change::Kind::Catalog(leasehold::catalog::change_message(put))),
             };
-            self.veto(&change).map_err(|reason| ApplyError::CannotApply { version, reason })?;
+            self.veto(&change).map_err(|reason| ApplyError::CannotApply { version: *version, reason })?;
         }
         Ok(())
     }
@@ -716,57 +729,27 @@ impl Agent {
     /// not dropped yet (the order may have been refused, or given while it could not hear, or
     /// before it started). Only then may the resync count. On an error nothing is forgotten,
     /// so the next resync asks again.
-    fn drop_before_resync(&self, current: &Arc<CacheView>, installed: &CacheView) -> Result<(), ApplyError> {
-        let mut before_fence = self.inner.before_fence.lock().expect("agent cache before fence poisoned");
-        let before = if current.store_epoch.is_empty() { before_fence.clone() } else { Some(current.clone()) };
-        let removed = match before
-            .as_ref()
-            .map(|before| (before, ddl::drops_after_resync(before.held(), installed.held())))
-        {
-            None => Vec::new(),
-            Some((before, ResyncDrops::EpochChanged)) => {
-                warn!(
-                    old_epoch = %before.store_epoch,
-                    new_epoch = %installed.store_epoch,
-                    "the store epoch changed: creation versions cannot be compared, so the host judges its data from the resynced catalog alone"
-                );
-                Vec::new()
-            }
-            Some((before, ResyncDrops::OlderSnapshot)) => {
-                warn!(
-                    cache_version = before.version,
-                    snapshot_version = installed.version,
-                    "a resync to a version older than the cache held: no data is dropped on its word"
-                );
-                Vec::new()
-            }
-            Some((_, ResyncDrops::Drop(targets))) => targets,
-        };
+    fn drop_before_resync(&self, plan: &ResyncPlan, installed: &CacheView) -> Result<(), ApplyError> {
         let mut dropped = self.dropped();
-        let ordered = ddl::ordered_drops(&installed.catalog);
-        let pending: Vec<&DataTarget> = ordered.iter().filter(|target| !dropped.contains(*target)).collect();
-        let removed = removed.iter().map(|target| (target, "resync"));
-        for (target, why) in removed.chain(pending.into_iter().map(|target| (target, "ordered"))) {
+        for (target, why) in &plan.drops {
             self.inner.host.drop_data(target).map_err(|reason| ApplyError::CannotApply {
                 version: installed.version,
                 reason: format!("dropping the data of {target:?} before a resync counts: {reason}"),
             })?;
+            let why = why.as_str();
             metrics::data_dropped(why);
             info!(?target, version = installed.version, why, "data dropped before the resync counts");
             dropped.insert(target.clone());
         }
-        keep_pending(&mut dropped, &ordered);
-        *before_fence = None;
+        ddl::keep_pending_drops(&mut dropped, &installed.catalog);
+        *self.inner.before_fence.lock().expect("agent cache before fence poisoned") = None;
         Ok(())
     }
 
     /// Forgets the drops carried out for objects that `catalog` no longer holds under an
     /// ordered marker (committed or gone), so the record stays as small as the pending drops.
     fn forget_finished_drops(&self, catalog: &Catalog) {
-        let mut dropped = self.dropped();
-        if !dropped.is_empty() {
-            keep_pending(&mut dropped, &ddl::ordered_drops(catalog));
-        }
+        ddl::keep_pending_drops(&mut self.dropped(), catalog);
     }
 
     /// The orders to drop data this process carried out, of objects still under their marker.
@@ -843,15 +826,17 @@ impl Agent {
             }
             Some(snapshot) => {
                 let installed = CacheView::from_snapshot(snapshot);
-                self.veto_snapshot(&current, &installed)
+                let plan = self.plan_resync(&current, &installed);
+                self.veto_snapshot(&plan)
                     .and_then(|()| self.release_before_resync(&current, &installed))
-                    .and_then(|()| self.drop_before_resync(&current, &installed))
+                    .and_then(|()| self.drop_before_resync(&plan, &installed))
                     .map(|()| {
                         self.inner.host.resynced(&installed.catalog);
                         installed
                     })
             }
-            None => current.apply(&response.store_epoch, &response.changes, |change| self.prepare(&current, change)),
+            None => current
+                .apply(&response.store_epoch, &response.changes, |batch, change| self.prepare(&current, batch, change)),
         };
         let mut next = match applied {
             // Apply before renew: the cache must hold the answer's version, in its epoch.
@@ -928,7 +913,7 @@ impl Agent {
         let current = self.inner.view.load_full();
         // `apply` starts from the current view, so the lease end carries over.
         let next = current
-            .apply(&request.store_epoch, &request.changes, |change| self.prepare(&current, change))
+            .apply(&request.store_epoch, &request.changes, |batch, change| self.prepare(&current, batch, change))
             .inspect_err(|error| self.remember_refusal(&request.store_epoch, error))?;
         let version = next.version;
         if version != current.version {

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use leasehold::v1::{MetadataChange, MetadataSnapshot, metadata_change};
 use leasehold_core::MonoTime;
 use leasehold_core::catalog::{Catalog, Table};
-use leasehold_core::ddl::{self, DataTarget, HeldCatalog};
+use leasehold_core::ddl::{BatchRefusal, CacheChange, CatalogBatch, DataTarget, HeldCatalog};
 
 /// What readers may resolve: database, then table name, to the table as they may see it.
 pub type Servable = BTreeMap<String, BTreeMap<String, Arc<Table>>>;
@@ -158,57 +158,37 @@ impl CacheView {
     }
 
     /// The cache after `changes` (consecutive, oldest first; already applied ones are
-    /// skipped). `prepare` is asked before each change and may refuse it.
+    /// skipped). `prepare` is asked before each change, with the batch as applied so far, and
+    /// may refuse it.
     pub fn apply(
         &self,
         store_epoch: &str,
         changes: &[MetadataChange],
-        mut prepare: impl FnMut(&MetadataChange) -> Result<(), String>,
+        mut prepare: impl FnMut(&CatalogBatch<'_>, &MetadataChange) -> Result<(), String>,
     ) -> Result<CacheView, ApplyError> {
-        let mut next = self.clone();
-        let mut catalog: Option<Catalog> = None;
+        let gap = |have: u64, next: u64| ApplyError::Gap { have, epoch: self.store_epoch.clone(), next };
+        let refused = |version: u64, refusal: BatchRefusal| match refusal {
+            BatchRefusal::Gap { have, next } => gap(have, next),
+            BatchRefusal::Orphaned(orphaned) => ApplyError::Orphaned { version, orphaned },
+        };
+        let mut batch = CatalogBatch::new(&self.catalog, self.version);
         let mut buckets: Option<Buckets> = None;
         for change in changes {
-            if store_epoch != next.store_epoch || change.version > next.version + 1 {
-                return Err(ApplyError::Gap {
-                    have: next.version,
-                    epoch: next.store_epoch.clone(),
-                    next: change.version,
-                });
+            if store_epoch != self.store_epoch {
+                return Err(gap(self.version, change.version));
             }
-            if change.version <= next.version {
+            if !batch.admits(change.version).map_err(|refusal| refused(change.version, refusal))? {
                 continue;
             }
-            prepare(change).map_err(|reason| ApplyError::CannotApply { version: change.version, reason })?;
-            match &change.kind {
-                Some(metadata_change::Kind::Catalog(message)) => {
-                    if let Some(catalog_change) = leasehold::catalog::change_of(message) {
-                        catalog
-                            .get_or_insert_with(|| (*self.catalog).clone())
-                            .apply(&catalog_change)
-                            .map_err(|orphaned| ApplyError::Orphaned { version: change.version, orphaned })?;
-                    }
-                }
-                Some(metadata_change::Kind::DropData(drop)) => {
-                    // The cache records the order on the marked object, as the leader's
-                    // catalog does, so it matches the snapshots of the same version.
-                    let target =
-                        DataTarget::from_parts(&drop.database, &drop.table, &drop.column, drop.created_version);
-                    let current = catalog.as_ref().unwrap_or(&self.catalog);
-                    if let Some(ordered) = ddl::drop_order(current, &target, change.version) {
-                        catalog
-                            .get_or_insert_with(|| (*self.catalog).clone())
-                            .apply(&ordered)
-                            .map_err(|orphaned| ApplyError::Orphaned { version: change.version, orphaned })?;
-                    }
-                }
-                Some(metadata_change::Kind::Buckets(change)) => {
-                    apply_buckets(buckets.get_or_insert_with(|| (*self.buckets).clone()), change);
-                }
-                Some(metadata_change::Kind::Barrier(_)) | None => {}
+            prepare(&batch, change).map_err(|reason| ApplyError::CannotApply { version: change.version, reason })?;
+            if let Some(metadata_change::Kind::Buckets(change)) = &change.kind {
+                apply_buckets(buckets.get_or_insert_with(|| (*self.buckets).clone()), change);
             }
-            next.version = change.version;
+            batch.apply(change.version, &cache_change(change)).map_err(|refusal| refused(change.version, refusal))?;
         }
+        let mut next = self.clone();
+        let (version, catalog) = batch.finish();
+        next.version = version;
         if let Some(catalog) = catalog {
             next.servable = Arc::new(servable(&catalog));
             next.catalog = Arc::new(catalog);
@@ -217,6 +197,20 @@ impl CacheView {
             next.buckets = Arc::new(buckets);
         }
         Ok(next)
+    }
+}
+
+/// `change` as the cache's catalog sees it.
+pub fn cache_change(change: &MetadataChange) -> CacheChange {
+    match &change.kind {
+        Some(metadata_change::Kind::Catalog(message)) => {
+            leasehold::catalog::change_of(message).map_or(CacheChange::Other, CacheChange::Catalog)
+        }
+        Some(metadata_change::Kind::DropData(drop)) => CacheChange::DropData {
+            target: DataTarget::from_parts(&drop.database, &drop.table, &drop.column, drop.created_version),
+            marker_version: drop.marker_version,
+        },
+        Some(metadata_change::Kind::Buckets(_) | metadata_change::Kind::Barrier(_)) | None => CacheChange::Other,
     }
 }
 
@@ -267,19 +261,22 @@ mod tests {
 
     #[test]
     fn consecutive_changes_apply_and_duplicates_are_skipped() {
-        let next = at(3).apply("e1", &[barrier(3), barrier(4), barrier(5)], |_| Ok(())).unwrap();
+        let next = at(3).apply("e1", &[barrier(3), barrier(4), barrier(5)], |_, _| Ok(())).unwrap();
         assert_eq!(next.version, 5);
     }
 
     #[test]
     fn a_gap_or_another_epoch_is_refused() {
-        assert!(matches!(at(3).apply("e1", &[barrier(5)], |_| Ok(())), Err(ApplyError::Gap { have: 3, next: 5, .. })));
-        assert!(matches!(at(3).apply("e2", &[barrier(4)], |_| Ok(())), Err(ApplyError::Gap { .. })));
+        assert!(matches!(
+            at(3).apply("e1", &[barrier(5)], |_, _| Ok(())),
+            Err(ApplyError::Gap { have: 3, next: 5, .. })
+        ));
+        assert!(matches!(at(3).apply("e2", &[barrier(4)], |_, _| Ok(())), Err(ApplyError::Gap { .. })));
     }
 
     #[test]
     fn the_host_may_refuse_and_nothing_changes() {
-        let refused = at(3).apply("e1", &[barrier(4)], |_| Err("disk full".into()));
+        let refused = at(3).apply("e1", &[barrier(4)], |_, _| Err("disk full".into()));
         assert_eq!(refused.unwrap_err(), ApplyError::CannotApply { version: 4, reason: "disk full".into() });
     }
 
@@ -301,16 +298,16 @@ mod tests {
                     catalog_change(1, CatalogChange::PutDatabase(database)),
                     catalog_change(2, CatalogChange::PutTable(table(ObjectState::Hidden))),
                 ],
-                |_| Ok(()),
+                |_, _| Ok(()),
             )
             .unwrap();
         assert!(view.table("db", "t").is_none(), "pre-created: hidden");
         let view = view
-            .apply("e1", &[catalog_change(3, CatalogChange::PutTable(table(ObjectState::Visible)))], |_| Ok(()))
+            .apply("e1", &[catalog_change(3, CatalogChange::PutTable(table(ObjectState::Visible)))], |_, _| Ok(()))
             .unwrap();
         assert!(view.table("db", "t").is_some());
         let view = view
-            .apply("e1", &[catalog_change(4, CatalogChange::PutTable(table(ObjectState::Dropping)))], |_| Ok(()))
+            .apply("e1", &[catalog_change(4, CatalogChange::PutTable(table(ObjectState::Dropping)))], |_, _| Ok(()))
             .unwrap();
         assert!(view.table("db", "t").is_none(), "a pre-delete marker hides it at once");
     }

@@ -41,7 +41,7 @@ use leasehold_core::buckets::{self, Handoff, Slot};
 use leasehold_core::catalog::{Catalog, CatalogChange, Category, DataType};
 use leasehold_core::contact::NodeKey;
 use leasehold_core::ddl::{
-    self, AlterAction, ColumnSpec, DataTarget, DdlPlan, DdlRequest, HeldCatalog, LockSet, ResyncDrops,
+    self, AlterAction, CacheChange, CatalogBatch, ColumnSpec, DataTarget, DdlPlan, DdlRequest, HeldCatalog, LockSet,
 };
 use leasehold_core::ledger::{Answer, Beat, Inherited, Ledger, Refusals};
 use leasehold_core::procedure::{Next, State, Step, after_prepare, first_wait, resume_from};
@@ -265,69 +265,63 @@ impl Agent {
     }
 
     /// Applies consecutive changes (already applied ones skipped), asking the host about each
-    /// and carrying out orders to drop data, as the agent's cache does.
+    /// and carrying out orders to drop data, through the agent's own batch
+    /// ([`CatalogBatch`]).
     fn apply(&mut self, changes: &[Versioned], now_us: u64) -> Result<(), ApplyError> {
         let current = self.cache.as_ref().ok_or(ApplyError::Gap)?;
-        let mut next = current.clone();
+        let mut batch = CatalogBatch::new(&current.catalog, current.version);
+        let mut slots = current.slots.clone();
         for (version, change) in changes {
-            if *version > next.version + 1 {
-                return Err(ApplyError::Gap);
-            }
-            if *version <= next.version {
+            if !batch.admits(*version).map_err(|_| ApplyError::Gap)? {
                 continue;
             }
             self.host.prepare(now_us).map_err(|()| ApplyError::CannotApply(*version))?;
-            match change {
-                Change::Catalog(change) => next.catalog.apply(change).map_err(|_| ApplyError::Orphaned)?,
+            let change = match change {
+                Change::Catalog(change) => CacheChange::Catalog(change.clone()),
                 Change::Buckets(handoffs) => {
                     // The host stops every piece of work on a revoked bucket before the revoke
                     // applies (its release is the veto asked above).
                     for handoff in handoffs {
-                        buckets::apply(&mut next.slots, handoff, *version);
+                        buckets::apply(&mut slots, handoff, *version);
                     }
+                    CacheChange::Other
                 }
                 Change::DropData { target, marker_version } => {
-                    if !target.recreated_in(&current.catalog, *marker_version) {
+                    if batch.drop_is_due(target, *marker_version) {
                         self.host.drop_data(target, now_us).map_err(|()| ApplyError::CannotApply(*version))?;
                         self.dropped.insert(target.clone());
                     }
-                    if let Some(ordered) = ddl::drop_order(&next.catalog, target, *version) {
-                        next.catalog.apply(&ordered).map_err(|_| ApplyError::Orphaned)?;
-                    }
+                    CacheChange::DropData { target: target.clone(), marker_version: *marker_version }
                 }
-            }
-            next.version = *version;
+            };
+            batch.apply(*version, &change).map_err(|_| ApplyError::Orphaned)?;
         }
-        let ordered = ddl::ordered_drops(&next.catalog);
-        self.dropped.retain(|target| ordered.contains(target));
-        self.cache = Some(next);
+        let (version, catalog) = batch.finish();
+        let catalog = catalog.unwrap_or_else(|| current.catalog.clone());
+        ddl::keep_pending_drops(&mut self.dropped, &catalog);
+        self.cache = Some(Cache { version, catalog, slots });
         Ok(())
     }
 
-    /// Installs a snapshot as the agent does: never backwards; the host vetoes what is in a
-    /// reversible step and deletes what went while this agent could not hear, first.
+    /// Installs a snapshot as the agent does: never backwards; then the agent's own
+    /// [`ddl::resync_plan`]: the host vetoes what is in a reversible step, and deletes what
+    /// went while this agent could not hear, first.
     fn install(&mut self, version: u64, catalog: &Catalog, slots: &[Slot], now_us: u64) -> Result<(), ApplyError> {
         let at = |version| CachePoint { store_epoch: STORE_EPOCH, version };
         if self.cache.as_ref().is_some_and(|cache| snapshot_is_behind(at(cache.version), at(version))) {
             return Ok(());
         }
         let installed = Cache { version, catalog: catalog.clone(), slots: slots.to_vec() };
-        let held = self.cache.clone().or_else(|| self.before_fence.clone());
-        for (put_version, _) in ddl::reversible_puts(held.as_ref().map(|held| &held.catalog), &installed.catalog) {
-            self.host.prepare(now_us).map_err(|()| ApplyError::CannotApply(put_version))?;
+        let held = self.cache.as_ref().or(self.before_fence.as_ref());
+        let plan = ddl::resync_plan(held.map(Cache::held), installed.held(), &self.dropped);
+        for (put_version, _) in &plan.vetoes {
+            self.host.prepare(now_us).map_err(|()| ApplyError::CannotApply(*put_version))?;
         }
-        let removed = match held.as_ref().map(|held| ddl::drops_after_resync(held.held(), installed.held())) {
-            Some(ResyncDrops::Drop(targets)) => targets,
-            None | Some(ResyncDrops::EpochChanged | ResyncDrops::OlderSnapshot) => Vec::new(),
-        };
-        let ordered = ddl::ordered_drops(&installed.catalog);
-        let pending: Vec<DataTarget> =
-            ordered.iter().filter(|target| !self.dropped.contains(*target)).cloned().collect();
-        for target in removed.into_iter().chain(pending) {
+        for (target, _) in plan.drops {
             self.host.drop_data(&target, now_us).map_err(|()| ApplyError::CannotApply(version))?;
             self.dropped.insert(target);
         }
-        self.dropped.retain(|target| ordered.contains(target));
+        ddl::keep_pending_drops(&mut self.dropped, &installed.catalog);
         self.before_fence = None;
         self.cache = Some(installed);
         Ok(())

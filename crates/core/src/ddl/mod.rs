@@ -15,10 +15,12 @@ use std::time::Duration;
 
 use crate::catalog::{Catalog, CatalogChange, Category, Column, DataType, Database, ObjectState, Table, View};
 
+mod cache;
 mod plan;
 mod resync;
 mod validate;
 
+pub use cache::{BatchRefusal, CacheChange, CatalogBatch, DropReason, ResyncPlan, keep_pending_drops, resync_plan};
 pub use plan::{DdlPlan, plan};
 pub use resync::{
     DataTarget, HeldCatalog, ResyncDrops, drop_order, dropped_between, drops_after_resync, ordered_drops,

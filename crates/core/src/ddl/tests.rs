@@ -346,3 +346,74 @@ fn a_snapshot_asks_the_host_about_reversible_objects_it_does_not_hold_as_they_ar
     held_before_the_column.apply(&CatalogChange::PutTable(table("db", "wide", ObjectState::Visible))).unwrap();
     assert_eq!(versions(reversible_puts(Some(&held_before_the_column), &installed)), [10]);
 }
+
+#[test]
+fn a_batch_skips_what_it_holds_refuses_a_gap_and_records_drop_orders() {
+    let mut before = catalog();
+    let request = DdlRequest::DropTable { database: "db".into(), name: "existing".into() };
+    let plan = plan(&before, &request).unwrap();
+    before.apply(&before.stamp(&plan.prepare, 5)).unwrap();
+    let target = plan.drop_data.clone().unwrap();
+
+    let mut batch = CatalogBatch::new(&before, 5);
+    assert_eq!(batch.admits(5), Ok(false), "already held: skipped");
+    assert_eq!(batch.admits(7), Err(BatchRefusal::Gap { have: 5, next: 7 }));
+    assert_eq!(batch.admits(6), Ok(true));
+    assert!(batch.drop_is_due(&target, 5), "the marked table is the one the order is about");
+    batch.apply(6, &CacheChange::DropData { target: target.clone(), marker_version: 5 }).unwrap();
+    batch.apply(7, &CacheChange::Other).unwrap();
+    let (version, after) = batch.finish();
+    assert_eq!(version, 7);
+    let after = after.expect("the drop order changed the catalog");
+    assert_eq!(ordered_drops(&after), std::slice::from_ref(&target), "the order is recorded on the marked table");
+
+    let mut dropped = BTreeSet::from([target.clone()]);
+    keep_pending_drops(&mut dropped, &after);
+    assert_eq!(dropped.len(), 1, "still under its marker: kept");
+    keep_pending_drops(&mut dropped, &before);
+    assert!(dropped.is_empty(), "no order in that catalog: forgotten");
+}
+
+#[test]
+fn a_batch_never_drops_the_data_of_an_object_created_again() {
+    let mut before = catalog();
+    // The table was dropped at 3 and created again at 4; the order of the old one's marker
+    // arrives late.
+    before
+        .apply(&CatalogChange::PutTable(Table {
+            version: 4,
+            created_version: 4,
+            ..table("db", "t", ObjectState::Visible)
+        }))
+        .unwrap();
+    let batch = CatalogBatch::new(&before, 4);
+    assert!(!batch.drop_is_due(&DataTarget::from_parts("db", "t", "", 1), 3));
+}
+
+#[test]
+fn a_resync_plan_asks_first_then_drops_what_went_and_what_was_ordered() {
+    let mut held = catalog();
+    held.apply(&CatalogChange::PutTable(table("db", "gone", ObjectState::Visible))).unwrap();
+    let mut installed = catalog();
+    installed.apply(&CatalogChange::RemoveTable { database: "db".into(), name: "existing".into() }).unwrap();
+    installed.apply(&CatalogChange::PutTable(table("db", "existing", ObjectState::Hidden))).unwrap();
+    let marked =
+        Table { state: ObjectState::Dropping, drop_ordered_version: 8, ..table("db", "ordered", ObjectState::Visible) };
+    installed.apply(&CatalogChange::PutTable(marked)).unwrap();
+    let at = |store_epoch, version, catalog| HeldCatalog { store_epoch, version, catalog };
+
+    let plan = resync_plan(Some(at("e1", 5, &held)), at("e1", 9, &installed), &BTreeSet::new());
+    assert_eq!(plan.vetoes.len(), 1, "the hidden table is asked about: {:?}", plan.vetoes);
+    let drops: Vec<DropReason> = plan.drops.iter().map(|(_, why)| *why).collect();
+    assert!(drops.contains(&DropReason::Resync) && drops.ends_with(&[DropReason::Ordered]), "{:?}", plan.drops);
+    assert_eq!(plan.not_compared, None);
+
+    let ordered = plan.drops.last().unwrap().0.clone();
+    let again = resync_plan(None, at("e1", 9, &installed), &BTreeSet::from([ordered]));
+    assert!(again.drops.is_empty(), "an order carried out is not carried out again: {:?}", again.drops);
+
+    let other_epoch = resync_plan(Some(at("e0", 5, &held)), at("e1", 9, &installed), &BTreeSet::new());
+    assert_eq!(other_epoch.not_compared, Some(ResyncDrops::EpochChanged));
+    assert!(other_epoch.drops.iter().all(|(_, why)| *why == DropReason::Ordered));
+    assert_eq!(other_epoch.vetoes.len(), 1, "nothing of another epoch counts as held");
+}
