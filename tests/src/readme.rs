@@ -1,0 +1,111 @@
+//! The README's code blocks that are tagged to run against `leasehold dev`.
+//!
+//! A fenced block whose info string has the word `dev` after its language (` ```sh dev`) is
+//! meant to be typed, in order, into a shell beside a running `leasehold dev`. A tagged block of
+//! another language that names a file (` ```toml dev file=events.toml`) is a file the commands
+//! after it read.
+
+/// One tagged block.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Step {
+    /// A shell command, its continuation lines joined.
+    Command {
+        /// The README line it starts on (1-based).
+        line: usize,
+        /// The command as written (several lines when it continues).
+        text: String,
+    },
+    /// A file to write before the commands after it run.
+    File {
+        /// The README line its block starts on.
+        line: usize,
+        /// Its name, relative to the directory the commands run in.
+        name: String,
+        /// Its content.
+        content: String,
+    },
+}
+
+/// The steps of every block tagged `dev` in `markdown`, in order.
+pub fn dev_steps(markdown: &str) -> Result<Vec<Step>, String> {
+    let mut steps = Vec::new();
+    let mut lines = markdown.lines().enumerate().map(|(index, line)| (index + 1, line));
+    while let Some((start, line)) = lines.next() {
+        let Some(info) = line.strip_prefix("```") else { continue };
+        let mut words = info.split_whitespace();
+        let language = words.next().unwrap_or_default().to_owned();
+        let tags: Vec<&str> = words.collect();
+        let mut body = Vec::new();
+        for (number, line) in lines.by_ref() {
+            if line.starts_with("```") {
+                break;
+            }
+            body.push((number, line));
+        }
+        if !tags.contains(&"dev") {
+            continue;
+        }
+        match (language.as_str(), tags.iter().find_map(|tag| tag.strip_prefix("file="))) {
+            (_, Some(name)) => steps.push(Step::File {
+                line: start,
+                name: name.to_owned(),
+                content: body.iter().map(|(_, line)| format!("{line}\n")).collect(),
+            }),
+            ("sh" | "shell" | "bash", None) => steps.extend(commands(&body)?),
+            (other, None) => return Err(format!("README line {start}: a `{other} dev` block names no file= to write")),
+        }
+    }
+    Ok(steps)
+}
+
+/// The commands of a shell block: blank and comment lines skipped, a line ending in `\` or
+/// inside an open quote continued on the next.
+fn commands(body: &[(usize, &str)]) -> Result<Vec<Step>, String> {
+    let mut steps = Vec::new();
+    let mut pending: Option<(usize, String)> = None;
+    for &(number, line) in body {
+        let (start, text) = match pending.take() {
+            None if line.trim().is_empty() || line.trim_start().starts_with('#') => continue,
+            None => (number, line.to_owned()),
+            Some((start, text)) => (start, format!("{text}\n{line}")),
+        };
+        // shlex answers None while a quote is open.
+        if line.ends_with('\\') || shlex::split(&text).is_none() {
+            pending = Some((start, text));
+        } else {
+            steps.push(Step::Command { line: start, text });
+        }
+    }
+    match pending {
+        Some((start, _)) => Err(format!("README line {start}: a command whose quote or continuation never ends")),
+        None => Ok(steps),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tagged_blocks_yield_commands_and_files_in_order() {
+        let markdown = "intro\n\
+            ```sh\nuntagged --skipped\n```\n\
+            ```sh dev\n# a comment\nfirst --flag \\\n  continued\n\nsecond -d '{\"a\": 1,\n  \"b\": 2}' end   # note\n```\n\
+            ```toml dev file=t.toml\nkey = \"v\"\n```\n\
+            ```rust\nfn main() {}\n```\n";
+        assert_eq!(
+            dev_steps(markdown).unwrap(),
+            vec![
+                Step::Command { line: 7, text: "first --flag \\\n  continued".into() },
+                Step::Command { line: 10, text: "second -d '{\"a\": 1,\n  \"b\": 2}' end   # note".into() },
+                Step::File { line: 13, name: "t.toml".into(), content: "key = \"v\"\n".into() },
+            ]
+        );
+    }
+
+    #[test]
+    fn an_unterminated_quote_or_a_file_block_without_a_name_is_an_error() {
+        assert!(dev_steps("```sh dev\necho 'open\n```\n").unwrap_err().contains("line 2"));
+        assert!(dev_steps("```toml dev\na = 1\n```\n").unwrap_err().contains("file="));
+    }
+}
