@@ -16,10 +16,10 @@ use tonic::codegen::http::uri::PathAndQuery;
 use tonic::metadata::{MetadataKey, MetadataValue};
 use tonic::transport::Channel;
 use tonic::{Code, Status};
+use tonic_reflection::pb::v1::ServerReflectionRequest;
 use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
 use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
 use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
-use tonic_reflection::pb::v1::ServerReflectionRequest;
 
 /// One grpcurl command line, parsed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -64,7 +64,8 @@ impl Grpcurl {
                 "d" => data = Some(words.next().ok_or("-d needs a value")?.to_owned()),
                 "H" => {
                     let header = words.next().ok_or("-H needs a value")?;
-                    let (key, value) = header.split_once(':').ok_or_else(|| format!("-H {header:?} is not 'key: value'"))?;
+                    let (key, value) =
+                        header.split_once(':').ok_or_else(|| format!("-H {header:?} is not 'key: value'"))?;
                     headers.push((key.trim().to_ascii_lowercase(), value.trim().to_owned()));
                 }
                 other => return Err(format!("this test's grpcurl does not know the flag -{other}")),
@@ -149,7 +150,8 @@ impl Grpcurl {
         let mut request = tonic::Request::new(message);
         for (key, value) in &self.headers {
             let key = MetadataKey::from_str(key).map_err(|error| format!("header {key:?}: {error}"))?;
-            let value = MetadataValue::try_from(value.as_str()).map_err(|error| format!("header {value:?}: {error}"))?;
+            let value =
+                MetadataValue::try_from(value.as_str()).map_err(|error| format!("header {value:?}: {error}"))?;
             request.metadata_mut().insert(key, value);
         }
         Ok(request)
@@ -242,8 +244,10 @@ fn describe(pool: &DescriptorPool, symbol: &str) -> Result<String, String> {
         return Ok(format!("{symbol} is a method:\n{};", signature(&method)));
     }
     if let Some(message) = pool.get_message_by_name(symbol) {
-        let fields: Vec<String> =
-            message.fields().map(|field| format!("  {:?} {} = {};", field.kind(), field.name(), field.number())).collect();
+        let fields: Vec<String> = message
+            .fields()
+            .map(|field| format!("  {:?} {} = {};", field.kind(), field.name(), field.number()))
+            .collect();
         return Ok(format!("{symbol} is a message:\nmessage {} {{\n{}\n}}", message.name(), fields.join("\n")));
     }
     if let Some(enumeration) = pool.get_enum_by_name(symbol) {

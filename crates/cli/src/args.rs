@@ -717,7 +717,8 @@ mod tests {
         assert_eq!(error.kind(), clap::error::ErrorKind::MissingRequiredArgument);
         assert!(error.to_string().contains("--agent <HOST:PORT>"), "{error}");
         let cli = Cli::try_parse_from(["leasehold", "ctl", "agent", "lease", "--agent", "127.0.0.1:7501"]).unwrap();
-        let Command::Ctl(CtlArgs { command: CtlCommand::Agent(AgentCommand::Lease { agent }), .. }) = cli.command else {
+        let Command::Ctl(CtlArgs { command: CtlCommand::Agent(AgentCommand::Lease { agent }), .. }) = cli.command
+        else {
             panic!("not ctl agent lease")
         };
         assert_eq!(agent, "127.0.0.1:7501");
