@@ -26,33 +26,63 @@ pub enum Step {
     },
 }
 
-/// The steps of every block tagged `dev` in `markdown`, in order.
-pub fn dev_steps(markdown: &str) -> Result<Vec<Step>, String> {
-    let mut steps = Vec::new();
+/// One fenced code block.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Block {
+    /// The line of its opening fence (1-based).
+    pub line: usize,
+    /// The first word of its info string (`sh`, `toml`, `rust`), empty when it has none.
+    pub language: String,
+    /// The other words of its info string (`dev`, `file=events.toml`).
+    pub tags: Vec<String>,
+    /// Its lines, each with its line number.
+    pub body: Vec<(usize, String)>,
+}
+
+impl Block {
+    /// Whether it is meant to run against `leasehold dev`.
+    pub fn is_dev(&self) -> bool {
+        self.tags.iter().any(|tag| tag == "dev")
+    }
+
+    /// Whether it holds shell commands.
+    pub fn is_shell(&self) -> bool {
+        matches!(self.language.as_str(), "sh" | "shell" | "bash")
+    }
+}
+
+/// Every fenced code block of `markdown`, in order.
+pub fn blocks(markdown: &str) -> Vec<Block> {
+    let mut blocks = Vec::new();
     let mut lines = markdown.lines().enumerate().map(|(index, line)| (index + 1, line));
     while let Some((start, line)) = lines.next() {
         let Some(info) = line.strip_prefix("```") else { continue };
-        let mut words = info.split_whitespace();
-        let language = words.next().unwrap_or_default().to_owned();
-        let tags: Vec<&str> = words.collect();
-        let mut body = Vec::new();
-        for (number, line) in lines.by_ref() {
-            if line.starts_with("```") {
-                break;
-            }
-            body.push((number, line));
-        }
-        if !tags.contains(&"dev") {
-            continue;
-        }
-        match (language.as_str(), tags.iter().find_map(|tag| tag.strip_prefix("file="))) {
-            (_, Some(name)) => steps.push(Step::File {
-                line: start,
+        let mut words = info.split_whitespace().map(str::to_owned);
+        let language = words.next().unwrap_or_default();
+        let tags = words.collect();
+        let body = lines.by_ref().take_while(|(_, line)| !line.starts_with("```"));
+        let body = body.map(|(number, line)| (number, line.to_owned())).collect();
+        blocks.push(Block { line: start, language, tags, body });
+    }
+    blocks
+}
+
+/// The steps of every block tagged `dev` in `markdown`, in order.
+pub fn dev_steps(markdown: &str) -> Result<Vec<Step>, String> {
+    let mut steps = Vec::new();
+    for block in blocks(markdown).into_iter().filter(Block::is_dev) {
+        let file = block.tags.iter().find_map(|tag| tag.strip_prefix("file="));
+        match file {
+            Some(name) => steps.push(Step::File {
+                line: block.line,
                 name: name.to_owned(),
-                content: body.iter().map(|(_, line)| format!("{line}\n")).collect(),
+                content: block.body.iter().map(|(_, line)| format!("{line}\n")).collect(),
             }),
-            ("sh" | "shell" | "bash", None) => steps.extend(commands(&body)?),
-            (other, None) => return Err(format!("README line {start}: a `{other} dev` block names no file= to write")),
+            None if block.is_shell() => steps.extend(commands(&block.body)?),
+            None => {
+                let (line, language) = (block.line, &block.language);
+                return Err(format!("README line {line}: a `{language} dev` block names no file= to write"));
+            }
         }
     }
     Ok(steps)
@@ -60,10 +90,11 @@ pub fn dev_steps(markdown: &str) -> Result<Vec<Step>, String> {
 
 /// The commands of a shell block: blank and comment lines skipped, a line ending in `\` or
 /// inside an open quote continued on the next.
-fn commands(body: &[(usize, &str)]) -> Result<Vec<Step>, String> {
+fn commands(body: &[(usize, String)]) -> Result<Vec<Step>, String> {
     let mut steps = Vec::new();
     let mut pending: Option<(usize, String)> = None;
-    for &(number, line) in body {
+    for (number, line) in body {
+        let (number, line) = (*number, line.as_str());
         let (start, text) = match pending.take() {
             None if line.trim().is_empty() || line.trim_start().starts_with('#') => continue,
             None => (number, line.to_owned()),

@@ -13,7 +13,7 @@ use leasehold::v1::data_nodes_client::DataNodesClient;
 use leasehold::v1::{DataNodeLeaseStatus, ListDataNodesRequest, ResolveTableRequest};
 use leasehold_tests::grpcurl::Grpcurl;
 use leasehold_tests::process::channel;
-use leasehold_tests::readme::{Step, dev_steps};
+use leasehold_tests::readme::{Step, blocks, dev_steps};
 use leasehold_tests::{Deadline, Node, TestStore, eventually, phase, serial};
 
 const BIN: &str = env!("CARGO_BIN_EXE_leasehold-test-node");
@@ -193,6 +193,26 @@ async fn lock_dev_ports() -> std::fs::File {
             Ok(()) => return file,
             Err(std::fs::TryLockError::WouldBlock) => deadline.tick().await,
             Err(std::fs::TryLockError::Error(error)) => panic!("locking {}: {error}", path.display()),
+        }
+    }
+}
+
+/// A shell block that talks to dev's addresses is meant to be typed beside dev, so it must be
+/// tagged and run above; the untagged ones are set-up commands and examples for other hosts.
+#[test]
+fn every_shell_block_that_talks_to_dev_is_tagged_to_run() {
+    let readme = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../README.md")).unwrap();
+    let dev_addresses = [COORDINATOR, "127.0.0.1:750"];
+    for block in blocks(&readme).iter().filter(|block| block.is_shell() && !block.is_dev()) {
+        // ctl's default endpoint is dev's coordinator, unless the block points it elsewhere.
+        let sets_endpoints = block.body.iter().any(|(_, text)| text.contains("LEASEHOLD_ENDPOINTS="));
+        for (line, text) in &block.body {
+            let defaults_to_dev = text.starts_with("leasehold ctl")
+                && !sets_endpoints
+                && !text.contains("--endpoints")
+                && !text.contains("--agent");
+            let talks_to_dev = defaults_to_dev || dev_addresses.iter().any(|address| text.contains(address));
+            assert!(!talks_to_dev, "README line {line} talks to dev but its block is not tagged `dev`: {text}");
         }
     }
 }
