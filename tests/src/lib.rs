@@ -8,6 +8,8 @@
 //!   JSON logs.
 //! - [`cluster`]: several coordinators on one store, and questions about their leader.
 //! - [`ctl`]: `leasehold ctl` run as a process, answering JSON or a table.
+//! - [`readme`]: the README's blocks tagged to run against `leasehold dev`.
+//! - [`grpcurl`]: the README's grpcurl lines, answered through the server's reflection.
 //! - [`agents`]: data-node agents wired through chaos proxies.
 //! - [`observer`]: polls every node's HA state and checks that no term ever had two leaders.
 //! - [`nemesis`]: a seeded schedule of faults over a whole cluster, a recorded workload, and
@@ -20,12 +22,14 @@ pub mod agents;
 pub mod cluster;
 pub mod ctl;
 pub mod flood;
+pub mod grpcurl;
 pub mod lab;
 pub mod nemesis;
 pub mod observer;
 pub mod ownership;
 pub mod poll;
 pub mod process;
+pub mod readme;
 pub mod requests;
 pub mod store;
 

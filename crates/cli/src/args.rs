@@ -529,8 +529,9 @@ pub enum DataNodesCommand {
 pub enum AgentCommand {
     /// The agent's lease: NORMAL, FENCED or RESYNCING, time left, version, leader.
     Lease {
-        /// The agent's endpoint.
-        #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:7500")]
+        /// The agent's endpoint. Required: no address is right for every agent (a sidecar
+        /// listens on 127.0.0.1:7500 by default, dev's agents on 7501 and up).
+        #[arg(long, value_name = "HOST:PORT")]
         agent: String,
     },
 }
@@ -707,6 +708,20 @@ mod tests {
             assert_eq!(ctl.endpoints, ["a:1", "b:2"], "{args:?}");
             assert_eq!(ctl.dial_timeout, Duration::from_secs(1), "{args:?}");
         }
+    }
+
+    #[test]
+    fn agent_lease_names_its_agent() {
+        // A default address would be wrong for most agents and fail only after the dial timeout.
+        let error = Cli::try_parse_from(["leasehold", "ctl", "agent", "lease"]).unwrap_err();
+        assert_eq!(error.kind(), clap::error::ErrorKind::MissingRequiredArgument);
+        assert!(error.to_string().contains("--agent <HOST:PORT>"), "{error}");
+        let cli = Cli::try_parse_from(["leasehold", "ctl", "agent", "lease", "--agent", "127.0.0.1:7501"]).unwrap();
+        let Command::Ctl(CtlArgs { command: CtlCommand::Agent(AgentCommand::Lease { agent }), .. }) = cli.command
+        else {
+            panic!("not ctl agent lease")
+        };
+        assert_eq!(agent, "127.0.0.1:7501");
     }
 
     #[test]

@@ -3,6 +3,7 @@
 //! to try next.
 
 use std::collections::BTreeMap;
+use std::path::Path;
 use std::time::Duration;
 
 use leasehold::v1::resources_client::ResourcesClient;
@@ -92,6 +93,9 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         agents.iter().map(|(node_id, address)| format!("\n  agent        {address}  (data node {node_id})")).collect();
     let first_agent = agents.first().map_or_else(|| "127.0.0.1:7501".to_owned(), |(_, address)| address.clone());
     let logs = container.log_directory.display();
+    // The commands name this very binary, as it can be typed here: `cargo run` would rebuild,
+    // and a bare `leasehold` may be another build or nothing at all.
+    let bin = shell_command(&std::env::current_exe()?);
     println!(
         "\nLeasehold dev cluster\n\
          \n  coordinator  {grpc}  (node dev-coordinator, HA mode auto){agent_lines}\
@@ -103,23 +107,25 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
          \n  grpcurl -plaintext {grpc} leasehold.v1.DataNodes/ListDataNodes\
          \n  grpcurl -plaintext {first_agent} leasehold.v1.Agent/GetLeaseState\
          \n  grpcurl -plaintext -d '{{\"database\": \"demo\", \"table\": \"metrics\"}}' {first_agent} leasehold.v1.Agent/ResolveTable\
-         \n  cargo run --release -- ctl --endpoints {grpc} table get demo metrics\
-         \n  cargo run --release -- ctl --endpoints {grpc} table alter demo metrics --add-column mem:DOUBLE:FIELD\
-         \n  cargo run --release -- ctl --endpoints {grpc} procedure list\
-         \n  cargo run --release -- ctl --endpoints {grpc} datanodes list\
-         \n  cargo run --release -- ctl --endpoints {grpc} datanodes barrier\
-         \n  cargo run --release -- ctl agent lease --agent {first_agent}\
-         \n  cargo run --release -- ctl --endpoints {grpc} buckets show {SAMPLE_POOL}\
+         \n  {bin} ctl --endpoints {grpc} table get demo metrics\
+         \n  {bin} ctl --endpoints {grpc} table alter demo metrics --add-column mem:DOUBLE:FIELD\
+         \n  {bin} ctl --endpoints {grpc} procedure list\
+         \n  {bin} ctl --endpoints {grpc} datanodes list\
+         \n  {bin} ctl --endpoints {grpc} datanodes barrier\
+         \n  {bin} ctl agent lease --agent {first_agent}\
+         \n  {bin} ctl --endpoints {grpc} buckets show {SAMPLE_POOL}\
          \n  grpcurl -plaintext -d '{{\"pool\": \"{SAMPLE_POOL}\"}}' {first_agent} leasehold.v1.Agent/GetOwnership\
          \n\nWatch buckets move: the agents share pool `{SAMPLE_POOL}` ({SAMPLE_BUCKETS} buckets). Start one more member,\
-         \n  cargo run --release -- agent --node-id dn8 --listen 127.0.0.1:7508 --metrics-listen '' --coordinators {grpc} --pool {SAMPLE_POOL}\
+         \n  {bin} agent --node-id dn8 --listen 127.0.0.1:7508 --metrics-listen '' --coordinators {grpc} --pool {SAMPLE_POOL}\
          \nand `buckets show {SAMPLE_POOL}` gives it its share within about a second, taken from the others; kill it\
          \nwith `kill -9` and its buckets move back only once it has provably fenced.\
          \n\nWatch one fence: start a fourth agent in another terminal,\
-         \n  cargo run --release -- agent --node-id dn9 --listen 127.0.0.1:7509 --metrics-listen '' --coordinators {grpc}\
+         \n  {bin} agent --node-id dn9 --listen 127.0.0.1:7509 --metrics-listen '' --coordinators {grpc}\
          \nfreeze it with Ctrl-Z for 20 s, and meanwhile run `datanodes barrier`: it returns once dn9\
-         \nhas provably fenced (about 16 s after its last heartbeat). Resume it with `fg`: its first\
-         \nread is refused (`ctl agent lease --agent 127.0.0.1:7509` says FENCED), then it resyncs.\
+         \nhas provably fenced (about 16 s after its last heartbeat). Resume it with `fg`: its lease ran\
+         \nout while it was frozen, so it fences (it logs `fenced: ...` and drops its cache) and its next\
+         \nheartbeat, at once, resyncs it; `ctl agent lease --agent 127.0.0.1:7509` then shows NORMAL and\
+         \nFENCES 1.\
          \n\nWatch a restart: the agents are resources of group `{DEV_GROUP}`, run by the resource keeper\
          \n(their logs are in {logs}). Find dn1's pid (`process.pid`),\
          \n  grpcurl -plaintext -d '{{\"id\": \"dn1\"}}' {grpc} leasehold.v1.Resources/GetResource\
@@ -141,6 +147,45 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     });
     leasehold_coordinator::run(config, listeners, coordinator_stop).await?;
     Ok(())
+}
+
+/// How to type `exe` in a shell started where this process runs: its bare name when `PATH`
+/// finds this very file by that name, its path relative to the working directory when it lies
+/// under it (`target/release/leasehold` after `cargo run`), else its absolute path.
+fn shell_command(exe: &Path) -> String {
+    let name = exe.file_name().map(|name| name.to_string_lossy().into_owned()).unwrap_or_default();
+    let same_file = |candidate: &Path| candidate.canonicalize().ok() == exe.canonicalize().ok();
+    let on_path = std::env::var_os("PATH")
+        .is_some_and(|path| std::env::split_paths(&path).any(|directory| same_file(&directory.join(&name))));
+    let cwd = std::env::current_dir().unwrap_or_default();
+    shown_command(exe, &cwd, on_path.then_some(name.as_str()))
+}
+
+/// The pure part of [`shell_command`]: `bare_name` when the `PATH` finds the binary by it.
+fn shown_command(exe: &Path, cwd: &Path, bare_name: Option<&str>) -> String {
+    let shown = match bare_name {
+        Some(name) => name.to_owned(),
+        None => match exe.strip_prefix(cwd) {
+            // Relative paths need a slash, or the shell would search the PATH for them.
+            Ok(relative) if relative.parent().is_some_and(|parent| !parent.as_os_str().is_empty()) => {
+                relative.display().to_string()
+            }
+            Ok(relative) => format!("./{}", relative.display()),
+            Err(_) => exe.display().to_string(),
+        },
+    };
+    shell_quoted(&shown)
+}
+
+/// `word` as one shell word: unchanged when it holds only characters the shell leaves alone,
+/// else in single quotes.
+fn shell_quoted(word: &str) -> String {
+    let plain = |c: char| c.is_ascii_alphanumeric() || "_-./+:@%,=".contains(c);
+    if !word.is_empty() && word.chars().all(plain) {
+        word.to_owned()
+    } else {
+        format!("'{}'", word.replace('\'', r"'\''"))
+    }
 }
 
 /// A port that was free a moment ago, for an agent started in another process.
@@ -294,5 +339,22 @@ async fn create_sample(coordinator: String) {
         Ok(_) => tracing::info!(pool = SAMPLE_POOL, "sample bucket pool is ready"),
         Err(leasehold::ClientError::Status(status)) if status.code() == tonic::Code::AlreadyExists => {}
         Err(error) => tracing::warn!(%error, "could not create the sample bucket pool"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_banner_names_the_binary_as_the_shell_finds_it() {
+        let exe = Path::new("/src/leasehold/target/release/leasehold");
+        assert_eq!(shown_command(exe, Path::new("/src/leasehold"), Some("leasehold")), "leasehold");
+        assert_eq!(shown_command(exe, Path::new("/src/leasehold"), None), "target/release/leasehold");
+        assert_eq!(shown_command(exe, Path::new("/src/leasehold/target/release"), None), "./leasehold");
+        assert_eq!(shown_command(exe, Path::new("/home/me"), None), "/src/leasehold/target/release/leasehold");
+        let spaced = Path::new("/opt/my tools/leasehold");
+        assert_eq!(shown_command(spaced, Path::new("/home/me"), None), "'/opt/my tools/leasehold'");
+        assert_eq!(shell_quoted("it's"), r"'it'\''s'");
     }
 }
