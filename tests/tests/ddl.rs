@@ -1091,7 +1091,7 @@ async fn ctl_manages_databases_tables_views_and_procedures() {
     let t3 = ctl(&["table", "get", "db1", "t3"]).await;
     assert_eq!(t3["effective_ttl_ms"], 7 * 24 * 3600 * 1000, "t3 inherits the database's TTL");
     assert_eq!(t3["ttl_ms"].as_u64().unwrap_or(0), 0, "t3 has no TTL of its own");
-    assert_eq!(t3["columns"][1]["category"], "ATTRIBUTE");
+    assert_eq!(t3["columns"][1]["category"], "COLUMN_CATEGORY_ATTRIBUTE", "enums are named as in the proto");
 
     phase("alter: add and drop a column, set the TTL and a property; the agent follows");
     let added = ctl(&["table", "alter", "db1", "t1", "--add-column", "mem:DOUBLE:FIELD"]).await;

@@ -584,7 +584,7 @@ async fn ctl_operator_commands_work_end_to_end() {
             .await;
     assert_eq!(
         (changed["previous_mode"].as_str(), changed["state"]["mode"].as_str()),
-        (Some("auto"), Some("hot-standby")),
+        (Some("HA_MODE_AUTO"), Some("HA_MODE_HOT_STANDBY")),
         "{changed}"
     );
     let (status, _, stderr) = ctl_run(&["--endpoints", &endpoints, "ha", "set-state", "leader"]).await;
@@ -598,7 +598,11 @@ async fn ctl_operator_commands_work_end_to_end() {
     let acknowledged = barrier["acknowledged"].as_array().unwrap();
     assert!(acknowledged.iter().any(|node| node.as_str().is_some_and(|node| node.starts_with("dn1/"))), "{barrier}");
     let lease = ctl_json(&endpoints, &["agent", "lease", "--agent", &agent]).await;
-    assert_eq!((lease["node_id"].as_str(), lease["state"].as_str()), (Some("dn1"), Some("NORMAL")), "{lease}");
+    assert_eq!(
+        (lease["node_id"].as_str(), lease["state"].as_str()),
+        (Some("dn1"), Some("AGENT_LEASE_STATE_NORMAL")),
+        "{lease}"
+    );
     assert!(lease["applied_version"].as_u64() >= barrier["version"].as_u64(), "{lease} after {barrier}");
     let (status, table, _) = ctl_run(&["--endpoints", &endpoints, "datanodes", "list"]).await;
     assert!(status.success() && table.starts_with("NODE") && table.contains("dn1"), "{table}");
@@ -614,7 +618,12 @@ async fn ctl_operator_commands_work_end_to_end() {
     assert_eq!(priorities, [(leader_address.as_str(), 0), (follower_address.as_str(), 7)]);
     let status = ctl_json(&endpoints, &["endpoint", "status"]).await;
     let roles: Vec<&str> = status.as_array().unwrap().iter().filter_map(|s| s["state"]["role"].as_str()).collect();
-    assert_eq!(roles, ["leader", "follower"], "{status}");
+    assert_eq!(roles, ["HA_ROLE_LEADER", "HA_ROLE_FOLLOWER"], "{status}");
+    for answer in status.as_array().unwrap() {
+        assert_eq!(answer["state"]["store_backend"], "sqlite", "{answer}");
+        assert_eq!(answer["state"]["version"], env!("CARGO_PKG_VERSION"), "{answer}");
+        assert!(answer["took_ms"].as_f64().is_some(), "{answer}");
+    }
     let health = ctl_json(&endpoints, &["endpoint", "health"]).await;
     assert!(health.as_array().unwrap().iter().all(|answer| answer["healthy"] == true), "{health}");
     let (status, stdout, _) =

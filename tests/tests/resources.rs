@@ -65,7 +65,11 @@ async fn ctl_creates_shows_and_deletes_groups_and_resources() {
     let groups = json(&["resources", "groups"]).await.unwrap();
     assert_eq!(groups["groups"], serde_json::json!([group]));
     let created = json(&["resources", "create", "r1", "--group", "g", "--property", "port=7501"]).await.unwrap();
-    assert_eq!((created["id"].as_str(), created["state"].as_str()), (Some("r1"), Some("ACTIVE")), "{created}");
+    assert_eq!(
+        (created["id"].as_str(), created["state"].as_str()),
+        (Some("r1"), Some("RESOURCE_STATE_ACTIVE")),
+        "{created}"
+    );
 
     phase("list and show it, as JSON and as tables");
     let listed = json(&["resources", "list"]).await.unwrap();
@@ -116,7 +120,11 @@ async fn ctl_creates_shows_and_deletes_groups_and_resources() {
 
     phase("delete the resource: CLEANING at once, gone once the keeper has finished");
     let deleted = json(&["resources", "delete", "r1"]).await.unwrap();
-    assert_eq!((deleted["id"].as_str(), deleted["state"].as_str()), (Some("r1"), Some("CLEANING")), "{deleted}");
+    assert_eq!(
+        (deleted["id"].as_str(), deleted["state"].as_str()),
+        (Some("r1"), Some("RESOURCE_STATE_CLEANING")),
+        "{deleted}"
+    );
     let stderr = eventually("show r1 answers NOT_FOUND", Duration::from_secs(10), || async move {
         json(&["resources", "show", "r1"]).await.err()
     })

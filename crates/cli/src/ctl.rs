@@ -12,13 +12,13 @@ use leasehold::v1::{
     AgentLeaseState, BarrierRequest, DataNodeLeaseStatus, GetHaStateRequest, GetLeaseStateRequest, GetPriorityRequest,
     HaState, LeaderInfo, ListDataNodesRequest, ListHaStatesRequest, SetHaStateRequest, SetPriorityRequest,
 };
-use leasehold::{Client, ClientOptions};
+use leasehold::{Client, ClientOptions, v1};
 use leasehold_coordinator::convert::mode_to_proto;
 use serde_json::{Value, json};
 use tonic::{Code, Request};
 
 use crate::args::{AgentCommand, CtlArgs, CtlCommand, DataNodesCommand, EndpointCommand, HaCommand, Output, Target};
-use crate::output::{Answer, table};
+use crate::output::{Answer, enum_json, table};
 
 /// Calls `$service::$method` with `$request` on the leader (the SDK follows redirects and
 /// retries while the cluster fails over) and answers with the response, or returns the error
@@ -193,7 +193,7 @@ async fn ha(client: &Client, command: HaCommand) -> anyhow::Result<Answer> {
                 .with_context(|| format!("set-state on {endpoint}"))?;
             let state = response.state.unwrap_or_default();
             Answer {
-                json: json!({ "node": endpoint, "previous_mode": mode_name(response.previous_mode), "state": state_json(&state) }),
+                json: json!({ "node": endpoint, "previous_mode": enum_json::<v1::HaMode>(response.previous_mode), "state": state_json(&state) }),
                 table: table(
                     &["NODE", "PREVIOUS MODE", "MODE", "ROLE"],
                     vec![vec![
@@ -271,7 +271,7 @@ async fn datanodes(client: &Client, command: DataNodesCommand) -> anyhow::Result
                         "incarnation": node.incarnation,
                         "address": node.address,
                         "registered": node.registered,
-                        "status": lease_status_name(node.status),
+                        "status": enum_json::<DataNodeLeaseStatus>(node.status),
                         "silent_ms": node.silent_ms,
                         "acked_version": node.acked_version,
                     })
@@ -325,7 +325,7 @@ async fn agent_lease(client: &Client, agent: &str) -> anyhow::Result<Answer> {
         json: json!({
             "node_id": state.node_id,
             "incarnation": state.incarnation,
-            "state": name,
+            "state": enum_json::<AgentLeaseState>(state.state),
             "lease_remaining_ms": state.lease_remaining_ms,
             "fence_ms": state.fence_ms,
             "store_epoch": state.store_epoch,
@@ -494,18 +494,14 @@ async fn states_of_endpoints(client: &Client, timed: bool) -> Answer {
                     state.priority.to_string(),
                     state.term.to_string(),
                     state.leader_node_id.clone(),
+                    state.version.clone(),
+                    state.store_backend.clone(),
                 ]
             }
             Err(error) => {
-                let row = vec![
-                    endpoint.clone(),
-                    "-".into(),
-                    "-".into(),
-                    format!("unreachable ({error})"),
-                    "-".into(),
-                    "-".into(),
-                    "-".into(),
-                ];
+                let mut row = vec!["-".to_owned(); 9];
+                row[0] = endpoint.clone();
+                row[3] = format!("unreachable ({error})");
                 states.push(json!({ "endpoint": endpoint, "error": error }));
                 row
             }
@@ -515,7 +511,7 @@ async fn states_of_endpoints(client: &Client, timed: bool) -> Answer {
         }
         rows.push(row);
     }
-    let mut header = vec!["ENDPOINT", "NODE", "MODE", "ROLE", "PRIORITY", "TERM", "LEADER"];
+    let mut header = vec!["ENDPOINT", "NODE", "MODE", "ROLE", "PRIORITY", "TERM", "LEADER", "VERSION", "STORE"];
     if timed {
         header.push("TOOK");
     }
@@ -549,8 +545,8 @@ async fn registry(client: &Client) -> anyhow::Result<Answer> {
             json!({
                 "node_id": node.node_id,
                 "address": node.address,
-                "mode": mode_name(node.mode),
-                "role": role_name(node.role),
+                "mode": enum_json::<v1::HaMode>(node.mode),
+                "role": enum_json::<v1::HaRole>(node.role),
                 "priority": node.priority,
                 "alive": node.alive,
                 "holds_lease": node.holds_lease,
@@ -568,11 +564,13 @@ fn state_json(state: &HaState) -> Value {
     json!({
         "node_id": state.node_id,
         "address": state.address,
-        "mode": mode_name(state.mode),
-        "role": role_name(state.role),
+        "mode": enum_json::<v1::HaMode>(state.mode),
+        "role": enum_json::<v1::HaRole>(state.role),
         "priority": state.priority,
         "term": state.term,
         "leader_node_id": state.leader_node_id,
+        "version": state.version,
+        "store_backend": state.store_backend,
     })
 }
 

@@ -20,7 +20,7 @@ use serde_json::{Value, json};
 
 use crate::args::{DbCommand, ProcedureCommand, TableCommand, ViewCommand};
 use crate::ctl::leader_call;
-use crate::output::{Answer, pairs, table};
+use crate::output::{Answer, enum_json, pairs, table};
 
 const TYPES: [(&str, v1::DataType); 8] = [
     ("BOOLEAN", v1::DataType::Boolean),
@@ -194,7 +194,7 @@ fn table_json(table: &v1::Table) -> Value {
     let columns: Vec<Value> = table
         .columns
         .iter()
-        .map(|column| json!({ "name": column.name, "type": type_name(column.data_type), "category": category_name(column.category), "comment": column.comment, "created_version": column.created_version }))
+        .map(|column| json!({ "name": column.name, "type": enum_json::<v1::DataType>(column.data_type), "category": enum_json::<v1::ColumnCategory>(column.category), "comment": column.comment, "created_version": column.created_version }))
         .collect();
     json!({
         "database": table.database,

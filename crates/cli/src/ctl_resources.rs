@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 
 use crate::args::ResourcesCommand;
 use crate::ctl::leader_call;
-use crate::output::{Answer, pairs, table};
+use crate::output::{Answer, enum_json, pairs, table};
 
 const GROUP_HEADER: [&str; 4] = ["GROUP", "CONTAINER", "MIN MEMBERS", "PROPERTIES"];
 const RESOURCE_HEADER: [&str; 9] =
@@ -180,7 +180,7 @@ fn resource_json(resource: &Resource) -> Value {
         "id": resource.id,
         "group": resource.group,
         "container": resource.container,
-        "state": state_name(resource.state),
+        "state": enum_json::<ResourceState>(resource.state),
         "live": resource.live,
         "orphan": resource.orphan,
         "orphan_since_ms": resource.orphan_since_ms,

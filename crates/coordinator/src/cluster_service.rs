@@ -72,6 +72,8 @@ impl ClusterService {
             priority: view.priority,
             term: view.term,
             leader_node_id: view.leader.as_ref().map(|leader| leader.node_id.clone()).unwrap_or_default(),
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            store_backend: self.ha.store_backend().to_string(),
         }
     }
 

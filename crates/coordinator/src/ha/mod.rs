@@ -193,6 +193,11 @@ impl Ha {
         &self.inner.settings
     }
 
+    /// The kind of store this node keeps its state in.
+    pub fn store_backend(&self) -> leasehold_store::Backend {
+        self.inner.ha_store.backend()
+    }
+
     /// The clock every lease decision uses.
     pub fn clock(&self) -> &Arc<dyn Clock> {
         &self.inner.clock
