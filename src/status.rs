@@ -70,6 +70,8 @@ pub mod reason {
     /// The coordinator is at its limit of calls in flight and shed this one: retry with
     /// backoff. Lease renewals are never shed.
     pub const OVERLOADED: &str = "OVERLOADED";
+    /// The coordinator or data node is live: it cannot be removed (stop it first).
+    pub const NODE_LIVE: &str = "NODE_LIVE";
 }
 
 /// Builds a status whose details carry an `ErrorInfo` with our domain and `reason`.

@@ -57,6 +57,7 @@ on_every_backend! {
     a_duplicate_node_id_is_refused_and_a_crashed_one_restarts => duplicate_node_ids_are_refused;
     ha_state_changes_follow_the_brooklyn_rules => brooklyn_rules;
     bad_input_gets_clear_errors_and_changes_nothing => bad_input_is_refused;
+    dead_coordinators_are_removed_and_live_ones_kept => dead_coordinators_are_removed_and_live_ones_kept;
 }
 
 fn with_override<T>(message: T) -> tonic::Request<T> {
@@ -317,6 +318,52 @@ async fn brooklyn_rules(kind: Kind) {
     let table = ctl(&["--endpoints", &endpoints, "ha", "leader"]).await;
     assert!(table.starts_with("LEADER") && table.contains(&successor), "{table}");
     observer.assert_one_leader_per_term();
+}
+
+async fn dead_coordinators_are_removed_and_live_ones_kept(kind: Kind) {
+    let _serial = serial().await;
+    let Some(mut cluster) = cluster_on(kind) else { return };
+    for node_id in ["c1", "c2", "c3"] {
+        cluster.start(node_id, &[], &[]).await;
+    }
+    cluster.leader(ELECTION).await;
+    let endpoints = cluster.node_addresses().join(",");
+    let role_of = async |node_id: &str| -> Option<String> {
+        let states = leasehold_tests::ctl::json(BIN, &endpoints, &["ha", "states"]).await.ok()?;
+        let nodes = states["nodes"].as_array()?.clone();
+        nodes.iter().find(|node| node["node_id"] == node_id).map(|node| node["role"].as_str().unwrap_or("").to_owned())
+    };
+
+    phase("a live coordinator is not removed: exit 5, NODE_LIVE, and it stays listed");
+    let (code, stderr) = leasehold_tests::ctl::json(BIN, &endpoints, &["ha", "remove", "c2"]).await.unwrap_err();
+    assert_eq!(code, 5, "{stderr}");
+    assert!(stderr.contains("NODE_LIVE") && stderr.contains("c2"), "{stderr}");
+    assert!(role_of("c2").await.is_some(), "c2 is still listed");
+    let (code, stderr) = leasehold_tests::ctl::json(BIN, &endpoints, &["ha", "remove", "c9"]).await.unwrap_err();
+    assert_eq!(code, 4, "an unknown id is not found: {stderr}");
+
+    phase("a coordinator stopped cleanly, and one killed and lost, are removed");
+    cluster.node("c2").terminate();
+    cluster.node_mut("c2").wait_exit(Duration::from_secs(15)).await.expect("c2 stops");
+    cluster.node_mut("c3").kill();
+    eventually("c2 stopped and c3 lost", ELECTION, || async {
+        (role_of("c2").await.as_deref() == Some("HA_ROLE_STOPPED")
+            && role_of("c3").await.as_deref() == Some("HA_ROLE_LOST"))
+        .then_some(())
+    })
+    .await;
+    let removed = leasehold_tests::ctl::json(BIN, &endpoints, &["ha", "remove", "c2"]).await.expect("c2 removed");
+    assert_eq!(removed["role"], "HA_ROLE_STOPPED", "{removed}");
+    let removed = leasehold_tests::ctl::json(BIN, &endpoints, &["ha", "remove", "c3"]).await.expect("c3 removed");
+    assert_eq!(removed["role"], "HA_ROLE_LOST", "{removed}");
+    let states = leasehold_tests::ctl::json(BIN, &endpoints, &["ha", "states"]).await.expect("states");
+    let listed: Vec<&str> = states["nodes"].as_array().unwrap().iter().filter_map(|node| node["node_id"].as_str()).collect();
+    assert_eq!(listed, ["c1"], "{states}");
+
+    phase("a removed id starts again and registers afresh");
+    cluster.start("c2", &[], &[]).await;
+    eventually("c2 listed again", ELECTION, || async { role_of("c2").await.filter(|role| role == "HA_ROLE_FOLLOWER") })
+        .await;
 }
 
 async fn ctl(args: &[&str]) -> String {

@@ -575,6 +575,12 @@ pub enum HaCommand {
         #[command(flatten)]
         target: Target,
     },
+    /// Remove a coordinator that is gone (stopped, or lost: silent for a lease TTL) from the
+    /// registry; refused while it is live (exit code 5). Started again, it registers afresh.
+    Remove {
+        /// Its node id, as `ha states` lists it.
+        node_id: String,
+    },
 }
 
 /// Which node a change applies to.

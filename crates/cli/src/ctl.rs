@@ -10,7 +10,8 @@ use leasehold::v1::cluster_client::ClusterClient;
 use leasehold::v1::data_nodes_client::DataNodesClient;
 use leasehold::v1::{
     AgentLeaseState, BarrierRequest, DataNodeLeaseStatus, GetHaStateRequest, GetLeaseStateRequest, GetPriorityRequest,
-    HaState, LeaderInfo, ListDataNodesRequest, ListHaStatesRequest, SetHaStateRequest, SetPriorityRequest,
+    HaState, LeaderInfo, ListDataNodesRequest, ListHaStatesRequest, RemoveHaNodeRequest, SetHaStateRequest,
+    SetPriorityRequest,
 };
 use leasehold::{Client, ClientOptions, v1};
 use leasehold_coordinator::convert::mode_to_proto;
@@ -202,6 +203,27 @@ async fn ha(client: &Client, command: HaCommand) -> anyhow::Result<Answer> {
                         mode_name(state.mode),
                         role_name(state.role),
                     ]],
+                ),
+            }
+        }
+        HaCommand::Remove { node_id } => {
+            let response = leader_call!(
+                client,
+                ClusterClient,
+                remove_ha_node,
+                RemoveHaNodeRequest { node_id: node_id.clone() },
+                format!("removing coordinator {node_id}")
+            );
+            Answer {
+                json: json!({
+                    "removed": node_id,
+                    "role": enum_json::<v1::HaRole>(response.role),
+                    "last_seen_ms_ago": response.last_seen_ms_ago,
+                }),
+                table: format!(
+                    "removed coordinator {node_id} ({}, last seen {} ms ago)\n",
+                    role_name(response.role),
+                    response.last_seen_ms_ago
                 ),
             }
         }

@@ -7,8 +7,9 @@ use leasehold::v1::cluster_server::Cluster;
 use leasehold::v1::{
     GetHaStateRequest, GetLeaderRequest, GetLeaderResponse, GetPriorityRequest, GetPriorityResponse, HaNodeState,
     HaState, LeaderInfo, LeaseReleasedRequest, LeaseReleasedResponse, ListHaStatesRequest, ListHaStatesResponse,
-    SetHaStateRequest, SetHaStateResponse, SetPriorityRequest, SetPriorityResponse, WatchLeaderRequest,
+    RemoveHaNodeRequest, RemoveHaNodeResponse, SetHaStateRequest, SetHaStateResponse, SetPriorityRequest, SetPriorityResponse, WatchLeaderRequest,
 };
+use leasehold_core::name::validate_id;
 use leasehold_core::{HaMode, HaRole};
 use tokio::sync::mpsc;
 use tokio_stream::Stream;
@@ -224,6 +225,20 @@ impl Cluster for ClusterService {
         }
         .await;
         metrics::record("ListHaStates", result)
+    }
+
+    async fn remove_ha_node(
+        &self,
+        request: Request<RemoveHaNodeRequest>,
+    ) -> Result<Response<RemoveHaNodeResponse>, Status> {
+        let result = async {
+            let node_id = &request.get_ref().node_id;
+            validate_id("node id", node_id).map_err(|error| invalid_argument("node_id", error.to_string()))?;
+            let (role, last_seen_ms_ago) = self.ha.remove_node(node_id).await?;
+            Ok(Response::new(RemoveHaNodeResponse { role: role_to_proto(role) as i32, last_seen_ms_ago }))
+        }
+        .await;
+        metrics::record("RemoveHaNode", result)
     }
 
     async fn get_priority(

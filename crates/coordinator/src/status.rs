@@ -57,7 +57,8 @@ impl ServiceError for HaError {
     fn code(&self) -> Code {
         match self {
             HaError::NotLeader { .. } | HaError::StaleTerm { .. } | HaError::Store(_) => Code::Unavailable,
-            HaError::ModeChange(_) => Code::FailedPrecondition,
+            HaError::ModeChange(_) | HaError::NodeLive { .. } => Code::FailedPrecondition,
+            HaError::UnknownNode { .. } => Code::NotFound,
             HaError::DuplicateNodeId { .. } | HaError::LiveLeaderAtStart { .. } | HaError::NodeIdLost { .. } => {
                 Code::Internal
             }
@@ -71,6 +72,8 @@ impl ServiceError for HaError {
             HaError::ModeChange(ModeChangeError::Fixed { .. }) => Some(reason::MODE_FIXED),
             HaError::ModeChange(ModeChangeError::LiveLeader { .. }) => Some(reason::LIVE_LEADER),
             HaError::Store(_) => Some(reason::STORE_UNAVAILABLE),
+            HaError::NodeLive { .. } => Some(reason::NODE_LIVE),
+            HaError::UnknownNode { .. } => Some(reason::NOT_FOUND),
             HaError::DuplicateNodeId { .. } | HaError::LiveLeaderAtStart { .. } | HaError::NodeIdLost { .. } => None,
         }
     }
@@ -80,6 +83,10 @@ impl ServiceError for HaError {
             HaError::NotLeader { leader: Some(leader) } => vec![("leader", leader.clone())],
             HaError::StaleTerm { term, .. } => vec![("term", term.to_string())],
             HaError::ModeChange(ModeChangeError::LiveLeader { leader }) => vec![("leader", leader.clone())],
+            HaError::NodeLive { node_id, last_seen_ms_ago, .. } => {
+                vec![("node_id", node_id.clone()), ("last_seen_ms_ago", last_seen_ms_ago.to_string())]
+            }
+            HaError::UnknownNode { node_id } => vec![("node_id", node_id.clone())],
             _ => Vec::new(),
         }
     }

@@ -126,6 +126,7 @@ pub(crate) struct Statements {
     pub node_refresh: Arc<str>,
     pub node_update_settings: Arc<str>,
     pub node_stop: Arc<str>,
+    pub node_remove: Arc<str>,
     pub node_list: Arc<str>,
     pub meta_insert_if_absent: Arc<str>,
     pub meta_read: Arc<str>,
@@ -247,6 +248,9 @@ impl Statements {
                  WHERE cluster = ? AND node_id = ? AND incarnation = ?"),
             node_stop: r("UPDATE ha_nodes SET incarnation = NULL, role = 'stopped', last_seen_ms = {now} \
                  WHERE cluster = ? AND node_id = ? AND incarnation = ?"),
+            // `mode::removable`: stopped, or not refreshed for `?` ms.
+            node_remove: r("DELETE FROM ha_nodes WHERE cluster = ? AND node_id = ? \
+                 AND (incarnation IS NULL OR last_seen_ms <= {now} - ?)"),
             node_list: r(&format!(
                 "SELECT {NODE_COLUMNS}, {{now}} AS store_now_ms FROM ha_nodes WHERE cluster = ? ORDER BY node_id"
             )),

@@ -1,5 +1,7 @@
 //! The coordinator registry (`ha_nodes`): one row per stable node id.
 
+use std::time::Duration;
+
 use sqlx::any::AnyRow;
 use sqlx::{AssertSqlSafe, FromRow, Row};
 
@@ -186,6 +188,20 @@ impl<F> Db<'_, F> {
     /// Marks this incarnation cleanly stopped, freeing its node id for a restart.
     pub async fn stop_node(&mut self, cluster: &str, node_id: &str, incarnation: &str) -> Result<bool, StoreError> {
         crate::changes_incarnation(self.conn, &self.sql.node_stop, cluster, node_id, incarnation).await
+    }
+
+    /// Deletes `node_id`'s row if its process stopped cleanly or has not refreshed it for
+    /// `ttl` on the store's clock (decided in the statement, so a node that refreshes at the
+    /// same moment keeps its row). False when the row is live or missing.
+    pub async fn remove_node(&mut self, cluster: &str, node_id: &str, ttl: Duration) -> Result<bool, StoreError> {
+        crate::changes_one(
+            sqlx::query(AssertSqlSafe(self.sql.node_remove.clone()))
+                .bind(cluster)
+                .bind(node_id)
+                .bind(ttl.as_millis() as i64),
+            self.conn,
+        )
+        .await
     }
 
     /// Every registry row of the cluster, with the store's clock.

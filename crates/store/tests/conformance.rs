@@ -434,6 +434,26 @@ async fn node_registry_claims_refreshes_and_stops(h: Harness) {
     assert_eq!(listed.nodes[1].incarnation.as_deref(), Some(third.as_str()));
 }
 
+async fn only_a_stopped_or_silent_node_is_removed(h: Harness) {
+    let ttl = Duration::from_secs(60);
+    let live = new_incarnation();
+    assert!(h.store.run("register node", async |db| db.insert_node(&h.registration("c1", &live)).await).await.unwrap());
+    let remove = async |node_id: &str, ttl: Duration| {
+        h.store.run("remove node", async |db| db.remove_node(&h.cluster, node_id, ttl).await).await.unwrap()
+    };
+    assert!(!remove("c1", ttl).await, "refreshed just now: live");
+    assert!(!remove("c9", ttl).await, "no such row");
+    // Silent for longer than a TTL of zero: lost.
+    assert!(remove("c1", Duration::ZERO).await);
+    let snapshot = h.store.run("read node", async |db| db.read_node(&h.cluster, "c1").await).await.unwrap();
+    assert_eq!(snapshot.row, None);
+
+    let stopped = new_incarnation();
+    assert!(h.store.run("register node", async |db| db.insert_node(&h.registration("c2", &stopped)).await).await.unwrap());
+    assert!(h.store.run("stop node", async |db| db.stop_node(&h.cluster, "c2", &stopped).await).await.unwrap());
+    assert!(remove("c2", ttl).await, "stopped cleanly: removed within its TTL");
+}
+
 async fn store_epoch_is_written_once(h: Harness) {
     let first = h.store.run("store epoch", async |db| db.store_epoch(&h.cluster).await).await.unwrap();
     assert_eq!(first.len(), 16);
@@ -1217,6 +1237,7 @@ every_backend!(
     an_uncommitted_guarded_write_leaves_nothing,
     release_lets_the_next_acquirer_in_at_once,
     node_registry_claims_refreshes_and_stops,
+    only_a_stopped_or_silent_node_is_removed,
     store_epoch_is_written_once,
     migrations_are_safe_to_run_concurrently_and_again,
     migrations_wait_out_another_holder_of_the_migration_lock,

@@ -54,6 +54,22 @@ pub enum HaError {
         /// Its lease's remaining time.
         remaining_ms: i64,
     },
+    /// An operator asked to remove a coordinator that is live.
+    #[error("coordinator {node_id:?} is live (it renewed its registry row {last_seen_ms_ago} ms ago{holding}); stop it before removing it", holding = if *.holds_lease { ", and holds the lease" } else { "" })]
+    NodeLive {
+        /// The id.
+        node_id: String,
+        /// Since it last renewed its row, on the store's clock.
+        last_seen_ms_ago: i64,
+        /// Whether it holds the live lease.
+        holds_lease: bool,
+    },
+    /// An operator named a coordinator the registry does not hold.
+    #[error("no coordinator {node_id:?} in the registry")]
+    UnknownNode {
+        /// The id.
+        node_id: String,
+    },
     /// Another process took over this node id while this one ran.
     #[error("node id {node_id:?} was taken over by another process; this coordinator stops")]
     NodeIdLost {

@@ -116,7 +116,7 @@ impl Ha {
             {
                 Ok(true) => metrics::refresh(self.inner.clock.now() - started),
                 Ok(false) => {
-                    error!(node_id = %settings.node_id, "another process took over this node id; stopping");
+                    error!(node_id = %settings.node_id, "this node's registry row was taken over by another process, or removed by an operator; stopping");
                     id_lost.cancel();
                     self.inner.wake.notify_one();
                     return;
@@ -135,6 +135,35 @@ impl Ha {
         let list = self.inner.store.run("list nodes", async |db| db.list_nodes(cluster).await).await?;
         let lease = self.inner.store.run("read lease", async |db| db.read_lease(cluster).await).await?;
         Ok((list, Some(lease)))
+    }
+
+    /// Removes `node_id` from the registry when it is gone: stopped cleanly, or lost (its row
+    /// not refreshed for one lease TTL, and no live lease). Answers how it was listed.
+    pub async fn remove_node(&self, node_id: &str) -> Result<(HaRole, i64), HaError> {
+        let cluster = &self.inner.settings.cluster;
+        let ttl = self.inner.settings.timings.lease_ttl;
+        let (list, lease) = self.registry().await?;
+        let row = list
+            .nodes
+            .iter()
+            .find(|node| node.node_id == node_id)
+            .ok_or_else(|| HaError::UnknownNode { node_id: node_id.to_owned() })?;
+        let last_seen_ms_ago = (list.store_now_ms - row.last_seen_ms).max(0);
+        let alive = row.incarnation.is_some() && last_seen_ms_ago < ttl.as_millis() as i64;
+        let holds_lease = row.incarnation.is_some()
+            && lease.as_ref().and_then(|lease| lease.live_holder()).map(|holder| Some(&holder.incarnation))
+                == Some(row.incarnation.as_ref());
+        let role = HaRole::listed(holds_lease, alive, HaRole::from_stored(&row.role));
+        let live = HaError::NodeLive { node_id: node_id.to_owned(), last_seen_ms_ago, holds_lease };
+        if !matches!(role, HaRole::Stopped | HaRole::Lost) {
+            return Err(live);
+        }
+        // The statement decides again, so a node that renews meanwhile keeps its row.
+        if !self.inner.store.run("remove node", async |db| db.remove_node(cluster, node_id, ttl).await).await? {
+            return Err(live);
+        }
+        info!(node_id, role = %role, last_seen_ms_ago, "coordinator removed from the registry");
+        Ok((role, last_seen_ms_ago))
     }
 
     /// This node's rank among the live candidates of the registry.
