@@ -357,7 +357,8 @@ async fn dead_coordinators_are_removed_and_live_ones_kept(kind: Kind) {
     let removed = leasehold_tests::ctl::json(BIN, &endpoints, &["ha", "remove", "c3"]).await.expect("c3 removed");
     assert_eq!(removed["role"], "HA_ROLE_LOST", "{removed}");
     let states = leasehold_tests::ctl::json(BIN, &endpoints, &["ha", "states"]).await.expect("states");
-    let listed: Vec<&str> = states["nodes"].as_array().unwrap().iter().filter_map(|node| node["node_id"].as_str()).collect();
+    let listed: Vec<&str> =
+        states["nodes"].as_array().unwrap().iter().filter_map(|node| node["node_id"].as_str()).collect();
     assert_eq!(listed, ["c1"], "{states}");
 
     phase("a removed id starts again and registers afresh");

@@ -544,6 +544,41 @@ async fn ctl_json(endpoints: &str, args: &[&str]) -> serde_json::Value {
     serde_json::from_str(&stdout).unwrap_or_else(|error| panic!("ctl {args:?} printed no JSON ({error}): {stdout}"))
 }
 
+/// `ctl datanodes remove`: refused while the node may hold a lease, then it retires the dead
+/// node's incarnation, which the leader forgets once it has provably fenced.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_data_node_is_removed_by_hand_and_a_live_one_is_not() {
+    let _serial = serial().await;
+    let Some(mut lab) = Lab::start(BIN, Kind::Sqlite, 1, &[], &[("dn1", &[]), ("dn2", &[])]).await else { return };
+    lab.cluster.leader(ELECTION).await;
+    let endpoints = lab.cluster.node("c1").grpc.clone();
+    let listed = async |node_id: &str| -> bool {
+        let list = ctl_json(&endpoints, &["datanodes", "list"]).await;
+        list["nodes"].as_array().unwrap().iter().any(|node| node["node_id"] == node_id)
+    };
+
+    phase("a live data node is refused: exit 5, NODE_LIVE; an unknown one: exit 4");
+    let (status, _, stderr) = ctl_run(&["--endpoints", &endpoints, "-w", "json", "datanodes", "remove", "dn2"]).await;
+    assert_eq!(status.code(), Some(5), "{stderr}");
+    assert!(stderr.contains("NODE_LIVE"), "{stderr}");
+    let (status, _, stderr) = ctl_run(&["--endpoints", &endpoints, "datanodes", "remove", "dn9"]).await;
+    assert_eq!(status.code(), Some(4), "{stderr}");
+
+    phase("killed, dn2 is removed once the leader knows it has fenced, and then gone");
+    lab.agents[1].node.kill();
+    let removed = eventually("dn2 may be removed", ELECTION, || async {
+        let (status, stdout, _) =
+            ctl_run(&["--endpoints", &endpoints, "-w", "json", "datanodes", "remove", "dn2"]).await;
+        status.success().then(|| serde_json::from_str::<serde_json::Value>(&stdout).unwrap())
+    })
+    .await;
+    assert_eq!(removed["removed"], "dn2", "{removed}");
+    eventually("dn2 is no longer listed", ELECTION, || async { (!listed("dn2").await).then_some(()) }).await;
+    assert!(listed("dn1").await, "dn1 stays");
+    let barrier = ctl_json(&endpoints, &["datanodes", "barrier"]).await;
+    assert!(barrier["fenced"].as_array().unwrap().is_empty(), "nothing is waited out: {barrier}");
+}
+
 /// Every operator command of `ctl` (`ha leader|state|states|priority|set-priority|set-state`,
 /// `datanodes list|barrier`, `agent lease`) against a real cluster, in JSON and as tables, and
 /// the exit status and one-line error of a refused or unreachable call.

@@ -523,6 +523,13 @@ pub enum DataNodesCommand {
     /// Bump the metadata version and wait until every data node acknowledged it or has
     /// provably fenced.
     Barrier,
+    /// Remove a data node that is gone: its incarnation is retired and listed as a tombstone
+    /// until it has provably fenced, then forgotten. Refused while it may still hold a lease
+    /// (exit code 5).
+    Remove {
+        /// Its node id, as `datanodes list` shows it.
+        node_id: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]

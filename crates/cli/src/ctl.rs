@@ -10,8 +10,8 @@ use leasehold::v1::cluster_client::ClusterClient;
 use leasehold::v1::data_nodes_client::DataNodesClient;
 use leasehold::v1::{
     AgentLeaseState, BarrierRequest, DataNodeLeaseStatus, GetHaStateRequest, GetLeaseStateRequest, GetPriorityRequest,
-    HaState, LeaderInfo, ListDataNodesRequest, ListHaStatesRequest, RemoveHaNodeRequest, SetHaStateRequest,
-    SetPriorityRequest,
+    HaState, LeaderInfo, ListDataNodesRequest, ListHaStatesRequest, RemoveDataNodeRequest, RemoveHaNodeRequest,
+    SetHaStateRequest, SetPriorityRequest,
 };
 use leasehold::{Client, ClientOptions, v1};
 use leasehold_coordinator::convert::mode_to_proto;
@@ -302,6 +302,22 @@ async fn datanodes(client: &Client, command: DataNodesCommand) -> anyhow::Result
             Answer {
                 json: json!({ "version": response.version, "fence_ms": response.fence_ms, "proceed_after_ms": response.proceed_after_ms, "nodes": nodes }),
                 table: table(&["NODE", "INCARNATION", "ADDRESS", "REGISTERED", "LEASE", "SILENT", "ACKED"], rows),
+            }
+        }
+        DataNodesCommand::Remove { node_id } => {
+            let response = leader_call!(
+                client,
+                DataNodesClient,
+                remove_data_node,
+                RemoveDataNodeRequest { node_id: node_id.clone() },
+                format!("removing data node {node_id}")
+            );
+            Answer {
+                json: json!({ "removed": node_id, "incarnation": response.incarnation }),
+                table: format!(
+                    "removed data node {node_id} (incarnation {}); it is listed as a tombstone until it has provably fenced\n",
+                    response.incarnation
+                ),
             }
         }
         DataNodesCommand::Barrier => {

@@ -7,7 +7,8 @@ use leasehold::v1::cluster_server::Cluster;
 use leasehold::v1::{
     GetHaStateRequest, GetLeaderRequest, GetLeaderResponse, GetPriorityRequest, GetPriorityResponse, HaNodeState,
     HaState, LeaderInfo, LeaseReleasedRequest, LeaseReleasedResponse, ListHaStatesRequest, ListHaStatesResponse,
-    RemoveHaNodeRequest, RemoveHaNodeResponse, SetHaStateRequest, SetHaStateResponse, SetPriorityRequest, SetPriorityResponse, WatchLeaderRequest,
+    RemoveHaNodeRequest, RemoveHaNodeResponse, SetHaStateRequest, SetHaStateResponse, SetPriorityRequest,
+    SetPriorityResponse, WatchLeaderRequest,
 };
 use leasehold_core::name::validate_id;
 use leasehold_core::{HaMode, HaRole};

@@ -6,7 +6,7 @@ use leasehold::v1::data_nodes_server::DataNodes;
 use leasehold::v1::{
     BarrierRequest, BarrierResponse, DeregisterRequest, DeregisterResponse, HeartbeatRequest, HeartbeatResponse,
     KeepAliveRequest, KeepAliveResponse, ListDataNodesRequest, ListDataNodesResponse, RegisterRequest,
-    RegisterResponse,
+    RegisterResponse, RemoveDataNodeRequest, RemoveDataNodeResponse,
 };
 use leasehold_core::name::validate_id;
 use tokio::sync::mpsc;
@@ -185,6 +185,21 @@ impl DataNodes for DataNodesService {
         }
         .await;
         metrics::record("Deregister", result)
+    }
+
+    async fn remove_data_node(
+        &self,
+        request: Request<RemoveDataNodeRequest>,
+    ) -> Result<Response<RemoveDataNodeResponse>, Status> {
+        let result = async {
+            let node_id = &request.get_ref().node_id;
+            validate_id("node id", node_id).map_err(|error| invalid_argument("node_id", error.to_string()))?;
+            let leader = self.leader()?;
+            let incarnation = leader.remove(node_id).await?;
+            Ok(Response::new(RemoveDataNodeResponse { incarnation }))
+        }
+        .await;
+        metrics::record("RemoveDataNode", result)
     }
 
     async fn list_data_nodes(

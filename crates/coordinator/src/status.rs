@@ -107,6 +107,8 @@ impl ServiceError for MetadataError {
                 Code::Unavailable
             }
             MetadataError::NotRegistered { .. } | MetadataError::IncarnationRetired { .. } => Code::FailedPrecondition,
+            MetadataError::NodeLive { .. } => Code::FailedPrecondition,
+            MetadataError::UnknownNode { .. } => Code::NotFound,
             MetadataError::Corrupt { .. } | MetadataError::Orphaned(_) => Code::Internal,
             MetadataError::PoolExists { .. } => Code::AlreadyExists,
             MetadataError::PoolDeleting { .. } => Code::FailedPrecondition,
@@ -127,6 +129,8 @@ impl ServiceError for MetadataError {
             MetadataError::TermEnded { .. } => Some(reason::NOT_LEADER),
             MetadataError::NotRegistered { .. } => Some(reason::NOT_REGISTERED),
             MetadataError::IncarnationRetired { .. } => Some(reason::INCARNATION_RETIRED),
+            MetadataError::NodeLive { .. } => Some(reason::NODE_LIVE),
+            MetadataError::UnknownNode { .. } => Some(reason::NOT_FOUND),
             MetadataError::StaleTerm { .. } => Some(reason::STALE_TERM),
             MetadataError::Store(_) => Some(reason::STORE_UNAVAILABLE),
             MetadataError::Corrupt { .. } | MetadataError::Orphaned(_) => None,
@@ -148,6 +152,10 @@ impl ServiceError for MetadataError {
             MetadataError::Batch(cause) => cause.metadata(),
             MetadataError::StaleTerm { term } => vec![("term", term.to_string())],
             MetadataError::SupersededAttempt { latest, .. } => vec![("latest_attempt", latest.clone())],
+            MetadataError::NodeLive { node_id, silent_ms } => {
+                vec![("node_id", node_id.clone()), ("silent_ms", silent_ms.to_string())]
+            }
+            MetadataError::UnknownNode { node_id } => vec![("node_id", node_id.clone())],
             _ => Vec::new(),
         }
     }

@@ -449,7 +449,9 @@ async fn only_a_stopped_or_silent_node_is_removed(h: Harness) {
     assert_eq!(snapshot.row, None);
 
     let stopped = new_incarnation();
-    assert!(h.store.run("register node", async |db| db.insert_node(&h.registration("c2", &stopped)).await).await.unwrap());
+    assert!(
+        h.store.run("register node", async |db| db.insert_node(&h.registration("c2", &stopped)).await).await.unwrap()
+    );
     assert!(h.store.run("stop node", async |db| db.stop_node(&h.cluster, "c2", &stopped).await).await.unwrap());
     assert!(remove("c2", ttl).await, "stopped cleanly: removed within its TTL");
 }

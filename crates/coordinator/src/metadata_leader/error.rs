@@ -19,6 +19,22 @@ pub enum MetadataError {
         /// Its incarnation.
         incarnation: String,
     },
+    /// An operator named a data node that is not registered.
+    #[error("no data node {node_id} is registered")]
+    UnknownNode {
+        /// The node.
+        node_id: String,
+    },
+    /// An operator asked to remove a data node the leader cannot yet tell has fenced.
+    #[error(
+        "data node {node_id} is live (heard from {silent_ms} ms ago, and it may hold a lease); stop it, or wait until it has fenced"
+    )]
+    NodeLive {
+        /// The node.
+        node_id: String,
+        /// Since its last heartbeat.
+        silent_ms: u64,
+    },
     /// The incarnation was put to rest (deregistered, evicted or replaced) and may not come
     /// back: the agent starts a new one.
     #[error("data node {node_id} incarnation {incarnation} was retired; start a new incarnation")]

@@ -376,6 +376,28 @@ impl MetadataLeader {
         Ok(!removed.is_empty())
     }
 
+    /// An operator's removal of `node_id` ([`Ledger::removal`]): retires its registered
+    /// incarnation, which counts as a tombstone until it has provably fenced; returns it.
+    pub async fn remove(&self, node_id: &str) -> Result<String, MetadataError> {
+        let _serial = self.publications.lock().await;
+        let key = match self.state().removal(node_id, self.clock.now()) {
+            ledger::Removal::Unknown => return Err(MetadataError::UnknownNode { node_id: node_id.to_owned() }),
+            ledger::Removal::Live { silent_for, .. } => {
+                return Err(MetadataError::NodeLive {
+                    node_id: node_id.to_owned(),
+                    silent_ms: silent_for.as_millis() as u64,
+                });
+            }
+            ledger::Removal::Retire(key) => key,
+        };
+        let removed = self.retire(std::slice::from_ref(&key), false).await?;
+        if removed.is_empty() {
+            return Err(MetadataError::UnknownNode { node_id: node_id.to_owned() });
+        }
+        warn!(node = %key, "data node removed by an operator; it counts until it has provably fenced");
+        Ok(key.incarnation)
+    }
+
     /// Evicts every registered incarnation not heard from for `datanodes.evict-after` (never
     /// less than `T_proceed`, so each has provably fenced); returns how many.
     pub async fn evict_silent(&self) -> Result<usize, MetadataError> {

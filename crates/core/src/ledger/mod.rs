@@ -100,6 +100,22 @@ struct Registered {
     address: String,
 }
 
+/// What removing a data node by hand does (see [`Ledger::removal`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Removal {
+    /// Nothing is registered under that id.
+    Unknown,
+    /// It may still hold a lease this leader granted: it is live.
+    Live {
+        /// The registered incarnation.
+        key: NodeKey,
+        /// Since its last heartbeat.
+        silent_for: Duration,
+    },
+    /// Retire this incarnation.
+    Retire(NodeKey),
+}
+
 /// One heartbeat, as the ledger needs it.
 #[derive(Debug, Clone, Copy)]
 pub struct Beat<'a> {
@@ -517,6 +533,21 @@ impl<C: Clone> Ledger<C> {
         before.map(|before| before.incarnation)
     }
 
+    /// What an operator's removal of `node_id` at `now` does: retire its registered
+    /// incarnation, which then counts as a tombstone until it has provably fenced; unless this
+    /// leader heard from it too recently to know that it has fenced (it is live: removed, it
+    /// would only register again), or nothing is registered under that id.
+    pub fn removal(&self, node_id: &str, now: MonoTime) -> Removal {
+        let Some(registered) = self.registry.get(node_id) else {
+            return Removal::Unknown;
+        };
+        let key = NodeKey::new(node_id, registered.incarnation.clone());
+        match self.tracker.status(&key, now, self.proceed_after) {
+            Some(ContactStatus::Live { silent_for }) => Removal::Live { key, silent_for },
+            _ => Removal::Retire(key),
+        }
+    }
+
     /// `keys` were put to rest at `now`; `removed` are those whose registration the store
     /// write removed (the rest were not registered). Each stays a tombstone until it has
     /// provably fenced, and is never taken back.
@@ -683,6 +714,22 @@ mod tests {
         let version = ledger.version() + 1;
         ledger.publish(version, change, None, at(now)).unwrap();
         version
+    }
+
+    #[test]
+    fn a_data_node_is_removed_by_hand_only_once_it_cannot_hold_a_lease_from_here() {
+        let mut ledger = ledger(&["a", "never"]);
+        let a = key("a", "1");
+        ledger.heartbeat(beat(&a, 0), None, at(100)).unwrap();
+        assert_eq!(
+            ledger.removal("a", at(200)),
+            Removal::Live { key: a.clone(), silent_for: Duration::from_millis(100) }
+        );
+        assert_eq!(ledger.removal("a", at(100) + PROCEED), Removal::Retire(a.clone()), "provably fenced");
+        assert_eq!(ledger.removal("never", at(200)), Removal::Retire(key("never", "1")), "never granted a lease");
+        assert_eq!(ledger.removal("zzz", at(200)), Removal::Unknown);
+        ledger.retire(std::slice::from_ref(&a), std::slice::from_ref(&a), at(100) + PROCEED);
+        assert_eq!(ledger.removal("a", at(100) + PROCEED), Removal::Unknown, "removed: only its tombstone is left");
     }
 
     #[test]
