@@ -9,9 +9,9 @@
 use std::time::Duration;
 
 use anyhow::{Context, bail};
+use figment::providers::{Format, Serialized, Toml};
 use figment::value::{Dict, Map, Value};
 use figment::{Figment, Metadata, Profile, Provider};
-use figment::providers::{Format, Serialized, Toml};
 use leasehold_agent::AgentConfig;
 use leasehold_coordinator::config::LogConfig;
 use leasehold_core::name::validate_host_port;
@@ -26,19 +26,13 @@ const PREFIX: &str = "LEASEHOLD_AGENT_";
 const ENVIRONMENT: &str = "environment variable";
 
 /// The agent's whole configuration: the file's two tables.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
 pub struct AgentFileConfig {
     /// `[agent]`
     pub agent: AgentSettings,
     /// `[log]`, as in the coordinator's file.
     pub log: LogConfig,
-}
-
-impl Default for AgentFileConfig {
-    fn default() -> Self {
-        Self { agent: AgentSettings::default(), log: LogConfig::default() }
-    }
 }
 
 /// `[agent]`: one key per flag of `leasehold agent`, with the flag's name.
@@ -108,7 +102,8 @@ impl AgentSettings {
         if self.node_id.is_empty() {
             bail!("invalid configuration: --node-id: required (or LEASEHOLD_AGENT_NODE_ID, or node-id in [agent])");
         }
-        validate_host_port(&self.listen).map_err(|error| anyhow::anyhow!("invalid configuration: --listen: {error}"))?;
+        validate_host_port(&self.listen)
+            .map_err(|error| anyhow::anyhow!("invalid configuration: --listen: {error}"))?;
         if !self.metrics_listen.is_empty() {
             validate_host_port(&self.metrics_listen)
                 .map_err(|error| anyhow::anyhow!("invalid configuration: --metrics-listen: {error}"))?;
@@ -152,9 +147,8 @@ fn load_agent_config_from(args: &AgentArgs, environment: AgentEnvironment) -> an
         figment = figment.merge(Toml::file(path));
     }
     figment = figment.merge(&environment);
-    let mut config: AgentFileConfig = figment
-        .extract()
-        .map_err(|error| anyhow::anyhow!("invalid configuration: {}", environment.explain(&error)))?;
+    let mut config: AgentFileConfig =
+        figment.extract().map_err(|error| anyhow::anyhow!("invalid configuration: {}", environment.explain(&error)))?;
     apply_flags(&mut config.agent, args);
     config.agent.validate()?;
     Ok(config)
@@ -452,6 +446,22 @@ mod tests {
             let args = AgentArgs { config: Some("missing.toml".into()), ..named("dn1") };
             let error = load(&args, &[]).unwrap_err().to_string();
             assert!(error.contains("missing.toml: no such file"), "{error}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn the_operations_guides_example_file_loads() {
+        let guide = include_str!("../../../../docs/OPERATIONS.md");
+        let section = guide.split("## Configuring an agent").nth(1).expect("the section");
+        let example = section.split("```toml\n").nth(1).and_then(|rest| rest.split("```").next()).expect("the example");
+        figment::Jail::expect_with(|jail| {
+            jail.create_file("agent.toml", example)?;
+            let args = AgentArgs { config: Some("agent.toml".into()), ..AgentArgs::default() };
+            let config = load(&args, &[]).map_err(|error| format!("{error}\n{example}"))?;
+            assert_eq!(config.agent.node_id, "dn1");
+            assert_eq!(config.agent.coordinators.len(), 3);
+            assert_eq!(config.agent.pools, ["ingest"]);
             Ok(())
         });
     }
