@@ -56,6 +56,14 @@ pub enum Command {
     /// Run a data-node agent as a sidecar: it holds a metadata lease from the coordinator
     /// leader, fences itself when it cannot renew, and serves leasehold.v1.Agent.
     ///
+    /// Every option can also come from the TOML file given with --config (an `[agent]` table
+    /// with the options' names as keys, and the coordinator's `[log]` table) and from
+    /// LEASEHOLD_AGENT_* environment variables (the key in capitals, dashes written as
+    /// underscores: LEASEHOLD_AGENT_NODE_ID, LEASEHOLD_AGENT_HEARTBEAT_INTERVAL; lists
+    /// comma-separated: LEASEHOLD_AGENT_POOLS=a,b; the log keys as LEASEHOLD_AGENT_LOG__LEVEL).
+    /// Flags win over variables, variables over the file. A variable that is malformed or
+    /// names no key stops the start.
+    ///
     /// Example:
     ///
     ///   leasehold agent --node-id dn1 --listen 10.0.1.1:7500 --coordinators 10.0.0.1:7400,10.0.0.2:7400
@@ -122,48 +130,53 @@ pub struct CoordinatorArgs {
 }
 
 /// `leasehold agent`
-#[derive(Debug, Args)]
+///
+/// Every option but --config and --print-config is a key of the file's `[agent]` table, with
+/// the same name. None has a clap default, so that an absent flag leaves the variable, file
+/// or default value in place.
+#[derive(Debug, Args, Default)]
 pub struct AgentArgs {
-    /// The data node's stable id.
-    #[arg(long, value_name = "ID", env = "LEASEHOLD_AGENT_NODE_ID")]
-    pub node_id: String,
-    /// gRPC listen address for leasehold.v1.Agent.
-    #[arg(long, value_name = "HOST:PORT", env = "LEASEHOLD_AGENT_LISTEN", default_value = "127.0.0.1:7500")]
-    pub listen: String,
+    /// A TOML configuration file: an `[agent]` table with these options' names as keys, and
+    /// the `[log]` table of the coordinator's file.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// The data node's stable id (required).
+    #[arg(long, value_name = "ID")]
+    pub node_id: Option<String>,
+    /// gRPC listen address for leasehold.v1.Agent. [default: 127.0.0.1:7500]
+    #[arg(long, value_name = "HOST:PORT")]
+    pub listen: Option<String>,
     /// The address coordinators push to. [default: the bound listen address]
-    #[arg(long, value_name = "HOST:PORT", env = "LEASEHOLD_AGENT_ADVERTISE_ADDRESS")]
+    #[arg(long, value_name = "HOST:PORT")]
     pub advertise_address: Option<String>,
-    /// Every coordinator's endpoint, comma-separated.
-    #[arg(
-        long,
-        value_name = "HOST:PORT[,…]",
-        value_delimiter = ',',
-        env = "LEASEHOLD_AGENT_COORDINATORS",
-        default_value = "127.0.0.1:7400"
-    )]
-    pub coordinators: Vec<String>,
-    /// Prometheus /metrics listen address; an empty string turns it off.
-    #[arg(long, value_name = "HOST:PORT", env = "LEASEHOLD_AGENT_METRICS_LISTEN", default_value = "127.0.0.1:7590")]
-    pub metrics_listen: String,
-    /// How often to heartbeat (the coordinators check it against the fence duration).
-    #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "1s")]
-    pub heartbeat_interval: Duration,
-    /// The deadline of one heartbeat, below the interval.
-    #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "500ms")]
-    pub heartbeat_timeout: Duration,
-    /// Join this bucket pool as a member (repeat for several, at most 16): the leader assigns
-    /// the pool's buckets over its live members; see `ctl buckets`.
-    #[arg(long = "pool", value_name = "NAME", env = "LEASEHOLD_AGENT_POOLS", value_delimiter = ',')]
-    pub pools: Vec<String>,
+    /// Every coordinator's endpoint, comma-separated. [default: 127.0.0.1:7400]
+    #[arg(long, value_name = "HOST:PORT[,…]", value_delimiter = ',')]
+    pub coordinators: Option<Vec<String>>,
+    /// Prometheus /metrics listen address; an empty string turns it off. [default: 127.0.0.1:7590]
+    #[arg(long, value_name = "HOST:PORT")]
+    pub metrics_listen: Option<String>,
+    /// How often to heartbeat (the coordinators check it against the fence duration). [default: 1s]
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub heartbeat_interval: Option<Duration>,
+    /// The deadline of one heartbeat, below the interval. [default: 500ms]
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub heartbeat_timeout: Option<Duration>,
+    /// Join this bucket pool as a member (repeat for several, at most 16; the file's key is
+    /// `pools`): the leader assigns the pool's buckets over its live members; see `ctl buckets`.
+    #[arg(long = "pool", value_name = "NAME", value_delimiter = ',')]
+    pub pools: Option<Vec<String>>,
     /// The resource this process is (see `ctl resources`): the leader's resource keeper counts
     /// it live while this data node is, and restarts it through its container when it dies.
-    #[arg(long, value_name = "ID", env = "LEASEHOLD_AGENT_RESOURCE_ID")]
+    #[arg(long, value_name = "ID")]
     pub resource_id: Option<String>,
     /// The start attempt that launched this process; set by the keeper's container
-    /// (`{attempt_id}`). Once a later attempt exists the leader refuses this process, and it
-    /// exits, so two processes never serve one node id.
-    #[arg(long, value_name = "ID", env = "LEASEHOLD_AGENT_ATTEMPT_ID", requires = "resource_id")]
+    /// (`{attempt_id}`), only with a resource id. Once a later attempt exists the leader
+    /// refuses this process, and it exits, so two processes never serve one node id.
+    #[arg(long, value_name = "ID")]
     pub attempt_id: Option<String>,
+    /// Print the effective configuration as TOML, defaults included, and exit.
+    #[arg(long)]
+    pub print_config: bool,
 }
 
 /// `leasehold ctl`

@@ -1,8 +1,9 @@
-//! The one `leasehold` binary: `coordinator`, `ctl` and `dev`.
+//! The one `leasehold` binary: `coordinator`, `agent`, `ctl` and `dev`.
 //!
 //! # Layout
 //! - [`args`]: the command line (clap), with the help text that teaches.
-//! - [`settings`]: defaults, then the TOML file, then `LEASEHOLD_*` variables, then flags.
+//! - [`settings`]: defaults, then the TOML file, then `LEASEHOLD_*` variables, then flags,
+//!   for the coordinator and (`LEASEHOLD_AGENT_*`) the agent.
 //! - [`logging`]: text or JSON logs on stderr.
 //! - [`serve`]: listeners, metrics recorder, signals, and the coordinator's run.
 //! - [`ctl`]: the admin client; `ctl_catalog`, `ctl_buckets` and `ctl_resources` its
@@ -56,8 +57,13 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             runtime.block_on(serve::coordinator(config)).map(|()| ExitCode::SUCCESS)
         }
         Command::Agent(args) => {
-            logging::init(format.unwrap_or(LogFormat::Text), level.unwrap_or("info"))?;
-            runtime.block_on(serve::agent(args)).map(|()| ExitCode::SUCCESS)
+            let config = settings::load_agent_config(&args)?;
+            if args.print_config {
+                print!("{}", settings::agent_to_toml(&config)?);
+                return Ok(ExitCode::SUCCESS);
+            }
+            logging::init(format.unwrap_or(config.log.format), level.unwrap_or(&config.log.level))?;
+            runtime.block_on(serve::agent(config.agent)).map(|()| ExitCode::SUCCESS)
         }
         Command::Ctl(args) => {
             logging::init(format.unwrap_or(LogFormat::Text), level.unwrap_or("warn"))?;

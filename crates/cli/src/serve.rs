@@ -11,7 +11,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use crate::args::AgentArgs;
+use crate::settings::AgentSettings;
 
 /// The version and commit this binary was built from, for `leasehold_build_info`. The
 /// commit comes from `LEASEHOLD_BUILD_COMMIT` at build time (a release build sets it); a
@@ -126,30 +126,23 @@ pub async fn listeners(config: &CoordinatorConfig) -> anyhow::Result<Listeners> 
 }
 
 /// `leasehold agent`: runs until SIGTERM or Ctrl-C, then deregisters.
-pub async fn agent(args: AgentArgs) -> anyhow::Result<()> {
+pub async fn agent(settings: AgentSettings) -> anyhow::Result<()> {
     leasehold_coordinator::failpoint::init_from_env()
         .map_err(|error| anyhow::anyhow!("LEASEHOLD_FAILPOINTS: {error}"))?;
-    let grpc = bind("listen", &args.listen).await?;
+    let grpc = bind("listen", &settings.listen).await?;
     let ready = Readiness::new();
-    let metrics = if args.metrics_listen.is_empty() {
+    let metrics = if settings.metrics_listen.is_empty() {
         None
     } else {
-        let listener = bind("metrics-listen", &args.metrics_listen).await?;
+        let listener = bind("metrics-listen", &settings.metrics_listen).await?;
         let address = listener.local_addr()?.to_string();
         let render = install_metrics(leasehold_agent::metrics::describe)?;
         let shutdown = CancellationToken::new();
         tokio::spawn(leasehold_coordinator::http::serve_metrics(listener, render, ready.clone(), shutdown));
         Some(address)
     };
-    let mut config =
-        leasehold_agent::AgentConfig::new(args.node_id, args.coordinators, args.advertise_address.unwrap_or_default());
-    config.heartbeat_interval = args.heartbeat_interval;
-    config.heartbeat_timeout = args.heartbeat_timeout;
-    config.pools = args.pools;
-    config.resource_id = args.resource_id.unwrap_or_default();
-    config.attempt_id = args.attempt_id.unwrap_or_default();
     let shutdown = shutdown_on_signals();
-    leasehold_agent::server::run(config, grpc, metrics, ready, shutdown).await?;
+    leasehold_agent::server::run(settings.agent_config(), grpc, metrics, ready, shutdown).await?;
     Ok(())
 }
 

@@ -1,5 +1,8 @@
 //! Where the coordinator's configuration comes from, in order: defaults, the TOML file,
-//! `LEASEHOLD_*` environment variables, flags. Each later source wins.
+//! `LEASEHOLD_*` environment variables, flags. Each later source wins. The agent's, from
+//! the same kinds of sources, is in [`agent`].
+
+mod agent;
 
 use anyhow::{Context, bail};
 use figment::Figment;
@@ -8,6 +11,8 @@ use figment::value::Uncased;
 use leasehold_coordinator::CoordinatorConfig;
 
 use crate::args::CoordinatorArgs;
+
+pub use self::agent::{AgentFileConfig, AgentSettings, agent_to_toml, load_agent_config};
 
 /// The top-level keys; environment variables outside them (such as `LEASEHOLD_ENDPOINTS`,
 /// read by `ctl`) are not configuration of the coordinator.
@@ -89,9 +94,14 @@ fn apply_flags(config: &mut CoordinatorConfig, args: &CoordinatorArgs) {
     }
 }
 
-/// The configuration as TOML, with the store password hidden.
+/// The configuration as TOML, with the store password hidden, and the values defaulted from
+/// others (the node id, the HA loop's renew interval and store timeout) written out.
 pub fn to_toml(config: &CoordinatorConfig) -> anyhow::Result<String> {
     let mut shown = config.clone();
+    let timings = config.ha_timings();
+    shown.node_id = Some(config.effective_node_id());
+    shown.ha.renew_interval = Some(timings.renew_interval);
+    shown.ha.store_timeout = Some(timings.store_timeout);
     shown.store.url = leasehold_store::redact_url(&shown.store.url);
     let value = serde_json::to_value(&shown).context("serializing the configuration")?;
     let mut out = String::new();
@@ -215,5 +225,14 @@ mod tests {
         assert!(toml.contains("url = \"postgres://u:***@h/db\""), "{toml}");
         assert!(toml.contains("[ha]"), "{toml}");
         assert!(!toml.contains("secret"));
+    }
+
+    #[test]
+    fn printed_configuration_shows_the_values_defaulted_from_others() {
+        let config = CoordinatorConfig { listen: "127.0.0.1:7411".into(), ..CoordinatorConfig::default() };
+        let toml = to_toml(&config).unwrap();
+        for line in ["node-id = \"coordinator-7411\"", "renew-interval = \"2s\"", "store-timeout = \"500ms\""] {
+            assert!(toml.lines().any(|printed| printed == line), "{line} in:\n{toml}");
+        }
     }
 }
