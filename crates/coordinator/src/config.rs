@@ -82,7 +82,7 @@ impl Default for CoordinatorConfig {
 }
 
 /// `[store]`
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
 pub struct StoreConfig {
     /// `sqlite://PATH` (created if missing), `postgres://USER[:PASSWORD]@HOST[:PORT]/DB` or
@@ -116,6 +116,20 @@ impl Default for StoreConfig {
             idle_transaction_timeout: defaults.idle_transaction_timeout,
             max_connections: defaults.max_connections,
         }
+    }
+}
+
+// Written out so that `{:?}` of the configuration shows the URL redacted.
+impl std::fmt::Debug for StoreConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoreConfig")
+            .field("url", &redact_url(&self.url))
+            .field("password_file", &self.password_file)
+            .field("call_timeout", &self.call_timeout)
+            .field("lock_timeout", &self.lock_timeout)
+            .field("idle_transaction_timeout", &self.idle_transaction_timeout)
+            .field("max_connections", &self.max_connections)
+            .finish()
     }
 }
 

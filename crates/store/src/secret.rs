@@ -107,8 +107,9 @@ pub(crate) fn check_server_url(url: &str, backend: Backend) -> Result<(), StoreE
     }
     if has_at_past_authority(url) {
         return Err(StoreError::InvalidUrl(format!(
-            "{}: an `@` after the host: percent-encode the password's reserved characters \
-             (`/` as %2F, `?` as %3F, `#` as %23, `@` as %40, `%` as %25), or put it in store.password-file",
+            "{}: a `/`, `?` or `#` before the last `@` ends the host early: percent-encode the password's \
+             reserved characters (`/` as %2F, `?` as %3F, `#` as %23, `@` as %40, `%` as %25), or put it in \
+             store.password-file",
             redact_url(url)
         )));
     }
@@ -233,7 +234,10 @@ mod tests {
         assert_eq!(redact_url("postgres://user:secret@db:5432/x"), "postgres://user:***@db:5432/x");
         assert_eq!(redact_url("mysql://root:p%40ss@h/db?ssl-mode=required"), "mysql://root:***@h/db?ssl-mode=required");
         assert_eq!(redact_url("postgres://h/db?user=u&password=secret"), "postgres://h/db?user=u&password=***");
-        assert_eq!(redact_url("postgres://h/db?sslpassword=secret&sslmode=require"), "postgres://h/db?sslpassword=***&sslmode=require");
+        assert_eq!(
+            redact_url("postgres://h/db?sslpassword=secret&sslmode=require"),
+            "postgres://h/db?sslpassword=***&sslmode=require"
+        );
         assert_eq!(redact_url("postgres://h/db?pass%77ord=secret"), "postgres://h/db?pass%77ord=***");
         assert_eq!(redact_url("postgres://user@h/db"), "postgres://user@h/db");
         assert_eq!(redact_url("sqlite://data/x.db?mode=rwc"), "sqlite://data/x.db?mode=rwc");

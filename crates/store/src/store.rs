@@ -18,7 +18,7 @@ use crate::migrate::{self, MigrationSet};
 use crate::secret::{self, redact_url};
 
 /// How to reach the store and how long to wait for it.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct StoreOptions {
     /// `sqlite://PATH`, `postgres://…` or `mysql://…`.
     pub url: String,
@@ -50,6 +50,20 @@ impl StoreOptions {
             idle_transaction_timeout: Duration::from_secs(5),
             max_connections: 8,
         }
+    }
+}
+
+// Written out so that `{:?}` shows the URL redacted.
+impl std::fmt::Debug for StoreOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoreOptions")
+            .field("url", &redact_url(&self.url))
+            .field("password_file", &self.password_file)
+            .field("call_timeout", &self.call_timeout)
+            .field("lock_timeout", &self.lock_timeout)
+            .field("idle_transaction_timeout", &self.idle_transaction_timeout)
+            .field("max_connections", &self.max_connections)
+            .finish()
     }
 }
 
@@ -371,6 +385,13 @@ mod tests {
         assert!(parse_url("sqlite::memory:").is_err());
         let error = parse_url("postgres://user:secret@host:notaport/db").unwrap_err().to_string();
         assert!(!error.contains("secret"), "{error}");
+    }
+
+    #[test]
+    fn debug_output_hides_the_password() {
+        let shown = format!("{:?}", StoreOptions::new("postgres://u:secret@h/db"));
+        assert!(shown.contains("postgres://u:***@h/db"), "{shown}");
+        assert!(!shown.contains("secret"), "{shown}");
     }
 
     #[test]

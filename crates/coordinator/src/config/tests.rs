@@ -100,3 +100,12 @@ fn unknown_keys_and_modes_are_refused_when_parsed() {
     assert_eq!(parsed.ha.mode, HaMode::HotStandby);
     assert_eq!(parsed.ha_timings().renew_interval, Duration::from_millis(500));
 }
+
+#[test]
+fn debug_output_hides_the_store_password() {
+    let mut config = CoordinatorConfig::default();
+    config.store.url = "postgres://u:secret@h/db".into();
+    let shown = format!("{config:?}");
+    assert!(shown.contains("postgres://u:***@h/db"), "{shown}");
+    assert!(!shown.contains("secret"), "{shown}");
+}
