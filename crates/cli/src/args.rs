@@ -107,6 +107,10 @@ pub struct CoordinatorArgs {
     /// or mysql://USER[:PASS]@HOST[:PORT]/DB. [default: sqlite://leasehold-data/leasehold.db]
     #[arg(long, value_name = "URL")]
     pub store: Option<String>,
+    /// A file holding the store password, so that it stays out of the URL, the command line
+    /// and the logs (a trailing line break is ignored). Not for SQLite.
+    #[arg(long, value_name = "PATH")]
+    pub store_password_file: Option<std::path::PathBuf>,
     /// The cluster name; several clusters may share one store. [default: default]
     #[arg(long, value_name = "NAME")]
     pub cluster: Option<String>,

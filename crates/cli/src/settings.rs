@@ -79,6 +79,9 @@ fn apply_flags(config: &mut CoordinatorConfig, args: &CoordinatorArgs) {
     set(&mut config.listen, &args.listen);
     set(&mut config.metrics_listen, &args.metrics_listen);
     set(&mut config.store.url, &args.store);
+    if args.store_password_file.is_some() {
+        config.store.password_file.clone_from(&args.store_password_file);
+    }
     set(&mut config.cluster, &args.cluster);
     if let Some(mode) = args.ha_mode {
         config.ha.mode = mode;
@@ -94,8 +97,9 @@ fn apply_flags(config: &mut CoordinatorConfig, args: &CoordinatorArgs) {
     }
 }
 
-/// The configuration as TOML, with the store password hidden, and the values defaulted from
-/// others (the node id, the HA loop's renew interval and store timeout) written out.
+/// The configuration as TOML, with the store password hidden (a password file is shown by
+/// its path), and the values defaulted from others (the node id, the HA loop's renew interval
+/// and store timeout) written out.
 pub fn to_toml(config: &CoordinatorConfig) -> anyhow::Result<String> {
     let mut shown = config.clone();
     let timings = config.ha_timings();
@@ -149,6 +153,7 @@ mod tests {
         assert_eq!(env_key("HA__LEASE_TTL").as_deref(), Some("ha.lease-ttl"));
         assert_eq!(env_key("NODE_ID").as_deref(), Some("node-id"));
         assert_eq!(env_key("STORE__URL").as_deref(), Some("store.url"));
+        assert_eq!(env_key("STORE__PASSWORD_FILE").as_deref(), Some("store.password-file"));
         assert_eq!(env_key("ENDPOINTS"), None);
         assert_eq!(env_key("TEST_POSTGRES_URL"), None);
         assert_eq!(env_key("FAILPOINTS"), None);
@@ -234,5 +239,26 @@ mod tests {
         for line in ["node-id = \"coordinator-7411\"", "renew-interval = \"2s\"", "store-timeout = \"500ms\""] {
             assert!(toml.lines().any(|printed| printed == line), "{line} in:\n{toml}");
         }
+    }
+
+    #[test]
+    fn the_password_file_comes_from_file_environment_or_flag_and_prints_as_its_path() {
+        figment::Jail::expect_with(|jail| {
+            let url = "postgres://leasehold@127.0.0.1:5432/leasehold";
+            jail.create_file("c.toml", &format!("[store]\nurl = \"{url}\"\npassword-file = \"from-file\"\n"))?;
+            let args = CoordinatorArgs { config: Some("c.toml".into()), ..CoordinatorArgs::default() };
+            let config = load_coordinator_config(&args).map_err(|error| error.to_string())?;
+            assert_eq!(config.store.password_file.as_deref(), Some(std::path::Path::new("from-file")));
+            jail.set_env("LEASEHOLD_STORE__PASSWORD_FILE", "from-env");
+            let config = load_coordinator_config(&args).map_err(|error| error.to_string())?;
+            assert_eq!(config.store.password_file.as_deref(), Some(std::path::Path::new("from-env")));
+            let args = CoordinatorArgs { store_password_file: Some("from-flag".into()), ..args };
+            let config = load_coordinator_config(&args).map_err(|error| error.to_string())?;
+            assert_eq!(config.store.password_file.as_deref(), Some(std::path::Path::new("from-flag")));
+            let printed = to_toml(&config).map_err(|error| error.to_string())?;
+            assert!(printed.contains("password-file = \"from-flag\""), "{printed}");
+            assert!(printed.contains(&format!("url = \"{url}\"")), "{printed}");
+            Ok(())
+        });
     }
 }

@@ -6,6 +6,7 @@
 mod resources;
 
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use leasehold_core::lease_timing::LeaseTimings;
@@ -13,7 +14,7 @@ use leasehold_core::name::{validate_host_port, validate_id};
 use leasehold_core::propagation::PropagationPlan;
 use leasehold_core::timing::{default_renew_interval, default_store_timeout};
 use leasehold_core::{HaMode, HaTimings};
-use leasehold_store::{Backend, StoreOptions, redact_url};
+use leasehold_store::{Backend, StoreOptions, password_file_conflict, redact_url};
 use serde::{Deserialize, Serialize};
 
 pub use self::resources::{
@@ -81,12 +82,16 @@ impl Default for CoordinatorConfig {
 }
 
 /// `[store]`
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
 pub struct StoreConfig {
     /// `sqlite://PATH` (created if missing), `postgres://USER[:PASSWORD]@HOST[:PORT]/DB` or
-    /// `mysql://USER[:PASSWORD]@HOST[:PORT]/DB`.
+    /// `mysql://USER[:PASSWORD]@HOST[:PORT]/DB`. A password here must be percent-encoded;
+    /// `password-file` keeps it out of the URL altogether.
     pub url: String,
+    /// A file holding the store password (a trailing line break is ignored), read at start;
+    /// the URL then has none. Not for SQLite.
+    pub password_file: Option<PathBuf>,
     /// The limit on one store call outside the HA loop.
     #[serde(with = "humantime_serde")]
     pub call_timeout: Duration,
@@ -105,11 +110,26 @@ impl Default for StoreConfig {
         let defaults = StoreOptions::new("sqlite://leasehold-data/leasehold.db");
         Self {
             url: defaults.url,
+            password_file: defaults.password_file,
             call_timeout: defaults.call_timeout,
             lock_timeout: defaults.lock_timeout,
             idle_transaction_timeout: defaults.idle_transaction_timeout,
             max_connections: defaults.max_connections,
         }
+    }
+}
+
+// Written out so that `{:?}` of the configuration shows the URL redacted.
+impl std::fmt::Debug for StoreConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoreConfig")
+            .field("url", &redact_url(&self.url))
+            .field("password_file", &self.password_file)
+            .field("call_timeout", &self.call_timeout)
+            .field("lock_timeout", &self.lock_timeout)
+            .field("idle_transaction_timeout", &self.idle_transaction_timeout)
+            .field("max_connections", &self.max_connections)
+            .finish()
     }
 }
 
@@ -367,6 +387,7 @@ impl CoordinatorConfig {
     pub fn store_options(&self) -> StoreOptions {
         StoreOptions {
             url: self.store.url.clone(),
+            password_file: self.store.password_file.clone(),
             call_timeout: self.store.call_timeout,
             lock_timeout: self.store.lock_timeout,
             idle_transaction_timeout: self.store.idle_transaction_timeout,
@@ -405,6 +426,11 @@ impl CoordinatorConfig {
                     redact_url(&self.store.url)
                 ),
             ));
+        }
+        if self.store.password_file.is_some()
+            && let Some(conflict) = password_file_conflict(&self.store.url)
+        {
+            return Err(ConfigError::new("store.password-file", conflict));
         }
         for (key, value) in [
             ("store.call-timeout", self.store.call_timeout),

@@ -8,6 +8,14 @@ pub enum StoreError {
     /// The store URL cannot be used (`store.url`).
     #[error("store.url: {0}")]
     InvalidUrl(String),
+    /// `store.password-file` cannot be read or used. Never quotes the file's content.
+    #[error("store.password-file {}: {reason}", path.display())]
+    PasswordFile {
+        /// The file.
+        path: std::path::PathBuf,
+        /// Why.
+        reason: String,
+    },
     /// The store could not be reached at start.
     #[error("cannot reach the {backend} store at {url}: {reason}")]
     Connect {
@@ -15,7 +23,7 @@ pub enum StoreError {
         backend: &'static str,
         /// The URL with any password replaced by `***`.
         url: String,
-        /// Why, as the driver said it.
+        /// Why, as the driver said it, with the password scrubbed out.
         reason: String,
     },
     /// A store call did not finish within its timeout; its connection was closed.
@@ -72,49 +80,5 @@ impl StoreError {
 impl From<sqlx::Error> for StoreError {
     fn from(source: sqlx::Error) -> Self {
         StoreError::Database { op: "", source }
-    }
-}
-
-/// `url` with the password (in the authority or a `password=` parameter) replaced by `***`,
-/// so that it can be logged.
-pub fn redact_url(url: &str) -> String {
-    let mut redacted = url.to_owned();
-    if let Some(scheme_end) = redacted.find("://") {
-        let authority_start = scheme_end + 3;
-        let authority_end =
-            redacted[authority_start..].find(['/', '?']).map_or(redacted.len(), |offset| authority_start + offset);
-        if let Some(at) = redacted[authority_start..authority_end].rfind('@') {
-            let userinfo = &redacted[authority_start..authority_start + at];
-            if let Some(colon) = userinfo.find(':') {
-                let password_start = authority_start + colon + 1;
-                redacted.replace_range(password_start..authority_start + at, "***");
-            }
-        }
-    }
-    if let Some(query_start) = redacted.find('?') {
-        let (base, query) = redacted.split_at(query_start + 1);
-        let query: Vec<String> = query
-            .split('&')
-            .map(|pair| match pair.split_once('=') {
-                Some((key, _)) if key.eq_ignore_ascii_case("password") => format!("{key}=***"),
-                _ => pair.to_owned(),
-            })
-            .collect();
-        redacted = format!("{base}{}", query.join("&"));
-    }
-    redacted
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn passwords_never_reach_the_logs() {
-        assert_eq!(redact_url("postgres://user:secret@db:5432/x"), "postgres://user:***@db:5432/x");
-        assert_eq!(redact_url("mysql://root:p%40ss@h/db?ssl-mode=required"), "mysql://root:***@h/db?ssl-mode=required");
-        assert_eq!(redact_url("postgres://h/db?user=u&password=secret"), "postgres://h/db?user=u&password=***");
-        assert_eq!(redact_url("postgres://user@h/db"), "postgres://user@h/db");
-        assert_eq!(redact_url("sqlite://data/x.db?mode=rwc"), "sqlite://data/x.db?mode=rwc");
     }
 }

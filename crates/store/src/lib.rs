@@ -22,6 +22,8 @@
 //! - [`resources`]: the resource keeper's groups and resources.
 //! - [`session`]: the HA loop's dedicated connection.
 //! - [`migrate`]: embedded, numbered migrations per backend.
+//! - [`secret`]: the store password: redacted wherever it is shown, read from a file when
+//!   kept out of the URL.
 
 pub mod backend;
 pub mod buckets;
@@ -34,6 +36,7 @@ pub mod metadata;
 pub mod migrate;
 pub mod nodes;
 pub mod resources;
+pub mod secret;
 pub mod session;
 mod store;
 pub mod stored;
@@ -43,12 +46,13 @@ pub use backend::Backend;
 pub use buckets::{AssignmentRow, PoolRow};
 pub use catalog::{ProcedureRow, StoredObject};
 pub use db::{Db, Guarded, Unguarded};
-pub use error::{StoreError, redact_url};
+pub use error::StoreError;
 pub use guard::GuardedTx;
 pub use metadata::{DataNodeRow, StoredChange};
 pub use migrate::MigrationSet;
 pub use nodes::{NodeList, NodeRegistration, NodeRow, NodeSnapshot};
 pub use resources::{GroupRow, ResourceRow};
+pub use secret::{password_file_conflict, redact_url};
 pub use session::LeaseSession;
 pub use store::{Store, StoreOptions, new_incarnation};
 pub use stored::{Stored, StoredName, UnknownName};

@@ -1,6 +1,7 @@
 //! The store handle: a connection pool, the backend's statements, and a timeout on every call.
 //! The calls themselves are written once, on [`Db`].
 
+use std::path::PathBuf;
 use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,14 +13,18 @@ use tokio::time::{Instant, timeout_at};
 
 use crate::backend::{Backend, Statements};
 use crate::db::{Db, Unguarded};
-use crate::error::{StoreError, redact_url};
+use crate::error::StoreError;
 use crate::migrate::{self, MigrationSet};
+use crate::secret::{self, redact_url};
 
 /// How to reach the store and how long to wait for it.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct StoreOptions {
     /// `sqlite://PATH`, `postgres://…` or `mysql://…`.
     pub url: String,
+    /// A file holding the password, which then stays out of `url`: it is read at connect
+    /// and set on the connect options only.
+    pub password_file: Option<PathBuf>,
     /// The limit on one store call (connection checkout included).
     pub call_timeout: Duration,
     /// How long a statement waits for a row lock before it fails (PostgreSQL `lock_timeout`,
@@ -39,11 +44,26 @@ impl StoreOptions {
     pub fn new(url: impl Into<String>) -> Self {
         Self {
             url: url.into(),
+            password_file: None,
             call_timeout: Duration::from_secs(2),
             lock_timeout: Duration::from_secs(1),
             idle_transaction_timeout: Duration::from_secs(5),
             max_connections: 8,
         }
+    }
+}
+
+// Written out so that `{:?}` shows the URL redacted.
+impl std::fmt::Debug for StoreOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoreOptions")
+            .field("url", &redact_url(&self.url))
+            .field("password_file", &self.password_file)
+            .field("call_timeout", &self.call_timeout)
+            .field("lock_timeout", &self.lock_timeout)
+            .field("idle_transaction_timeout", &self.idle_transaction_timeout)
+            .field("max_connections", &self.max_connections)
+            .finish()
     }
 }
 
@@ -85,6 +105,7 @@ fn parse_url(url: &str) -> Result<(Backend, AnyConnectOptions), StoreError> {
         }
         _ => url.to_owned(),
     };
+    secret::check_server_url(&url, backend)?;
     let options = AnyConnectOptions::from_str(&url)
         .map_err(|error| StoreError::InvalidUrl(format!("{}: {error}", redact_url(&url))))?;
     Ok((backend, options))
@@ -192,7 +213,14 @@ impl Store {
     /// written; call [`Store::migrate`] next.
     pub async fn connect(options: StoreOptions) -> Result<Store, StoreError> {
         sqlx::any::install_default_drivers();
-        let (backend, connect_options) = parse_url(&options.url)?;
+        let (backend, mut connect_options) = parse_url(&options.url)?;
+        if let Some(path) = &options.password_file {
+            if let Some(conflict) = secret::password_file_conflict(&options.url) {
+                return Err(StoreError::PasswordFile { path: path.clone(), reason: conflict });
+            }
+            let password = secret::read_password_file(path)?;
+            secret::set_password(&mut connect_options.database_url, &password, path)?;
+        }
         let redacted_url = redact_url(&options.url);
         let session_options = options.clone();
         let pool = AnyPoolOptions::new()
@@ -220,11 +248,14 @@ impl Store {
         store.run("select 1", async |db| db.select_one().await).await.map_err(|error| StoreError::Connect {
             backend: backend.as_str(),
             url: store.inner.redacted_url.clone(),
-            reason: match error {
-                StoreError::Database { source, .. } => source.to_string(),
-                StoreError::Timeout { after, .. } => format!("no answer within {after:?}"),
-                other => other.to_string(),
-            },
+            reason: secret::scrub(
+                &match error {
+                    StoreError::Database { source, .. } => source.to_string(),
+                    StoreError::Timeout { after, .. } => format!("no answer within {after:?}"),
+                    other => other.to_string(),
+                },
+                &store.inner.connect_options.database_url,
+            ),
         })?;
         Ok(store)
     }
@@ -354,6 +385,13 @@ mod tests {
         assert!(parse_url("sqlite::memory:").is_err());
         let error = parse_url("postgres://user:secret@host:notaport/db").unwrap_err().to_string();
         assert!(!error.contains("secret"), "{error}");
+    }
+
+    #[test]
+    fn debug_output_hides_the_password() {
+        let shown = format!("{:?}", StoreOptions::new("postgres://u:secret@h/db"));
+        assert!(shown.contains("postgres://u:***@h/db"), "{shown}");
+        assert!(!shown.contains("secret"), "{shown}");
     }
 
     #[test]

@@ -43,6 +43,14 @@ fn each_bad_setting_names_its_key() {
         (Box::new(|c| c.advertise_address = Some("http://x".into())), "advertise-address"),
         (Box::new(|c| c.store.url = "redis://user:secret@h".into()), "store.url"),
         (Box::new(|c| c.store.max_connections = 1), "store.max-connections"),
+        (
+            Box::new(|c| {
+                c.store.url = "postgres://u:inline@h/db".into();
+                c.store.password_file = Some("password".into());
+            }),
+            "store.password-file",
+        ),
+        (Box::new(|c| c.store.password_file = Some("password".into())), "store.password-file"),
         (Box::new(|c| c.ha.renew_interval = Some(Duration::from_secs(5))), "ha.renew-interval"),
         (Box::new(|c| c.ha.margin = Duration::from_secs(10)), "ha.margin"),
         (Box::new(|c| c.metadata.clock_drift = 2.0), "metadata.clock-drift"),
@@ -91,4 +99,13 @@ fn unknown_keys_and_modes_are_refused_when_parsed() {
             .unwrap();
     assert_eq!(parsed.ha.mode, HaMode::HotStandby);
     assert_eq!(parsed.ha_timings().renew_interval, Duration::from_millis(500));
+}
+
+#[test]
+fn debug_output_hides_the_store_password() {
+    let mut config = CoordinatorConfig::default();
+    config.store.url = "postgres://u:secret@h/db".into();
+    let shown = format!("{config:?}");
+    assert!(shown.contains("postgres://u:***@h/db"), "{shown}");
+    assert!(!shown.contains("secret"), "{shown}");
 }
