@@ -62,7 +62,12 @@ pub fn probes(render: RenderMetrics, ready: Readiness) -> Router {
 }
 
 /// Serves `/metrics`, `/healthz` and `/readyz` on `listener` until `shutdown`.
-pub async fn serve_metrics(listener: TcpListener, render: RenderMetrics, ready: Readiness, shutdown: CancellationToken) {
+pub async fn serve_metrics(
+    listener: TcpListener,
+    render: RenderMetrics,
+    ready: Readiness,
+    shutdown: CancellationToken,
+) {
     serve(listener, probes(render, ready), shutdown).await
 }
 
@@ -89,7 +94,10 @@ pub async fn serve(listener: TcpListener, routes: Router, shutdown: Cancellation
         let (service, shutdown) = (service.clone(), shutdown.clone());
         tokio::spawn(async move {
             let mut builder = hyper::server::conn::http1::Builder::new();
-            builder.timer(TokioTimer::new()).header_read_timeout(REQUEST_HEAD_TIMEOUT).max_buf_size(MAX_REQUEST_HEAD_BYTES);
+            builder
+                .timer(TokioTimer::new())
+                .header_read_timeout(REQUEST_HEAD_TIMEOUT)
+                .max_buf_size(MAX_REQUEST_HEAD_BYTES);
             let connection = builder.serve_connection(TokioIo::new(stream), service);
             tokio::select! {
                 served = connection => if let Err(error) = served {
@@ -144,7 +152,8 @@ mod tests {
         assert!(get(address, "/healthz").await.ends_with("ok\n"));
         let other = get(address, "/other").await;
         assert!(other.starts_with("HTTP/1.1 404") && other.ends_with("not found\n"), "{other}");
-        let posted = send(address, "POST /metrics HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+        let posted =
+            send(address, "POST /metrics HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
         assert!(posted.await.starts_with("HTTP/1.1 405"));
 
         let loading = get(address, "/readyz").await;

@@ -138,10 +138,7 @@ impl StatusPage {
     /// Read from the store on a node that serves reads, as `Procedures.ListProcedures` is.
     async fn procedures(&self) -> Section<Procedures> {
         if let Err(error) = self.ha.check_reads() {
-            return Section::unavailable(format!(
-                "this node serves no reads in mode {}: {error}",
-                self.ha.view().mode
-            ));
+            return Section::unavailable(format!("this node serves no reads in mode {}: {error}", self.ha.view().mode));
         }
         let cluster = &self.ha.settings().cluster;
         let list = |state: State, limit: u32| {

@@ -11,9 +11,7 @@
 use std::fmt::Write;
 use std::time::{Duration, UNIX_EPOCH};
 
-use super::report::{
-    Coordinators, DataNodes, Pools, Procedure, Procedures, Resources, Section, StatusReport,
-};
+use super::report::{Coordinators, DataNodes, Pools, Procedure, Procedures, Resources, Section, StatusReport};
 
 /// How often the page fetches itself again.
 pub const REFRESH_EVERY: Duration = Duration::from_secs(5);
@@ -124,7 +122,11 @@ fn header(page: &mut String, report: &StatusReport) {
             node_id = escape(&leader.node_id),
             address = escape(&leader.address),
             term = leader.term,
-            lease = if leader.term > 0 { format!(", lease left {}", span(leader.lease_remaining_ms)) } else { String::new() },
+            lease = if leader.term > 0 {
+                format!(", lease left {}", span(leader.lease_remaining_ms))
+            } else {
+                String::new()
+            },
         );
     } else {
         page.push_str("<p id=\"leader\" class=\"warning\">No leader is known to this node now.</p>\n");
@@ -151,7 +153,7 @@ fn section<T>(page: &mut String, id: &str, title: &str, part: &Section<T>, body:
     page.push_str("</section>\n");
 }
 
-/// Opens a table with `columns`; `None` when there are no rows (the caller says so).
+/// Opens a table whose head names `columns`.
 fn table(page: &mut String, columns: &[&str]) {
     page.push_str("<table>\n<thead><tr>");
     for column in columns {
@@ -202,6 +204,15 @@ fn data_nodes(page: &mut String, part: &DataNodes) {
     if part.nodes.is_empty() {
         return none(page, "No data node is registered.");
     }
+    let mut counts: Vec<(&str, usize)> = Vec::new();
+    for node in &part.nodes {
+        match counts.iter_mut().find(|(lease, _)| *lease == node.lease) {
+            Some((_, count)) => *count += 1,
+            None => counts.push((&node.lease, 1)),
+        }
+    }
+    let counts: Vec<String> = counts.iter().map(|(lease, count)| format!("{count} {}", escape(lease))).collect();
+    let _ = writeln!(page, "<p id=\"data-node-counts\">{} incarnations: {}.</p>", part.nodes.len(), counts.join(", "));
     table(page, &["node", "lease", "silent for", "acked version", "registered", "incarnation", "address", "resource"]);
     for node in &part.nodes {
         let incarnation = &node.incarnation[..node.incarnation.len().min(8)];
@@ -290,7 +301,10 @@ fn resources(page: &mut String, part: &Resources) {
     if part.resources.is_empty() {
         return none(page, "No resource.");
     }
-    table(page, &["resource", "group", "container", "state", "live", "orphan since", "attempts", "last attempt", "last error"]);
+    table(
+        page,
+        &["resource", "group", "container", "state", "live", "orphan since", "attempts", "last attempt", "last error"],
+    );
     for resource in &part.resources {
         let _ = writeln!(
             page,
@@ -452,7 +466,11 @@ mod tests {
         assert!(page.contains(r#"<tr class="data-node" data-node-id="dn1" data-lease="live">"#), "{page}");
         assert!(page.contains(r#"<tr class="data-node" data-node-id="dn2" data-lease="fenced">"#), "{page}");
         assert!(page.contains("<td>17.5 s</td>"), "dn2's silence: {page}");
-        assert!(page.contains(r#"<span class="member">dn1 5</span> <span class="member">dn2 3 (gone)</span>"#), "{page}");
+        assert!(page.contains("2 incarnations: 1 live, 1 fenced."), "{page}");
+        assert!(
+            page.contains(r#"<span class="member">dn1 5</span> <span class="member">dn2 3 (gone)</span>"#),
+            "{page}"
+        );
         assert!(!page.contains("This node is a"), "the leader has no follower note: {page}");
     }
 
@@ -475,7 +493,10 @@ mod tests {
         let page = render(&report);
         assert!(page.contains("This node is a follower"), "{page}");
         assert!(page.contains(r#"<b id="leader-node-id">c2</b>"#), "{page}");
-        assert!(page.contains("<p class=\"unavailable\">known to the leader alone: ask c2 at 10.0.0.2:7400</p>"), "{page}");
+        assert!(
+            page.contains("<p class=\"unavailable\">known to the leader alone: ask c2 at 10.0.0.2:7400</p>"),
+            "{page}"
+        );
         assert!(!page.contains("class=\"data-node\""), "{page}");
     }
 
@@ -503,7 +524,10 @@ mod tests {
             ["cluster", "coordinators", "data_nodes", "leader", "node", "pools", "procedures", "resources"]
         );
         assert_eq!(keys(&json["leader"]), ["address", "known", "lease_remaining_ms", "node_id", "term"]);
-        assert_eq!(keys(&json["data_nodes"]), ["available", "fence_ms", "nodes", "proceed_after_ms", "reason", "version"]);
+        assert_eq!(
+            keys(&json["data_nodes"]),
+            ["available", "fence_ms", "nodes", "proceed_after_ms", "reason", "version"]
+        );
         assert_eq!(
             keys(&json["data_nodes"]["nodes"][1]),
             ["acked_version", "address", "incarnation", "lease", "node_id", "registered", "resource_id", "silent_ms"]
@@ -511,8 +535,14 @@ mod tests {
         assert_eq!(json["data_nodes"]["nodes"][1]["lease"], "fenced");
         assert_eq!(keys(&json["coordinators"]), ["available", "nodes", "reason", "term"]);
         assert_eq!(keys(&json["procedures"]), ["available", "reason", "recent_failures", "running"]);
-        assert_eq!(keys(&json["pools"]["pools"][0]), ["bucket_count", "deleting", "members", "moving", "name", "unowned"]);
+        assert_eq!(
+            keys(&json["pools"]["pools"][0]),
+            ["bucket_count", "deleting", "members", "moving", "name", "unowned"]
+        );
         assert_eq!(keys(&json["pools"]["pools"][0]["members"][0]), ["buckets", "incarnation", "live", "node_id"]);
-        assert_eq!(json["resources"], serde_json::json!({"available": false, "reason": "could not read the resources: <timeout>", "resources": []}));
+        assert_eq!(
+            json["resources"],
+            serde_json::json!({"available": false, "reason": "could not read the resources: <timeout>", "resources": []})
+        );
     }
 }
