@@ -93,14 +93,12 @@ impl StatusPage {
             if self.ha.is_leader_now() || role == HaRole::Standalone {
                 // This node leads and is still loading the term's state.
                 refusal.message().to_owned()
-            } else if leader.known {
-                format!("known to the leader alone: ask {} at {}", leader.node_id, leader.address)
             } else {
-                "known to the leader alone, and no leader is known now".to_owned()
+                format!("known to the leader alone: {}", ask_the_leader(&leader))
             }
         });
         let (coordinators, procedures, resources) =
-            tokio::join!(self.coordinators(), self.procedures(), resources(&self.resources, &term_state));
+            tokio::join!(self.coordinators(), self.procedures(&leader), resources(&self.resources, &term_state));
         StatusReport {
             cluster: settings.cluster.clone(),
             node,
@@ -136,9 +134,13 @@ impl StatusPage {
     }
 
     /// Read from the store on a node that serves reads, as `Procedures.ListProcedures` is.
-    async fn procedures(&self) -> Section<Procedures> {
-        if let Err(error) = self.ha.check_reads() {
-            return Section::unavailable(format!("this node serves no reads in mode {}: {error}", self.ha.view().mode));
+    async fn procedures(&self, leader: &Leader) -> Section<Procedures> {
+        if self.ha.check_reads().is_err() {
+            let mode = self.ha.view().mode;
+            return Section::unavailable(format!(
+                "this node serves no reads in mode {mode}: {}",
+                ask_the_leader(leader)
+            ));
         }
         let cluster = &self.ha.settings().cluster;
         let list = |state: State, limit: u32| {
@@ -195,6 +197,15 @@ const TEXT: (HeaderName, &str) = (header::CONTENT_TYPE, "text/plain; charset=utf
 
 fn starting() -> (StatusCode, [(HeaderName, &'static str); 2], String) {
     (StatusCode::SERVICE_UNAVAILABLE, [TEXT, NO_STORE], "starting: connecting to the store\n".to_owned())
+}
+
+/// Where to look instead, for what only the leader knows.
+fn ask_the_leader(leader: &Leader) -> String {
+    if leader.known {
+        format!("ask {} at {}", leader.node_id, leader.address)
+    } else {
+        "no leader is known now".to_owned()
+    }
 }
 
 fn data_nodes(term: &Result<Arc<MetadataLeader>, String>) -> Section<DataNodes> {

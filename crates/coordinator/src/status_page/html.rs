@@ -115,10 +115,9 @@ fn header(page: &mut String, report: &StatusReport) {
         priority = node.priority,
     );
     if leader.known {
-        let _ = write!(
+        let _ = writeln!(
             page,
-            r#"<p id="leader" class="leader">Leader <b id="leader-node-id">{node_id}</b> at {address}, term <b id="leader-term">{term}</b>{lease}.</p>
-"#,
+            r#"<p id="leader" class="leader">Leader <b id="leader-node-id">{node_id}</b> at {address}, term <b id="leader-term">{term}</b>{lease}.</p>"#,
             node_id = escape(&leader.node_id),
             address = escape(&leader.address),
             term = leader.term,
@@ -132,10 +131,10 @@ fn header(page: &mut String, report: &StatusReport) {
         page.push_str("<p id=\"leader\" class=\"warning\">No leader is known to this node now.</p>\n");
     }
     if leader.known && leader.node_id != node.node_id {
-        let _ = write!(
+        let _ = writeln!(
             page,
             "<p class=\"note\">This node is a {role}: it shows the coordinators and what it can read itself. \
-             Data nodes, pools and resources are known to the leader alone: open this page on {leader}'s metrics port.</p>\n",
+             Data nodes, pools and resources are known to the leader alone: open this page on {leader}'s metrics port.</p>",
             role = escape(&node.role),
             leader = escape(&leader.node_id),
         );
