@@ -234,6 +234,9 @@ fn data_nodes(page: &mut String, part: &DataNodes) {
 }
 
 fn procedures(page: &mut String, part: &Procedures) {
+    if part.running.is_empty() && part.recent_failures.is_empty() {
+        return none(page, "None running, and no recent failure.");
+    }
     page.push_str("<h3>Running</h3>\n");
     if part.running.is_empty() {
         none(page, "None.");
