@@ -73,6 +73,8 @@ impl StatusPage {
             mode: view.mode.to_string(),
             priority: view.priority,
             term: view.term,
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            store_backend: self.ha.store_backend().to_string(),
         };
         let leader = if role == HaRole::Standalone {
             // A stand-alone node is its own leader, without a lease or a term.

@@ -105,7 +105,7 @@ fn header(page: &mut String, report: &StatusReport) {
         page,
         r#"<header>
 <h1>Leasehold <span class="muted">cluster</span> {cluster}</h1>
-<p>Answered by <b>{node_id}</b> ({address}): {role}, mode {mode}, priority {priority}.</p>
+<p>Answered by <b>{node_id}</b> ({address}): {role}, mode {mode}, priority {priority}; Leasehold {version} on {backend}.</p>
 "#,
         cluster = escape(&report.cluster),
         node_id = escape(&node.node_id),
@@ -113,6 +113,8 @@ fn header(page: &mut String, report: &StatusReport) {
         role = badge(&node.role),
         mode = escape(&node.mode),
         priority = node.priority,
+        version = escape(&node.version),
+        backend = escape(&node.store_backend),
     );
     if leader.known {
         let _ = writeln!(
@@ -378,6 +380,8 @@ mod tests {
                 mode: "auto".into(),
                 priority: 5,
                 term: 7,
+                version: "0.1.0".into(),
+                store_backend: "postgres".into(),
             },
             leader: Leader {
                 known: true,
@@ -464,6 +468,7 @@ mod tests {
         assert!(page.contains(r#"<b id="leader-node-id">c2</b>"#), "{page}");
         assert!(page.contains(r#"<b id="leader-term">7</b>"#), "{page}");
         assert!(page.contains("lease left 5.4 s"), "{page}");
+        assert!(page.contains("; Leasehold 0.1.0 on postgres.</p>"), "{page}");
         assert!(page.contains(r#"<tr class="coordinator" data-node-id="c2" data-role="leader">"#), "{page}");
         assert!(page.contains(r#"<tr class="data-node" data-node-id="dn1" data-lease="live">"#), "{page}");
         assert!(page.contains(r#"<tr class="data-node" data-node-id="dn2" data-lease="fenced">"#), "{page}");
@@ -526,6 +531,10 @@ mod tests {
             ["cluster", "coordinators", "data_nodes", "leader", "node", "pools", "procedures", "resources"]
         );
         assert_eq!(keys(&json["leader"]), ["address", "known", "lease_remaining_ms", "node_id", "term"]);
+        assert_eq!(
+            keys(&json["node"]),
+            ["address", "mode", "node_id", "priority", "role", "store_backend", "term", "version"]
+        );
         assert_eq!(
             keys(&json["data_nodes"]),
             ["available", "fence_ms", "nodes", "proceed_after_ms", "reason", "version"]

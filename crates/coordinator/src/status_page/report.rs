@@ -42,6 +42,10 @@ pub struct ThisNode {
     pub priority: i32,
     /// The term it knows.
     pub term: u64,
+    /// The Leasehold version it runs.
+    pub version: String,
+    /// Its store's backend: `sqlite`, `postgres` or `mysql`.
+    pub store_backend: String,
 }
 
 /// The leader as the answering node knows it.
