@@ -11,6 +11,7 @@
 //! - [`readme`]: the README's blocks tagged to run against `leasehold dev`.
 //! - [`grpcurl`]: the README's grpcurl lines, answered through the server's reflection.
 //! - [`agents`]: data-node agents wired through chaos proxies.
+//! - [`browser`]: headless Chromium, for the pages the nodes serve.
 //! - [`observer`]: polls every node's HA state and checks that no term ever had two leaders.
 //! - [`nemesis`]: a seeded schedule of faults over a whole cluster, a recorded workload, and
 //!   the checkers of every promise over its history.
@@ -19,6 +20,7 @@
 //! - [`requests`]: the catalog requests the tests send.
 
 pub mod agents;
+pub mod browser;
 pub mod cluster;
 pub mod ctl;
 pub mod flood;

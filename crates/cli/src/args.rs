@@ -100,7 +100,7 @@ pub struct CoordinatorArgs {
     /// The address other nodes and clients dial. [default: the bound listen address]
     #[arg(long, value_name = "HOST:PORT")]
     pub advertise_address: Option<String>,
-    /// Prometheus /metrics listen address; an empty string turns it off. [default: 127.0.0.1:7490]
+    /// Address of /metrics, /healthz, /readyz and the status page (/); an empty string turns it off. [default: 127.0.0.1:7490]
     #[arg(long, value_name = "HOST:PORT")]
     pub metrics_listen: Option<String>,
     /// The SQL store: sqlite://PATH (created if missing), postgres://USER[:PASS]@HOST[:PORT]/DB
@@ -627,7 +627,7 @@ pub struct DevArgs {
     /// gRPC listen address.
     #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:7400")]
     pub listen: String,
-    /// Prometheus /metrics listen address.
+    /// Address of /metrics, /healthz, /readyz and the status page (/).
     #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:7490")]
     pub metrics_listen: String,
     /// How many data-node agents to run beside the coordinator (on ports 7501, 7502, …, or

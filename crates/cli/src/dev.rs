@@ -100,6 +100,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         "\nLeasehold dev cluster\n\
          \n  coordinator  {grpc}  (node dev-coordinator, HA mode auto){agent_lines}\
          \n  metrics      http://{metrics}/metrics\
+         \n  status page  http://{metrics}/\
          \n  store        {store}\
          \n\nTry:\
          \n  grpcurl -plaintext {grpc} list\

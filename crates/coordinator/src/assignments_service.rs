@@ -48,7 +48,7 @@ fn pool_name(field: &str, name: &str) -> Result<(), Status> {
 }
 
 /// The pool `name` as the leader holds it now.
-fn assignment_of(leader: &MetadataLeader, name: &str) -> Result<Assignment, Status> {
+pub(crate) fn assignment_of(leader: &MetadataLeader, name: &str) -> Result<Assignment, Status> {
     let view = leader.pool_view(name).ok_or_else(|| status_of(&MetadataError::NoSuchPool { pool: name.to_owned() }))?;
     Ok(assignment_message(name, view))
 }

@@ -321,7 +321,8 @@ impl ProceduresService {
     }
 }
 
-fn procedure_message(row: ProcedureRow) -> Procedure {
+/// A procedure row as `ListProcedures` (and the status page) shows it.
+pub(crate) fn procedure_message(row: ProcedureRow) -> Procedure {
     Procedure {
         id: row.id,
         kind: row.kind.into_name(),

@@ -10,8 +10,8 @@ use leasehold::v1::{
     RemoveHaNodeRequest, RemoveHaNodeResponse, SetHaStateRequest, SetHaStateResponse, SetPriorityRequest,
     SetPriorityResponse, WatchLeaderRequest,
 };
+use leasehold_core::HaRole;
 use leasehold_core::name::validate_id;
-use leasehold_core::{HaMode, HaRole};
 use tokio::sync::mpsc;
 use tokio_stream::Stream;
 use tokio_stream::wrappers::ReceiverStream;
@@ -63,9 +63,7 @@ impl ClusterService {
 
     fn ha_state(&self, view: &HaView) -> HaState {
         let settings = self.ha.settings();
-        // The published role lags the moment the hold ends by however long the leader loop
-        // takes to notice; the answer must not.
-        let role = if view.role == HaRole::Leader && !self.ha.is_leader_now() { HaRole::Follower } else { view.role };
+        let role = if view.role == HaRole::Leader { self.ha.role_now() } else { view.role };
         HaState {
             node_id: settings.node_id.clone(),
             address: settings.address.clone(),
@@ -179,50 +177,21 @@ impl Cluster for ClusterService {
         _request: Request<ListHaStatesRequest>,
     ) -> Result<Response<ListHaStatesResponse>, Status> {
         let result = async {
-            let view = self.ha.view();
-            if view.mode == HaMode::Disabled {
-                // A stand-alone node has no registry; it is the whole cluster.
-                let settings = self.ha.settings();
-                return Ok(Response::new(ListHaStatesResponse {
-                    nodes: vec![HaNodeState {
-                        node_id: settings.node_id.clone(),
-                        address: settings.address.clone(),
-                        mode: mode_to_proto(view.mode) as i32,
-                        role: role_to_proto(view.role) as i32,
-                        priority: view.priority,
-                        last_seen_ms_ago: 0,
-                        alive: true,
-                        holds_lease: false,
-                    }],
-                    term: 0,
-                }));
-            }
-            // About HA itself, like GetHaState: every node answers from the store's registry.
-            let (list, lease) = self.ha.registry().await?;
-            let ttl_ms = self.ha.settings().timings.lease_ttl.as_millis() as i64;
-            let live_holder =
-                lease.as_ref().and_then(|lease| lease.live_holder().map(|holder| holder.incarnation.clone()));
-            let nodes = list
-                .nodes
+            let (nodes, term) = self.ha.listing().await?;
+            let nodes = nodes
                 .into_iter()
-                .map(|node| {
-                    let last_seen_ms_ago = (list.store_now_ms - node.last_seen_ms).max(0);
-                    let alive = node.incarnation.is_some() && last_seen_ms_ago < ttl_ms;
-                    let holds_lease = node.incarnation.is_some() && node.incarnation == live_holder;
-                    let role = HaRole::listed(holds_lease, alive, HaRole::from_stored(&node.role));
-                    HaNodeState {
-                        node_id: node.node_id,
-                        address: node.address,
-                        mode: node.mode.parse().map(mode_to_proto).unwrap_or_default() as i32,
-                        role: role_to_proto(role) as i32,
-                        priority: node.priority,
-                        last_seen_ms_ago,
-                        alive,
-                        holds_lease,
-                    }
+                .map(|node| HaNodeState {
+                    node_id: node.node_id,
+                    address: node.address,
+                    mode: node.mode.map(mode_to_proto).unwrap_or_default() as i32,
+                    role: role_to_proto(node.role) as i32,
+                    priority: node.priority,
+                    last_seen_ms_ago: node.last_seen_ms_ago,
+                    alive: node.alive,
+                    holds_lease: node.holds_lease,
                 })
                 .collect();
-            Ok(Response::new(ListHaStatesResponse { nodes, term: lease.map_or(0, |lease| lease.term) }))
+            Ok(Response::new(ListHaStatesResponse { nodes, term }))
         }
         .await;
         metrics::record("ListHaStates", result)

@@ -35,7 +35,8 @@ pub struct CoordinatorConfig {
     /// The address other nodes and clients reach this coordinator at; defaults to the bound
     /// listen address (required when listening on 0.0.0.0 or ::).
     pub advertise_address: Option<String>,
-    /// The Prometheus `/metrics` listen address; empty to disable.
+    /// Where `/metrics`, the probes `/healthz` and `/readyz`, and the status page (`/`,
+    /// `/api/v1/status`) listen; empty to disable.
     pub metrics_listen: String,
     /// The SQL store.
     pub store: StoreConfig,

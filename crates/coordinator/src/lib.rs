@@ -20,7 +20,8 @@
 //! - [`config`]: the configuration tree and its validation.
 //! - [`container`]: what starts and stops the resource keeper's processes (`local`, `external`).
 //! - [`metrics`]: metric names and helpers; [`process_metrics`]: the process's own, read at
-//!   scrape time; [`http`]: `/metrics` and the probes `/healthz` and `/readyz`.
+//!   scrape time; [`http`]: `/metrics` and the probes `/healthz` and `/readyz`;
+//!   [`status_page`]: `/` and `/api/v1/status` beside them, what this node knows of the cluster.
 //! - [`health`]: which services the gRPC health service reports SERVING, by role and mode.
 //! - [`failpoint`]: fault-injection points for tests (compiled in with `failpoints`).
 
@@ -49,6 +50,7 @@ pub mod resource_keeper;
 pub mod resources_service;
 pub mod server;
 pub mod status;
+pub mod status_page;
 
 pub use config::CoordinatorConfig;
 pub use server::{Listeners, RunError, run};

@@ -41,27 +41,33 @@ impl ResourcesService {
     }
 
     fn message(&self, row: ResourceRow, live: &BTreeSet<String>) -> Resource {
-        let orphan_since = self.resources.orphan_since(&row.id);
-        let state = match row.state {
-            ResourceState::Active => WireState::Active,
-            ResourceState::Cleaning => WireState::Cleaning,
-        };
-        Resource {
-            live: live.contains(&row.id),
-            orphan: orphan_since.is_some(),
-            orphan_since_ms: orphan_since.unwrap_or_default(),
-            id: row.id,
-            group: row.group,
-            container: row.container,
-            properties: row.properties.into_iter().collect(),
-            process: row.process.into_iter().collect(),
-            start_time_ms: row.start_time_ms.unwrap_or_default(),
-            state: state as i32,
-            attempts: row.attempts,
-            last_attempt_ms: row.last_attempt_ms.unwrap_or_default(),
-            attempt_id: row.attempt_id,
-            last_error: row.last_error,
-        }
+        resource_message(&self.resources, row, live)
+    }
+}
+
+/// A resource as `ListResources` (and the status page) shows it: its row, whether a data node
+/// of it is live (`live`: the ids of live resources), and since when the keeper sees it orphaned.
+pub(crate) fn resource_message(keeper: &ResourceKeeper, row: ResourceRow, live: &BTreeSet<String>) -> Resource {
+    let orphan_since = keeper.orphan_since(&row.id);
+    let state = match row.state {
+        ResourceState::Active => WireState::Active,
+        ResourceState::Cleaning => WireState::Cleaning,
+    };
+    Resource {
+        live: live.contains(&row.id),
+        orphan: orphan_since.is_some(),
+        orphan_since_ms: orphan_since.unwrap_or_default(),
+        id: row.id,
+        group: row.group,
+        container: row.container,
+        properties: row.properties.into_iter().collect(),
+        process: row.process.into_iter().collect(),
+        start_time_ms: row.start_time_ms.unwrap_or_default(),
+        state: state as i32,
+        attempts: row.attempts,
+        last_attempt_ms: row.last_attempt_ms.unwrap_or_default(),
+        attempt_id: row.attempt_id,
+        last_error: row.last_error,
     }
 }
 

@@ -2,7 +2,7 @@
 //! one shutdown token.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use leasehold::serving::{self, Readiness, with_health_and_reflection};
@@ -29,13 +29,14 @@ use crate::container_runner::ContainerRunner;
 use crate::datanodes_service::DataNodesService;
 use crate::ha::{Ha, HaError, HaSettings};
 use crate::health;
-use crate::http::{RenderMetrics, serve_metrics};
+use crate::http::{self, RenderMetrics};
 use crate::metadata_keeper::MetadataKeeper;
 use crate::metadata_leader::LeaseSettings;
 use crate::procedure_runner::ProcedureRunner;
 use crate::propagator::Propagator;
 use crate::resource_keeper::ResourceKeeper;
 use crate::resources_service::ResourcesService;
+use crate::status_page::{self, StatusPage};
 
 /// The largest request or response message a coordinator accepts (bytes).
 pub const MAX_MESSAGE_BYTES: usize = 1024 * 1024;
@@ -55,8 +56,8 @@ const MAX_CALLS_IN_FLIGHT: usize = 512;
 pub struct Listeners {
     /// gRPC.
     pub grpc: TcpListener,
-    /// Prometheus `/metrics` and the probes `/healthz` and `/readyz`, with the function that
-    /// renders the metrics.
+    /// Prometheus `/metrics`, the probes `/healthz` and `/readyz` and the status page (`/`,
+    /// `/api/v1/status`), with the function that renders the metrics.
     pub metrics: Option<(TcpListener, RenderMetrics)>,
 }
 
@@ -117,10 +118,13 @@ pub async fn run(config: CoordinatorConfig, listeners: Listeners, shutdown: Canc
     let ready = Readiness::new();
     let http_stop = shutdown.child_token();
     let _http_stops_with_run = http_stop.clone().drop_guard();
+    // The status page answers once there is something to show (see below).
+    let status_page = Arc::new(OnceLock::new());
     let metrics_address = match listeners.metrics {
         Some((listener, render)) => {
             let metrics_address = listener.local_addr()?;
-            tokio::spawn(serve_metrics(listener, render, ready.clone(), http_stop));
+            let routes = http::probes(render, ready.clone()).merge(status_page::routes(status_page.clone()));
+            tokio::spawn(http::serve(listener, routes, http_stop));
             Some(metrics_address)
         }
         None => None,
@@ -177,6 +181,8 @@ pub async fn run(config: CoordinatorConfig, listeners: Listeners, shutdown: Canc
     };
     let resource_keeper = Arc::new(ResourceKeeper::new(policy, restarts.interval, containers.clone()));
     let keeper = MetadataKeeper::with_pools(pools).with_resource_keeper(resource_keeper.clone());
+    let page = StatusPage::new(ha.clone(), keeper.clone(), store.clone(), resource_keeper.clone());
+    status_page.set(page).expect("the status page is built once");
     let container_runner = ContainerRunner {
         store: store.clone(),
         cluster: config.cluster.clone(),

@@ -39,6 +39,7 @@ mod handoff;
 mod registry;
 
 pub use error::HaError;
+pub use registry::ListedNode;
 
 /// Who this node is and how it takes part in the election.
 #[derive(Debug, Clone)]
@@ -217,6 +218,13 @@ impl Ha {
     /// flag that a timer would clear.
     pub fn is_leader_now(&self) -> bool {
         self.permit().is_ok()
+    }
+
+    /// This node's role right now. The published role lags the moment the hold ends by
+    /// however long the leader loop takes to notice; an answer about the role must not.
+    pub fn role_now(&self) -> HaRole {
+        let role = self.view().role;
+        if role == HaRole::Leader && !self.is_leader_now() { HaRole::Follower } else { role }
     }
 
     /// The instant from which this node may grant no data-node lease: its local hold on the

@@ -4,6 +4,27 @@
 
 use super::*;
 
+/// One coordinator as a listing of the registry shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListedNode {
+    /// Its stable node id.
+    pub node_id: String,
+    /// Its advertised gRPC address.
+    pub address: String,
+    /// Its mode; `None` when the stored name is unknown to this version.
+    pub mode: Option<HaMode>,
+    /// Its role as the listing judges it ([`HaRole::listed`]).
+    pub role: HaRole,
+    /// Its election priority.
+    pub priority: i32,
+    /// Since it last refreshed its row, on the store's clock.
+    pub last_seen_ms_ago: i64,
+    /// Refreshed within one lease TTL and not stopped.
+    pub alive: bool,
+    /// It holds the unexpired lease.
+    pub holds_lease: bool,
+}
+
 impl Ha {
     /// Claims this node's id in the registry (DESIGN §3: a second live process with the same
     /// id is refused). A row refreshed recently by another incarnation is watched for one
@@ -129,12 +150,51 @@ impl Ha {
         }
     }
 
-    /// The registry and the lease row, for `ListHaStates`.
-    pub async fn registry(&self) -> Result<(NodeList, Option<LeaseView>), HaError> {
-        let cluster = &self.inner.settings.cluster;
+    /// Every coordinator of the cluster as the registry shows it now, and the lease's term
+    /// (0 without one): what `ListHaStates` and the status page list. Every node answers,
+    /// followers included: this is about HA itself, like [`Ha::view`]. A `disabled` node has
+    /// no registry; it is the whole cluster.
+    pub async fn listing(&self) -> Result<(Vec<ListedNode>, u64), HaError> {
+        let settings = &self.inner.settings;
+        let view = self.view();
+        if view.mode == HaMode::Disabled {
+            let me = ListedNode {
+                node_id: settings.node_id.clone(),
+                address: settings.address.clone(),
+                mode: Some(view.mode),
+                role: view.role,
+                priority: view.priority,
+                last_seen_ms_ago: 0,
+                alive: true,
+                holds_lease: false,
+            };
+            return Ok((vec![me], 0));
+        }
+        let cluster = &settings.cluster;
         let list = self.inner.store.run("list nodes", async |db| db.list_nodes(cluster).await).await?;
         let lease = self.inner.store.run("read lease", async |db| db.read_lease(cluster).await).await?;
-        Ok((list, Some(lease)))
+        let ttl_ms = settings.timings.lease_ttl.as_millis() as i64;
+        let live_holder = lease.live_holder().map(|holder| holder.incarnation.clone());
+        let nodes = list
+            .nodes
+            .into_iter()
+            .map(|node| {
+                let last_seen_ms_ago = (list.store_now_ms - node.last_seen_ms).max(0);
+                let alive = node.incarnation.is_some() && last_seen_ms_ago < ttl_ms;
+                let holds_lease = node.incarnation.is_some() && node.incarnation == live_holder;
+                ListedNode {
+                    role: HaRole::listed(holds_lease, alive, HaRole::from_stored(&node.role)),
+                    mode: node.mode.parse().ok(),
+                    node_id: node.node_id,
+                    address: node.address,
+                    priority: node.priority,
+                    last_seen_ms_ago,
+                    alive,
+                    holds_lease,
+                }
+            })
+            .collect();
+        Ok((nodes, lease.term))
     }
 
     /// Removes `node_id` from the registry when it is gone: stopped cleanly, or lost (its row
@@ -142,19 +202,13 @@ impl Ha {
     pub async fn remove_node(&self, node_id: &str) -> Result<(HaRole, i64), HaError> {
         let cluster = &self.inner.settings.cluster;
         let ttl = self.inner.settings.timings.lease_ttl;
-        let (list, lease) = self.registry().await?;
-        let row = list
-            .nodes
-            .iter()
+        let (nodes, _) = self.listing().await?;
+        let node = nodes
+            .into_iter()
             .find(|node| node.node_id == node_id)
             .ok_or_else(|| HaError::UnknownNode { node_id: node_id.to_owned() })?;
-        let last_seen_ms_ago = (list.store_now_ms - row.last_seen_ms).max(0);
-        let alive = row.incarnation.is_some() && last_seen_ms_ago < ttl.as_millis() as i64;
-        let holds_lease = row.incarnation.is_some()
-            && lease.as_ref().and_then(|lease| lease.live_holder()).map(|holder| Some(&holder.incarnation))
-                == Some(row.incarnation.as_ref());
-        let role = HaRole::listed(holds_lease, alive, HaRole::from_stored(&row.role));
-        let live = HaError::NodeLive { node_id: node_id.to_owned(), last_seen_ms_ago, holds_lease };
+        let (role, last_seen_ms_ago) = (node.role, node.last_seen_ms_ago);
+        let live = HaError::NodeLive { node_id: node_id.to_owned(), last_seen_ms_ago, holds_lease: node.holds_lease };
         if !matches!(role, HaRole::Stopped | HaRole::Lost) {
             return Err(live);
         }
