@@ -22,6 +22,31 @@ pub struct GuardedTx {
     checkout: Option<Checkout>,
     store: Store,
     term: u64,
+    /// Dropped with the transaction, which ends its watchdog ([`watch_open_too_long`]).
+    _open: tokio::sync::oneshot::Sender<()>,
+}
+
+/// A transaction is never meant to outlive its deadline (one call timeout from its begin):
+/// every call on it fails after that, and dropping it closes its connection. One still open
+/// after three call timeouts holds the store's write lock (on SQLite every writer of every
+/// coordinator then waits), so it is reported, naming its term and age.
+/// The watchdog's task answers whether it reported.
+fn watch_open_too_long(
+    term: u64,
+    call_timeout: std::time::Duration,
+) -> (tokio::sync::oneshot::Sender<()>, tokio::task::JoinHandle<bool>) {
+    let (open, closed) = tokio::sync::oneshot::channel::<()>();
+    let limit = call_timeout * 3;
+    let watchdog = tokio::spawn(async move {
+        tokio::select! {
+            _ = closed => false,
+            _ = tokio::time::sleep(limit) => {
+                tracing::warn!(term, open_for_ms = limit.as_millis() as u64, "a guarded transaction is still open three call timeouts after it began: it holds the store's write lock");
+                true
+            }
+        }
+    });
+    (open, watchdog)
 }
 
 impl std::fmt::Debug for GuardedTx {
@@ -61,7 +86,12 @@ impl GuardedTx {
             WriteGuard::Standalone => 0,
         };
         match result {
-            Ok(Ok(())) => Ok(GuardedTx { checkout: Some(checkout), store: store.clone(), term }),
+            Ok(Ok(())) => Ok(GuardedTx {
+                checkout: Some(checkout),
+                store: store.clone(),
+                term,
+                _open: watch_open_too_long(term, store.call_timeout()).0,
+            }),
             // Close rather than roll back: the connection may be mid-statement.
             Ok(Err(error)) => {
                 checkout.conn.close_on_drop();
@@ -109,5 +139,26 @@ impl Drop for GuardedTx {
         if let Some(checkout) = self.checkout.as_mut() {
             checkout.conn.close_on_drop();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::watch_open_too_long;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_transaction_closed_in_time_is_not_reported() {
+        let (open, watchdog) = watch_open_too_long(7, Duration::from_secs(2));
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        drop(open);
+        assert!(!watchdog.await.unwrap());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_transaction_open_for_three_call_timeouts_is_reported() {
+        let (_open, watchdog) = watch_open_too_long(7, Duration::from_secs(2));
+        assert!(watchdog.await.unwrap(), "reported at six seconds");
     }
 }
