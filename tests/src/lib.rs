@@ -33,6 +33,7 @@ pub mod poll;
 pub mod process;
 pub mod readme;
 pub mod requests;
+pub mod scratch;
 pub mod store;
 
 pub use agents::TestAgent;
@@ -41,6 +42,7 @@ pub use lab::AgentLab;
 pub use observer::LeaderObserver;
 pub use poll::{Deadline, eventually, never};
 pub use process::Node;
+pub use scratch::Scratch;
 pub use store::TestStore;
 
 /// Process-cluster tests run one at a time: they measure failover times, and several

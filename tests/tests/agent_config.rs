@@ -2,45 +2,18 @@
 //! `LEASEHOLD_AGENT_*` variables over it, a malformed variable that stops the start, and
 //! `--print-config` with every default written out.
 
-use std::path::PathBuf;
 use std::process::ExitStatus;
 use std::time::Duration;
 
 use leasehold::v1::data_nodes_client::DataNodesClient;
 use leasehold::v1::{DataNodeLeaseStatus, ListDataNodesRequest};
-use leasehold_store::new_incarnation;
 use leasehold_tests::process::channel;
-use leasehold_tests::{Node, TestCluster, TestStore, eventually, phase, serial};
+use leasehold_tests::{Node, Scratch, TestCluster, TestStore, eventually, phase, serial};
 
 const BIN: &str = env!("CARGO_BIN_EXE_leasehold-test-node");
 const START: Duration = Duration::from_secs(20);
 /// A command that only reads its configuration ends at once; this is a generous bound.
 const EXIT: Duration = Duration::from_secs(10);
-
-/// A directory of the test's own, removed when the test passes.
-struct Scratch(PathBuf);
-
-impl Scratch {
-    fn new() -> Scratch {
-        let dir = std::env::temp_dir().join("leasehold-tests").join(new_incarnation());
-        std::fs::create_dir_all(&dir).expect("creating the test directory");
-        Scratch(dir)
-    }
-
-    fn write(&self, name: &str, contents: &str) -> String {
-        let path = self.0.join(name);
-        std::fs::write(&path, contents).expect("writing the file");
-        path.display().to_string()
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        if !std::thread::panicking() {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
-}
 
 fn strings(args: &[&str]) -> Vec<String> {
     args.iter().map(|arg| (*arg).to_owned()).collect()

@@ -1,11 +1,9 @@
 //! The resource keeper against the real binary, driven through `ctl resources` as an operator
 //! drives it.
 
-use std::path::PathBuf;
 use std::time::Duration;
 
-use leasehold_store::new_incarnation;
-use leasehold_tests::{TestCluster, TestStore, ctl, eventually, phase, serial};
+use leasehold_tests::{Scratch, TestCluster, TestStore, ctl, eventually, phase, serial};
 
 const BIN: &str = env!("CARGO_BIN_EXE_leasehold-test-node");
 
@@ -21,30 +19,11 @@ interval = "500ms"
 grace-period = "1s"
 "#;
 
-/// A directory of the test's own, removed when the test passes.
-struct Scratch(PathBuf);
-
-impl Scratch {
-    fn new() -> Scratch {
-        let dir = std::env::temp_dir().join("leasehold-tests").join(new_incarnation());
-        std::fs::create_dir_all(&dir).expect("creating the test directory");
-        Scratch(dir)
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        if !std::thread::panicking() {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ctl_creates_shows_and_deletes_groups_and_resources() {
     let _serial = serial().await;
     let scratch = Scratch::new();
-    let config = scratch.0.join("coordinator.toml");
+    let config = scratch.path().join("coordinator.toml");
     std::fs::write(&config, CONFIG).unwrap();
     let mut cluster = TestCluster::new(BIN, TestStore::sqlite());
     cluster.start("c1", &["--config", config.to_str().unwrap()], &[]).await;
@@ -80,7 +59,7 @@ async fn ctl_creates_shows_and_deletes_groups_and_resources() {
         ("id", serde_json::json!("r1")),
         ("group", serde_json::json!("g")),
         ("container", serde_json::json!("k8s")),
-        ("state", serde_json::json!("ACTIVE")),
+        ("state", serde_json::json!("RESOURCE_STATE_ACTIVE")),
         ("properties", serde_json::json!({ "port": "7501" })),
         // An external container's processes are started elsewhere: nothing recorded, no
         // data node registered, no restart attempted.
