@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use leasehold::v1::alter_table_request::Action;
 use leasehold::v1::data_nodes_client::DataNodesClient;
-use leasehold::v1::{BarrierRequest, ColumnCategory, DataType, DropTableRequest, GetTableRequest};
+use leasehold::v1::{
+    BarrierRequest, ColumnCategory, DataType, DropTableRequest, GetTableRequest, ListDataNodesRequest,
+};
 use leasehold_agent::agent::AcceptAll;
 use leasehold_agent::{Agent, AgentConfig, AgentEvent, AgentHost, ResolveError};
 use leasehold_chaos::Proxy;
@@ -139,6 +141,36 @@ async fn an_embedded_agent_tells_its_host_about_changes_fences_and_unfences() {
         next_event(events, Duration::from_secs(10), |event| matches!(event, AgentEvent::Unfenced { .. })).await;
     assert_eq!(unfenced, AgentEvent::Unfenced { version });
 
+    lab.stop().await;
+}
+
+/// A host that stopped serving shuts its agent down: the agent answers nothing from then on,
+/// and the leader forgets its incarnation at once. A barrier right after it waits for no one,
+/// where a plain stop would have left a tombstone counted until it has provably fenced.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_shut_down_by_its_host_is_forgotten_at_once() {
+    let _serial = serial().await;
+    let lease = LeaseSettings::default();
+    let mut lab = Embedded::new(lease, Arc::new(AcceptAll)).await;
+    let agent = lab.agent.clone();
+    lab.run();
+    next_event(&mut lab.events, Duration::from_secs(10), |event| matches!(event, AgentEvent::Unfenced { .. })).await;
+    let incarnation = agent.incarnation();
+    let mut client = DataNodesClient::new(leasehold_tests::process::channel(&lab.coordinator));
+    let listed = client.list_data_nodes(ListDataNodesRequest {}).await.unwrap().into_inner();
+    assert!(listed.nodes.iter().any(|node| node.incarnation == incarnation), "{listed:?}");
+
+    phase("the host has stopped serving: it shuts the agent down");
+    agent.shutdown().await;
+    assert_eq!(agent.resolve_table("db", "t"), Err(ResolveError::Fenced), "it answers nothing more");
+    let listed = client.list_data_nodes(ListDataNodesRequest {}).await.unwrap().into_inner();
+    assert!(listed.nodes.iter().all(|node| node.incarnation != incarnation), "no tombstone is left: {listed:?}");
+    let barrier = client.barrier(BarrierRequest {}).await.unwrap().into_inner();
+    assert!(barrier.fenced.is_empty() && barrier.acknowledged.is_empty(), "nobody is waited for: {barrier:?}");
+    assert!(
+        Duration::from_millis(barrier.waited_ms) < lease.fence,
+        "the barrier did not wait the agent out: {barrier:?}"
+    );
     lab.stop().await;
 }
 

@@ -638,7 +638,44 @@ async fn dev_serves_a_coordinator_and_stops_cleanly() {
     })
     .await;
     assert_eq!(again.attempts, 1, "{again:?}");
+    let incarnations = eventually("three agents registered and live again", ELECTION, || {
+        let address = address.clone();
+        async move {
+            let mut client =
+                leasehold::v1::data_nodes_client::DataNodesClient::new(leasehold_tests::process::channel(&address));
+            let listed = client.list_data_nodes(leasehold::v1::ListDataNodesRequest {}).await.ok()?.into_inner();
+            let live: Vec<String> = listed
+                .nodes
+                .iter()
+                .filter(|node| node.registered && node.status == leasehold::v1::DataNodeLeaseStatus::Live as i32)
+                .map(|node| node.incarnation.clone())
+                .collect();
+            (live.len() == 3).then_some(live)
+        }
+    })
+    .await;
     dev.terminate();
-    let status = dev.wait_exit(Duration::from_secs(30)).await.expect("dev exits on SIGTERM");
+    // Each agent waits out the validity of the reads it answered (up to the fence), then
+    // deregisters as released.
+    let status = dev.wait_exit(Duration::from_secs(60)).await.expect("dev exits on SIGTERM");
+    assert!(status.success(), "{status}");
+
+    phase("dev again on the same data directory: the agents that stopped left no tombstone behind");
+    let mut dev = Node::spawn(BIN, "dev-coordinator", &args, &[]);
+    dev.wait_serving(Duration::from_secs(20)).await;
+    let address = dev.grpc.clone();
+    let listed = eventually("the new run's leader lists its data nodes", ELECTION, || {
+        let address = address.clone();
+        async move {
+            let mut client =
+                leasehold::v1::data_nodes_client::DataNodesClient::new(leasehold_tests::process::channel(&address));
+            Some(client.list_data_nodes(leasehold::v1::ListDataNodesRequest {}).await.ok()?.into_inner())
+        }
+    })
+    .await;
+    let left: Vec<_> = listed.nodes.iter().filter(|node| incarnations.contains(&node.incarnation)).collect();
+    assert!(left.is_empty(), "the stopped agents' incarnations are still counted: {left:?}");
+    dev.terminate();
+    let status = dev.wait_exit(Duration::from_secs(60)).await.expect("dev exits on SIGTERM");
     assert!(status.success(), "{status}");
 }

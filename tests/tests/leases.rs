@@ -245,7 +245,7 @@ async fn a_deregistered_agent_behind_a_partition_blocks_until_settled() {
     dn2.partition();
     let cut_at = Instant::now();
     data_nodes(&leader, &lab.lease)
-        .deregister(DeregisterRequest { node_id: "dn2".into(), incarnation, buckets_released: false })
+        .deregister(DeregisterRequest { node_id: "dn2".into(), incarnation, buckets_released: false, released: false })
         .await
         .expect("deregistered");
     let answer = barrier(&leader, &lab.lease).await.expect("the barrier proceeds");
@@ -274,12 +274,24 @@ async fn a_deregistered_agent_still_counts_after_a_leader_failover() {
     lab.agent("dn2").partition();
     let cut_at = Instant::now();
     data_nodes(&address, &lab.lease)
-        .deregister(DeregisterRequest { node_id: "dn2".into(), incarnation, buckets_released: false })
+        .deregister(DeregisterRequest { node_id: "dn2".into(), incarnation, buckets_released: false, released: false })
         .await
         .expect("deregistered");
     lab.cluster.node_mut(&leader).kill();
     let (successor, _, _) = lab.cluster.leader_above(term, ELECTION).await;
     let successor = lab.cluster.node(&successor).grpc.clone();
+    let listed = data_nodes(&successor, &lab.lease)
+        .list_data_nodes(ListDataNodesRequest {})
+        .await
+        .expect("the new leader lists its data nodes")
+        .into_inner();
+    let tombstone = listed.nodes.iter().find(|node| node.node_id == "dn2" && !node.registered);
+    let tombstone = tombstone.unwrap_or_else(|| panic!("the new leader lists dn2's tombstone: {listed:?}"));
+    assert_eq!(
+        (tombstone.departure.as_str(), tombstone.silent_ms),
+        ("left", -1),
+        "it deregistered, and this leader never heard from it: {tombstone:?}"
+    );
     let answer = barrier(&successor, &lab.lease).await.expect("the barrier proceeds at the new leader");
     let took = cut_at.elapsed();
     eprintln!("barrier at the new leader with a deregistered, partitioned dn2: {took:?} after the cut");
@@ -515,7 +527,12 @@ async fn a_silent_incarnation_is_evicted_and_comes_back_as_a_new_one() {
     };
     client.register(register.clone()).await.expect("registered");
     client
-        .deregister(DeregisterRequest { node_id: "late".into(), incarnation: "i-late".into(), buckets_released: false })
+        .deregister(DeregisterRequest {
+            node_id: "late".into(),
+            incarnation: "i-late".into(),
+            buckets_released: false,
+            released: false,
+        })
         .await
         .expect("deregistered");
     let refused = client.register(register).await.expect_err("the retired incarnation is refused");

@@ -159,7 +159,7 @@ async fn a_refusal_in_a_batch_fails_only_its_own_registration() {
     phase("retire one incarnation before the batch");
     let mut client = lab.client();
     client.register(registration("late", "i-late")).await.expect("registered");
-    let request = DeregisterRequest { node_id: "late".into(), incarnation: "i-late".into(), buckets_released: false };
+    let request = DeregisterRequest { node_id: "late".into(), incarnation: "i-late".into(), ..Default::default() };
     client.deregister(request).await.expect("deregistered");
     let before = lab.metrics().await;
 

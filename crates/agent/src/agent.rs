@@ -269,6 +269,17 @@ struct Inner {
     release_generation: std::sync::atomic::AtomicU64,
     /// Set when the agent stops: it owns nothing from then on (it gave every bucket up).
     drained: std::sync::atomic::AtomicBool,
+    /// Set by [`Agent::shutdown`]: the host stopped serving, and this agent answers nothing
+    /// from then on; its deregistration says so (`released`).
+    released: std::sync::atomic::AtomicBool,
+    /// Ends [`Agent::run`], as its own shutdown token does.
+    stop: CancellationToken,
+    /// Where [`Agent::run`] stands: `None` before it starts, `Some(false)` while it runs,
+    /// `Some(true)` once it has deregistered (or stopped for good).
+    run_state: tokio::sync::watch::Sender<Option<bool>>,
+    /// The latest end of validity the sidecar's gRPC answers handed out (boot-clock
+    /// nanoseconds): what its shutdown waits out before it may say `released`.
+    answered_until_ns: std::sync::atomic::AtomicU64,
     events: broadcast::Sender<AgentEvent>,
     renewed: Notify,
     /// Why the leader refused this process for good, once it has.
@@ -325,6 +336,10 @@ impl Agent {
                 releasing: ArcSwap::from_pointee(BTreeSet::new()),
                 release_generation: std::sync::atomic::AtomicU64::new(0),
                 drained: std::sync::atomic::AtomicBool::new(false),
+                released: std::sync::atomic::AtomicBool::new(false),
+                stop: CancellationToken::new(),
+                run_state: tokio::sync::watch::Sender::new(None),
+                answered_until_ns: std::sync::atomic::AtomicU64::new(0),
                 events,
                 renewed: Notify::new(),
                 superseded: std::sync::OnceLock::new(),
@@ -585,6 +600,64 @@ impl Agent {
         self.inner.clock.now().until(until)
     }
 
+    /// Records that an answer handed to a reader outside this process (the sidecar's gRPC
+    /// service) stays valid until `until`, and returns how long from now that is.
+    pub fn answered_until(&self, until: MonoTime) -> Duration {
+        let nanos = until.saturating_since(MonoTime::ZERO).as_nanos() as u64;
+        self.inner.answered_until_ns.fetch_max(nanos, std::sync::atomic::Ordering::SeqCst);
+        self.valid_for(until)
+    }
+
+    /// How long from now until every answer recorded by [`Agent::answered_until`] has run out.
+    pub fn answers_valid_for(&self) -> Duration {
+        let nanos = self.inner.answered_until_ns.load(std::sync::atomic::Ordering::SeqCst);
+        self.valid_for(MonoTime::ZERO + Duration::from_nanos(nanos))
+    }
+
+    /// Stops this agent for good on behalf of a host that has stopped serving. Call it only
+    /// once the host uses nothing this agent answered: no table, no bucket, whatever validity
+    /// came with them. From the call on the agent answers nothing (reads are refused as
+    /// fenced, it owns no bucket), and its heartbeat task ends and deregisters with
+    /// `released`: the leader forgets this incarnation at once instead of keeping it as a
+    /// tombstone until it has provably fenced, so no broadcast and no next leader waits for
+    /// it (docs/PROTOCOL.md, "A released deregistration"). Returns once the deregistration was
+    /// sent, or at once when [`Agent::run`] was never started.
+    pub async fn shutdown(&self) {
+        use std::sync::atomic::Ordering::SeqCst;
+        let stopped_earlier = *self.inner.run_state.borrow() == Some(true);
+        {
+            // Under the lease lock, which every change of the cache takes: no answer or push
+            // installs a cache after this.
+            let _lease = self.lease();
+            self.inner.released.store(true, SeqCst);
+            self.inner.drained.store(true, SeqCst);
+            self.inner.release_generation.fetch_add(1, SeqCst);
+            self.inner.view.store(Arc::new(CacheView::default()));
+        }
+        info!(node_id = %self.inner.config.node_id, "the host stopped serving: this agent answers nothing more and deregisters as released");
+        if stopped_earlier && self.superseded().is_none() {
+            // It deregistered as it stopped, and still counts as a tombstone: release that.
+            let mut link =
+                CoordinatorLink::new(self.inner.config.coordinators.clone(), self.inner.config.heartbeat_timeout);
+            self.deregister(&mut link, true).await;
+            return;
+        }
+        self.stop().await;
+    }
+
+    /// Ends the heartbeat task, which gives every bucket up and deregisters (as released only
+    /// after [`Agent::shutdown`]); returns once it has, or at once when it is not running.
+    /// Until it has provably fenced, the leader still counts the incarnation for broadcasts.
+    pub async fn stop(&self) {
+        self.inner.stop.cancel();
+        let mut state = self.inner.run_state.subscribe();
+        let _ = state.wait_for(|state| *state != Some(false)).await;
+    }
+
+    fn is_released(&self) -> bool {
+        self.inner.released.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
     /// The lease as it stands now.
     pub fn lease_state(&self) -> LeaseState {
         let now = self.inner.clock.now();
@@ -803,6 +876,9 @@ impl Agent {
     fn on_heartbeat_response(&self, ticket: &HeartbeatTicket, response: HeartbeatResponse) -> (&'static str, bool) {
         let now = self.inner.clock.now();
         let mut lease = self.lease();
+        if self.is_released() {
+            return ("ignored", false);
+        }
         self.fence_if_expired(&mut lease, now);
         let resync = response.snapshot.is_some();
         match lease.consider_response(ticket, response.term, resync, now) {
@@ -897,6 +973,9 @@ impl Agent {
     pub fn apply_push(&self, request: &ApplyInvalidationRequest) -> Result<u64, PushError> {
         let now = self.inner.clock.now();
         let mut lease = self.lease();
+        if self.is_released() {
+            return Err(PushError::Fenced);
+        }
         self.fence_if_expired(&mut lease, now);
         if !request.incarnation.is_empty() && request.incarnation != self.incarnation() {
             return Err(PushError::WrongIncarnation { meant: request.incarnation.clone(), actual: self.incarnation() });
@@ -929,6 +1008,12 @@ impl Agent {
 
     /// Runs the heartbeat and fence tasks until `shutdown`, then deregisters.
     pub async fn run(self, shutdown: CancellationToken) {
+        self.inner.run_state.send_replace(Some(false));
+        self.heartbeat_until_stopped(shutdown).await;
+        self.inner.run_state.send_replace(Some(true));
+    }
+
+    async fn heartbeat_until_stopped(&self, shutdown: CancellationToken) {
         let fence_watch = tokio::spawn(self.clone().watch_fence(shutdown.clone()));
         let mut link =
             CoordinatorLink::new(self.inner.config.coordinators.clone(), self.inner.config.heartbeat_timeout);
@@ -940,6 +1025,7 @@ impl Agent {
             tokio::select! {
                 _ = ticker.tick() => {}
                 _ = shutdown.cancelled() => break,
+                _ = self.inner.stop.cancelled() => break,
             }
             metrics::loop_iteration("heartbeat");
             if !registered {
@@ -992,10 +1078,17 @@ impl Agent {
         fence_watch.abort();
         // Buckets first: a rolling restart then moves them at once, not after T_proceed.
         let buckets_released = self.drain_buckets();
+        self.deregister(&mut link, buckets_released).await;
+    }
+
+    /// Deregisters this incarnation, saying `released` when the host has stopped serving.
+    async fn deregister(&self, link: &mut CoordinatorLink, buckets_released: bool) {
+        let released = self.is_released();
         let request = DeregisterRequest {
             node_id: self.inner.config.node_id.clone(),
             incarnation: self.incarnation(),
-            buckets_released,
+            buckets_released: buckets_released || released,
+            released,
         };
         match link
             .call(|mut client| {
@@ -1004,7 +1097,7 @@ impl Agent {
             })
             .await
         {
-            Ok(_) => info!(node_id = %self.inner.config.node_id, "deregistered"),
+            Ok(_) => info!(node_id = %self.inner.config.node_id, released, "deregistered"),
             Err(error) => {
                 warn!(%error, "could not deregister; the leader keeps counting this node until it has fenced")
             }

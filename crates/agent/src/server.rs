@@ -57,7 +57,9 @@ pub async fn run(
         config.advertise_address = bound.to_string();
     }
     config.validate().map_err(AgentRunError::Config)?;
-    let (agent, heartbeats) = Agent::start(config.clone(), Arc::new(AcceptAll), shutdown.clone());
+    // The heartbeats outlive the gRPC service: they end with `Agent::shutdown` below, once
+    // nothing this sidecar answered is valid any more.
+    let (agent, heartbeats) = Agent::start(config.clone(), Arc::new(AcceptAll), CancellationToken::new());
     // Heartbeats end early only when the leader refused this process for good: stop serving.
     let heartbeats = tokio::spawn({
         let (agent, shutdown) = (agent.clone(), shutdown.clone());
@@ -68,7 +70,22 @@ pub async fn run(
             }
         }
     });
-    serve(agent.clone(), grpc, metrics, ready, shutdown).await?;
+    let served = serve(agent.clone(), grpc, metrics, ready, shutdown).await;
+    // The service answers no read any more. Every answer it gave told its reader how long it
+    // stays valid: once that has run out, nothing this incarnation answered is in use, and it
+    // may deregister as released. Until then it deregisters as it always did (its buckets move
+    // at once; its cache counts as a tombstone), and the release follows.
+    let wait = agent.answers_valid_for();
+    if !wait.is_zero() && agent.superseded().is_none() {
+        agent.stop().await;
+        info!(
+            wait_ms = wait.as_millis() as u64,
+            "waiting out the validity of the answers given, then releasing this incarnation"
+        );
+        tokio::time::sleep(wait).await;
+    }
+    agent.shutdown().await;
+    served?;
     let _ = heartbeats.await;
     if let Some(why) = agent.superseded() {
         return Err(AgentRunError::Superseded(why.to_owned()));

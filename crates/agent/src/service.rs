@@ -193,7 +193,7 @@ impl AgentRpc for AgentService {
                     table: resolved.schema.name.clone(),
                     schema: Some(leasehold::catalog::table_message(resolved.schema, resolved.schema.ttl)),
                     version: resolved.version,
-                    valid_for_ms: self.agent.valid_for(resolved.valid_until).as_millis() as i64,
+                    valid_for_ms: self.agent.answered_until(resolved.valid_until).as_millis() as i64,
                 })
             })
             .map_err(|error| status_of(&error))
@@ -206,7 +206,7 @@ impl AgentRpc for AgentService {
         let request = request.into_inner();
         check_name("pool", &request.pool)?;
         let owned = self.agent.owned(&request.pool).map_err(|error| status_of(&error))?;
-        let valid_for_ms = self.agent.valid_for(owned.valid_until).as_millis() as i64;
+        let valid_for_ms = self.agent.answered_until(owned.valid_until).as_millis() as i64;
         Ok(Response::new(GetOwnershipResponse {
             pool: request.pool,
             buckets: owned

@@ -277,9 +277,9 @@ async fn datanodes(client: &Client, command: DataNodesCommand) -> anyhow::Result
                         node.node_id.clone(),
                         node.incarnation.chars().take(8).collect(),
                         node.address.clone(),
-                        if node.registered { "yes".into() } else { "tombstone".into() },
+                        if node.registered { "yes".into() } else { format!("tombstone ({})", node.departure) },
                         lease_status_name(node.status).into(),
-                        format!("{}ms", node.silent_ms),
+                        if node.silent_ms < 0 { "-".to_owned() } else { format!("{}ms", node.silent_ms) },
                         node.acked_version.to_string(),
                     ]
                 })
@@ -293,6 +293,7 @@ async fn datanodes(client: &Client, command: DataNodesCommand) -> anyhow::Result
                         "incarnation": node.incarnation,
                         "address": node.address,
                         "registered": node.registered,
+                        "departure": node.departure,
                         "status": enum_json::<DataNodeLeaseStatus>(node.status),
                         "silent_ms": node.silent_ms,
                         "acked_version": node.acked_version,

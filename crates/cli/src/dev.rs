@@ -21,8 +21,9 @@ use crate::serve;
 /// The group dev's agents form, and the container that runs them.
 const DEV_GROUP: &str = "dev-agents";
 const DEV_CONTAINER: &str = "dev-agents";
-/// How long dev waits for its agents to be stopped and removed on Ctrl-C.
-const STOP_WAIT: Duration = Duration::from_secs(20);
+/// How long dev waits for its agents to be stopped and removed on Ctrl-C: longer than their
+/// stop grace.
+const STOP_WAIT: Duration = Duration::from_secs(30);
 
 /// Runs the development cluster until Ctrl-C.
 pub async fn run(args: DevArgs) -> anyhow::Result<()> {
@@ -53,7 +54,10 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         environment: BTreeMap::new(),
         working_directory: None,
         log_directory: args.data_dir.join("agents"),
-        stop_grace: Duration::from_secs(10),
+        // A stopping agent waits out the validity of the reads it answered (at most the
+        // fence) before it deregisters as released; killed sooner, it would leave a tombstone
+        // that the next run waits out.
+        stop_grace: CoordinatorConfig::default().metadata.lease_fence + Duration::from_secs(5),
     };
     let config = CoordinatorConfig {
         node_id: Some("dev-coordinator".into()),

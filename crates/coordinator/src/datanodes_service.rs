@@ -180,7 +180,9 @@ impl DataNodes for DataNodesService {
             let request = request.into_inner();
             validate_node(&request.node_id, &request.incarnation)?;
             let leader = self.leader()?;
-            leader.deregister(&request.node_id, &request.incarnation, request.buckets_released).await?;
+            leader
+                .deregister(&request.node_id, &request.incarnation, request.buckets_released, request.released)
+                .await?;
             Ok(Response::new(DeregisterResponse {}))
         }
         .await;

@@ -169,6 +169,17 @@ impl ContactTracker {
         }
     }
 
+    /// A node whose host stopped serving before it deregistered (`released`, see
+    /// docs/PROTOCOL.md): whatever lease it held serves nothing any more, so it is forgotten
+    /// at once, also in the snapshots of the versions being broadcast, where it then counts
+    /// as a node that held no lease.
+    pub fn release(&mut self, key: &NodeKey) {
+        self.nodes.remove(key);
+        for publication in self.publications.values_mut() {
+            publication.bounds.remove(key);
+        }
+    }
+
     /// Whether `key` is registered (and not a tombstone).
     pub fn is_registered(&self, key: &NodeKey) -> bool {
         self.nodes.get(key).is_some_and(|tracked| tracked.tombstone_since.is_none())

@@ -147,6 +147,8 @@ pub(crate) struct Statements {
     pub tombstone_list: Arc<str>,
     pub tombstone_mark_released: Arc<str>,
     pub tombstone_list_released: Arc<str>,
+    pub tombstone_mark_left: Arc<str>,
+    pub tombstone_list_left: Arc<str>,
     pub object_update: Arc<str>,
     pub object_insert: Arc<str>,
     pub object_delete: Arc<str>,
@@ -298,6 +300,12 @@ impl Statements {
             ),
             tombstone_list_released: r(
                 "SELECT node_id, incarnation FROM data_node_tombstones WHERE cluster = ? AND buckets_released = 1 ORDER BY node_id, incarnation",
+            ),
+            tombstone_mark_left: r(
+                "UPDATE data_node_tombstones SET left_cleanly = 1 WHERE cluster = ? AND node_id = ? AND incarnation = ?",
+            ),
+            tombstone_list_left: r(
+                "SELECT node_id, incarnation FROM data_node_tombstones WHERE cluster = ? AND left_cleanly = 1 ORDER BY node_id, incarnation",
             ),
             tombstone_list: r(
                 "SELECT node_id, incarnation FROM data_node_tombstones WHERE cluster = ? ORDER BY node_id, incarnation",

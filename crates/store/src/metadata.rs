@@ -136,6 +136,12 @@ impl<F> Db<'_, F> {
         self.node_keys(self.sql.tombstone_list_released.clone(), cluster).await
     }
 
+    /// Every tombstone whose incarnation deregistered (it left, rather than being lost), as
+    /// (node id, incarnation).
+    pub async fn list_left_tombstones(&mut self, cluster: &str) -> Result<Vec<(String, String)>, StoreError> {
+        self.node_keys(self.sql.tombstone_list_left.clone(), cluster).await
+    }
+
     /// The (node id, incarnation) rows `statement` selects for `cluster`.
     async fn node_keys(
         &mut self,
@@ -272,6 +278,17 @@ impl Db<'_, Guarded> {
                 .await?;
         }
         Ok(())
+    }
+
+    /// Records that a tombstone's incarnation deregistered (it left); false if there is no
+    /// such tombstone.
+    pub async fn mark_tombstone_left(
+        &mut self,
+        cluster: &str,
+        node_id: &str,
+        incarnation: &str,
+    ) -> Result<bool, StoreError> {
+        crate::changes_incarnation(self.conn, &self.sql.tombstone_mark_left, cluster, node_id, incarnation).await
     }
 
     /// Records that a tombstone's incarnation gave every bucket up as it deregistered; false

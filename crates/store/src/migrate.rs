@@ -86,6 +86,13 @@ const MIGRATIONS: &[Migration] = &[
         postgres: include_str!("../migrations/postgres/0009_resources.sql"),
         mysql: include_str!("../migrations/mysql/0009_resources.sql"),
     },
+    Migration {
+        id: "0010_tombstone_departure",
+        ha: false,
+        sqlite: include_str!("../migrations/sqlite/0010_tombstone_departure.sql"),
+        postgres: include_str!("../migrations/postgres/0010_tombstone_departure.sql"),
+        mysql: include_str!("../migrations/mysql/0010_tombstone_departure.sql"),
+    },
 ];
 
 const CREATE_LEDGER: &str = "CREATE TABLE IF NOT EXISTS leasehold_migrations (id VARCHAR(64) NOT NULL PRIMARY KEY, applied_at_ms BIGINT NOT NULL)";

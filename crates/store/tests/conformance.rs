@@ -716,6 +716,13 @@ async fn tombstones_are_kept_once_and_forgotten(h: Harness) {
             .unwrap(),
         [("dn1".to_owned(), "i2".to_owned())]
     );
+    let left = async || h.store.run("list left tombstones", async |db| db.list_left_tombstones(&h.cluster).await).await;
+    assert!(left().await.unwrap().is_empty(), "a tombstone is lost unless marked");
+    let mut tx = h.store.begin_guarded(&guard).await.unwrap();
+    assert!(tx.run(async |db| db.mark_tombstone_left(&h.cluster, "dn1", "i2").await).await.unwrap());
+    assert!(!tx.run(async |db| db.mark_tombstone_left(&h.cluster, "dn1", "nope").await).await.unwrap());
+    tx.commit().await.unwrap();
+    assert_eq!(left().await.unwrap(), [("dn1".to_owned(), "i2".to_owned())]);
 }
 
 async fn settings_are_written_and_read_back(h: Harness) {

@@ -109,6 +109,8 @@ impl MetadataLeader {
         let drained =
             keys(store.run("list released tombstones", async |db| db.list_released_tombstones(&cluster).await).await?)
                 .collect();
+        let left = keys(store.run("list left tombstones", async |db| db.list_left_tombstones(&cluster).await).await?)
+            .collect();
         let proceed_after = settings.timings.proceed_after(largest_fence);
         let start = TermStart {
             promoted_at: identity.promoted_at,
@@ -129,6 +131,7 @@ impl MetadataLeader {
             pools,
             assignments,
             drained,
+            left,
             resources,
         };
         let ledger = Ledger::new(start, inherited);

@@ -20,7 +20,9 @@ use leasehold_core::catalog::{Catalog, CatalogChange, Orphaned};
 use leasehold_core::contact::{ContactStatus, NodeKey};
 use leasehold_core::ddl::{self, DataTarget};
 use leasehold_core::lease_timing::LeaseTimings;
-use leasehold_core::ledger::{self, Answer, Beat, BroadcastStep, Inherited, Ledger, Refusal, Refusals, TermStart};
+use leasehold_core::ledger::{
+    self, Answer, Beat, BroadcastStep, Departure, Inherited, Ledger, Refusal, Refusals, TermStart,
+};
 use leasehold_core::{Clock, MonoTime};
 use leasehold_store::{GuardedTx, Store, StoreError, StoredObject, WriteGuard};
 use prost::Message;
@@ -476,10 +478,10 @@ impl MetadataLeader {
             .into_iter()
             .map(|(node, resource_id)| {
                 let (status, silent) = match node.contact {
-                    ContactStatus::Live { silent_for } => (DataNodeLeaseStatus::Live, silent_for),
-                    ContactStatus::FencedByNow { silent_for } => (DataNodeLeaseStatus::FencedByNow, silent_for),
-                    ContactStatus::Unknown => (DataNodeLeaseStatus::Unknown, Duration::ZERO),
-                    ContactStatus::NeverGranted => (DataNodeLeaseStatus::NeverGranted, Duration::ZERO),
+                    ContactStatus::Live { silent_for } => (DataNodeLeaseStatus::Live, Some(silent_for)),
+                    ContactStatus::FencedByNow { silent_for } => (DataNodeLeaseStatus::FencedByNow, Some(silent_for)),
+                    ContactStatus::Unknown => (DataNodeLeaseStatus::Unknown, None),
+                    ContactStatus::NeverGranted => (DataNodeLeaseStatus::NeverGranted, None),
                 };
                 DataNodeStatus {
                     node_id: node.key.node_id,
@@ -487,8 +489,9 @@ impl MetadataLeader {
                     address: node.address,
                     registered: node.registered,
                     status: status as i32,
-                    silent_ms: silent.as_millis() as i64,
+                    silent_ms: silent.map_or(-1, |silent| silent.as_millis() as i64),
                     acked_version: node.acked,
+                    departure: node.departure.map(Departure::as_str).unwrap_or_default().to_owned(),
                     resource_id,
                 }
             })

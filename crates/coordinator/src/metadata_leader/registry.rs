@@ -357,15 +357,20 @@ impl MetadataLeader {
 
     /// Removes `node_id` at `incarnation`; it still counts for broadcasts until it has fenced.
     /// With `buckets_released` (the agent gave every bucket up), its buckets may move at once.
+    /// With `released` (its host stopped serving), it is forgotten at once instead.
     pub async fn deregister(
         &self,
         node_id: &str,
         incarnation: &str,
         buckets_released: bool,
+        released: bool,
     ) -> Result<bool, MetadataError> {
         let _serial = self.publications.lock().await;
         let key = NodeKey::new(node_id, incarnation);
-        let removed = self.retire(std::slice::from_ref(&key), buckets_released).await?;
+        if released {
+            return self.release(&key).await;
+        }
+        let removed = self.retire(std::slice::from_ref(&key), buckets_released, Departure::Left).await?;
         info!(
             node_id,
             incarnation,
@@ -374,6 +379,30 @@ impl MetadataLeader {
             "data node deregistered; it counts until it has fenced"
         );
         Ok(!removed.is_empty())
+    }
+
+    /// Deletes the registration of `key` and any tombstone row of it in one guarded
+    /// transaction, then forgets it ([`Ledger::release`]); broadcasts waiting for it are woken.
+    /// Call it under the publication lock.
+    async fn release(&self, key: &NodeKey) -> Result<bool, MetadataError> {
+        let cluster = &self.identity.cluster;
+        let mut tx = self.begin_guarded().await?;
+        let removed = tx
+            .run(async |db| {
+                let removed = db.retire_data_node(cluster, &key.node_id, &key.incarnation).await?;
+                let tombstone = db.delete_tombstone(cluster, &key.node_id, &key.incarnation).await?;
+                Ok(removed || tombstone)
+            })
+            .await?;
+        tx.commit().await?;
+        let mut state = self.state();
+        state.release(key);
+        metrics::data_nodes_registered(state.registered_count());
+        drop(state);
+        self.membership_changed.notify_one();
+        self.acknowledgements_moved();
+        info!(node = %key, known = removed, "data node released: its host stopped serving, so it is forgotten at once and no broadcast waits for it");
+        Ok(removed)
     }
 
     /// An operator's removal of `node_id` ([`Ledger::removal`]): retires its registered
@@ -390,7 +419,7 @@ impl MetadataLeader {
             }
             ledger::Removal::Retire(key) => key,
         };
-        let removed = self.retire(std::slice::from_ref(&key), false).await?;
+        let removed = self.retire(std::slice::from_ref(&key), false, Departure::Lost).await?;
         if removed.is_empty() {
             return Err(MetadataError::UnknownNode { node_id: node_id.to_owned() });
         }
@@ -407,7 +436,7 @@ impl MetadataLeader {
         if silent.is_empty() {
             return Ok(0);
         }
-        let evicted = self.retire(&silent, false).await?;
+        let evicted = self.retire(&silent, false, Departure::Lost).await?;
         for key in &evicted {
             warn!(node = %key, silent_for_s = evict_after.as_secs(), "data node evicted: silent past datanodes.evict-after; it is told to start a new incarnation if it comes back");
         }
@@ -419,8 +448,14 @@ impl MetadataLeader {
     /// here, in one guarded transaction; returns the ones that were registered. Call it under
     /// the publication lock.
     /// With `buckets_released`, each gave every bucket up: the tombstone records it, so that
-    /// every leader settles its revokes at once.
-    pub(super) async fn retire(&self, keys: &[NodeKey], buckets_released: bool) -> Result<Vec<NodeKey>, MetadataError> {
+    /// every leader settles its revokes at once. The tombstone also records the `departure`,
+    /// for listings.
+    pub(super) async fn retire(
+        &self,
+        keys: &[NodeKey],
+        buckets_released: bool,
+        departure: Departure,
+    ) -> Result<Vec<NodeKey>, MetadataError> {
         let cluster = &self.identity.cluster;
         let mut tx = self.begin_guarded().await?;
         let removed = tx
@@ -431,6 +466,9 @@ impl MetadataLeader {
                         db.put_tombstone(cluster, &key.node_id, &key.incarnation).await?;
                         if buckets_released {
                             db.mark_tombstone_released(cluster, &key.node_id, &key.incarnation).await?;
+                        }
+                        if departure == Departure::Left {
+                            db.mark_tombstone_left(cluster, &key.node_id, &key.incarnation).await?;
                         }
                         removed.push(key.clone());
                     }
@@ -443,7 +481,7 @@ impl MetadataLeader {
         if buckets_released {
             removed.iter().for_each(|key| state.drained(key));
         }
-        state.retire(keys, &removed, self.clock.now());
+        state.retire(keys, &removed, departure, self.clock.now());
         metrics::data_nodes_registered(state.registered_count());
         drop(state);
         self.membership_changed.notify_one();

@@ -137,7 +137,7 @@ impl MetadataLeader {
             let _serial = self.publications.lock().await;
             let keys = self.state().nodes_of_resource(id);
             if !keys.is_empty() {
-                let removed = self.retire(&keys, false).await?;
+                let removed = self.retire(&keys, false, Departure::Lost).await?;
                 info!(resource = id, nodes = ?removed.iter().map(|key| key.to_string()).collect::<Vec<_>>(), "deregistered the data node of a resource being cleaned up");
             }
         }

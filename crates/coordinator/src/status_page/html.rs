@@ -223,9 +223,13 @@ fn data_nodes(page: &mut String, part: &DataNodes) {
             node_id = escape(&node.node_id),
             lease_value = escape(&node.lease),
             lease = badge(&node.lease),
-            silent = span(node.silent_ms),
+            silent = if node.silent_ms < 0 { "—".to_owned() } else { span(node.silent_ms) },
             acked = node.acked_version,
-            registered = if node.registered { "yes" } else { "no (kept until settled)" },
+            registered = if node.registered {
+                "yes".to_owned()
+            } else {
+                format!("no: {} (kept until settled)", escape(&node.departure))
+            },
             full = escape(&node.incarnation),
             incarnation = escape(incarnation),
             address = escape(&node.address),
@@ -413,6 +417,7 @@ mod tests {
                         incarnation: "0123456789abcdef".into(),
                         address: "10.0.1.1:7500".into(),
                         registered: true,
+                        departure: String::new(),
                         lease: "live".into(),
                         silent_ms: 420,
                         acked_version: 12,
@@ -423,6 +428,7 @@ mod tests {
                         incarnation: "fedcba9876543210".into(),
                         address: "10.0.1.2:7500".into(),
                         registered: true,
+                        departure: String::new(),
                         lease: "fenced".into(),
                         silent_ms: 17_500,
                         acked_version: 11,
@@ -541,7 +547,17 @@ mod tests {
         );
         assert_eq!(
             keys(&json["data_nodes"]["nodes"][1]),
-            ["acked_version", "address", "incarnation", "lease", "node_id", "registered", "resource_id", "silent_ms"]
+            [
+                "acked_version",
+                "address",
+                "departure",
+                "incarnation",
+                "lease",
+                "node_id",
+                "registered",
+                "resource_id",
+                "silent_ms"
+            ]
         );
         assert_eq!(json["data_nodes"]["nodes"][1]["lease"], "fenced");
         assert_eq!(keys(&json["coordinators"]), ["available", "nodes", "reason", "term"]);

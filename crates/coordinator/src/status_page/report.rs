@@ -142,6 +142,9 @@ pub struct DataNode {
     pub address: String,
     /// False for a deregistered or replaced incarnation kept until it is settled.
     pub registered: bool,
+    /// For such a tombstone, `left` (it deregistered) or `lost` (evicted, replaced or removed
+    /// by an operator); empty while registered.
+    pub departure: String,
     /// `live`, `fenced` (silent past `proceed_after_ms`: it has fenced by now), `unknown`
     /// (not heard from since this leader took over) or `never-granted`.
     pub lease: String,
@@ -275,6 +278,7 @@ impl From<v1::DataNodeStatus> for DataNode {
             incarnation: node.incarnation,
             address: node.address,
             registered: node.registered,
+            departure: node.departure,
             silent_ms: node.silent_ms,
             acked_version: node.acked_version,
             resource_id: node.resource_id,

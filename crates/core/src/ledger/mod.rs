@@ -53,6 +53,8 @@ pub struct Inherited<C> {
     pub assignments: Vec<(String, u32, Slot)>,
     /// Tombstones whose incarnation gave every bucket up as it deregistered.
     pub drained: Vec<NodeKey>,
+    /// Tombstones whose incarnation deregistered (it left; the others were lost).
+    pub left: Vec<NodeKey>,
     /// The resource each registered incarnation runs as, if any.
     pub resources: Vec<(NodeKey, String)>,
 }
@@ -70,6 +72,7 @@ impl<C> Default for Inherited<C> {
             pools: Vec::new(),
             assignments: Vec::new(),
             drained: Vec::new(),
+            left: Vec::new(),
             resources: Vec::new(),
         }
     }
@@ -217,10 +220,31 @@ pub struct NodeStatus {
     pub address: String,
     /// Registered, as opposed to a tombstone that still counts.
     pub registered: bool,
+    /// How a tombstone's incarnation went; `None` while registered.
+    pub departure: Option<Departure>,
     /// Its lease as the leader sees it.
     pub contact: ContactStatus,
     /// The highest version it acknowledged.
     pub acked: u64,
+}
+
+/// How an incarnation was put to rest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Departure {
+    /// It deregistered.
+    Left,
+    /// It was evicted, replaced by a new incarnation, or removed by an operator.
+    Lost,
+}
+
+impl Departure {
+    /// The name listings show.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Departure::Left => "left",
+            Departure::Lost => "lost",
+        }
+    }
 }
 
 /// The leader's data-node state for one term.
@@ -263,6 +287,8 @@ pub struct Ledger<C> {
     /// Incarnations that deregistered saying they released every bucket: their revokes are
     /// settled (for buckets only; their caches still count until they have fenced).
     drained: BTreeSet<NodeKey>,
+    /// Tombstones whose incarnation deregistered.
+    left: BTreeSet<NodeKey>,
     /// Versions of unsettled revokes, with how many buckets each still holds: their
     /// publication snapshots are watched until the last of them is released.
     revoke_watches: BTreeMap<u64, usize>,
@@ -316,6 +342,7 @@ impl<C: Clone> Ledger<C> {
             offline_after: start.offline_after.max(start.proceed_after),
             promoted_at: start.promoted_at,
             drained: inherited.drained.into_iter().collect(),
+            left: inherited.left.into_iter().collect(),
             revoked_at: BTreeMap::new(),
             revoke_watches: BTreeMap::new(),
         };
@@ -551,12 +578,15 @@ impl<C: Clone> Ledger<C> {
     /// `keys` were put to rest at `now`; `removed` are those whose registration the store
     /// write removed (the rest were not registered). Each stays a tombstone until it has
     /// provably fenced, and is never taken back.
-    pub fn retire(&mut self, keys: &[NodeKey], removed: &[NodeKey], now: MonoTime) {
+    pub fn retire(&mut self, keys: &[NodeKey], removed: &[NodeKey], departure: Departure, now: MonoTime) {
         for key in keys {
             if removed.contains(key) {
                 self.registry.remove(&key.node_id);
                 self.stored_tombstones.insert(key.clone());
                 self.retired.insert(key.clone());
+                if departure == Departure::Left {
+                    self.left.insert(key.clone());
+                }
             }
             self.tracker.deregister(key, now);
             self.refusals.remove(key);
@@ -564,6 +594,25 @@ impl<C: Clone> Ledger<C> {
             self.resources.remove(key);
             self.resyncing.remove(key);
         }
+    }
+
+    /// `key` deregistered after its host stopped serving (`released`): it is forgotten at once
+    /// rather than kept as a tombstone, its buckets are free, and every broadcast stops
+    /// waiting for it. The caller deleted its registration and any tombstone row of it. Its
+    /// incarnation stays refused for the rest of the term.
+    pub fn release(&mut self, key: &NodeKey) {
+        if self.registry.get(&key.node_id).is_some_and(|registered| registered.incarnation == key.incarnation) {
+            self.registry.remove(&key.node_id);
+        }
+        self.stored_tombstones.remove(key);
+        self.retired.insert(key.clone());
+        self.tracker.release(key);
+        self.drained.remove(key);
+        self.left.remove(key);
+        self.refusals.remove(key);
+        self.memberships.remove(key);
+        self.resources.remove(key);
+        self.resyncing.remove(key);
     }
 
     /// The registered incarnations silent at `now` for `evict_after`, never less than
@@ -578,6 +627,7 @@ impl<C: Clone> Ledger<C> {
         self.tracker.collect_tombstones(now, self.proceed_after);
         let tracked: BTreeSet<&NodeKey> = self.tracker.nodes().map(|(key, _)| key).collect();
         self.drained.retain(|key| tracked.contains(key));
+        self.left.retain(|key| tracked.contains(key));
         let counted: BTreeSet<&NodeKey> =
             self.tracker.nodes().filter(|(_, tombstone)| *tombstone).map(|(key, _)| key).collect();
         self.stored_tombstones.iter().filter(|key| !counted.contains(key)).cloned().collect()
@@ -603,10 +653,12 @@ impl<C: Clone> Ledger<C> {
                 }
                 let address =
                     self.registry.get(&key.node_id).map(|registered| registered.address.clone()).unwrap_or_default();
+                let left = self.left.contains(key);
                 Some(NodeStatus {
                     key: key.clone(),
                     address,
                     registered: !tombstone,
+                    departure: tombstone.then_some(if left { Departure::Left } else { Departure::Lost }),
                     contact,
                     acked: self.tracker.acked(key),
                 })
@@ -717,6 +769,49 @@ mod tests {
     }
 
     #[test]
+    fn a_tombstone_shows_whether_its_incarnation_left_or_was_lost() {
+        let mut ledger = ledger(&["a", "b"]);
+        let (a, b) = (key("a", "1"), key("b", "1"));
+        ledger.heartbeat(beat(&a, 0), None, at(100)).unwrap();
+        ledger.heartbeat(beat(&b, 0), None, at(100)).unwrap();
+        ledger.retire(std::slice::from_ref(&a), std::slice::from_ref(&a), Departure::Left, at(200));
+        ledger.retire(std::slice::from_ref(&b), std::slice::from_ref(&b), Departure::Lost, at(200));
+        let departures: Vec<(String, Option<Departure>)> =
+            ledger.statuses(at(300)).into_iter().map(|status| (status.key.node_id, status.departure)).collect();
+        assert_eq!(departures, [("a".to_owned(), Some(Departure::Left)), ("b".to_owned(), Some(Departure::Lost))]);
+
+        let inherited =
+            Inherited { tombstones: vec![a.clone(), b.clone()], left: vec![a.clone()], ..Inherited::default() };
+        let successor: Ledger<&'static str> = Ledger::new(start(1000, GRANTS), inherited);
+        let departures: Vec<Option<Departure>> =
+            successor.statuses(at(1100)).into_iter().map(|status| status.departure).collect();
+        assert_eq!(departures, [Some(Departure::Left), Some(Departure::Lost)], "a new leader reads it from the store");
+    }
+
+    #[test]
+    fn a_released_node_is_forgotten_at_once_and_no_broadcast_waits_for_it() {
+        let mut ledger = ledger(&["a", "b"]);
+        let (a, b) = (key("a", "1"), key("b", "1"));
+        ledger.heartbeat(beat(&a, 0), None, at(100)).unwrap();
+        ledger.heartbeat(beat(&b, 0), None, at(100)).unwrap();
+        let version = publish(&mut ledger, "v1", 200);
+        ledger.watch(version, at(200));
+        ledger.heartbeat(beat(&b, 1), None, at(210)).unwrap();
+        let waiting = |ledger: &Ledger<&'static str>| -> Vec<NodeKey> {
+            ledger.statuses(at(220)).into_iter().map(|status| status.key).collect()
+        };
+        assert_eq!(waiting(&ledger), [a.clone(), b.clone()]);
+        let before = ledger.tracker.settlements(version);
+        assert!(before.iter().any(|settlement| settlement.key == a), "a counts for v1 until released");
+
+        ledger.release(&a);
+        assert_eq!(waiting(&ledger), std::slice::from_ref(&b), "no tombstone is left");
+        assert!(ledger.tracker.settlements(version).iter().all(|settlement| settlement.key != a));
+        assert_eq!(ledger.check_registration("a", "1"), Err(Refusal::Retired), "the incarnation does not come back");
+        assert_eq!(ledger.settle_tombstones(at(220)), Vec::<NodeKey>::new(), "no stored tombstone to delete");
+    }
+
+    #[test]
     fn a_data_node_is_removed_by_hand_only_once_it_cannot_hold_a_lease_from_here() {
         let mut ledger = ledger(&["a", "never"]);
         let a = key("a", "1");
@@ -728,7 +823,7 @@ mod tests {
         assert_eq!(ledger.removal("a", at(100) + PROCEED), Removal::Retire(a.clone()), "provably fenced");
         assert_eq!(ledger.removal("never", at(200)), Removal::Retire(key("never", "1")), "never granted a lease");
         assert_eq!(ledger.removal("zzz", at(200)), Removal::Unknown);
-        ledger.retire(std::slice::from_ref(&a), std::slice::from_ref(&a), at(100) + PROCEED);
+        ledger.retire(std::slice::from_ref(&a), std::slice::from_ref(&a), Departure::Lost, at(100) + PROCEED);
         assert_eq!(ledger.removal("a", at(100) + PROCEED), Removal::Unknown, "removed: only its tombstone is left");
     }
 
@@ -885,7 +980,7 @@ mod tests {
         let version = publish(&mut ledger, "prepare", 100);
         let a = key("a", "1");
         ledger.heartbeat(Beat { needs_resync: true, refused: Some(version), ..beat(&a, 0) }, None, at(200)).unwrap();
-        ledger.retire(std::slice::from_ref(&a), std::slice::from_ref(&a), at(300));
+        ledger.retire(std::slice::from_ref(&a), std::slice::from_ref(&a), Departure::Left, at(300));
         let none = BTreeSet::new();
         let step = ledger.broadcast_step(version, Refusals::Counted(&none), None, at(310));
         assert!(!matches!(step.verdict, Verdict::Fail { .. }), "{step:?}");
@@ -953,7 +1048,7 @@ mod tests {
     #[test]
     fn a_retired_incarnation_is_refused_until_its_node_registers_anew() {
         let mut ledger = ledger(&["a"]);
-        ledger.retire(&[key("a", "1")], &[key("a", "1")], at(10));
+        ledger.retire(&[key("a", "1")], &[key("a", "1")], Departure::Left, at(10));
         assert_eq!(ledger.registered_count(), 0);
         // Settled and swept, it is still remembered as retired.
         let settled = ledger.settle_tombstones(at(10) + PROCEED);
@@ -972,7 +1067,7 @@ mod tests {
             ledger.set_pools(&key(node, incarnation), vec!["p".into()]);
             ledger.set_resource(&key(node, incarnation), "r");
         }
-        ledger.retire(&[key("ab", "1")], &[key("ab", "1")], at(10));
+        ledger.retire(&[key("ab", "1")], &[key("ab", "1")], Departure::Left, at(10));
         assert_eq!(ledger.register("a", "2", "x:2", Some("1".into()), at(20)), Some("1".into()));
         assert_eq!(ledger.check_registration("a", "3"), Ok(Some("2".into())));
         assert_eq!(ledger.check_registration("a-", "2"), Ok(Some("1".into())), "another node id is left alone");
@@ -985,7 +1080,7 @@ mod tests {
     fn a_tombstone_is_listed_until_it_has_provably_fenced_and_never_collected_by_a_read() {
         let mut ledger = ledger(&["a"]);
         ledger.heartbeat(beat(&key("a", "1"), 0), None, at(1000)).unwrap();
-        ledger.retire(&[key("a", "1")], &[key("a", "1")], at(2000));
+        ledger.retire(&[key("a", "1")], &[key("a", "1")], Departure::Left, at(2000));
         let listed = |ledger: &Ledger<&str>, now| ledger.statuses(now).len();
         assert_eq!(listed(&ledger, (at(1000) + PROCEED).saturating_sub(Duration::from_millis(1))), 1);
         assert_eq!(listed(&ledger, at(1000) + PROCEED), 0);

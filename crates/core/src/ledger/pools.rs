@@ -392,7 +392,7 @@ mod tests {
         let grants = ledger.bucket_pass("p", at(20));
         write(&mut ledger, &grants, 20);
         ledger.drained(&key("a"));
-        ledger.retire(&[key("a")], &[key("a")], at(30));
+        ledger.retire(&[key("a")], &[key("a")], Departure::Left, at(30));
         let revokes = ledger.bucket_pass("p", at(40));
         let revoked_at = write(&mut ledger, &revokes, 40);
         assert!(ledger.revoke_settled(&key("a"), revoked_at, at(41)), "no wait for a's fence");

@@ -80,7 +80,7 @@ mod tests {
         assert!(ledger.nodes_of_resource("dn1").is_empty());
         let second = NodeKey::new("dn1", "i2");
         ledger.set_resource(&second, "dn1");
-        ledger.retire(std::slice::from_ref(&second), std::slice::from_ref(&second), at(6));
+        ledger.retire(std::slice::from_ref(&second), std::slice::from_ref(&second), Departure::Left, at(6));
         assert!(ledger.nodes_of_resource("dn1").is_empty());
     }
 
