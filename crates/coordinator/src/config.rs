@@ -120,17 +120,24 @@ impl Default for StoreConfig {
     }
 }
 
-// Written out so that `{:?}` of the configuration shows the URL redacted.
+impl StoreConfig {
+    /// The options the store is opened with.
+    pub fn options(&self) -> StoreOptions {
+        StoreOptions {
+            url: self.url.clone(),
+            password_file: self.password_file.clone(),
+            call_timeout: self.call_timeout,
+            lock_timeout: self.lock_timeout,
+            idle_transaction_timeout: self.idle_transaction_timeout,
+            max_connections: self.max_connections,
+        }
+    }
+}
+
+// The store options' own `{:?}`, which shows the URL redacted.
 impl std::fmt::Debug for StoreConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("StoreConfig")
-            .field("url", &redact_url(&self.url))
-            .field("password_file", &self.password_file)
-            .field("call_timeout", &self.call_timeout)
-            .field("lock_timeout", &self.lock_timeout)
-            .field("idle_transaction_timeout", &self.idle_transaction_timeout)
-            .field("max_connections", &self.max_connections)
-            .finish()
+        self.options().fmt(f)
     }
 }
 
@@ -386,14 +393,7 @@ impl CoordinatorConfig {
 
     /// The store options.
     pub fn store_options(&self) -> StoreOptions {
-        StoreOptions {
-            url: self.store.url.clone(),
-            password_file: self.store.password_file.clone(),
-            call_timeout: self.store.call_timeout,
-            lock_timeout: self.store.lock_timeout,
-            idle_transaction_timeout: self.store.idle_transaction_timeout,
-            max_connections: self.store.max_connections,
-        }
+        self.store.options()
     }
 
     /// The node id, defaulted from the listen port.
